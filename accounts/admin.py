@@ -1,0 +1,24 @@
+"""Admin for users: search by name, filter by status and activity."""
+
+from django.contrib import admin
+from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
+
+from accounts.models import User
+
+
+@admin.register(User)
+class UserAdmin(BaseUserAdmin):
+    """Find users quickly by username, display name or email."""
+
+    list_display = ("id", "username", "display_name", "email", "status", "last_seen", "is_active")
+    list_filter = ("status", "is_active", "is_staff", "date_joined")
+    search_fields = ("username", "display_name", "email")
+    ordering = ("username",)
+    fieldsets = (
+        *(BaseUserAdmin.fieldsets or ()),
+        ("Chat", {"fields": ("display_name", "status", "last_seen")}),
+    )
+    add_fieldsets = (
+        *BaseUserAdmin.add_fieldsets,
+        ("Chat", {"fields": ("display_name",)}),
+    )

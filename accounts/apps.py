@@ -1,0 +1,10 @@
+"""The accounts app: the custom user model."""
+
+from django.apps import AppConfig
+
+
+class AccountsConfig(AppConfig):
+    """Configure the accounts app."""
+
+    name = "accounts"
+    default_auto_field = "django.db.models.BigAutoField"

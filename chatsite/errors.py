@@ -1,0 +1,38 @@
+"""The base of every error a service may raise; transports render it in one place each."""
+
+from typing import Any
+
+
+class DomainError(Exception):
+    """A rule was broken; `code` is the wire error code, `http_status` its REST status."""
+
+    code: str = "bad_request"
+    http_status: int = 400
+    default_message: str = "The request is not valid."
+
+    def __init__(self, message: str | None = None, *, details: dict[str, Any] | None = None):
+        self.message = message or self.default_message
+        self.details = details or {}
+        super().__init__(self.message)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Return the error as the JSON-safe `{code, message, details}` object."""
+        body: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.details:
+            body["details"] = self.details
+        return body
+
+
+class BadRequest(DomainError):
+    """A field is missing or has the wrong shape or value."""
+
+    code = "bad_request"
+    http_status = 400
+
+
+class Unavailable(DomainError):
+    """A backing service (the database) is down or timed out; retry with the same ids."""
+
+    code = "unavailable"
+    http_status = 503
+    default_message = "The service is temporarily unavailable; retry shortly."

@@ -1,0 +1,13 @@
+"""The site's URL map: pages, the admin, and (later) the REST API."""
+
+from django.contrib import admin
+from django.urls import include, path
+
+from messaging import views as messaging_views
+
+urlpatterns = [
+    path("", messaging_views.home, name="home"),
+    path("healthz", messaging_views.healthz, name="healthz"),
+    path("accounts/", include("django.contrib.auth.urls")),
+    path("admin/", admin.site.urls),
+]

@@ -1,0 +1,79 @@
+"""Errors raised by the messaging services; codes are the wire codes of PROTOCOL.md."""
+
+from chatsite.errors import BadRequest, DomainError
+
+__all__ = [
+    "BadRequest",
+    "Conflict",
+    "EmptyMessage",
+    "GroupFull",
+    "MessageNotFound",
+    "MessageTooLong",
+    "NotAllowed",
+    "NotAMember",
+    "UserNotFound",
+]
+
+
+class NotAMember(DomainError):
+    """The user is not a member, or the conversation does not exist (never say which)."""
+
+    code = "forbidden"
+    http_status = 403
+    default_message = "You are not a member of this conversation."
+
+
+class NotAllowed(DomainError):
+    """The user is a member but lacks the role or ownership the action needs."""
+
+    code = "forbidden"
+    http_status = 403
+    default_message = "You are not allowed to do that in this conversation."
+
+
+class MessageNotFound(DomainError):
+    """No such message in a conversation the user can read."""
+
+    code = "not_found"
+    http_status = 404
+    default_message = "No such message in this conversation."
+
+
+class UserNotFound(DomainError):
+    """A user id given does not name an active user."""
+
+    code = "not_found"
+    http_status = 404
+    default_message = "No such user."
+
+
+class MessageTooLong(DomainError):
+    """The body is longer than the configured limit."""
+
+    code = "message_too_long"
+    http_status = 413
+    default_message = "The message is too long."
+
+
+class EmptyMessage(DomainError):
+    """The body is empty or only white space, and there is no attachment."""
+
+    code = "empty_message"
+    http_status = 400
+    default_message = "The message is empty."
+
+
+class Conflict(DomainError):
+    """A `client_msg_id` was reused for a different conversation or body."""
+
+    code = "conflict"
+    http_status = 409
+    default_message = "This client_msg_id was already used for a different message."
+
+
+class GroupFull(DomainError):
+    """Adding these members would pass the group size limit."""
+
+    code = "group_full"
+    http_status = 409
+    default_message = "The group has reached its member limit."

@@ -1,0 +1,175 @@
+"""Conversations, their members and their log of messages, attachments and push devices.
+
+Every change in a conversation takes the next number of `Conversation.last_seq` inside
+the transaction that makes it (PROTOCOL.md section 1). Writes go through
+`messaging.services`; nothing else changes these rows.
+"""
+
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+
+class Conversation(models.Model):
+    """A direct (two people) or group conversation with one gap-free log counter."""
+
+    class Kind(models.TextChoices):
+        DIRECT = "direct", "Direct"
+        GROUP = "group", "Group"
+
+    kind = models.CharField(max_length=8, choices=Kind.choices)
+    title = models.CharField(max_length=200, blank=True)
+    public = models.BooleanField(default=False)
+    last_seq = models.BigIntegerField(default=0)
+    # "<low user id>:<high user id>" for direct conversations; unique, so a pair of users
+    # has at most one direct conversation whoever creates it.
+    direct_key = models.CharField(max_length=64, null=True, blank=True, unique=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_activity_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(kind="group") | Q(direct_key__isnull=False), name="direct_has_key"
+            ),
+        ]
+        indexes = [models.Index(fields=["public", "kind"], name="conversation_public_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.kind} #{self.pk}: {self.title}" if self.title else f"{self.kind} #{self.pk}"
+
+
+class Membership(models.Model):
+    """A user's place in a conversation, with read and delivered markers (only ever raised)."""
+
+    class Role(models.TextChoices):
+        OWNER = "owner", "Owner"
+        ADMIN = "admin", "Admin"
+        MEMBER = "member", "Member"
+
+    conversation = models.ForeignKey(
+        Conversation, on_delete=models.CASCADE, related_name="memberships"
+    )
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships"
+    )
+    role = models.CharField(max_length=8, choices=Role.choices, default=Role.MEMBER)
+    delivered_seq = models.BigIntegerField(default=0)
+    read_seq = models.BigIntegerField(default=0)
+    # The first log number this member may read. 0 = the whole history (group creators,
+    # public groups); else the seq of the system message that added them to a private
+    # group, so a member removed and re-added never sees what was said in between.
+    visible_from_seq = models.BigIntegerField(default=0)
+    muted = models.BooleanField(default=False)
+    joined_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["conversation", "user"], name="membership_unique"),
+        ]
+        indexes = [models.Index(fields=["user", "conversation"], name="membership_user_idx")]
+
+    def __str__(self) -> str:
+        return f"user {self.user_id} in conversation {self.conversation_id} ({self.role})"
+
+    @property
+    def is_admin(self) -> bool:
+        """Return whether this member may manage the conversation (owner or admin)."""
+        return self.role in (self.Role.OWNER, self.Role.ADMIN)
+
+
+class Attachment(models.Model):
+    """An uploaded file; readable by members of a conversation where it was posted."""
+
+    uploader = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="attachments"
+    )
+    file = models.FileField(upload_to="attachments/%Y/%m/")
+    thumbnail = models.FileField(upload_to="thumbnails/%Y/%m/", blank=True)
+    filename = models.CharField(max_length=255)
+    content_type = models.CharField(max_length=100)
+    size = models.BigIntegerField()
+    sha256 = models.CharField(max_length=64, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"{self.filename} ({self.size} bytes)"
+
+
+class Message(models.Model):
+    """One entry of a conversation's log: a text message or a system line.
+
+    `seq` is the log number it was created with (display order); `version` the number
+    of its latest change (edit or delete), so `after=cursor` fetches find changes too.
+    """
+
+    class Kind(models.TextChoices):
+        TEXT = "text", "Text"
+        SYSTEM = "system", "System"
+
+    conversation = models.ForeignKey(
+        Conversation, on_delete=models.CASCADE, related_name="messages"
+    )
+    seq = models.BigIntegerField()
+    version = models.BigIntegerField()
+    kind = models.CharField(max_length=8, choices=Kind.choices, default=Kind.TEXT)
+    sender = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    client_msg_id = models.UUIDField(null=True, blank=True)
+    body = models.TextField(blank=True)
+    system = models.JSONField(null=True, blank=True)
+    attachments = models.ManyToManyField(Attachment, blank=True, related_name="messages")
+    created_at = models.DateTimeField(auto_now_add=True)
+    edited_at = models.DateTimeField(null=True, blank=True)
+    deleted = models.BooleanField(default=False)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["conversation", "seq"], name="message_seq_unique"),
+            models.UniqueConstraint(
+                fields=["sender", "client_msg_id"],
+                condition=Q(client_msg_id__isnull=False),
+                name="message_client_msg_id_unique",
+            ),
+        ]
+        indexes = [
+            # `after=cursor` reads by version; `before=seq` and unread counts by seq.
+            models.Index(fields=["conversation", "version"], name="message_version_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"message {self.pk} (conversation {self.conversation_id}, seq {self.seq})"
+
+
+class Device(models.Model):
+    """A push target of a user's install: a Web Push subscription, FCM or APNs token."""
+
+    class Platform(models.TextChoices):
+        WEBPUSH = "webpush", "Web Push"
+        FCM = "fcm", "Firebase Cloud Messaging"
+        APNS = "apns", "Apple Push Notification service"
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="devices"
+    )
+    platform = models.CharField(max_length=8, choices=Platform.choices)
+    # The FCM/APNs token, or the Web Push endpoint URL.
+    token = models.CharField(max_length=1024)
+    # Web Push only: the subscription's keys (`p256dh`, `auth`).
+    keys = models.JSONField(null=True, blank=True)
+    name = models.CharField(max_length=100, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["platform", "token"], name="device_token_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.platform} device of user {self.user_id}"

@@ -1,0 +1,234 @@
+"""Reads: conversations and messages as the requesting user may see them.
+
+Every read is scoped to the user's memberships; a non-member gets NotAMember whether or
+not the conversation exists.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.db.models import Count, IntegerField, OuterRef, Q, QuerySet, Subquery, Value
+from django.db.models.functions import Coalesce
+
+from accounts.models import User
+from messaging.errors import BadRequest, MessageNotFound, NotAMember
+from messaging.events import ConversationView
+from messaging.models import Conversation, Membership, Message
+
+
+@dataclass(frozen=True)
+class MessageBatch:
+    """A page of the log: messages, the number it is complete up to, whether more exist."""
+
+    conversation_id: int
+    messages: list[Message]
+    upto: int | None
+    has_more: bool
+
+
+def get_membership(*, user: User, conversation_id: int) -> Membership:
+    """Return the user's membership (with its conversation), else raise NotAMember."""
+    membership = (
+        Membership.objects.select_related("conversation")
+        .filter(conversation_id=conversation_id, user=user)
+        .first()
+    )
+    if membership is None:
+        raise NotAMember()
+    return membership
+
+
+def _clean_limit(limit: object) -> int:
+    if limit is None:
+        return int(settings.CHAT_FETCH_DEFAULT_LIMIT)
+    if isinstance(limit, bool) or not isinstance(limit, int):
+        raise BadRequest("limit must be an integer.", details={"field": "limit"})
+    if not 1 <= limit <= settings.CHAT_FETCH_MAX_LIMIT:
+        raise BadRequest(
+            f"limit must be between 1 and {settings.CHAT_FETCH_MAX_LIMIT}.",
+            details={"field": "limit"},
+        )
+    return limit
+
+
+def _clean_position(value: object, field: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 2**62:
+        raise BadRequest(f"{field} must be a non-negative integer.", details={"field": field})
+    return value
+
+
+def _with_attachments(messages: QuerySet[Message]) -> QuerySet[Message]:
+    return messages.prefetch_related("attachments")
+
+
+def list_messages_for_user(
+    *,
+    user: User,
+    conversation_id: int,
+    after: object = None,
+    before: object = None,
+    limit: object = None,
+) -> MessageBatch:
+    """Return a page of the log the user may read.
+
+    With `after`: every message whose `version > after`, in version order, and `upto`,
+    the log number the answer is complete up to. With `before`: the newest `limit`
+    messages with `seq < before`, in seq order (`upto` is None). With neither: the
+    newest page, like `before` past the end.
+    """
+    after_n = _clean_position(after, "after")
+    before_n = _clean_position(before, "before")
+    size = _clean_limit(limit)
+    if after_n is not None and before_n is not None:
+        raise BadRequest("Give either after or before, not both.", details={"field": "before"})
+    # Read the log's end first: every change numbered up to it has committed (numbers are
+    # taken under the row lock and committed in order), so the page below is complete.
+    membership = get_membership(user=user, conversation_id=conversation_id)
+    last_seq = membership.conversation.last_seq
+    visible = Message.objects.filter(
+        conversation_id=conversation_id, seq__gte=membership.visible_from_seq
+    )
+    if after_n is not None:
+        rows = list(
+            _with_attachments(
+                visible.filter(version__gt=after_n, version__lte=last_seq).order_by("version")
+            )[: size + 1]
+        )
+        has_more = len(rows) > size
+        rows = rows[:size]
+        upto = rows[-1].version if has_more else max(last_seq, after_n)
+        return MessageBatch(conversation_id, rows, upto, has_more)
+    newest = visible.filter(seq__lt=before_n) if before_n is not None else visible
+    rows = list(_with_attachments(newest.order_by("-seq"))[: size + 1])
+    has_more = len(rows) > size
+    rows = rows[:size]
+    rows.reverse()
+    return MessageBatch(conversation_id, rows, None, has_more)
+
+
+def get_message_for_user(*, user: User, conversation_id: int, message_id: int) -> Message:
+    """Return one message the user may read, else raise NotAMember or MessageNotFound."""
+    membership = get_membership(user=user, conversation_id=conversation_id)
+    message = (
+        _with_attachments(Message.objects.all())
+        .filter(
+            pk=message_id, conversation_id=conversation_id, seq__gte=membership.visible_from_seq
+        )
+        .first()
+    )
+    if message is None:
+        raise MessageNotFound()
+    return message
+
+
+def _unread_subquery(user: User) -> Coalesce:
+    unread = (
+        Message.objects.filter(
+            conversation_id=OuterRef("conversation_id"),
+            seq__gt=OuterRef("read_seq"),
+            kind=Message.Kind.TEXT,
+            deleted=False,
+        )
+        .exclude(sender=user)
+        .order_by()
+        .values("conversation_id")
+        .annotate(n=Count("pk"))
+        .values("n")
+    )
+    return Coalesce(Subquery(unread, output_field=IntegerField()), Value(0))
+
+
+def _view(membership: Membership, unread: int, peer: User | None) -> ConversationView:
+    conversation = membership.conversation
+    if conversation.kind == Conversation.Kind.DIRECT:
+        title = (peer or membership.user).name
+    else:
+        title = conversation.title
+    return ConversationView(
+        id=conversation.pk,
+        kind=conversation.kind,
+        title=title,
+        public=conversation.public,
+        last_seq=conversation.last_seq,
+        read_seq=membership.read_seq,
+        delivered_seq=membership.delivered_seq,
+        unread=unread,
+        muted=membership.muted,
+        last_activity_at=conversation.last_activity_at,
+        peer=(peer.pk if peer else membership.user_id)
+        if conversation.kind == Conversation.Kind.DIRECT
+        else None,
+    )
+
+
+def _direct_peers(user: User, conversation_ids: list[int]) -> dict[int, User]:
+    if not conversation_ids:
+        return {}
+    others = (
+        Membership.objects.filter(conversation_id__in=conversation_ids)
+        .exclude(user=user)
+        .select_related("user")
+    )
+    return {m.conversation_id: m.user for m in others}
+
+
+def list_conversations_for_user(*, user: User) -> list[ConversationView]:
+    """Return the user's conversations, most recently active first, with unread counts."""
+    memberships = list(
+        Membership.objects.filter(user=user)
+        .select_related("conversation", "user")
+        .annotate(unread=_unread_subquery(user))
+        .order_by("-conversation__last_activity_at", "-conversation_id")
+    )
+    peers = _direct_peers(
+        user,
+        [m.conversation_id for m in memberships if m.conversation.kind == Conversation.Kind.DIRECT],
+    )
+    return [
+        _view(m, m.unread, peers.get(m.conversation_id))  # type: ignore[attr-defined]
+        for m in memberships
+    ]
+
+
+def conversation_view_for_member(conversation: Conversation, user: User) -> ConversationView:
+    """Return one member's view of a conversation (two or three queries)."""
+    membership = (
+        Membership.objects.select_related("conversation", "user")
+        .annotate(unread=_unread_subquery(user))
+        .filter(conversation=conversation, user=user)
+        .first()
+    )
+    if membership is None:
+        raise NotAMember()
+    peer = None
+    if conversation.kind == Conversation.Kind.DIRECT:
+        peer = _direct_peers(user, [conversation.pk]).get(conversation.pk)
+    return _view(membership, membership.unread, peer)  # type: ignore[attr-defined]
+
+
+def get_conversation_for_user(*, user: User, conversation_id: int) -> ConversationView:
+    """Return the user's view of a conversation they belong to, else raise NotAMember."""
+    membership = get_membership(user=user, conversation_id=conversation_id)
+    return conversation_view_for_member(membership.conversation, user)
+
+
+def list_members(*, user: User, conversation_id: int) -> list[Membership]:
+    """Return a conversation's memberships (with users), if `user` is one of its members."""
+    get_membership(user=user, conversation_id=conversation_id)
+    return list(
+        Membership.objects.filter(conversation_id=conversation_id)
+        .select_related("user")
+        .order_by("joined_at", "pk")
+    )
+
+
+def list_public_groups(*, query: str = "", limit: int = 50) -> list[Conversation]:
+    """Return public groups whose title contains `query`, most recently active first."""
+    groups = Conversation.objects.filter(kind=Conversation.Kind.GROUP, public=True)
+    if query:
+        groups = groups.filter(Q(title__icontains=query))
+    return list(groups.order_by("-last_activity_at")[:limit])

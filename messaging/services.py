@@ -1,0 +1,683 @@
+"""Writes: the one path every transport (WebSocket, REST, admin, commands) calls.
+
+Every change to a conversation takes the next log number under the conversation's row
+lock, inside the transaction that makes the change, so numbers are gap-free and in
+commit order (PROTOCOL.md section 1). Broadcasts and task enqueues happen on commit.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, connection, transaction
+from django.db.models import F, OuterRef, Subquery, Value
+from django.db.models.functions import Greatest, Least
+from django.utils import timezone
+
+from accounts.models import User
+from messaging import events
+from messaging.errors import (
+    BadRequest,
+    Conflict,
+    EmptyMessage,
+    GroupFull,
+    MessageNotFound,
+    MessageTooLong,
+    NotAllowed,
+    NotAMember,
+    UserNotFound,
+)
+from messaging.models import Attachment, Conversation, Membership, Message
+from messaging.selectors import conversation_view_for_member
+
+Role = Membership.Role
+
+
+@dataclass(frozen=True)
+class SendResult:
+    """The stored message, and whether this call created it (False for a replay)."""
+
+    message: Message
+    created: bool
+
+
+@dataclass(frozen=True)
+class Markers:
+    """A member's delivered and read markers after a receipt."""
+
+    conversation_id: int
+    user_id: int
+    delivered_seq: int
+    read_seq: int
+    changed: bool
+
+
+# --- helpers ---------------------------------------------------------------------------
+
+
+def _clean_body(body: object, *, allow_empty: bool = False) -> str:
+    """Return the body if it is a string within the limits, else raise."""
+    if not isinstance(body, str):
+        raise BadRequest("body must be a string.", details={"field": "body"})
+    if len(body) > settings.CHAT_MAX_MESSAGE_LENGTH:
+        raise MessageTooLong(
+            f"The message is longer than {settings.CHAT_MAX_MESSAGE_LENGTH} characters.",
+            details={"max_length": settings.CHAT_MAX_MESSAGE_LENGTH},
+        )
+    if not allow_empty and not body.strip():
+        raise EmptyMessage()
+    return body
+
+
+def _clean_title(title: object) -> str:
+    """Return the title trimmed, if it is 1..200 characters, else raise."""
+    if not isinstance(title, str) or not title.strip():
+        raise BadRequest("A group needs a title.", details={"field": "title"})
+    title = title.strip()
+    if len(title) > settings.CHAT_MAX_TITLE_LENGTH:
+        raise BadRequest(
+            f"The title is longer than {settings.CHAT_MAX_TITLE_LENGTH} characters.",
+            details={"field": "title"},
+        )
+    return title
+
+
+def _clean_user_ids(user_ids: Iterable[object]) -> list[int]:
+    """Return the distinct user ids in order, if each is a positive integer."""
+    seen: dict[int, None] = {}
+    for raw in user_ids:
+        if isinstance(raw, bool) or not isinstance(raw, int) or raw <= 0:
+            raise BadRequest("users must be a list of user ids.", details={"field": "users"})
+        seen[raw] = None
+    return list(seen)
+
+
+def _active_users(user_ids: Sequence[int]) -> list[User]:
+    """Return the users for `user_ids`, or raise UserNotFound naming the missing ones."""
+    users = {u.pk: u for u in User.objects.filter(pk__in=user_ids, is_active=True)}
+    missing = [uid for uid in user_ids if uid not in users]
+    if missing:
+        raise UserNotFound(details={"users": missing})
+    return [users[uid] for uid in user_ids]
+
+
+def _lock_conversation(conversation_id: int) -> Conversation:
+    """Return the conversation with its row locked until commit, or raise NotAMember."""
+    conversation = Conversation.objects.select_for_update().filter(pk=conversation_id).first()
+    if conversation is None:
+        raise NotAMember()
+    return conversation
+
+
+def _take_seq(conversation: Conversation) -> int:
+    """Give the next log number of a conversation locked by this transaction."""
+    conversation.last_seq += 1
+    conversation.last_activity_at = timezone.now()
+    Conversation.objects.filter(pk=conversation.pk).update(
+        last_seq=conversation.last_seq, last_activity_at=conversation.last_activity_at
+    )
+    return conversation.last_seq
+
+
+def _membership(conversation: Conversation, user: User) -> Membership:
+    """Return the user's membership of a conversation, or raise NotAMember."""
+    membership = Membership.objects.filter(conversation=conversation, user=user).first()
+    if membership is None:
+        raise NotAMember()
+    return membership
+
+
+def _write_system_message(
+    conversation: Conversation,
+    *,
+    actor: User,
+    seq: int,
+    event: str,
+    users: Sequence[User],
+    body: str,
+    title: str | None = None,
+) -> Message:
+    """Store a system message at `seq` and broadcast it on commit."""
+    system: dict[str, Any] = {"event": event, "users": [u.pk for u in users]}
+    if title is not None:
+        system["title"] = title
+    message = Message.objects.create(
+        conversation=conversation,
+        seq=seq,
+        version=seq,
+        kind=Message.Kind.SYSTEM,
+        sender=actor,
+        body=body,
+        system=system,
+    )
+    events.broadcast_on_commit(
+        events.conversation_group(conversation.pk), events.message_created_event(message)
+    )
+    return message
+
+
+def _names(users: Sequence[User]) -> str:
+    return ", ".join(u.name for u in users)
+
+
+def _announce_membership(
+    conversation: Conversation, users: Iterable[User], reason: events.ConversationReason
+) -> None:
+    """Tell each user's connections on commit that they joined or left a conversation."""
+    items = []
+    for user in users:
+        if reason in ("left", "removed"):
+            payload: dict[str, Any] = {"id": conversation.pk, "kind": conversation.kind}
+        else:
+            payload = dict(events.conversation_payload(conversation_view_for_member(conversation, user)))
+        items.append(
+            (events.user_group(user.pk), events.conversation_updated_event(payload, reason))
+        )
+    events.broadcast_many_on_commit(items)
+
+
+# --- conversations ---------------------------------------------------------------------
+
+
+def create_direct_conversation(*, user: User, other_user_id: int) -> tuple[Conversation, bool]:
+    """Return the direct conversation of two users, creating it if needed (idempotent).
+
+    The second value is True when this call created it. Creating writes nothing to
+    the log: a direct conversation's log starts empty.
+    """
+    (other_id,) = _clean_user_ids([other_user_id])
+    (other,) = _active_users([other_id])
+    low, high = sorted((user.pk, other.pk))
+    key = f"{low}:{high}"
+    existing = Conversation.objects.filter(direct_key=key).first()
+    if existing is not None:
+        return existing, False
+    try:
+        with transaction.atomic():
+            conversation = Conversation.objects.create(
+                kind=Conversation.Kind.DIRECT, direct_key=key, created_by=user
+            )
+            people = [user] if user.pk == other.pk else [user, other]
+            Membership.objects.bulk_create(
+                Membership(conversation=conversation, user=p, role=Role.MEMBER) for p in people
+            )
+            _announce_membership(conversation, people, "created")
+    except IntegrityError:
+        # Both users asked at once; the other request created it first.
+        return Conversation.objects.get(direct_key=key), False
+    return conversation, True
+
+
+def create_group(
+    *, creator: User, title: str, member_ids: Iterable[object] = (), public: bool = False
+) -> Conversation:
+    """Create a group owned by `creator` with the given members; log `created` as seq 1."""
+    title = _clean_title(title)
+    ids = [uid for uid in _clean_user_ids(member_ids) if uid != creator.pk]
+    members = _active_users(ids)
+    if 1 + len(members) > settings.CHAT_MAX_GROUP_MEMBERS:
+        raise GroupFull(
+            f"A group has at most {settings.CHAT_MAX_GROUP_MEMBERS} members.",
+            details={"max_members": settings.CHAT_MAX_GROUP_MEMBERS},
+        )
+    everyone = [creator, *members]
+    with transaction.atomic():
+        conversation = Conversation.objects.create(
+            kind=Conversation.Kind.GROUP, title=title, public=bool(public), created_by=creator
+        )
+        seq = _take_seq(conversation)
+        Membership.objects.bulk_create(
+            Membership(
+                conversation=conversation,
+                user=u,
+                role=Role.OWNER if u.pk == creator.pk else Role.MEMBER,
+                read_seq=seq,
+                delivered_seq=seq,
+            )
+            for u in everyone
+        )
+        _write_system_message(
+            conversation,
+            actor=creator,
+            seq=seq,
+            event="created",
+            users=everyone,
+            title=title,
+            body=f"{creator.name} created the group “{title}”.",
+        )
+        _announce_membership(conversation, everyone, "created")
+    return conversation
+
+
+def _check_room(conversation: Conversation, adding: int) -> None:
+    count = Membership.objects.filter(conversation=conversation).count()
+    if count + adding > settings.CHAT_MAX_GROUP_MEMBERS:
+        raise GroupFull(
+            f"A group has at most {settings.CHAT_MAX_GROUP_MEMBERS} members.",
+            details={"max_members": settings.CHAT_MAX_GROUP_MEMBERS, "members": count},
+        )
+
+
+def _new_membership(conversation: Conversation, user: User, seq: int) -> Membership:
+    # Public groups show their whole history; a private group shows a new member the
+    # log from their addition on (so a removed and re-added member never sees the gap).
+    return Membership(
+        conversation=conversation,
+        user=user,
+        role=Role.MEMBER,
+        read_seq=seq,
+        delivered_seq=seq,
+        visible_from_seq=0 if conversation.public else seq,
+    )
+
+
+def add_members(*, actor: User, conversation_id: int, user_ids: Iterable[object]) -> list[int]:
+    """Add users to a group (owners and admins only); return the ids actually added."""
+    ids = _clean_user_ids(user_ids)
+    if not ids:
+        raise BadRequest("Name at least one user to add.", details={"field": "users"})
+    users = _active_users(ids)
+    with transaction.atomic():
+        conversation = _lock_conversation(conversation_id)
+        membership = _membership(conversation, actor)
+        if conversation.kind != Conversation.Kind.GROUP:
+            raise BadRequest("Members can only be added to groups.")
+        if not membership.is_admin:
+            raise NotAllowed("Only the group's owner and admins can add members.")
+        present = set(
+            Membership.objects.filter(conversation=conversation, user__in=users).values_list(
+                "user_id", flat=True
+            )
+        )
+        new = [u for u in users if u.pk not in present]
+        if not new:
+            return []
+        _check_room(conversation, len(new))
+        seq = _take_seq(conversation)
+        Membership.objects.bulk_create(_new_membership(conversation, u, seq) for u in new)
+        _write_system_message(
+            conversation,
+            actor=actor,
+            seq=seq,
+            event="added",
+            users=new,
+            body=f"{actor.name} added {_names(new)}.",
+        )
+        _announce_membership(conversation, new, "joined")
+    return [u.pk for u in new]
+
+
+def join_conversation(*, user: User, conversation_id: int) -> Conversation:
+    """Join a public group (idempotent); anything else looks like a missing conversation."""
+    with transaction.atomic():
+        conversation = _lock_conversation(conversation_id)
+        if conversation.kind != Conversation.Kind.GROUP or not conversation.public:
+            if not Membership.objects.filter(conversation=conversation, user=user).exists():
+                raise NotAMember()
+            return conversation
+        if Membership.objects.filter(conversation=conversation, user=user).exists():
+            return conversation
+        _check_room(conversation, 1)
+        seq = _take_seq(conversation)
+        _new_membership(conversation, user, seq).save()
+        _write_system_message(
+            conversation,
+            actor=user,
+            seq=seq,
+            event="joined",
+            users=[user],
+            body=f"{user.name} joined.",
+        )
+        _announce_membership(conversation, [user], "joined")
+    return conversation
+
+
+def _depart(
+    conversation: Conversation, departing: Membership, user: User, *, actor: User, event: str
+) -> None:
+    """Log a departure, delete the membership, hand ownership on if the owner left."""
+    seq = _take_seq(conversation)
+    body = f"{user.name} left." if event == "left" else f"{actor.name} removed {user.name}."
+    _write_system_message(conversation, actor=actor, seq=seq, event=event, users=[user], body=body)
+    departing.delete()
+    if departing.role == Role.OWNER:
+        # The longest-standing admin inherits the group, else the longest-standing member.
+        remaining = Membership.objects.filter(conversation=conversation).order_by("joined_at", "pk")
+        heir = remaining.filter(role=Role.ADMIN).first() or remaining.first()
+        if heir is not None:
+            heir.role = Role.OWNER
+            heir.save(update_fields=["role"])
+    _announce_membership(conversation, [user], "left" if event == "left" else "removed")
+
+
+def leave_conversation(*, user: User, conversation_id: int) -> None:
+    """Leave a group; the log records it, and an owner's role passes to an admin or member."""
+    with transaction.atomic():
+        conversation = _lock_conversation(conversation_id)
+        membership = _membership(conversation, user)
+        if conversation.kind != Conversation.Kind.GROUP:
+            raise BadRequest("You cannot leave a direct conversation.")
+        _depart(conversation, membership, user, actor=user, event="left")
+
+
+def remove_member(*, actor: User, conversation_id: int, user_id: int) -> None:
+    """Remove a member from a group (owner: anyone; admin: plain members); self means leave."""
+    (target_id,) = _clean_user_ids([user_id])
+    if target_id == actor.pk:
+        leave_conversation(user=actor, conversation_id=conversation_id)
+        return
+    with transaction.atomic():
+        conversation = _lock_conversation(conversation_id)
+        membership = _membership(conversation, actor)
+        if conversation.kind != Conversation.Kind.GROUP:
+            raise BadRequest("Members can only be removed from groups.")
+        if not membership.is_admin:
+            raise NotAllowed("Only the group's owner and admins can remove members.")
+        target = (
+            Membership.objects.select_related("user")
+            .filter(conversation=conversation, user_id=target_id)
+            .first()
+        )
+        if target is None:
+            raise UserNotFound("That user is not a member of this group.")
+        if target.role != Role.MEMBER and membership.role != Role.OWNER:
+            raise NotAllowed("Only the owner can remove the owner or an admin.")
+        _depart(conversation, target, target.user, actor=actor, event="removed")
+
+
+def rename_conversation(*, actor: User, conversation_id: int, title: str) -> Conversation:
+    """Rename a group (owners and admins); the log records it."""
+    title = _clean_title(title)
+    with transaction.atomic():
+        conversation = _lock_conversation(conversation_id)
+        membership = _membership(conversation, actor)
+        if conversation.kind != Conversation.Kind.GROUP:
+            raise BadRequest("Only groups have a title.")
+        if not membership.is_admin:
+            raise NotAllowed("Only the group's owner and admins can rename it.")
+        if title == conversation.title:
+            return conversation
+        seq = _take_seq(conversation)
+        conversation.title = title
+        Conversation.objects.filter(pk=conversation.pk).update(title=title)
+        _write_system_message(
+            conversation,
+            actor=actor,
+            seq=seq,
+            event="renamed",
+            users=[],
+            title=title,
+            body=f"{actor.name} renamed the group to “{title}”.",
+        )
+        shared = {
+            "id": conversation.pk,
+            "kind": conversation.kind,
+            "title": title,
+            "public": conversation.public,
+            "last_seq": seq,
+        }
+        events.broadcast_on_commit(
+            events.conversation_group(conversation.pk),
+            events.conversation_updated_event(shared, "renamed"),
+        )
+    return conversation
+
+
+def set_muted(*, user: User, conversation_id: int, muted: bool) -> None:
+    """Mute or unmute a conversation for one user (no push while muted)."""
+    updated = Membership.objects.filter(conversation_id=conversation_id, user=user).update(
+        muted=bool(muted)
+    )
+    if not updated:
+        raise NotAMember()
+
+
+# --- messages --------------------------------------------------------------------------
+
+
+def _parse_client_msg_id(client_msg_id: object) -> uuid.UUID:
+    if isinstance(client_msg_id, uuid.UUID):
+        return client_msg_id
+    if isinstance(client_msg_id, str):
+        try:
+            return uuid.UUID(client_msg_id)
+        except ValueError:
+            pass
+    raise BadRequest("client_msg_id must be a UUID.", details={"field": "client_msg_id"})
+
+
+def _clean_attachment_ids(sender: User, attachment_ids: Sequence[object]) -> list[int]:
+    ids = []
+    for raw in attachment_ids:
+        if isinstance(raw, bool) or not isinstance(raw, int) or raw <= 0:
+            raise BadRequest("attachments must be a list of ids.", details={"field": "attachments"})
+        if raw not in ids:
+            ids.append(raw)
+    if len(ids) > settings.CHAT_MAX_ATTACHMENTS_PER_MESSAGE:
+        raise BadRequest(
+            f"At most {settings.CHAT_MAX_ATTACHMENTS_PER_MESSAGE} attachments per message.",
+            details={"field": "attachments"},
+        )
+    if ids and Attachment.objects.filter(pk__in=ids, uploader=sender).count() != len(ids):
+        raise BadRequest(
+            "Attach only files you uploaded.", details={"field": "attachments"}
+        )
+    return ids
+
+
+def send_message(
+    *,
+    sender: User,
+    conversation_id: int,
+    client_msg_id: uuid.UUID | str,
+    body: str,
+    attachment_ids: Sequence[object] = (),
+) -> SendResult:
+    """Store a message at the conversation's next seq, or return it again for a replay.
+
+    A replay (same sender and `client_msg_id`, same conversation and body) returns the
+    stored message and broadcasts nothing; the same id with another conversation or
+    body raises Conflict. The broadcast of a new message happens on commit.
+    """
+    cmid = _parse_client_msg_id(client_msg_id)
+    attachments = _clean_attachment_ids(sender, attachment_ids)
+    body = _clean_body(body, allow_empty=bool(attachments))
+    try:
+        with transaction.atomic():
+            seq = _next_seq_fast(conversation_id)
+            if seq is None:
+                raise NotAMember()
+            # Raising the sender's markers doubles as the membership check, under the
+            # conversation lock, so no send lands after the sender's removal.
+            if not Membership.objects.filter(conversation_id=conversation_id, user=sender).update(
+                read_seq=Greatest(F("read_seq"), Value(seq)),
+                delivered_seq=Greatest(F("delivered_seq"), Value(seq)),
+            ):
+                raise NotAMember()
+            message = Message.objects.create(
+                conversation_id=conversation_id,
+                seq=seq,
+                version=seq,
+                sender=sender,
+                client_msg_id=cmid,
+                body=body,
+            )
+            if attachments:
+                message.attachments.set(attachments)
+            events.broadcast_on_commit(
+                events.conversation_group(conversation_id), events.message_created_event(message)
+            )
+    except IntegrityError:
+        original = Message.objects.filter(sender=sender, client_msg_id=cmid).first()
+        if original is None:
+            raise
+        return SendResult(_check_replay(original, conversation_id, body), created=False)
+    return SendResult(message, created=True)
+
+
+def _check_replay(original: Message, conversation_id: int, body: str) -> Message:
+    if original.conversation_id != conversation_id or original.body != body:
+        if not (original.deleted and original.conversation_id == conversation_id):
+            raise Conflict(details={"client_msg_id": str(original.client_msg_id)})
+    return original
+
+
+def _next_seq_fast(conversation_id: int) -> int | None:
+    """Take the next seq in one statement (it also locks the row), or None if no such row."""
+    table = Conversation._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {table} SET last_seq = last_seq + 1, last_activity_at = %s "  # noqa: S608 - table name is ours
+            "WHERE id = %s RETURNING last_seq",
+            [timezone.now(), conversation_id],
+        )
+        row = cursor.fetchone()
+    return int(row[0]) if row else None
+
+
+def _editable_message(
+    conversation: Conversation, membership: Membership, message_id: int
+) -> Message:
+    message = (
+        Message.objects.filter(
+            pk=message_id,
+            conversation=conversation,
+            seq__gte=membership.visible_from_seq,
+        )
+        .select_for_update()
+        .first()
+    )
+    if message is None:
+        raise MessageNotFound()
+    return message
+
+
+def edit_message(*, user: User, conversation_id: int, message_id: int, body: str) -> Message:
+    """Replace the body of the user's own message; it takes a new `version` from the log."""
+    body = _clean_body(body)
+    with transaction.atomic():
+        conversation = _lock_conversation(conversation_id)
+        membership = _membership(conversation, user)
+        message = _editable_message(conversation, membership, message_id)
+        if message.kind != Message.Kind.TEXT or message.sender_id != user.pk:
+            raise NotAllowed("You can only edit your own messages.")
+        if message.deleted:
+            raise NotAllowed("A deleted message cannot be edited.")
+        if message.body == body:
+            return message
+        message.version = _take_seq(conversation)
+        message.body = body
+        message.edited_at = timezone.now()
+        message.save(update_fields=["version", "body", "edited_at"])
+        events.broadcast_on_commit(
+            events.conversation_group(conversation.pk), events.message_updated_event(message)
+        )
+    return message
+
+
+def delete_message(*, user: User, conversation_id: int, message_id: int) -> Message:
+    """Delete a message for everyone (own messages; group owners and admins: any text).
+
+    The body and attachments are emptied; the message keeps its seq and takes a new
+    `version` from the log. Deleting a deleted message changes nothing.
+    """
+    with transaction.atomic():
+        conversation = _lock_conversation(conversation_id)
+        membership = _membership(conversation, user)
+        message = _editable_message(conversation, membership, message_id)
+        may = message.sender_id == user.pk or (
+            conversation.kind == Conversation.Kind.GROUP and membership.is_admin
+        )
+        if message.kind != Message.Kind.TEXT or not may:
+            raise NotAllowed("You can only delete your own messages.")
+        return _delete(conversation, message)
+
+
+def moderate_delete_message(*, staff: User, message_id: int) -> Message:
+    """Delete any text message as a staff moderator; the log records it like any delete."""
+    if not (staff.is_active and staff.is_staff):
+        raise NotAllowed("Only staff can moderate messages.")
+    conversation_id = (
+        Message.objects.filter(pk=message_id).values_list("conversation_id", flat=True).first()
+    )
+    if conversation_id is None:
+        raise MessageNotFound()
+    with transaction.atomic():
+        conversation = _lock_conversation(conversation_id)
+        message = Message.objects.select_for_update().get(pk=message_id)
+        if message.kind != Message.Kind.TEXT:
+            raise NotAllowed("System messages cannot be deleted.")
+        return _delete(conversation, message)
+
+
+def _delete(conversation: Conversation, message: Message) -> Message:
+    if message.deleted:
+        return message
+    message.version = _take_seq(conversation)
+    message.deleted = True
+    message.body = ""
+    message.save(update_fields=["version", "deleted", "body"])
+    message.attachments.clear()
+    events.broadcast_on_commit(
+        events.conversation_group(conversation.pk), events.message_updated_event(message)
+    )
+    return message
+
+
+# --- receipts --------------------------------------------------------------------------
+
+
+def _clean_seq(seq: object) -> int:
+    if isinstance(seq, bool) or not isinstance(seq, int) or seq < 0 or seq > 2**62:
+        raise BadRequest("seq must be a non-negative integer.", details={"field": "seq"})
+    return seq
+
+
+def _raise_marker(*, user: User, conversation_id: int, seq: object, read: bool) -> Markers:
+    target = _clean_seq(seq)
+    # Never past the log's end: a marker says what the member has seen.
+    capped = Least(
+        Value(target),
+        Subquery(Conversation.objects.filter(pk=OuterRef("conversation_id")).values("last_seq")),
+    )
+    changes: dict[str, Any] = {"delivered_seq": Greatest(F("delivered_seq"), capped)}
+    if read:
+        changes["read_seq"] = Greatest(F("read_seq"), capped)
+    rows = Membership.objects.filter(conversation_id=conversation_id, user=user)
+    field = "read_seq" if read else "delivered_seq"
+    with transaction.atomic():
+        changed = rows.filter(**{f"{field}__lt": capped}).update(**changes) > 0
+        current = rows.values("delivered_seq", "read_seq").first()
+        if current is None:
+            raise NotAMember()
+        if changed:
+            events.broadcast_on_commit(
+                events.conversation_group(conversation_id),
+                events.receipt_updated_event(
+                    conversation_id=conversation_id,
+                    user_id=user.pk,
+                    delivered_seq=current["delivered_seq"],
+                    read_seq=current["read_seq"],
+                ),
+            )
+    return Markers(
+        conversation_id=conversation_id,
+        user_id=user.pk,
+        delivered_seq=current["delivered_seq"],
+        read_seq=current["read_seq"],
+        changed=changed,
+    )
+
+
+def mark_delivered(*, user: User, conversation_id: int, seq: object) -> Markers:
+    """Raise the user's delivered marker to `seq` (never lowers it, never past the end)."""
+    return _raise_marker(user=user, conversation_id=conversation_id, seq=seq, read=False)
+
+
+def mark_read(*, user: User, conversation_id: int, seq: object) -> Markers:
+    """Raise the user's read marker (and delivered marker) to `seq`."""
+    return _raise_marker(user=user, conversation_id=conversation_id, seq=seq, read=True)
