@@ -7,7 +7,7 @@ from accounts.models import User
 
 
 @admin.register(User)
-class UserAdmin(BaseUserAdmin):
+class UserAdmin(BaseUserAdmin[User]):
     """Find users quickly by username, display name or email."""
 
     list_display = ("id", "username", "display_name", "email", "status", "last_seen", "is_active")

@@ -9,8 +9,8 @@ __all__ = [
     "GroupFull",
     "MessageNotFound",
     "MessageTooLong",
-    "NotAllowed",
     "NotAMember",
+    "NotAllowed",
     "UserNotFound",
 ]
 

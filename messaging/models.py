@@ -5,7 +5,6 @@ the transaction that makes it (PROTOCOL.md section 1). Writes go through
 `messaging.services`; nothing else changes these rows.
 """
 
-
 from django.conf import settings
 from django.db import models
 from django.db.models import Q

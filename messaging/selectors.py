@@ -188,10 +188,7 @@ def list_conversations_for_user(*, user: User) -> list[ConversationView]:
         user,
         [m.conversation_id for m in memberships if m.conversation.kind == Conversation.Kind.DIRECT],
     )
-    return [
-        _view(m, m.unread, peers.get(m.conversation_id))  # type: ignore[attr-defined]
-        for m in memberships
-    ]
+    return [_view(m, m.unread, peers.get(m.conversation_id)) for m in memberships]
 
 
 def conversation_view_for_member(conversation: Conversation, user: User) -> ConversationView:
@@ -207,7 +204,7 @@ def conversation_view_for_member(conversation: Conversation, user: User) -> Conv
     peer = None
     if conversation.kind == Conversation.Kind.DIRECT:
         peer = _direct_peers(user, [conversation.pk]).get(conversation.pk)
-    return _view(membership, membership.unread, peer)  # type: ignore[attr-defined]
+    return _view(membership, membership.unread, peer)
 
 
 def get_conversation_for_user(*, user: User, conversation_id: int) -> ConversationView:

@@ -173,7 +173,9 @@ def _announce_membership(
         if reason in ("left", "removed"):
             payload: dict[str, Any] = {"id": conversation.pk, "kind": conversation.kind}
         else:
-            payload = dict(events.conversation_payload(conversation_view_for_member(conversation, user)))
+            payload = dict(
+                events.conversation_payload(conversation_view_for_member(conversation, user))
+            )
         items.append(
             (events.user_group(user.pk), events.conversation_updated_event(payload, reason))
         )
@@ -463,9 +465,7 @@ def _clean_attachment_ids(sender: User, attachment_ids: Sequence[object]) -> lis
             details={"field": "attachments"},
         )
     if ids and Attachment.objects.filter(pk__in=ids, uploader=sender).count() != len(ids):
-        raise BadRequest(
-            "Attach only files you uploaded.", details={"field": "attachments"}
-        )
+        raise BadRequest("Attach only files you uploaded.", details={"field": "attachments"})
     return ids
 
 
@@ -520,9 +520,11 @@ def send_message(
 
 
 def _check_replay(original: Message, conversation_id: int, body: str) -> Message:
-    if original.conversation_id != conversation_id or original.body != body:
-        if not (original.deleted and original.conversation_id == conversation_id):
-            raise Conflict(details={"client_msg_id": str(original.client_msg_id)})
+    """Return the original of a replay, or raise Conflict if the id was used otherwise."""
+    same_place = original.conversation_id == conversation_id
+    # A deleted original has an emptied body; a late retry of it is still a replay.
+    if not same_place or (original.body != body and not original.deleted):
+        raise Conflict(details={"client_msg_id": str(original.client_msg_id)})
     return original
 
 

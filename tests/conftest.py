@@ -1,0 +1,103 @@
+"""Fixtures shared by the whole suite: users, conversations, a channel-layer listener.
+
+The suite runs against the real PostgreSQL (`DATABASE_URL`) and Redis (`REDIS_URL`);
+`make test` points both at the local servers. It refuses to run on anything else,
+because the concurrency and fan-out tests would prove nothing there.
+"""
+
+import asyncio
+import itertools
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from asgiref.sync import async_to_sync
+from channels.layers import channel_layers, get_channel_layer
+from django.conf import settings
+from django.db import connection
+
+from accounts.models import User
+
+_counter = itertools.count(1)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Refuse to run without PostgreSQL and Redis (see the module docstring)."""
+    missing = [name for name in ("DATABASE_URL", "REDIS_URL") if not os.environ.get(name)]
+    if missing:
+        raise pytest.UsageError(
+            f"{' and '.join(missing)} not set: run the suite with `make test`, which points "
+            "it at the local PostgreSQL and Redis."
+        )
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _suite_settings() -> Iterator[None]:
+    """Give this run its own channel-layer prefix on the shared Redis and fast hashing."""
+    assert connection.vendor == "postgresql", "the suite must run against PostgreSQL"
+    # PBKDF2 at full strength costs ~0.3 s per user; tests create hundreds.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    config = settings.CHANNEL_LAYERS["default"]
+    assert config["BACKEND"] == "channels_redis.core.RedisChannelLayer"
+    config["CONFIG"]["prefix"] = f"test-{uuid.uuid4().hex[:8]}"
+    channel_layers.backends.clear()
+    yield
+    channel_layers.backends.clear()
+
+
+@pytest.fixture
+def make_user(db: None) -> Callable[..., User]:
+    """Return a factory of active users with unique usernames (password `pw-secret-1`)."""
+
+    def make(username: str | None = None, **fields: Any) -> User:
+        name = username or f"user{next(_counter)}"
+        fields.setdefault("display_name", name.capitalize())
+        return User.objects.create_user(username=name, password="pw-secret-1", **fields)
+
+    return make
+
+
+@pytest.fixture
+def ana(make_user: Callable[..., User]) -> User:
+    return make_user("ana", display_name="Ana")
+
+
+@pytest.fixture
+def bo(make_user: Callable[..., User]) -> User:
+    return make_user("bo", display_name="Bo")
+
+
+@pytest.fixture
+def cy(make_user: Callable[..., User]) -> User:
+    return make_user("cy", display_name="Cy")
+
+
+class Listener:
+    """A channel on the real channel layer that joins groups and reads their events."""
+
+    def __init__(self) -> None:
+        self.layer = get_channel_layer()
+        self.channel: str = async_to_sync(self.layer.new_channel)()
+
+    def join(self, group: str) -> None:
+        async_to_sync(self.layer.group_add)(group, self.channel)
+
+    def receive(self, timeout: float = 5.0) -> dict[str, Any]:
+        async def read() -> dict[str, Any]:
+            return await asyncio.wait_for(self.layer.receive(self.channel), timeout)
+
+        return async_to_sync(read)()
+
+    def mark(self, group: str) -> dict[str, Any]:
+        """Send a marker event to `group`; return it to compare with what arrives next."""
+        marker = {"type": "test.marker", "id": uuid.uuid4().hex}
+        async_to_sync(self.layer.group_send)(group, marker)
+        return marker
+
+
+@pytest.fixture
+def listener() -> Listener:
+    """Return a fresh channel-layer listener on the real Redis layer."""
+    return Listener()

@@ -1,0 +1,106 @@
+"""Settings from the environment: embedded defaults, production hardening, refusals."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PROBE = (
+    "import json, django; django.setup(); from django.conf import settings as s; "
+    "print(json.dumps({'db': s.DATABASES['default']['ENGINE'], "
+    "'layer': s.CHANNEL_LAYERS['default']['BACKEND'], 'eager': s.CELERY_TASK_ALWAYS_EAGER, "
+    "'presence': s.PRESENCE_STORE, 'debug': s.DEBUG}))"
+)
+SERVICE_VARS = ("DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL", "PRESENCE_STORE")
+
+
+def run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    base = {
+        k: v for k, v in os.environ.items() if k not in SERVICE_VARS and not k.startswith("DJANGO_")
+    }
+    base["DJANGO_SETTINGS_MODULE"] = "chatsite.settings"
+    return subprocess.run(
+        [sys.executable, *args],
+        cwd=ROOT,
+        env={**base, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def production_env(**extra: str) -> dict[str, str]:
+    return {
+        "DJANGO_DEBUG": "0",
+        "DJANGO_SECRET_KEY": "x7" * 30 + "-a-long-random-production-secret",
+        "DJANGO_ALLOWED_HOSTS": "chat.example.com",
+        **extra,
+    }
+
+
+def test_unset_environment_means_the_embedded_defaults() -> None:
+    result = run({}, "-c", PROBE)
+
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {
+        "db": "django.db.backends.sqlite3",
+        "layer": "channels.layers.InMemoryChannelLayer",
+        "eager": True,
+        "presence": "memory",
+        "debug": True,
+    }
+
+
+def test_service_urls_select_the_real_services() -> None:
+    result = run(
+        {
+            "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/test",
+            "REDIS_URL": "redis://127.0.0.1:6379/0",
+            "CELERY_BROKER_URL": "redis://127.0.0.1:6379/1",
+        },
+        "-c",
+        PROBE,
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {
+        "db": "django.db.backends.postgresql",
+        "layer": "channels_redis.core.RedisChannelLayer",
+        "eager": False,
+        "presence": "redis",
+        "debug": True,
+    }
+
+
+def test_check_deploy_is_clean_with_production_settings() -> None:
+    result = run(production_env(), "manage.py", "check", "--deploy", "--fail-level", "WARNING")
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "System check identified no issues (0 silenced)." in result.stdout
+
+
+def test_production_refuses_a_wildcard_allowed_host() -> None:
+    result = run(production_env(DJANGO_ALLOWED_HOSTS="chat.example.com,*"), "manage.py", "check")
+
+    assert result.returncode != 0
+    assert "DJANGO_ALLOWED_HOSTS must list real hosts, not '*'" in result.stderr
+
+
+def test_production_refuses_to_start_without_a_secret_key() -> None:
+    env = production_env()
+    del env["DJANGO_SECRET_KEY"]
+
+    result = run(env, "manage.py", "check")
+
+    assert result.returncode != 0
+    assert "DJANGO_SECRET_KEY must be set when DJANGO_DEBUG=0" in result.stderr
+
+
+def test_a_malformed_boolean_is_a_clear_error() -> None:
+    result = run({"DJANGO_DEBUG": "maybe"}, "manage.py", "check")
+
+    assert result.returncode != 0
+    assert "DJANGO_DEBUG='maybe' is not a boolean" in result.stderr
