@@ -2,6 +2,7 @@
 
 from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
+from django.http import HttpRequest
 
 from accounts.models import User
 
@@ -22,3 +23,11 @@ class UserAdmin(BaseUserAdmin[User]):
         *BaseUserAdmin.add_fieldsets,
         ("Chat", {"fields": ("display_name",)}),
     )
+
+    def has_delete_permission(self, request: HttpRequest, obj: User | None = None) -> bool:
+        """Refuse deletes: deleting a user would erase memberships outside the log.
+
+        Deactivate the user instead (untick "active"): their sockets close and their
+        messages keep their sender.
+        """
+        return False

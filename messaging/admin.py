@@ -1,0 +1,431 @@
+"""Admin for staff: inspect conversations, members, messages and devices; moderate messages.
+
+Conversations, memberships, messages and attachments are view-only here: every change to
+them belongs in the conversation log (a new seq, a system message, a broadcast), which
+only `messaging.services` writes. The one write staff get is moderation, a soft delete
+through `services.moderate_delete_message`; a raw ORM edit or delete would bypass the
+log, and clients would never learn of it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+
+from django.contrib import admin, messages
+from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
+from django.contrib.admin.models import LogEntry
+from django.core.exceptions import PermissionDenied
+from django.db.models import Count, IntegerField, OuterRef, QuerySet, Subquery
+from django.db.models.functions import Coalesce
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import reverse
+from django.utils.html import format_html
+from django.utils.text import Truncator
+
+from accounts.models import User
+from chatsite.errors import DomainError
+from messaging import services
+from messaging.models import Attachment, Conversation, Device, Membership, Message
+
+# How many ids one error line names before it says "and N more".
+_MAX_IDS_SHOWN = 10
+
+
+def _count(n: int, noun: str) -> str:
+    """Return "1 message", "2 messages"."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def _staff(request: HttpRequest) -> User:
+    """Return the signed-in staff user of an admin request, else raise PermissionDenied."""
+    user = request.user
+    if not isinstance(user, User) or not user.is_staff:
+        raise PermissionDenied
+    return user
+
+
+def _as_uuid(term: str) -> uuid.UUID | None:
+    """Return `term` as a UUID if it is one, else None."""
+    try:
+        return uuid.UUID(term.strip())
+    except ValueError:
+        return None
+
+
+def _as_id(term: str) -> int | None:
+    """Return `term` as a positive id if it is one, else None."""
+    term = term.strip().removeprefix("#")
+    if not (term.isascii() and term.isdigit()):
+        return None
+    return int(term) if 0 < int(term) < 2**63 else None
+
+
+class MembershipInline(admin.TabularInline[Membership, Conversation]):
+    """A conversation's members and their markers (view-only: changes go through the log)."""
+
+    model = Membership
+    fields = ("user", "role", "muted", "read_seq", "delivered_seq", "visible_from_seq", "joined_at")
+    readonly_fields = fields
+    raw_id_fields = ("user",)
+    extra = 0
+    show_change_link = True
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Membership]:
+        """Return the memberships with their users (one query for the whole inline)."""
+        return super().get_queryset(request).select_related("user")
+
+    # The inline's permission hooks take the parent object; django-stubs types them as
+    # overrides of the model admin's, hence the ignores (its own stub carries them too).
+    def has_add_permission(  # type: ignore[override]
+        self, request: HttpRequest, obj: Conversation | None
+    ) -> bool:
+        """Refuse: members join through the services, which log it."""
+        return False
+
+    def has_change_permission(  # type: ignore[override]
+        self, request: HttpRequest, obj: Conversation | None = None
+    ) -> bool:
+        """Refuse: roles and markers change through the services."""
+        return False
+
+    def has_delete_permission(  # type: ignore[override]
+        self, request: HttpRequest, obj: Conversation | None = None
+    ) -> bool:
+        """Refuse: removing a member is a logged change."""
+        return False
+
+
+@admin.register(Conversation)
+class ConversationAdmin(admin.ModelAdmin[Conversation]):
+    """Find conversations by title or id; see their members and log position."""
+
+    list_display = (
+        "id",
+        "kind",
+        "title",
+        "public",
+        "last_seq",
+        "member_count",
+        "last_activity_at",
+        "messages_link",
+    )
+    list_display_links = ("id", "title")
+    list_filter = ("kind", "public", "created_at")
+    search_fields = ("title",)
+    ordering = ("-last_activity_at",)
+    fields = (
+        "kind",
+        "title",
+        "public",
+        "last_seq",
+        "member_seq",
+        "direct_key",
+        "created_by",
+        "created_at",
+        "last_activity_at",
+    )
+    readonly_fields = ("last_seq", "member_seq", "direct_key", "created_at", "last_activity_at")
+    raw_id_fields = ("created_by",)
+    list_select_related = ("created_by",)
+    inlines = (MembershipInline,)
+    show_full_result_count = False
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Conversation]:
+        """Return conversations annotated with their member count."""
+        # A correlated subquery, not a JOIN + GROUP BY: it runs for the page's rows only.
+        members = (
+            Membership.objects.filter(conversation=OuterRef("pk"))
+            .order_by()
+            .values("conversation")
+            .annotate(n=Count("pk"))
+            .values("n")
+        )
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(member_count=Coalesce(Subquery(members, output_field=IntegerField()), 0))
+        )
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[Conversation], search_term: str
+    ) -> tuple[QuerySet[Conversation], bool]:
+        """Match titles, or the conversation whose id is the search term."""
+        found, may_have_duplicates = super().get_search_results(request, queryset, search_term)
+        pk = _as_id(search_term)
+        if pk is not None:
+            found = found | queryset.filter(pk=pk)
+        return found, may_have_duplicates
+
+    @admin.display(description="members", ordering="member_count")
+    def member_count(self, obj: Conversation) -> str:
+        """Link the member count to the conversation's memberships."""
+        url = reverse("admin:messaging_membership_changelist")
+        count: int = obj.member_count  # type: ignore[attr-defined]
+        return format_html('<a href="{}?conversation__id__exact={}">{}</a>', url, obj.pk, count)
+
+    @admin.display(description="messages")
+    def messages_link(self, obj: Conversation) -> str:
+        """Link to the conversation's messages."""
+        url = reverse("admin:messaging_message_changelist")
+        return format_html('<a href="{}?conversation__id__exact={}">messages</a>', url, obj.pk)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        """Refuse: conversations are created through the app, which logs them."""
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Conversation | None = None) -> bool:
+        """Refuse: a rename or a visibility change belongs in the log."""
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Conversation | None = None) -> bool:
+        """Refuse: deleting a conversation would delete its messages with raw ORM."""
+        return False
+
+
+@admin.register(Membership)
+class MembershipAdmin(admin.ModelAdmin[Membership]):
+    """Find who is in which conversation, with their role and markers."""
+
+    list_display = (
+        "id",
+        "conversation",
+        "user",
+        "role",
+        "muted",
+        "read_seq",
+        "delivered_seq",
+        "visible_from_seq",
+        "joined_at",
+    )
+    list_filter = ("role", "muted")
+    search_fields = ("user__username", "user__display_name", "conversation__title")
+    raw_id_fields = ("conversation", "user")
+    list_select_related = ("conversation", "user")
+    show_full_result_count = False
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        """Refuse: joining is a logged change."""
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Membership | None = None) -> bool:
+        """Refuse: roles and markers change through the services."""
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Membership | None = None) -> bool:
+        """Refuse: removing a member is a logged change."""
+        return False
+
+
+@admin.register(Message)
+class MessageAdmin(admin.ModelAdmin[Message]):
+    """Read the log and moderate it: deleting a message is a soft delete through the services."""
+
+    list_display = (
+        "id",
+        "conversation",
+        "seq",
+        "version",
+        "kind",
+        "sender",
+        "short_body",
+        "created_at",
+        "edited_at",
+        "deleted",
+    )
+    list_filter = ("kind", "deleted", "created_at")
+    search_fields = ("body", "sender__username")
+    fields = (
+        "conversation",
+        "seq",
+        "version",
+        "kind",
+        "sender",
+        "client_msg_id",
+        "body",
+        "system",
+        "attachments",
+        "created_at",
+        "edited_at",
+        "deleted",
+    )
+    readonly_fields = fields
+    raw_id_fields = ("conversation", "sender", "attachments")
+    list_select_related = ("conversation", "sender")
+    date_hierarchy = "created_at"
+    show_full_result_count = False
+    actions = ("moderate_delete_selected",)
+
+    @admin.display(description="body")
+    def short_body(self, obj: Message) -> str:
+        """Return the first line of the body, shortened."""
+        return Truncator(obj.body.split("\n", 1)[0]).chars(80)
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[Message], search_term: str
+    ) -> tuple[QuerySet[Message], bool]:
+        """Match bodies and sender usernames, or the message whose client_msg_id is the term."""
+        found, may_have_duplicates = super().get_search_results(request, queryset, search_term)
+        cmid = _as_uuid(search_term)
+        if cmid is not None:
+            found = found | queryset.filter(client_msg_id=cmid)
+        return found, may_have_duplicates
+
+    def get_actions(
+        self, request: HttpRequest
+    ) -> dict[str, tuple[Callable[..., str], str, str] | None]:
+        """Return the actions without Django's delete_selected (moderation replaces it)."""
+        actions = super().get_actions(request)
+        actions.pop("delete_selected", None)
+        return actions
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        """Refuse: messages are only ever sent by their senders, through the services."""
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Message | None = None) -> bool:
+        """Refuse: staff never edit messages (an edit is the sender's, and it is logged)."""
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Message | None = None) -> bool:
+        """Allow moderating text messages that are not deleted yet, with the delete permission."""
+        if obj is not None and (obj.kind != Message.Kind.TEXT or obj.deleted):
+            return False
+        return super().has_delete_permission(request, obj)
+
+    @admin.action(description="Delete selected messages (moderation)", permissions=["delete"])
+    def moderate_delete_selected(
+        self, request: HttpRequest, queryset: QuerySet[Message]
+    ) -> HttpResponse | None:
+        """Ask for confirmation, then soft-delete the selected messages through the services."""
+        if request.POST.get("post") == "yes":
+            self._moderate(request, list(queryset.values_list("pk", flat=True)))
+            return None
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Delete messages for everyone (moderation)",
+            "subtitle": None,
+            "opts": self.opts,
+            "queryset": queryset.select_related("conversation", "sender"),
+            "action_checkbox_name": ACTION_CHECKBOX_NAME,
+            "media": self.media,
+        }
+        request.current_app = self.admin_site.name
+        return TemplateResponse(
+            request, "admin/messaging/message/moderate_delete_confirmation.html", context
+        )
+
+    def delete_model(self, request: HttpRequest, obj: Message) -> None:
+        """Soft-delete one message through the services (never a raw ORM delete)."""
+        self._moderate(request, [obj.pk])
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Message]) -> None:
+        """Soft-delete the messages through the services (never a raw ORM delete)."""
+        self._moderate(request, list(queryset.values_list("pk", flat=True)))
+
+    def log_deletions(
+        self, request: HttpRequest, queryset: QuerySet[Message]
+    ) -> list[LogEntry] | LogEntry:
+        """Log nothing here: `_moderate` logs each soft delete once it has happened."""
+        return []
+
+    def response_delete(self, request: HttpRequest, obj_display: str, obj_id: int) -> HttpResponse:
+        """Return to the message: it still exists (a soft delete), now with its new version."""
+        return HttpResponseRedirect(
+            reverse(
+                "admin:messaging_message_change", args=[obj_id], current_app=self.admin_site.name
+            )
+        )
+
+    def _moderate(self, request: HttpRequest, message_ids: Iterable[int]) -> None:
+        """Soft-delete each message through the services; report what happened to staff."""
+        staff = _staff(request)
+        ids = list(message_ids)
+        # The service returns an already deleted message unchanged; count those apart so
+        # staff are not told (and the history does not say) that this call deleted them.
+        already = set(Message.objects.filter(pk__in=ids, deleted=True).values_list("pk", flat=True))
+        deleted = 0
+        refused: defaultdict[str, list[int]] = defaultdict(list)
+        for message_id in ids:
+            if message_id in already:
+                continue
+            try:
+                message = services.moderate_delete_message(staff=staff, message_id=message_id)
+            except DomainError as exc:
+                refused[exc.message].append(message_id)
+                continue
+            self.log_change(
+                request, message, f"Deleted for everyone (moderation) at version {message.version}."
+            )
+            deleted += 1
+        if deleted:
+            self.message_user(
+                request,
+                f"Deleted {_count(deleted, 'message')} for everyone (moderation).",
+                messages.SUCCESS,
+            )
+        if already:
+            self.message_user(
+                request,
+                f"Skipped {_count(len(already), 'message')} already deleted.",
+                messages.INFO,
+            )
+        for reason, refused_ids in refused.items():
+            shown = ", ".join(str(i) for i in refused_ids[:_MAX_IDS_SHOWN])
+            extra = len(refused_ids) - _MAX_IDS_SHOWN
+            more = f" and {extra} more" if extra > 0 else ""
+            noun = "message" if len(refused_ids) == 1 else "messages"
+            self.message_user(
+                request, f"Not deleted ({noun} {shown}{more}): {reason}", level=messages.ERROR
+            )
+
+
+@admin.register(Attachment)
+class AttachmentAdmin(admin.ModelAdmin[Attachment]):
+    """Find uploaded files by name, uploader or checksum (view-only)."""
+
+    list_display = ("id", "filename", "content_type", "size", "uploader", "created_at")
+    list_filter = ("created_at",)
+    search_fields = ("filename", "uploader__username", "=sha256")
+    fields = ("uploader", "file", "thumbnail", "filename", "content_type", "size", "sha256")
+    readonly_fields = fields
+    raw_id_fields = ("uploader",)
+    list_select_related = ("uploader",)
+    show_full_result_count = False
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        """Refuse: uploads go through the API, which checks size and type."""
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Attachment | None = None) -> bool:
+        """Refuse: a changed file would change posted messages outside the log."""
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Attachment | None = None) -> bool:
+        """Refuse: removing a file from posted messages is a moderation delete of the message."""
+        return False
+
+
+@admin.register(Device)
+class DeviceAdmin(admin.ModelAdmin[Device]):
+    """See users' push targets; delete one to stop pushes to it."""
+
+    list_display = ("id", "user", "platform", "name", "created_at", "last_used_at")
+    list_filter = ("platform", "created_at")
+    search_fields = ("user__username", "user__display_name", "name")
+    # The Web Push keys stay out of view: they are the subscription's secrets.
+    fields = ("user", "platform", "name", "token", "created_at", "last_used_at")
+    readonly_fields = fields
+    raw_id_fields = ("user",)
+    list_select_related = ("user",)
+    show_full_result_count = False
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        """Refuse: devices register themselves through the API."""
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Device | None = None) -> bool:
+        """Refuse: a device's token is the push service's, not staff's, to change."""
+        return False
