@@ -22,3 +22,18 @@ class User(AbstractUser):
     def name(self) -> str:
         """Return the name to show: the display name, else the username."""
         return self.display_name or self.username
+
+
+class RevokedTokenFamily(models.Model):
+    """A login's token family revoked by logout: its refresh and access tokens stop working.
+
+    Every token pair issued at one login shares a `fam` claim that survives refresh
+    rotation; gateways close sockets whose family appears here.
+    """
+
+    family = models.CharField(max_length=64, unique=True)
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="+")
+    revoked_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"token family {self.family} of user {self.user_id}"

@@ -1,4 +1,4 @@
-"""The ASGI application that gateway processes serve (HTTP now; WebSocket routes join it)."""
+"""The ASGI application that gateway processes serve: HTTP pages and API, WebSocket `/ws/v1/`."""
 
 import os
 
@@ -9,6 +9,15 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatsite.settings")
 # Load Django (apps, models) before anything that imports models.
 django_asgi_app = get_asgi_application()
 
-from channels.routing import ProtocolTypeRouter  # noqa: E402
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from django.urls import path  # noqa: E402
 
-application = ProtocolTypeRouter({"http": django_asgi_app})
+from chatsite.wsauth import WebSocketAuthMiddleware  # noqa: E402
+from messaging.consumers import ChatConsumer  # noqa: E402
+
+application = ProtocolTypeRouter(
+    {
+        "http": django_asgi_app,
+        "websocket": WebSocketAuthMiddleware(URLRouter([path("ws/v1/", ChatConsumer.as_asgi())])),
+    }
+)

@@ -6,6 +6,7 @@ layer, eager Celery, in-process presence store. Set `DATABASE_URL`, `REDIS_URL` 
 """
 
 import os
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +83,7 @@ INSTALLED_APPS = [
     "django.contrib.postgres",
     "channels",
     "rest_framework",
+    "rest_framework_simplejwt.token_blacklist",
     "accounts",
     "messaging",
     "presence",
@@ -177,6 +179,30 @@ LOGIN_URL = "/accounts/login/"
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "/accounts/login/"
 
+# REST API (DRF) and JWT for native clients.
+REST_FRAMEWORK: dict[str, Any] = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "accounts.authentication.JWTAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "EXCEPTION_HANDLER": "chatsite.api.exception_handler",
+    "UNAUTHENTICATED_USER": None,
+}
+SIMPLE_JWT: dict[str, Any] = {
+    "ACCESS_TOKEN_LIFETIME": timedelta(seconds=env_int("JWT_ACCESS_SECONDS", 300)),
+    "REFRESH_TOKEN_LIFETIME": timedelta(days=env_int("JWT_REFRESH_DAYS", 30)),
+    "ROTATE_REFRESH_TOKENS": True,
+    "BLACKLIST_AFTER_ROTATION": True,
+    "UPDATE_LAST_LOGIN": False,
+    "CHECK_REVOKE_TOKEN": True,
+    "ALGORITHM": "HS256",
+    "SIGNING_KEY": SECRET_KEY,
+    "AUTH_HEADER_TYPES": ("Bearer",),
+}
+
 # Redis: channel layer (fan-out between gateway processes) and presence store.
 REDIS_URL = os.environ.get("REDIS_URL", "")
 CHANNEL_LAYER_PREFIX = os.environ.get("CHANNEL_LAYER_PREFIX", "asgi")
@@ -221,6 +247,8 @@ CHAT_FETCH_MAX_LIMIT = 200
 # How long an on-commit broadcast may wait on the channel layer before it gives up
 # (the message is already stored; clients repair the gap from the database).
 CHAT_BROADCAST_TIMEOUT = env_float("CHAT_BROADCAST_TIMEOUT", 1.0)
+# Events a gateway process may hold waiting for the channel layer before it drops some.
+CHAT_FANOUT_QUEUE = env_int("CHAT_FANOUT_QUEUE", 10_000)
 
 # Production hardening (DJANGO_DEBUG=0). DJANGO_HTTPS=0 is for plain HTTP on loopback.
 HTTPS = env_bool("DJANGO_HTTPS", not DEBUG)
@@ -254,3 +282,28 @@ LOGGING: dict[str, Any] = {
         "django.db.backends": {"level": "WARNING"},
     },
 }
+
+# Redis clients of our own (rate limits, tickets, presence): bounded on purpose.
+REDIS_KEY_PREFIX = os.environ.get("REDIS_KEY_PREFIX", "chat")
+REDIS_SOCKET_TIMEOUT = env_float("REDIS_SOCKET_TIMEOUT", 1.0)
+REDIS_MAX_CONNECTIONS = env_int("REDIS_MAX_CONNECTIONS", 1000)
+
+# Rate limits per user (token buckets shared by all gateways through Redis).
+LOGIN_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 5)
+LOGIN_LOCKOUT_SECONDS = env_int("LOGIN_LOCKOUT_SECONDS", 900)
+CHAT_SEND_RATE = env_float("CHAT_SEND_RATE", 5.0)
+CHAT_SEND_BURST = env_float("CHAT_SEND_BURST", 20.0)
+CHAT_TYPING_RATE = env_float("CHAT_TYPING_RATE", 2.0)
+CHAT_TYPING_BURST = env_float("CHAT_TYPING_BURST", 5.0)
+CHAT_TYPING_MAX_MEMBERS = env_int("CHAT_TYPING_MAX_MEMBERS", 100)
+CHAT_RECEIPT_COALESCE = env_float("CHAT_RECEIPT_COALESCE", 0.5)
+
+# WebSocket gateway (docs/operations.md).
+WS_HEARTBEAT_INTERVAL = env_float("WS_HEARTBEAT_INTERVAL", 25.0)
+WS_IDLE_TIMEOUT_FACTOR = 3
+WS_MAX_CONNECTIONS_PER_USER = env_int("WS_MAX_CONNECTIONS_PER_USER", 10)
+WS_SEND_TIMEOUT = env_float("WS_SEND_TIMEOUT", 5.0)
+WS_AUTH_CHECK_INTERVAL = env_float("WS_AUTH_CHECK_INTERVAL", 2.0)
+WS_GROUP_REFRESH_INTERVAL = env_float("WS_GROUP_REFRESH_INTERVAL", 3.0)
+WS_TICKET_TTL = env_int("WS_TICKET_TTL", 30)
+WS_DB_THREADS = env_int("WS_DB_THREADS", 8)

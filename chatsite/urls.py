@@ -9,5 +9,6 @@ urlpatterns = [
     path("", messaging_views.home, name="home"),
     path("healthz", messaging_views.healthz, name="healthz"),
     path("accounts/", include("django.contrib.auth.urls")),
+    path("api/v1/", include("accounts.urls")),
     path("admin/", admin.site.urls),
 ]

@@ -11,6 +11,7 @@ __all__ = [
     "MessageTooLong",
     "NotAMember",
     "NotAllowed",
+    "RateLimited",
     "UserNotFound",
 ]
 
@@ -69,6 +70,18 @@ class Conflict(DomainError):
     code = "conflict"
     http_status = 409
     default_message = "This client_msg_id was already used for a different message."
+
+
+class RateLimited(DomainError):
+    """Too many calls in too short a time; retry after `retry_after` seconds."""
+
+    code = "rate_limited"
+    http_status = 429
+    default_message = "Too many messages; slow down."
+
+    def __init__(self, retry_after: float, message: str | None = None):
+        super().__init__(message, details={"retry_after": retry_after})
+        self.retry_after = retry_after
 
 
 class GroupFull(DomainError):

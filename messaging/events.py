@@ -15,7 +15,7 @@ import asyncio
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Literal, NotRequired, TypedDict
 
 from asgiref.sync import async_to_sync
@@ -23,16 +23,10 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import transaction
 
+from chatsite.wire import iso
 from messaging.models import Attachment, Membership, Message
 
 logger = logging.getLogger(__name__)
-
-
-def iso(moment: datetime | None) -> str | None:
-    """Return `moment` as ISO-8601 UTC with microseconds and a `Z`, or None."""
-    if moment is None:
-        return None
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def conversation_group(conversation_id: int) -> str:
@@ -125,6 +119,8 @@ class ConversationView:
     muted: bool
     last_activity_at: datetime | None
     peer: int | None = None
+    # Internal (not on the wire): the log number of the latest membership change.
+    member_seq: int = 0
 
 
 def attachment_payload(attachment: Attachment) -> AttachmentPayload:
@@ -232,6 +228,18 @@ def conversation_updated_event(
     return {"type": "conversation.updated", "conversation": dict(conversation), "reason": reason}
 
 
+def broadcast_to_conversation_on_commit(
+    conversation_id: int, member_seq: int, frame: dict[str, Any]
+) -> None:
+    """Send a conversation's event to its members' connections once the transaction commits.
+
+    The event carries `member_seq` (the log number of the latest membership change);
+    gateways use it to re-check a connection's membership before forwarding and strip
+    it from the frame.
+    """
+    broadcast_on_commit(conversation_group(conversation_id), {**frame, "member_seq": member_seq})
+
+
 def broadcast_on_commit(group: str, event: dict[str, Any]) -> None:
     """Send `event` to `group` once the current transaction commits (never before)."""
     transaction.on_commit(lambda: send_now([(group, event)]))
@@ -249,9 +257,14 @@ def send_now(batch: list[tuple[str, dict[str, Any]]]) -> None:
 
     The write they announce is already committed; a lost event is a gap that clients
     repair from the database (PROTOCOL.md section 1), so fan-out must not fail a send.
+    In a gateway process the events are handed to its event loop's fan-out queue and
+    this returns at once; elsewhere (admin, commands, tests) it waits, at most
+    `CHAT_BROADCAST_TIMEOUT`.
     """
     layer = get_channel_layer()
     if layer is None:
+        return
+    if _fanout is not None and _fanout.offer(batch):
         return
     try:
         async_to_sync(_send_all)(layer, batch)
@@ -264,3 +277,94 @@ async def _send_all(layer: Any, batch: list[tuple[str, dict[str, Any]]]) -> None
     async with asyncio.timeout(timeout):
         for group, event in batch:
             await layer.group_send(group, event)
+
+
+class _Fanout:
+    """Per-process fan-out: ordered queues drained by tasks on the gateway's event loop.
+
+    Each group hashes to one queue, so events of one conversation leave in commit order;
+    several queues keep one slow group from holding up the others. Queues are bounded:
+    when full, events are dropped and logged (clients repair gaps from the database).
+    """
+
+    SHARDS = 4
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, layer: Any) -> None:
+        self.loop = loop
+        self.layer = layer
+        size = settings.CHAT_FANOUT_QUEUE
+        self.queues: list[asyncio.Queue[tuple[str, dict[str, Any]]]] = [
+            asyncio.Queue(size) for _ in range(self.SHARDS)
+        ]
+        self.tasks = [loop.create_task(self._drain(q)) for q in self.queues]
+
+    def offer(self, batch: list[tuple[str, dict[str, Any]]]) -> bool:
+        """Queue the batch from any thread; False if this loop is gone."""
+        if self.loop.is_closed() or not self.loop.is_running():
+            return False
+        self.loop.call_soon_threadsafe(self._put, batch)
+        return True
+
+    def _put(self, batch: list[tuple[str, dict[str, Any]]]) -> None:
+        for group, event in batch:
+            queue = self.queues[hash(group) % self.SHARDS]
+            try:
+                queue.put_nowait((group, event))
+            except asyncio.QueueFull:
+                logger.warning("fan-out queue full; dropped %s to %s", event.get("type"), group)
+
+    async def _drain(self, queue: asyncio.Queue[tuple[str, dict[str, Any]]]) -> None:
+        timeout = settings.CHAT_BROADCAST_TIMEOUT
+        while True:
+            group, event = await queue.get()
+            try:
+                async with asyncio.timeout(timeout):
+                    await self.layer.group_send(group, event)
+            except Exception as exc:  # noqa: BLE001 - the write is committed; clients repair
+                logger.warning("fan-out of %s to %s failed: %r", event.get("type"), group, exc)
+
+
+_fanout: _Fanout | None = None
+
+
+def start_fanout(layer: Any) -> None:
+    """Route this process's on-commit broadcasts through the running loop (gateways call it)."""
+    global _fanout
+    loop = asyncio.get_running_loop()
+    if _fanout is None or _fanout.loop is not loop:
+        _fanout = _Fanout(loop, layer)
+
+
+# --- what gateways do with the channel layer ------------------------------------------
+
+
+async def join_groups(layer: Any, channel: str, groups: Iterable[str]) -> None:
+    """Add a connection's channel to groups."""
+    for group in groups:
+        await layer.group_add(group, channel)
+
+
+async def leave_groups(layer: Any, channel: str, groups: Iterable[str]) -> None:
+    """Remove a connection's channel from groups."""
+    for group in groups:
+        await layer.group_discard(group, channel)
+
+
+async def send_to_channel(layer: Any, channel: str, event: dict[str, Any]) -> None:
+    """Send one event to one connection's channel."""
+    await layer.send(channel, event)
+
+
+def typing_event(*, conversation_id: int, user_id: int, state: str) -> dict[str, Any]:
+    """Build the `typing` frame."""
+    return {"type": "typing", "conversation": conversation_id, "user": user_id, "state": state}
+
+
+async def relay_typing(
+    layer: Any, *, conversation_id: int, user_id: int, state: str, member_seq: int
+) -> None:
+    """Relay a typing indicator to a conversation's connections (never stored)."""
+    event = {**typing_event(conversation_id=conversation_id, user_id=user_id, state=state)}
+    event["member_seq"] = member_seq
+    async with asyncio.timeout(settings.CHAT_BROADCAST_TIMEOUT):
+        await layer.group_send(conversation_group(conversation_id), event)

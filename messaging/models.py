@@ -21,6 +21,10 @@ class Conversation(models.Model):
     title = models.CharField(max_length=200, blank=True)
     public = models.BooleanField(default=False)
     last_seq = models.BigIntegerField(default=0)
+    # The log number of the latest membership change. Every conversation event carries
+    # it, so a gateway re-checks a connection's membership only when it has moved (a
+    # removed member's connection never forwards anything logged after the removal).
+    member_seq = models.BigIntegerField(default=0)
     # "<low user id>:<high user id>" for direct conversations; unique, so a pair of users
     # has at most one direct conversation whoever creates it.
     direct_key = models.CharField(max_length=64, null=True, blank=True, unique=True)

@@ -159,6 +159,7 @@ def _view(membership: Membership, unread: int, peer: User | None) -> Conversatio
         unread=unread,
         muted=membership.muted,
         last_activity_at=conversation.last_activity_at,
+        member_seq=conversation.member_seq,
         peer=(peer.pk if peer else membership.user_id)
         if conversation.kind == Conversation.Kind.DIRECT
         else None,
@@ -229,3 +230,34 @@ def list_public_groups(*, query: str = "", limit: int = 50) -> list[Conversation
     if query:
         groups = groups.filter(Q(title__icontains=query))
     return list(groups.order_by("-last_activity_at")[:limit])
+
+
+def list_conversation_ids_for_user(*, user: User) -> list[int]:
+    """Return the ids of the user's conversations (one indexed query)."""
+    return list(Membership.objects.filter(user=user).values_list("conversation_id", flat=True))
+
+
+def get_member_seq_if_member(*, user: User, conversation_id: int) -> int | None:
+    """Return the conversation's `member_seq` if `user` is a member, else None."""
+    return (
+        Membership.objects.filter(conversation_id=conversation_id, user=user)
+        .values_list("conversation__member_seq", flat=True)
+        .first()
+    )
+
+
+@dataclass(frozen=True)
+class TypingTarget:
+    """What a gateway needs to relay typing: the group's size and its membership number."""
+
+    member_count: int
+    member_seq: int
+
+
+def get_typing_target(*, user: User, conversation_id: int) -> TypingTarget:
+    """Return the size and `member_seq` of a conversation the user is in, else NotAMember."""
+    member_seq = get_member_seq_if_member(user=user, conversation_id=conversation_id)
+    if member_seq is None:
+        raise NotAMember()
+    count = Membership.objects.filter(conversation_id=conversation_id).count()
+    return TypingTarget(member_count=count, member_seq=member_seq)

@@ -19,6 +19,7 @@ from django.db.models.functions import Greatest, Least
 from django.utils import timezone
 
 from accounts.models import User
+from chatsite import ratelimit
 from messaging import events
 from messaging.errors import (
     BadRequest,
@@ -29,10 +30,10 @@ from messaging.errors import (
     MessageTooLong,
     NotAllowed,
     NotAMember,
+    RateLimited,
     UserNotFound,
 )
 from messaging.models import Attachment, Conversation, Membership, Message
-from messaging.selectors import conversation_view_for_member
 
 Role = Membership.Role
 
@@ -113,13 +114,17 @@ def _lock_conversation(conversation_id: int) -> Conversation:
     return conversation
 
 
-def _take_seq(conversation: Conversation) -> int:
+def _take_seq(conversation: Conversation, *, membership_change: bool = False) -> int:
     """Give the next log number of a conversation locked by this transaction."""
     conversation.last_seq += 1
     conversation.last_activity_at = timezone.now()
-    Conversation.objects.filter(pk=conversation.pk).update(
-        last_seq=conversation.last_seq, last_activity_at=conversation.last_activity_at
-    )
+    changes: dict[str, Any] = {
+        "last_seq": conversation.last_seq,
+        "last_activity_at": conversation.last_activity_at,
+    }
+    if membership_change:
+        conversation.member_seq = changes["member_seq"] = conversation.last_seq
+    Conversation.objects.filter(pk=conversation.pk).update(**changes)
     return conversation.last_seq
 
 
@@ -154,8 +159,8 @@ def _write_system_message(
         body=body,
         system=system,
     )
-    events.broadcast_on_commit(
-        events.conversation_group(conversation.pk), events.message_created_event(message)
+    events.broadcast_to_conversation_on_commit(
+        conversation.pk, conversation.member_seq, events.message_created_event(message)
     )
     return message
 
@@ -167,18 +172,37 @@ def _names(users: Sequence[User]) -> str:
 def _announce_membership(
     conversation: Conversation, users: Iterable[User], reason: events.ConversationReason
 ) -> None:
-    """Tell each user's connections on commit that they joined or left a conversation."""
+    """Tell each user's connections on commit that they joined or left a conversation.
+
+    A newcomer's view needs no query: their markers start at the log's end, nothing is
+    unread. The event carries `member_seq` for gateways (which strip it).
+    """
+    people = list(users)
     items = []
-    for user in users:
+    for user in people:
         if reason in ("left", "removed"):
             payload: dict[str, Any] = {"id": conversation.pk, "kind": conversation.kind}
         else:
-            payload = dict(
-                events.conversation_payload(conversation_view_for_member(conversation, user))
+            peer = next((p for p in people if p.pk != user.pk), user)
+            is_direct = conversation.kind == Conversation.Kind.DIRECT
+            view = events.ConversationView(
+                id=conversation.pk,
+                kind=conversation.kind,
+                title=peer.name if is_direct else conversation.title,
+                public=conversation.public,
+                last_seq=conversation.last_seq,
+                read_seq=conversation.last_seq,
+                delivered_seq=conversation.last_seq,
+                unread=0,
+                muted=False,
+                last_activity_at=conversation.last_activity_at,
+                peer=peer.pk if is_direct else None,
+                member_seq=conversation.member_seq,
             )
-        items.append(
-            (events.user_group(user.pk), events.conversation_updated_event(payload, reason))
-        )
+            payload = dict(events.conversation_payload(view))
+        event = events.conversation_updated_event(payload, reason)
+        event["member_seq"] = conversation.member_seq
+        items.append((events.user_group(user.pk), event))
     events.broadcast_many_on_commit(items)
 
 
@@ -231,7 +255,7 @@ def create_group(
         conversation = Conversation.objects.create(
             kind=Conversation.Kind.GROUP, title=title, public=bool(public), created_by=creator
         )
-        seq = _take_seq(conversation)
+        seq = _take_seq(conversation, membership_change=True)
         Membership.objects.bulk_create(
             Membership(
                 conversation=conversation,
@@ -299,7 +323,7 @@ def add_members(*, actor: User, conversation_id: int, user_ids: Iterable[object]
         if not new:
             return []
         _check_room(conversation, len(new))
-        seq = _take_seq(conversation)
+        seq = _take_seq(conversation, membership_change=True)
         Membership.objects.bulk_create(_new_membership(conversation, u, seq) for u in new)
         _write_system_message(
             conversation,
@@ -324,7 +348,7 @@ def join_conversation(*, user: User, conversation_id: int) -> Conversation:
         if Membership.objects.filter(conversation=conversation, user=user).exists():
             return conversation
         _check_room(conversation, 1)
-        seq = _take_seq(conversation)
+        seq = _take_seq(conversation, membership_change=True)
         _new_membership(conversation, user, seq).save()
         _write_system_message(
             conversation,
@@ -342,7 +366,7 @@ def _depart(
     conversation: Conversation, departing: Membership, user: User, *, actor: User, event: str
 ) -> None:
     """Log a departure, delete the membership, hand ownership on if the owner left."""
-    seq = _take_seq(conversation)
+    seq = _take_seq(conversation, membership_change=True)
     body = f"{user.name} left." if event == "left" else f"{actor.name} removed {user.name}."
     _write_system_message(conversation, actor=actor, seq=seq, event=event, users=[user], body=body)
     departing.delete()
@@ -422,8 +446,9 @@ def rename_conversation(*, actor: User, conversation_id: int, title: str) -> Con
             "public": conversation.public,
             "last_seq": seq,
         }
-        events.broadcast_on_commit(
-            events.conversation_group(conversation.pk),
+        events.broadcast_to_conversation_on_commit(
+            conversation.pk,
+            conversation.member_seq,
             events.conversation_updated_event(shared, "renamed"),
         )
     return conversation
@@ -481,16 +506,23 @@ def send_message(
 
     A replay (same sender and `client_msg_id`, same conversation and body) returns the
     stored message and broadcasts nothing; the same id with another conversation or
-    body raises Conflict. The broadcast of a new message happens on commit.
+    body raises Conflict. The broadcast of a new message happens on commit. Sends are
+    rate limited per user (`CHAT_SEND_RATE`/s, bursts of `CHAT_SEND_BURST`).
     """
     cmid = _parse_client_msg_id(client_msg_id)
+    body = _clean_body(body, allow_empty=bool(attachment_ids))
+    verdict = ratelimit.take(
+        f"send:{sender.pk}", rate=settings.CHAT_SEND_RATE, burst=settings.CHAT_SEND_BURST
+    )
+    if not verdict.allowed:
+        raise RateLimited(verdict.retry_after)
     attachments = _clean_attachment_ids(sender, attachment_ids)
-    body = _clean_body(body, allow_empty=bool(attachments))
     try:
         with transaction.atomic():
-            seq = _next_seq_fast(conversation_id)
-            if seq is None:
+            numbers = _next_seq_fast(conversation_id)
+            if numbers is None:
                 raise NotAMember()
+            seq, member_seq = numbers
             # Raising the sender's markers doubles as the membership check, under the
             # conversation lock, so no send lands after the sender's removal.
             if not Membership.objects.filter(conversation_id=conversation_id, user=sender).update(
@@ -508,8 +540,8 @@ def send_message(
             )
             if attachments:
                 message.attachments.set(attachments)
-            events.broadcast_on_commit(
-                events.conversation_group(conversation_id), events.message_created_event(message)
+            events.broadcast_to_conversation_on_commit(
+                conversation_id, member_seq, events.message_created_event(message)
             )
     except IntegrityError:
         original = Message.objects.filter(sender=sender, client_msg_id=cmid).first()
@@ -528,17 +560,20 @@ def _check_replay(original: Message, conversation_id: int, body: str) -> Message
     return original
 
 
-def _next_seq_fast(conversation_id: int) -> int | None:
-    """Take the next seq in one statement (it also locks the row), or None if no such row."""
+def _next_seq_fast(conversation_id: int) -> tuple[int, int] | None:
+    """Take the next seq in one statement (it also locks the row); None if no such row.
+
+    Returns the new seq and the conversation's `member_seq`.
+    """
     table = Conversation._meta.db_table
     with connection.cursor() as cursor:
         cursor.execute(
             f"UPDATE {table} SET last_seq = last_seq + 1, last_activity_at = %s "  # noqa: S608 - table name is ours
-            "WHERE id = %s RETURNING last_seq",
+            "WHERE id = %s RETURNING last_seq, member_seq",
             [timezone.now(), conversation_id],
         )
         row = cursor.fetchone()
-    return int(row[0]) if row else None
+    return (int(row[0]), int(row[1])) if row else None
 
 
 def _editable_message(
@@ -575,8 +610,8 @@ def edit_message(*, user: User, conversation_id: int, message_id: int, body: str
         message.body = body
         message.edited_at = timezone.now()
         message.save(update_fields=["version", "body", "edited_at"])
-        events.broadcast_on_commit(
-            events.conversation_group(conversation.pk), events.message_updated_event(message)
+        events.broadcast_to_conversation_on_commit(
+            conversation.pk, conversation.member_seq, events.message_updated_event(message)
         )
     return message
 
@@ -610,7 +645,9 @@ def moderate_delete_message(*, staff: User, message_id: int) -> Message:
         raise MessageNotFound()
     with transaction.atomic():
         conversation = _lock_conversation(conversation_id)
-        message = Message.objects.select_for_update().get(pk=message_id)
+        message = Message.objects.select_for_update().filter(pk=message_id).first()
+        if message is None:
+            raise MessageNotFound()
         if message.kind != Message.Kind.TEXT:
             raise NotAllowed("System messages cannot be deleted.")
         return _delete(conversation, message)
@@ -624,8 +661,8 @@ def _delete(conversation: Conversation, message: Message) -> Message:
     message.body = ""
     message.save(update_fields=["version", "deleted", "body"])
     message.attachments.clear()
-    events.broadcast_on_commit(
-        events.conversation_group(conversation.pk), events.message_updated_event(message)
+    events.broadcast_to_conversation_on_commit(
+        conversation.pk, conversation.member_seq, events.message_updated_event(message)
     )
     return message
 
@@ -653,12 +690,13 @@ def _raise_marker(*, user: User, conversation_id: int, seq: object, read: bool) 
     field = "read_seq" if read else "delivered_seq"
     with transaction.atomic():
         changed = rows.filter(**{f"{field}__lt": capped}).update(**changes) > 0
-        current = rows.values("delivered_seq", "read_seq").first()
+        current = rows.values("delivered_seq", "read_seq", "conversation__member_seq").first()
         if current is None:
             raise NotAMember()
         if changed:
-            events.broadcast_on_commit(
-                events.conversation_group(conversation_id),
+            events.broadcast_to_conversation_on_commit(
+                conversation_id,
+                current["conversation__member_seq"],
                 events.receipt_updated_event(
                     conversation_id=conversation_id,
                     user_id=user.pk,

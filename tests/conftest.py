@@ -41,7 +41,9 @@ def _suite_settings() -> Iterator[None]:
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     config = settings.CHANNEL_LAYERS["default"]
     assert config["BACKEND"] == "channels_redis.core.RedisChannelLayer"
-    config["CONFIG"]["prefix"] = f"test-{uuid.uuid4().hex[:8]}"
+    run_prefix = f"test-{uuid.uuid4().hex[:8]}"
+    config["CONFIG"]["prefix"] = run_prefix
+    settings.REDIS_KEY_PREFIX = run_prefix
     channel_layers.backends.clear()
     yield
     channel_layers.backends.clear()

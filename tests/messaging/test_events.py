@@ -66,6 +66,7 @@ def test_message_is_broadcast_only_after_commit(ana: User, bo: User, listener: L
     event = listener.receive()
     assert event["type"] == "message.created"
     assert event["message"] == events.message_payload(sent.message)
+    assert event["member_seq"] == 0  # direct conversations have no membership changes
 
 
 @pytest.mark.django_db(transaction=True)
@@ -128,6 +129,7 @@ def test_edit_delete_and_receipts_are_broadcast_to_the_conversation(
         "user": bo.pk,
         "delivered_seq": 2,
         "read_seq": 2,
+        "member_seq": 0,
     }
     assert (deleted["message"]["version"], deleted["message"]["deleted"]) == (3, True)
 
@@ -149,7 +151,10 @@ def test_membership_changes_reach_the_users_own_group(
         "type": "conversation.updated",
         "conversation": {"id": group.pk, "kind": "group"},
         "reason": "removed",
+        "member_seq": 2,
     }
+    assert created["member_seq"] == 1
+    assert created["conversation"]["unread"] == 0 and created["conversation"]["read_seq"] == 1
 
 
 @pytest.mark.django_db(transaction=True)

@@ -17,6 +17,7 @@ from messaging.errors import (
     MessageTooLong,
     NotAllowed,
     NotAMember,
+    RateLimited,
     UserNotFound,
 )
 from messaging.models import Conversation, Membership, Message
@@ -518,3 +519,22 @@ def test_non_member_cannot_mark_read(ana: User, bo: User, cy: User) -> None:
 
     with pytest.raises(NotAMember):
         services.mark_read(user=cy, conversation_id=conversation.pk, seq=0)
+
+
+def test_sends_past_the_burst_are_rate_limited_with_retry_after(
+    ana: User, bo: User, cy: User, settings
+) -> None:
+    settings.CHAT_SEND_BURST = 5
+    settings.CHAT_SEND_RATE = 0.5
+    conversation = direct(ana, bo)
+    for n in range(5):
+        send(ana, conversation, f"burst {n}")
+
+    with pytest.raises(RateLimited) as err:
+        send(ana, conversation, "one too many")
+
+    assert err.value.code == "rate_limited" and err.value.http_status == 429
+    assert 0 < err.value.retry_after <= 2
+    assert Conversation.objects.get(pk=conversation.pk).last_seq == 5
+    # other users have their own buckets
+    send(bo, conversation, "bo is not limited")

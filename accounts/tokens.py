@@ -1,0 +1,72 @@
+"""JWT pairs for native clients: short access, rotating refresh, revocation by login family.
+
+Each login gets a family id (`fam` claim) that every access and refresh token of that
+login carries, across rotations; logout revokes the family. Tokens also carry a hash of
+the password (simplejwt's CHECK_REVOKE_TOKEN), so a password change revokes them all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from rest_framework_simplejwt.exceptions import TokenError
+from rest_framework_simplejwt.settings import api_settings
+from rest_framework_simplejwt.tokens import AccessToken, RefreshToken
+from rest_framework_simplejwt.utils import get_md5_hash_password
+
+from accounts.models import RevokedTokenFamily, User
+
+FAMILY_CLAIM = "fam"
+
+
+def issue_pair(user: User) -> dict[str, str]:
+    """Return a new `{access, refresh}` pair for a fresh login (a new family)."""
+    refresh = RefreshToken.for_user(user)
+    refresh[FAMILY_CLAIM] = refresh[api_settings.JTI_CLAIM]
+    return {"access": str(refresh.access_token), "refresh": str(refresh)}
+
+
+def family_of(token: AccessToken | RefreshToken) -> str | None:
+    """Return the login family a token belongs to, if it carries one."""
+    value = token.get(FAMILY_CLAIM)
+    return str(value) if value else None
+
+
+def revoked_families(families: Iterable[str]) -> set[str]:
+    """Return which of `families` were revoked by a logout."""
+    wanted = {f for f in families if f}
+    if not wanted:
+        return set()
+    return set(
+        RevokedTokenFamily.objects.filter(family__in=wanted).values_list("family", flat=True)
+    )
+
+
+def token_still_valid_for(token: AccessToken | RefreshToken, user: User) -> bool:
+    """Return whether `user` still stands behind `token` (active, same password, not revoked)."""
+    if not user.is_active:
+        return False
+    if token.get(api_settings.REVOKE_TOKEN_CLAIM) != get_md5_hash_password(user.password):
+        return False
+    family = family_of(token)
+    return not (family and revoked_families([family]))
+
+
+def revoke(refresh_token: str, user: User) -> None:
+    """Log out one login: blacklist the refresh token and revoke its whole family."""
+    try:
+        refresh = RefreshToken(refresh_token)  # type: ignore[arg-type]
+    except TokenError:
+        return
+    if refresh.get(api_settings.USER_ID_CLAIM) != user.pk:
+        return
+    refresh.blacklist()
+    family = family_of(refresh)
+    if family:
+        RevokedTokenFamily.objects.get_or_create(family=family, defaults={"user": user})
+
+
+def access_claims(raw: str) -> dict[str, Any]:
+    """Return the claims of a valid access token, else raise TokenError."""
+    return dict(AccessToken(raw).payload)  # type: ignore[arg-type]

@@ -1,0 +1,88 @@
+"""Token-bucket rate limits, shared by every gateway process through Redis.
+
+Without Redis (the embedded default, one process) the buckets live in this process.
+If Redis fails, the limit is not enforced for that call (logged): a rate limit must not
+turn a Redis outage into a chat outage.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+from redis.exceptions import RedisError
+
+from chatsite.redis import sync_client
+
+logger = logging.getLogger(__name__)
+
+# KEYS[1] bucket; ARGV: rate per second, burst, now (s), cost. Returns {allowed, wait_ms}.
+_BUCKET_LUA = """
+local rate = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local now = tonumber(ARGV[3])
+local cost = tonumber(ARGV[4])
+local state = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
+local tokens = tonumber(state[1])
+local ts = tonumber(state[2])
+if tokens == nil then tokens = burst; ts = now end
+tokens = math.min(burst, tokens + math.max(0, now - ts) * rate)
+local allowed = 0
+local wait_ms = 0
+if tokens >= math.max(cost, 1) then
+  tokens = tokens - cost
+  allowed = 1
+else
+  wait_ms = math.ceil((math.max(cost, 1) - tokens) / rate * 1000)
+end
+redis.call('HSET', KEYS[1], 'tokens', tokens, 'ts', now)
+redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate * 1000) + 1000)
+return {allowed, wait_ms}
+"""
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Whether a call may go ahead, and if not how many seconds until it may."""
+
+    allowed: bool
+    retry_after: float
+
+
+_local_lock = threading.Lock()
+_local: dict[str, tuple[float, float]] = {}
+
+
+def _take_local(key: str, rate: float, burst: float, now: float, cost: int) -> Verdict:
+    with _local_lock:
+        tokens, ts = _local.get(key, (burst, now))
+        tokens = min(burst, tokens + max(0.0, now - ts) * rate)
+        if tokens >= max(cost, 1):
+            _local[key] = (tokens - cost, now)
+            return Verdict(True, 0.0)
+        _local[key] = (tokens, now)
+        return Verdict(False, (max(cost, 1) - tokens) / rate)
+
+
+def take(key: str, *, rate: float, burst: float, cost: int = 1) -> Verdict:
+    """Take `cost` tokens from bucket `key` (refilled at `rate`/s up to `burst`).
+
+    `cost=0` only asks whether a token is there (a peek), taking nothing.
+    """
+    now = time.time()
+    client = sync_client()
+    if client is None:
+        return _take_local(key, rate, burst, now, cost)
+    try:
+        args = [str(rate), str(burst), repr(now), str(cost)]
+        reply: Any = client.eval(_BUCKET_LUA, 1, f"{settings.REDIS_KEY_PREFIX}:rl:{key}", *args)
+        allowed, wait_ms = reply
+    except RedisError as exc:
+        logger.warning("rate limit %s not enforced: Redis failed: %r", key, exc)
+        return Verdict(True, 0.0)
+    return Verdict(bool(allowed), math.ceil(int(wait_ms)) / 1000)

@@ -1,0 +1,240 @@
+"""WebSocket handshake security: the Origin check, then who is connecting and with what.
+
+Order (PROTOCOL.md section 3): a handshake that carries `Origin` must come from an
+allowed host, whatever its credentials (HTTP 403 before accept). Then, in this order:
+`Authorization: Bearer <access JWT>`, `?ticket=`, or the session cookie - the cookie
+only when an `Origin` was sent (a browser), never alone from a native client. The
+result goes into `scope["auth"]` (None when unauthenticated; the consumer then closes
+with 4401). Nothing here logs a token.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass
+from http.cookies import SimpleCookie
+from importlib import import_module
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.contrib.auth import HASH_SESSION_KEY, SESSION_KEY
+from django.contrib.sessions.models import Session
+from django.db import DatabaseError, close_old_connections
+from django.http.request import validate_host
+from django.utils import timezone
+from django.utils.crypto import constant_time_compare
+from rest_framework_simplejwt.exceptions import TokenError
+from rest_framework_simplejwt.tokens import AccessToken
+
+from accounts import tickets, tokens
+from accounts.models import User
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Credential:
+    """What a socket was authenticated with; gateways re-check it while the socket lives."""
+
+    method: str  # "jwt", "ticket" or "session"
+    user_id: int
+    password_hash: str
+    family: str | None = None
+    expires_at: float | None = None
+    session_key: str | None = None
+
+
+@dataclass(frozen=True)
+class Authenticated:
+    """A handshake's user and credential."""
+
+    user: User
+    credential: Credential
+
+
+def origin_allowed(origin: str) -> bool:
+    """Return whether an Origin header names one of ALLOWED_HOSTS (`null` never does)."""
+    try:
+        parts = urlsplit(origin)
+    except ValueError:
+        return False
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return False
+    host = parts.hostname
+    if ":" in host:  # IPv6 literal, as ALLOWED_HOSTS spells it
+        host = f"[{host}]"
+    return validate_host(host, settings.ALLOWED_HOSTS)
+
+
+def _headers(scope: Scope) -> dict[str, str]:
+    return {
+        name.decode("latin-1").lower(): value.decode("latin-1")
+        for name, value in scope.get("headers", [])
+    }
+
+
+def _from_access_token(raw: str) -> Authenticated | None:
+    try:
+        token = AccessToken(raw)  # type: ignore[arg-type]
+    except TokenError:
+        return None
+    user = User.objects.filter(pk=token.get("user_id")).first()
+    if user is None or not tokens.token_still_valid_for(token, user):
+        return None
+    return Authenticated(
+        user,
+        Credential(
+            method="jwt",
+            user_id=user.pk,
+            password_hash=user.password,
+            family=tokens.family_of(token),
+            expires_at=float(token["exp"]),
+        ),
+    )
+
+
+def _from_session(session_key: str) -> Authenticated | None:
+    engine = import_module(settings.SESSION_ENGINE)
+    session = engine.SessionStore(session_key)
+    user_id = session.get(SESSION_KEY)
+    if user_id is None:
+        return None
+    user = User.objects.filter(pk=user_id, is_active=True).first()
+    if user is None or not constant_time_compare(
+        session.get(HASH_SESSION_KEY, ""), user.get_session_auth_hash()
+    ):
+        return None
+    return Authenticated(
+        user,
+        Credential(
+            method="session", user_id=user.pk, password_hash=user.password, session_key=session_key
+        ),
+    )
+
+
+def _from_grant(grant: tickets.Grant) -> Authenticated | None:
+    user = User.objects.filter(pk=grant.user_id, is_active=True).first()
+    if user is None:
+        return None
+    if grant.expires_at is not None and grant.expires_at <= time.time():
+        return None
+    return Authenticated(
+        user,
+        Credential(
+            method="ticket",
+            user_id=user.pk,
+            password_hash=user.password,
+            family=grant.family,
+            expires_at=grant.expires_at,
+            session_key=grant.session_key,
+        ),
+    )
+
+
+def _db(
+    func: Callable[..., Authenticated | None],
+) -> Callable[..., Awaitable[Authenticated | None]]:
+    def run(*args: Any) -> Authenticated | None:
+        close_old_connections()
+        try:
+            return func(*args)
+        finally:
+            close_old_connections()
+
+    return sync_to_async(run, thread_sensitive=False)
+
+
+async def authenticate(scope: Scope) -> Authenticated | None:
+    """Return who the handshake authenticates as, or None."""
+    headers = _headers(scope)
+    authorization = headers.get("authorization", "")
+    if authorization:
+        kind, _, raw = authorization.partition(" ")
+        if kind.lower() != "bearer" or not raw.strip():
+            return None
+        return await _db(_from_access_token)(raw.strip())
+    query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+    ticket = (query.get("ticket") or [""])[0]
+    if ticket:
+        grant = await tickets.redeem(ticket)
+        return await _db(_from_grant)(grant) if grant else None
+    if "origin" not in headers:
+        return None  # a cookie alone, without a browser's Origin, is never enough
+    cookies = SimpleCookie()
+    try:
+        cookies.load(headers.get("cookie", ""))
+    except Exception:  # noqa: BLE001 - a malformed cookie header authenticates nobody
+        return None
+    morsel = cookies.get(settings.SESSION_COOKIE_NAME)
+    if morsel is None or not morsel.value:
+        return None
+    return await _db(_from_session)(morsel.value)
+
+
+class WebSocketAuthMiddleware:
+    """Refuse foreign origins before accept; put `auth` and `user` into the scope."""
+
+    def __init__(self, inner: Callable[[Scope, Receive, Send], Awaitable[None]]) -> None:
+        self.inner = inner
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Check the handshake, then hand over to the consumer."""
+        if scope["type"] != "websocket":
+            await self.inner(scope, receive, send)
+            return
+        origin = _headers(scope).get("origin")
+        if origin is not None and not origin_allowed(origin):
+            # Closing before accept makes the server answer the handshake with 403.
+            message = await receive()
+            if message["type"] == "websocket.connect":
+                await send({"type": "websocket.close", "code": 1008})
+            return
+        scope = dict(scope)
+        try:
+            result = await authenticate(scope)
+        except DatabaseError:
+            # The database is down: the consumer closes with 1013 (try again later).
+            scope["auth_unavailable"] = True
+            result = None
+        scope["auth"] = result
+        scope["user"] = result.user if result else None
+        await self.inner(scope, receive, send)
+
+
+def find_revoked(credentials: list[Credential], now: float) -> set[int]:
+    """Return the positions of credentials that are no longer good.
+
+    Expired, logged out, deactivated, or the user changed password: three queries,
+    whatever the number of sockets.
+    """
+    bad = {i for i, c in enumerate(credentials) if c.expires_at is not None and c.expires_at <= now}
+    users = {
+        pk: (active, password)
+        for pk, active, password in User.objects.filter(
+            pk__in={c.user_id for c in credentials}
+        ).values_list("pk", "is_active", "password")
+    }
+    families = tokens.revoked_families(c.family for c in credentials if c.family)
+    session_keys = {c.session_key for c in credentials if c.session_key}
+    live_sessions: set[str] = set()
+    if session_keys:
+        live_sessions = set(
+            Session.objects.filter(
+                session_key__in=session_keys, expire_date__gt=timezone.now()
+            ).values_list("session_key", flat=True)
+        )
+    for i, c in enumerate(credentials):
+        active, password = users.get(c.user_id, (False, ""))
+        deactivated = not active
+        password_changed = password != c.password_hash
+        logged_out = bool(c.family and c.family in families) or bool(
+            c.session_key and c.session_key not in live_sessions
+        )
+        if deactivated or password_changed or logged_out:
+            bad.add(i)
+    return bad
