@@ -15,10 +15,20 @@ TEST_REDIS_URL ?= redis://127.0.0.1:6379/0
 # `make run` always uses the embedded defaults, whatever the shell exports.
 EMBEDDED := env -u DATABASE_URL -u REDIS_URL -u CELERY_BROKER_URL -u PRESENCE_STORE
 
-.PHONY: run test check fmt lint types migrations-check install clean help
+# `make serve`: two gateway processes on the real services (PostgreSQL, Redis).
+SERVE_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/chat
+SERVE_REDIS_URL ?= redis://127.0.0.1:6379/0
+GATEWAY_PORTS ?= 8001 8002
+# One gateway process. --ws-max-size enforces the 256 KiB frame limit (close 1009);
+# pings are the protocol's own (`ping` frames, heartbeat timeout), not the server's.
+GATEWAY = $(PY) -m uvicorn chatsite.asgi:application --host $(HOST) --ws websockets \
+	--ws-max-size 262144 --ws-ping-interval 0 --no-access-log --lifespan off --log-level warning
+
+.PHONY: run serve test check fmt lint types migrations-check install clean help
 
 help:
 	@echo "make run    - install, migrate, create demo users, serve http://$(HOST):$(PORT) (embedded defaults)"
+	@echo "make serve  - two gateway processes (ports $(GATEWAY_PORTS)) on the local PostgreSQL and Redis"
 	@echo "make test   - the whole suite against PostgreSQL and Redis"
 	@echo "make check  - ruff, mypy, import contracts, makemigrations --check, tests"
 	@echo "make fmt    - rewrite the code with ruff (format and safe fixes)"
@@ -35,6 +45,17 @@ run: $(STAMP)
 	$(EMBEDDED) $(PY) manage.py migrate --noinput
 	$(EMBEDDED) $(PY) manage.py seed_demo
 	$(EMBEDDED) $(PY) manage.py runserver $(HOST):$(PORT)
+
+serve: $(STAMP)
+	@psql "$(dir $(SERVE_DATABASE_URL))postgres" -tAc "SELECT 1 FROM pg_database WHERE datname = '$(notdir $(SERVE_DATABASE_URL))'" | grep -q 1 \
+		|| psql "$(dir $(SERVE_DATABASE_URL))postgres" -c "CREATE DATABASE $(notdir $(SERVE_DATABASE_URL))"
+	DATABASE_URL=$(SERVE_DATABASE_URL) REDIS_URL=$(SERVE_REDIS_URL) $(PY) manage.py migrate --noinput
+	DATABASE_URL=$(SERVE_DATABASE_URL) REDIS_URL=$(SERVE_REDIS_URL) $(PY) manage.py seed_demo
+	@echo "Gateways on $(foreach p,$(GATEWAY_PORTS),ws://$(HOST):$(p)/ws/v1/) - Ctrl-C stops both"
+	@trap 'kill 0' INT TERM; \
+	for port in $(GATEWAY_PORTS); do \
+		DATABASE_URL=$(SERVE_DATABASE_URL) REDIS_URL=$(SERVE_REDIS_URL) $(GATEWAY) --port $$port & \
+	done; wait
 
 test: $(STAMP)
 	DATABASE_URL="$${DATABASE_URL:-$(TEST_DATABASE_URL)}" \

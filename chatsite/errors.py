@@ -30,6 +30,14 @@ class BadRequest(DomainError):
     http_status = 400
 
 
+class UnknownType(DomainError):
+    """A WebSocket frame's `type` is not one the protocol knows."""
+
+    code = "unknown_type"
+    http_status = 400
+    default_message = "Unknown frame type."
+
+
 class Unavailable(DomainError):
     """A backing service (the database) is down or timed out; retry with the same ids."""
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
+import weakref
 
 import redis
 import redis.asyncio as aioredis
@@ -25,18 +27,18 @@ def sync_client() -> redis.Redis | None:
     )
 
 
-_async_clients: dict[int, aioredis.Redis] = {}
+# One client per event loop (asyncio connections belong to the loop that made them).
+_async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[str, aioredis.Redis]]
+_async_clients = weakref.WeakKeyDictionary()
 
 
 def async_client() -> aioredis.Redis | None:
     """Return a Redis client for the running event loop, or None without REDIS_URL."""
-    import asyncio
-
     if not settings.REDIS_URL:
         return None
     loop = asyncio.get_running_loop()
-    client = _async_clients.get(id(loop))
-    if client is None:
+    url, client = _async_clients.get(loop, ("", None))
+    if client is None or url != settings.REDIS_URL:
         client = aioredis.Redis.from_url(
             settings.REDIS_URL,
             socket_timeout=settings.REDIS_SOCKET_TIMEOUT,
@@ -44,5 +46,5 @@ def async_client() -> aioredis.Redis | None:
             max_connections=settings.REDIS_MAX_CONNECTIONS,
             health_check_interval=30,
         )
-        _async_clients[id(loop)] = client
+        _async_clients[loop] = (settings.REDIS_URL, client)
     return client

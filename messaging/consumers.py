@@ -27,7 +27,7 @@ from django.utils import timezone
 from redis.exceptions import RedisError
 
 from accounts.models import User
-from chatsite.errors import BadRequest, DomainError, Unavailable
+from chatsite.errors import BadRequest, DomainError, Unavailable, UnknownType
 from chatsite.wire import iso
 from chatsite.wsauth import Credential, find_revoked
 from messaging import events, selectors, services
@@ -364,7 +364,7 @@ class ChatConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         handler = HANDLERS.get(kind)
         if handler is None:
             await self.send_error(
-                DomainError(f"Unknown frame type {kind[:64]!r}.", details={"type": kind[:64]}),
+                UnknownType(f"Unknown frame type {kind[:64]!r}.", details={"type": kind[:64]}),
                 ref=ref,
             )
             return

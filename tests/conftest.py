@@ -33,6 +33,13 @@ def pytest_configure(config: pytest.Config) -> None:
         )
 
 
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings() -> None:
+    """Give each run its own test database, so concurrent runs never drop each other's."""
+    database = settings.DATABASES["default"]
+    database.setdefault("TEST", {})["NAME"] = f"test_{database['NAME']}_{os.getpid()}"
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _suite_settings() -> Iterator[None]:
     """Give this run its own channel-layer prefix on the shared Redis and fast hashing."""

@@ -1,0 +1,157 @@
+"""Fixtures for end-to-end tests: a private Redis and real gateway processes on the test DB.
+
+Gateways are separate processes, so they only see committed rows: every e2e test that
+uses them runs with `@pytest.mark.django_db(transaction=True)` (`db_url` requests
+`transactional_db` either way). When a test fails, each gateway's log is attached to the
+failure report.
+"""
+
+import resource
+from collections.abc import Callable, Generator, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+from channels.layers import channel_layers
+from django.conf import settings
+
+from chatsite.redis import sync_client
+from tests.e2e.harness import Deployment, Gateway, RedisServer
+
+_GATEWAYS = pytest.StashKey[list[Gateway]]()
+# Enough of each gateway log to read a traceback; the full log stays on disk.
+_LOG_TAIL_CHARS = 20_000
+
+MakeDeployment = Callable[..., Deployment]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _raise_open_file_limit() -> None:
+    """Let one test process hold a thousand sockets (R2) by raising its soft fd limit."""
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """Attach the log of every gateway the test started to its report when it fails."""
+    report = yield
+    if report.failed:
+        for gateway in item.stash.get(_GATEWAYS, []):
+            log = gateway.output()
+            if len(log) > _LOG_TAIL_CHARS:
+                log = (
+                    f"[... first {len(log) - _LOG_TAIL_CHARS} chars cut ...]\n"
+                    + log[-_LOG_TAIL_CHARS:]
+                )
+            report.sections.append((f"{gateway.name} log ({gateway.log_path})", log))
+    return report
+
+
+def track_gateways(request: pytest.FixtureRequest, gateways: list[Gateway]) -> None:
+    """Attach these gateways' logs to the test's report if it fails."""
+    request.node.stash.setdefault(_GATEWAYS, []).extend(gateways)
+
+
+@pytest.fixture
+def db_url(transactional_db: None) -> str:
+    """Return a URL of the test database that gateway processes can connect to."""
+    db = settings.DATABASES["default"]
+    assert db["ENGINE"] == "django.db.backends.postgresql"
+    name = db["NAME"]
+    # pytest-django renamed it when it created the test database; never hand the
+    # gateways the real database.
+    assert name.startswith("test_"), f"not a test database: {name!r}"
+    user = quote(db.get("USER") or "postgres", safe="")
+    password = db.get("PASSWORD")
+    credentials = f"{user}:{quote(password, safe='')}" if password else user
+    host = db.get("HOST") or "127.0.0.1"
+    port = db.get("PORT") or 5432
+    return f"postgres://{credentials}@{host}:{port}/{quote(name, safe='')}"
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """Return a private redis-server for this test (free to stop, pause or flush)."""
+    with RedisServer(tmp_path / "redis") as server:
+        yield server
+
+
+def _share_redis_with(deployment: Deployment, settings: Any) -> None:
+    """Point this test process's channel layer and Redis keys at the deployment's.
+
+    Services called by the test (adding a member, say) then broadcast to the gateways,
+    and rate-limit buckets are shared with them, as between two gateways.
+    """
+    settings.REDIS_URL = deployment.redis_url
+    settings.REDIS_KEY_PREFIX = deployment.channel_layer_prefix
+    layers = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [deployment.redis_url], "prefix": deployment.channel_layer_prefix},
+        }
+    }
+    settings.CHANNEL_LAYERS = layers
+    channel_layers.backends.clear()
+    sync_client.cache_clear()
+
+
+@pytest.fixture
+def make_deployment(
+    request: pytest.FixtureRequest,
+    db_url: str,
+    redis_server: RedisServer,
+    tmp_path: Path,
+    settings: Any,
+) -> Iterator[MakeDeployment]:
+    """Return a factory of started deployments on the test database and `redis_server`.
+
+    `make_deployment(gateways=2, env={"WS_HEARTBEAT_INTERVAL": "1"})`; `database_url`
+    and `redis_url` keywords point them elsewhere (e.g. a PostgresCluster). Every
+    deployment is killed after the test, which fails if a gateway died on its own. The
+    test process's channel layer follows the last deployment made (see
+    `_share_redis_with`).
+    """
+    made: list[Deployment] = []
+
+    def make(
+        gateways: int = 2,
+        env: Mapping[str, str] | None = None,
+        *,
+        database_url: str | None = None,
+        redis_url: str | None = None,
+    ) -> Deployment:
+        deployment = Deployment(
+            database_url=database_url or db_url,
+            redis_url=redis_url or redis_server.url,
+            log_dir=tmp_path / f"deployment-{len(made) + 1}",
+            gateways=gateways,
+            env=env,
+        )
+        made.append(deployment)
+        track_gateways(request, deployment.gateways)
+        deployment.start()
+        _share_redis_with(deployment, settings)
+        return deployment
+
+    yield make
+    channel_layers.backends.clear()
+    sync_client.cache_clear()
+
+    crashed = [g for d in made for g in d.gateways if g.crashed]
+    for deployment in made:
+        deployment.stop()
+    if crashed:
+        pytest.fail(
+            "gateway process died during the test: "
+            + ", ".join(f"{g.name} exited {g.returncode} (log {g.log_path})" for g in crashed)
+        )
+
+
+@pytest.fixture
+def deployment(make_deployment: MakeDeployment) -> Deployment:
+    """Return two started gateways on the test database and a private Redis."""
+    return make_deployment()

@@ -1,0 +1,355 @@
+"""The gateway's frames end to end: two real gateway processes, real PostgreSQL and Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from django.db import connection
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+from accounts.models import User
+from accounts.tokens import issue_pair
+from messaging import services
+from messaging.models import Membership
+from tests.e2e.harness import Deployment
+
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+
+
+class Socket:
+    """A raw protocol connection with helpers to await frames by predicate."""
+
+    def __init__(self, ws: ClientConnection) -> None:
+        self.ws = ws
+        self.seen: list[dict[str, Any]] = []
+
+    async def send(self, **frame: Any) -> None:
+        await self.ws.send(json.dumps(frame))
+
+    async def next(self, timeout: float = 10.0) -> dict[str, Any]:
+        frame: dict[str, Any] = json.loads(await asyncio.wait_for(self.ws.recv(), timeout))
+        self.seen.append(frame)
+        return frame
+
+    async def until(
+        self, match: Callable[[dict[str, Any]], bool], timeout: float = 10.0
+    ) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            frame = await self.next(max(0.01, deadline - time.monotonic()))
+            if match(frame):
+                return frame
+
+    async def request(self, timeout: float = 10.0, **frame: Any) -> dict[str, Any]:
+        ref = uuid.uuid4().hex[:12]
+        await self.send(ref=ref, **frame)
+        return await self.until(lambda f: f.get("ref") == ref, timeout)
+
+    async def quiet(self) -> list[dict[str, Any]]:
+        """Return the frames that arrive before the answer to a ping (nothing else pending)."""
+        ref = uuid.uuid4().hex[:12]
+        await self.send(type="ping", ref=ref)
+        before: list[dict[str, Any]] = []
+        while True:
+            frame = await self.next()
+            if frame.get("ref") == ref:
+                return before
+            before.append(frame)
+
+
+_open: list[Socket] = []
+
+
+def drive(scenario: Callable[[], Any]) -> None:
+    """Run an async scenario; close every socket it opened, whatever happens."""
+
+    async def main() -> None:
+        try:
+            await scenario()
+        finally:
+            for socket in _open:
+                await socket.ws.close()
+            _open.clear()
+
+    asyncio.run(main())
+
+
+async def in_thread(func: Callable[..., Any], /, **kwargs: Any) -> Any:
+    """Run a service call in a worker thread that closes its database connection after."""
+
+    def run() -> Any:
+        try:
+            return func(**kwargs)
+        finally:
+            connection.close()
+
+    return await asyncio.to_thread(run)
+
+
+def bearer(user: User) -> str:
+    """Mint an access token (outside the event loop: it writes to the database)."""
+    return issue_pair(user)["access"]
+
+
+async def open_socket(
+    url: str, access: str, device: str | None = None
+) -> tuple[Socket, dict[str, Any]]:
+    target = f"{url}?device={device}" if device else url
+    ws = await connect(target, additional_headers={"Authorization": f"Bearer {access}"})
+    socket = Socket(ws)
+    _open.append(socket)
+    ready = await socket.next()
+    assert ready["type"] == "session.ready"
+    return socket, ready
+
+
+def users_of(scope: dict[str, Any]) -> list[User]:
+    return [v for v in scope.values() if isinstance(v, User)]
+
+
+def text(body: str, conversation: int) -> dict[str, Any]:
+    return {
+        "type": "message.send",
+        "conversation": conversation,
+        "client_msg_id": str(uuid.uuid4()),
+        "body": body,
+    }
+
+
+def test_session_ready_then_send_reaches_the_other_member_on_the_other_gateway(
+    deployment: Deployment, ana: User, bo: User
+) -> None:
+    conversation, _ = services.create_direct_conversation(user=ana, other_user_id=bo.pk)
+
+    tok = {u.username: bearer(u) for u in users_of(locals())}
+
+    async def scenario() -> None:
+        a, ready = await open_socket(deployment.urls[0], tok["ana"], device="phone-1")
+        b, _ = await open_socket(deployment.urls[1], tok["bo"])
+        assert ready["user"] == {"id": ana.pk, "username": "ana", "display_name": "Ana"}
+        assert ready["device"] == "phone-1"
+        assert ready["heartbeat_interval"] > 0 and ready["server_time"].endswith("Z")
+        assert [c["id"] for c in ready["conversations"]] == [conversation.pk]
+        assert ready["conversations"][0]["title"] == "Bo"
+
+        sent = await a.request(**text("hello bo", conversation.pk))
+        received = await b.until(lambda f: f["type"] == "message.created")
+
+        assert sent["type"] == "message.sent" and sent["message"]["seq"] == 1
+        assert received["message"] == sent["message"]
+        assert "member_seq" not in received  # internal, stripped by the gateway
+        own_copy = await a.until(lambda f: f["type"] == "message.created")
+        assert own_copy["message"]["id"] == sent["message"]["id"]
+
+    drive(scenario)
+
+
+def test_replay_over_both_gateways_answers_the_same_message(
+    deployment: Deployment, ana: User, bo: User
+) -> None:
+    conversation, _ = services.create_direct_conversation(user=ana, other_user_id=bo.pk)
+    frame = text("once", conversation.pk)
+
+    tok = {u.username: bearer(u) for u in users_of(locals())}
+
+    async def scenario() -> None:
+        one, _ = await open_socket(deployment.urls[0], tok["ana"])
+        two, _ = await open_socket(deployment.urls[1], tok["ana"])
+        replies = await asyncio.gather(one.request(**frame), two.request(**frame))
+        assert {r["type"] for r in replies} == {"message.sent"}
+        assert {r["message"]["id"] for r in replies} == {replies[0]["message"]["id"]}
+        assert {r["message"]["seq"] for r in replies} == {1}
+
+    drive(scenario)
+    assert Membership.objects.get(conversation=conversation, user=ana).read_seq == 1
+
+
+def test_fetch_edit_delete_and_errors_answer_with_the_ref(
+    deployment: Deployment, ana: User, bo: User
+) -> None:
+    conversation, _ = services.create_direct_conversation(user=ana, other_user_id=bo.pk)
+
+    tok = {u.username: bearer(u) for u in users_of(locals())}
+
+    async def scenario() -> None:
+        a, _ = await open_socket(deployment.urls[0], tok["ana"])
+        b, _ = await open_socket(deployment.urls[1], tok["bo"])
+        first = (await a.request(**text("one", conversation.pk)))["message"]
+        await a.request(**text("two", conversation.pk))
+
+        edited = await a.request(
+            type="message.edit", conversation=conversation.pk, message=first["id"], body="uno"
+        )
+        assert edited["type"] == "message.updated" and edited["message"]["version"] == 3
+        deleted = await a.request(
+            type="message.delete", conversation=conversation.pk, message=first["id"]
+        )
+        assert deleted["message"]["deleted"] is True and deleted["message"]["body"] == ""
+
+        batch = await b.request(type="messages.fetch", conversation=conversation.pk, after=2)
+        assert batch["type"] == "messages.batch"
+        assert [(m["id"], m["version"]) for m in batch["messages"]] == [(first["id"], 4)]
+        assert (batch["upto"], batch["has_more"]) == (4, False)
+        older = await b.request(type="messages.fetch", conversation=conversation.pk, before=2)
+        assert [m["seq"] for m in older["messages"]] == [1] and older["upto"] is None
+
+        not_hers = await b.request(
+            type="message.edit", conversation=conversation.pk, message=first["id"], body="x"
+        )
+        assert (not_hers["type"], not_hers["code"]) == ("error", "forbidden")
+        too_long = await a.request(**text("x" * 100_001, conversation.pk))
+        assert too_long["code"] == "message_too_long" and "client_msg_id" in too_long
+        empty = await a.request(**text("   ", conversation.pk))
+        assert empty["code"] == "empty_message"
+        bad = await a.request(type="messages.fetch", conversation=conversation.pk, limit=500)
+        assert bad["code"] == "bad_request" and bad["details"] == {"field": "limit"}
+        missing = await a.request(type="message.send", conversation=conversation.pk, body="x")
+        assert missing["details"] == {"field": "client_msg_id"}
+        unknown = await a.request(type="message.explode")
+        assert unknown["code"] == "unknown_type"
+        pong = await a.request(type="ping")
+        assert pong["type"] == "pong"
+
+    drive(scenario)
+
+
+def test_read_receipts_are_coalesced_into_one_event_per_burst(
+    deployment: Deployment, ana: User, bo: User
+) -> None:
+    conversation, _ = services.create_direct_conversation(user=ana, other_user_id=bo.pk)
+    for n in range(5):
+        services.send_message(
+            sender=ana, conversation_id=conversation.pk, client_msg_id=uuid.uuid4(), body=str(n)
+        )
+
+    tok = {u.username: bearer(u) for u in users_of(locals())}
+
+    async def scenario() -> None:
+        a, _ = await open_socket(deployment.urls[0], tok["ana"])
+        b, _ = await open_socket(deployment.urls[1], tok["bo"])
+        for seq in range(1, 6):  # a burst of reads, as a client scrolling through
+            await b.send(type="receipt.read", conversation=conversation.pk, seq=seq)
+        receipt = await a.until(lambda f: f["type"] == "receipt.updated")
+        assert (receipt["user"], receipt["read_seq"], receipt["delivered_seq"]) in {
+            (bo.pk, 1, 1),
+            (bo.pk, 5, 5),
+        }
+        if receipt["read_seq"] == 1:  # the first write went at once; the rest coalesced
+            receipt = await a.until(lambda f: f["type"] == "receipt.updated")
+            assert receipt["read_seq"] == 5
+        # no third event for the same burst
+        assert not [f for f in await a.quiet() if f["type"] == "receipt.updated"]
+        stranger = await b.request(type="receipt.read", conversation=conversation.pk + 999, seq=1)
+        assert stranger["code"] == "forbidden"
+
+    drive(scenario)
+    assert Membership.objects.get(conversation=conversation, user=bo).read_seq == 5
+
+
+def test_typing_reaches_other_members_but_not_the_typists_own_devices(
+    deployment: Deployment, ana: User, bo: User
+) -> None:
+    conversation, _ = services.create_direct_conversation(user=ana, other_user_id=bo.pk)
+
+    tok = {u.username: bearer(u) for u in users_of(locals())}
+
+    async def scenario() -> None:
+        a_phone, _ = await open_socket(deployment.urls[0], tok["ana"])
+        a_laptop, _ = await open_socket(deployment.urls[1], tok["ana"])
+        b, _ = await open_socket(deployment.urls[1], tok["bo"])
+        await a_phone.send(type="typing.start", conversation=conversation.pk)
+        typing = await b.until(lambda f: f["type"] == "typing")
+        assert typing == {
+            "type": "typing",
+            "conversation": conversation.pk,
+            "user": ana.pk,
+            "state": "start",
+        }
+        assert not [f for f in await a_laptop.quiet() if f["type"] == "typing"]
+
+    drive(scenario)
+
+
+def test_membership_changes_move_sockets_in_and_out_of_the_conversation(
+    deployment: Deployment, ana: User, bo: User, cy: User
+) -> None:
+    group = services.create_group(creator=ana, title="Team", member_ids=[bo.pk])
+
+    tok = {u.username: bearer(u) for u in users_of(locals())}
+
+    async def scenario() -> None:
+        a, _ = await open_socket(deployment.urls[0], tok["ana"])
+        c, ready = await open_socket(deployment.urls[1], tok["cy"])
+        assert ready["conversations"] == []
+
+        await in_thread(services.add_members, actor=ana, conversation_id=group.pk, user_ids=[cy.pk])
+        joined = await c.until(lambda f: f["type"] == "conversation.updated")
+        assert joined["reason"] == "joined" and joined["conversation"]["id"] == group.pk
+        live = await a.request(**text("welcome cy", group.pk))
+        got = await c.until(lambda f: f["type"] == "message.created")
+        assert got["message"]["id"] == live["message"]["id"]
+
+        await in_thread(services.remove_member, actor=ana, conversation_id=group.pk, user_id=cy.pk)
+        removed = await c.until(lambda f: f["type"] == "conversation.updated")
+        assert removed["reason"] == "removed"
+        after = await a.request(**text("cy is gone", group.pk))
+        leaked = [
+            f for f in await c.quiet() if f.get("message", {}).get("id") == after["message"]["id"]
+        ]
+        assert leaked == []
+        denied = await c.request(type="messages.fetch", conversation=group.pk, after=0)
+        assert denied["code"] == "forbidden"
+
+    drive(scenario)
+
+
+def test_sync_answers_the_conversations_and_joins_new_ones(
+    deployment: Deployment, ana: User, bo: User
+) -> None:
+    tok = {u.username: bearer(u) for u in users_of(locals())}
+
+    async def scenario() -> None:
+        b, _ = await open_socket(deployment.urls[0], tok["bo"])
+        group = await in_thread(
+            services.create_group, creator=ana, title="Late", member_ids=[bo.pk]
+        )
+        state = await b.request(type="sync")
+        assert state["type"] == "sync.state"
+        assert [c["id"] for c in state["conversations"]] == [group.pk]
+        assert state["conversations"][0]["last_seq"] == 1
+
+    drive(scenario)
+
+
+def test_a_ticket_opens_one_socket_once(deployment: Deployment, ana: User) -> None:
+    import urllib.request
+
+    access = bearer(ana)
+    request = urllib.request.Request(  # noqa: S310 - loopback URL built by the harness
+        f"{deployment.http_urls[0]}/api/v1/ws-tickets",
+        data=b"{}",
+        method="POST",
+        headers={"Authorization": f"Bearer {access}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+        ticket = json.loads(response.read())["ticket"]
+
+    tok = {u.username: bearer(u) for u in users_of(locals())}
+
+    async def scenario() -> None:
+        async with connect(f"{deployment.urls[1]}?ticket={ticket}") as ws:
+            ready = json.loads(await asyncio.wait_for(ws.recv(), 10))
+            assert ready["type"] == "session.ready" and ready["user"]["id"] == ana.pk
+        async with connect(f"{deployment.urls[0]}?ticket={ticket}") as ws:
+            with pytest.raises(ConnectionClosed) as closed:
+                await asyncio.wait_for(ws.recv(), 10)
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 4401
+
+    drive(scenario)
