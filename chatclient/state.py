@@ -1,0 +1,95 @@
+"""The per-conversation cursor rules of PROTOCOL.md section 1, with no I/O.
+
+A `ConversationState` holds one conversation's messages and its `cursor`: the highest
+log number applied with nothing missing below it. Invariant: every stored message has
+`version <= cursor`, so a message beyond the cursor is never shown before the ones
+below it have arrived.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+Message = dict[str, Any]
+
+
+class Offer(enum.Enum):
+    """What the cursor rules decided about one live message."""
+
+    APPLIED = "applied"  # version == cursor + 1: stored, cursor advanced
+    GAP = "gap"  # version > cursor + 1: something was missed, fetch after=cursor
+    DUPLICATE = "duplicate"  # version <= cursor: already covered, dropped
+
+
+class ConversationState:
+    """Hold one conversation's cursor and messages, and apply the cursor rules to them."""
+
+    def __init__(self, conversation_id: int, cursor: int = 0) -> None:
+        self.id = conversation_id
+        self.cursor = cursor
+        # The highest log number known to exist: `last_seq` from session.ready or
+        # sync.state, or the version of a live event that arrived ahead of the cursor.
+        self.known_seq = cursor
+        self._messages: dict[int, Message] = {}
+
+    @property
+    def behind(self) -> bool:
+        """Return whether log numbers above the cursor are known to exist (fetch them)."""
+        return self.known_seq > self.cursor
+
+    def note_last_seq(self, last_seq: int) -> None:
+        """Record that the log reaches `last_seq` (from a snapshot); never lowers it."""
+        self.known_seq = max(self.known_seq, int(last_seq))
+
+    def offer(self, message: Mapping[str, Any]) -> Offer:
+        """Apply a live message (or a `message.sent` reply) if it is the next log number."""
+        version = int(message["version"])
+        if version <= self.cursor:
+            return Offer.DUPLICATE
+        if version > self.cursor + 1:
+            # Do not apply out of order: the fetch after=cursor will bring this one too.
+            self.note_last_seq(version)
+            return Offer.GAP
+        self._upsert(message)
+        self.cursor = version
+        self.note_last_seq(version)
+        return Offer.APPLIED
+
+    def apply_batch(
+        self, messages: Iterable[Mapping[str, Any]], upto: int | None, *, after: int
+    ) -> list[Message]:
+        """Apply a `messages.batch` fetched with `after`; return the messages that changed.
+
+        A batch fetched after a number above the cursor would leave a hole below it, so
+        it is ignored (nothing applied, cursor unchanged).
+        """
+        if after > self.cursor:
+            return []
+        applied = [dict(m) for m in messages if self._upsert(m)]
+        if upto is not None:
+            self.cursor = max(self.cursor, int(upto))
+            self.note_last_seq(self.cursor)
+        return applied
+
+    def get(self, message_id: int) -> Message | None:
+        """Return a copy of the stored message with this id, or None."""
+        message = self._messages.get(message_id)
+        return dict(message) if message is not None else None
+
+    def view(self) -> list[Message]:
+        """Return copies of the stored messages in `seq` (display) order."""
+        return [dict(m) for m in sorted(self._messages.values(), key=lambda m: int(m["seq"]))]
+
+    def __len__(self) -> int:
+        """Return the number of stored messages."""
+        return len(self._messages)
+
+    def _upsert(self, message: Mapping[str, Any]) -> bool:
+        """Store `message` by id unless a copy with the same or a newer version is stored."""
+        current = self._messages.get(int(message["id"]))
+        if current is not None and int(current["version"]) >= int(message["version"]):
+            return False
+        self._messages[int(message["id"])] = dict(message)
+        return True
