@@ -38,6 +38,14 @@ class UnknownType(DomainError):
     default_message = "Unknown frame type."
 
 
+class InternalError(DomainError):
+    """A bug on our side; the request was not carried out (and is logged)."""
+
+    code = "internal_error"
+    http_status = 500
+    default_message = "Something went wrong on our side; the request was not carried out."
+
+
 class Unavailable(DomainError):
     """A backing service (the database) is down or timed out; retry with the same ids."""
 

@@ -27,7 +27,7 @@ from django.utils import timezone
 from redis.exceptions import RedisError
 
 from accounts.models import User
-from chatsite.errors import BadRequest, DomainError, Unavailable, UnknownType
+from chatsite.errors import BadRequest, DomainError, InternalError, Unavailable, UnknownType
 from chatsite.wire import iso
 from chatsite.wsauth import Credential, find_revoked
 from messaging import events, selectors, services
@@ -46,6 +46,7 @@ CLOSE_IDLE = 4408
 CLOSE_EVICTED = 4409
 CLOSE_TOO_SLOW = 4429
 CLOSE_TRY_LATER = 1013
+GROUP_REJOIN_AFTER = 12 * 3600
 
 _executor = ThreadPoolExecutor(max_workers=settings.WS_DB_THREADS, thread_name_prefix="gateway-db")
 
@@ -166,11 +167,16 @@ class Gateway:
             created = await client.set(key, "1", nx=True)
         except (RedisError, OSError):
             return
-        if created and self.sentinel_seen:
+        lost = bool(created and self.sentinel_seen)
+        if lost:
             logger.warning("Redis lost this gateway's groups; re-joining them")
-            for consumer in list(self.consumers):
-                await consumer.rejoin_groups()
         self.sentinel_seen = True
+        # channels-redis forgets group members after `group_expiry` (a day): sockets older
+        # than half of it join their groups again.
+        stale_before = time.monotonic() - GROUP_REJOIN_AFTER
+        for consumer in list(self.consumers):
+            if lost or consumer.groups_joined_at < stale_before:
+                await consumer.rejoin_groups()
 
 
 gateway = Gateway()
@@ -188,7 +194,7 @@ class ChatConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
     async def connect(self) -> None:
         """Authenticate, subscribe, read the snapshot, send `session.ready` (in that order)."""
         self.closing = False
-        self.last_frame_at = time.monotonic()
+        self.last_frame_at = self.groups_joined_at = time.monotonic()
         self.conversations: dict[int, int] = {}  # id -> member_seq known to this socket
         self.typing_targets: dict[int, tuple[float, selectors.TypingTarget]] = {}
         self.typing_tokens = (float(settings.CHAT_TYPING_BURST), time.monotonic())
@@ -231,6 +237,7 @@ class ChatConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
 
     async def _subscribe_and_greet(self) -> None:
         layer, channel = self.channel_layer, self.channel_name
+        self.groups_joined_at = time.monotonic()
         await events.join_groups(layer, channel, [events.user_group(self.user.pk)])
         ids = await db(selectors.list_conversation_ids_for_user, user=self.user)
         await events.join_groups(layer, channel, [events.conversation_group(i) for i in ids])
@@ -285,7 +292,8 @@ class ChatConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             logger.info("cleanup after disconnect failed: %r", exc)
 
     async def rejoin_groups(self) -> None:
-        """Join this connection's groups again (after Redis lost them)."""
+        """Join this connection's groups again (after Redis lost them, or before they expire)."""
+        self.groups_joined_at = time.monotonic()
         groups = [events.user_group(self.user.pk)]
         groups += [events.conversation_group(i) for i in self.conversations]
         try:
@@ -311,7 +319,9 @@ class ChatConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             return
         data = json.dumps(frame, ensure_ascii=False, separators=(",", ":"))
         try:
-            await asyncio.wait_for(self.send(text_data=data), settings.WS_SEND_TIMEOUT)
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation.
+            async with asyncio.timeout(settings.WS_SEND_TIMEOUT):
+                await self.send(text_data=data)
         except TimeoutError:
             logger.info("closing a socket of user %s: outbound queue full", self.user.pk)
             await self.close_with(CLOSE_TOO_SLOW)
@@ -377,6 +387,9 @@ class ChatConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         except (OperationalError, InterfaceError) as exc:
             logger.warning("database unavailable: %r", exc)
             await self.send_error(Unavailable(), ref=ref, client_msg_id=cmid)
+        except Exception:  # a bug must not take the socket down; logger.exception records it
+            logger.exception("frame %s failed", kind)
+            await self.send_error(InternalError(), ref=ref, client_msg_id=cmid)
 
     async def on_message_send(self, frame: dict[str, Any], ref: str | None) -> None:
         """Store a message; reply `message.sent` after commit (also for a replay)."""
@@ -545,13 +558,20 @@ class ChatConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         await self.on_typing(frame, ref, state="stop")
 
     async def on_sync(self, frame: dict[str, Any], ref: str | None) -> None:
-        """Answer `sync.state`: the conversations as in `session.ready`."""
+        """Answer `sync.state` (as `session.ready`); fix group memberships that drifted."""
         views = await db(selectors.list_conversations_for_user, user=self.user)
+        current = {v.id for v in views}
+        gone = [i for i in self.conversations if i not in current]
+        new = [i for i in current if i not in self.conversations]
+        await events.leave_groups(
+            self.channel_layer, self.channel_name, [events.conversation_group(i) for i in gone]
+        )
+        await events.join_groups(
+            self.channel_layer, self.channel_name, [events.conversation_group(i) for i in new]
+        )
+        for conversation in gone:
+            self.conversations.pop(conversation, None)
         for view in views:
-            if view.id not in self.conversations:
-                await events.join_groups(
-                    self.channel_layer, self.channel_name, [events.conversation_group(view.id)]
-                )
             self.conversations[view.id] = max(self.conversations.get(view.id, 0), view.member_seq)
         await self.send_frame(
             {
