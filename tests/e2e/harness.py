@@ -196,7 +196,33 @@ def _read_log(path: Path) -> str:
         return ""
 
 
-class RedisServer:
+class _Managed:
+    """A context manager that starts on entry and always closes on exit."""
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        try:
+            self.start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class RedisServer(_Managed):
     """A private `redis-server` on a free loopback port, without persistence."""
 
     def __init__(self, directory: Path | None = None) -> None:
@@ -301,22 +327,6 @@ class RedisServer:
         if self._own_dir:
             shutil.rmtree(self.directory, ignore_errors=True)
 
-    def __enter__(self) -> Self:
-        try:
-            self.start()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
 
 def postgres_bin_dir() -> Path:
     """Return the directory of the newest installed PostgreSQL server binaries."""
@@ -333,7 +343,7 @@ def postgres_bin_dir() -> Path:
     return Path(found).parent
 
 
-class PostgresCluster:
+class PostgresCluster(_Managed):
     """A throwaway PostgreSQL cluster (initdb + pg_ctl) on a free loopback port."""
 
     # Durability off: the cluster lives for one test and speed is all that matters.
@@ -463,22 +473,6 @@ class PostgresCluster:
             _LIVE.pop(id(self), None)
             shutil.rmtree(self.directory, ignore_errors=True)
 
-    def __enter__(self) -> Self:
-        try:
-            self.start()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
 
 def gateway_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
     """Return the clean environment of a gateway or manage.py process, `env` merged over it."""
@@ -502,7 +496,7 @@ def migrate(database_url: str, env: Mapping[str, str] | None = None) -> str:
     )
 
 
-class Gateway:
+class Gateway(_Managed):
     """One real ASGI server process (uvicorn) serving `chatsite.asgi:application`."""
 
     def __init__(
@@ -649,22 +643,6 @@ class Gateway:
         """Kill the process."""
         self.kill()
         _LIVE.pop(id(self), None)
-
-    def __enter__(self) -> Self:
-        try:
-            self.start()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 class Deployment:
