@@ -59,7 +59,8 @@ def revoke(refresh_token: str, user: User) -> None:
         refresh = RefreshToken(refresh_token)  # type: ignore[arg-type]
     except TokenError:
         return
-    if refresh.get(api_settings.USER_ID_CLAIM) != user.pk:
+    # simplejwt 5.5 writes the user id claim as a string.
+    if str(refresh.get(api_settings.USER_ID_CLAIM)) != str(user.pk):
         return
     refresh.blacklist()
     family = family_of(refresh)

@@ -88,6 +88,17 @@ def _conversation(frame: dict[str, Any]) -> int:
     return value
 
 
+LONE_SURROGATE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _encodable(frame: dict[str, Any]) -> bool:
+    try:
+        json.dumps(frame, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _str(frame: dict[str, Any], name: str) -> str:
     value = frame.get(name)
     if not isinstance(value, str):
@@ -362,6 +373,10 @@ class ChatConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             return
         if not isinstance(frame, dict):
             await self.send_error(BadRequest("A frame must be a JSON object."))
+            return
+        if LONE_SURROGATE.search(text_data) and not _encodable(frame):
+            # JSON escapes can spell lone surrogates, which no UTF-8 reply could carry.
+            await self.send_error(BadRequest("Strings must be valid Unicode text."))
             return
         ref = frame.get("ref")
         if ref is not None and (not isinstance(ref, str) or len(ref) > 64):

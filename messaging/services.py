@@ -69,6 +69,9 @@ def _clean_body(body: object, *, allow_empty: bool = False) -> str:
             f"The message is longer than {settings.CHAT_MAX_MESSAGE_LENGTH} characters.",
             details={"max_length": settings.CHAT_MAX_MESSAGE_LENGTH},
         )
+    if "\x00" in body:
+        # PostgreSQL text cannot hold NUL; refuse it as bad input, not a database error.
+        raise BadRequest("body must not contain NUL characters.", details={"field": "body"})
     if not allow_empty and not body.strip():
         raise EmptyMessage()
     return body
@@ -78,6 +81,8 @@ def _clean_title(title: object) -> str:
     """Return the title trimmed, if it is 1..200 characters, else raise."""
     if not isinstance(title, str) or not title.strip():
         raise BadRequest("A group needs a title.", details={"field": "title"})
+    if "\x00" in title:
+        raise BadRequest("title must not contain NUL characters.", details={"field": "title"})
     title = title.strip()
     if len(title) > settings.CHAT_MAX_TITLE_LENGTH:
         raise BadRequest(

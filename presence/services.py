@@ -1,0 +1,183 @@
+"""Presence rules over a store: heartbeats, idle, busy, the grace on disconnect, the sweep.
+
+Called by the gateway (`messaging.consumers`), the only module that uses both apps.
+Every decision to publish goes through `publish_if_changed`, so subscribers hear about
+a user only when the derived state changes. All functions take `now` (epoch seconds).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.db import DatabaseError, close_old_connections
+
+from accounts.models import User
+from chatsite.errors import BadRequest
+from presence import events
+from presence.state import OFFLINE, derive, live
+from presence.store import PresenceStore
+
+logger = logging.getLogger(__name__)
+
+
+def window() -> float:
+    """Return how long a connection stays live without a frame (3 heartbeats)."""
+    return float(settings.WS_HEARTBEAT_INTERVAL * settings.WS_IDLE_TIMEOUT_FACTOR)
+
+
+async def publish_if_changed(store: PresenceStore, user_id: int, *, now: float) -> str:
+    """Derive the user's state; publish it if it differs from the last published one."""
+    connections = (await store.connections([user_id]))[user_id]
+    busy = user_id in await store.busy([user_id])
+    state = derive(connections, busy=busy, now=now, window=window())
+    previous = await store.swap_state(user_id, state)
+    if (previous or OFFLINE) != state:
+        last_seen = now if state != OFFLINE else (await store.last_seen([user_id])).get(user_id)
+        await events.publish(user_id, state, last_seen)
+    return state
+
+
+async def connection_opened(
+    store: PresenceStore, user_id: int, connection: str, *, busy: bool, now: float
+) -> None:
+    """Record a new connection (dropping ones that expired) and publish any change."""
+    known = (await store.connections([user_id]))[user_id]
+    expired = [name for name in known if name not in live(known, now=now, window=window())]
+    await store.remove(user_id, expired)
+    await store.set_busy(user_id, busy)
+    await store.beat(user_id, connection, idle=False, now=now)
+    await publish_if_changed(store, user_id, now=now)
+
+
+async def heartbeat(
+    store: PresenceStore, user_id: int, connection: str, *, idle: bool, changed: bool, now: float
+) -> None:
+    """Record a heartbeat; publish only when the idle flag changed."""
+    await store.beat(user_id, connection, idle=idle, now=now)
+    if changed:
+        await publish_if_changed(store, user_id, now=now)
+
+
+async def connection_closed(
+    store: PresenceStore, user_id: int, connection: str, *, now: float
+) -> None:
+    """Forget a connection; if it was the user's last, decide `offline` after the grace."""
+    await store.remove(user_id, [connection])
+    connections = (await store.connections([user_id]))[user_id]
+    if live(connections, now=now, window=window()):
+        await publish_if_changed(store, user_id, now=now)
+        return
+    # A reconnect within the grace must not flap offline-online for subscribers.
+    loop = asyncio.get_running_loop()
+    loop.call_later(
+        settings.PRESENCE_GRACE,
+        lambda: loop.create_task(_settle(store, user_id, last_seen=now)),
+    )
+
+
+async def _settle(store: PresenceStore, user_id: int, *, last_seen: float) -> None:
+    try:
+        now = last_seen + settings.PRESENCE_GRACE
+        connections = (await store.connections([user_id]))[user_id]
+        if live(connections, now=now, window=window()):
+            return
+        await _go_offline(store, user_id, last_seen=last_seen, now=now)
+    except Exception:  # a background task: log it; the sweep catches what this misses
+        logger.exception("presence settle for user %s failed", user_id)
+
+
+async def _go_offline(store: PresenceStore, user_id: int, *, last_seen: float, now: float) -> None:
+    await store.set_last_seen(user_id, last_seen)
+    await store.forget_user(user_id)
+    await publish_if_changed(store, user_id, now=now)
+    await _record_last_seen(user_id, last_seen)
+
+
+async def _record_last_seen(user_id: int, at: float) -> None:
+    def save() -> None:
+        close_old_connections()
+        try:
+            User.objects.filter(pk=user_id).update(last_seen=datetime.fromtimestamp(at, UTC))
+        finally:
+            close_old_connections()
+
+    try:
+        await sync_to_async(save, thread_sensitive=False)()
+    except DatabaseError as exc:
+        logger.warning("last_seen of user %s not saved: %r", user_id, exc)
+
+
+async def sweep(store: PresenceStore, *, now: float) -> list[int]:
+    """Turn offline the users whose every connection expired (their gateway died).
+
+    One sweeper at a time across gateways (a lock in the store). Return the users
+    turned offline.
+    """
+    if not await store.try_lock("sweep", settings.PRESENCE_SWEEP_INTERVAL * 0.8):
+        return []
+    gone: list[int] = []
+    limit = now - window()
+    for user_id in await store.stale_users(before=limit):
+        connections = (await store.connections([user_id]))[user_id]
+        expired = {n: b for n, b in connections.items() if b.at <= limit}
+        await store.remove(user_id, expired)
+        if len(expired) < len(connections):
+            continue
+        last_seen = max((b.at for b in expired.values()), default=limit)
+        await _go_offline(store, user_id, last_seen=last_seen, now=now)
+        gone.append(user_id)
+    return gone
+
+
+async def set_status(store: PresenceStore, user: User, status: Any, *, now: float) -> str:
+    """Set the sticky status (`available` or `busy`) in PostgreSQL and the store; publish."""
+    if status not in (User.Status.AVAILABLE, User.Status.BUSY):
+        raise BadRequest("status must be available or busy.", details={"field": "status"})
+
+    def save() -> None:
+        close_old_connections()
+        try:
+            User.objects.filter(pk=user.pk).update(status=status)
+        finally:
+            close_old_connections()
+
+    await sync_to_async(save, thread_sensitive=False)()
+    user.status = status
+    await store.set_busy(user.pk, status == User.Status.BUSY)
+    return await publish_if_changed(store, user.pk, now=now)
+
+
+async def snapshot(
+    store: PresenceStore, user_ids: Iterable[int], *, now: float
+) -> list[dict[str, Any]]:
+    """Return `{id, state, last_seen}` for each user (three round trips in all)."""
+    ids = list(user_ids)
+    connections = await store.connections(ids)
+    busy = await store.busy(ids)
+    seen = await store.last_seen(ids)
+    result = []
+    for uid in ids:
+        state = derive(connections[uid], busy=uid in busy, now=now, window=window())
+        last_seen = now if state != OFFLINE else seen.get(uid)
+        result.append(events.presence_entry(uid, state, last_seen))
+    return result
+
+
+def hidden_entry(user_id: int) -> dict[str, Any]:
+    """Return what a user who may not see `user_id` is told: offline, never seen."""
+    return events.presence_entry(user_id, OFFLINE, None)
+
+
+async def rebuild(
+    store: PresenceStore, entries: Iterable[tuple[int, str, bool, bool]], *, now: float
+) -> None:
+    """Write back live connections after Redis lost them: (user, connection, idle, busy)."""
+    for user_id, connection, idle, busy in entries:
+        await store.set_busy(user_id, busy)
+        await store.beat(user_id, connection, idle=idle, now=now)

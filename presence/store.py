@@ -1,0 +1,260 @@
+"""Where presence lives: Redis (shared by all gateways) or this process (embedded default).
+
+Both stores keep, per user, their connections' last heartbeats and idle flags, the
+sticky `busy` flag, the last published state and `last_seen`, plus an index of users by
+latest heartbeat for the sweep. The same contract tests run against both
+(tests/presence/test_store.py). Callers pass `now`, so tests control time.
+
+Redis keys (prefix `REDIS_KEY_PREFIX`): `pres:c:<user>` hash connection -> "at|idle";
+`pres:live` sorted set user -> latest heartbeat; `pres:busy:<user>`; `pres:state:<user>`;
+`pres:seen:<user>`; `pres:lock:<name>`.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Iterable
+from typing import cast
+
+from django.conf import settings
+from redis.asyncio import Redis
+
+from chatsite.redis import async_client
+from presence.state import Beat
+
+
+class PresenceStore(ABC):
+    """The operations presence needs, whatever keeps the data."""
+
+    @abstractmethod
+    async def beat(self, user_id: int, connection: str, *, idle: bool, now: float) -> None:
+        """Record a heartbeat of one connection (creating it if new)."""
+
+    @abstractmethod
+    async def remove(self, user_id: int, connections: Iterable[str]) -> None:
+        """Forget connections of a user."""
+
+    @abstractmethod
+    async def connections(self, user_ids: Iterable[int]) -> dict[int, dict[str, Beat]]:
+        """Return each user's connections with their last heartbeats."""
+
+    @abstractmethod
+    async def set_busy(self, user_id: int, busy: bool) -> None:
+        """Set or clear the user's sticky busy flag."""
+
+    @abstractmethod
+    async def busy(self, user_ids: Iterable[int]) -> set[int]:
+        """Return which of the users are busy."""
+
+    @abstractmethod
+    async def swap_state(self, user_id: int, state: str) -> str | None:
+        """Store the user's published state; return the one it replaces."""
+
+    @abstractmethod
+    async def set_last_seen(self, user_id: int, at: float) -> None:
+        """Store when the user was last connected."""
+
+    @abstractmethod
+    async def last_seen(self, user_ids: Iterable[int]) -> dict[int, float]:
+        """Return the known last-seen times."""
+
+    @abstractmethod
+    async def stale_users(self, before: float) -> list[int]:
+        """Return users whose latest heartbeat is older than `before`."""
+
+    @abstractmethod
+    async def forget_user(self, user_id: int) -> None:
+        """Drop a user from the heartbeat index (no live connection left)."""
+
+    @abstractmethod
+    async def try_lock(self, name: str, ttl: float) -> bool:
+        """Take a named lock for `ttl` seconds if nobody holds it."""
+
+
+class MemoryPresenceStore(PresenceStore):
+    """Presence in this process (the embedded default: one process, no Redis)."""
+
+    def __init__(self) -> None:
+        self._connections: dict[int, dict[str, Beat]] = {}
+        self._busy: set[int] = set()
+        self._state: dict[int, str] = {}
+        self._seen: dict[int, float] = {}
+        self._live: dict[int, float] = {}
+        self._locks: dict[str, float] = {}
+
+    async def beat(self, user_id: int, connection: str, *, idle: bool, now: float) -> None:
+        """Record a heartbeat of one connection (creating it if new)."""
+        self._connections.setdefault(user_id, {})[connection] = Beat(now, idle)
+        self._live[user_id] = max(self._live.get(user_id, 0.0), now)
+
+    async def remove(self, user_id: int, connections: Iterable[str]) -> None:
+        """Forget connections of a user."""
+        mine = self._connections.get(user_id, {})
+        for name in connections:
+            mine.pop(name, None)
+        if not mine:
+            self._connections.pop(user_id, None)
+
+    async def connections(self, user_ids: Iterable[int]) -> dict[int, dict[str, Beat]]:
+        """Return each user's connections with their last heartbeats."""
+        return {uid: dict(self._connections.get(uid, {})) for uid in user_ids}
+
+    async def set_busy(self, user_id: int, busy: bool) -> None:
+        """Set or clear the user's sticky busy flag."""
+        if busy:
+            self._busy.add(user_id)
+        else:
+            self._busy.discard(user_id)
+
+    async def busy(self, user_ids: Iterable[int]) -> set[int]:
+        """Return which of the users are busy."""
+        return {uid for uid in user_ids if uid in self._busy}
+
+    async def swap_state(self, user_id: int, state: str) -> str | None:
+        """Store the user's published state; return the one it replaces."""
+        previous = self._state.get(user_id)
+        self._state[user_id] = state
+        return previous
+
+    async def set_last_seen(self, user_id: int, at: float) -> None:
+        """Store when the user was last connected."""
+        self._seen[user_id] = at
+
+    async def last_seen(self, user_ids: Iterable[int]) -> dict[int, float]:
+        """Return the known last-seen times."""
+        return {uid: self._seen[uid] for uid in user_ids if uid in self._seen}
+
+    async def stale_users(self, before: float) -> list[int]:
+        """Return users whose latest heartbeat is older than `before`."""
+        return [uid for uid, at in self._live.items() if at < before]
+
+    async def forget_user(self, user_id: int) -> None:
+        """Drop a user from the heartbeat index (no live connection left)."""
+        self._live.pop(user_id, None)
+
+    async def try_lock(self, name: str, ttl: float) -> bool:
+        """Take a named lock for `ttl` seconds if nobody holds it."""
+        now = time.monotonic()
+        if self._locks.get(name, 0.0) > now:
+            return False
+        self._locks[name] = now + ttl
+        return True
+
+
+class RedisPresenceStore(PresenceStore):
+    """Presence in Redis, shared by every gateway process."""
+
+    def __init__(self, client: Redis | None = None, prefix: str | None = None) -> None:
+        self._client = client
+        self._prefix = prefix
+
+    @property
+    def client(self) -> Redis:
+        """Return the Redis client of the running event loop."""
+        client = self._client or async_client()
+        if client is None:
+            raise RuntimeError("RedisPresenceStore needs REDIS_URL")
+        return client
+
+    def _key(self, *parts: object) -> str:
+        prefix = self._prefix or settings.REDIS_KEY_PREFIX
+        return ":".join([prefix, "pres", *map(str, parts)])
+
+    @property
+    def _ttl(self) -> int:
+        # Keys outlive the live window, so a sweep still finds what a dead gateway left.
+        return int(settings.WS_HEARTBEAT_INTERVAL * settings.WS_IDLE_TIMEOUT_FACTOR * 4) + 60
+
+    async def beat(self, user_id: int, connection: str, *, idle: bool, now: float) -> None:
+        """Record a heartbeat of one connection: one round trip (a pipeline of three)."""
+        key = self._key("c", user_id)
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.hset(key, connection, f"{now:.3f}|{int(idle)}")
+            pipe.expire(key, self._ttl)
+            pipe.zadd(self._key("live"), {str(user_id): now}, gt=True)
+            await pipe.execute()
+
+    async def remove(self, user_id: int, connections: Iterable[str]) -> None:
+        """Forget connections of a user."""
+        names = list(connections)
+        if names:
+            await cast("Awaitable[int]", self.client.hdel(self._key("c", user_id), *names))
+
+    async def connections(self, user_ids: Iterable[int]) -> dict[int, dict[str, Beat]]:
+        """Return each user's connections with their last heartbeats (one round trip)."""
+        ids = list(user_ids)
+        async with self.client.pipeline(transaction=False) as pipe:
+            for uid in ids:
+                pipe.hgetall(self._key("c", uid))
+            replies = await pipe.execute()
+        result: dict[int, dict[str, Beat]] = {}
+        for uid, raw in zip(ids, replies, strict=True):
+            beats: dict[str, Beat] = {}
+            for name, value in raw.items():
+                at, _, idle = _text(value).partition("|")
+                beats[_text(name)] = Beat(float(at), idle == "1")
+            result[uid] = beats
+        return result
+
+    async def set_busy(self, user_id: int, busy: bool) -> None:
+        """Set or clear the user's sticky busy flag."""
+        if busy:
+            await self.client.set(self._key("busy", user_id), "1")
+        else:
+            await self.client.delete(self._key("busy", user_id))
+
+    async def busy(self, user_ids: Iterable[int]) -> set[int]:
+        """Return which of the users are busy."""
+        ids = list(user_ids)
+        if not ids:
+            return set()
+        values = await self.client.mget([self._key("busy", uid) for uid in ids])
+        return {uid for uid, value in zip(ids, values, strict=True) if value}
+
+    async def swap_state(self, user_id: int, state: str) -> str | None:
+        """Store the user's published state; return the one it replaces (atomically)."""
+        previous = await self.client.getset(self._key("state", user_id), state)
+        return _text(previous) if previous is not None else None
+
+    async def set_last_seen(self, user_id: int, at: float) -> None:
+        """Store when the user was last connected."""
+        await self.client.set(self._key("seen", user_id), f"{at:.3f}")
+
+    async def last_seen(self, user_ids: Iterable[int]) -> dict[int, float]:
+        """Return the known last-seen times."""
+        ids = list(user_ids)
+        if not ids:
+            return {}
+        values = await self.client.mget([self._key("seen", uid) for uid in ids])
+        return {uid: float(_text(v)) for uid, v in zip(ids, values, strict=True) if v}
+
+    async def stale_users(self, before: float) -> list[int]:
+        """Return users whose latest heartbeat is older than `before`."""
+        members = await self.client.zrangebyscore(self._key("live"), "-inf", f"({before}")
+        return [int(_text(m)) for m in members]
+
+    async def forget_user(self, user_id: int) -> None:
+        """Drop a user from the heartbeat index (no live connection left)."""
+        await self.client.zrem(self._key("live"), str(user_id))
+
+    async def try_lock(self, name: str, ttl: float) -> bool:
+        """Take a named lock for `ttl` seconds if nobody holds it."""
+        taken = await self.client.set(
+            self._key("lock", name), "1", nx=True, px=max(1, int(ttl * 1000))
+        )
+        return bool(taken)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+_memory = MemoryPresenceStore()
+
+
+def get_store() -> PresenceStore:
+    """Return the configured store (`PRESENCE_STORE`: `redis` or `memory`)."""
+    if settings.PRESENCE_STORE == "redis":
+        return RedisPresenceStore()
+    return _memory
