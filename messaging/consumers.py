@@ -33,6 +33,9 @@ from chatsite.wsauth import Credential, find_revoked
 from messaging import events, selectors, services
 from messaging.errors import NotAMember
 from presence import connections
+from presence import events as presence_events
+from presence import services as presence
+from presence.store import get_store
 
 logger = logging.getLogger(__name__)
 
@@ -119,6 +122,7 @@ class Gateway:
         self.sentinel_seen = False
         self.next_auth_check = 0.0
         self.next_group_check = 0.0
+        self.next_sweep = 0.0
 
     def add(self, consumer: ChatConsumer) -> None:
         """Track a connection; start the periodic task on first use in this loop."""
@@ -153,6 +157,12 @@ class Gateway:
         if now >= self.next_group_check:
             self.next_group_check = now + settings.WS_GROUP_REFRESH_INTERVAL
             await self._check_groups()
+        if now >= self.next_sweep:
+            self.next_sweep = now + settings.PRESENCE_SWEEP_INTERVAL
+            try:
+                await presence.sweep(get_store(), now=time.time())
+            except (RedisError, OSError, TimeoutError) as exc:
+                logger.warning("presence sweep failed: %r", exc)
 
     async def _check_credentials(self) -> None:
         live = [c for c in self.consumers if c.credential is not None]
@@ -188,6 +198,16 @@ class Gateway:
         for consumer in list(self.consumers):
             if lost or consumer.groups_joined_at < stale_before:
                 await consumer.rejoin_groups()
+        if lost:
+            # Presence lived in the Redis that was lost: write back this process's sockets.
+            live = [c for c in self.consumers if c.credential is not None]
+            entries = [
+                (c.user.pk, c.channel_name, c.idle, c.user.status == User.Status.BUSY) for c in live
+            ]
+            try:
+                await presence.rebuild(get_store(), entries, now=time.time())
+            except (RedisError, OSError, TimeoutError) as exc:
+                logger.warning("presence rebuild failed: %r", exc)
 
 
 gateway = Gateway()
@@ -212,6 +232,9 @@ class ChatConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         self.receipts: dict[int, tuple[int, int]] = {}
         self.receipt_tasks: dict[int, asyncio.Task[None]] = {}
         self.receipt_flushed_at: dict[int, float] = {}
+        self.idle = False
+        self.presence_written_at = 0.0
+        self.following: set[int] = set()
         await self.accept()
         auth = self.scope.get("auth")
         if auth is None:
@@ -268,6 +291,16 @@ class ChatConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         evicted = await connections.register(
             self.user.pk, channel, limit=settings.WS_MAX_CONNECTIONS_PER_USER
         )
+        await self._presence(
+            presence.connection_opened(
+                get_store(),
+                self.user.pk,
+                channel,
+                busy=self.user.status == User.Status.BUSY,
+                now=time.time(),
+            )
+        )
+        self.presence_written_at = time.monotonic()
         for old in evicted:
             await events.send_to_channel(layer, old, {"type": "connection.evict"})
         await self.send_frame(
@@ -298,9 +331,24 @@ class ChatConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         groups += [events.conversation_group(i) for i in self.conversations]
         try:
             await events.leave_groups(self.channel_layer, self.channel_name, groups)
+            await presence_events.follow(
+                self.channel_layer, self.channel_name, add=(), drop=self.following
+            )
             await connections.unregister(self.user.pk, self.channel_name)
         except (RedisError, OSError, TimeoutError) as exc:
             logger.info("cleanup after disconnect failed: %r", exc)
+        await self._presence(
+            presence.connection_closed(
+                get_store(), self.user.pk, self.channel_name, now=time.time()
+            )
+        )
+
+    async def _presence(self, work: Awaitable[Any]) -> None:
+        """Run a presence update; presence is a hint, so a Redis failure is only logged."""
+        try:
+            await work
+        except (RedisError, OSError, TimeoutError) as exc:
+            logger.warning("presence update failed: %r", exc)
 
     async def rejoin_groups(self) -> None:
         """Join this connection's groups again (after Redis lost them, or before they expire)."""
@@ -360,6 +408,19 @@ class ChatConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         if self.closing or self.credential is None:
             return
         self.last_frame_at = time.monotonic()
+        if self.last_frame_at - self.presence_written_at >= settings.PRESENCE_WRITE_INTERVAL:
+            # Any frame is a heartbeat; the store is written at most every half heartbeat.
+            self.presence_written_at = self.last_frame_at
+            await self._presence(
+                presence.heartbeat(
+                    get_store(),
+                    self.user.pk,
+                    self.channel_name,
+                    idle=self.idle,
+                    changed=False,
+                    now=time.time(),
+                )
+            )
         if text_data is None:
             await self.send_error(BadRequest("Binary frames are not supported; send JSON text."))
             return
@@ -596,6 +657,66 @@ class ChatConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             }
         )
 
+    async def on_activity(self, frame: dict[str, Any], ref: str | None) -> None:
+        """Record whether the user is idle on this device (all devices idle: `away`)."""
+        idle = frame.get("idle")
+        if not isinstance(idle, bool):
+            raise BadRequest("idle must be true or false.", details={"field": "idle"})
+        changed, self.idle = idle != self.idle, idle
+        self.presence_written_at = time.monotonic()
+        await self._presence(
+            presence.heartbeat(
+                get_store(),
+                self.user.pk,
+                self.channel_name,
+                idle=idle,
+                changed=changed,
+                now=time.time(),
+            )
+        )
+
+    async def on_status_set(self, frame: dict[str, Any], ref: str | None) -> None:
+        """Set the sticky status; reply with this user's `presence.changed`."""
+        state = await presence.set_status(
+            get_store(), self.user, frame.get("status"), now=time.time()
+        )
+        reply = presence_events.presence_changed_event(self.user.pk, state, time.time())
+        await self.send_frame({**reply, "ref": ref})
+
+    async def on_presence_subscribe(self, frame: dict[str, Any], ref: str | None) -> None:
+        """Follow the presence of up to 1,000 users (replacing the set); answer a snapshot.
+
+        Users who share no conversation with this user are answered as offline and
+        never seen, and are not followed: presence is visible only to contacts.
+        """
+        raw = frame.get("users")
+        limit = settings.PRESENCE_MAX_SUBSCRIPTIONS
+        if not isinstance(raw, list) or any(
+            isinstance(u, bool) or not isinstance(u, int) or not 0 < u <= MAX_INT for u in raw
+        ):
+            raise BadRequest("users must be a list of user ids.", details={"field": "users"})
+        if len(raw) > limit:
+            raise BadRequest(
+                f"Subscribe to at most {limit} users.", details={"field": "users", "max": limit}
+            )
+        wanted = list(dict.fromkeys(raw))
+        visible = await db(selectors.filter_visible_users, user=self.user, user_ids=wanted)
+        await presence_events.follow(
+            self.channel_layer,
+            self.channel_name,
+            add=visible - self.following,
+            drop=self.following - visible,
+        )
+        self.following = set(visible)
+        shown = {
+            entry["id"]: entry
+            for entry in await presence.snapshot(
+                get_store(), [u for u in wanted if u in visible], now=time.time()
+            )
+        }
+        users = [shown.get(u) or presence.hidden_entry(u) for u in wanted]
+        await self.send_frame({"type": "presence.snapshot", "ref": ref, "users": users})
+
     async def on_ping(self, frame: dict[str, Any], ref: str | None) -> None:
         """Answer `pong` with the server's time."""
         await self.send_frame({"type": "pong", "ref": ref, "server_time": iso(timezone.now())})
@@ -664,6 +785,11 @@ class ChatConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             await events.leave_groups(self.channel_layer, self.channel_name, group)
         await self.send_frame(frame)
 
+    async def presence_changed(self, event: dict[str, Any]) -> None:
+        """Forward `presence.changed` of a followed user."""
+        if event["user"] in self.following:
+            await self.send_frame(event)
+
     async def connection_evict(self, event: dict[str, Any]) -> None:
         """Close: the user opened more than WS_MAX_CONNECTIONS_PER_USER connections."""
         await self.close_with(CLOSE_EVICTED)
@@ -684,5 +810,8 @@ HANDLERS: dict[str, Handler] = {
     "typing.start": ChatConsumer.on_typing_start,
     "typing.stop": ChatConsumer.on_typing_stop,
     "sync": ChatConsumer.on_sync,
+    "activity": ChatConsumer.on_activity,
+    "status.set": ChatConsumer.on_status_set,
+    "presence.subscribe": ChatConsumer.on_presence_subscribe,
     "ping": ChatConsumer.on_ping,
 }

@@ -261,3 +261,16 @@ def get_typing_target(*, user: User, conversation_id: int) -> TypingTarget:
         raise NotAMember()
     count = Membership.objects.filter(conversation_id=conversation_id).count()
     return TypingTarget(member_count=count, member_seq=member_seq)
+
+
+def filter_visible_users(*, user: User, user_ids: list[int]) -> set[int]:
+    """Return which of `user_ids` share a conversation with `user` (and `user` itself)."""
+    mine = Membership.objects.filter(user=user).values("conversation_id")
+    shared = set(
+        Membership.objects.filter(conversation_id__in=mine, user_id__in=user_ids)
+        .values_list("user_id", flat=True)
+        .distinct()
+    )
+    if user.pk in user_ids:
+        shared.add(user.pk)
+    return shared

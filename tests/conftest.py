@@ -44,6 +44,9 @@ def django_db_modify_db_settings() -> None:
 def _suite_settings() -> Iterator[None]:
     """Give this run its own channel-layer prefix on the shared Redis and fast hashing."""
     assert connection.vendor == "postgresql", "the suite must run against PostgreSQL"
+    # Threads that run database work close their connections after each call, as they
+    # would in a request (gateways keep them; CONN_MAX_AGE comes from the environment).
+    settings.DATABASES["default"]["CONN_MAX_AGE"] = 0
     # PBKDF2 at full strength costs ~0.3 s per user; tests create hundreds.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     config = settings.CHANNEL_LAYERS["default"]

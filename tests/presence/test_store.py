@@ -1,0 +1,107 @@
+"""The presence store contract: the same tests against Redis and the in-process store."""
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import pytest
+from django.conf import settings
+
+from presence.state import Beat
+from presence.store import MemoryPresenceStore, PresenceStore, RedisPresenceStore
+
+T = TypeVar("T")
+
+
+@pytest.fixture(params=["memory", "redis"])
+def make_store(request: pytest.FixtureRequest) -> Callable[[], PresenceStore]:
+    """Return a factory of fresh stores of one kind (Redis: the real server, own prefix)."""
+    prefix = f"{settings.REDIS_KEY_PREFIX}-{uuid.uuid4().hex[:8]}"
+    if request.param == "memory":
+        return MemoryPresenceStore
+    return lambda: RedisPresenceStore(prefix=prefix)
+
+
+def run(make: Callable[[], PresenceStore], work: Callable[[PresenceStore], Awaitable[T]]) -> T:
+    async def main() -> T:
+        return await work(make())
+
+    return asyncio.run(main())
+
+
+def test_beats_are_kept_per_connection_with_their_idle_flag(make_store) -> None:
+    async def work(store: PresenceStore) -> Any:
+        await store.beat(7, "conn-a", idle=False, now=100.0)
+        await store.beat(7, "conn-b", idle=True, now=101.5)
+        await store.beat(7, "conn-a", idle=True, now=102.25)
+        return await store.connections([7, 8])
+
+    assert run(make_store, work) == {
+        7: {"conn-a": Beat(102.25, True), "conn-b": Beat(101.5, True)},
+        8: {},
+    }
+
+
+def test_removing_connections_forgets_only_those(make_store) -> None:
+    async def work(store: PresenceStore) -> Any:
+        await store.beat(7, "a", idle=False, now=1.0)
+        await store.beat(7, "b", idle=False, now=1.0)
+        await store.remove(7, ["a", "never-there"])
+        await store.remove(7, [])
+        return await store.connections([7])
+
+    assert run(make_store, work) == {7: {"b": Beat(1.0, False)}}
+
+
+def test_busy_is_sticky_until_cleared(make_store) -> None:
+    async def work(store: PresenceStore) -> Any:
+        await store.set_busy(1, True)
+        await store.set_busy(2, True)
+        await store.set_busy(2, False)
+        return await store.busy([1, 2, 3]), await store.busy([])
+
+    assert run(make_store, work) == ({1}, set())
+
+
+def test_swap_state_returns_the_previous_state(make_store) -> None:
+    async def work(store: PresenceStore) -> Any:
+        return [
+            await store.swap_state(5, "online"),
+            await store.swap_state(5, "away"),
+            await store.swap_state(5, "away"),
+        ]
+
+    assert run(make_store, work) == [None, "online", "away"]
+
+
+def test_last_seen_is_stored_per_user(make_store) -> None:
+    async def work(store: PresenceStore) -> Any:
+        await store.set_last_seen(3, 1700000000.5)
+        return await store.last_seen([3, 4]), await store.last_seen([])
+
+    assert run(make_store, work) == ({3: 1700000000.5}, {})
+
+
+def test_stale_users_are_those_whose_latest_beat_is_older(make_store) -> None:
+    async def work(store: PresenceStore) -> Any:
+        await store.beat(1, "a", idle=False, now=10.0)
+        await store.beat(2, "a", idle=False, now=10.0)
+        await store.beat(2, "b", idle=False, now=50.0)  # a newer beat keeps user 2 fresh
+        await store.beat(3, "a", idle=False, now=30.0)
+        stale = sorted(await store.stale_users(before=40.0))
+        await store.forget_user(1)
+        return stale, sorted(await store.stale_users(before=40.0))
+
+    assert run(make_store, work) == ([1, 3], [3])
+
+
+def test_a_lock_is_held_until_it_expires(make_store) -> None:
+    async def work(store: PresenceStore) -> Any:
+        first = await store.try_lock("sweep", 0.3)
+        second = await store.try_lock("sweep", 0.3)
+        other = await store.try_lock("other", 0.3)
+        await asyncio.sleep(0.4)  # time is the subject: the lock's expiry
+        return first, second, other, await store.try_lock("sweep", 0.3)
+
+    assert run(make_store, work) == (True, False, True, True)
