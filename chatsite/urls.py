@@ -10,5 +10,6 @@ urlpatterns = [
     path("healthz", messaging_views.healthz, name="healthz"),
     path("accounts/", include("django.contrib.auth.urls")),
     path("api/v1/", include("accounts.urls")),
+    path("api/v1/", include("presence.urls")),
     path("admin/", admin.site.urls),
 ]

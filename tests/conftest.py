@@ -50,7 +50,7 @@ def _suite_settings() -> Iterator[None]:
     # PBKDF2 at full strength costs ~0.3 s per user; tests create hundreds.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     config = settings.CHANNEL_LAYERS["default"]
-    assert config["BACKEND"] == "channels_redis.core.RedisChannelLayer"
+    assert config["BACKEND"] == "chatsite.layers.ResilientRedisChannelLayer"
     run_prefix = f"test-{uuid.uuid4().hex[:8]}"
     config["CONFIG"]["prefix"] = run_prefix
     settings.REDIS_KEY_PREFIX = run_prefix

@@ -68,7 +68,7 @@ def test_service_urls_select_the_real_services() -> None:
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == {
         "db": "django.db.backends.postgresql",
-        "layer": "channels_redis.core.RedisChannelLayer",
+        "layer": "chatsite.layers.ResilientRedisChannelLayer",
         "eager": False,
         "presence": "redis",
         "debug": True,
