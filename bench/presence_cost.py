@@ -96,7 +96,8 @@ def main() -> None:
     median = sorted(rows, key=lambda r: r["redis_cpu_us_per_heartbeat"])[len(rows) // 2]
     print(f"presence cost at {args.users} connected users (median of {len(rows)} rounds)")
     print(
-        f"  Redis commands per heartbeat: {median['redis_commands_per_heartbeat']:.2f} (1 round trip)"
+        f"  Redis commands per heartbeat: {median['redis_commands_per_heartbeat']:.2f}"
+        " (1 round trip)"
     )
     print(f"  Redis CPU per heartbeat:      {median['redis_cpu_us_per_heartbeat']:.1f} us")
     print(f"  gateway CPU per heartbeat:    {median['client_cpu_us_per_heartbeat']:.1f} us")
