@@ -6,7 +6,7 @@ from django.urls import include, path
 from messaging import views as messaging_views
 
 urlpatterns = [
-    path("", messaging_views.home, name="home"),
+    path("", include("messaging.page_urls")),
     path("healthz", messaging_views.healthz, name="healthz"),
     path("accounts/", include("django.contrib.auth.urls")),
     path("api/v1/", include("accounts.urls")),
