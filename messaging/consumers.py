@@ -10,6 +10,7 @@ groups after a Redis restart) runs in one periodic task per process, not per soc
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import re
@@ -25,9 +26,11 @@ from django.conf import settings
 from django.db import DatabaseError, InterfaceError, OperationalError, close_old_connections
 from django.utils import timezone
 from redis.exceptions import RedisError
+from uvicorn.protocols.utils import ClientDisconnected
 
 from accounts.models import User
 from chatsite.errors import BadRequest, DomainError, InternalError, Unavailable, UnknownType
+from chatsite.redis import async_client
 from chatsite.wire import iso
 from chatsite.wsauth import Credential, find_revoked
 from messaging import events, selectors, services
@@ -176,16 +179,30 @@ class Gateway:
         for index in revoked:
             await live[index].close_with(CLOSE_UNAUTHENTICATED)
 
+    def _sentinel_key(self) -> str:
+        return f"{settings.REDIS_KEY_PREFIX}:gateway:{self.instance}"
+
+    async def ensure_sentinel(self) -> None:
+        """Write this process's sentinel key before its first socket joins any group.
+
+        Redis losing the key later is how the periodic check knows the groups are gone.
+        """
+        if self.sentinel_seen:
+            return
+        client = async_client()
+        if client is None:
+            return
+        with contextlib.suppress(RedisError, OSError):
+            await client.set(self._sentinel_key(), "1", nx=True)
+            self.sentinel_seen = True
+
     async def _check_groups(self) -> None:
         """Re-join every group if Redis lost them (a restart or flush wipes groups)."""
-        from chatsite.redis import async_client
-
         client = async_client()
         if client is None or not self.consumers:
             return
-        key = f"{settings.REDIS_KEY_PREFIX}:gateway:{self.instance}"
         try:
-            created = await client.set(key, "1", nx=True)
+            created = await client.set(self._sentinel_key(), "1", nx=True)
         except (RedisError, OSError):
             return
         lost = bool(created and self.sentinel_seen)
@@ -270,6 +287,7 @@ class ChatConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             await self.close_with(CLOSE_TRY_LATER)
 
     async def _subscribe_and_greet(self) -> None:
+        await gateway.ensure_sentinel()
         layer, channel = self.channel_layer, self.channel_name
         self.groups_joined_at = time.monotonic()
         await events.join_groups(layer, channel, [events.user_group(self.user.pk)])
@@ -381,6 +399,10 @@ class ChatConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation.
             async with asyncio.timeout(settings.WS_SEND_TIMEOUT):
                 await self.send(text_data=data)
+        except (ClientDisconnected, ConnectionError, RuntimeError):
+            # The client left while we answered. Returning quietly lets the consumer take
+            # the `websocket.disconnect` that follows, so `disconnect()` cleans up.
+            self.closing = True
         except TimeoutError:
             logger.info("closing a socket of user %s: outbound queue full", self.user.pk)
             await self.close_with(CLOSE_TOO_SLOW)
