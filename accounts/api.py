@@ -1,4 +1,4 @@
-"""Auth endpoints for native clients: JWT pairs, refresh, logout, WebSocket tickets."""
+"""Account endpoints: sign-up, JWT pairs, refresh, logout, WebSocket tickets, profile, directory."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import authenticate
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema
 from rest_framework import serializers
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
@@ -15,10 +16,11 @@ from rest_framework_simplejwt.exceptions import TokenError
 from rest_framework_simplejwt.serializers import TokenRefreshSerializer
 from rest_framework_simplejwt.tokens import AccessToken, RefreshToken
 
-from accounts import tickets, tokens
+from accounts import selectors, services, tickets, tokens
 from accounts.models import User
-from chatsite import ratelimit
-from chatsite.errors import DomainError
+from chatsite import ratelimit, rest
+from chatsite.errors import BadRequest, DomainError
+from chatsite.openapi import AUTHENTICATED, error_responses
 from chatsite.wire import iso_from_epoch
 
 
@@ -41,14 +43,84 @@ class LoginLocked(DomainError):
 class CredentialsSerializer(serializers.Serializer[Any]):
     """A username and password."""
 
-    username = serializers.CharField(max_length=150)
-    password = serializers.CharField(max_length=4096, trim_whitespace=False)
+    username = rest.StrictCharField(max_length=150)
+    password = rest.StrictCharField(max_length=4096, trim_whitespace=False)
 
 
 class RefreshSerializer(serializers.Serializer[Any]):
     """A refresh token."""
 
-    refresh = serializers.CharField(max_length=4096)
+    refresh = rest.StrictCharField(max_length=4096)
+
+
+class TokenPairSerializer(serializers.Serializer[Any]):
+    """A JWT pair: a short-lived access token and a rotating refresh token."""
+
+    access = serializers.CharField()
+    refresh = serializers.CharField()
+
+
+class TicketSerializer(serializers.Serializer[Any]):
+    """A single-use WebSocket ticket and when it stops being valid."""
+
+    ticket = serializers.CharField()
+    expires_at = serializers.DateTimeField()
+
+
+class RegisterSerializer(serializers.Serializer[Any]):
+    """A sign-up: username (ASCII letters, digits, @.+-_), password, display name."""
+
+    username = rest.StrictCharField(max_length=150, trim_whitespace=False)
+    password = rest.StrictCharField(max_length=4096, trim_whitespace=False, write_only=True)
+    display_name = rest.StrictCharField(
+        max_length=64, required=False, allow_blank=True, default="", trim_whitespace=False
+    )
+
+
+class UserSerializer(serializers.Serializer[Any]):
+    """A user as others see them."""
+
+    id = serializers.IntegerField()
+    username = serializers.CharField()
+    display_name = serializers.CharField(help_text="The display name, else the username.")
+
+
+class ProfileSerializer(UserSerializer):
+    """The signed-in user: their public fields and the sticky status."""
+
+    status = serializers.ChoiceField(choices=User.Status.choices)
+
+
+class ProfileUpdateSerializer(serializers.Serializer[Any]):
+    """Profile fields to change; both optional."""
+
+    display_name = rest.StrictCharField(
+        max_length=64, required=False, allow_blank=True, trim_whitespace=False
+    )
+    status = serializers.ChoiceField(choices=User.Status.choices, required=False)
+
+
+class UserQuerySerializer(serializers.Serializer[Any]):
+    """The directory's query: part of a username or display name."""
+
+    q = serializers.CharField(required=False, allow_blank=True, default="", max_length=100)
+
+
+class UserPageSerializer(serializers.Serializer[Any]):
+    """A page of the user directory."""
+
+    results = UserSerializer(many=True)
+    next = serializers.URLField(allow_null=True, help_text="The next page's URL, or null.")
+
+
+def user_payload(user: User) -> dict[str, Any]:
+    """Build a user as others see them."""
+    return {"id": user.pk, "username": user.username, "display_name": user.name}
+
+
+def profile_payload(user: User) -> dict[str, Any]:
+    """Build the signed-in user's own profile."""
+    return {**user_payload(user), "status": user.status}
 
 
 def _failure_bucket(username: str) -> str:
@@ -66,6 +138,12 @@ class TokenObtainApi(APIView):
     authentication_classes: list[Any] = []
     permission_classes = [AllowAny]
 
+    @extend_schema(
+        operation_id="auth_token",
+        tags=["auth"],
+        request=CredentialsSerializer,
+        responses={200: TokenPairSerializer, **error_responses(400, 401, 429, 503)},
+    )
     def post(self, request: Request) -> Response:
         """Answer `{access, refresh}`, 401 on bad credentials, 429 while locked out."""
         form = CredentialsSerializer(data=request.data)
@@ -89,6 +167,12 @@ class TokenRefreshApi(APIView):
     authentication_classes: list[Any] = []
     permission_classes = [AllowAny]
 
+    @extend_schema(
+        operation_id="auth_token_refresh",
+        tags=["auth"],
+        request=RefreshSerializer,
+        responses={200: TokenPairSerializer, **error_responses(400, 401, 503)},
+    )
     def post(self, request: Request) -> Response:
         """Answer `{access, refresh}`, or 401 if the refresh token is not good any more."""
         form = RefreshSerializer(data=request.data)
@@ -108,6 +192,12 @@ class TokenRefreshApi(APIView):
 class LogoutApi(APIView):
     """Log out one login: its refresh and access tokens and its sockets stop working."""
 
+    @extend_schema(
+        operation_id="auth_logout",
+        tags=["auth"],
+        request=RefreshSerializer,
+        responses={204: None, **error_responses(400, 403, *AUTHENTICATED)},
+    )
     def post(self, request: Request) -> Response:
         """Revoke the given refresh token's login; answer 204."""
         form = RefreshSerializer(data=request.data)
@@ -119,6 +209,12 @@ class LogoutApi(APIView):
 class WsTicketApi(APIView):
     """Issue a single-use WebSocket ticket (for clients that cannot set headers)."""
 
+    @extend_schema(
+        operation_id="ws_tickets_create",
+        tags=["auth"],
+        request=None,
+        responses={201: TicketSerializer, **error_responses(403, *AUTHENTICATED)},
+    )
     def post(self, request: Request) -> Response:
         """Answer `{ticket, expires_at}`; the ticket is valid once, for 30 s."""
         auth = request.auth
@@ -133,3 +229,97 @@ class WsTicketApi(APIView):
             grant = tickets.Grant(user_id=user_id, session_key=request.session.session_key)
         ticket, expires = tickets.issue(grant)
         return Response({"ticket": ticket, "expires_at": iso_from_epoch(expires)}, status=201)
+
+
+class UserRegisterApi(APIView):
+    """Create an account (then log in with `POST /auth/token`)."""
+
+    authentication_classes: list[Any] = []
+    permission_classes = [AllowAny]
+    throttle_classes = [rest.AddressThrottle]
+
+    @extend_schema(
+        operation_id="auth_register",
+        tags=["auth"],
+        request=RegisterSerializer,
+        responses={201: UserSerializer, **error_responses(400, 403, 429, 503)},
+        examples=[
+            OpenApiExample(
+                "sign-up",
+                value={"username": "ana", "password": "correct horse 7", "display_name": "Ana"},
+                request_only=True,
+            ),
+            OpenApiExample(
+                "created",
+                value={"id": 7, "username": "ana", "display_name": "Ana"},
+                response_only=True,
+                status_codes=["201"],
+            ),
+        ],
+    )
+    def post(self, request: Request) -> Response:
+        """Answer 201 `{id, username, display_name}`; a taken or reserved name is a 400."""
+        form = RegisterSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        user = services.register_user(**form.validated_data)
+        return Response(user_payload(user), status=201)
+
+
+class UserMeApi(APIView):
+    """The signed-in user's profile."""
+
+    @extend_schema(
+        operation_id="users_me_retrieve",
+        tags=["users"],
+        responses={200: ProfileSerializer, **error_responses(*AUTHENTICATED)},
+    )
+    def get(self, request: Request) -> Response:
+        """Answer `{id, username, display_name, status}`."""
+        return Response(profile_payload(request.user))  # type: ignore[arg-type]
+
+    @extend_schema(
+        operation_id="users_me_update",
+        tags=["users"],
+        request=ProfileUpdateSerializer,
+        responses={200: ProfileSerializer, **error_responses(400, 403, *AUTHENTICATED)},
+        examples=[OpenApiExample("do not disturb", value={"status": "busy"}, request_only=True)],
+    )
+    def patch(self, request: Request) -> Response:
+        """Change `display_name` and/or `status` (`available`, `busy`); answer the profile."""
+        form = ProfileUpdateSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        user = services.update_profile(user=request.user, **form.validated_data)  # type: ignore[arg-type]
+        return Response(profile_payload(user))
+
+
+class UserListApi(APIView):
+    """The user directory: active users whose username or display name contains `q`."""
+
+    @extend_schema(
+        operation_id="users_list",
+        tags=["users"],
+        parameters=[
+            UserQuerySerializer,
+            OpenApiParameter("cursor", str, description="From the previous page's `next`."),
+            OpenApiParameter("limit", int, description="Page size, 1..200 (default 50)."),
+        ],
+        responses={200: UserPageSerializer, **error_responses(400, *AUTHENTICATED)},
+    )
+    def get(self, request: Request) -> Response:
+        """Answer `{results: [{id, username, display_name}], next}` ordered by username."""
+        size = rest.page_size(
+            request, default=settings.API_PAGE_SIZE, maximum=settings.API_MAX_PAGE_SIZE
+        )
+        position = rest.decode_cursor(request) or {}
+        after = position.get("u")
+        if after is not None and not isinstance(after, str):
+            raise BadRequest("cursor is not valid.", details={"field": "cursor"})
+        form = UserQuerySerializer(data=request.query_params)
+        form.is_valid(raise_exception=True)
+        users = selectors.list_users(query=form.validated_data["q"], after=after, limit=size + 1)
+        more = len(users) > size
+        users = users[:size]
+        following = {"u": users[-1].username} if more else None
+        return Response(
+            {"results": [user_payload(u) for u in users], "next": rest.next_url(request, following)}
+        )

@@ -1,12 +1,15 @@
-"""Auth URLs under /api/v1/."""
+"""Account URLs under /api/v1/: auth, sign-up, profile, directory."""
 
 from django.urls import path
 
 from accounts import api
 
 urlpatterns = [
+    path("auth/register", api.UserRegisterApi.as_view(), name="auth-register"),
     path("auth/token", api.TokenObtainApi.as_view(), name="auth-token"),
     path("auth/token/refresh", api.TokenRefreshApi.as_view(), name="auth-token-refresh"),
     path("auth/logout", api.LogoutApi.as_view(), name="auth-logout"),
     path("ws-tickets", api.WsTicketApi.as_view(), name="ws-tickets"),
+    path("users/me", api.UserMeApi.as_view(), name="users-me"),
+    path("users", api.UserListApi.as_view(), name="users"),
 ]

@@ -207,15 +207,14 @@ SIMPLE_JWT: dict[str, Any] = {
 REDIS_URL = os.environ.get("REDIS_URL", "")
 CHANNEL_LAYER_PREFIX = os.environ.get("CHANNEL_LAYER_PREFIX", "asgi")
 if REDIS_URL:
+    # Pub/sub with one group per conversation: chosen by measurement (chatsite/layers.py).
     CHANNEL_LAYERS: dict[str, dict[str, Any]] = {
         "default": {
-            "BACKEND": "chatsite.layers.ResilientRedisChannelLayer",
+            "BACKEND": "chatsite.layers.BoundedPubSubChannelLayer",
             "CONFIG": {
                 "hosts": [REDIS_URL],
                 "prefix": CHANNEL_LAYER_PREFIX,
                 "capacity": env_int("CHANNEL_LAYER_CAPACITY", 1000),
-                "expiry": 60,
-                "group_expiry": 86400,
             },
         }
     }
@@ -313,3 +312,73 @@ PRESENCE_WRITE_INTERVAL = env_float("PRESENCE_WRITE_INTERVAL", WS_HEARTBEAT_INTE
 PRESENCE_GRACE = env_float("PRESENCE_GRACE", 5.0)
 PRESENCE_SWEEP_INTERVAL = env_float("PRESENCE_SWEEP_INTERVAL", 10.0)
 PRESENCE_MAX_SUBSCRIPTIONS = env_int("PRESENCE_MAX_SUBSCRIPTIONS", 1000)
+
+# --- REST API (issue 5): OpenAPI, throttles, uploads, search ------------------------------
+# docs/protocol.md ("REST API") says what each of these does; /api/v1/server/limits
+# publishes them.
+INSTALLED_APPS += ["drf_spectacular", "drf_spectacular_sidecar"]
+REST_FRAMEWORK.update(
+    {
+        "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+        # JSON bodies are read with a size cap (DRF's own parser reads without one).
+        "DEFAULT_PARSER_CLASSES": ["chatsite.rest.BoundedJSONParser"],
+        # Per signed-in user, in Redis; anonymous endpoints choose their own throttle.
+        "DEFAULT_THROTTLE_CLASSES": ["chatsite.rest.UserThrottle"],
+        # Client addresses come from REMOTE_ADDR unless told how many proxies to trust
+        # (a forged X-Forwarded-For must not pick the throttle bucket).
+        "NUM_PROXIES": env_int("API_NUM_PROXIES", 0),
+    }
+)
+SPECTACULAR_SETTINGS: dict[str, Any] = {
+    "TITLE": "Chat API",
+    "DESCRIPTION": (
+        "REST API v1 of the chat service. Errors are "
+        '`{"error": {"code", "message", "details"}}`; lists are cursor-paginated '
+        "(`{results, next}`). The WebSocket protocol is described in docs/protocol.md."
+    ),
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SCHEMA_PATH_PREFIX": r"/api/v1",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {
+        "UserStatusEnum": "accounts.models.User.Status",
+        "DevicePlatformEnum": "messaging.models.Device.Platform",
+        "ConversationKindEnum": "messaging.models.Conversation.Kind",
+        "MessageKindEnum": "messaging.models.Message.Kind",
+        "DirectKindEnum": ["direct"],
+        "GroupKindEnum": ["group"],
+        "MemberRoleEnum": "messaging.models.Membership.Role",
+        "SystemEventEnum": ["created", "joined", "added", "left", "removed", "renamed"],
+    },
+    # Swagger UI and Redoc from the drf-spectacular-sidecar package: no CDN.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+}
+API_THROTTLE_RATE = env_float("API_THROTTLE_RATE", 20.0)
+API_THROTTLE_BURST = env_float("API_THROTTLE_BURST", 200.0)
+API_UPLOAD_RATE = env_float("API_UPLOAD_RATE", 1.0)
+API_UPLOAD_BURST = env_float("API_UPLOAD_BURST", 20.0)
+API_SEARCH_RATE = env_float("API_SEARCH_RATE", 2.0)
+API_SEARCH_BURST = env_float("API_SEARCH_BURST", 20.0)
+# Registrations per client address: a burst, then one every REGISTER_INTERVAL seconds.
+REGISTRATION_OPEN = env_bool("REGISTRATION_OPEN", True)
+REGISTER_BURST = env_float("REGISTER_BURST", 10.0)
+REGISTER_INTERVAL = env_float("REGISTER_INTERVAL", 360.0)
+API_PAGE_SIZE = env_int("API_PAGE_SIZE", 50)
+API_MAX_PAGE_SIZE = 200
+# A JSON body holds at most one message (100,000 characters, 6 bytes each when escaped).
+API_MAX_JSON_BYTES = env_int(
+    "API_MAX_JSON_BYTES", max(1 << 20, CHAT_MAX_MESSAGE_LENGTH * 6 + 65536)
+)
+# Attachments: the size is enforced while the upload is read; images over the pixel
+# count are refused (a decompression bomb), smaller ones get a thumbnail.
+CHAT_MAX_UPLOAD_BYTES = env_int("CHAT_MAX_UPLOAD_BYTES", 25 * 1024 * 1024)
+CHAT_MAX_IMAGE_PIXELS = env_int("CHAT_MAX_IMAGE_PIXELS", 40_000_000)
+CHAT_THUMBNAIL_SIZE = env_int("CHAT_THUMBNAIL_SIZE", 320)
+CHAT_MAX_DEVICES_PER_USER = env_int("CHAT_MAX_DEVICES_PER_USER", 20)
+# Search: PostgreSQL full text plus trigram matching; bounded in query size and time.
+CHAT_SEARCH_MAX_QUERY_LENGTH = 200
+CHAT_SEARCH_PAGE_SIZE = 20
+CHAT_SEARCH_MAX_RESULTS = env_int("CHAT_SEARCH_MAX_RESULTS", 1000)
+CHAT_SEARCH_TIMEOUT_MS = env_int("CHAT_SEARCH_TIMEOUT_MS", 5000)

@@ -1,8 +1,10 @@
-"""The site's URL map: pages, the admin, and (later) the REST API."""
+"""The site's URL map: pages, the admin, the REST API and its OpenAPI schema and docs."""
 
 from django.contrib import admin
 from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView
 
+from chatsite.openapi import ApiDocsView
 from messaging import views as messaging_views
 
 urlpatterns = [
@@ -11,5 +13,12 @@ urlpatterns = [
     path("accounts/", include("django.contrib.auth.urls")),
     path("api/v1/", include("accounts.urls")),
     path("api/v1/", include("presence.urls")),
+    path("api/v1/", include("messaging.api.urls")),
+    path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("api/docs/", ApiDocsView.as_view(url_name="api-schema"), name="api-docs"),
     path("admin/", admin.site.urls),
 ]
+
+# JSON errors under /api/ (HTML pages elsewhere) for URLs no view matches and for crashes.
+handler404 = "chatsite.rest.not_found"
+handler500 = "chatsite.rest.server_error"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from asgiref.sync import async_to_sync
 from django.conf import settings
@@ -13,7 +14,7 @@ from rest_framework.views import APIView
 from chatsite.errors import BadRequest
 from messaging.selectors import filter_visible_users
 from presence import services
-from presence.store import get_store
+from presence.store import open_store
 
 
 def parse_user_ids(raw: str) -> list[int]:
@@ -32,6 +33,11 @@ def parse_user_ids(raw: str) -> list[int]:
     return ids
 
 
+async def _snapshot(user_ids: list[int]) -> list[dict[str, Any]]:
+    async with open_store() as store:
+        return await services.snapshot(store, user_ids, now=time.time())
+
+
 class PresenceListApi(APIView):
     """Presence of the given users; users who share no conversation with you read offline."""
 
@@ -41,8 +47,6 @@ class PresenceListApi(APIView):
         visible = filter_visible_users(user=request.user, user_ids=ids)  # type: ignore[arg-type]
         shown = {
             entry["id"]: entry
-            for entry in async_to_sync(services.snapshot)(
-                get_store(), [u for u in ids if u in visible], now=time.time()
-            )
+            for entry in async_to_sync(_snapshot)([u for u in ids if u in visible])
         }
         return Response({"users": [shown.get(u) or services.hidden_entry(u) for u in ids]})

@@ -9,19 +9,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from asgiref.sync import sync_to_async
+from asgiref.sync import async_to_sync, sync_to_async
 from django.conf import settings
 from django.db import DatabaseError, close_old_connections
+from redis.exceptions import RedisError
 
 from accounts.models import User
 from chatsite.errors import BadRequest
 from presence import events
 from presence.state import OFFLINE, derive, live
-from presence.store import PresenceStore
+from presence.store import PresenceStore, open_store
 
 logger = logging.getLogger(__name__)
 
@@ -181,3 +183,17 @@ async def rebuild(
     for user_id, connection, idle, busy in entries:
         await store.set_busy(user_id, busy)
         await store.beat(user_id, connection, idle=idle, now=now)
+
+
+def on_status_changed(sender: object, *, user_id: int, status: str, **kwargs: Any) -> None:
+    """Publish a sticky status changed outside a socket (REST `PATCH /users/me`)."""
+
+    async def apply() -> None:
+        async with open_store() as store:
+            await store.set_busy(user_id, status == User.Status.BUSY)
+            await publish_if_changed(store, user_id, now=time.time())
+
+    try:
+        async_to_sync(apply)()
+    except (RedisError, OSError, TimeoutError) as exc:
+        logger.warning("presence of user %s not updated after a status change: %r", user_id, exc)

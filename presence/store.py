@@ -12,9 +12,10 @@ Redis keys (prefix `REDIS_KEY_PREFIX`): `pres:c:<user>` hash connection -> "at|i
 
 from __future__ import annotations
 
+import contextlib
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Iterable
 from typing import cast
 
 from django.conf import settings
@@ -251,6 +252,27 @@ def _text(value: bytes | str) -> str:
 
 
 _memory = MemoryPresenceStore()
+
+
+@contextlib.asynccontextmanager
+async def open_store() -> AsyncIterator[PresenceStore]:
+    """Yield the configured store for one piece of work outside a gateway's event loop.
+
+    Sync code (REST views, signal receivers) runs presence work through `async_to_sync`,
+    often on a new event loop each time; the Redis client it opens is closed here.
+    """
+    if settings.PRESENCE_STORE != "redis":
+        yield _memory
+        return
+    client = Redis.from_url(
+        settings.REDIS_URL,
+        socket_timeout=settings.REDIS_SOCKET_TIMEOUT,
+        socket_connect_timeout=settings.REDIS_SOCKET_TIMEOUT,
+    )
+    try:
+        yield RedisPresenceStore(client=client)
+    finally:
+        await client.aclose()
 
 
 def get_store() -> PresenceStore:

@@ -8,12 +8,12 @@ because the concurrency and fan-out tests would prove nothing there.
 import asyncio
 import itertools
 import os
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from asgiref.sync import async_to_sync
 from channels.layers import channel_layers, get_channel_layer
 from django.conf import settings
 from django.db import connection
@@ -50,7 +50,7 @@ def _suite_settings() -> Iterator[None]:
     # PBKDF2 at full strength costs ~0.3 s per user; tests create hundreds.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     config = settings.CHANNEL_LAYERS["default"]
-    assert config["BACKEND"] == "chatsite.layers.ResilientRedisChannelLayer"
+    assert config["BACKEND"] == "chatsite.layers.BoundedPubSubChannelLayer"
     run_prefix = f"test-{uuid.uuid4().hex[:8]}"
     config["CONFIG"]["prefix"] = run_prefix
     settings.REDIS_KEY_PREFIX = run_prefix
@@ -87,29 +87,53 @@ def cy(make_user: Callable[..., User]) -> User:
 
 
 class Listener:
-    """A channel on the real channel layer that joins groups and reads their events."""
+    """A channel on the real channel layer that joins groups and reads their events.
+
+    The pub/sub layer keeps subscriptions per event loop, so the listener owns one loop,
+    running in a thread, and does all its channel-layer work there.
+    """
 
     def __init__(self) -> None:
         self.layer = get_channel_layer()
-        self.channel: str = async_to_sync(self.layer.new_channel)()
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.channel: str = self._run(self.layer.new_channel())
+
+    def _run(self, work: Any, timeout: float = 10.0) -> Any:
+        return asyncio.run_coroutine_threadsafe(work, self.loop).result(timeout)
 
     def join(self, group: str) -> None:
-        async_to_sync(self.layer.group_add)(group, self.channel)
+        self._run(self.layer.group_add(group, self.channel))
 
     def receive(self, timeout: float = 5.0) -> dict[str, Any]:
         async def read() -> dict[str, Any]:
-            return await asyncio.wait_for(self.layer.receive(self.channel), timeout)
+            async with asyncio.timeout(timeout):
+                message: dict[str, Any] = await self.layer.receive(self.channel)
+                return message
 
-        return async_to_sync(read)()
+        result: dict[str, Any] = self._run(read(), timeout + 1)
+        return result
 
     def mark(self, group: str) -> dict[str, Any]:
         """Send a marker event to `group`; return it to compare with what arrives next."""
         marker = {"type": "test.marker", "id": uuid.uuid4().hex}
-        async_to_sync(self.layer.group_send)(group, marker)
+        self._run(self.layer.group_send(group, marker))
         return marker
+
+    def close(self) -> None:
+        async def shutdown() -> None:
+            await self.layer.flush()
+
+        self._run(shutdown())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+        self.loop.close()
 
 
 @pytest.fixture
-def listener() -> Listener:
+def listener() -> Iterator[Listener]:
     """Return a fresh channel-layer listener on the real Redis layer."""
-    return Listener()
+    listening = Listener()
+    yield listening
+    listening.close()

@@ -68,7 +68,7 @@ def test_service_urls_select_the_real_services() -> None:
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == {
         "db": "django.db.backends.postgresql",
-        "layer": "chatsite.layers.ResilientRedisChannelLayer",
+        "layer": "chatsite.layers.BoundedPubSubChannelLayer",
         "eager": False,
         "presence": "redis",
         "debug": True,
@@ -104,3 +104,30 @@ def test_a_malformed_boolean_is_a_clear_error() -> None:
 
     assert result.returncode != 0
     assert "DJANGO_DEBUG='maybe' is not a boolean" in result.stderr
+
+
+def test_an_oversized_body_is_refused_before_django_reads_it() -> None:
+    import asyncio
+
+    from chatsite.bodylimit import BodySizeLimit, body_limit
+
+    reached: list[str] = []
+
+    async def app(scope: object, receive: object, send: object) -> None:
+        reached.append("django")
+
+    sent: list[dict[str, object]] = []
+
+    async def send(message: dict[str, object]) -> None:
+        sent.append(message)
+
+    async def receive() -> dict[str, object]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    too_big = str(body_limit() + 1).encode()
+    scope = {"type": "http", "headers": [(b"content-length", too_big)]}
+    asyncio.run(BodySizeLimit(app)(scope, receive, send))
+
+    assert reached == []
+    assert sent[0]["status"] == 413
+    assert b"payload_too_large" in sent[1]["body"]  # type: ignore[operator]

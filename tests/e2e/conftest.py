@@ -90,7 +90,7 @@ def _share_redis_with(deployment: Deployment, settings: Any) -> None:
     settings.REDIS_KEY_PREFIX = deployment.channel_layer_prefix
     layers = {
         "default": {
-            "BACKEND": "chatsite.layers.ResilientRedisChannelLayer",
+            "BACKEND": "chatsite.layers.BoundedPubSubChannelLayer",
             "CONFIG": {"hosts": [deployment.redis_url], "prefix": deployment.channel_layer_prefix},
         }
     }

@@ -1,0 +1,137 @@
+"""Account writes: sign-up, and profile changes (display name, the sticky `busy` status)."""
+
+from __future__ import annotations
+
+import unicodedata
+
+from django.conf import settings
+from django.contrib.auth import password_validation
+from django.contrib.auth.validators import ASCIIUsernameValidator
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+from django.dispatch import Signal
+
+from accounts.models import User
+from chatsite.errors import BadRequest, DomainError
+
+# Sent after commit when a user's sticky status changed: `user_id`, `status`. Presence
+# listens (a REST status change must reach presence subscribers like `status.set` does).
+status_changed = Signal()
+
+# Names nobody may sign up with: they would pass for the service or its staff.
+RESERVED_USERNAMES = frozenset(
+    {"admin", "administrator", "root", "staff", "support", "system", "moderator", "security"}
+)
+
+# Bidirectional overrides and isolates make a name display as something else.
+_BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+class RegistrationClosed(DomainError):
+    """Sign-up is turned off on this server (`REGISTRATION_OPEN=0`)."""
+
+    code = "forbidden"
+    http_status = 403
+    default_message = "Sign-up is closed on this server."
+
+
+class UsernameUnavailable(BadRequest):
+    """The username is taken or reserved (never said which)."""
+
+    default_message = "This username is not available."
+
+    def __init__(self) -> None:
+        super().__init__(details={"field": "username"})
+
+
+def _clean_display_name(display_name: object) -> str:
+    """Return the display name trimmed, if it is text of at most 64 printable characters."""
+    if not isinstance(display_name, str):
+        raise BadRequest("display_name must be a string.", details={"field": "display_name"})
+    name = unicodedata.normalize("NFC", display_name).strip()
+    max_length = User._meta.get_field("display_name").max_length or 64
+    if len(name) > max_length:
+        raise BadRequest(
+            f"display_name is longer than {max_length} characters.",
+            details={"field": "display_name"},
+        )
+    if any(unicodedata.category(c) == "Cc" or c in _BIDI_CONTROLS for c in name):
+        raise BadRequest(
+            "display_name must not contain control characters.", details={"field": "display_name"}
+        )
+    return name
+
+
+def _clean_username(username: object) -> str:
+    """Return the username if it is 1..150 ASCII letters, digits and @.+-_ ."""
+    if not isinstance(username, str) or not username:
+        raise BadRequest("username is required.", details={"field": "username"})
+    if len(username) > 150:
+        raise BadRequest("username is longer than 150 characters.", details={"field": "username"})
+    try:
+        # ASCII only: look-alike letters from other scripts would let one user pass for another.
+        ASCIIUsernameValidator()(username)
+    except ValidationError as exc:
+        raise BadRequest(
+            "username may contain only English letters, digits and @ . + - _",
+            details={"field": "username"},
+        ) from exc
+    return username
+
+
+def register_user(*, username: object, password: object, display_name: object = "") -> User:
+    """Create an active account, or raise; a taken or reserved name gets one same answer.
+
+    Usernames are unique regardless of case (`Ana` and `ana` would pass for each other).
+    """
+    if not settings.REGISTRATION_OPEN:
+        raise RegistrationClosed()
+    name = _clean_username(username)
+    shown = _clean_display_name(display_name)
+    if not isinstance(password, str) or not password:
+        raise BadRequest("password is required.", details={"field": "password"})
+    try:
+        password_validation.validate_password(
+            password, user=User(username=name, display_name=shown)
+        )
+    except ValidationError as exc:
+        raise BadRequest(
+            "This password is too weak.",
+            details={"field": "password", "errors": list(exc.messages)},
+        ) from exc
+    if name.lower() in RESERVED_USERNAMES or User.objects.filter(username__iexact=name).exists():
+        raise UsernameUnavailable()
+    try:
+        with transaction.atomic():
+            return User.objects.create_user(username=name, password=password, display_name=shown)
+    except IntegrityError as exc:
+        # Another sign-up took the name between the check and the insert.
+        raise UsernameUnavailable() from exc
+
+
+def update_profile(*, user: User, display_name: object = None, status: object = None) -> User:
+    """Change the user's display name and/or sticky status (`available`, `busy`).
+
+    A status change is announced after commit through `status_changed`.
+    """
+    fields: list[str] = []
+    if display_name is not None:
+        user.display_name = _clean_display_name(display_name)
+        fields.append("display_name")
+    status_moved = False
+    if status is not None:
+        if status not in User.Status.values:
+            raise BadRequest("status must be available or busy.", details={"field": "status"})
+        status_moved = status != user.status
+        user.status = str(status)
+        fields.append("status")
+    if not fields:
+        return user
+    with transaction.atomic():
+        User.objects.filter(pk=user.pk).update(**{f: getattr(user, f) for f in fields})
+        if status_moved:
+            user_id, new_status = user.pk, user.status
+            transaction.on_commit(
+                lambda: status_changed.send(sender=User, user_id=user_id, status=new_status)
+            )
+    return user

@@ -1,0 +1,1 @@
+"""The REST API of messaging (`/api/v1/`): views, shapes and URLs."""

@@ -1,0 +1,306 @@
+"""Shapes of the REST API: inputs are checked here for shape only, every rule is in the services.
+
+Outputs are built by `messaging.events` (the one payload builder for REST and WebSocket);
+the output serializers below only document them in the OpenAPI schema, and
+tests/api/test_schema.py checks that they name the same fields as the payload types.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from rest_framework import serializers
+
+from chatsite import rest
+from messaging.models import Conversation, Device, Membership, Message
+
+# Ids are PostgreSQL bigints; anything larger names nothing.
+MAX_ID = 2**63 - 1
+# Log numbers the services accept (they refuse larger ones themselves).
+MAX_SEQ = 2**62
+
+
+def id_field(*, strict: bool = False, **kwargs: Any) -> serializers.IntegerField:
+    """Return an integer field for a database id (strict: a JSON integer, not text)."""
+    kind = rest.StrictIntegerField if strict else serializers.IntegerField
+    return kind(min_value=1, max_value=MAX_ID, **kwargs)
+
+
+# --- outputs (documentation of the payloads in messaging/events.py) --------------------
+
+
+class AttachmentSerializer(serializers.Serializer[Any]):
+    """An attachment as clients see it (`events.AttachmentPayload`)."""
+
+    id = serializers.IntegerField()
+    filename = serializers.CharField()
+    content_type = serializers.CharField(help_text="Detected from the content, not the client.")
+    size = serializers.IntegerField(help_text="Bytes.")
+    url = serializers.CharField(help_text="Download path (members only).")
+    thumbnail_url = serializers.CharField(allow_null=True, help_text="Images only, else null.")
+
+
+class SystemSerializer(serializers.Serializer[Any]):
+    """What a system message records (`events.SystemPayload`)."""
+
+    event = serializers.ChoiceField(
+        choices=["created", "joined", "added", "left", "removed", "renamed"]
+    )
+    users = serializers.ListField(child=serializers.IntegerField())
+    title = serializers.CharField(required=False)
+
+
+class MessageSerializer(serializers.Serializer[Any]):
+    """A message, exactly as `message.created` carries it (`events.MessagePayload`)."""
+
+    id = serializers.IntegerField()
+    conversation = serializers.IntegerField()
+    seq = serializers.IntegerField(help_text="The log number it was created with.")
+    version = serializers.IntegerField(help_text="The log number of its latest change.")
+    kind = serializers.ChoiceField(choices=Message.Kind.choices)
+    sender = serializers.IntegerField(allow_null=True)
+    body = serializers.CharField(allow_blank=True, help_text="Plain text; render as text.")
+    client_msg_id = serializers.UUIDField(allow_null=True)
+    created_at = serializers.DateTimeField(allow_null=True)
+    edited_at = serializers.DateTimeField(allow_null=True)
+    deleted = serializers.BooleanField()
+    attachments = AttachmentSerializer(many=True)
+    system = SystemSerializer(required=False)
+
+
+class MemberSerializer(serializers.Serializer[Any]):
+    """A member of a conversation with their markers (`events.MemberPayload`)."""
+
+    id = serializers.IntegerField()
+    username = serializers.CharField()
+    display_name = serializers.CharField()
+    role = serializers.ChoiceField(choices=Membership.Role.choices)
+    read_seq = serializers.IntegerField()
+    delivered_seq = serializers.IntegerField()
+
+
+class ConversationSerializer(serializers.Serializer[Any]):
+    """A conversation as one user sees it, as in `session.ready` (`events.ConversationPayload`)."""
+
+    id = serializers.IntegerField()
+    kind = serializers.ChoiceField(choices=Conversation.Kind.choices)
+    title = serializers.CharField(allow_blank=True, help_text="Direct: the other user's name.")
+    public = serializers.BooleanField()
+    last_seq = serializers.IntegerField()
+    read_seq = serializers.IntegerField()
+    delivered_seq = serializers.IntegerField()
+    unread = serializers.IntegerField()
+    muted = serializers.BooleanField()
+    last_activity_at = serializers.DateTimeField(allow_null=True)
+    peer = serializers.IntegerField(
+        required=False, allow_null=True, help_text="Direct only: the other user's id."
+    )
+
+
+class ConversationDetailSerializer(ConversationSerializer):
+    """A conversation with its members and their markers."""
+
+    members = MemberSerializer(many=True)
+
+
+class ConversationPageSerializer(serializers.Serializer[Any]):
+    """A page of the user's conversations, most recently active first."""
+
+    results = ConversationSerializer(many=True)
+    next = serializers.URLField(allow_null=True, help_text="The next page's URL, or null.")
+
+
+class MessageBatchSerializer(serializers.Serializer[Any]):
+    """A page of the log, like the `messages.batch` frame."""
+
+    messages = MessageSerializer(many=True)
+    upto = serializers.IntegerField(
+        allow_null=True, help_text="With `after`: the log number the answer is complete up to."
+    )
+    has_more = serializers.BooleanField()
+
+
+class MarkersSerializer(serializers.Serializer[Any]):
+    """The user's markers in a conversation after a read receipt."""
+
+    conversation = serializers.IntegerField()
+    delivered_seq = serializers.IntegerField()
+    read_seq = serializers.IntegerField()
+
+
+class SearchHitSerializer(serializers.Serializer[Any]):
+    """A message that matched, with a snippet of it."""
+
+    message = MessageSerializer()
+    snippet = serializers.CharField(
+        allow_blank=True,
+        help_text=(
+            "Part of the body around the match, HTML-escaped, with matches wrapped in "
+            "`<mark>`…`</mark>` (the only markup it can contain)."
+        ),
+    )
+
+
+class SearchPageSerializer(serializers.Serializer[Any]):
+    """A page of search hits, best first."""
+
+    results = SearchHitSerializer(many=True)
+    next = serializers.URLField(allow_null=True, help_text="The next page's URL, or null.")
+
+
+class DeviceSerializer(serializers.Serializer[Any]):
+    """A registered push target (its token is not echoed)."""
+
+    id = serializers.IntegerField()
+    platform = serializers.ChoiceField(choices=Device.Platform.choices)
+    name = serializers.CharField(allow_blank=True)
+    created_at = serializers.DateTimeField()
+
+
+class LimitsSerializer(serializers.Serializer[Any]):
+    """The limits this server enforces (read from its settings)."""
+
+    max_message_length = serializers.IntegerField(help_text="Characters per message body.")
+    max_title_length = serializers.IntegerField(help_text="Characters per group title.")
+    max_group_members = serializers.IntegerField()
+    max_attachments_per_message = serializers.IntegerField()
+    max_upload_bytes = serializers.IntegerField(help_text="Bytes per attachment.")
+    max_image_pixels = serializers.IntegerField(help_text="Width times height of an image upload.")
+    thumbnail_size = serializers.IntegerField(help_text="Longest side of a thumbnail, pixels.")
+    max_json_bytes = serializers.IntegerField(help_text="Bytes per JSON request body.")
+    fetch_default_limit = serializers.IntegerField()
+    fetch_max_limit = serializers.IntegerField()
+    page_size = serializers.IntegerField(help_text="Default page size of lists.")
+    max_page_size = serializers.IntegerField()
+    search_max_query_length = serializers.IntegerField()
+    search_max_results = serializers.IntegerField()
+    send_rate = serializers.FloatField(help_text="Sends per second per user, sustained.")
+    send_burst = serializers.FloatField(help_text="Sends per user in a burst.")
+    api_rate = serializers.FloatField(help_text="REST requests per second per user, sustained.")
+    api_burst = serializers.FloatField()
+    upload_rate = serializers.FloatField()
+    upload_burst = serializers.FloatField()
+    search_rate = serializers.FloatField()
+    search_burst = serializers.FloatField()
+    typing_rate = serializers.FloatField()
+    typing_burst = serializers.FloatField()
+    typing_max_members = serializers.IntegerField()
+    login_failure_limit = serializers.IntegerField()
+    login_lockout_seconds = serializers.IntegerField()
+    max_devices_per_user = serializers.IntegerField()
+    ws_max_frame_bytes = serializers.IntegerField()
+    ws_heartbeat_interval = serializers.FloatField(help_text="Seconds.")
+    ws_max_connections_per_user = serializers.IntegerField()
+    ws_ticket_ttl = serializers.IntegerField(help_text="Seconds.")
+    jwt_access_seconds = serializers.IntegerField()
+
+
+# --- inputs ----------------------------------------------------------------------------
+
+
+class DirectCreateSerializer(serializers.Serializer[Any]):
+    """Open the direct conversation with `user` (the existing one if any)."""
+
+    kind = serializers.ChoiceField(choices=["direct"])
+    user = id_field(strict=True)
+
+
+class GroupCreateSerializer(serializers.Serializer[Any]):
+    """Create a group owned by the caller."""
+
+    kind = serializers.ChoiceField(choices=["group"])
+    title = rest.StrictCharField(max_length=1000, trim_whitespace=False)
+    members = serializers.ListField(child=id_field(strict=True), required=False, default=list)
+    public = rest.StrictBooleanField(required=False, default=False)
+
+
+class ConversationKindSerializer(serializers.Serializer[Any]):
+    """Only the `kind` of a new conversation, to pick the shape of the rest."""
+
+    kind = serializers.ChoiceField(choices=Conversation.Kind.choices)
+
+
+class ConversationUpdateSerializer(serializers.Serializer[Any]):
+    """Rename a group (owners and admins) and/or mute it for yourself."""
+
+    title = rest.StrictCharField(required=False, max_length=1000, trim_whitespace=False)
+    muted = rest.StrictBooleanField(required=False)
+
+
+class MembersAddSerializer(serializers.Serializer[Any]):
+    """`users` to add (owners and admins); no `users` joins a public group."""
+
+    users = serializers.ListField(child=id_field(strict=True), required=False)
+
+
+class MessageSendSerializer(serializers.Serializer[Any]):
+    """A new message; `client_msg_id` is generated once per message and reused on retries."""
+
+    client_msg_id = rest.StrictUUIDField()
+    body = rest.StrictCharField(required=False, default="", allow_blank=True, trim_whitespace=False)
+    attachments = serializers.ListField(child=id_field(strict=True), required=False, default=list)
+
+
+class MessageEditSerializer(serializers.Serializer[Any]):
+    """The new body of your message."""
+
+    body = rest.StrictCharField(allow_blank=True, trim_whitespace=False)
+
+
+class MessageFetchSerializer(serializers.Serializer[Any]):
+    """Which part of the log to fetch: `after` a log number, or `before` a seq."""
+
+    after = serializers.IntegerField(required=False, min_value=0, max_value=MAX_SEQ)
+    before = serializers.IntegerField(required=False, min_value=0, max_value=MAX_SEQ)
+    limit = serializers.IntegerField(
+        required=False, min_value=1, max_value=settings.CHAT_FETCH_MAX_LIMIT
+    )
+
+
+class ReadSerializer(serializers.Serializer[Any]):
+    """The read marker: the highest seq the user has seen."""
+
+    seq = rest.StrictIntegerField(min_value=0, max_value=MAX_SEQ)
+
+
+class SearchQuerySerializer(serializers.Serializer[Any]):
+    """Words to find, optionally in one conversation."""
+
+    q = serializers.CharField(max_length=settings.CHAT_SEARCH_MAX_QUERY_LENGTH)
+    conversation = id_field(required=False)
+
+
+class WebPushKeysSerializer(serializers.Serializer[Any]):
+    """The keys of a Web Push subscription (base64url)."""
+
+    p256dh = rest.StrictCharField(max_length=200)
+    auth = rest.StrictCharField(max_length=200)
+
+
+class WebPushSubscriptionSerializer(serializers.Serializer[Any]):
+    """A browser's `PushSubscription.toJSON()` (endpoint and keys)."""
+
+    endpoint = rest.StrictCharField(max_length=1024)
+    keys = WebPushKeysSerializer()
+
+
+class DeviceRegisterSerializer(serializers.Serializer[Any]):
+    """A push target: `subscription` for `webpush`, `token` for `fcm` and `apns`."""
+
+    platform = serializers.ChoiceField(choices=Device.Platform.choices)
+    token = rest.StrictCharField(required=False, max_length=1024)
+    subscription = WebPushSubscriptionSerializer(required=False)
+    name = rest.StrictCharField(required=False, default="", allow_blank=True, max_length=100)
+
+
+class DownloadQuerySerializer(serializers.Serializer[Any]):
+    """Which file to send: the attachment, or its thumbnail (images only)."""
+
+    thumbnail = serializers.BooleanField(required=False, default=False)
+
+
+class UploadSerializer(serializers.Serializer[Any]):
+    """A multipart upload: the file in field `file`."""
+
+    file = serializers.FileField(allow_empty_file=True, use_url=False)
