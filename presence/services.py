@@ -95,10 +95,12 @@ async def _settle(store: PresenceStore, user_id: int, *, last_seen: float) -> No
 
 
 async def _go_offline(store: PresenceStore, user_id: int, *, last_seen: float, now: float) -> None:
+    # The durable record first, then the announcement: whoever hears `offline` can read
+    # `last_seen` from PostgreSQL.
+    await _record_last_seen(user_id, last_seen)
     await store.set_last_seen(user_id, last_seen)
     await store.forget_user(user_id)
     await publish_if_changed(store, user_id, now=now)
-    await _record_last_seen(user_id, last_seen)
 
 
 async def _record_last_seen(user_id: int, at: float) -> None:
