@@ -22,7 +22,7 @@ GATEWAY_PORTS ?= 8001 8002
 # One gateway process. --ws-max-size enforces the 256 KiB frame limit (close 1009);
 # pings are the protocol's own (`ping` frames, heartbeat timeout), not the server's.
 GATEWAY = $(PY) -m uvicorn chatsite.asgi:application --host $(HOST) \
-	--http chatsite.gateway:H11WithHandshakeDeadline --ws websockets --ws-max-size 262144 --ws-ping-interval 0 --no-access-log --lifespan off --log-level warning
+	--http chatsite.gateway:H11WithHandshakeDeadline --ws websockets --ws-max-size 262144 --ws-ping-interval 86400 --no-access-log --lifespan off --log-level warning
 
 .PHONY: run serve test check fmt lint types migrations-check install clean help
 

@@ -545,6 +545,9 @@ def send_message(
             )
             if attachments:
                 message.attachments.set(attachments)
+            else:
+                # Nothing attached: spare the payload builders a query (two per send).
+                message._prefetched_objects_cache = {"attachments": Attachment.objects.none()}  # type: ignore[attr-defined]
             events.broadcast_to_conversation_on_commit(
                 conversation_id, member_seq, events.message_created_event(message)
             )

@@ -554,7 +554,7 @@ class Gateway(_Managed):
             sys.executable, "-m", "uvicorn", "chatsite.asgi:application",
             "--host", LOCALHOST, "--port", str(self.port),
             "--http", "chatsite.gateway:H11WithHandshakeDeadline",
-            "--ws", "websockets", "--ws-max-size", "262144", "--ws-ping-interval", "0",
+            "--ws", "websockets", "--ws-max-size", "262144", "--ws-ping-interval", "86400",
             "--no-access-log", "--lifespan", "off", "--log-level", "warning",
         ]  # fmt: skip
 

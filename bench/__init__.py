@@ -1,0 +1,1 @@
+"""Load generators and micro-benchmarks, each run as `python -m bench.<name>`."""
