@@ -24,6 +24,10 @@ GATEWAY_PORTS ?= 8001 8002
 GATEWAY = $(PY) -m uvicorn chatsite.asgi:application --host $(HOST) \
 	--http chatsite.gateway:H11WithHandshakeDeadline --ws websockets --ws-max-size 262144 --ws-ping-interval 86400 --no-access-log --lifespan off --log-level warning
 
+# Browser tests (tests/e2e/test_browser.py) drive Debian's chromium; Playwright cannot
+# download its own browsers here. Installed once, when missing (CI runs as root).
+CHROMIUM := /usr/bin/chromium
+
 .PHONY: run serve test check fmt lint types migrations-check install clean help
 
 help:
@@ -57,7 +61,10 @@ serve: $(STAMP)
 		DATABASE_URL=$(SERVE_DATABASE_URL) REDIS_URL=$(SERVE_REDIS_URL) $(GATEWAY) --port $$port & \
 	done; wait
 
-test: $(STAMP)
+$(CHROMIUM):
+	apt-get update && apt-get install -y chromium
+
+test: $(STAMP) $(CHROMIUM)
 	DATABASE_URL="$${DATABASE_URL:-$(TEST_DATABASE_URL)}" \
 	REDIS_URL="$${REDIS_URL:-$(TEST_REDIS_URL)}" \
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -91,6 +91,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "chatsite.csp.content_security_policy",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -382,3 +383,8 @@ CHAT_SEARCH_MAX_QUERY_LENGTH = 200
 CHAT_SEARCH_PAGE_SIZE = 20
 CHAT_SEARCH_MAX_RESULTS = env_int("CHAT_SEARCH_MAX_RESULTS", 1000)
 CHAT_SEARCH_TIMEOUT_MS = env_int("CHAT_SEARCH_TIMEOUT_MS", 5000)
+
+# --- Web app (issue 6): the browser UI ---------------------------------------------------
+# The VAPID public key the browser subscribes to Web Push with (URL-safe base64 of the
+# uncompressed P-256 point). Empty: the app registers no push subscription.
+WEBPUSH_VAPID_PUBLIC_KEY = os.environ.get("WEBPUSH_VAPID_PUBLIC_KEY", "")

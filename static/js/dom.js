@@ -1,0 +1,124 @@
+// Building DOM without HTML strings: every user-provided string goes in as a text node
+// (or through textContent); nothing here parses markup (no innerHTML anywhere).
+
+const SVG = "http://www.w3.org/2000/svg";
+
+/**
+ * Create an element: `h("button", {class: "x", type: "button", onclick: fn}, "text", node)`.
+ * Attributes are set with setAttribute (so `href`/`src` need safeUrl first); `on*`
+ * keys add listeners; `text` sets textContent; children strings become text nodes.
+ */
+export function h(tag, props = {}, ...children) {
+  const el = document.createElement(tag);
+  for (const [key, value] of Object.entries(props || {})) {
+    if (value === null || value === undefined || value === false) continue;
+    if (key === "text") el.textContent = String(value);
+    else if (key === "dataset") Object.assign(el.dataset, value);
+    else if (key.startsWith("on")) {
+      if (typeof value === "function") el.addEventListener(key.slice(2), value); // never a string handler
+    }
+    else if (value === true) el.setAttribute(key, "");
+    else el.setAttribute(key, String(value));
+  }
+  append(el, children);
+  return el;
+}
+
+export function append(el, children) {
+  for (const child of children.flat(Infinity)) {
+    if (child === null || child === undefined || child === false) continue;
+    el.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return el;
+}
+
+export function clear(el) {
+  el.replaceChildren();
+  return el;
+}
+
+/** Return `url` if it is an http(s) URL (or a same-origin path), else null. */
+export function safeUrl(url) {
+  try {
+    const parsed = new URL(url, location.origin);
+    return parsed.protocol === "http:" || parsed.protocol === "https:" ? parsed.href : null;
+  } catch {
+    return null;
+  }
+}
+
+const ICONS = {
+  send: "M3.4 20.4 21 12 3.4 3.6 3.4 10.1 15.9 12 3.4 13.9z",
+  attach:
+    "M16.5 6.8v10.6a4.5 4.5 0 0 1-9 0V5.8a3 3 0 0 1 6 0v10.5a1.5 1.5 0 0 1-3 0V6.8H9v9.5a3 3 0 0 0 6 0V5.8a4.5 4.5 0 0 0-9 0v11.6a6 6 0 0 0 12 0V6.8z",
+  back: "M20 11H7.8l5.6-5.6L12 4l-8 8 8 8 1.4-1.4L7.8 13H20z",
+  search: "M15.5 14h-.8l-.3-.3A6.5 6.5 0 1 0 14 15.5l.3.3v.8l5 5 1.5-1.5zm-6 0a4.5 4.5 0 1 1 0-9 4.5 4.5 0 0 1 0 9z",
+  edit: "M3 17.2V21h3.8L17.8 10 14 6.2zM20.7 7a1 1 0 0 0 0-1.4l-2.3-2.3a1 1 0 0 0-1.4 0l-1.8 1.8 3.7 3.8z",
+  delete: "M6 19a2 2 0 0 0 2 2h8a2 2 0 0 0 2-2V7H6zM19 4h-3.5l-1-1h-5l-1 1H5v2h14z",
+  people:
+    "M16 11a3 3 0 1 0 0-6 3 3 0 0 0 0 6zm-8 0a3 3 0 1 0 0-6 3 3 0 0 0 0 6zm0 2c-2.3 0-7 1.2-7 3.5V19h14v-2.5C15 14.2 10.3 13 8 13zm8 0h-1c1.2.9 2 2 2 3.5V19h6v-2.5c0-2.3-4.7-3.5-7-3.5z",
+  leave: "M10.1 15.6 11.5 17l5-5-5-5-1.4 1.4 2.6 2.6H3v2h9.7zM19 3H5a2 2 0 0 0-2 2v4h2V5h14v14H5v-4H3v4a2 2 0 0 0 2 2h14a2 2 0 0 0 2-2V5a2 2 0 0 0-2-2z",
+  chat: "M20 2H4a2 2 0 0 0-2 2v18l4-4h14a2 2 0 0 0 2-2V4a2 2 0 0 0-2-2z",
+  group:
+    "M12 12.8c1.6 0 3-.4 4.2-.9A2 2 0 0 1 17.5 14v1.5h-11V14a2 2 0 0 1 1.3-2.1c1.2.5 2.6.9 4.2.9zM12 4a3.5 3.5 0 1 1 0 7 3.5 3.5 0 0 1 0-7zM4 13a2 2 0 1 0 0-4 2 2 0 0 0 0 4zm16 0a2 2 0 1 0 0-4 2 2 0 0 0 0 4z",
+  compass: "M12 2a10 10 0 1 0 0 20 10 10 0 0 0 0-20zm2.2 12.2L6 18l3.8-8.2L18 6z",
+  bell: "M12 22a2 2 0 0 0 2-2h-4a2 2 0 0 0 2 2zm6-6v-5c0-3.1-1.6-5.6-4.5-6.3V4a1.5 1.5 0 0 0-3 0v.7C7.6 5.4 6 7.9 6 11v5l-2 2v1h16v-1z",
+  close: "M19 6.4 17.6 5 12 10.6 6.4 5 5 6.4 10.6 12 5 17.6 6.4 19 12 13.4 17.6 19 19 17.6 13.4 12z",
+  check: "M9 16.2 4.8 12l-1.4 1.4L9 19 21 7l-1.4-1.4z",
+  checks: "M18 7l-1.4-1.4-6.3 6.3 1.4 1.4zm4.2-1.4L11.7 16.2 7.5 12l-1.4 1.4 5.6 5.6 12-12zM.4 13.4 6 19l1.4-1.4L1.8 12z",
+  clock: "M12 2a10 10 0 1 0 0 20 10 10 0 0 0 0-20zm0 18a8 8 0 1 1 0-16 8 8 0 0 1 0 16zm.5-13H11v6l5.2 3.2.8-1.3-4.5-2.7z",
+  alert: "M1 21h22L12 2zm12-3h-2v-2h2zm0-4h-2v-4h2z",
+  file: "M14 2H6a2 2 0 0 0-2 2v16a2 2 0 0 0 2 2h12a2 2 0 0 0 2-2V8zm-1 7V3.5L18.5 9z",
+  logout: "M17 7l-1.4 1.4 2.6 2.6H8v2h10.2l-2.6 2.6L17 17l5-5zM4 5h8V3H4a2 2 0 0 0-2 2v14a2 2 0 0 0 2 2h8v-2H4z",
+};
+
+/** Return an inline SVG icon (decorative: hidden from assistive technology). */
+export function icon(name, className = "icon") {
+  const svg = document.createElementNS(SVG, "svg");
+  svg.setAttribute("viewBox", "0 0 24 24");
+  svg.setAttribute("class", className);
+  svg.setAttribute("aria-hidden", "true");
+  svg.setAttribute("focusable", "false");
+  const path = document.createElementNS(SVG, "path");
+  path.setAttribute("d", ICONS[name] || "");
+  svg.append(path);
+  return svg;
+}
+
+/** Decode the five entities Python's html.escape produces (search snippets). */
+function unescapeHtml(text) {
+  return text.replace(/&(amp|lt|gt|quot|#x27);/g, (_, e) => ({ amp: "&", lt: "<", gt: ">", quot: '"', "#x27": "'" })[e]);
+}
+
+/**
+ * Render a search snippet (escaped text with <mark> around matches) as nodes without
+ * parsing HTML: split on the two literal tags, decode the escapes, make text nodes.
+ */
+export function snippetNodes(snippet) {
+  const nodes = [];
+  const parts = String(snippet).split(/(<mark>|<\/mark>)/);
+  let marked = false;
+  for (const part of parts) {
+    if (part === "<mark>") marked = true;
+    else if (part === "</mark>") marked = false;
+    else if (part) nodes.push(marked ? h("mark", { text: unescapeHtml(part) }) : document.createTextNode(unescapeHtml(part)));
+  }
+  return nodes;
+}
+
+const URL_RE = /\bhttps?:\/\/[^\s<>"']+[^\s<>"'.,;:!?)\]}]/g;
+
+/** Return text nodes and links for a message body (only http/https become links). */
+export function linkified(text) {
+  const nodes = [];
+  let last = 0;
+  for (const match of text.matchAll(URL_RE)) {
+    const href = safeUrl(match[0]);
+    if (!href) continue;
+    if (match.index > last) nodes.push(document.createTextNode(text.slice(last, match.index)));
+    nodes.push(h("a", { href, target: "_blank", rel: "noopener noreferrer nofollow", text: match[0] }));
+    last = match.index + match[0].length;
+  }
+  if (last < text.length) nodes.push(document.createTextNode(text.slice(last)));
+  return nodes;
+}

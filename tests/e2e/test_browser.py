@@ -1,0 +1,725 @@
+"""The web app in real Chromium against real gateway processes: chat, outbox, XSS, CSP.
+
+Debian's chromium (`/usr/bin/chromium`; `make test` installs it) driven by Playwright.
+Every page is served by a gateway of a real deployment on the test database; users log
+in through the real login page, and the session cookie authenticates the WebSocket.
+Screenshots go to `test-artifacts/browser/` (gitignored).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.contrib.auth.hashers import PBKDF2PasswordHasher
+from django.db import connection
+from django.test import Client
+from PIL import Image, ImageDraw
+from playwright.sync_api import (
+    Browser,
+    BrowserContext,
+    ConsoleMessage,
+    Dialog,
+    FilePayload,
+    Page,
+    Playwright,
+    Response,
+    ViewportSize,
+    expect,
+    sync_playwright,
+)
+
+from accounts.models import User
+from messaging import services
+from messaging.models import Attachment, Message
+from tests.e2e.conftest import MakeDeployment
+from tests.e2e.harness import REPO_ROOT, Deployment
+
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+ARTIFACTS = REPO_ROOT / "test-artifacts" / "browser"
+PASSWORD = "correct-horse-77"
+DESKTOP: ViewportSize = {"width": 1280, "height": 800}
+PHONE: ViewportSize = {"width": 360, "height": 740}
+# Presence: a clean close shows `offline` after the grace (1 s instead of 5).
+GATEWAY_ENV = {"PRESENCE_GRACE": "1"}
+
+XSS = [
+    "<img src=x onerror=alert(1)>",
+    "<script>alert(2)</script>",
+    '"><svg onload=alert(3)>',
+    "javascript:alert(4)",
+    '<a href="javascript:alert(5)">click me</a>',
+    "<iframe src=javascript:alert(6)></iframe>",
+    "'; alert(7); //",
+    "{{7*7}} ${alert(8)} <b onmouseover=alert(9)>bold</b>",
+    "&lt;script&gt;alert(10)&lt;/script&gt; &amp; <style>*{display:none}</style>",
+]
+
+expect.set_options(timeout=20_000)
+
+
+@pytest.fixture(scope="module")
+def playwright() -> Iterator[Playwright]:
+    """Start Playwright; Django may be used from this thread meanwhile (see below)."""
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} is missing: `make test` installs it (apt-get install chromium)")
+    # Playwright's sync API runs an asyncio loop in this thread, which makes Django
+    # refuse ORM calls here ("async context"). The test only waits on the browser while
+    # it uses the ORM, so nothing runs concurrently: tell Django so for this module.
+    saved = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    manager = sync_playwright()
+    driver = manager.start()
+    try:
+        yield driver
+    finally:
+        driver.stop()
+        if saved is None:
+            os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+        else:
+            os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = saved
+
+
+@pytest.fixture(scope="module")
+def browser(playwright: Playwright) -> Iterator[Browser]:
+    chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+    try:
+        yield chromium
+    finally:
+        chromium.close()
+
+
+@dataclass
+class Watch:
+    """What the pages of one test did that they must not: dialogs, errors, missing CSP."""
+
+    dialogs: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    csp_violations: list[str] = field(default_factory=list)
+    documents: list[tuple[str, str | None]] = field(default_factory=list)
+
+    def page(self, page: Page, name: str) -> Page:
+        def on_dialog(dialog: Dialog) -> None:
+            self.dialogs.append(f"{name}: {dialog.type} {dialog.message!r}")
+            dialog.dismiss()
+
+        def on_console(message: ConsoleMessage) -> None:
+            if "Content Security Policy" in message.text:
+                self.csp_violations.append(f"{name}: {message.text}")
+
+        def on_response(response: Response) -> None:
+            if response.request.resource_type == "document":
+                self.documents.append(
+                    (response.url, response.headers.get("content-security-policy"))
+                )
+
+        page.on("dialog", on_dialog)
+        page.on("console", on_console)
+        page.on("pageerror", lambda exc: self.errors.append(f"{name}: {exc}"))
+        page.on("response", on_response)
+        return page
+
+    def check(self) -> None:
+        assert self.dialogs == [], "a JavaScript dialog opened"
+        assert self.errors == [], "a page threw"
+        assert self.csp_violations == [], "the pages broke their own CSP"
+        assert self.documents, "no page was loaded"
+        for url, policy in self.documents:
+            assert policy, f"no Content-Security-Policy on {url}"
+            assert "'unsafe-inline'" not in policy and "'unsafe-eval'" not in policy, url
+            assert "script-src 'self'" in policy, url
+
+
+@dataclass
+class Web:
+    """A deployment of two gateways and the browser contexts of one test."""
+
+    deployment: Deployment
+    browser: Browser
+    watch: Watch
+    contexts: list[BrowserContext] = field(default_factory=list)
+
+    def url(self, gateway: int = 0) -> str:
+        return self.deployment.http_urls[gateway]
+
+    def context(self, viewport: ViewportSize = DESKTOP, **options: Any) -> BrowserContext:
+        context = self.browser.new_context(viewport=viewport, **options)
+        self.contexts.append(context)
+        return context
+
+    def log_in(self, user: User, *, gateway: int = 0, viewport: ViewportSize = DESKTOP) -> Page:
+        """Log `user` in through the login page in a new context; wait for the socket."""
+        page = self.watch.page(self.context(viewport).new_page(), user.username)
+        base = self.url(gateway)
+        page.goto(f"{base}/accounts/login/")
+        page.get_by_label("Username").fill(user.username)
+        page.get_by_label("Password").fill(PASSWORD)
+        page.get_by_role("button", name="Log in").click()
+        page.wait_for_url(f"{base}/")
+        online(page)
+        return page
+
+
+@pytest.fixture
+def web(make_deployment: MakeDeployment, browser: Browser) -> Iterator[Web]:
+    """Two gateways and a clean set of browser contexts; checks the pages' conduct after."""
+    deployment = make_deployment(gateways=2, env=GATEWAY_ENV)
+    web = Web(deployment, browser, Watch())
+    try:
+        yield web
+        web.watch.check()
+    finally:
+        for context in web.contexts:
+            context.close()
+
+
+def off_loop(func: Callable[..., Any], /, **kwargs: Any) -> Any:
+    """Run a service call in a worker thread (its broadcasts need a thread with no loop)."""
+
+    def run() -> Any:
+        try:
+            return func(**kwargs)
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(run).result()
+
+
+def make_person(username: str, display_name: str) -> User:
+    """Create a user whose password the gateways can check (they hash with PBKDF2)."""
+    # The test process hashes with MD5 for speed; gateway processes do not accept it.
+    hashed = PBKDF2PasswordHasher().encode(PASSWORD, PBKDF2PasswordHasher().salt())
+    return User.objects.create(username=username, display_name=display_name, password=hashed)
+
+
+def online(page: Page) -> None:
+    expect(page.locator("#conn-status")).to_have_attribute("data-state", "online")
+
+
+def shot(page: Page, name: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
+
+
+def conversation(page: Page, title: str) -> Any:
+    """The conversation list's button whose title is exactly `title`."""
+    return page.locator("#conversation-list .conv").filter(
+        has=page.locator(".conv-title").get_by_text(title, exact=True)
+    )
+
+
+def bubbles(page: Page) -> Any:
+    return page.locator("#message-list .msg:not(.system) .body")
+
+
+def send(page: Page, text: str) -> None:
+    page.locator("#composer-input").fill(text)
+    page.locator("#composer-input").press("Enter")
+
+
+def wait_until(check: Callable[[], bool], timeout: float = 20.0) -> None:
+    """Poll a database condition (the browser side uses Playwright's own waits)."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.1)
+
+
+def picture() -> bytes:
+    """A small landscape: sky, sun, hills (an image to attach)."""
+    image = Image.new("RGB", (640, 400), "#bfdbfe")
+    draw = ImageDraw.Draw(image)
+    for y in range(220):
+        draw.line([(0, y), (640, y)], fill=(191 - y // 4, 219 - y // 6, 254))
+    draw.ellipse((470, 50, 550, 130), fill="#fde68a")
+    draw.polygon(
+        [(0, 400), (0, 250), (160, 190), (330, 260), (460, 210), (640, 270), (640, 400)],
+        fill="#4d7c0f",
+    )
+    draw.polygon(
+        [(0, 400), (0, 320), (220, 270), (420, 330), (640, 300), (640, 400)], fill="#3f6212"
+    )
+    draw.rectangle((280, 250, 360, 320), fill="#fef3c7")
+    draw.polygon([(270, 250), (320, 215), (370, 250)], fill="#b91c1c")
+    out = io.BytesIO()
+    image.save(out, format="PNG")
+    return out.getvalue()
+
+
+def png(color: str) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (64, 48), color).save(out, format="PNG")
+    return out.getvalue()
+
+
+# --------------------------------------------------------------------------- tests
+
+
+def test_two_users_chat_live_with_typing_receipts_presence_and_search(
+    web: Web, settings: Any
+) -> None:
+    settings.CHAT_SEND_BURST = 1000  # the seeding below, in this process only
+    ana = make_person("ana", "Ana Lima")
+    cy = make_person("cy", "Cy Park")
+    # A group with a long history: scrollback and search must reach its start.
+    group = off_loop(services.create_group, creator=cy, title="Book club", member_ids=[ana.pk])
+    for n in range(80):
+        body = f"filler {n}" if n else "needle in old history"
+        off_loop(
+            services.send_message,
+            sender=cy,
+            conversation_id=group.pk,
+            client_msg_id=_cmid(n),
+            body=body,
+        )
+    off_loop(services.mark_read, user=ana, conversation_id=group.pk, seq=81)  # none unread
+
+    # Bo signs up through the real page (on the other gateway), on a phone-sized screen.
+    bo_page = web.watch.page(web.context(PHONE).new_page(), "bo")
+    bo_page.goto(f"{web.url(1)}/")
+    expect(bo_page).to_have_url(re.compile(r"/accounts/login/"))
+    bo_page.get_by_role("link", name="Create an account").click()
+    bo_page.get_by_label("Username").fill("bo")
+    bo_page.get_by_label("Display name").fill("Bo Berg")
+    bo_page.get_by_label("Password", exact=True).fill(PASSWORD)
+    bo_page.get_by_label("Password again").fill(PASSWORD)
+    bo_page.get_by_role("button", name="Sign up").click()
+    online(bo_page)
+    expect(bo_page.locator("#empty-list")).to_be_visible()
+    shot(bo_page, "first-visit-phone")
+    assert User.objects.get(username="bo").display_name == "Bo Berg"
+
+    ana_page = web.log_in(ana, gateway=0)
+    ana_page.context.grant_permissions(["notifications"])
+    # Ana starts a direct chat with the keyboard alone: Tab to "New chat" (focus order:
+    # skip link, status, log out, New chat), search the directory, pick, write.
+    for _ in range(4):
+        ana_page.keyboard.press("Tab")
+    new_chat = ana_page.get_by_role("button", name="New chat")
+    expect(new_chat).to_be_focused()
+    assert new_chat.evaluate("el => getComputedStyle(el).outlineStyle") != "none"
+    ana_page.keyboard.press("Enter")
+    expect(ana_page.get_by_label("Find a person")).to_be_focused()
+    ana_page.keyboard.type("bo")
+    pick = ana_page.locator("#new-chat-results").get_by_role("button", name=re.compile("Bo Berg"))
+    expect(pick).to_be_visible()
+    ana_page.keyboard.press("Tab")
+    expect(pick).to_be_focused()
+    ana_page.keyboard.press("Enter")
+    expect(ana_page.locator("#chat-title")).to_have_text("Bo Berg")
+    expect(ana_page.locator("#composer-input")).to_be_focused()
+    ana_page.keyboard.type("Hi Bo! Lunch today?")
+    ana_page.keyboard.press("Enter")
+    expect(bubbles(ana_page)).to_have_text(["Hi Bo! Lunch today?"])
+
+    # Bo gets it live: the conversation appears with an unread badge; the page title counts.
+    expect(conversation(bo_page, "Ana Lima").locator(".badge")).to_contain_text("1")
+    expect(bo_page).to_have_title("(1) Chat")
+    # Bo's device has it, not yet read: Ana sees "delivered".
+    own_mark = ana_page.locator("#message-list .msg.own .marks").last
+    expect(own_mark).to_have_attribute("data-state", "delivered")
+    expect(conversation(ana_page, "Bo Berg").locator(".presence")).to_have_attribute(
+        "data-state", "online"
+    )
+
+    conversation(bo_page, "Ana Lima").click()
+    expect(bubbles(bo_page)).to_have_text(["Hi Bo! Lunch today?"])
+    expect(bo_page.locator("#message-list .day")).to_have_text(["Today"])
+    expect(own_mark).to_have_attribute("data-state", "read")
+    expect(bo_page).to_have_title("Chat")
+
+    # Typing shows on the other screen and goes away when the text is cleared.
+    bo_page.locator("#composer-input").fill("Sure")
+    bo_page.locator("#composer-input").press("!")
+    expect(ana_page.locator("#typing")).to_have_text("Bo Berg is typing…")
+    bo_page.locator("#composer-input").fill("")
+    bo_page.locator("#composer-input").press("Backspace")
+    expect(ana_page.locator("#typing")).to_have_text("")
+
+    # A message while Ana's tab is hidden: a notification and the unread count in the title.
+    _pretend_hidden(ana_page)
+    send(bo_page, "Sure! 12:30 at the usual place?")
+    expect(bubbles(ana_page)).to_have_text(
+        ["Hi Bo! Lunch today?", "Sure! 12:30 at the usual place?"]
+    )
+    expect(ana_page).to_have_title("(1) Chat")
+    notes = ana_page.evaluate("() => window.__notifications")
+    assert notes == [{"title": "Bo Berg", "body": "Sure! 12:30 at the usual place?"}]
+    _pretend_visible(ana_page)
+    expect(ana_page).to_have_title("Chat")
+
+    # Ana edits her message (Up in the empty composer) and Bo sees the new text.
+    ana_page.locator("#composer-input").press("ArrowUp")
+    expect(ana_page.locator("#editing")).to_be_visible()
+    ana_page.locator("#composer-input").fill("Hi Bo! Lunch today or tomorrow?")
+    ana_page.locator("#composer-input").press("Enter")
+    first = bo_page.locator("#message-list .msg.other").first
+    expect(first.locator(".body")).to_have_text("Hi Bo! Lunch today or tomorrow?")
+    expect(first.locator(".edited")).to_be_visible()
+
+    # Bo deletes his reply; Ana sees it gone.
+    reply = bo_page.locator("#message-list .msg.own").last
+    reply.hover()
+    reply.get_by_role("button", name="Delete message").click()
+    bo_page.locator("#dialog-confirm").get_by_role("button", name="Delete").click()
+    expect(ana_page.locator("#message-list .msg.other").last).to_contain_text(
+        "This message was deleted."
+    )
+
+    # A little more chat, with Bo typing: the picture of the app (docs/screenshot.png).
+    ana_page.locator("#file-input").set_input_files(
+        {"name": "the-place.png", "mimeType": "image/png", "buffer": picture()}
+    )
+    expect(ana_page.locator("#tray .tray-item.done")).to_have_count(1)
+    send(ana_page, "Perfect, see you at 12:30. This is the place:")
+    send(bo_page, "Booked a table by the window.")
+    expect(bubbles(ana_page).last).to_have_text("Booked a table by the window.")
+    expect(bo_page.locator("#message-list .attachment.image img")).to_have_js_property(
+        "complete", True
+    )
+    expect(ana_page.locator("#message-list .msg.own .marks").last).to_have_attribute(
+        "data-state", "read"
+    )
+    ana_page.get_by_role("button", name="Not now").click()  # the notifications banner
+    expect(ana_page.locator("#notify-banner")).to_be_hidden()
+    bo_page.locator("#composer-input").press_sequentially("On my way")
+    expect(ana_page.locator("#typing")).to_have_text("Bo Berg is typing…")
+    shot(ana_page, "chat-desktop")
+    shot(bo_page, "chat-phone")
+
+    # Presence: busy, then offline when Bo closes the app.
+    ana_dot = conversation(ana_page, "Bo Berg").locator(".presence")
+    bo_page.locator("#back").click()
+    bo_page.get_by_role("button", name=re.compile("^Available")).click()
+    expect(bo_page.locator("#busy-toggle")).to_have_attribute("aria-pressed", "true")
+    expect(ana_dot).to_have_attribute("data-state", "busy")
+    expect(ana_page.locator("#chat-subtitle")).to_have_text("Busy (do not disturb)")
+    shot(bo_page, "list-phone")
+    bo_page.close()
+    expect(ana_dot).to_have_attribute("data-state", "offline")
+
+    # The group: the newest page, then scrollback to the very first message.
+    conversation(ana_page, "Book club").click()
+    expect(bubbles(ana_page).last).to_have_text("filler 79")
+    assert ana_page.locator("#message-list .msg .body", has_text="needle").count() == 0
+    ana_page.locator("#messages").evaluate("box => { box.scrollTop = 0; }")
+    expect(ana_page.locator("#message-list .msg.other .body").first).to_have_text(
+        "needle in old history", timeout=30_000
+    )
+    expect(ana_page.locator("#message-list .msg.system").first).to_contain_text("created")
+    expect(ana_page.locator("#load-older")).to_be_hidden()
+    expect(ana_page.locator("#message-list .sender").first).to_have_text("Cy Park")
+
+    # Search: the hit is highlighted, and opens the conversation at the message.
+    conversation(ana_page, "Bo Berg").click()
+    ana_page.get_by_label("Search messages").fill("needle")
+    ana_page.get_by_label("Search messages").press("Enter")
+    hit = ana_page.locator("#search-list .result").first
+    expect(hit.locator("mark")).to_have_text(["needle"])
+    expect(hit.locator(".result-title")).to_have_text("Book club")
+    hit.click()
+    expect(ana_page.locator("#chat-title")).to_have_text("Book club")
+    target = ana_page.locator("#message-list .msg.highlight")
+    expect(target).to_contain_text("needle in old history")
+    expect(target).to_be_in_viewport()
+
+
+def test_offline_outbox_sends_each_message_once_in_order(web: Web) -> None:
+    ana = make_person("ana", "Ana")
+    bo = make_person("bo", "Bo")
+    chat, _ = off_loop(services.create_direct_conversation, user=ana, other_user_id=bo.pk)
+    bo_page = web.log_in(bo, gateway=1)
+    ana_page = web.log_in(ana, gateway=0)
+    # The service worker must control the page, so a reload without network opens the app.
+    ana_page.wait_for_function("() => navigator.serviceWorker.controller !== null")
+    conversation(ana_page, "Bo").click()
+    conversation(bo_page, "Ana").click()
+
+    ana_page.context.set_offline(True)
+    expect(ana_page.locator("#conn-status")).to_have_attribute("data-state", "offline")
+    texts = ["first, offline", "second, offline", "third, offline"]
+    for text in texts:
+        send(ana_page, text)
+    pending = ana_page.locator("#message-list .msg.pending")
+    expect(pending).to_have_count(3)
+    expect(pending.locator(".body")).to_have_text(texts)
+    ids_before = pending.evaluate_all("els => els.map(e => e.dataset.clientMsgId)")
+
+    ana_page.reload()  # from the service worker's cache: there is no network
+    expect(pending).to_have_count(3)
+    expect(pending.locator(".body")).to_have_text(texts)
+    assert pending.evaluate_all("els => els.map(e => e.dataset.clientMsgId)") == ids_before
+    assert Message.objects.filter(conversation=chat).count() == 0
+    shot(ana_page, "outbox-offline")
+
+    ana_page.context.set_offline(False)
+    online(ana_page)
+    expect(pending).to_have_count(0)
+    expect(bubbles(ana_page)).to_have_text(texts)
+    expect(bubbles(bo_page)).to_have_text(texts)
+    ana_page.locator("#message-list .msg.own .marks").last.wait_for()
+
+    rows = list(Message.objects.filter(conversation=chat).order_by("seq"))
+    assert [m.body for m in rows] == texts
+    assert [m.seq for m in rows] == [1, 2, 3]
+    assert [str(m.client_msg_id) for m in rows] == ids_before
+    # Nothing more arrives later (a late retry would be a replay, stored nowhere).
+    ana_page.reload()
+    online(ana_page)
+    expect(bubbles(ana_page)).to_have_text(texts)
+    assert Message.objects.filter(conversation=chat).count() == 3
+
+    # Ana's gateway dies. Bo writes meanwhile (through the other gateway); Ana's page
+    # reconnects with backoff once it is back and fetches what it missed.
+    gateway = web.deployment.gateways[0]
+    gateway.kill()
+    expect(ana_page.locator("#conn-status")).to_have_attribute("data-state", "reconnecting")
+    send(bo_page, "missed one")
+    send(bo_page, "missed two")
+    expect(bubbles(bo_page)).to_have_text([*texts, "missed one", "missed two"])
+    gateway.start()
+    # Full-jitter backoff (up to 30 s between tries): the next try comes within its cap.
+    expect(ana_page.locator("#conn-status")).to_have_attribute(
+        "data-state", "online", timeout=45_000
+    )
+    expect(bubbles(ana_page)).to_have_text([*texts, "missed one", "missed two"])
+    assert Message.objects.filter(conversation=chat).count() == 5
+
+
+def test_xss_corpus_renders_as_text_with_csp_on_every_page(web: Web) -> None:
+    ana = make_person("ana", XSS[0])
+    bo = make_person("bo", XSS[2])
+    off_loop(services.create_direct_conversation, user=ana, other_user_id=bo.pk)
+    title = XSS[1] + XSS[3]
+
+    ana_page = web.log_in(ana, gateway=0)
+    bo_page = web.log_in(bo, gateway=1)
+    expect(ana_page.locator("#me-name")).to_have_text(XSS[0])
+    expect(conversation(ana_page, XSS[2])).to_be_visible()
+
+    # A public group whose title is an attack, made through the dialog.
+    ana_page.get_by_role("button", name="New group").click()
+    ana_page.get_by_label("Group name").fill(title)
+    ana_page.get_by_label("Add people").fill("bo")
+    ana_page.locator("#group-results").get_by_role("button").first.click()
+    expect(ana_page.locator("#group-members .chip")).to_have_text([XSS[2]])
+    ana_page.get_by_label("Public: anyone can find and join it").check()
+    ana_page.get_by_role("button", name="Create group").click()
+    expect(ana_page.locator("#chat-title")).to_have_text(title)
+
+    for body in XSS:
+        send(ana_page, body)
+    expect(bubbles(ana_page)).to_have_count(len(XSS))
+
+    # Files: one by the button (an attack as its name), one image, one dropped.
+    names = [f"{XSS[0]}.txt", f"{XSS[2]}.png"]
+    uploads: list[FilePayload] = [
+        {"name": names[0], "mimeType": "text/plain", "buffer": b"just text"},
+        {"name": names[1], "mimeType": "image/png", "buffer": png("teal")},
+    ]
+    ana_page.locator("#file-input").set_input_files(uploads)
+    dropped = ana_page.evaluate_handle(
+        """() => {
+            const data = new DataTransfer();
+            const name = "dropped <svg onload=alert(11)>.txt";
+            data.items.add(new File(["dropped"], name, {type: "text/plain"}));
+            return data;
+        }"""
+    )
+    ana_page.dispatch_event("#chat-view", "dragenter", {"dataTransfer": dropped})
+    expect(ana_page.locator("#drop-zone")).to_be_visible()
+    ana_page.dispatch_event("#chat-view", "drop", {"dataTransfer": dropped})
+    tray = ana_page.locator("#tray .tray-item")
+    expect(tray).to_have_count(3)
+    expect(ana_page.locator("#tray .tray-item.done")).to_have_count(3)
+    expect(tray.locator("img")).to_have_count(1)  # the image's local preview
+    send(ana_page, "three files")
+
+    stored = list(Attachment.objects.order_by("pk").values_list("filename", flat=True))
+    assert len(stored) == 3
+
+    # Bo opens the group: every string is shown exactly as typed, as text.
+    conversation(bo_page, title).click()
+    expect(bo_page.locator("#chat-title")).to_have_text(title)
+    expect(bubbles(bo_page)).to_have_text([*XSS, "three files"])
+    images = Attachment.objects.filter(content_type="image/png").values_list("filename", flat=True)
+    files = bo_page.locator("#message-list .attachment.file .file-name")
+    expect(files).to_have_count(2)
+    assert sorted(files.all_inner_texts()) == sorted(set(stored) - set(images))
+    assert {names[0], "dropped <svg onload=alert(11)>.txt"} == set(stored) - set(images)
+    image = bo_page.locator("#message-list .attachment.image img")
+    expect(image).to_have_attribute("alt", next(iter(images)))
+    expect(image).to_have_js_property("complete", True)
+    assert image.evaluate("img => img.naturalWidth") > 0
+    expect(bo_page.locator("#message-list .sender").first).to_have_text(XSS[0])
+
+    # Search highlights without turning the body into markup.
+    bo_page.get_by_label("Search messages").fill("alert")
+    bo_page.get_by_label("Search messages").press("Enter")
+    expect(bo_page.locator("#search-list .result").first.locator("mark").first).to_be_visible()
+
+    # Members dialog: names as text.
+    bo_page.get_by_role("button", name="Members").click()
+    expect(bo_page.locator("#member-list .pick-name")).to_have_text([XSS[0], f"{XSS[2]} (you)"])
+    bo_page.keyboard.press("Escape")
+
+    # Browse public groups from a third user and join it.
+    cy = make_person("cy", XSS[4])
+    cy_page = web.log_in(cy, gateway=0)
+    cy_page.get_by_role("button", name="Browse groups").click()
+    cy_page.locator("#browse-results").get_by_role("button", name=f"Join {title}").click()
+    expect(cy_page.locator("#chat-title")).to_have_text(title)
+    expect(bubbles(cy_page)).to_have_text([*XSS, "three files"])
+    expect(bo_page.locator("#message-list .msg.system").last).to_contain_text(XSS[4])
+
+    # Cy leaves again; the others see it in the log.
+    cy_page.get_by_role("button", name="Leave").click()
+    cy_page.locator("#dialog-confirm").get_by_role("button", name="Leave").click()
+    expect(cy_page.locator("#welcome")).to_be_visible()
+    expect(conversation(cy_page, title)).to_have_count(0)
+    expect(bo_page.locator("#message-list .msg.system").last).to_contain_text(f"{XSS[4]} left")
+
+    for page in (ana_page, bo_page, cy_page):
+        for selector in (
+            "#message-list img[src='x']",
+            "#message-list script",
+            "#message-list svg[onload]",
+            "#message-list iframe",
+            "#message-list style",
+            "[onerror], [onload], [onmouseover]",
+            "a[href^='javascript']",
+            "#conversation-list b, #message-list b, #search-list b",
+        ):
+            assert page.locator(selector).count() == 0, selector
+    shot(bo_page, "xss-as-text")
+
+    # The policy is on every HTML answer, including error pages.
+    for path in ("/", "/accounts/login/", "/accounts/signup/", "/no-such-page/", "/admin/login/"):
+        response = bo_page.request.get(f"{web.url(0)}{path}")
+        assert "text/html" in response.headers["content-type"], path
+        policy = response.headers.get("content-security-policy", "")
+        assert "script-src 'self'" in policy and "'unsafe-inline'" not in policy, path
+    bad_signup = ana_page.request.post(
+        f"{web.url(0)}/accounts/signup/", form={"username": ""}, fail_on_status_code=False
+    )
+    assert bad_signup.status == 403  # no CSRF token
+    assert "content-security-policy" in bad_signup.headers
+
+    # Log out: back on the login page; the app needs a login again.
+    cy_page.get_by_role("button", name="Log out").click()
+    expect(cy_page).to_have_url(re.compile(r"/accounts/login/$"))
+    cy_page.goto(f"{web.url(0)}/")
+    expect(cy_page).to_have_url(re.compile(r"/accounts/login/"))
+
+
+def _cmid(n: int) -> str:
+    return f"00000000-0000-4000-8000-{n:012d}"
+
+
+def _pretend_hidden(page: Page) -> None:
+    """Make the page report itself hidden and record notifications instead of showing them."""
+    page.evaluate(
+        """() => {
+            window.__notifications = [];
+            Object.defineProperty(document, "hidden", {configurable: true, get: () => true});
+            Object.defineProperty(
+                document, "visibilityState", {configurable: true, get: () => "hidden"}
+            );
+            window.Notification = class {
+                static permission = "granted";
+                constructor(title, options) {
+                    window.__notifications.push({title, body: options.body});
+                }
+                addEventListener() {}
+                close() {}
+            };
+            document.dispatchEvent(new Event("visibilitychange"));
+        }"""
+    )
+
+
+def _pretend_visible(page: Page) -> None:
+    page.evaluate(
+        """() => {
+            delete document.hidden;
+            delete document.visibilityState;
+            document.dispatchEvent(new Event("visibilitychange"));
+        }"""
+    )
+
+
+# ------------------------------------------------- the pages' server side, without a browser
+
+
+def test_service_worker_is_served_from_the_root_with_what_it_caches(client: Client) -> None:
+    response = client.get("/sw.js")
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("text/javascript")
+    assert response["Cache-Control"] == "no-cache"
+    header = response.content.decode().split("\n", 1)[0]
+    config = json.loads(header.removeprefix("self.SW_CONFIG = ").removesuffix(";"))
+    assert {"/static/js/app.js", "/static/js/client.js", "/static/css/app.css"} <= set(
+        config["precache"]
+    )
+    assert re.fullmatch(r"[0-9a-f]{16}", config["version"])
+
+
+def test_signup_page_creates_an_account_and_logs_it_in(client: Client) -> None:
+    page = client.get("/accounts/signup/")
+    assert page.status_code == 200
+    assert "'unsafe-inline'" not in page["Content-Security-Policy"]
+    weak = client.post(
+        "/accounts/signup/",
+        {"username": "neo", "display_name": "", "password1": "12345678", "password2": "12345678"},
+    )
+    assert weak.status_code == 400
+    assert b'aria-invalid="true"' in weak.content
+    assert not User.objects.filter(username="neo").exists()
+    made = client.post(
+        "/accounts/signup/",
+        {"username": "neo", "display_name": "Neo", "password1": PASSWORD, "password2": PASSWORD},
+    )
+    assert made.status_code == 302 and made["Location"] == "/"
+    assert client.get("/").status_code == 200
+    client.logout()
+    taken = client.post(
+        "/accounts/signup/",
+        {"username": "NEO", "display_name": "", "password1": PASSWORD, "password2": PASSWORD},
+    )
+    assert taken.status_code == 400
+    assert b"not available" in taken.content
+
+
+def test_public_groups_list_shows_public_groups_only_to_signed_in_users(
+    client: Client, make_user: Callable[..., User]
+) -> None:
+    ana, bo = make_user("ana"), make_user("bo")
+    off_loop(
+        services.create_group, creator=ana, title="Open <b>house</b>", member_ids=[], public=True
+    )
+    off_loop(services.create_group, creator=ana, title="Secret", member_ids=[], public=False)
+    assert client.get("/app/public-groups").status_code == 401
+    client.force_login(bo)
+    listed = client.get("/app/public-groups").json()["results"]
+    assert [(g["title"], g["joined"]) for g in listed] == [("Open <b>house</b>", False)]
+    assert client.get("/app/public-groups", {"q": "nothing"}).json() == {"results": []}
