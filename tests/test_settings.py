@@ -131,3 +131,22 @@ def test_an_oversized_body_is_refused_before_django_reads_it() -> None:
     assert reached == []
     assert sent[0]["status"] == 413
     assert b"payload_too_large" in sent[1]["body"]  # type: ignore[operator]
+
+
+def test_a_bucket_name_selects_s3_storage_for_uploads() -> None:
+    probe = (
+        "import json, django; django.setup(); from django.conf import settings as s; "
+        "from django.core.files.storage import storages; "
+        "print(json.dumps([s.STORAGES['default']['BACKEND'], type(storages['default']).__name__,"
+        " s.STORAGES['default']['OPTIONS']['bucket_name']]))"
+    )
+    result = run(
+        {"AWS_STORAGE_BUCKET_NAME": "chat-uploads", "AWS_S3_REGION_NAME": "eu-west-1"}, "-c", probe
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == [
+        "storages.backends.s3.S3Storage",
+        "S3Storage",
+        "chat-uploads",
+    ]
