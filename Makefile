@@ -47,7 +47,7 @@ install: $(STAMP)
 
 run: $(STAMP)
 	$(EMBEDDED) $(PY) manage.py migrate --noinput
-	$(EMBEDDED) $(PY) manage.py seed_demo
+	$(EMBEDDED) $(PY) manage.py seed_demo --url http://$(HOST):$(PORT)
 	$(EMBEDDED) $(PY) manage.py runserver $(HOST):$(PORT)
 
 serve: $(STAMP)
