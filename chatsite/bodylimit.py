@@ -15,6 +15,8 @@ from typing import Any
 
 from django.conf import settings
 
+from chatsite.api import error_body
+
 Scope = MutableMapping[str, Any]
 Message = dict[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -61,13 +63,11 @@ class BodySizeLimit:
 
 async def _too_large(send: Send, limit: int) -> None:
     body = json.dumps(
-        {
-            "error": {
-                "code": "payload_too_large",
-                "message": f"The request body is larger than {limit} bytes.",
-                "details": {"max_bytes": limit},
-            }
-        }
+        error_body(
+            "payload_too_large",
+            f"The request body is larger than {limit} bytes.",
+            {"max_bytes": limit},
+        )
     ).encode()
     await send(
         {

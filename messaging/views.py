@@ -20,6 +20,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
 from accounts.models import User
+from chatsite.api import error_body
 from chatsite.wire import iso
 from messaging import events, selectors
 
@@ -71,9 +72,7 @@ def home(request: HttpRequest) -> HttpResponse:
 def public_groups(request: HttpRequest) -> JsonResponse:
     """Answer `{results: [{id, title, last_activity_at, joined}]}`: public groups to browse."""
     if not request.user.is_authenticated:
-        return JsonResponse(
-            {"error": {"code": "unauthenticated", "message": "Log in first."}}, status=401
-        )
+        return JsonResponse(error_body("unauthenticated", "Log in first."), status=401)
     query = request.GET.get("q", "")[: settings.CHAT_MAX_TITLE_LENGTH]
     mine = set(selectors.list_conversation_ids_for_user(user=_user(request)))
     groups = selectors.list_public_groups(query=query, limit=PUBLIC_GROUPS_LIMIT)

@@ -20,7 +20,7 @@ from django.db import DatabaseError, close_old_connections
 from redis.exceptions import RedisError
 
 from accounts.models import User
-from chatsite.errors import BadRequest
+from accounts.services import update_profile
 from presence import events
 from presence.state import OFFLINE, derive, live
 from presence.store import PresenceStore, open_store
@@ -140,20 +140,22 @@ async def sweep(store: PresenceStore, *, now: float) -> list[int]:
 
 
 async def set_status(store: PresenceStore, user: User, status: Any, *, now: float) -> str:
-    """Set the sticky status (`available` or `busy`) in PostgreSQL and the store; publish."""
-    if status not in (User.Status.AVAILABLE, User.Status.BUSY):
-        raise BadRequest("status must be available or busy.", details={"field": "status"})
+    """Set the sticky status, update the store and publish; return the derived state.
+
+    The rule and the write are the accounts service's, shared with REST.
+    """
 
     def save() -> None:
         close_old_connections()
         try:
-            User.objects.filter(pk=user.pk).update(status=status)
+            update_profile(user=user, status=status)
         finally:
             close_old_connections()
 
     await sync_to_async(save, thread_sensitive=False)()
-    user.status = status
-    await store.set_busy(user.pk, status == User.Status.BUSY)
+    # `status_changed` has already published from the service's on-commit hook; this
+    # is idempotent (publish_if_changed only publishes a change) and yields the state.
+    await store.set_busy(user.pk, user.status == User.Status.BUSY)
     return await publish_if_changed(store, user.pk, now=now)
 
 
