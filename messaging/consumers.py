@@ -246,6 +246,8 @@ class ChatConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         self.conversations: dict[int, int] = {}  # id -> member_seq known to this socket
         self.typing_targets: dict[int, tuple[float, selectors.TypingTarget]] = {}
         self.typing_tokens = (float(settings.CHAT_TYPING_BURST), time.monotonic())
+        self.typing_pending: dict[int, str] = {}
+        self.typing_task: asyncio.Task[None] | None = None
         self.receipts: dict[int, tuple[int, int]] = {}
         self.receipt_tasks: dict[int, asyncio.Task[None]] = {}
         self.receipt_flushed_at: dict[int, float] = {}
@@ -343,6 +345,9 @@ class ChatConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         gateway.discard(self)
         for task in getattr(self, "receipt_tasks", {}).values():
             task.cancel()
+        typing_task = getattr(self, "typing_task", None)
+        if typing_task is not None:
+            typing_task.cancel()
         if self.credential is None:
             return
         groups = [events.user_group(self.user.pk)]
@@ -623,9 +628,37 @@ class ChatConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         now = time.monotonic()
         tokens = min(settings.CHAT_TYPING_BURST, tokens + (now - at) * settings.CHAT_TYPING_RATE)
         if tokens < 1:
+            # Past the rate, the latest state waits for the next token rather than being
+            # dropped: a dropped `start` would leave the others never seeing the typing.
             self.typing_tokens = (tokens, now)
-            return  # typing past the rate is dropped silently: it is only a hint
+            self.typing_pending[conversation] = state
+            if self.typing_task is None or self.typing_task.done():
+                wait = (1 - tokens) / settings.CHAT_TYPING_RATE
+                self.typing_task = asyncio.get_running_loop().create_task(
+                    self._relay_pending_typing(wait)
+                )
+            return
         self.typing_tokens = (tokens - 1, now)
+        self.typing_pending.pop(conversation, None)
+        await self._relay_typing(conversation, state)
+
+    async def _relay_pending_typing(self, wait: float) -> None:
+        await asyncio.sleep(wait)
+        while self.typing_pending and not self.closing:
+            conversation, state = self.typing_pending.popitem()
+            tokens, at = self.typing_tokens
+            now = time.monotonic()
+            tokens = min(
+                settings.CHAT_TYPING_BURST, tokens + (now - at) * settings.CHAT_TYPING_RATE
+            )
+            self.typing_tokens = (max(0.0, tokens - 1), now)
+            try:
+                await self._relay_typing(conversation, state)
+            except DomainError:
+                continue  # left the conversation meanwhile
+
+    async def _relay_typing(self, conversation: int, state: str) -> None:
+        now = time.monotonic()
         cached = self.typing_targets.get(conversation)
         if cached is None or now - cached[0] > 30:
             target = await db(
