@@ -152,12 +152,22 @@ def message_payload(message: Message) -> MessagePayload:
         "edited_at": iso(message.edited_at),
         "deleted": message.deleted,
         "attachments": (
-            [] if message.deleted else [attachment_payload(a) for a in message.attachments.all()]
+            [] if message.deleted else [attachment_payload(a) for a in _attachments(message)]
         ),
     }
     if message.kind == Message.Kind.SYSTEM and message.system is not None:
         payload["system"] = message.system
     return payload
+
+
+def _attachments(message: Message) -> Iterable[Attachment]:
+    # Prefetched attachments straight from the cache: `message.attachments.all()` builds a
+    # related manager and a queryset on every call, most of the cost of a payload.
+    prefetched: dict[str, Any] | None = getattr(message, "_prefetched_objects_cache", None)
+    if prefetched is not None and "attachments" in prefetched:
+        cached: Iterable[Attachment] = prefetched["attachments"]
+        return cached
+    return message.attachments.all()
 
 
 def conversation_payload(

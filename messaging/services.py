@@ -549,8 +549,12 @@ def send_message(
             if attachments:
                 message.attachments.set(attachments)
             else:
-                # Nothing attached: spare the payload builders a query (two per send).
-                message._prefetched_objects_cache = {"attachments": Attachment.objects.none()}  # type: ignore[attr-defined]
+                # Nothing attached: spare the payload builders a query (two per send). The
+                # queryset is stored evaluated, as prefetch_related stores it, so reading it
+                # does not compile a query either.
+                empty = Attachment.objects.none()
+                empty._result_cache = []
+                message._prefetched_objects_cache = {"attachments": empty}  # type: ignore[attr-defined]
             events.broadcast_to_conversation_on_commit(
                 conversation_id, member_seq, events.message_created_event(message)
             )
