@@ -28,12 +28,16 @@ GATEWAY = $(PY) -m uvicorn chatsite.asgi:application --host $(HOST) \
 # download its own browsers here. Installed once, when missing (CI runs as root).
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: run serve test check fmt lint types migrations-check install clean help
+# `make bench`: the load benchmark (bench/cli.py); BENCH_ARGS="--smoke" for a quick one.
+BENCH_ARGS ?=
+
+.PHONY: run serve test bench check fmt lint types migrations-check install clean help
 
 help:
 	@echo "make run    - install, migrate, create demo users, serve http://$(HOST):$(PORT) (embedded defaults)"
 	@echo "make serve  - two gateway processes (ports $(GATEWAY_PORTS)) on the local PostgreSQL and Redis"
 	@echo "make test   - the whole suite against PostgreSQL and Redis"
+	@echo "make bench  - the load benchmark on its own PostgreSQL, Redis, Celery and gateways (~20 min)"
 	@echo "make check  - ruff, mypy, import contracts, makemigrations --check, tests"
 	@echo "make fmt    - rewrite the code with ruff (format and safe fixes)"
 
@@ -68,6 +72,9 @@ test: $(STAMP) $(CHROMIUM)
 	DATABASE_URL="$${DATABASE_URL:-$(TEST_DATABASE_URL)}" \
 	REDIS_URL="$${REDIS_URL:-$(TEST_REDIS_URL)}" \
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(PY) -m bench $(BENCH_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -205,6 +205,18 @@ class ChatClient:
             # asyncio.wait, not `await task`: a cancellation of close() itself must propagate.
             await asyncio.wait({task})
 
+    def drop(self) -> bool:
+        """Cut the connection as a network loss would (no close handshake); return if open.
+
+        The client then behaves as after any loss: it reconnects with backoff and
+        catches up. For load and fault tests (a reconnect storm).
+        """
+        session = self._session
+        if session is None or session.ws.transport is None:
+            return False
+        session.ws.transport.abort()
+        return True
+
     async def __aenter__(self) -> ChatClient:
         """Connect (see `connect`)."""
         await self.connect()

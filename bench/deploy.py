@@ -1,0 +1,411 @@
+"""The deployment `make bench` measures: PostgreSQL, Redis, a Celery worker, N gateways.
+
+Everything is started by this process on free loopback ports and stopped when it ends
+(`tests/e2e/harness.py` owns the process handling): a throwaway PostgreSQL cluster, a
+private redis-server, one Celery worker and N uvicorn gateway processes, with production
+settings (`DJANGO_DEBUG=0`) except the per-user send rate limit, which is lifted so a few
+hundred clients can offer thousands of messages a second.
+
+`CpuMeter` reads the CPU time of each part from /proc, so every scenario can report how
+the machine's cores were split between gateways, PostgreSQL, Redis, Celery and the
+harness itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import resource
+import secrets
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+import redis
+
+from tests.e2e.harness import (
+    REPO_ROOT,
+    Deployment,
+    HarnessError,
+    PostgresCluster,
+    RedisServer,
+    _spawn,
+    gateway_env,
+    migrate,
+)
+
+Progress = Callable[[str], None]
+
+# Full durability: every acknowledged message is on disk (the product's promise), unlike
+# the test harness's cluster, which turns fsync off.
+DURABLE_POSTGRES = {
+    "fsync": "on",
+    "synchronous_commit": "on",
+    "full_page_writes": "on",
+    "shared_buffers": "256MB",
+    "max_connections": "300",
+}
+RELAXED_POSTGRES = {**DURABLE_POSTGRES, "synchronous_commit": "off"}
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def raise_open_file_limit() -> int:
+    """Raise this process's soft open-file limit to its hard limit; return the new limit.
+
+    Children (gateways, load workers) inherit it. The hard limit itself needs privileges
+    this machine does not grant (it is 20,000 here), which is why one load worker holds
+    at most `fleet.SOCKETS_PER_WORKER` sockets.
+    """
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard
+
+
+# --- CPU accounting ---------------------------------------------------------------------
+
+
+def _stat_fields(pid: int) -> list[str]:
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return stat[stat.rindex(")") + 2 :].split()
+
+
+def process_cpu(pid: int, *, reaped_children: bool = False) -> float:
+    """Return the user + system CPU seconds of `pid` (plus its reaped children's if asked).
+
+    PostgreSQL's postmaster reaps every backend, so `reaped_children` on it counts the
+    backends that have already exited; live ones are added separately. 0.0 if gone.
+    """
+    try:
+        fields = _stat_fields(pid)
+    except (FileNotFoundError, ProcessLookupError):
+        return 0.0
+    ticks = int(fields[11]) + int(fields[12])
+    if reaped_children:
+        ticks += int(fields[13]) + int(fields[14])
+    return ticks / CLK_TCK
+
+
+def children_of(ppid: int) -> list[int]:
+    """Return the pids whose parent is `ppid`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError, IndexError, ValueError):
+            if int(_stat_fields(int(entry.name))[1]) == ppid:
+                found.append(int(entry.name))
+    return found
+
+
+def rss_bytes(pid: int) -> int:
+    """Return the resident memory of `pid` (VmRSS), 0 if it is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except FileNotFoundError:
+        pass
+    return 0
+
+
+def machine_busy_seconds() -> tuple[float, float]:
+    """Return (busy, total) CPU seconds of the whole machine, all cores, from /proc/stat."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    total = sum(fields[:8])
+    return (total - idle) / CLK_TCK, total / CLK_TCK
+
+
+@dataclass
+class CpuSample:
+    """CPU seconds used so far by each part, and the wall clock when read."""
+
+    at: float
+    parts: dict[str, float]
+    machine_busy: float
+    machine_total: float
+
+
+class CpuMeter:
+    """Reads the CPU time of the deployment's parts; `split()` turns two reads into shares."""
+
+    def __init__(self, parts: Mapping[str, Callable[[], float]]) -> None:
+        """`parts` maps a name ("gateways", "postgres", ...) to a cumulative CPU reader."""
+        self.parts = dict(parts)
+
+    def sample(self) -> CpuSample:
+        """Read every part now."""
+        busy, total = machine_busy_seconds()
+        return CpuSample(
+            at=time.monotonic(),
+            parts={name: read() for name, read in self.parts.items()},
+            machine_busy=busy,
+            machine_total=total,
+        )
+
+    @staticmethod
+    def split(before: CpuSample, after: CpuSample) -> dict[str, float]:
+        """Return each part's CPU between two samples as % of one core, plus the machine's.
+
+        `other` is whatever else ran on the machine (other users' jobs, the kernel's
+        softirq work that no process is charged for). `machine` is all cores' busy
+        time as % of one core (200 = both cores busy).
+        """
+        wall = max(after.at - before.at, 1e-9)
+        shares = {
+            name: round(100 * (after.parts[name] - before.parts[name]) / wall, 1)
+            for name in after.parts
+        }
+        machine = 100 * (after.machine_busy - before.machine_busy) / wall
+        shares["other"] = round(max(0.0, machine - sum(shares.values())), 1)
+        shares["machine"] = round(machine, 1)
+        return shares
+
+
+# --- the deployment ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DeployOptions:
+    """What to bring up."""
+
+    gateways: int = 2
+    durability: str = "full"  # full | relaxed (synchronous_commit=off)
+    db_threads: int | None = None
+    extra_env: tuple[tuple[str, str], ...] = ()
+
+
+class CeleryWorker:
+    """One Celery worker process (solo pool) on the deployment's Redis."""
+
+    def __init__(self, env: Mapping[str, str], log_dir: Path) -> None:
+        """Prepare the worker with the gateways' environment."""
+        self.env = gateway_env(env)
+        self.log_path = log_dir / "celery.log"
+        self._proc: subprocess.Popen[bytes] | None = None
+        self.pid = 0
+
+    def start(self, timeout: float = 60.0) -> None:
+        """Start the worker and wait until it logs that it is ready."""
+        cmd = [
+            sys.executable, "-m", "celery", "-A", "chatsite", "worker",
+            "--pool", "solo", "--loglevel", "INFO",
+            "--without-gossip", "--without-mingle", "--without-heartbeat",
+        ]  # fmt: skip
+        proc = _spawn(cmd, log=self.log_path, cwd=REPO_ROOT, env=self.env)
+        self._proc = proc
+        self.pid = proc.pid
+        deadline = time.monotonic() + timeout
+        while not re.search(r"celery@\S+ ready", self.output()):
+            if proc.poll() is not None:
+                raise HarnessError(f"celery worker exited with {proc.returncode}:\n{self.output()}")
+            if time.monotonic() > deadline:
+                raise HarnessError(f"celery worker not ready in {timeout} s:\n{self.output()}")
+            time.sleep(0.1)
+
+    def output(self) -> str:
+        """Return the worker's log."""
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def cpu_seconds(self) -> float:
+        """Return the worker's CPU time (solo pool: one process)."""
+        return process_cpu(self.pid) if self.pid else 0.0
+
+    def close(self) -> None:
+        """Stop the worker."""
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+class BenchDeployment:
+    """PostgreSQL + Redis + Celery + N gateways, all private to one bench run."""
+
+    def __init__(self, workdir: Path, options: DeployOptions, progress: Progress) -> None:
+        """Prepare (nothing starts until `start()` or `with`)."""
+        self.workdir = workdir
+        self.options = options
+        self.progress = progress
+        self.secret_key = secrets.token_urlsafe(48)
+        settings = DURABLE_POSTGRES if options.durability == "full" else RELAXED_POSTGRES
+        self.postgres = PostgresCluster("chat", settings=settings)
+        self.redis = RedisServer(workdir / "redis")
+        self.celery: CeleryWorker | None = None
+        self.gateways: Deployment | None = None
+        self.env: dict[str, str] = {}
+        self._extra_cpu: list[Callable[[], float]] = []
+        self.retired_harness_cpu = 0.0
+
+    # -- lifecycle
+
+    def start(self) -> None:
+        """Start every part and migrate the database."""
+        started = time.monotonic()
+        self.progress("starting PostgreSQL (initdb) and Redis")
+        self.postgres.start()
+        self.redis.start()
+        prefix = f"bench-{secrets.token_hex(4)}"
+        self.env = {
+            "DATABASE_URL": self.postgres.url,
+            "REDIS_URL": self.redis.url,
+            "CELERY_BROKER_URL": self.redis.url.rsplit("/", 1)[0] + "/1",
+            "CHANNEL_LAYER_PREFIX": prefix,
+            "REDIS_KEY_PREFIX": prefix,
+            "DJANGO_DEBUG": "0",
+            "DJANGO_HTTPS": "0",
+            "DJANGO_SECRET_KEY": self.secret_key,
+            "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
+            "LOG_LEVEL": "WARNING",
+            # A run lasts longer than the default 5-minute access token.
+            "JWT_ACCESS_SECONDS": "7200",
+            # The per-user send limit (5/s) is a product rule, not a capacity limit: a
+            # hundred clients offering 1,500 msg/s would be refused by it.
+            "CHAT_SEND_RATE": "100000",
+            "CHAT_SEND_BURST": "100000",
+        }
+        if self.options.db_threads:
+            self.env["WS_DB_THREADS"] = str(self.options.db_threads)
+        self.env.update(dict(self.options.extra_env))
+        self.progress("migrating the database")
+        migrate(self.postgres.url, self.env)
+        self.progress("starting the Celery worker")
+        self.celery = CeleryWorker(self.env, self.workdir)
+        self.celery.start()
+        self.progress(f"starting {self.options.gateways} gateway process(es)")
+        self.gateways = Deployment(
+            database_url=self.postgres.url,
+            redis_url=self.redis.url,
+            log_dir=self.workdir,
+            gateways=self.options.gateways,
+            env=self.env,
+            channel_layer_prefix=prefix,
+        )
+        self.gateways.start()
+        self.progress(f"deployment up in {time.monotonic() - started:.1f} s")
+
+    def close(self) -> None:
+        """Stop everything (gateways first, so nothing reconnects to a dying database)."""
+        if self.gateways is not None:
+            self.gateways.stop()
+        if self.celery is not None:
+            self.celery.close()
+        self.redis.close()
+        self.postgres.close()
+
+    def __enter__(self) -> Self:
+        try:
+            self.start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- facts
+
+    @property
+    def ws_urls(self) -> list[str]:
+        """Return every gateway's WebSocket URL."""
+        assert self.gateways is not None
+        return self.gateways.urls
+
+    def gateway_pids(self) -> list[int]:
+        """Return the pid of every gateway."""
+        assert self.gateways is not None
+        return [g.pid for g in self.gateways.gateways]
+
+    def gateways_crashed(self) -> list[str]:
+        """Return the names of gateways that died on their own."""
+        assert self.gateways is not None
+        return [g.name for g in self.gateways.gateways if g.crashed]
+
+    def gateway_rss(self) -> int:
+        """Return the summed resident memory of the gateways."""
+        return sum(rss_bytes(pid) for pid in self.gateway_pids())
+
+    def redis_client(self) -> redis.Redis:
+        """Return a client of the deployment's Redis (close it after use)."""
+        return self.redis.client()
+
+    def add_harness_cpu(self, reader: Callable[[], float]) -> None:
+        """Count another process's CPU (a load worker) as the harness's."""
+        self._extra_cpu.append(reader)
+
+    def remove_harness_cpu(self, *readers: Callable[[], float]) -> None:
+        """Stop following load workers that are about to exit, keeping what they used."""
+        for reader in readers:
+            if reader in self._extra_cpu:
+                self.retired_harness_cpu += reader()
+                self._extra_cpu.remove(reader)
+
+    def meter(self) -> CpuMeter:
+        """Return a meter of gateways, PostgreSQL, Redis, Celery and the harness."""
+        postmaster = self.postgres._postmaster_pid()
+        assert postmaster is not None
+        assert self.celery is not None
+        redis_pid = self.redis._proc.pid if self.redis._proc else 0
+        celery = self.celery
+
+        def gateways() -> float:
+            return sum(process_cpu(pid) for pid in self.gateway_pids())
+
+        def postgres() -> float:
+            return process_cpu(postmaster, reaped_children=True) + sum(
+                process_cpu(pid) for pid in children_of(postmaster)
+            )
+
+        def harness() -> float:
+            own = os.times()
+            live = sum(read() for read in self._extra_cpu)
+            return own.user + own.system + self.retired_harness_cpu + live
+
+        return CpuMeter(
+            {
+                "gateways": gateways,
+                "postgres": postgres,
+                "redis": lambda: process_cpu(redis_pid),
+                "celery": celery.cpu_seconds,
+                "harness": harness,
+            }
+        )
+
+
+def redis_command_calls(client: redis.Redis) -> dict[str, int]:
+    """Return Redis's per-command call counters (INFO commandstats)."""
+    stats: dict[str, Any] = client.info("commandstats")  # type: ignore[assignment]
+    return {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()}
+
+
+def redis_cpu_seconds(client: redis.Redis) -> float:
+    """Return Redis's own CPU seconds (INFO cpu), precise to the microsecond."""
+    info: dict[str, Any] = client.info("cpu")  # type: ignore[assignment]
+    return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
+
+
+def command_delta(before: Mapping[str, int], after: Mapping[str, int]) -> dict[str, int]:
+    """Return the calls per command between two `redis_command_calls()` reads."""
+    names: Iterable[str] = set(before) | set(after)
+    delta = {n: after.get(n, 0) - before.get(n, 0) for n in names}
+    return {n: c for n, c in sorted(delta.items(), key=lambda kv: -kv[1]) if c > 0}

@@ -1,0 +1,125 @@
+"""Users, conversations and tokens for the scenarios, written through the project's services.
+
+Runs in the harness process, with Django set up on the bench deployment's database and
+Redis (`setup_django`). Call these only where no event loop runs in the thread (before
+`asyncio.run`, or through `asyncio.to_thread`): the ORM is synchronous.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+
+from bench.fleet import Account
+
+PASSWORD = "bench-pw-1"  # noqa: S105 - throwaway users of a throwaway database
+
+
+def setup_django(env: Mapping[str, str]) -> None:
+    """Point this process's Django at the deployment (its settings read the environment)."""
+    os.environ.update(env)
+    os.environ["DJANGO_SETTINGS_MODULE"] = "chatsite.settings"
+    import django
+
+    django.setup()
+
+
+def make_accounts(prefix: str, count: int) -> list[Account]:
+    """Create `count` users named `<prefix>00000`... with one password hash; mint tokens.
+
+    `bulk_create` with a hash computed once: hashing 20,000 passwords would take minutes
+    and measures nothing the scenarios are about.
+    """
+    from django.contrib.auth.hashers import make_password
+    from rest_framework_simplejwt.tokens import AccessToken
+
+    from accounts.models import User
+
+    password = make_password(PASSWORD)
+    users = User.objects.bulk_create(
+        [
+            User(username=f"{prefix}{n:05d}", password=password, display_name=f"{prefix}{n:05d}")
+            for n in range(count)
+        ],
+        batch_size=2000,
+    )
+    return [Account(user.pk, str(AccessToken.for_user(user))) for user in users]
+
+
+def _users(accounts: Sequence[Account]) -> list[object]:
+    from accounts.models import User
+
+    found = User.objects.in_bulk([a.user_id for a in accounts])
+    return [found[a.user_id] for a in accounts]
+
+
+def direct_pairs(accounts: Sequence[Account]) -> list[int]:
+    """Open a direct conversation between accounts 0-1, 2-3, ...; return their ids."""
+    from accounts.models import User
+    from messaging import services
+
+    users = _users(accounts)
+    ids = []
+    for a, b in zip(users[0::2], users[1::2], strict=True):
+        assert isinstance(a, User) and isinstance(b, User)
+        conversation, _created = services.create_direct_conversation(user=a, other_user_id=b.pk)
+        ids.append(conversation.pk)
+    return ids
+
+
+def groups(accounts: Sequence[Account], size: int, title: str) -> list[int]:
+    """Split `accounts` into groups of `size` (the first of each creates it); return ids."""
+    from accounts.models import User
+    from messaging import services
+
+    users = _users(accounts)
+    ids = []
+    for start in range(0, len(users), size):
+        members = users[start : start + size]
+        creator = members[0]
+        assert isinstance(creator, User)
+        conversation = services.create_group(
+            creator=creator,
+            title=f"{title} {start // size + 1}",
+            member_ids=[u.pk for u in members[1:] if isinstance(u, User)],
+        )
+        ids.append(conversation.pk)
+    return ids
+
+
+def add_to_conversations(account: Account, conversation_ids: Sequence[int], actor: Account) -> None:
+    """Add `account` to each conversation, `actor` (a member) adding it."""
+    from accounts.models import User
+    from messaging import services
+
+    actor_user = User.objects.get(pk=actor.user_id)
+    for conversation_id in conversation_ids:
+        services.add_members(
+            actor=actor_user, conversation_id=conversation_id, user_ids=[account.user_id]
+        )
+
+
+def last_seqs(conversation_ids: Sequence[int]) -> dict[int, int]:
+    """Return each conversation's last log number, as stored."""
+    from django.db import connection
+
+    from messaging.models import Conversation
+
+    try:
+        return dict(
+            Conversation.objects.filter(pk__in=conversation_ids).values_list("pk", "last_seq")
+        )
+    finally:
+        connection.close()
+
+
+def message_count() -> int:
+    """Return how many messages the database holds."""
+    from django.db import connection
+
+    from messaging.models import Message
+
+    try:
+        return Message.objects.count()
+    finally:
+        connection.close()

@@ -1,0 +1,243 @@
+"""What a bench run leaves behind: a terminal table, results.json, PNG plots, summary.md."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+Result = dict[str, Any]
+
+CPU_PARTS = ("gateways", "postgres", "redis", "celery", "harness", "other", "machine")
+
+
+def strip_private(value: Any) -> Any:
+    """Return `value` without keys starting with `_` (raw samples kept out of results.json)."""
+    if isinstance(value, Mapping):
+        return {k: strip_private(v) for k, v in value.items() if not str(k).startswith("_")}
+    if isinstance(value, list):
+        return [strip_private(v) for v in value]
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write `data` as indented JSON (NaN becomes null)."""
+    path.write_text(json.dumps(strip_private(data), indent=2, default=str) + "\n")
+
+
+def _fmt(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if isinstance(value, float):
+        return f"{value:,.1f}" if abs(value) >= 10 else f"{value:.2f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def _lat(summary: Mapping[str, Any]) -> str:
+    return " / ".join(_fmt(summary.get(q)) for q in ("p50", "p95", "p99"))
+
+
+def rows(results: Mapping[str, Result]) -> Iterator[tuple[str, str, str]]:
+    """Yield (scenario, figure, value) rows of the headline figures."""
+    if "latency" in results:
+        for step in results["latency"]["figures"]["steps"]:
+            yield (
+                "latency",
+                f"direct, {step['offered_msgs_per_s']} msg/s: p50 / p95 / p99 ms",
+                f"{_lat(step['latency_ms'])}  (lost {step['lost']})",
+            )
+    if "throughput" in results:
+        figures = results["throughput"]["figures"]
+        for label, key, steps in (
+            ("direct chats", "direct_max_msgs_per_s", figures["direct_steps"]),
+            ("groups of 10", "groups_max_deliveries_per_s", figures["group_steps"]),
+        ):
+            last = steps[-1]
+            yield (
+                "throughput",
+                f"{label}: max sustained deliveries/s",
+                f"{_fmt(figures[key])}  (stopped at {last['offered_deliveries_per_s']:,.0f} "
+                f"offered: p99 {_fmt(last['latency_ms'].get('p99'))} ms, lost {last['lost']})",
+            )
+    if "fanout" in results:
+        figures = results["fanout"]["figures"]
+        members = results["fanout"]["params"]["members"]
+        yield (
+            "fanout",
+            f"last of {members} members: p50 / p95 / p99 ms",
+            f"{_lat(figures['last_member_ms'])}  ({figures['incomplete_repeats']} incomplete)",
+        )
+    if "connections" in results:
+        for step in results["connections"]["figures"]["steps"]:
+            yield (
+                "connections",
+                f"{step['sockets']:,} idle sockets",
+                f"{_fmt(step['rss_per_socket_kb'])} KB/socket, connect "
+                f"{_fmt(step['connect']['per_second'])}/s, {step['connect']['failed']} failed",
+            )
+        presence = results["connections"]["figures"].get("presence") or {}
+        if presence:
+            yield (
+                "presence",
+                f"per heartbeat at {presence['users']:,} users",
+                f"{_fmt(presence['redis_commands_per_heartbeat'])} Redis cmds, "
+                f"{_fmt(presence['redis_cpu_us_per_heartbeat'])} µs Redis, "
+                f"{_fmt(presence['gateway_cpu_us_per_heartbeat'])} µs gateway CPU",
+            )
+    if "storm" in results:
+        figures = results["storm"]["figures"]
+        yield (
+            "storm",
+            f"{results['storm']['params']['clients']:,} clients: reconnected / synced",
+            f"{_fmt(figures['all_connected_s'])} s / {_fmt(figures['all_synced_s'])} s "
+            f"(reconnect p99 {_fmt(figures['reconnect_ms'].get('p99'))} ms)",
+        )
+    if "catchup" in results:
+        figures = results["catchup"]["figures"]
+        yield (
+            "catchup",
+            f"{figures['messages']:,} messages in {figures['conversations']} conversations",
+            f"{_fmt(figures['median_s'])} s (runs: "
+            + ", ".join(_fmt(r["seconds"]) for r in figures["runs"])
+            + ")",
+        )
+    if "profile" in results:
+        figures = results["profile"]["figures"]
+        yield (
+            "profile",
+            f"gateway CPU per send at {figures['rate']} msg/s",
+            f"{_fmt(figures['gateway_cpu_ms_per_send'])} ms",
+        )
+
+
+def _table(header: Sequence[str], body: Sequence[Sequence[str]]) -> str:
+    widths = [
+        max(len(h), *(len(r[i]) for r in body)) if body else len(h) for i, h in enumerate(header)
+    ]
+    line = "  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))
+    out = [line, "  ".join("-" * w for w in widths)]
+    out += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in body]
+    return "\n".join(out)
+
+
+def targets(results: Mapping[str, Result]) -> list[dict[str, Any]]:
+    """Return every scenario's targets, in run order."""
+    return [t for r in results.values() for t in r.get("targets", [])]
+
+
+def cpu_rows(results: Mapping[str, Result]) -> list[list[str]]:
+    """Return one row per measured phase: % of one core used by each part."""
+    body = []
+    for scenario, result in results.items():
+        for phase, split in result.get("cpu", {}).items():
+            if split:
+                body.append([f"{scenario}: {phase}", *(_fmt(split.get(p)) for p in CPU_PARTS)])
+    return body
+
+
+def terminal(results: Mapping[str, Result]) -> str:
+    """Return the text report: figures, targets, CPU split."""
+    figures = _table(["scenario", "figure", "value"], [list(r) for r in rows(results)])
+    goals = _table(
+        ["target", "goal", "measured", "met"],
+        [
+            [t["name"], t["goal"], _fmt(t["value"]), "yes" if t["met"] else "NO"]
+            for t in targets(results)
+        ],
+    )
+    cpu = _table(["CPU, % of one core", *CPU_PARTS], cpu_rows(results))
+    return f"{figures}\n\n{goals}\n\n{cpu}\n"
+
+
+def markdown(results: Mapping[str, Result]) -> str:
+    """Return the same report as Markdown tables (pasted into docs/performance.md)."""
+
+    def md(header: Sequence[str], body: Sequence[Sequence[str]]) -> str:
+        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines += ["| " + " | ".join(c.replace("|", "/") for c in r) + " |" for r in body]
+        return "\n".join(lines)
+
+    return (
+        md(["scenario", "figure", "value"], [list(r) for r in rows(results)])
+        + "\n\n"
+        + md(
+            ["target", "goal", "measured", "met"],
+            [
+                [t["name"], t["goal"], _fmt(t["value"]), "yes" if t["met"] else "**no**"]
+                for t in targets(results)
+            ],
+        )
+        + "\n\n"
+        + md(["CPU, % of one core", *CPU_PARTS], cpu_rows(results))
+        + "\n"
+    )
+
+
+def plots(results: Mapping[str, Result], out: Path) -> list[Path]:
+    """Draw latency.png (distribution per rate) and throughput.png (delivered vs offered)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    made = []
+    if "latency" in results:
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        for step in results["latency"]["figures"]["steps"]:
+            values = sorted(1000 * v for v in step.get("_latencies", []))
+            if not values:
+                continue
+            fraction = [(i + 1) / len(values) for i in range(len(values))]
+            ax.plot(values, fraction, label=f"{step['offered_msgs_per_s']} msg/s")
+        ax.set_xscale("log")
+        ax.set_xlabel("send to receipt by the other member (ms, log scale)")
+        ax.set_ylabel("fraction of messages")
+        ax.set_title("Direct-chat latency at fixed offered rates")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        path = out / "latency.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        made.append(path)
+    if "throughput" in results:
+        figures = results["throughput"]["figures"]
+        fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 7), sharex=True)
+        for label, steps in (
+            ("direct chats", figures["direct_steps"]),
+            ("groups of 10", figures["group_steps"]),
+        ):
+            offered = [s["offered_deliveries_per_s"] for s in steps]
+            top.plot(offered, [s["deliveries_per_s"] for s in steps], marker="o", label=label)
+            bottom.plot(
+                offered, [s["latency_ms"].get("p99") for s in steps], marker="o", label=label
+            )
+        limit = max(
+            [
+                s["offered_deliveries_per_s"]
+                for s in figures["direct_steps"] + figures["group_steps"]
+            ]
+        )
+        top.plot([0, limit], [0, limit], linestyle="--", color="grey", label="delivered = offered")
+        top.set_ylabel("delivered (deliveries/s)")
+        top.set_title("Delivered vs offered load (100 clients)")
+        top.grid(True, alpha=0.3)
+        top.legend()
+        bottom.axhline(500, linestyle="--", color="red", label="stop: p99 500 ms")
+        bottom.set_yscale("log")
+        bottom.set_xlabel("offered (deliveries/s)")
+        bottom.set_ylabel("p99 latency (ms, log)")
+        bottom.grid(True, which="both", alpha=0.3)
+        bottom.legend()
+        fig.tight_layout()
+        path = out / "throughput.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        made.append(path)
+    return made

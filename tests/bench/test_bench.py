@@ -1,0 +1,186 @@
+"""The load benchmark keeps working: a smoke run of every scenario, and its arithmetic.
+
+`make bench` is too long for the suite (15-25 minutes); `python -m bench --smoke` runs
+every scenario at a tiny size against its own PostgreSQL, Redis, Celery worker and two
+gateways, so a change that breaks the harness (or the server under it) fails here.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.cli import DEFAULT_ORDER, parse_args
+from bench.deploy import CpuMeter, CpuSample
+from bench.fleet import deliveries, percentile
+from bench.scenarios import summarize_profile
+from chatclient import History, RecvRecord, SendRecord
+from tests.e2e.harness import REPO_ROOT
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(240)
+def test_smoke_run_measures_every_scenario_and_writes_its_report(tmp_path: Path) -> None:
+    """`python -m bench --smoke`: every scenario runs, nothing is lost, every file is written."""
+    out = tmp_path / "results"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "--smoke", "--out", str(out), "--time-limit", "3"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=230,
+        check=False,
+    )
+    assert proc.returncode == 0, f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr[-6000:]}"
+    document = json.loads((out / "results.json").read_text())
+    assert document["errors"] == {}
+    results = document["results"]
+    assert list(results) == list(DEFAULT_ORDER)
+
+    for step in results["latency"]["figures"]["steps"]:
+        assert step["lost"] == 0
+        assert step["delivered"] == step["deliveries_expected"] > 0
+        assert 0 < step["latency_ms"]["p50"] <= step["latency_ms"]["p99"]
+
+    throughput = results["throughput"]["figures"]
+    for steps in (throughput["direct_steps"], throughput["group_steps"]):
+        assert steps, "the ramp ran no step"
+        assert all(s["lost"] == 0 for s in steps)
+    # Groups of 5 in the smoke run: each message reaches 4 other members.
+    first_group_step = throughput["group_steps"][0]
+    assert first_group_step["deliveries_expected"] == 4 * first_group_step["sends_ok"]
+    assert throughput["direct_max_msgs_per_s"] > 0
+    assert throughput["groups_max_deliveries_per_s"] > 0
+
+    fanout = results["fanout"]["figures"]
+    assert fanout["incomplete_repeats"] == 0
+    assert all(r["received"] == 19 for r in fanout["repeats"])
+
+    storm = results["storm"]["figures"]
+    assert storm["dropped"] == 20
+    assert storm["behind_at_end"] == 0
+    assert storm["all_synced_s"] >= storm["all_connected_s"] > 0
+
+    catchup = results["catchup"]["figures"]
+    assert all(r["complete"] and r["messages_applied"] >= 100 for r in catchup["runs"])
+
+    (step,) = results["connections"]["figures"]["steps"]
+    assert step["connect"]["connected"] == 60 and step["connect"]["failed"] == 0
+    assert step["open_after_hold"] == 60
+    # Heartbeats every second in a smoke run (WS_HEARTBEAT_INTERVAL=1), held for 2 s.
+    assert step["heartbeats"] >= 60
+    assert step["redis_commands"] > 0
+    assert step["gateway_rss_after_mb"] > 0
+
+    profile = results["profile"]["figures"]
+    assert profile["py_spy_errors"] == []
+    assert profile["profile"]["samples"] > 0
+    assert profile["gateway_cpu_ms_per_send"] > 0
+
+    # Every scenario reports the CPU split of the parts it ran on.
+    for name, result in results.items():
+        for split in result["cpu"].values():
+            assert {"gateways", "postgres", "redis", "celery", "harness", "machine"} <= set(split)
+        assert result["cpu"], f"{name} reported no CPU split"
+
+    for plot in ("latency.png", "throughput.png"):
+        assert (out / plot).read_bytes()[:8] == PNG_MAGIC
+    assert "| latency |" in (out / "summary.md").read_text()
+    assert "target" in proc.stdout and "CPU, % of one core" in proc.stdout
+
+
+def test_an_unknown_scenario_is_refused_with_the_list_of_known_ones(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Tried: `--scenarios latency,nope`; argparse exits 2 naming the valid scenarios."""
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args(["--scenarios", "latency,nope"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "nope" in err and "throughput" in err
+
+
+def test_bad_connection_counts_and_gateway_counts_are_refused(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Tried: `--connections 10k`, `--connections 0`, `--gateways 0`; each exits 2."""
+    for argv in (["--connections", "10k"], ["--connections", "0"], ["--gateways", "0"]):
+        with pytest.raises(SystemExit) as exit_info:
+            parse_args(argv)
+        assert exit_info.value.code == 2, argv
+    assert "positive integers" in capsys.readouterr().err
+
+
+def _send(client: str, conversation: int, cmid: str, at: float, outcome: str = "ok") -> SendRecord:
+    return SendRecord(client, conversation, cmid, at, at + 0.001, outcome)  # type: ignore[arg-type]
+
+
+def _recv(client: str, conversation: int, cmid: str, at: float, via: str = "live") -> RecvRecord:
+    return RecvRecord(client, conversation, 1, 1, 1, cmid, None, at, via)  # type: ignore[arg-type]
+
+
+def test_deliveries_count_the_first_receipt_per_member_and_report_what_never_came() -> None:
+    """A gap fetch after a live push is one delivery; a member who got nothing is a loss."""
+    history = History()
+    history.record(_send("a", 1, "m1", 10.0))
+    history.record(_recv("a", 1, "m1", 10.001, via="reply"))  # the sender's own reply
+    history.record(_recv("b", 1, "m1", 10.020))
+    history.record(_recv("b", 1, "m1", 10.500, via="fetch"))  # the same message again
+    # "c" never receives m1.
+    history.record(_send("b", 1, "m2", 11.0, outcome="fail"))  # rejected: expects nothing
+    got = deliveries(history, {1: ["a", "b", "c"]})
+    assert (got.expected, got.delivered, got.lost) == (2, 1, 1)
+    assert got.sends_ok == 1 and got.sends_failed == 1
+    assert got.latencies == [pytest.approx(0.020)]
+    assert got.last_receipt == pytest.approx(10.020)
+
+
+def test_percentile_is_nearest_rank_and_nan_when_empty() -> None:
+    """p50 of 1..100 is 50, p99 is 99, p100 the max; no samples give NaN, not 0."""
+    values = [float(v) for v in range(1, 101)]
+    assert (percentile(values, 50), percentile(values, 99), percentile(values, 100)) == (
+        50.0,
+        99.0,
+        100.0,
+    )
+    assert math.isnan(percentile([], 50))
+
+
+def test_cpu_split_is_per_core_and_puts_unclaimed_time_in_other() -> None:
+    """Two seconds of wall: 1 s of gateway CPU is 50%; machine busy 3 s leaves 100% other."""
+    before = CpuSample(
+        at=0.0, parts={"gateways": 1.0, "redis": 0.0}, machine_busy=5.0, machine_total=0
+    )
+    after = CpuSample(
+        at=2.0, parts={"gateways": 2.0, "redis": 0.0}, machine_busy=8.0, machine_total=0
+    )
+    split = CpuMeter.split(before, after)
+    assert split == {"gateways": 50.0, "redis": 0.0, "other": 100.0, "machine": 150.0}
+
+
+def test_profile_summary_charges_each_sample_to_its_innermost_frame() -> None:
+    """py-spy raw lines `outer;inner count`: self time by area and function, inclusive too."""
+    raw = "\n".join(
+        [
+            "run (uvicorn/main.py:1);send_message (messaging/services.py:50);"
+            "execute (/x/site-packages/django/db/backends/utils.py:10) 6",
+            "run (uvicorn/main.py:1);send_message (messaging/services.py:51) 3",
+            "run (uvicorn/main.py:1);dumps (/usr/lib/python3.11/json/__init__.py:9) 1",
+            "garbage line",
+        ]
+    )
+    summary = summarize_profile(raw)
+    assert summary["samples"] == 10
+    assert summary["self_by_area_pct"] == [
+        ["django ORM and db backend", 60.0],
+        ["project code", 30.0],
+        ["json / msgpack", 10.0],
+    ]
+    assert ["send_message (messaging/services.py)", 90.0] in summary["inclusive_by_function_pct"]
