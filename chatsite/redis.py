@@ -39,12 +39,18 @@ def async_client() -> aioredis.Redis | None:
     loop = asyncio.get_running_loop()
     url, client = _async_clients.get(loop, ("", None))
     if client is None or url != settings.REDIS_URL:
-        client = aioredis.Redis.from_url(
+        # A bounded pool that makes callers wait for a free connection (at most the
+        # socket timeout): one event loop needs few connections, and an unbounded pool
+        # opened one per concurrent call - a thousand sockets closing at once opened a
+        # thousand Redis connections, and their handshakes ate the gateway's CPU.
+        pool = aioredis.BlockingConnectionPool.from_url(
             settings.REDIS_URL,
+            max_connections=settings.REDIS_ASYNC_POOL_SIZE,
+            timeout=settings.REDIS_SOCKET_TIMEOUT,
             socket_timeout=settings.REDIS_SOCKET_TIMEOUT,
             socket_connect_timeout=settings.REDIS_SOCKET_TIMEOUT,
-            max_connections=settings.REDIS_MAX_CONNECTIONS,
             health_check_interval=30,
         )
+        client = aioredis.Redis(connection_pool=pool)
         _async_clients[loop] = (settings.REDIS_URL, client)
     return client
