@@ -115,6 +115,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--db-threads", type=int, help="WS_DB_THREADS of each gateway (default: the setting's)"
     )
     parser.add_argument(
+        "--ws",
+        choices=("websockets", "websockets-sansio"),
+        default="websockets",
+        help="uvicorn's WebSocket implementation in the gateways (default websockets, as "
+        "the Makefile runs them)",
+    )
+    parser.add_argument(
         "--out", type=Path, help="directory for the results (default bench/results/<time>)"
     )
     parser.add_argument(
@@ -209,6 +216,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         gateways=args.gateways,
         durability=args.durability,
         db_threads=args.db_threads,
+        ws=args.ws,
         # A smoke run holds its sockets for 2 s: heartbeat every second so it sees some.
         extra_env=(("WS_HEARTBEAT_INTERVAL", "1"),) if args.smoke else (),
     )

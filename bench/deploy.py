@@ -179,6 +179,7 @@ class DeployOptions:
     gateways: int = 2
     durability: str = "full"  # full | relaxed (synchronous_commit=off)
     db_threads: int | None = None
+    ws: str = "websockets"  # uvicorn's --ws implementation
     extra_env: tuple[tuple[str, str], ...] = ()
 
 
@@ -294,6 +295,7 @@ class BenchDeployment:
             gateways=self.options.gateways,
             env=self.env,
             channel_layer_prefix=prefix,
+            ws=self.options.ws,
         )
         self.gateways.start()
         self.progress(f"deployment up in {time.monotonic() - started:.1f} s")

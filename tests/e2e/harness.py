@@ -506,9 +506,14 @@ class Gateway(_Managed):
         *,
         name: str = "gateway",
         port: int | None = None,
+        ws: str = "websockets",
     ) -> None:
-        """Prepare a gateway; `env` (DATABASE_URL, REDIS_URL ...) is merged over a clean base."""
+        """Prepare a gateway; `env` (DATABASE_URL, REDIS_URL ...) is merged over a clean base.
+
+        `ws` is uvicorn's WebSocket implementation (`--ws`).
+        """
         self.name = name
+        self.ws = ws
         self.env = gateway_env(env)
         self.port = free_port() if port is None else port
         log_dir.mkdir(parents=True, exist_ok=True)
@@ -554,7 +559,7 @@ class Gateway(_Managed):
             sys.executable, "-m", "uvicorn", "chatsite.asgi:application",
             "--host", LOCALHOST, "--port", str(self.port),
             "--http", "chatsite.gateway:H11WithHandshakeDeadline",
-            "--ws", "websockets", "--ws-max-size", "262144", "--ws-ping-interval", "86400",
+            "--ws", self.ws, "--ws-max-size", "262144", "--ws-ping-interval", "86400",
             "--no-access-log", "--lifespan", "off", "--log-level", "warning",
         ]  # fmt: skip
 
@@ -658,6 +663,7 @@ class Deployment:
         gateways: int = 2,
         env: Mapping[str, str] | None = None,
         channel_layer_prefix: str | None = None,
+        ws: str = "websockets",
     ) -> None:
         """Prepare `gateways` gateways; `env` is extra settings for all of them."""
         self.channel_layer_prefix = channel_layer_prefix or f"e2e-{uuid.uuid4().hex[:8]}"
@@ -671,7 +677,7 @@ class Deployment:
             "CHANNEL_LAYER_PREFIX": self.channel_layer_prefix,
         }
         self.gateways = [
-            Gateway(shared, log_dir, name=f"gateway-{n}") for n in range(1, gateways + 1)
+            Gateway(shared, log_dir, name=f"gateway-{n}", ws=ws) for n in range(1, gateways + 1)
         ]
 
     @property
