@@ -10,7 +10,6 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from django.conf import settings
@@ -525,27 +524,10 @@ def send_message(
     attachments = _clean_attachment_ids(sender, attachment_ids)
     try:
         with transaction.atomic():
-            now = timezone.now()
-            stored = _store_message(conversation_id, sender.pk, cmid, body, now)
+            stored = _store_message(conversation_id, sender, cmid, body)
             if stored is None:
                 raise NotAMember()
-            message_id, seq, member_seq = stored
-            message = Message(
-                id=message_id,
-                conversation_id=conversation_id,
-                seq=seq,
-                version=seq,
-                kind=Message.Kind.TEXT,
-                sender=sender,
-                client_msg_id=cmid,
-                body=body,
-                system=None,
-                created_at=now,
-                edited_at=None,
-                deleted=False,
-            )
-            message._state.adding = False
-            message._state.db = connection.alias
+            message, member_seq = stored
             if attachments:
                 message.attachments.set(attachments)
             else:
@@ -612,27 +594,80 @@ SELECT stored.id, stored.seq, member.member_seq FROM stored, member
 
 
 def _store_message(
-    conversation_id: int, sender_id: int, cmid: uuid.UUID, body: str, now: datetime
-) -> tuple[int, int, int] | None:
+    conversation_id: int, sender: User, cmid: uuid.UUID, body: str
+) -> tuple[Message, int] | None:
     """Store a text message at the conversation's next seq; None if not a member.
 
-    Returns the message id, its seq and the conversation's `member_seq`. On None the
-    conversation's seq was taken: the caller must roll the transaction back.
+    Returns the message and the conversation's `member_seq`. On None the conversation's
+    seq may have been taken: the caller must roll the transaction back.
     """
+    if connection.vendor != "postgresql":
+        return _store_message_portable(conversation_id, sender, cmid, body)
+    now = timezone.now()
     with connection.cursor() as cursor:
         cursor.execute(
             _STORE_MESSAGE_SQL,
             {
                 "now": now,
                 "conversation": conversation_id,
-                "sender": sender_id,
+                "sender": sender.pk,
                 "kind": Message.Kind.TEXT.value,
                 "cmid": cmid,
                 "body": body,
             },
         )
         row = cursor.fetchone()
-    return (int(row[0]), int(row[1]), int(row[2])) if row else None
+    if row is None:
+        return None
+    message = Message(
+        id=row[0],
+        conversation_id=conversation_id,
+        seq=row[1],
+        version=row[1],
+        kind=Message.Kind.TEXT,
+        sender=sender,
+        client_msg_id=cmid,
+        body=body,
+        system=None,
+        created_at=now,
+        edited_at=None,
+        deleted=False,
+    )
+    message._state.adding = False
+    message._state.db = connection.alias
+    return message, int(row[2])
+
+
+def _store_message_portable(
+    conversation_id: int, sender: User, cmid: uuid.UUID, body: str
+) -> tuple[Message, int] | None:
+    """Do what `_STORE_MESSAGE_SQL` does in three statements (SQLite, the embedded default)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {_conversation_table} SET last_seq = last_seq + 1, last_activity_at = %s "  # noqa: S608 - table name is ours
+            "WHERE id = %s RETURNING last_seq, member_seq",
+            [timezone.now(), conversation_id],
+        )
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    seq, member_seq = int(row[0]), int(row[1])
+    # Raising the sender's markers doubles as the membership check, under the
+    # conversation lock, so no send lands after the sender's removal.
+    if not Membership.objects.filter(conversation_id=conversation_id, user=sender).update(
+        read_seq=Greatest(F("read_seq"), Value(seq)),
+        delivered_seq=Greatest(F("delivered_seq"), Value(seq)),
+    ):
+        return None
+    message = Message.objects.create(
+        conversation_id=conversation_id,
+        seq=seq,
+        version=seq,
+        sender=sender,
+        client_msg_id=cmid,
+        body=body,
+    )
+    return message, member_seq
 
 
 def _editable_message(
