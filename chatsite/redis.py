@@ -39,14 +39,15 @@ def async_client() -> aioredis.Redis | None:
     loop = asyncio.get_running_loop()
     url, client = _async_clients.get(loop, ("", None))
     if client is None or url != settings.REDIS_URL:
-        # A bounded pool that makes callers wait for a free connection (at most the
-        # socket timeout): one event loop needs few connections, and an unbounded pool
-        # opened one per concurrent call - a thousand sockets closing at once opened a
-        # thousand Redis connections, and their handshakes ate the gateway's CPU.
+        # A bounded pool that makes callers wait for a free connection: one event loop
+        # needs few connections, and an unbounded pool opened one per concurrent call - a
+        # thousand sockets closing at once opened a thousand Redis connections, and their
+        # handshakes ate the gateway's CPU. The wait is longer than one call's timeout:
+        # under such a burst a late presence write is better than a lost one.
         pool = aioredis.BlockingConnectionPool.from_url(
             settings.REDIS_URL,
             max_connections=settings.REDIS_ASYNC_POOL_SIZE,
-            timeout=settings.REDIS_SOCKET_TIMEOUT,
+            timeout=settings.REDIS_POOL_WAIT,
             socket_timeout=settings.REDIS_SOCKET_TIMEOUT,
             socket_connect_timeout=settings.REDIS_SOCKET_TIMEOUT,
             health_check_interval=30,

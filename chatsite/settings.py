@@ -306,8 +306,9 @@ LOGGING: dict[str, Any] = {
 REDIS_KEY_PREFIX = os.environ.get("REDIS_KEY_PREFIX", "chat")
 REDIS_SOCKET_TIMEOUT = env_float("REDIS_SOCKET_TIMEOUT", 1.0)
 REDIS_MAX_CONNECTIONS = env_int("REDIS_MAX_CONNECTIONS", 1000)
-# The gateway's asyncio pool: callers wait (up to REDIS_SOCKET_TIMEOUT) for a free one.
-REDIS_ASYNC_POOL_SIZE = env_int("REDIS_ASYNC_POOL_SIZE", 32)
+# The gateway's asyncio pool: callers wait up to REDIS_POOL_WAIT s for a free connection.
+REDIS_ASYNC_POOL_SIZE = env_int("REDIS_ASYNC_POOL_SIZE", 64)
+REDIS_POOL_WAIT = env_float("REDIS_POOL_WAIT", 5.0)
 
 # Rate limits per user (token buckets shared by all gateways through Redis).
 LOGIN_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 5)
