@@ -15,6 +15,7 @@ import contextvars
 import json
 import logging
 import re
+import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -57,6 +58,13 @@ GROUP_REJOIN_AFTER = 12 * 3600
 
 _executor = ThreadPoolExecutor(max_workers=settings.WS_DB_THREADS, thread_name_prefix="gateway-db")
 
+# How long a database thread trusts its connection after Django's per-request check
+# (`close_old_connections`: maximum age, broken connections, and with health checks on a
+# `SELECT 1` before the next query). Checked around every call, it was one extra round
+# trip per send; now at most this often per thread, and again after any failed call.
+DB_RECHECK_INTERVAL = 1.0
+_db_thread = threading.local()
+
 
 def db(func: Callable[..., T], /, **kwargs: Any) -> Awaitable[T]:
     """Run a service or selector in the gateway's database thread pool.
@@ -66,11 +74,18 @@ def db(func: Callable[..., T], /, **kwargs: Any) -> Awaitable[T]:
     """
 
     def run() -> T:
-        close_old_connections()
+        now = time.monotonic()
+        if now >= getattr(_db_thread, "recheck_at", 0.0):
+            close_old_connections()
+            _db_thread.recheck_at = now + DB_RECHECK_INTERVAL
         try:
             return func(**kwargs)
-        finally:
+        except BaseException:
+            # The failure may have broken the connection: Django closes it now if so,
+            # and the next call checks it first.
             close_old_connections()
+            _db_thread.recheck_at = 0.0
+            raise
 
     # What SyncToAsync(thread_sensitive=False) does that we need (the caller's context
     # variables; a cancelled caller does not cancel queued work), without its per-call
