@@ -1,0 +1,28 @@
+"""The Redis token bucket (chatsite/ratelimit.py), on the real Redis."""
+
+from __future__ import annotations
+
+import uuid
+
+from chatsite.ratelimit import take
+from chatsite.redis import sync_client
+
+
+def test_a_bucket_refuses_past_its_burst_and_says_when_to_retry() -> None:
+    """Tried: 4 takes from a bucket of 3 refilled at 1/s; the 4th is refused, wait about 1 s."""
+    key = f"test:{uuid.uuid4().hex}"
+    verdicts = [take(key, rate=1.0, burst=3.0) for _ in range(4)]
+    assert [v.allowed for v in verdicts] == [True, True, True, False]
+    assert 0.5 < verdicts[-1].retry_after <= 1.0
+
+
+def test_the_bucket_keeps_working_after_redis_forgets_its_script() -> None:
+    """Tried: SCRIPT FLUSH (what a Redis restart does) between takes; no error, still enforced."""
+    client = sync_client()
+    assert client is not None
+    key = f"test:{uuid.uuid4().hex}"
+    assert take(key, rate=0.01, burst=2.0).allowed
+    client.script_flush()
+    assert take(key, rate=0.01, burst=2.0).allowed
+    client.script_flush()
+    assert not take(key, rate=0.01, burst=2.0).allowed
