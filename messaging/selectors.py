@@ -195,9 +195,10 @@ SELECT c.id, c.kind, c.title, c.public, c.last_seq, c.member_seq, c.last_activit
        peer.id, peer.display_name, peer.username
   FROM {Membership._meta.db_table} m
   JOIN {Conversation._meta.db_table} c ON c.id = m.conversation_id
-  LEFT JOIN {Membership._meta.db_table} pm
-    ON c.kind = %s AND pm.conversation_id = m.conversation_id AND pm.user_id <> m.user_id
-  LEFT JOIN {User._meta.db_table} peer ON peer.id = pm.user_id
+  LEFT JOIN {User._meta.db_table} peer ON c.kind = %s AND peer.id = (
+       SELECT pm.user_id FROM {Membership._meta.db_table} pm
+        WHERE pm.conversation_id = m.conversation_id AND pm.user_id <> m.user_id
+        ORDER BY pm.user_id LIMIT 1)
  WHERE m.user_id = %s
  ORDER BY c.last_activity_at DESC, c.id DESC
 """  # noqa: S608 - table names from the models' own metadata, values are parameters
@@ -222,31 +223,31 @@ def list_conversations_for_user(*, user: User) -> list[ConversationView]:
             [Message.Kind.TEXT.value, False, Conversation.Kind.DIRECT.value, user.pk],
         )
         rows = cursor.fetchall()
-    views: dict[int, ConversationView] = {}
+    views: list[ConversationView] = []
     for (
         cid, kind, title, public, last_seq, member_seq, last_activity_at,
         read_seq, delivered_seq, muted, unread, peer_id, peer_display, peer_username,
     ) in rows:  # fmt: skip
-        if cid in views:
-            continue  # a direct conversation never has two peers; keep the first row
         direct = kind == Conversation.Kind.DIRECT
         if direct:
             title = (peer_display or peer_username) if peer_id is not None else user.name
-        views[cid] = ConversationView(
-            id=cid,
-            kind=kind,
-            title=title,
-            public=bool(public),
-            last_seq=last_seq,
-            read_seq=read_seq,
-            delivered_seq=delivered_seq,
-            unread=int(unread or 0),
-            muted=bool(muted),
-            last_activity_at=_aware(last_activity_at),
-            member_seq=member_seq,
-            peer=(peer_id if peer_id is not None else user.pk) if direct else None,
+        views.append(
+            ConversationView(
+                id=cid,
+                kind=kind,
+                title=title,
+                public=bool(public),
+                last_seq=last_seq,
+                read_seq=read_seq,
+                delivered_seq=delivered_seq,
+                unread=int(unread or 0),
+                muted=bool(muted),
+                last_activity_at=_aware(last_activity_at),
+                member_seq=member_seq,
+                peer=(peer_id if peer_id is not None else user.pk) if direct else None,
+            )
         )
-    return list(views.values())
+    return views
 
 
 def conversation_view_for_member(conversation: Conversation, user: User) -> ConversationView:
