@@ -1,6 +1,6 @@
 """`python -m bench`: bring up a deployment, run the scenarios, report.
 
-    python -m bench                          # everything (`make bench`), 15-25 minutes
+    python -m bench                          # everything (`make bench`), about 10 minutes
     python -m bench --smoke                  # every scenario, tiny (the test suite's run)
     python -m bench --scenarios latency,fanout --gateways 2
     python -m bench --connections 5000 --scenarios connections

@@ -1,6 +1,6 @@
 """The load benchmark keeps working: a smoke run of every scenario, and its arithmetic.
 
-`make bench` is too long for the suite (15-25 minutes); `python -m bench --smoke` runs
+`make bench` is too long for the suite (about 10 minutes); `python -m bench --smoke` runs
 every scenario at a tiny size against its own PostgreSQL, Redis, Celery worker and two
 gateways, so a change that breaks the harness (or the server under it) fails here.
 """
