@@ -14,6 +14,8 @@ from typing import Any
 
 Message = dict[str, Any]
 
+MAX_HELD = 1000  # live messages held ahead of the cursor per conversation
+
 
 class Offer(enum.Enum):
     """What the cursor rules decided about one live message."""
@@ -33,6 +35,10 @@ class ConversationState:
         # sync.state, or the version of a live event that arrived ahead of the cursor.
         self.known_seq = cursor
         self._messages: dict[int, Message] = {}
+        # Live messages that arrived ahead of the cursor, by version, with a caller's tag
+        # (how they arrived). Not in the view: they join it when the numbers below them
+        # have arrived (`drain`), so the invariant holds.
+        self._held: dict[int, tuple[Message, object]] = {}
 
     @property
     def behind(self) -> bool:
@@ -56,6 +62,30 @@ class ConversationState:
         self.cursor = version
         self.note_last_seq(version)
         return Offer.APPLIED
+
+    def hold(self, message: Mapping[str, Any], tag: object = None) -> None:
+        """Keep a message `offer` called a GAP until the numbers below it arrive.
+
+        The missing number is often already on its way (a member's own `message.sent`
+        reply overtaking the push of a peer's message just below it); `drain` applies
+        the held ones as soon as the gap closes, so no fetch is needed. At most
+        MAX_HELD are kept; the fetch after=cursor brings anything else.
+        """
+        version = int(message["version"])
+        if version > self.cursor + 1 and len(self._held) < MAX_HELD:
+            self._held[version] = (dict(message), tag)
+
+    def drain(self) -> list[tuple[Message, object]]:
+        """Apply held messages that are now next in line; return them with their tags."""
+        for version in [v for v in self._held if v <= self.cursor]:
+            del self._held[version]
+        applied = []
+        while self.cursor + 1 in self._held:
+            message, tag = self._held.pop(self.cursor + 1)
+            self._upsert(message)
+            self.cursor += 1
+            applied.append((dict(message), tag))
+        return applied
 
     def apply_batch(
         self, messages: Iterable[Mapping[str, Any]], upto: int | None, *, after: int

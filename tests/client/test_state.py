@@ -149,3 +149,38 @@ def test_view_returns_copies_that_callers_cannot_use_to_change_the_state() -> No
     state.view()[0]["body"] = "tampered"
 
     assert state.view()[0]["body"] == "hi"
+
+
+def test_held_messages_join_the_view_in_order_when_the_gap_closes() -> None:
+    """Tried: 4 and 3 arrive before 2; held, then applied in order once 2 arrives."""
+    state = ConversationState(3)
+    state.offer(message(1))
+    for seq in (4, 3):
+        assert state.offer(message(seq)) is Offer.GAP
+        state.hold(message(seq), "live")
+    assert [m["seq"] for m in state.view()] == [1]  # nothing past the cursor is shown
+    assert state.drain() == []
+
+    assert state.offer(message(2)) is Offer.APPLIED
+    drained = state.drain()
+
+    assert [(m["seq"], tag) for m, tag in drained] == [(3, "live"), (4, "live")]
+    assert state.cursor == 4 and not state.behind
+    assert [m["seq"] for m in state.view()] == [1, 2, 3, 4]
+
+
+def test_held_messages_a_fetch_already_covered_are_dropped() -> None:
+    """Tried: hold 3 and 6, then a batch up to 4; 3 is dropped, 6 waits for 5."""
+    state = ConversationState(3)
+    state.offer(message(1))
+    for seq in (3, 6):
+        state.offer(message(seq))
+        state.hold(message(seq))
+
+    state.apply_batch([message(2), message(3), message(4)], 4, after=1)
+
+    assert state.drain() == []
+    assert state.cursor == 4 and state.behind  # 6 is known; 5 is not here yet
+    state.offer(message(5))
+    assert [m["seq"] for m, _ in state.drain()] == [6]
+    assert [m["seq"] for m in state.view()] == [1, 2, 3, 4, 5, 6]
