@@ -34,7 +34,7 @@ from bench.deploy import BenchDeployment, DeployOptions, raise_open_file_limit
 from bench.scenarios import FULL, SCENARIOS, SMOKE, Context, Result, Sizes
 
 RESULTS = Path(__file__).resolve().parent / "results"
-DEFAULT_ORDER = ("latency", "throughput", "fanout", "storm", "catchup", "connections", "profile")
+DEFAULT_ORDER = ("latency", "throughput", "fanout", "storm", "catchup", "profile", "connections")
 
 
 class TimeLimit(BaseException):
