@@ -18,11 +18,10 @@ from importlib import import_module
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.contrib.auth import HASH_SESSION_KEY, SESSION_KEY
 from django.contrib.sessions.models import Session
-from django.db import DatabaseError, close_old_connections
+from django.db import DatabaseError
 from django.http.request import validate_host
 from django.utils import timezone
 from django.utils.crypto import constant_time_compare
@@ -31,6 +30,7 @@ from rest_framework_simplejwt.tokens import AccessToken
 
 from accounts import tickets, tokens
 from accounts.models import User
+from chatsite.dbthreads import db
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -136,19 +136,6 @@ def _from_grant(grant: tickets.Grant) -> Authenticated | None:
     )
 
 
-def _db(
-    func: Callable[..., Authenticated | None],
-) -> Callable[..., Awaitable[Authenticated | None]]:
-    def run(*args: Any) -> Authenticated | None:
-        close_old_connections()
-        try:
-            return func(*args)
-        finally:
-            close_old_connections()
-
-    return sync_to_async(run, thread_sensitive=False)
-
-
 async def authenticate(scope: Scope) -> Authenticated | None:
     """Return who the handshake authenticates as, or None."""
     headers = _headers(scope)
@@ -157,12 +144,12 @@ async def authenticate(scope: Scope) -> Authenticated | None:
         kind, _, raw = authorization.partition(" ")
         if kind.lower() != "bearer" or not raw.strip():
             return None
-        return await _db(_from_access_token)(raw.strip())
+        return await db(_from_access_token, raw=raw.strip())
     query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
     ticket = (query.get("ticket") or [""])[0]
     if ticket:
         grant = await tickets.redeem(ticket)
-        return await _db(_from_grant)(grant) if grant else None
+        return await db(_from_grant, grant=grant) if grant else None
     if "origin" not in headers:
         return None  # a cookie alone, without a browser's Origin, is never enough
     cookies = SimpleCookie()
@@ -173,7 +160,7 @@ async def authenticate(scope: Scope) -> Authenticated | None:
     morsel = cookies.get(settings.SESSION_COOKIE_NAME)
     if morsel is None or not morsel.value:
         return None
-    return await _db(_from_session)(morsel.value)
+    return await db(_from_session, session_key=morsel.value)
 
 
 class WebSocketAuthMiddleware:

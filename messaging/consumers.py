@@ -11,26 +11,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import json
 import logging
 import re
-import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from channels.consumer import get_handler_name
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
-from django.db import DatabaseError, InterfaceError, OperationalError, close_old_connections
+from django.db import DatabaseError, InterfaceError, OperationalError
 from django.utils import timezone
 from redis.exceptions import RedisError
 from uvicorn.protocols.utils import ClientDisconnected
 
 from accounts.models import User
+from chatsite.dbthreads import db
 from chatsite.errors import BadRequest, DomainError, InternalError, Unavailable, UnknownType
 from chatsite.redis import async_client
 from chatsite.wire import iso
@@ -55,46 +53,6 @@ CLOSE_EVICTED = 4409
 CLOSE_TOO_SLOW = 4429
 CLOSE_TRY_LATER = 1013
 GROUP_REJOIN_AFTER = 12 * 3600
-
-_executor = ThreadPoolExecutor(max_workers=settings.WS_DB_THREADS, thread_name_prefix="gateway-db")
-
-# How long a database thread trusts its connection after Django's per-request check
-# (`close_old_connections`: maximum age, broken connections, and with health checks on a
-# `SELECT 1` before the next query). Checked around every call, it was one extra round
-# trip per send; now at most this often per thread, and again after any failed call.
-DB_RECHECK_INTERVAL = 1.0
-_db_thread = threading.local()
-
-
-def db(func: Callable[..., T], /, **kwargs: Any) -> Awaitable[T]:
-    """Run a service or selector in the gateway's database thread pool.
-
-    Not `database_sync_to_async`: that runs every call of a process on one thread,
-    which caps a gateway at one database round trip at a time (ARCHITECTURE.md).
-    """
-
-    def run() -> T:
-        now = time.monotonic()
-        if now >= getattr(_db_thread, "recheck_at", 0.0):
-            close_old_connections()
-            _db_thread.recheck_at = now + DB_RECHECK_INTERVAL
-        try:
-            return func(**kwargs)
-        except BaseException:
-            # The failure may have broken the connection: Django closes it now if so,
-            # and the next call checks it first.
-            close_old_connections()
-            _db_thread.recheck_at = 0.0
-            raise
-
-    # What SyncToAsync(thread_sensitive=False) does that we need (the caller's context
-    # variables; a cancelled caller does not cancel queued work), without its per-call
-    # wrapping, a few percent of a busy gateway's CPU under bench.send_threads.
-    future = asyncio.get_running_loop().run_in_executor(
-        _executor, contextvars.copy_context().run, run
-    )
-    return asyncio.shield(future)
-
 
 # --- frame fields ----------------------------------------------------------------------
 

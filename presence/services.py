@@ -14,13 +14,14 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from asgiref.sync import async_to_sync, sync_to_async
+from asgiref.sync import async_to_sync
 from django.conf import settings
-from django.db import DatabaseError, close_old_connections
+from django.db import DatabaseError
 from redis.exceptions import RedisError
 
 from accounts.models import User
 from accounts.services import update_profile
+from chatsite.dbthreads import db
 from presence import events
 from presence.state import OFFLINE, derive, live
 from presence.store import PresenceStore, open_store
@@ -105,14 +106,10 @@ async def _go_offline(store: PresenceStore, user_id: int, *, last_seen: float, n
 
 async def _record_last_seen(user_id: int, at: float) -> None:
     def save() -> None:
-        close_old_connections()
-        try:
-            User.objects.filter(pk=user_id).update(last_seen=datetime.fromtimestamp(at, UTC))
-        finally:
-            close_old_connections()
+        User.objects.filter(pk=user_id).update(last_seen=datetime.fromtimestamp(at, UTC))
 
     try:
-        await sync_to_async(save, thread_sensitive=False)()
+        await db(save)
     except DatabaseError as exc:
         logger.warning("last_seen of user %s not saved: %r", user_id, exc)
 
@@ -144,15 +141,7 @@ async def set_status(store: PresenceStore, user: User, status: Any, *, now: floa
 
     The rule and the write are the accounts service's, shared with REST.
     """
-
-    def save() -> None:
-        close_old_connections()
-        try:
-            update_profile(user=user, status=status)
-        finally:
-            close_old_connections()
-
-    await sync_to_async(save, thread_sensitive=False)()
+    await db(update_profile, user=user, status=status)
     # `status_changed` has already published from the service's on-commit hook; this
     # is idempotent (publish_if_changed only publishes a change) and yields the state.
     await store.set_busy(user.pk, user.status == User.Status.BUSY)
