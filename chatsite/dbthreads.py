@@ -60,4 +60,3 @@ def db(func: Callable[..., T], /, **kwargs: Any) -> Awaitable[T]:
         _executor, contextvars.copy_context().run, run
     )
     return asyncio.shield(future)
-
