@@ -16,7 +16,6 @@ import argparse
 import contextlib
 import dataclasses
 import json
-import os
 import platform
 import shutil
 import signal
@@ -31,6 +30,7 @@ from typing import Any
 
 from bench import report
 from bench.deploy import BenchDeployment, DeployOptions, raise_open_file_limit
+from bench.layers import code_version, machine
 from bench.scenarios import FULL, SCENARIOS, SMOKE, Context, Result, Sizes
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -159,30 +159,19 @@ def _version(cmd: Sequence[str]) -> str:
 
 
 def machine_facts() -> dict[str, Any]:
-    """Return what the run ran on."""
-    model = ""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
+    """Return what the run ran on (CPU, memory, versions, load, commit)."""
+    from tests.e2e.harness import postgres_bin_dir
+
     memory = ""
     with contextlib.suppress(OSError):
         memory = Path("/proc/meminfo").read_text().splitlines()[0].split(":", 1)[1].strip()
-    git = shutil.which("git")
-    commit = _version([git, "rev-parse", "--short", "HEAD"]) if git else "unknown"
-    from tests.e2e.harness import postgres_bin_dir
-
     return {
-        "cpus": os.cpu_count(),
-        "cpu_model": model,
+        **machine(),
         "memory": memory,
         "kernel": platform.release(),
-        "python": platform.python_version(),
         "postgres": _version([str(postgres_bin_dir() / "postgres"), "--version"]),
         "redis": _version(["redis-server", "--version"]),
-        "loadavg_at_start": os.getloadavg(),
-        "commit": commit,
+        "commit": code_version().get("commit", "unknown"),
     }
 
 

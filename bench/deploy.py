@@ -24,8 +24,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import redis
 
@@ -35,6 +34,7 @@ from tests.e2e.harness import (
     HarnessError,
     PostgresCluster,
     RedisServer,
+    _Managed,
     _spawn,
     gateway_env,
     migrate,
@@ -234,7 +234,7 @@ class CeleryWorker:
                 proc.wait()
 
 
-class BenchDeployment:
+class BenchDeployment(_Managed):
     """PostgreSQL + Redis + Celery + N gateways, all private to one bench run."""
 
     def __init__(self, workdir: Path, options: DeployOptions, progress: Progress) -> None:
@@ -308,22 +308,6 @@ class BenchDeployment:
             self.celery.close()
         self.redis.close()
         self.postgres.close()
-
-    def __enter__(self) -> Self:
-        try:
-            self.start()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     # -- facts
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
 
+from bench.layers import percentile
 from chatclient import ChatClient, History, bearer_auth
 
 Progress = Callable[[str], None]
@@ -35,15 +36,6 @@ class Account:
 
     user_id: int
     token: str
-
-
-def percentile(values: Sequence[float], pct: float) -> float:
-    """Return the nearest-rank percentile of `values` (NaN when empty)."""
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    rank = max(1, math.ceil(pct / 100 * len(ordered)))
-    return ordered[rank - 1]
 
 
 def summary_ms(seconds: Sequence[float]) -> dict[str, float]:

@@ -11,6 +11,7 @@ clock, since every client runs on this machine.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import math
 import time
@@ -370,11 +371,16 @@ def fanout(ctx: Context) -> Result:
     async def drive() -> Result:
         history = History()
         arrivals: dict[str, int] = {}
+        everyone = asyncio.Event()  # set when every other member has the awaited message
+        others = len(accounts) - 1
+        awaited = {"cmid": ""}
 
         def on_message(message: dict[str, Any], via: str) -> None:
             cmid = message.get("client_msg_id")
             if cmid and via != "reply":
                 arrivals[cmid] = arrivals.get(cmid, 0) + 1
+                if cmid == awaited["cmid"] and arrivals[cmid] >= others:
+                    everyone.set()
 
         clients = _fleet(ctx, accounts, "fan", history, on_message=on_message)
         ctx.progress(f"  fan-out: connecting {len(clients)} members")
@@ -382,17 +388,17 @@ def fanout(ctx: Context) -> Result:
             clients, concurrency=sizes.connect_concurrency, progress=ctx.progress, label="members"
         )
         sender = clients[0]
-        others = len(clients) - 1
         repeats: list[Result] = []
         before = ctx.meter.sample()
         try:
             for n in range(sizes.fanout_repeats + 1):
                 cmid = str(uuid.uuid4())
+                awaited["cmid"] = cmid
+                everyone.clear()
                 invoked = time.time()
                 await sender.send(group, f"fan-out {n}", client_msg_id=cmid, timeout=30)
-                deadline = time.monotonic() + 30
-                while arrivals.get(cmid, 0) < others and time.monotonic() < deadline:
-                    await asyncio.sleep(0.002)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(everyone.wait(), 30)  # incomplete: counted below
                 times = [
                     r.received_at - invoked
                     for r in history.recvs
@@ -657,6 +663,26 @@ def storm(ctx: Context) -> Result:
 # --- catch-up -----------------------------------------------------------------------------
 
 
+class _CursorWatch:
+    """Set `done` once a client's cursors reach `wanted` in every conversation."""
+
+    def __init__(self, wanted: dict[int, int]) -> None:
+        self.wanted = wanted
+        self.pending = set(wanted)
+        self.done = asyncio.Event()
+        self.client: ChatClient | None = None
+
+    def seen(self, message: dict[str, Any], via: str) -> None:
+        """Take one applied message (the client's `on_message`)."""
+        conversation = message.get("conversation")
+        if self.client is None or conversation not in self.pending:
+            return
+        if self.client.cursor(conversation) >= self.wanted[conversation]:
+            self.pending.discard(conversation)
+            if not self.pending:
+                self.done.set()
+
+
 def catchup(ctx: Context) -> Result:
     """Sync a device that was offline while 10,000 messages arrived in 50 conversations."""
     sizes = ctx.sizes
@@ -695,15 +721,17 @@ def catchup(ctx: Context) -> Result:
         wanted = await asyncio.to_thread(provision.last_seqs, conversations)
         runs = []
         for n in range(sizes.catchup_repeats):
-            device = make_client(reader, ctx.urls, name=f"reader{n}", history=History())
+            watch = _CursorWatch(wanted)
+            device = make_client(
+                reader, ctx.urls, name=f"reader{n}", history=History(), on_message=watch.seen
+            )
+            watch.client = device
             before = ctx.meter.sample()
             started = time.monotonic()
             await device.connect()
             ready = time.monotonic() - started
-            while any(device.cursor(c) < wanted[c] for c in conversations):
-                if time.monotonic() - started > 120:
-                    break
-                await asyncio.sleep(0.002)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(watch.done.wait(), 120)  # incomplete: `complete` says so
             elapsed = time.monotonic() - started
             after = ctx.meter.sample()
             applied = sum(len(device.view(c)) for c in conversations)

@@ -46,6 +46,7 @@ import psycopg
 import websockets
 from psycopg import sql
 
+from bench.deploy import machine_busy_seconds
 from bench.layers import code_version, cpu_seconds, machine, percentile
 from tests.e2e.harness import REPO_ROOT, Gateway, RedisServer, gateway_env, migrate
 
@@ -160,15 +161,6 @@ def postgres_backend_pids(database_url: str) -> list[int]:
             "SELECT pid FROM pg_stat_activity WHERE application_name = %s", [APPLICATION_NAME]
         ).fetchall()
     return [int(row[0]) for row in rows]
-
-
-def machine_busy_seconds() -> tuple[float, float]:
-    """Return (busy, total) CPU seconds of the whole machine from /proc/stat."""
-    fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    idle = fields[3] + fields[4]  # idle + iowait
-    total = sum(fields[:8])  # guest time is already counted in user
-    tick = os.sysconf("SC_CLK_TCK")
-    return (total - idle) / tick, total / tick
 
 
 class BenchGateway(Gateway):

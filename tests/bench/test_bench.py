@@ -17,7 +17,8 @@ import pytest
 
 from bench.cli import DEFAULT_ORDER, parse_args
 from bench.deploy import CpuMeter, CpuSample
-from bench.fleet import deliveries, percentile
+from bench.fleet import deliveries
+from bench.layers import percentile
 from bench.scenarios import summarize_profile
 from chatclient import History, RecvRecord, SendRecord
 from tests.e2e.harness import REPO_ROOT
