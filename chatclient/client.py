@@ -57,6 +57,9 @@ RETRYABLE_CODES = frozenset({"unavailable", "rate_limited"})
 FETCH_LIMIT = 200
 CATCH_UP_CONCURRENCY = 4  # fetches in flight at once per connection
 GAP_GRACE = 0.25  # seconds a gap may stay open before it is fetched
+# Seconds a log position below the server's (`pong`) may last before the client syncs:
+# an event committed just before the pong may still be on its way.
+POSITION_GRACE = 0.5
 MAX_STALLS = 3  # fetches in a row that move nothing before a catch-up gives up until later
 DEFAULT_RETRY_AFTER = 1.0  # seconds, for a `rate_limited` error without `retry_after`
 
@@ -158,6 +161,8 @@ class ChatClient:
         self.closed_code: int | None = None
         self.gateway_url: str | None = None
         self.reconnect_durations: list[float] = []
+        # How often a `pong` revealed a missed live event (see `_on_pong`).
+        self.missed_event_syncs = 0
 
         self._urls = list(urls)
         self._auth = auth
@@ -620,6 +625,9 @@ class ChatClient:
             self._on_conversation_updated(frame)
         elif kind == "session.ready":
             logger.warning("%s: session.ready in the middle of a session; ignored", self.name)
+        elif kind == "pong":
+            self._on_pong(frame)
+            self._resolve(frame)
         else:
             self._resolve(frame)  # replies: messages.batch, sync.state, pong, ...
         self._emit(frame)
@@ -656,6 +664,50 @@ class ChatClient:
             self._offer(int(message["conversation"]), message, "reply")
         if isinstance(cmid, str) and isinstance(message, dict):
             self._finish_send(cmid, message)
+
+    def _on_pong(self, frame: Frame) -> None:
+        """Compare the server's log position with ours: a difference is a missed event.
+
+        The channel layer may drop a live event; if it was the last one of a
+        conversation, nothing later reveals the gap. The `pong` of every heartbeat carries
+        the sum of `last_seq` over the user's conversations: if ours is still lower
+        POSITION_GRACE seconds later (an event may be in flight), or higher (a departure
+        we missed), `sync` repairs it within one heartbeat.
+        """
+        position = frame.get("log_position")
+        session = self._session
+        if session is None or isinstance(position, bool) or not isinstance(position, int):
+            return
+        mine = self.log_position()
+        if mine == position:
+            return
+        if mine > position:
+            session.spawn(self._position_sync(session, position, 0.0), f"{self.name}:position")
+        else:
+            session.spawn(
+                self._position_sync(session, position, POSITION_GRACE), f"{self.name}:position"
+            )
+
+    def log_position(self) -> int:
+        """Return the sum of the cursors of the active conversations (compare `pong`)."""
+        return sum(self._state(c).cursor for c in self._active)
+
+    async def _position_sync(self, session: _Session, position: int, grace: float) -> None:
+        if grace:
+            await asyncio.sleep(grace)
+            if self.log_position() >= position:
+                return
+        logger.info(
+            "%s: log position %d, server %d: a live event was missed; syncing",
+            self.name,
+            self.log_position(),
+            position,
+        )
+        self.missed_event_syncs += 1
+        try:
+            await self._sync_on(session)
+        except (TimeoutError, ChatError, ConnectionLost) as exc:
+            logger.info("%s: sync after a missed event failed: %s", self.name, exc)
 
     def _on_error(self, frame: Frame) -> None:
         """Route an `error` to the send or request it answers (else it is only emitted)."""

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import threading
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from django.conf import settings
 from django.db import close_old_connections, connection
@@ -60,3 +61,53 @@ def db(func: Callable[..., T], /, **kwargs: Any) -> Awaitable[T]:
         _executor, contextvars.copy_context().run, run
     )
     return asyncio.shield(future)
+
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class Coalescer(Generic[K, V]):
+    """Answer concurrent lookups of one kind with one `db` call per `window` seconds.
+
+    Sockets that all ask the same question at their own pace (`ping`, say) would each
+    cost a thread hop and a round trip; gathered for a few milliseconds they cost one.
+    """
+
+    def __init__(self, fetch: Callable[[list[K]], dict[K, V]], *, window: float) -> None:
+        self.fetch = fetch
+        self.window = window
+        self.waiting: dict[K, list[asyncio.Future[V | None]]] = {}
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    async def get(self, key: K) -> V | None:
+        """Return the value for `key` (None if the fetch did not name it)."""
+        loop = asyncio.get_running_loop()
+        if self.loop is not loop:
+            self.loop, self.waiting = loop, {}
+        future: asyncio.Future[V | None] = loop.create_future()
+        if not self.waiting:
+            loop.call_later(self.window, self._flush, loop)
+        self.waiting.setdefault(key, []).append(future)
+        return await future
+
+    def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self.loop is not loop or not self.waiting:
+            return
+        batch, self.waiting = self.waiting, {}
+        loop.create_task(self._answer(batch))
+
+    async def _answer(self, batch: dict[K, list[asyncio.Future[V | None]]]) -> None:
+        keys = list(batch)
+        try:
+            values = await db(functools.partial(self.fetch, keys))
+        except Exception as exc:  # noqa: BLE001 - every waiter gets the failure, not a hang
+            for futures in batch.values():
+                for future in futures:
+                    if not future.done():
+                        future.set_exception(exc)
+            return
+        for key, futures in batch.items():
+            for future in futures:
+                if not future.done():
+                    future.set_result(values.get(key))

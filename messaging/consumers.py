@@ -28,7 +28,7 @@ from redis.exceptions import RedisError
 from uvicorn.protocols.utils import ClientDisconnected
 
 from accounts.models import User
-from chatsite.dbthreads import db
+from chatsite.dbthreads import Coalescer, db
 from chatsite.errors import BadRequest, DomainError, InternalError, Unavailable, UnknownType
 from chatsite.redis import async_client
 from chatsite.wire import iso
@@ -208,6 +208,11 @@ class Gateway:
 
 
 gateway = Gateway()
+
+# Pings arrive at every socket's own pace; their log positions are read together.
+_log_positions: Coalescer[int, int] = Coalescer(
+    lambda user_ids: selectors.get_log_positions(user_ids=user_ids), window=0.02
+)
 
 
 # --- the consumer ----------------------------------------------------------------------
@@ -765,8 +770,20 @@ class ChatConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         await self.send_frame({"type": "presence.snapshot", "ref": ref, "users": users})
 
     async def on_ping(self, frame: dict[str, Any], ref: str | None) -> None:
-        """Answer `pong` with the server's time."""
-        await self.send_frame({"type": "pong", "ref": ref, "server_time": iso(timezone.now())})
+        """Answer `pong` with the server's time and the user's log position.
+
+        A client whose own position differs has missed a live event (the channel layer
+        may drop) and sends `sync`: a lost event is repaired within one heartbeat.
+        """
+        pong: dict[str, Any] = {"type": "pong", "ref": ref, "server_time": iso(timezone.now())}
+        try:
+            position = await _log_positions.get(self.user.pk)
+        except (DatabaseError, InterfaceError) as exc:
+            logger.info("log position unavailable: %r", exc)
+            position = None
+        if position is not None:
+            pong["log_position"] = position
+        await self.send_frame(pong)
 
     # --- channel-layer events ----------------------------------------------------------
 

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 
 from django.conf import settings
 from django.db import connection
-from django.db.models import Count, IntegerField, OuterRef, Q, QuerySet, Subquery, Value
+from django.db.models import Count, IntegerField, OuterRef, Q, QuerySet, Subquery, Sum, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
@@ -332,3 +332,21 @@ def filter_visible_users(*, user: User, user_ids: list[int]) -> set[int]:
     if user.pk in user_ids:
         shared.add(user.pk)
     return shared
+
+
+def get_log_positions(*, user_ids: list[int]) -> dict[int, int]:
+    """Return each user's log position: the sum of `last_seq` over their conversations.
+
+    It only grows while the user's conversations do, and changes with every change in
+    any of them, so a client whose own sum differs has missed an event (`pong`).
+    """
+    rows = (
+        Membership.objects.filter(user_id__in=user_ids)
+        .order_by()
+        .values("user_id")
+        .annotate(position=Sum("conversation__last_seq"))
+        .values_list("user_id", "position")
+    )
+    positions = {user_id: 0 for user_id in user_ids}
+    positions.update({user_id: int(position or 0) for user_id, position in rows})
+    return positions

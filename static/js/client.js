@@ -32,6 +32,9 @@ const RESET_GAP = 1000; // a gap wider than this reloads the newest page instead
 const MAX_STALLS = 3;
 const DEFAULT_RETRY_AFTER = 1; // s, for `rate_limited` without `retry_after`
 const LOCAL_DROP = 4000; // our own close code when we drop a socket (offline, silent)
+// How long our log position may stay below the server's (`pong`) before we sync: an
+// event committed just before the pong may still be on its way.
+const POSITION_GRACE = 500;
 
 export class ChatError extends Error {
   constructor(code, message, details = {}, retryAfter = null, ref = null) {
@@ -171,6 +174,7 @@ export class ChatClient extends EventTarget {
     this.state = "connecting";
     this.heartbeat = 25;
     this.focused = null; // the conversation on screen: loaded first
+    this.missedEventSyncs = 0; // times a `pong` revealed a missed live event
   }
 
   // ---------------------------------------------------------------- lifecycle
@@ -619,8 +623,12 @@ export class ChatClient extends EventTarget {
         this.#emit("presence", frame);
         if (typeof frame.ref === "string") this.#resolve(frame); // the reply to status.set
         return;
+      case "pong":
+        this.#onPong(frame);
+        this.#resolve(frame);
+        return;
       default:
-        this.#resolve(frame); // messages.batch, sync.state, presence.snapshot, pong
+        this.#resolve(frame); // messages.batch, sync.state, presence.snapshot
     }
   }
 
@@ -665,6 +673,41 @@ export class ChatClient extends EventTarget {
 
   #wanted(id) {
     return id === this.focused || this.outbox(id).length > 0 || this.active.size <= EAGER_LOADS;
+  }
+
+  /**
+   * The channel layer may drop a live event; if it was a conversation's last, nothing
+   * later reveals the gap. Every heartbeat's `pong` carries the server's log position
+   * (the sum of `last_seq` over the user's conversations): ours still lower after a
+   * short grace, or higher (a departure we missed), means `sync` now, not in 60 s.
+   */
+  #onPong(frame) {
+    const server = frame.log_position;
+    const session = this.session;
+    if (!session || typeof server !== "number") return;
+    const mine = this.logPosition();
+    if (mine === server) return;
+    const resync = () => {
+      this.missedEventSyncs += 1;
+      this.#syncOn(session);
+    };
+    if (mine > server) {
+      resync();
+      return;
+    }
+    setTimeout(() => {
+      if (this.session === session && this.logPosition() < server) resync();
+    }, POSITION_GRACE);
+  }
+
+  /** Return our log position: per active conversation its cursor (or `last_seq` if not loaded). */
+  logPosition() {
+    let total = 0;
+    for (const id of this.active) {
+      const state = this.#state(id);
+      total += state.loaded ? state.cursor : state.knownSeq;
+    }
+    return total;
   }
 
   #onSent(frame) {

@@ -191,7 +191,14 @@ class FakeServer:
                 connection, {"type": "sync.state", "ref": ref, "conversations": snapshot}
             )
         elif kind == "ping":
-            pong = {"type": "pong", "ref": ref, "server_time": "2026-11-22T10:00:00.000000Z"}
+            pong = {
+                "type": "pong",
+                "ref": ref,
+                "server_time": "2026-11-22T10:00:00.000000Z",
+                "log_position": sum(
+                    c.last_seq for c in self.conversations.values() if connection.user in c.members
+                ),
+            }
             await self._reply(connection, pong)
         elif kind == "message.edit":
             conversation = self.conversations[frame["conversation"]]

@@ -382,6 +382,43 @@ def test_sync_catches_a_lost_last_message() -> None:
     run(scenario)
 
 
+def test_a_heartbeat_pong_reveals_a_lost_last_message_and_the_client_syncs() -> None:
+    async def scenario() -> None:
+        # Sync every 60 s (the default): only the pong's log position can find the loss.
+        async with serving(heartbeat_interval=0.1) as server:
+            server.create_conversation(CONV, {1, 2})
+            server.drop_live = lambda user, frame: user == 2 and frame["message"]["seq"] == 2
+            ana, bo = client_for(server, 1), client_for(server, 2)
+            async with ana, bo:
+                await ana.send(CONV, "first")
+                await bo.wait_for_message(lambda m: m["seq"] == 1)
+                await ana.send(CONV, "last")
+
+                got = await bo.wait_for_message(lambda m: m["seq"] == 2, timeout=5.0)
+
+                assert got["body"] == "last"
+                assert bo.missed_event_syncs >= 1
+                assert bo.log_position() == 2
+                assert server.frames_of(2, "sync")
+
+    run(scenario)
+
+
+def test_a_pong_that_matches_the_view_causes_no_sync() -> None:
+    async def scenario() -> None:
+        async with serving(heartbeat_interval=0.05) as server:
+            server.create_conversation(CONV, {1, 2})
+            async with client_for(server, 1) as ana:
+                await ana.send(CONV, "hello")
+                for _ in range(3):
+                    await ana.wait_for(lambda u: u.get("type") == "pong", 2.0)
+                assert ana.log_position() == 1
+                assert ana.missed_event_syncs == 0
+                assert server.frames_of(1, "sync") == []
+
+    run(scenario)
+
+
 def test_an_edit_returns_the_new_version_and_reaches_other_members() -> None:
     async def scenario() -> None:
         async with serving() as server:

@@ -6,6 +6,7 @@ uses them runs with `@pytest.mark.django_db(transaction=True)` (`db_url` request
 failure report.
 """
 
+import contextlib
 import resource
 from collections.abc import Callable, Generator, Iterator, Mapping
 from pathlib import Path
@@ -97,6 +98,24 @@ def _share_redis_with(deployment: Deployment, settings: Any) -> None:
     settings.CHANNEL_LAYERS = layers
     channel_layers.backends.clear()
     sync_client.cache_clear()
+
+
+@contextlib.contextmanager
+def fanout_lost(settings: Any) -> Iterator[None]:
+    """Make this process's broadcasts go where no gateway listens: live events are lost.
+
+    What the service writes is committed as always; only its on-commit publish reaches
+    nobody, as when the channel layer drops an event (it is at-most-once by design).
+    """
+    saved = settings.CHANNEL_LAYERS
+    lost = {**saved["default"], "CONFIG": {**saved["default"]["CONFIG"], "prefix": "nobody"}}
+    settings.CHANNEL_LAYERS = {"default": lost}
+    channel_layers.backends.clear()
+    try:
+        yield
+    finally:
+        settings.CHANNEL_LAYERS = saved
+        channel_layers.backends.clear()
 
 
 @pytest.fixture

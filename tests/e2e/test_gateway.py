@@ -12,8 +12,10 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from accounts.models import User
+from chatclient import ChatClient, bearer_auth
 from messaging import services
 from messaging.models import Membership
+from tests.e2e.conftest import MakeDeployment, fanout_lost
 from tests.e2e.harness import Deployment
 from tests.e2e.wsclient import bearer, drive, in_thread, open_socket
 
@@ -263,3 +265,83 @@ def test_a_ticket_opens_one_socket_once(deployment: Deployment, ana: User) -> No
             assert closed.value.rcvd is not None and closed.value.rcvd.code == 4401
 
     drive(scenario)
+
+
+def test_pong_carries_the_users_log_position_across_conversations(
+    deployment: Deployment, ana: User, bo: User, cy: User
+) -> None:
+    direct, _ = services.create_direct_conversation(user=ana, other_user_id=bo.pk)
+    group = services.create_group(creator=bo, title="Trip", member_ids=[ana.pk, cy.pk])
+    for n in range(3):
+        services.send_message(
+            sender=bo, conversation_id=direct.pk, client_msg_id=uuid.uuid4(), body=f"d{n}"
+        )
+    services.send_message(sender=cy, conversation_id=group.pk, client_msg_id=uuid.uuid4(), body="g")
+    tok = {u.username: bearer(u) for u in users_of(locals())}
+
+    async def scenario() -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+        a, _ = await open_socket(deployment.urls[0], tok["ana"])
+        before = await a.request(type="ping")
+        await in_thread(services.remove_member, actor=bo, conversation_id=group.pk, user_id=ana.pk)
+        await a.until(lambda f: f["type"] == "conversation.updated")
+        after = await a.request(type="ping")
+        c, _ = await open_socket(deployment.urls[1], tok["cy"])
+        return before, after, await c.request(type="ping")
+
+    results: list[Any] = []
+    drive(lambda: _collect(results, scenario()))
+    before, after, cy_pong = results[0]
+
+    # 3 messages in the direct chat + "created" and "g" in the group.
+    assert before["type"] == "pong" and before["log_position"] == 3 + 2
+    assert after["log_position"] == 3  # the group no longer counts
+    assert cy_pong["log_position"] == 3  # created, g, and Ana's removal
+
+
+async def _collect(into: list[Any], work: Any) -> None:
+    into.append(await work)
+
+
+def test_a_lost_live_event_is_repaired_by_the_reference_client_within_a_heartbeat(
+    make_deployment: MakeDeployment, settings: Any, ana: User, bo: User
+) -> None:
+    deployment = make_deployment(gateways=2, env={"WS_HEARTBEAT_INTERVAL": "1"})
+    direct, _ = services.create_direct_conversation(user=ana, other_user_id=bo.pk)
+    token = bearer(bo)
+
+    async def scenario() -> tuple[list[str], int]:
+        # The periodic sync stays at its 60 s default: only the heartbeat can find the loss.
+        client = ChatClient(deployment.urls[1:], bearer_auth(token), name="bo")
+        await client.connect()
+        try:
+            await in_thread(
+                services.send_message,
+                sender=ana,
+                conversation_id=direct.pk,
+                client_msg_id=uuid.uuid4(),
+                body="heard live",
+            )
+            await client.wait_for_message(lambda m: m["body"] == "heard live")
+            with fanout_lost(settings):
+                await in_thread(
+                    services.send_message,
+                    sender=ana,
+                    conversation_id=direct.pk,
+                    client_msg_id=uuid.uuid4(),
+                    body="its event was lost",
+                )
+            # Well inside the first periodic sync (60 s after connecting).
+            got = await client.wait_for_message(
+                lambda m: m["body"] == "its event was lost", timeout=20.0
+            )
+            assert got["seq"] == 2
+            return [m["body"] for m in client.view(direct.pk)], client.missed_event_syncs
+        finally:
+            await client.close()
+
+    results: list[Any] = []
+    drive(lambda: _collect(results, scenario()))
+    bodies, repairs = results[0]
+
+    assert bodies == ["heard live", "its event was lost"]
+    assert repairs >= 1  # found by a pong's log position, not by the periodic sync

@@ -1,6 +1,7 @@
 """Reads: log pages by `after` and `before`, and the conversation list with unread counts."""
 
 import uuid
+from typing import Any
 
 import pytest
 from django.db import connection
@@ -160,3 +161,29 @@ def test_deleted_messages_are_not_unread(ana: User, bo: User) -> None:
     (view,) = selectors.list_conversations_for_user(user=ana)
 
     assert view.unread == 1
+
+
+def test_log_positions_sum_last_seq_over_each_users_conversations_in_one_query(
+    ana: User, bo: User, cy: User, django_assert_num_queries: Any
+) -> None:
+    direct, _ = services.create_direct_conversation(user=ana, other_user_id=bo.pk)
+    group = services.create_group(creator=cy, title="Trip", member_ids=[ana.pk])
+    send(ana, direct)
+    send(bo, direct)
+    send(cy, group)
+    nobody = 10**9  # an id with no conversations (or no user at all) is at 0
+
+    with django_assert_num_queries(1):
+        positions = selectors.get_log_positions(user_ids=[ana.pk, bo.pk, cy.pk, nobody])
+
+    assert positions == {ana.pk: 2 + 2, bo.pk: 2, cy.pk: 2, nobody: 0}
+    services.edit_message(
+        user=ana, conversation_id=direct.pk, message_id=first_id(direct), body="edited"
+    )
+    assert selectors.get_log_positions(user_ids=[ana.pk])[ana.pk] == 5  # an edit moves it
+    services.leave_conversation(user=ana, conversation_id=group.pk)
+    assert selectors.get_log_positions(user_ids=[ana.pk])[ana.pk] == 3  # leaving drops it
+
+
+def first_id(conversation: Conversation) -> int:
+    return conversation.messages.order_by("seq").values_list("pk", flat=True)[0]
