@@ -34,6 +34,7 @@ from playwright.sync_api import (
     Playwright,
     Response,
     ViewportSize,
+    WebSocket,
     expect,
     sync_playwright,
 )
@@ -41,7 +42,7 @@ from playwright.sync_api import (
 from accounts.models import User
 from messaging import services
 from messaging.models import Attachment, Message
-from tests.e2e.conftest import MakeDeployment
+from tests.e2e.conftest import MakeDeployment, fanout_lost
 from tests.e2e.harness import REPO_ROOT, Deployment
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -116,6 +117,8 @@ class Watch:
     errors: list[str] = field(default_factory=list)
     csp_violations: list[str] = field(default_factory=list)
     documents: list[tuple[str, str | None]] = field(default_factory=list)
+    # The frames each page's sockets sent, parsed, by page name.
+    sent: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
     def page(self, page: Page, name: str) -> Page:
         def on_dialog(dialog: Dialog) -> None:
@@ -132,6 +135,12 @@ class Watch:
                     (response.url, response.headers.get("content-security-policy"))
                 )
 
+        sent = self.sent.setdefault(name, [])
+
+        def on_websocket(ws: WebSocket) -> None:
+            ws.on("framesent", lambda data: sent.append(json.loads(data)))
+
+        page.on("websocket", on_websocket)
         page.on("dialog", on_dialog)
         page.on("console", on_console)
         page.on("pageerror", lambda exc: self.errors.append(f"{name}: {exc}"))
@@ -180,16 +189,29 @@ class Web:
 
 
 @pytest.fixture
-def web(make_deployment: MakeDeployment, browser: Browser) -> Iterator[Web]:
-    """Two gateways and a clean set of browser contexts; checks the pages' conduct after."""
-    deployment = make_deployment(gateways=2, env=GATEWAY_ENV)
-    web = Web(deployment, browser, Watch())
+def make_web(make_deployment: MakeDeployment, browser: Browser) -> Iterator[Callable[..., Web]]:
+    """Return a factory of deployments with browser contexts; checks the pages' conduct after."""
+    made: list[Web] = []
+
+    def make(gateways: int = 2, **env: str) -> Web:
+        deployment = make_deployment(gateways=gateways, env={**GATEWAY_ENV, **env})
+        made.append(Web(deployment, browser, Watch()))
+        return made[-1]
+
     try:
-        yield web
-        web.watch.check()
+        yield make
+        for web in made:
+            web.watch.check()
     finally:
-        for context in web.contexts:
-            context.close()
+        for web in made:
+            for context in web.contexts:
+                context.close()
+
+
+@pytest.fixture
+def web(make_web: Callable[..., Web]) -> Web:
+    """Two gateways and a clean set of browser contexts."""
+    return make_web()
 
 
 def off_loop(func: Callable[..., Any], /, **kwargs: Any) -> Any:
@@ -392,6 +414,11 @@ def test_two_users_chat_live_with_typing_receipts_presence_and_search(
     )
     expect(ana_page.locator("#tray .tray-item.done")).to_have_count(1)
     send(ana_page, "Perfect, see you at 12:30. This is the place:")
+    # Stored before Bo answers: sent at once, Bo's reply can take the earlier seq (Ana's
+    # upload makes her send the slower one) and is then rightly shown above hers.
+    expect(ana_page.locator("#message-list .msg.own:not(.pending) .body").last).to_have_text(
+        "Perfect, see you at 12:30. This is the place:"
+    )
     send(bo_page, "Booked a table by the window.")
     expect(bubbles(ana_page).last).to_have_text("Booked a table by the window.")
     expect(bo_page.locator("#message-list .attachment.image img")).to_have_js_property(
@@ -442,6 +469,37 @@ def test_two_users_chat_live_with_typing_receipts_presence_and_search(
     target = ana_page.locator("#message-list .msg.highlight")
     expect(target).to_contain_text("needle in old history")
     expect(target).to_be_in_viewport()
+
+
+def test_a_live_event_lost_on_the_way_is_shown_within_a_heartbeat(
+    make_web: Callable[..., Web], settings: Any
+) -> None:
+    # A 2 s heartbeat; the periodic sync stays at 60 s, far beyond the waits below.
+    web = make_web(gateways=1, WS_HEARTBEAT_INTERVAL="2")
+    ana = make_person("ana", "Ana")
+    bo = make_person("bo", "Bo")
+    chat, _ = off_loop(services.create_direct_conversation, user=ana, other_user_id=bo.pk)
+    ana_page = web.log_in(ana)
+    conversation(ana_page, "Bo").click()
+
+    def bo_says(body: str, n: int) -> None:
+        off_loop(
+            services.send_message,
+            sender=bo,
+            conversation_id=chat.pk,
+            client_msg_id=_cmid(n),
+            body=body,
+        )
+
+    bo_says("Are you there?", 1)
+    expect(bubbles(ana_page)).to_have_text(["Are you there?"])
+    with fanout_lost(settings):  # stored, but its live event reaches no gateway
+        bo_says("This one's event was lost.", 2)
+
+    expect(bubbles(ana_page)).to_have_text(
+        ["Are you there?", "This one's event was lost."], timeout=15_000
+    )
+    assert any(f["type"] == "sync" for f in web.watch.sent["ana"]), "repaired by a sync"
 
 
 def test_offline_outbox_sends_each_message_once_in_order(web: Web) -> None:
