@@ -8,7 +8,9 @@ failure report.
 
 import contextlib
 import resource
-from collections.abc import Callable, Generator, Iterator, Mapping
+import uuid
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -18,9 +20,19 @@ from channels.layers import channel_layers
 from django.conf import settings
 
 from chatsite.redis import sync_client
-from tests.e2e.harness import Deployment, Gateway, RedisServer
+from tests.e2e.harness import (
+    CeleryBeat,
+    CeleryWorker,
+    Deployment,
+    Gateway,
+    RedisServer,
+    redis_db_url,
+)
+from tests.e2e.mailserver import SmtpServer
+from tests.e2e.pushservice import PushService, vapid_keypair
 
-_GATEWAYS = pytest.StashKey[list[Gateway]]()
+# Gateways and Celery processes whose logs a failing test's report carries.
+_GATEWAYS = pytest.StashKey[list[Gateway | CeleryWorker | CeleryBeat]]()
 # Enough of each gateway log to read a traceback; the full log stays on disk.
 _LOG_TAIL_CHARS = 20_000
 
@@ -55,6 +67,13 @@ def pytest_runtest_makereport(
 def track_gateways(request: pytest.FixtureRequest, gateways: list[Gateway]) -> None:
     """Attach these gateways' logs to the test's report if it fails."""
     request.node.stash.setdefault(_GATEWAYS, []).extend(gateways)
+
+
+def track_processes(
+    request: pytest.FixtureRequest, processes: Sequence[Gateway | CeleryWorker | CeleryBeat]
+) -> None:
+    """Attach these processes' logs (gateways, Celery workers, beat) to a failing test's report."""
+    request.node.stash.setdefault(_GATEWAYS, []).extend(processes)
 
 
 @pytest.fixture
@@ -174,3 +193,112 @@ def make_deployment(
 def deployment(make_deployment: MakeDeployment) -> Deployment:
     """Return two started gateways on the test database and a private Redis."""
     return make_deployment()
+
+
+@pytest.fixture
+def push_service(tmp_path: Path) -> Iterator[PushService]:
+    """Return a running local Web Push service with a fresh VAPID key pair.
+
+    `push_service.vapid_public` / `.vapid_private` are the keys the server must sign
+    with; `push_service.worker_env()` is the settings that point a worker at it.
+    """
+    public, private = vapid_keypair()
+    with PushService(
+        public, vapid_private=private, log_path=tmp_path / "push-service.log"
+    ) as service:
+        yield service
+
+
+@pytest.fixture
+def smtp_server() -> Iterator[SmtpServer]:
+    """Return a running local SMTP server; `smtp_server.worker_env()` points Django at it."""
+    with SmtpServer() as server:
+        yield server
+
+
+@dataclass
+class CeleryProcesses:
+    """The Celery workers and beat one `make_workers` call started."""
+
+    workers: list[CeleryWorker]
+    beat: CeleryBeat | None
+    broker_url: str
+
+
+MakeWorkers = Callable[..., CeleryProcesses]
+
+
+@pytest.fixture
+def make_workers(
+    request: pytest.FixtureRequest, db_url: str, redis_server: RedisServer, tmp_path: Path
+) -> Iterator[MakeWorkers]:
+    """Return a factory that starts Celery workers and beat; all are killed after the test.
+
+    `make_workers(deployment, workers=1, beat=True, env={...}, concurrency=2)` runs them
+    beside `deployment` (its database, Redis, key prefix; broker: its Redis database 1);
+    without a deployment they use the test database and `redis_server`. `env` is extra
+    settings for these processes only (e.g. `push_service.worker_env()`). The test fails
+    if a worker or beat dies without being told to. Gateways made without a broker run
+    tasks eagerly; to have them enqueue instead, make the deployment with
+    `env={"CELERY_BROKER_URL": redis_db_url(redis_server.url, 1)}`.
+    """
+    made: list[CeleryWorker | CeleryBeat] = []
+
+    def make(
+        deployment: Deployment | None = None,
+        *,
+        workers: int = 1,
+        beat: bool = True,
+        env: Mapping[str, str] | None = None,
+        concurrency: int = 2,
+        pool: str = "prefork",
+    ) -> CeleryProcesses:
+        started_workers: list[CeleryWorker] = []
+        started_beat: CeleryBeat | None = None
+        if deployment is not None:
+            for _ in range(workers):
+                started_workers.append(
+                    deployment.add_worker(env, concurrency=concurrency, pool=pool, start=False)
+                )
+            if beat:
+                started_beat = deployment.add_beat(env, start=False)
+            broker_url = deployment.broker_url or redis_db_url(deployment.redis_url, 1)
+        else:
+            prefix = f"e2e-{uuid.uuid4().hex[:8]}"
+            broker_url = redis_db_url(redis_server.url, 1)
+            shared = {
+                "REDIS_KEY_PREFIX": prefix,
+                **(env or {}),
+                "DATABASE_URL": db_url,
+                "REDIS_URL": redis_server.url,
+                "CHANNEL_LAYER_PREFIX": prefix,
+                "CELERY_BROKER_URL": broker_url,
+            }
+            log_dir = tmp_path / "celery"
+            started_workers = [
+                CeleryWorker(shared, log_dir, concurrency=concurrency, pool=pool)
+                for _ in range(workers)
+            ]
+            if beat:
+                started_beat = CeleryBeat(shared, log_dir, name=f"beat-{len(made) + 1}")
+        processes: list[CeleryWorker | CeleryBeat] = [*started_workers]
+        if started_beat is not None:
+            processes.append(started_beat)
+        made.extend(processes)
+        track_processes(request, processes)
+        for process in processes:
+            process.spawn()
+        for process in processes:
+            process.wait_ready()
+        return CeleryProcesses(started_workers, started_beat, broker_url)
+
+    yield make
+
+    crashed = [p for p in made if p.crashed]
+    for process in made:
+        process.close()
+    if crashed:
+        pytest.fail(
+            "celery process died during the test: "
+            + ", ".join(f"{p.name} exited {p.returncode} (log {p.log_path})" for p in crashed)
+        )

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import ctypes
 import glob
 import http.client
+import itertools
 import os
 import random
+import re
 import shutil
 import signal
 import socket
@@ -26,7 +29,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Protocol, Self
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import redis
@@ -651,8 +654,290 @@ class Gateway(_Managed):
         _LIVE.pop(id(self), None)
 
 
+def redis_db_url(redis_url: str, db: int) -> str:
+    """Return `redis_url` pointing at database `db` (e.g. a Celery broker beside the layer)."""
+    parts = urlsplit(redis_url)
+    return urlunsplit(parts._replace(path=f"/{db}"))
+
+
+# prctl(2) option: orphaned descendants are re-parented to this process, not to PID 1.
+_PR_SET_CHILD_SUBREAPER = 36
+
+
+def _set_child_subreaper(on: bool) -> bool:
+    """Make this process the reaper of its orphaned descendants; return whether it worked."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return int(libc.prctl(_PR_SET_CHILD_SUBREAPER, int(on), 0, 0, 0)) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def _proc_stat(pid: int) -> tuple[str, int, int] | None:
+    """Return (state, ppid, pgrp) of `pid` from /proc, or None if it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return fields[0], int(fields[1]), int(fields[2])
+
+
+def group_members(pgid: int, *, zombies: bool = False) -> list[int]:
+    """Return the pids in process group `pgid` (zombies only if `zombies`)."""
+    members = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        stat = _proc_stat(int(entry))
+        if stat is not None and stat[2] == pgid and (zombies or stat[0] != "Z"):
+            members.append(int(entry))
+    return sorted(members)
+
+
+_WORKER_IDS = itertools.count(1)
+
+
+class _CeleryProcess(_Managed):
+    """A Celery process (and its pool children) in its own process group."""
+
+    def __init__(
+        self,
+        env: Mapping[str, str],
+        log_dir: Path,
+        *,
+        name: str,
+        broker_url: str | None = None,
+    ) -> None:
+        self.name = name
+        self.env = gateway_env(env)
+        if broker_url is not None:
+            self.env["CELERY_BROKER_URL"] = broker_url
+        if not self.env.get("CELERY_BROKER_URL"):
+            # Without one the app falls back to `memory://`: a worker that never sees a task.
+            raise HarnessError(f"{name}: no CELERY_BROKER_URL in env or broker_url")
+        log_dir.mkdir(parents=True, exist_ok=True)
+        self.log_dir = log_dir
+        self.log_path = log_dir / f"{name}.log"
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._log_offset = 0
+        self._stopping = False
+
+    @property
+    def broker_url(self) -> str:
+        """Return the broker the process consumes from or publishes to."""
+        return self.env["CELERY_BROKER_URL"]
+
+    def command(self) -> list[str]:
+        """Return the command line of the process."""
+        raise NotImplementedError
+
+    def _ready(self, log: str) -> bool:
+        raise NotImplementedError
+
+    @property
+    def pid(self) -> int:
+        """Return the pid of the running main process."""
+        if self._proc is None or self._proc.poll() is not None:
+            raise HarnessError(f"{self.name} is not running")
+        return self._proc.pid
+
+    @property
+    def pgid(self) -> int:
+        """Return the process group of the last run (the main process's pid)."""
+        if self._proc is None:
+            raise HarnessError(f"{self.name} was never started")
+        return self._proc.pid
+
+    @property
+    def running(self) -> bool:
+        """Return whether the main process is alive."""
+        return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def returncode(self) -> int | None:
+        """Return the exit status of the last run (negative: killed by that signal), or None."""
+        return None if self._proc is None else self._proc.poll()
+
+    @property
+    def crashed(self) -> bool:
+        """Return whether the process exited without being told to (kill or terminate)."""
+        return self._proc is not None and self._proc.poll() is not None and not self._stopping
+
+    def group_pids(self) -> list[int]:
+        """Return the live (non-zombie) pids of the process group: main process and pool."""
+        return [] if self._proc is None else group_members(self._proc.pid)
+
+    def spawn(self) -> None:
+        """Start the process without waiting for it to be ready (see `wait_ready`)."""
+        if self.running:
+            raise HarnessError(f"{self.name} is already running")
+        with self.log_path.open("a") as log:
+            log.write(f"--- harness: starting {self.name} ---\n")
+        self._log_offset = self.log_path.stat().st_size
+        self._stopping = False
+        self._proc = _spawn(self.command(), log=self.log_path, cwd=REPO_ROOT, env=self.env)
+        _LIVE[id(self)] = self
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        """Wait until this run's log says it is ready; raise with the output if it dies."""
+        assert self._proc is not None, "spawn() first"
+        deadline = time.monotonic() + timeout
+        while True:
+            if self._ready(self.output()[self._log_offset :]):
+                return
+            if self._proc.poll() is not None:
+                raise HarnessError(
+                    f"{self.name} exited with {self._proc.returncode} before it was ready:\n"
+                    f"{self.output()}"
+                )
+            if time.monotonic() > deadline:
+                self.kill_group()
+                raise HarnessError(f"{self.name} not ready within {timeout} s:\n{self.output()}")
+            time.sleep(0.05)
+
+    def start(self, timeout: float = 30.0) -> None:
+        """Start the process and wait until it is ready."""
+        self.spawn()
+        try:
+            self.wait_ready(timeout)
+        except BaseException:
+            self.close()
+            raise
+
+    def kill_group(self) -> None:
+        """SIGKILL the whole process group at once (a machine lost) and reap every member.
+
+        PID 1 of a container may never reap orphans, which would leave the pool children
+        as zombies: for the moment of the kill this process reaps its orphans itself.
+        """
+        if self._proc is None:
+            return
+        self._stopping = True
+        pgid = self._proc.pid
+        members = group_members(pgid, zombies=True)
+        if not members:
+            self._proc.wait()
+            return  # all gone and reaped: the pgid could belong to someone else by now
+        subreaper = _set_child_subreaper(True)
+        try:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pgid, signal.SIGKILL)
+            self._proc.wait()
+            if subreaper:
+                self._reap(pgid, [pid for pid in members if pid != pgid])
+        finally:
+            if subreaper:
+                _set_child_subreaper(False)
+
+    @staticmethod
+    def _reap(pgid: int, pids: list[int], timeout: float = 10.0) -> None:
+        """Wait for the killed orphans that were re-parented to this process."""
+        me = os.getpid()
+        deadline = time.monotonic() + timeout
+        pending = set(pids)
+        while pending and time.monotonic() < deadline:
+            for pid in list(pending):
+                stat = _proc_stat(pid)
+                if stat is None or stat[2] != pgid:
+                    pending.discard(pid)  # gone (or the pid is reused by someone else)
+                elif stat[1] == me:
+                    with contextlib.suppress(ChildProcessError):
+                        if os.waitpid(pid, os.WNOHANG)[0] == 0:
+                            continue
+                    pending.discard(pid)
+            if pending:
+                time.sleep(0.01)
+
+    def terminate(self, timeout: float = 10.0) -> None:
+        """SIGTERM the main process (warm shutdown), then SIGKILL the group after `timeout`."""
+        if self._proc is not None:
+            self._stopping = True
+            _end(self._proc, signal.SIGTERM, timeout=timeout)
+            self.kill_group()
+
+    def restart(self, timeout: float = 30.0) -> None:
+        """Terminate the process if it runs and start it again."""
+        self.terminate()
+        self.start(timeout)
+
+    def output(self) -> str:
+        """Return everything the process (and its earlier runs) wrote to stdout/stderr."""
+        return _read_log(self.log_path)
+
+    def close(self) -> None:
+        """Kill the process group."""
+        self.kill_group()
+        _LIVE.pop(id(self), None)
+
+
+class CeleryWorker(_CeleryProcess):
+    """A real `celery worker` (prefork pool by default) of `chatsite` in its own group."""
+
+    def __init__(
+        self,
+        env: Mapping[str, str],
+        log_dir: Path,
+        *,
+        name: str | None = None,
+        broker_url: str | None = None,
+        concurrency: int = 2,
+        pool: str = "prefork",
+    ) -> None:
+        """Prepare a worker; `env` (DATABASE_URL, REDIS_URL ...) is merged over a clean base.
+
+        The broker is `broker_url`, else `CELERY_BROKER_URL` in `env`. `name` is its node
+        name before the `@` and its log's name (default `w<n>`).
+        """
+        super().__init__(env, log_dir, name=name or f"w{next(_WORKER_IDS)}", broker_url=broker_url)
+        self.concurrency = concurrency
+        self.pool = pool
+
+    def command(self) -> list[str]:
+        """Return the command line of the worker."""
+        return [
+            sys.executable, "-m", "celery", "-A", "chatsite", "worker",
+            "--loglevel=INFO", f"--concurrency={self.concurrency}", f"--pool={self.pool}",
+            "-n", f"{self.name}@%h", "--without-mingle", "--without-gossip",
+        ]  # fmt: skip
+
+    def _ready(self, log: str) -> bool:
+        return re.search(rf"{re.escape(self.name)}@\S+ ready\.", log) is not None
+
+
+class CeleryBeat(_CeleryProcess):
+    """A real `celery beat` of `chatsite`, its schedule file in its log directory."""
+
+    def __init__(
+        self,
+        env: Mapping[str, str],
+        log_dir: Path,
+        *,
+        name: str = "beat",
+        broker_url: str | None = None,
+    ) -> None:
+        """Prepare beat; `env` and `broker_url` as for CeleryWorker."""
+        super().__init__(env, log_dir, name=name, broker_url=broker_url)
+        self.schedule_path = log_dir / f"{name}-schedule"
+
+    def command(self) -> list[str]:
+        """Return the command line of beat (no pid file: restarts never find a stale one)."""
+        return [
+            sys.executable, "-m", "celery", "-A", "chatsite", "beat",
+            "--loglevel=INFO", "-s", str(self.schedule_path), "--pidfile=",
+        ]  # fmt: skip
+
+    def _ready(self, log: str) -> bool:
+        return "beat: Starting..." in log
+
+
 class Deployment:
-    """N gateways sharing one database and one Redis, like a load-balanced deployment."""
+    """N gateways sharing one database and one Redis, like a load-balanced deployment.
+
+    With `workers` or `beat`, Celery workers (and beat) run beside them on the broker
+    `broker_url` (default: database 1 of the deployment's Redis), which the gateways are
+    given too; `worker_env` is extra settings for the workers and beat only.
+    """
 
     def __init__(
         self,
@@ -664,21 +949,78 @@ class Deployment:
         env: Mapping[str, str] | None = None,
         channel_layer_prefix: str | None = None,
         ws: str = "websockets",
+        workers: int = 0,
+        beat: bool = False,
+        worker_env: Mapping[str, str] | None = None,
+        worker_concurrency: int = 2,
+        broker_url: str | None = None,
     ) -> None:
         """Prepare `gateways` gateways; `env` is extra settings for all of them."""
         self.channel_layer_prefix = channel_layer_prefix or f"e2e-{uuid.uuid4().hex[:8]}"
         self.database_url = database_url
         self.redis_url = redis_url
+        self.log_dir = log_dir
+        self.broker_url = broker_url
+        if (workers or beat) and broker_url is None:
+            self.broker_url = redis_db_url(redis_url, 1)
         shared = {
             "REDIS_KEY_PREFIX": self.channel_layer_prefix,
+            **({"CELERY_BROKER_URL": self.broker_url} if self.broker_url else {}),
             **(env or {}),
             "DATABASE_URL": database_url,
             "REDIS_URL": redis_url,
             "CHANNEL_LAYER_PREFIX": self.channel_layer_prefix,
         }
+        self.env = shared
         self.gateways = [
             Gateway(shared, log_dir, name=f"gateway-{n}", ws=ws) for n in range(1, gateways + 1)
         ]
+        self.workers: list[CeleryWorker] = []
+        self.beat: CeleryBeat | None = None
+        for _ in range(workers):
+            self.add_worker(worker_env, concurrency=worker_concurrency, start=False)
+        if beat:
+            self.add_beat(worker_env, start=False)
+
+    def _celery_env(self, env: Mapping[str, str] | None) -> dict[str, str]:
+        broker = self.broker_url or redis_db_url(self.redis_url, 1)
+        return {**self.env, "CELERY_BROKER_URL": broker, **(env or {})}
+
+    def add_worker(
+        self,
+        env: Mapping[str, str] | None = None,
+        *,
+        concurrency: int = 2,
+        pool: str = "prefork",
+        start: bool = True,
+    ) -> CeleryWorker:
+        """Add a Celery worker on the deployment's database, Redis and broker (started)."""
+        worker = CeleryWorker(
+            self._celery_env(env),
+            self.log_dir,
+            name=f"worker-{len(self.workers) + 1}",
+            concurrency=concurrency,
+            pool=pool,
+        )
+        self.workers.append(worker)
+        if start:
+            worker.start()
+        return worker
+
+    def add_beat(self, env: Mapping[str, str] | None = None, *, start: bool = True) -> CeleryBeat:
+        """Add Celery beat publishing to the deployment's broker (started); only one."""
+        if self.beat is not None:
+            raise HarnessError("this deployment already has beat")
+        self.beat = CeleryBeat(self._celery_env(env), self.log_dir)
+        if start:
+            self.beat.start()
+        return self.beat
+
+    @property
+    def processes(self) -> list[Gateway | CeleryWorker | CeleryBeat]:
+        """Return every process of the deployment: gateways, workers, beat."""
+        beat = [] if self.beat is None else [self.beat]
+        return [*self.gateways, *self.workers, *beat]
 
     @property
     def urls(self) -> list[str]:
@@ -691,20 +1033,20 @@ class Deployment:
         return [g.http_url for g in self.gateways]
 
     def start(self, timeout: float = 30.0) -> None:
-        """Start every gateway at once and wait until all of them serve."""
+        """Start every gateway (and worker, beat) at once and wait until all are ready."""
         try:
-            for gateway in self.gateways:
-                gateway.spawn()
-            for gateway in self.gateways:
-                gateway.wait_ready(timeout)
+            for process in self.processes:
+                process.spawn()
+            for process in self.processes:
+                process.wait_ready(timeout)
         except BaseException:
             self.stop()
             raise
 
     def stop(self) -> None:
-        """Kill every gateway."""
-        for gateway in self.gateways:
-            gateway.close()
+        """Kill every gateway, worker and beat."""
+        for process in self.processes:
+            process.close()
 
     def __enter__(self) -> Self:
         self.start()
