@@ -15,10 +15,16 @@ TEST_REDIS_URL ?= redis://127.0.0.1:6379/0
 # `make run` always uses the embedded defaults, whatever the shell exports.
 EMBEDDED := env -u DATABASE_URL -u REDIS_URL -u CELERY_BROKER_URL -u PRESENCE_STORE
 
-# `make serve`: two gateway processes on the real services (PostgreSQL, Redis).
+# `make serve`: two gateway processes, a Celery worker and beat on the real services
+# (PostgreSQL, Redis; the broker is another Redis database).
 SERVE_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/chat
 SERVE_REDIS_URL ?= redis://127.0.0.1:6379/0
+SERVE_BROKER_URL ?= redis://127.0.0.1:6379/1
+SERVE_ENV = DATABASE_URL=$(SERVE_DATABASE_URL) REDIS_URL=$(SERVE_REDIS_URL) CELERY_BROKER_URL=$(SERVE_BROKER_URL)
 GATEWAY_PORTS ?= 8001 8002
+# The notification worker (offline pushes and emails) and the one beat that rings for it.
+WORKER = $(PY) -m celery -A chatsite worker --loglevel=INFO --concurrency=2 --without-mingle --without-gossip
+BEAT = $(PY) -m celery -A chatsite beat --loglevel=INFO -s $(VENV)/celerybeat-schedule
 # One gateway process. --ws-max-size enforces the 256 KiB frame limit (close 1009);
 # pings are the protocol's own (`ping` frames, heartbeat timeout), not the server's.
 GATEWAY = $(PY) -m uvicorn chatsite.asgi:application --host $(HOST) \
@@ -35,7 +41,7 @@ BENCH_ARGS ?=
 
 help:
 	@echo "make run    - install, migrate, create demo users, serve http://$(HOST):$(PORT) (embedded defaults)"
-	@echo "make serve  - two gateway processes (ports $(GATEWAY_PORTS)) on the local PostgreSQL and Redis"
+	@echo "make serve  - two gateways (ports $(GATEWAY_PORTS)), a Celery worker and beat on the local PostgreSQL and Redis"
 	@echo "make test   - the whole suite against PostgreSQL and Redis"
 	@echo "make bench  - the load benchmark on its own PostgreSQL, Redis, Celery and gateways (~10 min)"
 	@echo "make check  - ruff, mypy, import contracts, makemigrations --check, tests"
@@ -57,13 +63,16 @@ run: $(STAMP)
 serve: $(STAMP)
 	@psql "$(dir $(SERVE_DATABASE_URL))postgres" -tAc "SELECT 1 FROM pg_database WHERE datname = '$(notdir $(SERVE_DATABASE_URL))'" | grep -q 1 \
 		|| psql "$(dir $(SERVE_DATABASE_URL))postgres" -c "CREATE DATABASE $(notdir $(SERVE_DATABASE_URL))"
-	DATABASE_URL=$(SERVE_DATABASE_URL) REDIS_URL=$(SERVE_REDIS_URL) $(PY) manage.py migrate --noinput
-	DATABASE_URL=$(SERVE_DATABASE_URL) REDIS_URL=$(SERVE_REDIS_URL) $(PY) manage.py seed_demo
-	@echo "Gateways on $(foreach p,$(GATEWAY_PORTS),ws://$(HOST):$(p)/ws/v1/) - Ctrl-C stops both"
+	$(SERVE_ENV) $(PY) manage.py migrate --noinput
+	$(SERVE_ENV) $(PY) manage.py seed_demo
+	@echo "Gateways on $(foreach p,$(GATEWAY_PORTS),ws://$(HOST):$(p)/ws/v1/), a worker and beat - Ctrl-C stops all"
 	@trap 'kill 0' INT TERM; \
 	for port in $(GATEWAY_PORTS); do \
-		DATABASE_URL=$(SERVE_DATABASE_URL) REDIS_URL=$(SERVE_REDIS_URL) $(GATEWAY) --port $$port & \
-	done; wait
+		$(SERVE_ENV) $(GATEWAY) --port $$port & \
+	done; \
+	$(SERVE_ENV) $(WORKER) & \
+	$(SERVE_ENV) $(BEAT) & \
+	wait
 
 $(CHROMIUM):
 	apt-get update && apt-get install -y chromium

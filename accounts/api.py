@@ -86,18 +86,26 @@ class UserSerializer(serializers.Serializer[Any]):
 
 
 class ProfileSerializer(UserSerializer):
-    """The signed-in user: their public fields and the sticky status."""
+    """The signed-in user: their public fields, the sticky status, email settings."""
 
     status = serializers.ChoiceField(choices=User.Status.choices)
+    email = serializers.CharField(allow_blank=True, help_text="Where missed messages are emailed.")
+    email_notifications = serializers.BooleanField(
+        help_text="Missed-message emails on (when `email` is set)."
+    )
 
 
 class ProfileUpdateSerializer(serializers.Serializer[Any]):
-    """Profile fields to change; both optional."""
+    """Profile fields to change; all optional."""
 
     display_name = rest.StrictCharField(
         max_length=64, required=False, allow_blank=True, trim_whitespace=False
     )
     status = serializers.ChoiceField(choices=User.Status.choices, required=False)
+    email = rest.StrictCharField(
+        max_length=254, required=False, allow_blank=True, help_text="Empty removes it."
+    )
+    email_notifications = rest.StrictBooleanField(required=False)
 
 
 class UserQuerySerializer(serializers.Serializer[Any]):
@@ -120,7 +128,12 @@ def user_payload(user: User) -> dict[str, Any]:
 
 def profile_payload(user: User) -> dict[str, Any]:
     """Build the signed-in user's own profile."""
-    return {**user_payload(user), "status": user.status}
+    return {
+        **user_payload(user),
+        "status": user.status,
+        "email": user.email,
+        "email_notifications": user.email_notifications,
+    }
 
 
 def _failure_bucket(username: str) -> str:
@@ -285,7 +298,7 @@ class UserMeApi(APIView):
         examples=[OpenApiExample("do not disturb", value={"status": "busy"}, request_only=True)],
     )
     def patch(self, request: Request) -> Response:
-        """Change `display_name` and/or `status` (`available`, `busy`); answer the profile."""
+        """Change `display_name`, `status`, `email`, `email_notifications`; answer the profile."""
         form = ProfileUpdateSerializer(data=request.data)
         form.is_valid(raise_exception=True)
         user = services.update_profile(user=request.user, **form.validated_data)  # type: ignore[arg-type]

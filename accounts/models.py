@@ -14,6 +14,8 @@ class User(AbstractUser):
     display_name = models.CharField(max_length=64, blank=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.AVAILABLE)
     last_seen = models.DateTimeField(null=True, blank=True)
+    # Missed-message emails (when `email` is set); turned off by the one-click unsubscribe.
+    email_notifications = models.BooleanField(default=True)
 
     def __str__(self) -> str:
         return self.username

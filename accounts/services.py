@@ -8,6 +8,7 @@ from django.conf import settings
 from django.contrib.auth import password_validation
 from django.contrib.auth.validators import ASCIIUsernameValidator
 from django.core.exceptions import ValidationError
+from django.core.validators import EmailValidator
 from django.db import IntegrityError, transaction
 from django.dispatch import Signal
 
@@ -109,8 +110,32 @@ def register_user(*, username: object, password: object, display_name: object = 
         raise UsernameUnavailable() from exc
 
 
-def update_profile(*, user: User, display_name: object = None, status: object = None) -> User:
-    """Change the user's display name and/or sticky status (`available`, `busy`).
+def _clean_email(email: object) -> str:
+    """Return an email address normalized (domain lower-cased), or "" to remove it."""
+    if not isinstance(email, str):
+        raise BadRequest("email must be a string.", details={"field": "email"})
+    email = email.strip()
+    if not email:
+        return ""
+    if len(email) > 254:
+        raise BadRequest("email is longer than 254 characters.", details={"field": "email"})
+    try:
+        EmailValidator()(email)
+    except ValidationError as exc:
+        raise BadRequest("That is not an email address.", details={"field": "email"}) from exc
+    local, _, domain = email.rpartition("@")
+    return f"{local}@{domain.lower()}"
+
+
+def update_profile(
+    *,
+    user: User,
+    display_name: object = None,
+    status: object = None,
+    email: object = None,
+    email_notifications: object = None,
+) -> User:
+    """Change the user's display name, sticky status, email address or email notifications.
 
     A status change is announced after commit through `status_changed`.
     """
@@ -118,6 +143,17 @@ def update_profile(*, user: User, display_name: object = None, status: object = 
     if display_name is not None:
         user.display_name = _clean_display_name(display_name)
         fields.append("display_name")
+    if email is not None:
+        user.email = _clean_email(email)
+        fields.append("email")
+    if email_notifications is not None:
+        if not isinstance(email_notifications, bool):
+            raise BadRequest(
+                "email_notifications must be true or false.",
+                details={"field": "email_notifications"},
+            )
+        user.email_notifications = email_notifications
+        fields.append("email_notifications")
     status_moved = False
     if status is not None:
         if status not in User.Status.values:

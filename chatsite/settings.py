@@ -299,6 +299,10 @@ LOGGING: dict[str, Any] = {
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
     "loggers": {
         "django.db.backends": {"level": "WARNING"},
+        # A worker runs the notification tick every second: no line per task received
+        # and done (failures are still logged, at ERROR).
+        "celery.app.trace": {"level": "WARNING"},
+        "celery.worker.strategy": {"level": "WARNING"},
     },
 }
 
@@ -406,7 +410,61 @@ CHAT_SEARCH_PAGE_SIZE = 20
 CHAT_SEARCH_MAX_RESULTS = env_int("CHAT_SEARCH_MAX_RESULTS", 1000)
 CHAT_SEARCH_TIMEOUT_MS = env_int("CHAT_SEARCH_TIMEOUT_MS", 5000)
 
-# --- Web app (issue 6): the browser UI ---------------------------------------------------
-# The VAPID public key the browser subscribes to Web Push with (URL-safe base64 of the
-# uncompressed P-256 point). Empty: the app registers no push subscription.
+# --- Notifications for members who are away (the worker decides; docs/operations.md) -----
+# The VAPID key pair (base64url raw P-256: the 65-byte public point, the 32-byte private
+# scalar; `manage.py vapid_keys` makes one) and the contact the push services see.
+# Without a private key, Web Push devices get `provider_error` (one warning per worker).
 WEBPUSH_VAPID_PUBLIC_KEY = os.environ.get("WEBPUSH_VAPID_PUBLIC_KEY", "")
+WEBPUSH_VAPID_PRIVATE_KEY = os.environ.get("WEBPUSH_VAPID_PRIVATE_KEY", "")
+WEBPUSH_VAPID_SUBJECT = os.environ.get("WEBPUSH_VAPID_SUBJECT", "mailto:admin@localhost")
+# Seconds after a message commits before its notifications are decided, and before a
+# missed-message email goes out. Off (no due rows written): NOTIFY_ENABLED=0.
+NOTIFY_ENABLED = env_bool("NOTIFY_ENABLED", True)
+NOTIFY_PUSH_DELAY = env_float("NOTIFY_PUSH_DELAY", 10.0)
+NOTIFY_EMAIL_DELAY = env_float("NOTIFY_EMAIL_DELAY", 300.0)
+# How often beat asks a worker to look for due work, and how long a claimed push or
+# email may stay unanswered before another worker takes it over (a killed worker).
+NOTIFY_POLL_INTERVAL = env_float("NOTIFY_POLL_INTERVAL", 1.0)
+NOTIFY_LEASE = env_float("NOTIFY_LEASE", 30.0)
+# Days the notification trace is kept.
+NOTIFY_TRACE_DAYS = env_int("NOTIFY_TRACE_DAYS", 30)
+# Origins accepted as push endpoints besides public https hosts (a private push service;
+# tests use http://127.0.0.1:PORT): comma-separated `scheme://host[:port]`.
+PUSH_ENDPOINT_ALLOW = [
+    o.strip().rstrip("/") for o in os.environ.get("PUSH_ENDPOINT_ALLOW", "").split(",") if o.strip()
+]
+# Seconds to connect to, and then to hear from, a push service.
+PUSH_TIMEOUT = env_float("PUSH_TIMEOUT", 5.0)
+# Seconds a push message waits at the push service for an offline device (Web Push TTL).
+PUSH_TTL = env_int("PUSH_TTL", 4 * 3600)
+# Links in emails and pushes start here (https in production).
+SITE_URL = os.environ.get("SITE_URL", "http://127.0.0.1:8000").rstrip("/")
+# Outgoing email (missed-message emails). Unset EMAIL_HOST: emails are written to the log.
+EMAIL_HOST = os.environ.get("EMAIL_HOST", "")
+EMAIL_PORT = env_int("EMAIL_PORT", 25)
+EMAIL_HOST_USER = os.environ.get("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = os.environ.get("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 10)
+DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "Chat <chat@localhost>")
+EMAIL_BACKEND = (
+    "django.core.mail.backends.smtp.EmailBackend"
+    if EMAIL_HOST
+    else "django.core.mail.backends.console.EmailBackend"
+)
+
+# Celery beat: the notification tick, and the daily trace clean-up.
+CELERY_BEAT_SCHEDULE = {
+    "notify-tick": {
+        "task": "messaging.tasks.notify_tick_task",
+        "schedule": NOTIFY_POLL_INTERVAL,
+        # A tick nobody ran in time is replaced by the next one, not queued behind it.
+        "options": {"expires": max(NOTIFY_POLL_INTERVAL * 5, 5.0)},
+    },
+    "notify-cleanup": {
+        "task": "messaging.tasks.delete_old_notifications_task",
+        "schedule": 3600.0,
+    },
+}
+
+# --- Web app (issue 6): the browser UI ---------------------------------------------------

@@ -28,7 +28,7 @@ from django.utils.text import Truncator
 from accounts.models import User
 from chatsite.errors import DomainError
 from messaging import services
-from messaging.models import Attachment, Conversation, Device, Membership, Message
+from messaging.models import Attachment, Conversation, Device, Membership, Message, Notification
 
 # How many ids one error line names before it says "and N more".
 _MAX_IDS_SHOWN = 10
@@ -195,12 +195,13 @@ class MembershipAdmin(admin.ModelAdmin[Membership]):
         "user",
         "role",
         "muted",
+        "notify",
         "read_seq",
         "delivered_seq",
         "visible_from_seq",
         "joined_at",
     )
-    list_filter = ("role", "muted")
+    list_filter = ("role", "muted", "notify")
     search_fields = ("user__username", "user__display_name", "conversation__title")
     raw_id_fields = ("conversation", "user")
     list_select_related = ("conversation", "user")
@@ -428,4 +429,39 @@ class DeviceAdmin(admin.ModelAdmin[Device]):
 
     def has_change_permission(self, request: HttpRequest, obj: Device | None = None) -> bool:
         """Refuse: a device's token is the push service's, not staff's, to change."""
+        return False
+
+
+@admin.register(Notification)
+class NotificationAdmin(admin.ModelAdmin[Notification]):
+    """The notification trace: every decision, for answering "why wasn't I notified?"."""
+
+    list_display = (
+        "id",
+        "created_at",
+        "user",
+        "conversation",
+        "seq",
+        "kind",
+        "channel",
+        "device_key",
+        "decision",
+        "reason",
+        "provider_status",
+        "attempts",
+        "latency_ms",
+    )
+    list_filter = ("decision", "reason", "channel", "kind", "created_at")
+    search_fields = ("user__username", "=message__id", "=conversation__id")
+    raw_id_fields = ("user", "conversation", "message", "device")
+    list_select_related = ("user", "conversation")
+    date_hierarchy = "created_at"
+    show_full_result_count = False
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        """Refuse: decisions are made by the worker."""
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Notification | None = None) -> bool:
+        """Refuse: the trace records what happened."""
         return False

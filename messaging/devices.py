@@ -22,6 +22,7 @@ from django.db.models.functions import Coalesce
 from accounts.models import User
 from chatsite.errors import BadRequest, DomainError
 from messaging.models import Device
+from messaging.push.safehttp import origin_of
 
 Platform = Device.Platform
 
@@ -58,8 +59,13 @@ def _clean_endpoint(endpoint: object) -> str:
     except ValueError as exc:
         raise BadRequest("endpoint must be a URL.", details={"field": field}) from exc
     host = (parts.hostname or "").rstrip(".").lower()
+    if origin_of(endpoint) in {origin_of(o) for o in settings.PUSH_ENDPOINT_ALLOW}:
+        if not host or parts.username or parts.password:
+            raise BadRequest("endpoint must be a URL.", details={"field": field})
+        return endpoint  # a push service the operator runs (PUSH_ENDPOINT_ALLOW)
     # The worker will POST to this URL: only https to a named public host (no address
-    # literals, no local names, no credentials) so it cannot be aimed inside our network.
+    # literals, no local names, no credentials). This is a first filter only: the worker
+    # checks the addresses the name resolves to when it sends (messaging/push/safehttp.py).
     if parts.scheme != "https" or not host or parts.username or parts.password:
         raise BadRequest("endpoint must be an https URL.", details={"field": field})
     try:

@@ -24,7 +24,7 @@ from django.conf import settings
 from django.db import transaction
 
 from chatsite.wire import iso
-from messaging.models import Attachment, Membership, Message
+from messaging.models import Attachment, Device, Membership, Message, Notification
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +73,7 @@ class MessagePayload(TypedDict):
     edited_at: str | None
     deleted: bool
     attachments: list[AttachmentPayload]
+    mentions: list[int]
     system: NotRequired[SystemPayload]
 
 
@@ -99,6 +100,7 @@ class ConversationPayload(TypedDict):
     delivered_seq: int
     unread: int
     muted: bool
+    notify: str
     last_activity_at: str | None
     peer: NotRequired[int | None]
     members: NotRequired[list[MemberPayload]]
@@ -119,6 +121,7 @@ class ConversationView:
     muted: bool
     last_activity_at: datetime | None
     peer: int | None = None
+    notify: str = "all"
     # Internal (not on the wire): the log number of the latest membership change.
     member_seq: int = 0
 
@@ -154,6 +157,7 @@ def message_payload(message: Message) -> MessagePayload:
         "attachments": (
             [] if message.deleted else [attachment_payload(a) for a in _attachments(message)]
         ),
+        "mentions": [] if message.deleted else list(message.mentions or ()),
     }
     if message.kind == Message.Kind.SYSTEM and message.system is not None:
         payload["system"] = message.system
@@ -184,6 +188,7 @@ def conversation_payload(
         "delivered_seq": view.delivered_seq,
         "unread": view.unread,
         "muted": view.muted,
+        "notify": view.notify,
         "last_activity_at": iso(view.last_activity_at),
     }
     if view.kind == "direct":
@@ -202,6 +207,54 @@ def member_payload(membership: Membership) -> MemberPayload:
         "role": membership.role,
         "read_seq": membership.read_seq,
         "delivered_seq": membership.delivered_seq,
+    }
+
+
+class NotificationPayload(TypedDict):
+    """One decision of a message's notification trace, as its recipient sees it."""
+
+    kind: str
+    channel: str
+    device: int | None
+    decision: str
+    reason: str | None
+    provider_status: str | None
+    latency_ms: int | None
+    at: str | None
+
+
+def notification_payload(row: Notification) -> NotificationPayload:
+    """Build the wire form of a trace row."""
+    return {
+        "kind": row.kind,
+        "channel": row.channel,
+        "device": row.device_id,
+        "decision": row.decision,
+        "reason": row.reason or None,
+        "provider_status": row.provider_status or None,
+        "latency_ms": row.latency_ms,
+        "at": iso(row.updated_at),
+    }
+
+
+class DevicePayload(TypedDict):
+    """A registered push target (its token is never echoed)."""
+
+    id: int
+    platform: str
+    name: str
+    created_at: str | None
+    last_used_at: str | None
+
+
+def device_payload(device: Device) -> DevicePayload:
+    """Build the wire form of a device."""
+    return {
+        "id": device.pk,
+        "platform": device.platform,
+        "name": device.name,
+        "created_at": iso(device.created_at),
+        "last_used_at": iso(device.last_used_at),
     }
 
 

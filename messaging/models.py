@@ -46,6 +46,14 @@ class Conversation(models.Model):
         return f"{self.kind} #{self.pk}: {self.title}" if self.title else f"{self.kind} #{self.pk}"
 
 
+class NotifyLevel(models.TextChoices):
+    """A member's choice of what notifies them in a conversation."""
+
+    ALL = "all", "All messages"
+    MENTIONS = "mentions", "Only @mentions"
+    NONE = "none", "Nothing"
+
+
 class Membership(models.Model):
     """A user's place in a conversation, with read and delivered markers (only ever raised)."""
 
@@ -68,6 +76,8 @@ class Membership(models.Model):
     # group, so a member removed and re-added never sees what was said in between.
     visible_from_seq = models.BigIntegerField(default=0)
     muted = models.BooleanField(default=False)
+    # Which new messages may notify this member while they are away (push and email).
+    notify = models.CharField(max_length=8, choices=NotifyLevel.choices, default=NotifyLevel.ALL)
     joined_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -130,6 +140,8 @@ class Message(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     edited_at = models.DateTimeField(null=True, blank=True)
     deleted = models.BooleanField(default=False)
+    # Ids of the members named as `@username` in the body when it was sent.
+    mentions = models.JSONField(default=list, blank=True)
 
     class Meta:
         constraints = [
@@ -176,3 +188,150 @@ class Device(models.Model):
 
     def __str__(self) -> str:
         return f"{self.platform} device of user {self.user_id}"
+
+
+class NotificationDue(models.Model):
+    """A new message whose notifications the worker decides at `due_at`.
+
+    Written in the send's own transaction, so the decision survives whatever process
+    committed it (no in-memory on-commit hook); the worker takes due rows with
+    `SKIP LOCKED` and deletes each once decided.
+    """
+
+    message = models.OneToOneField(
+        Message, on_delete=models.CASCADE, primary_key=True, related_name="+"
+    )
+    due_at = models.DateTimeField(db_index=True)
+    # Failed decisions so far; a row that keeps failing is dropped (and logged) at 5.
+    attempts = models.PositiveSmallIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"notifications of message {self.message_id} due {self.due_at:%H:%M:%S}"
+
+
+class PushWindow(models.Model):
+    """One member's pushes in one conversation: what is due, what was sent, what to remove.
+
+    At most one push per member and conversation goes out per `NOTIFY_PUSH_DELAY`
+    window; it carries the newest pending message. `dispatched_at` is a lease: a worker
+    that died mid-send leaves it to expire (`NOTIFY_LEASE`) and the window is sent again.
+    """
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="+")
+    due_at = models.DateTimeField(null=True, blank=True)
+    remove_due_at = models.DateTimeField(null=True, blank=True)
+    dispatched_at = models.DateTimeField(null=True, blank=True)
+    pushed_at = models.DateTimeField(null=True, blank=True)
+    # The seq of the newest message a push carried, and up to which removals went out.
+    pushed_seq = models.BigIntegerField(default=0)
+    removed_seq = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["user", "conversation"], name="push_window_unique"),
+        ]
+        indexes = [
+            models.Index(
+                fields=["due_at"], name="push_window_due_idx", condition=Q(due_at__isnull=False)
+            ),
+            models.Index(
+                fields=["remove_due_at"],
+                name="push_window_remove_idx",
+                condition=Q(remove_due_at__isnull=False),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"pushes of user {self.user_id} in conversation {self.conversation_id}"
+
+
+class EmailDigest(models.Model):
+    """One member's missed-message email: due when the oldest pending message is old enough."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, primary_key=True, related_name="+"
+    )
+    due_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    dispatched_at = models.DateTimeField(null=True, blank=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"email digest of user {self.user_id}"
+
+
+class Notification(models.Model):
+    """One decision of the notification trace: a member, a message, a channel, a device.
+
+    "Why wasn't I notified?" is answered by these rows: each says whether a push or an
+    email was sent, suppressed (and why), failed, or is still pending.
+    """
+
+    class Kind(models.TextChoices):
+        MESSAGE = "message", "Message"
+        REMOVE = "remove", "Removal"
+
+    class Channel(models.TextChoices):
+        WEBPUSH = "webpush", "Web Push"
+        FCM = "fcm", "FCM"
+        APNS = "apns", "APNs"
+        EMAIL = "email", "Email"
+        # A push decision that reached no device (the member has none).
+        PUSH = "push", "Push (no device)"
+
+    class Decision(models.TextChoices):
+        PENDING = "pending", "Pending"
+        SENT = "sent", "Sent"
+        SUPPRESSED = "suppressed", "Suppressed"
+        FAILED = "failed", "Failed"
+
+    class Reason(models.TextChoices):
+        DELETED = "deleted", "Message deleted"
+        READ = "read", "Read"
+        DELIVERED = "delivered", "Delivered live"
+        MUTED = "muted", "Muted"
+        LEVEL = "level", "Notify level"
+        BUSY = "busy", "Busy"
+        LEFT = "left", "Left the conversation"
+        NO_DEVICES = "no_devices", "No devices"
+        COALESCED = "coalesced", "Coalesced into a newer push"
+        GONE = "gone", "Device gone"
+        PROVIDER_ERROR = "provider_error", "Provider error"
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="+")
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="+")
+    seq = models.BigIntegerField()
+    kind = models.CharField(max_length=8, choices=Kind.choices, default=Kind.MESSAGE)
+    channel = models.CharField(max_length=8, choices=Channel.choices)
+    device = models.ForeignKey(
+        Device, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    # The device's id, or 0: unique with the rest, and kept when the device is deleted.
+    device_key = models.BigIntegerField(default=0)
+    decision = models.CharField(max_length=12, choices=Decision.choices)
+    reason = models.CharField(max_length=16, choices=Reason.choices, blank=True)
+    # What the push service or SMTP server answered ("201", "410", "timeout", ...).
+    provider_status = models.CharField(max_length=200, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    # From the message's commit to the provider's answer, for sent notifications.
+    latency_ms = models.PositiveIntegerField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["message", "user", "kind", "channel", "device_key"],
+                name="notification_unique",
+            ),
+        ]
+        indexes = [
+            models.Index(
+                fields=["user", "conversation", "decision"], name="notification_member_idx"
+            ),
+            models.Index(fields=["created_at"], name="notification_created_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.channel} {self.decision} for user {self.user_id}, message {self.message_id}"

@@ -11,4 +11,9 @@ urlpatterns = [
     # At the root, so the worker's scope is the whole site.
     path("sw.js", views.service_worker, name="service-worker"),
     path("app/public-groups", views.public_groups, name="public-groups"),
+    path(
+        "notifications/unsubscribe/<str:token>/",
+        views.unsubscribe,
+        name="notifications-unsubscribe",
+    ),
 ]

@@ -19,7 +19,14 @@ from django.utils.dateparse import parse_datetime
 from accounts.models import User
 from messaging.errors import BadRequest, MessageNotFound, NotAMember
 from messaging.events import ConversationView
-from messaging.models import Conversation, Membership, Message
+from messaging.models import (
+    Conversation,
+    Device,
+    Membership,
+    Message,
+    Notification,
+    NotificationDue,
+)
 
 
 @dataclass(frozen=True)
@@ -162,6 +169,7 @@ def _view(membership: Membership, unread: int, peer: User | None) -> Conversatio
         delivered_seq=membership.delivered_seq,
         unread=unread,
         muted=membership.muted,
+        notify=membership.notify,
         last_activity_at=conversation.last_activity_at,
         member_seq=conversation.member_seq,
         peer=(peer.pk if peer else membership.user_id)
@@ -187,7 +195,7 @@ def _direct_peers(user: User, conversation_ids: list[int]) -> dict[int, User]:
 # 20,000 idle sockets (bench/, `connections`); the SQL is the same, written once.
 _CONVERSATIONS_SQL = f"""
 SELECT c.id, c.kind, c.title, c.public, c.last_seq, c.member_seq, c.last_activity_at,
-       m.read_seq, m.delivered_seq, m.muted,
+       m.read_seq, m.delivered_seq, m.muted, m.notify,
        (SELECT COUNT(*) FROM {Message._meta.db_table} x
          WHERE x.conversation_id = m.conversation_id AND x.seq > m.read_seq
            AND x.kind = %s AND x.deleted = %s
@@ -226,7 +234,7 @@ def list_conversations_for_user(*, user: User) -> list[ConversationView]:
     views: list[ConversationView] = []
     for (
         cid, kind, title, public, last_seq, member_seq, last_activity_at,
-        read_seq, delivered_seq, muted, unread, peer_id, peer_display, peer_username,
+        read_seq, delivered_seq, muted, notify, unread, peer_id, peer_display, peer_username,
     ) in rows:  # fmt: skip
         direct = kind == Conversation.Kind.DIRECT
         if direct:
@@ -242,6 +250,7 @@ def list_conversations_for_user(*, user: User) -> list[ConversationView]:
                 delivered_seq=delivered_seq,
                 unread=int(unread or 0),
                 muted=bool(muted),
+                notify=notify,
                 last_activity_at=_aware(last_activity_at),
                 member_seq=member_seq,
                 peer=(peer_id if peer_id is not None else user.pk) if direct else None,
@@ -350,3 +359,46 @@ def get_log_positions(*, user_ids: list[int]) -> dict[int, int]:
     positions = {user_id: 0 for user_id in user_ids}
     positions.update({user_id: int(position or 0) for user_id, position in rows})
     return positions
+
+
+def list_notifications_for_user(
+    *, user: User, conversation_id: int, message_id: int
+) -> list[Notification]:
+    """Return the trace of a message's notifications to `user` (members only).
+
+    While the message's delay runs nothing is decided yet: the answer is then a pending
+    row per device (and email, if on), as the decision will be taken for each of them.
+    """
+    message = get_message_for_user(
+        user=user, conversation_id=conversation_id, message_id=message_id
+    )
+    rows = list(
+        Notification.objects.filter(message=message, user=user).order_by("created_at", "pk")
+    )
+    due = NotificationDue.objects.filter(message=message).values_list("due_at", flat=True).first()
+    if rows or due is None or message.sender_id == user.pk:
+        return rows
+    pending = Notification.Decision.PENDING
+
+    def planned(channel: str, device: Device | None) -> Notification:
+        return Notification(
+            user=user,
+            conversation_id=conversation_id,
+            message=message,
+            seq=message.seq,
+            channel=channel,
+            device=device,
+            device_key=device.pk if device else 0,
+            decision=pending,
+            updated_at=due,
+        )
+
+    planned_rows = [planned(d.platform, d) for d in Device.objects.filter(user=user).order_by("pk")]
+    if user.email and user.email_notifications:
+        planned_rows.append(planned(Notification.Channel.EMAIL, None))
+    return planned_rows or [planned(Notification.Channel.PUSH, None)]
+
+
+def list_devices_for_user(*, user: User) -> list[Device]:
+    """Return the user's push targets, newest first."""
+    return list(Device.objects.filter(user=user).order_by("-created_at", "-pk"))

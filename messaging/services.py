@@ -7,15 +7,17 @@ commit order (PROTOCOL.md section 1). Broadcasts and task enqueues happen on com
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.db.models import F, OuterRef, Subquery, Value
-from django.db.models.functions import Greatest, Least
+from django.db.models.functions import Greatest, Least, Lower
 from django.utils import timezone
 
 from accounts.models import User
@@ -33,7 +35,16 @@ from messaging.errors import (
     RateLimited,
     UserNotFound,
 )
-from messaging.models import Attachment, Conversation, Membership, Message
+from messaging.mentions import mention_candidates
+from messaging.models import (
+    Attachment,
+    Conversation,
+    Membership,
+    Message,
+    NotificationDue,
+    NotifyLevel,
+    PushWindow,
+)
 
 Role = Membership.Role
 
@@ -468,6 +479,17 @@ def set_muted(*, user: User, conversation_id: int, muted: bool) -> None:
         raise NotAMember()
 
 
+def set_notify_level(*, user: User, conversation_id: int, level: object) -> None:
+    """Choose what notifies one member while away: all, mentions (of them), none."""
+    if level not in NotifyLevel.values:
+        raise BadRequest("notify must be all, mentions or none.", details={"field": "notify"})
+    updated = Membership.objects.filter(conversation_id=conversation_id, user=user).update(
+        notify=level
+    )
+    if not updated:
+        raise NotAMember()
+
+
 # --- messages --------------------------------------------------------------------------
 
 
@@ -522,9 +544,10 @@ def send_message(
     if not verdict.allowed:
         raise RateLimited(verdict.retry_after)
     attachments = _clean_attachment_ids(sender, attachment_ids)
+    mentions = _mentioned_members(conversation_id, body)
     try:
         with transaction.atomic():
-            stored = _store_message(conversation_id, sender, cmid, body)
+            stored = _store_message(conversation_id, sender, cmid, body, mentions)
             if stored is None:
                 raise NotAMember()
             message, member_seq = stored
@@ -548,6 +571,26 @@ def send_message(
     return SendResult(message, created=True)
 
 
+def _mentioned_members(conversation_id: int, body: str) -> list[int]:
+    """Return the ids of the conversation's members that `body` names as `@username`."""
+    candidates = mention_candidates(body)
+    if not candidates:
+        return []
+    return sorted(
+        Membership.objects.filter(conversation_id=conversation_id)
+        .annotate(name=Lower("user__username"))
+        .filter(name__in=candidates)
+        .values_list("user_id", flat=True)
+    )
+
+
+def _notify_due_at(now: datetime) -> datetime | None:
+    """Return when a message sent `now` has its notifications decided (None: never)."""
+    if not settings.NOTIFY_ENABLED:
+        return None
+    return now + timedelta(seconds=settings.NOTIFY_PUSH_DELAY)
+
+
 def _check_replay(original: Message, conversation_id: int, body: str) -> Message:
     """Return the original of a replay, or raise Conflict if the id was used otherwise."""
     same_place = original.conversation_id == conversation_id
@@ -560,13 +603,15 @@ def _check_replay(original: Message, conversation_id: int, body: str) -> Message
 _conversation_table = Conversation._meta.db_table
 _membership_table = Membership._meta.db_table
 _message_table = Message._meta.db_table
+_due_table = NotificationDue._meta.db_table
 
 # One statement, one round trip: take the next seq (the UPDATE locks the conversation row
-# until commit), raise the sender's markers, insert the message. The membership UPDATE
-# joins the locked conversation row, so it runs after the lock is held and, in READ
-# COMMITTED, skips a membership row deleted by a removal that committed meanwhile: no
-# row comes back and the caller rolls the seq back. ORM-built, these were three
-# statements and most of a send's CPU.
+# until commit), raise the sender's markers, insert the message and the row that has its
+# notifications decided later (in the same transaction, so no process can lose it). The
+# membership UPDATE joins the locked conversation row, so it runs after the lock is held
+# and, in READ COMMITTED, skips a membership row deleted by a removal that committed
+# meanwhile: no row comes back and the caller rolls the seq back. ORM-built, these were
+# three statements and most of a send's CPU.
 _STORE_MESSAGE_SQL = f"""
 WITH conv AS (
     UPDATE {_conversation_table}
@@ -583,18 +628,21 @@ WITH conv AS (
 ), stored AS (
     INSERT INTO {_message_table}
         (conversation_id, seq, version, kind, sender_id, client_msg_id, body, system,
-         created_at, edited_at, deleted)
+         created_at, edited_at, deleted, mentions)
     SELECT member.id, member.last_seq, member.last_seq, %(kind)s, %(sender)s, %(cmid)s,
-        %(body)s, NULL, %(now)s, NULL, FALSE
+        %(body)s, NULL, %(now)s, NULL, FALSE, %(mentions)s::jsonb
     FROM member
     RETURNING id, seq
+), due AS (
+    INSERT INTO {_due_table} (message_id, due_at, attempts)
+    SELECT stored.id, %(due)s, 0 FROM stored WHERE %(due)s IS NOT NULL
 )
 SELECT stored.id, stored.seq, member.member_seq FROM stored, member
 """  # noqa: S608 - table names are ours; values are parameters
 
 
 def _store_message(
-    conversation_id: int, sender: User, cmid: uuid.UUID, body: str
+    conversation_id: int, sender: User, cmid: uuid.UUID, body: str, mentions: list[int]
 ) -> tuple[Message, int] | None:
     """Store a text message at the conversation's next seq; None if not a member.
 
@@ -602,18 +650,20 @@ def _store_message(
     seq may have been taken: the caller must roll the transaction back.
     """
     if connection.vendor != "postgresql":
-        return _store_message_portable(conversation_id, sender, cmid, body)
+        return _store_message_portable(conversation_id, sender, cmid, body, mentions)
     now = timezone.now()
     with connection.cursor() as cursor:
         cursor.execute(
             _STORE_MESSAGE_SQL,
             {
                 "now": now,
+                "due": _notify_due_at(now),
                 "conversation": conversation_id,
                 "sender": sender.pk,
                 "kind": Message.Kind.TEXT.value,
                 "cmid": cmid,
                 "body": body,
+                "mentions": json.dumps(mentions),
             },
         )
         row = cursor.fetchone()
@@ -632,6 +682,7 @@ def _store_message(
         created_at=now,
         edited_at=None,
         deleted=False,
+        mentions=mentions,
     )
     message._state.adding = False
     message._state.db = connection.alias
@@ -639,7 +690,7 @@ def _store_message(
 
 
 def _store_message_portable(
-    conversation_id: int, sender: User, cmid: uuid.UUID, body: str
+    conversation_id: int, sender: User, cmid: uuid.UUID, body: str, mentions: list[int]
 ) -> tuple[Message, int] | None:
     """Do what `_STORE_MESSAGE_SQL` does in three statements (SQLite, the embedded default)."""
     with connection.cursor() as cursor:
@@ -666,7 +717,11 @@ def _store_message_portable(
         sender=sender,
         client_msg_id=cmid,
         body=body,
+        mentions=mentions,
     )
+    due_at = _notify_due_at(message.created_at)
+    if due_at is not None:
+        NotificationDue.objects.create(message=message, due_at=due_at)
     return message, member_seq
 
 
@@ -703,7 +758,8 @@ def edit_message(*, user: User, conversation_id: int, message_id: int, body: str
         message.version = _take_seq(conversation)
         message.body = body
         message.edited_at = timezone.now()
-        message.save(update_fields=["version", "body", "edited_at"])
+        message.mentions = _mentioned_members(conversation.pk, body)
+        message.save(update_fields=["version", "body", "edited_at", "mentions"])
         events.broadcast_to_conversation_on_commit(
             conversation.pk, conversation.member_seq, events.message_updated_event(message)
         )
@@ -787,6 +843,8 @@ def _raise_marker(*, user: User, conversation_id: int, seq: object, read: bool) 
         current = rows.values("delivered_seq", "read_seq", "conversation__member_seq").first()
         if current is None:
             raise NotAMember()
+        if changed and read:
+            _schedule_push_removal(user, conversation_id, current["read_seq"])
         if changed:
             events.broadcast_to_conversation_on_commit(
                 conversation_id,
@@ -805,6 +863,17 @@ def _raise_marker(*, user: User, conversation_id: int, seq: object, read: bool) 
         read_seq=current["read_seq"],
         changed=changed,
     )
+
+
+def _schedule_push_removal(user: User, conversation_id: int, read_seq: int) -> None:
+    """Have the worker take back pushes of messages now read (on any device)."""
+    PushWindow.objects.filter(
+        user=user,
+        conversation_id=conversation_id,
+        pushed_seq__gt=F("removed_seq"),
+        pushed_seq__lte=read_seq,
+        remove_due_at__isnull=True,
+    ).update(remove_due_at=timezone.now())
 
 
 def mark_delivered(*, user: User, conversation_id: int, seq: object) -> Markers:

@@ -17,12 +17,15 @@ from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.templatetags.static import static
 from django.views.decorators.cache import never_cache
-from django.views.decorators.http import require_GET
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_GET, require_http_methods
 
+from accounts import services as account_services
 from accounts.models import User
 from chatsite.api import error_body
 from chatsite.wire import iso
 from messaging import events, selectors
+from messaging.notifications import payloads
 
 # The app's ES modules: the service worker caches them so the app opens offline. Modules
 # import each other by relative, unhashed names, so those are the URLs cached.
@@ -137,3 +140,24 @@ def healthz(request: HttpRequest) -> JsonResponse:
     except DatabaseError:
         return JsonResponse({"status": "unavailable"}, status=503)
     return JsonResponse({"status": "ok"})
+
+
+@csrf_exempt  # RFC 8058: the mail client posts with no cookie and no CSRF token
+@never_cache
+@require_http_methods(["GET", "POST"])
+def unsubscribe(request: HttpRequest, token: str) -> HttpResponse:
+    """Turn missed-message emails off by the signed link of an email (one click, RFC 8058).
+
+    GET asks first (a link scanner must not unsubscribe anyone); POST, from the page's
+    button or from the mail client's `List-Unsubscribe=One-Click`, does it (idempotent).
+    """
+    user_id = payloads.unsubscribe_user_id(token)
+    user = User.objects.filter(pk=user_id).first() if user_id is not None else None
+    context: dict[str, Any] = {"valid": user is not None, "done": False, "email": ""}
+    if user is None:
+        return render(request, "notifications/unsubscribe.html", context, status=404)
+    context["email"] = user.email
+    if request.method == "POST":
+        account_services.update_profile(user=user, email_notifications=False)
+        context["done"] = True
+    return render(request, "notifications/unsubscribe.html", context)

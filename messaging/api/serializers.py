@@ -13,7 +13,14 @@ from django.conf import settings
 from rest_framework import serializers
 
 from chatsite import rest
-from messaging.models import Conversation, Device, Membership, Message
+from messaging.models import (
+    Conversation,
+    Device,
+    Membership,
+    Message,
+    Notification,
+    NotifyLevel,
+)
 
 # Ids are PostgreSQL bigints; anything larger names nothing.
 MAX_ID = 2**63 - 1
@@ -66,6 +73,9 @@ class MessageSerializer(serializers.Serializer[Any]):
     edited_at = serializers.DateTimeField(allow_null=True)
     deleted = serializers.BooleanField()
     attachments = AttachmentSerializer(many=True)
+    mentions = serializers.ListField(
+        child=serializers.IntegerField(), help_text="Ids of the members named as @username."
+    )
     system = SystemSerializer(required=False)
 
 
@@ -91,7 +101,11 @@ class ConversationSerializer(serializers.Serializer[Any]):
     read_seq = serializers.IntegerField()
     delivered_seq = serializers.IntegerField()
     unread = serializers.IntegerField()
-    muted = serializers.BooleanField()
+    muted = serializers.BooleanField(help_text="Nothing notifies you (push or email).")
+    notify = serializers.ChoiceField(
+        choices=NotifyLevel.choices,
+        help_text="What notifies you while you are away: all, mentions (only @you), none.",
+    )
     last_activity_at = serializers.DateTimeField(allow_null=True)
     peer = serializers.IntegerField(
         required=False, allow_null=True, help_text="Direct only: the other user's id."
@@ -156,6 +170,46 @@ class DeviceSerializer(serializers.Serializer[Any]):
     platform = serializers.ChoiceField(choices=Device.Platform.choices)
     name = serializers.CharField(allow_blank=True)
     created_at = serializers.DateTimeField()
+    last_used_at = serializers.DateTimeField(
+        allow_null=True, help_text="When a push last reached it."
+    )
+
+
+class DevicePageSerializer(serializers.Serializer[Any]):
+    """The caller's devices (one page: a user has at most CHAT_MAX_DEVICES_PER_USER)."""
+
+    results = DeviceSerializer(many=True)
+    next = serializers.URLField(allow_null=True, help_text="Always null.")
+
+
+class NotificationSerializer(serializers.Serializer[Any]):
+    """One decision of a message's notification trace (`events.NotificationPayload`)."""
+
+    kind = serializers.ChoiceField(
+        choices=Notification.Kind.choices, help_text="`remove` takes a shown push back."
+    )
+    channel = serializers.ChoiceField(
+        choices=Notification.Channel.choices,
+        help_text="`push`: a push decision that reached no device.",
+    )
+    device = serializers.IntegerField(allow_null=True)
+    decision = serializers.ChoiceField(choices=Notification.Decision.choices)
+    reason = serializers.ChoiceField(
+        choices=Notification.Reason.choices, allow_null=True, help_text="Null when sent."
+    )
+    provider_status = serializers.CharField(
+        allow_null=True, help_text="What the push service or mail server answered."
+    )
+    latency_ms = serializers.IntegerField(
+        allow_null=True, help_text="From the message's commit to the provider's answer."
+    )
+    at = serializers.DateTimeField(allow_null=True)
+
+
+class NotificationListSerializer(serializers.Serializer[Any]):
+    """The notification trace of one message for the caller."""
+
+    results = NotificationSerializer(many=True)
 
 
 class LimitsSerializer(serializers.Serializer[Any]):
@@ -226,6 +280,7 @@ class ConversationUpdateSerializer(serializers.Serializer[Any]):
 
     title = rest.StrictCharField(required=False, max_length=1000, trim_whitespace=False)
     muted = rest.StrictBooleanField(required=False)
+    notify = serializers.ChoiceField(choices=NotifyLevel.choices, required=False)
 
 
 class MembersAddSerializer(serializers.Serializer[Any]):

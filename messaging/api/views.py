@@ -35,7 +35,7 @@ from chatsite.wire import iso
 from messaging import attachments, devices, events, search, selectors, services
 from messaging.api import serializers as s
 from messaging.consumers import MAX_FRAME_BYTES
-from messaging.models import Conversation, Device
+from messaging.models import Conversation
 
 # --- helpers ---------------------------------------------------------------------------
 
@@ -64,15 +64,6 @@ def _detail_by_id(conversation_id: int, user: User) -> dict[str, Any]:
     return _detail(membership.conversation, user)
 
 
-def _device_payload(device: Device) -> dict[str, Any]:
-    return {
-        "id": device.pk,
-        "platform": device.platform,
-        "name": device.name,
-        "created_at": iso(device.created_at),
-    }
-
-
 def _path_id(name: str, description: str) -> OpenApiParameter:
     return OpenApiParameter(
         name,
@@ -83,6 +74,7 @@ def _path_id(name: str, description: str) -> OpenApiParameter:
 
 
 CONVERSATION_ID = _path_id("conversation_id", "A conversation the caller belongs to.")
+MESSAGE_ID = _path_id("message_id", "A message of that conversation.")
 MESSAGE_EXAMPLE = {
     "id": 901,
     "conversation": 3,
@@ -107,6 +99,7 @@ CONVERSATION_EXAMPLE = {
     "delivered_seq": 42,
     "unread": 2,
     "muted": False,
+    "notify": "all",
     "last_activity_at": "2026-11-22T10:00:00.123456Z",
 }
 NEW_CONVERSATION = PolymorphicProxySerializer(
@@ -230,7 +223,7 @@ class ConversationDetailApi(APIView):
         examples=[OpenApiExample("rename", value={"title": "Team 2"}, request_only=True)],
     )
     def patch(self, request: Request, conversation_id: int) -> Response:
-        """Rename (owners and admins) and/or set your own `muted`; answer the conversation."""
+        """Rename (owners and admins), set your own `muted` / `notify`; answer the conversation."""
         user = _user(request)
         data = _valid(s.ConversationUpdateSerializer, request.data)
         if "title" in data:
@@ -239,6 +232,10 @@ class ConversationDetailApi(APIView):
             )
         if "muted" in data:
             services.set_muted(user=user, conversation_id=conversation_id, muted=data["muted"])
+        if "notify" in data:
+            services.set_notify_level(
+                user=user, conversation_id=conversation_id, level=data["notify"]
+            )
         return Response(_detail_by_id(conversation_id, user))
 
 
@@ -370,7 +367,7 @@ class MessageDetailApi(APIView):
     @extend_schema(
         operation_id="messages_edit",
         tags=["messages"],
-        parameters=[CONVERSATION_ID, _path_id("message_id", "A message of that conversation.")],
+        parameters=[CONVERSATION_ID, MESSAGE_ID],
         request=s.MessageEditSerializer,
         responses={
             200: s.MessageSerializer,
@@ -391,7 +388,7 @@ class MessageDetailApi(APIView):
     @extend_schema(
         operation_id="messages_delete",
         tags=["messages"],
-        parameters=[CONVERSATION_ID, _path_id("message_id", "A message of that conversation.")],
+        parameters=[CONVERSATION_ID, MESSAGE_ID],
         request=None,
         responses={200: s.MessageSerializer, **error_responses(403, 404, *AUTHENTICATED)},
     )
@@ -401,6 +398,46 @@ class MessageDetailApi(APIView):
             user=_user(request), conversation_id=conversation_id, message_id=message_id
         )
         return Response(events.message_payload(message))
+
+
+class MessageNotificationsApi(APIView):
+    """Why you were, or were not, notified of a message: its notification trace."""
+
+    @extend_schema(
+        operation_id="conversations_messages_notifications",
+        tags=["messages"],
+        parameters=[CONVERSATION_ID, MESSAGE_ID],
+        responses={
+            200: s.NotificationListSerializer,
+            **error_responses(403, 404, *AUTHENTICATED),
+        },
+        examples=[
+            OpenApiExample(
+                "suppressed on a phone, emailed",
+                value={
+                    "results": [
+                        {
+                            "kind": "message",
+                            "channel": "fcm",
+                            "device": 4,
+                            "decision": "suppressed",
+                            "reason": "busy",
+                            "provider_status": None,
+                            "latency_ms": None,
+                            "at": "2026-11-22T10:00:10.123456Z",
+                        }
+                    ]
+                },
+                response_only=True,
+            )
+        ],
+    )
+    def get(self, request: Request, conversation_id: int, message_id: int) -> Response:
+        """Answer `{results}`: each decision for your devices and email, oldest first."""
+        rows = selectors.list_notifications_for_user(
+            user=_user(request), conversation_id=conversation_id, message_id=message_id
+        )
+        return Response({"results": [events.notification_payload(r) for r in rows]})
 
 
 class ConversationReadApi(APIView):
@@ -600,7 +637,17 @@ class SearchApi(APIView):
 
 
 class DeviceRegisterApi(APIView):
-    """Register a push target for this install."""
+    """The caller's push targets: list them, register this install's."""
+
+    @extend_schema(
+        operation_id="devices_list",
+        tags=["devices"],
+        responses={200: s.DevicePageSerializer, **error_responses(*AUTHENTICATED)},
+    )
+    def get(self, request: Request) -> Response:
+        """Answer `{results, next}`: your devices, newest first (tokens are not shown)."""
+        rows = selectors.list_devices_for_user(user=_user(request))
+        return Response({"results": [events.device_payload(d) for d in rows], "next": None})
 
     @extend_schema(
         operation_id="devices_register",
@@ -639,7 +686,7 @@ class DeviceRegisterApi(APIView):
         """Answer the device: 201 when new to you, 200 when it was already yours."""
         data = _valid(s.DeviceRegisterSerializer, request.data)
         device, created = devices.register_device(user=_user(request), **data)
-        return Response(_device_payload(device), status=201 if created else 200)
+        return Response(events.device_payload(device), status=201 if created else 200)
 
 
 class DeviceRemoveApi(APIView):

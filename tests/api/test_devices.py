@@ -42,7 +42,7 @@ def test_register_each_platform(client_for: Client, ana: User, body: dict[str, A
     assert response.status_code == 201
     device = Device.objects.get(pk=response.json()["id"])
     assert (device.user, device.platform, device.name) == (ana, body["platform"], body["name"])
-    assert set(response.json()) == {"id", "platform", "name", "created_at"}
+    assert set(response.json()) == {"id", "platform", "name", "created_at", "last_used_at"}
     if body["platform"] == "apns":
         assert device.token == APNS
     if body["platform"] == "webpush":

@@ -95,6 +95,8 @@ def test_me_shows_and_changes_the_profile(client_for: Client, ana: User) -> None
         "username": "ana",
         "display_name": "Ana",
         "status": "available",
+        "email": "",
+        "email_notifications": True,
     }
 
     changed = client.patch(

@@ -1,0 +1,118 @@
+"""What a push and an email say: the Web Push payloads and the unread counts behind them."""
+
+from __future__ import annotations
+
+from typing import Literal, TypedDict
+
+from django.conf import settings
+from django.core import signing
+
+from accounts.models import User
+from messaging.models import Conversation, Message
+
+PREVIEW_CHARS = 200
+_UNSUBSCRIBE_SALT = "messaging.notifications.unsubscribe"
+
+
+class PushSender(TypedDict):
+    """Who wrote the message a push shows."""
+
+    id: int
+    display_name: str
+
+
+class MessagePush(TypedDict):
+    """The decrypted body of a `message` push."""
+
+    type: Literal["message"]
+    conversation: int
+    seq: int
+    message_id: int
+    sender: PushSender
+    title: str
+    body: str
+    unread: int
+    url: str
+
+
+class RemovePush(TypedDict):
+    """The decrypted body of a `remove` push: close what shows this conversation."""
+
+    type: Literal["remove"]
+    conversation: int
+    up_to_seq: int
+
+
+def conversation_url(conversation_id: int) -> str:
+    """Return the web app's path that opens a conversation."""
+    return f"/#c{conversation_id}"
+
+
+def preview(message: Message, limit: int = PREVIEW_CHARS) -> str:
+    """Return the start of a message as plain text (a file's name for an attachment)."""
+    body = " ".join(message.body.split())
+    if not body:
+        names = [a.filename for a in message.attachments.all()]
+        body = "📎 " + ", ".join(names) if names else ""
+    return body if len(body) <= limit else body[: limit - 1] + "…"
+
+
+def unread_count(user_id: int, conversation_id: int, read_seq: int) -> int:
+    """Return how many messages of others after `read_seq` the member has not read."""
+    return (
+        Message.objects.filter(
+            conversation_id=conversation_id,
+            seq__gt=read_seq,
+            kind=Message.Kind.TEXT,
+            deleted=False,
+        )
+        .exclude(sender_id=user_id)
+        .count()
+    )
+
+
+def message_push(
+    message: Message, conversation: Conversation, sender: User | None, unread: int
+) -> MessagePush:
+    """Build a `message` push: the group's title in a group, else the sender's name."""
+    name = sender.name if sender is not None else "Someone"
+    return {
+        "type": "message",
+        "conversation": conversation.pk,
+        "seq": message.seq,
+        "message_id": message.pk,
+        "sender": {"id": sender.pk if sender is not None else 0, "display_name": name},
+        "title": conversation.title if conversation.kind == Conversation.Kind.GROUP else name,
+        "body": preview(message),
+        "unread": unread,
+        "url": conversation_url(conversation.pk),
+    }
+
+
+def remove_push(conversation_id: int, up_to_seq: int) -> RemovePush:
+    """Build a `remove` push."""
+    return {"type": "remove", "conversation": conversation_id, "up_to_seq": up_to_seq}
+
+
+def topic(conversation_id: int) -> str:
+    """Return the push Topic of a conversation: a later push replaces an undelivered one."""
+    return f"c{conversation_id}"
+
+
+def unsubscribe_token(user: User) -> str:
+    """Return a signed token that turns this user's emails off (no cookie needed)."""
+    return signing.dumps(user.pk, salt=_UNSUBSCRIBE_SALT, compress=True)
+
+
+def unsubscribe_user_id(token: str) -> int | None:
+    """Return the user id a token was made for, or None if it is not ours."""
+    try:
+        value = signing.loads(token, salt=_UNSUBSCRIBE_SALT)
+    except signing.BadSignature:
+        return None
+    return value if isinstance(value, int) else None
+
+
+def unsubscribe_url(user: User) -> str:
+    """Return the absolute one-click unsubscribe URL (RFC 8058) of a user's emails."""
+    return f"{settings.SITE_URL}/notifications/unsubscribe/{unsubscribe_token(user)}/"

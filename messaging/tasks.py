@@ -1,0 +1,77 @@
+"""Celery tasks: the notification tick and the sends it rings for.
+
+Beat runs `notify_tick_task` every `NOTIFY_POLL_INTERVAL` seconds. The tick decides due
+messages itself and hands each due push window and email to its own task. Tasks take
+ids and re-read the truth; the work they do is recorded in PostgreSQL, so a task that
+runs twice, late, or not at all (its lease expires) changes nothing but timing.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from celery import shared_task
+from celery.signals import worker_ready
+from django.conf import settings
+from django.utils import timezone
+from kombu.exceptions import OperationalError as BrokerError
+
+from messaging.models import Device
+from messaging.notifications import decide, sending
+from messaging.push import backend_for
+
+logger = logging.getLogger(__name__)
+
+# How long one tick may keep deciding before it lets the next one take over.
+TICK_BUDGET = 5.0
+
+
+@shared_task(ignore_result=True)
+def notify_tick_task() -> None:
+    """Decide what is due, then ring for every due push window and email."""
+    started = time.monotonic()
+    while decide.decide_due_messages(now=timezone.now()) == decide.BATCH:
+        if time.monotonic() - started > TICK_BUDGET:
+            break
+    now = timezone.now()
+    try:
+        for window_id in sending.claim_due_windows(now=now):
+            send_push_window_task.delay(window_id)
+        for user_id in sending.claim_due_digests(now=now):
+            send_email_digest_task.delay(user_id)
+    except BrokerError as exc:
+        # The claims stay leased; they are claimed again when the lease runs out.
+        logger.warning("cannot reach the broker to send notifications: %r", exc)
+
+
+@shared_task(ignore_result=True)
+def send_push_window_task(window_id: int) -> None:
+    """Send what one member's push window of one conversation has due."""
+    sending.send_push_window(window_id)
+
+
+@shared_task(ignore_result=True)
+def send_email_digest_task(user_id: int) -> None:
+    """Send one member's missed-message email."""
+    sending.send_email_digest(user_id)
+
+
+@shared_task(ignore_result=True)
+def delete_old_notifications_task() -> None:
+    """Delete notification trace rows past NOTIFY_TRACE_DAYS."""
+    deleted = sending.delete_old_notifications(now=timezone.now())
+    if deleted:
+        logger.info("deleted %d old notification trace rows", deleted)
+
+
+@worker_ready.connect
+def _warn_about_unconfigured_push(**_: object) -> None:
+    """Say once, at worker start, which push platforms cannot send (not once per push)."""
+    if not settings.NOTIFY_ENABLED:
+        logger.warning("NOTIFY_ENABLED is off: no notifications are decided")
+        return
+    for platform in Device.Platform.values:
+        problem = backend_for(platform).problem()
+        if problem:
+            logger.warning("%s devices will get provider_error: %s", platform, problem)
