@@ -173,6 +173,14 @@ def _claim_window(window_id: int) -> _Plan | None:
     return plan
 
 
+def _settle(rows: list[Notification]) -> None:
+    """Write the decisions taken on re-check (bulk_update leaves `auto_now` alone)."""
+    now = timezone.now()
+    for row in rows:
+        row.updated_at = now
+    Notification.objects.bulk_update(rows, ["decision", "reason", "updated_at"])
+
+
 def _plan_messages(plan: _Plan, pending: list[Notification], member: Membership | None) -> None:
     """Per device: the newest still-notifiable pending message; the rest are settled now."""
     settled: list[Notification] = []
@@ -193,7 +201,7 @@ def _plan_messages(plan: _Plan, pending: list[Notification], member: Membership 
                 continue
             row.decision, row.reason = Decision.SUPPRESSED, reason
         settled.append(row)
-    Notification.objects.bulk_update(settled, ["decision", "reason", "updated_at"])
+    _settle(settled)
     if not newest or member is None:
         return
     unread = payloads.unread_count(member.user_id, member.conversation_id, member.read_seq)
@@ -411,7 +419,7 @@ def _claim_digest(user_id: int) -> _Email | None:
                 keep.append(row)
                 continue
             settled.append(row)
-        Notification.objects.bulk_update(settled, ["decision", "reason", "updated_at"])
+        _settle(settled)
         if not keep:
             digest.due_at = None
             digest.dispatched_at = None
