@@ -4,7 +4,7 @@
 
 import { ApiError, api, query, uploadAttachment } from "./api.js";
 import { AUTH_FAILED, ChatClient, EVICTED } from "./client.js";
-import { clear, h, icon, linkified, safeUrl, snippetNodes } from "./dom.js";
+import { clear, h, icon, linkified, safeUrl, snippetNodes, spans } from "./dom.js";
 import * as fmt from "./format.js";
 import * as attention from "./notify.js";
 import { OutboxStore } from "./outbox.js";
@@ -28,6 +28,10 @@ const ui = {
   title: $("chat-title"),
   subtitle: $("chat-subtitle"),
   membersButton: $("members-button"),
+  notifyWrap: $("notify-wrap"),
+  notifyButton: $("notify-button"),
+  notifyMenu: $("notify-menu"),
+  muteItem: $("mute-item"),
   leaveButton: $("leave-button"),
   messages: $("messages"),
   messageList: $("message-list"),
@@ -41,6 +45,7 @@ const ui = {
   editing: $("editing"),
   cancelEdit: $("cancel-edit"),
   tray: $("tray"),
+  mentionList: $("mention-list"),
   fileInput: $("file-input"),
   attach: $("attach"),
   dropZone: $("drop-zone"),
@@ -54,6 +59,7 @@ const ui = {
 };
 
 const names = new Map([[me.id, me.display_name]]); // user id -> display name
+const usernames = new Map([[me.id, me.username]]); // user id -> username (for mentions)
 const presence = new Map(); // user id -> {state, last_seen}
 const typing = new Map(); // conversation -> Map(user id -> expiry timer)
 const drafts = new Map(); // conversation -> unsent text
@@ -86,6 +92,14 @@ function deviceId() {
 // ---------------------------------------------------------------- small helpers
 
 const nameOf = (id) => (id === me.id ? "You" : names.get(id) || "Someone");
+
+/** Remember the names of users an answer listed (members, people found). */
+function learnPeople(users) {
+  for (const u of users || []) {
+    names.set(u.id, u.display_name);
+    if (u.username) usernames.set(u.id, u.username);
+  }
+}
 
 function avatar(name, id, className = "avatar") {
   return h("span", { class: `${className} ${fmt.avatarHue(id)}`, "aria-hidden": "true", text: fmt.initials(name) });
@@ -239,7 +253,7 @@ function conversationItem(id) {
   if (c.kind === "group") pic.append(h("span", { class: "kind-icon", "aria-hidden": "true" }, icon("group")));
   if (c.kind === "direct" && c.peer !== undefined && c.peer !== me.id) pic.append(presenceDot(c.peer));
   const state = c.kind === "direct" && c.peer !== me.id ? presence.get(c.peer)?.state : null;
-  const label = [title, state ? fmt.PRESENCE_LABELS[state] : null, unread ? `${unread} unread` : null]
+  const label = [title, state ? fmt.PRESENCE_LABELS[state] : null, c.muted ? "muted" : null, unread ? `${unread} unread` : null]
     .filter(Boolean)
     .join(", ");
   const button = h(
@@ -267,7 +281,7 @@ function conversationItem(id) {
         "span",
         { class: "conv-bottom" },
         h("span", { class: "conv-preview", id: `conv-preview-${id}`, text: previewText(c) }),
-        c.muted ? h("span", { class: "muted-mark", title: "Muted", text: "muted" }) : null,
+        c.muted ? h("span", { class: "muted-mark", title: "Muted" }, icon("bell-off"), h("span", { class: "visually-hidden", text: "Muted" })) : null,
         unread
           ? h("span", { class: "badge" }, String(unread > 99 ? "99+" : unread), h("span", { class: "visually-hidden", text: " unread" }))
           : null,
@@ -347,6 +361,8 @@ async function openConversation(id, { reveal = null } = {}) {
   const switching = current !== id;
   current = id;
   if (switching) {
+    closeNotifyMenu();
+    closeMentions();
     cancelEdit();
     rendered.clear();
     // The whole history is not news: keep screen readers quiet while it is drawn.
@@ -368,6 +384,7 @@ async function openConversation(id, { reveal = null } = {}) {
   if (matchMedia("(min-width: 48em)").matches) ui.input.focus({ preventScroll: true });
   else ui.title.focus({ preventScroll: true });
   loadDetails(id);
+  attention.dismissShown(`conversation-${id}`); // it is in front of the user now
   await client.open(id);
   if (current !== id) return;
   renderMessages({ stick: reveal === null });
@@ -377,6 +394,8 @@ async function openConversation(id, { reveal = null } = {}) {
 }
 
 function closeConversation() {
+  closeNotifyMenu();
+  closeMentions();
   saveDraft();
   stopTyping();
   current = null;
@@ -397,7 +416,7 @@ ui.back.addEventListener("click", () => {
 async function loadDetails(id) {
   try {
     const detail = await api(`/api/v1/conversations/${id}`);
-    for (const m of detail.members || []) names.set(m.id, m.display_name);
+    learnPeople(detail.members);
     client.setMembers(id, detail.members || []);
     soon(renderList);
     if (current === id) {
@@ -432,6 +451,7 @@ function renderHeader() {
   paintAvatar(ui.chatAvatar, c.title, c.kind === "direct" ? c.peer : c.id);
   ui.leaveButton.hidden = c.kind !== "group";
   ui.membersButton.hidden = c.kind !== "group";
+  renderNotifyMenu(c);
   const members = client.members.get(current);
   if (c.kind === "direct") {
     ui.subtitle.textContent = c.peer === me.id ? "Notes to yourself" : fmt.presenceText(presence.get(c.peer)) || "";
@@ -506,6 +526,36 @@ function attachmentEl(a) {
   );
 }
 
+/**
+ * The members a message mentions, by lower-cased username. Only the ids the server
+ * found (`mentions`) count, so the highlight never claims a mention it did not notify;
+ * a name shows once its member's username is known (the member list loads on open).
+ */
+function mentionedNames(m) {
+  const byName = new Map();
+  for (const id of m.mentions || []) {
+    const username = usernames.get(id);
+    if (username) byName.set(username.toLowerCase(), id);
+  }
+  return byName;
+}
+
+/** A message body as nodes: links, and each mention a `span.mention` (`mention-me`: of me). */
+function bodyNodes(m) {
+  const byName = mentionedNames(m);
+  if (!byName.size) return linkified(m.body);
+  return linkified(m.body, (text) =>
+    spans(
+      text,
+      fmt.findMentions(text, (name) => byName.has(name)).map(({ start, end, name }) => ({
+        start,
+        end,
+        class: byName.get(name) === me.id ? "mention mention-me" : "mention",
+      })),
+    ),
+  );
+}
+
 function messageEl(m, { run, marks }) {
   if (m.kind === "system") {
     return h("li", { class: "msg system", "data-id": m.id, "data-seq": m.seq }, h("span", { text: m.body }));
@@ -526,7 +576,7 @@ function messageEl(m, { run, marks }) {
   if (m.deleted) {
     bubble.append(h("p", { class: "body deleted-text", text: "This message was deleted." }));
   } else {
-    if (m.body) bubble.append(h("p", { class: "body" }, linkified(m.body)));
+    if (m.body) bubble.append(h("p", { class: "body" }, bodyNodes(m)));
     if (m.attachments?.length) bubble.append(h("div", { class: "attachments" }, m.attachments.map(attachmentEl)));
   }
   const date = fmt.toDate(m.created_at);
@@ -624,7 +674,8 @@ function renderMessages({ stick = false, prepend = false } = {}) {
       prev.sender === m.sender &&
       date - fmt.toDate(prev.created_at) < 5 * 60_000;
     const marks = m.sender === me.id && m.kind === "text" && !m.deleted ? markState(m) : null;
-    const sig = `${m.version}|${run}|${JSON.stringify(marks)}|${names.get(m.sender) || ""}`;
+    const mentioned = [...mentionedNames(m).keys()].join(" ");
+    const sig = `${m.version}|${run}|${JSON.stringify(marks)}|${names.get(m.sender) || ""}|${mentioned}`;
     items.push({ key: `m${m.id}`, sig, make: () => messageEl(m, { run, marks }) });
     prev = m;
   }
@@ -852,9 +903,11 @@ function saveDraft() {
 ui.input.addEventListener("input", () => {
   autosize();
   noteTyping();
+  updateMentions();
 });
 
 ui.input.addEventListener("keydown", (event) => {
+  if (mentionKey(event)) return;
   if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
     event.preventDefault();
     ui.composer.requestSubmit();
@@ -870,7 +923,10 @@ ui.input.addEventListener("keydown", (event) => {
   }
 });
 
-ui.input.addEventListener("blur", () => saveDraft());
+ui.input.addEventListener("blur", () => {
+  saveDraft();
+  closeMentions();
+});
 
 ui.composer.addEventListener("submit", async (event) => {
   event.preventDefault();
@@ -958,6 +1014,125 @@ async function deleteMessage(message) {
     toast(`Could not delete the message: ${problem(error)}`);
   }
 }
+
+// ---------------------------------------------------------------- mention autocomplete
+
+// The composer is an ARIA combobox: typing `@` and letters lists matching members of
+// the open conversation; Up/Down choose, Enter or Tab insert `@username `, Escape closes.
+const MAX_MENTION_OPTIONS = 8;
+const mention = { start: -1, options: [], active: 0, dismissed: -1 };
+
+/** Members of the open conversation whose username or a word of whose name starts with `q`. */
+function mentionCandidates(q) {
+  const members = current === null ? null : client.members.get(current);
+  if (!members) return [];
+  const needle = q.toLowerCase();
+  const ranked = [];
+  for (const m of members.values()) {
+    if (m.id === me.id || !m.username) continue;
+    const name = (m.display_name || "").toLowerCase();
+    const rank = m.username.toLowerCase().startsWith(needle)
+      ? 0
+      : name.split(/\s+/).some((word) => word.startsWith(needle))
+        ? 1
+        : -1;
+    if (rank >= 0) ranked.push({ rank, m });
+  }
+  ranked.sort((a, b) => a.rank - b.rank || a.m.username.localeCompare(b.m.username));
+  return ranked.slice(0, MAX_MENTION_OPTIONS).map(({ m }) => m);
+}
+
+function updateMentions() {
+  const caret = ui.input.selectionStart;
+  const typed = ui.input.selectionEnd === caret ? fmt.typingMention(ui.input.value.slice(0, caret)) : null;
+  if (!typed) mention.dismissed = -1; // Escape holds only while that `@word` is typed
+  if (!typed || typed.start === mention.dismissed) {
+    closeMentions();
+    return;
+  }
+  const previous = mention.options[mention.active]?.id;
+  mention.start = typed.start;
+  mention.options = mentionCandidates(typed.query);
+  // Keep the chosen member chosen while the list narrows.
+  mention.active = Math.max(0, mention.options.findIndex((m) => m.id === previous));
+  renderMentions();
+}
+
+function closeMentions() {
+  if (!mention.options.length && ui.mentionList.hidden) return;
+  mention.options = [];
+  mention.active = 0;
+  renderMentions();
+}
+
+function renderMentions() {
+  const open = mention.options.length > 0;
+  ui.mentionList.hidden = !open;
+  ui.input.setAttribute("aria-expanded", String(open));
+  if (!open) {
+    ui.input.removeAttribute("aria-activedescendant");
+    ui.mentionList.replaceChildren();
+    return;
+  }
+  ui.mentionList.replaceChildren(
+    ...mention.options.map((m, index) =>
+      h(
+        "li",
+        {
+          role: "option",
+          id: `mention-option-${m.id}`,
+          class: "mention-option",
+          "aria-selected": String(index === mention.active),
+          // Keep the focus (and the caret) in the composer while clicking.
+          onmousedown: (event) => event.preventDefault(),
+          onclick: () => insertMention(m),
+        },
+        avatar(m.display_name, m.id, "avatar tiny"),
+        h("span", { class: "mention-name", text: m.display_name }),
+        h("span", { class: "mention-username", text: `@${m.username}` }),
+      ),
+    ),
+  );
+  const active = ui.mentionList.children[mention.active];
+  ui.input.setAttribute("aria-activedescendant", active.id);
+  active.scrollIntoView({ block: "nearest" });
+}
+
+function insertMention(member) {
+  const end = ui.input.selectionStart;
+  const spaced = /\s/.test(ui.input.value.charAt(end));
+  ui.input.setRangeText(`@${member.username}${spaced ? "" : " "}`, mention.start, end, "end");
+  if (spaced) ui.input.setSelectionRange(ui.input.selectionEnd + 1, ui.input.selectionEnd + 1);
+  closeMentions();
+  autosize();
+  noteTyping();
+  ui.input.focus();
+}
+
+/** Handle a key of the composer while the list is open; answer whether it was used. */
+function mentionKey(event) {
+  if (ui.mentionList.hidden || event.isComposing) return false;
+  const count = mention.options.length;
+  if (event.key === "ArrowDown" || event.key === "ArrowUp") {
+    mention.active = (mention.active + (event.key === "ArrowDown" ? 1 : count - 1)) % count;
+    renderMentions();
+  } else if ((event.key === "Enter" && !event.shiftKey) || (event.key === "Tab" && !event.shiftKey)) {
+    insertMention(mention.options[mention.active]);
+  } else if (event.key === "Escape") {
+    mention.dismissed = mention.start;
+    closeMentions();
+  } else {
+    return false;
+  }
+  event.preventDefault();
+  return true;
+}
+
+// The caret moved without typing (arrows, click): the `@word` at it may have changed.
+ui.input.addEventListener("click", updateMentions);
+ui.input.addEventListener("keyup", (event) => {
+  if (["ArrowLeft", "ArrowRight", "Home", "End"].includes(event.key)) updateMentions();
+});
 
 // ---------------------------------------------------------------- attachments
 
@@ -1093,10 +1268,20 @@ ui.input.addEventListener("paste", (event) => {
 
 // ---------------------------------------------------------------- notifications
 
+/** Whether a new message notifies me, by the server's rule: muted, then the level. */
+function notifies(c, m) {
+  if (c.muted) return false;
+  if (c.notify === "none") return false;
+  if (c.notify === "mentions") return (m.mentions || []).includes(me.id);
+  return true;
+}
+
 function notifyAbout(id, messages) {
   const c = client.conversation(id);
-  if (!messages.length || !c || c.muted || myStatus === "busy") return;
-  const m = messages[messages.length - 1];
+  if (!c || myStatus === "busy") return;
+  const notifying = messages.filter((m) => notifies(c, m));
+  if (!notifying.length) return;
+  const m = notifying[notifying.length - 1];
   const text = m.body || (m.attachments?.length ? `📎 ${m.attachments[0].filename}` : "New message");
   attention.notify({
     title: c.kind === "group" ? `${nameOf(m.sender)} in ${c.title}` : c.title,
@@ -1111,12 +1296,14 @@ function renderNotifyBanner() {
   ui.notifyBanner.hidden = !attention.notificationsSupported() || attention.notificationPermission() !== "default" || dismissed;
 }
 
-$("enable-notifications").addEventListener("click", async () => {
+async function enableNotifications() {
   const permission = await attention.requestNotifications();
   renderNotifyBanner();
   if (permission === "granted") attention.subscribePush(boot.vapid_public_key);
   else toast("Notifications stay off. You can allow them in the browser's site settings.");
-});
+}
+
+$("enable-notifications").addEventListener("click", enableNotifications);
 $("dismiss-notifications").addEventListener("click", () => {
   localStorage.setItem("chat.notify.dismissed", "1");
   renderNotifyBanner();
@@ -1146,6 +1333,187 @@ for (const type of ["keydown", "pointerdown", "wheel", "touchstart"]) {
   addEventListener(type, idleTouch, { passive: true });
 }
 
+// ---------------------------------------------------------------- notification settings of a conversation
+
+// The header's "Notifications" menu (ARIA menu button): what notifies me while I am
+// away (all messages, only @mentions, nothing) and Mute. The server answers the
+// conversation, and the UI shows what it answered.
+const NOTIFY_LABELS = { all: "All messages", mentions: "Only @mentions", none: "Nothing" };
+const menuItems = () => [...ui.notifyMenu.querySelectorAll('[role^="menuitem"]')];
+
+function renderNotifyMenu(c) {
+  const level = c.notify || "all";
+  for (const item of ui.notifyMenu.querySelectorAll("[data-notify]")) {
+    item.setAttribute("aria-checked", String(item.dataset.notify === level));
+  }
+  ui.muteItem.setAttribute("aria-checked", String(Boolean(c.muted)));
+  ui.notifyButton.dataset.state = c.muted ? "muted" : level;
+  ui.notifyButton.title = c.muted ? "Notifications: muted" : `Notifications: ${NOTIFY_LABELS[level] || level}`;
+  const bell = c.muted || level === "none" ? "bell-off" : "bell";
+  if (ui.notifyButton.dataset.icon !== bell) {
+    ui.notifyButton.dataset.icon = bell;
+    ui.notifyButton.querySelector(".icon").replaceWith(icon(bell));
+  }
+}
+
+function openNotifyMenu(focus = "checked") {
+  ui.notifyMenu.hidden = false;
+  ui.notifyButton.setAttribute("aria-expanded", "true");
+  const items = menuItems();
+  const target =
+    focus === "last" ? items[items.length - 1] : focus === "first" ? items[0] : items.find((i) => i.getAttribute("aria-checked") === "true");
+  (target || items[0]).focus();
+}
+
+function closeNotifyMenu({ refocus = false } = {}) {
+  if (ui.notifyMenu.hidden) return;
+  ui.notifyMenu.hidden = true;
+  ui.notifyButton.setAttribute("aria-expanded", "false");
+  if (refocus) ui.notifyButton.focus();
+}
+
+async function changeNotifications(change) {
+  if (current === null) return;
+  const id = current;
+  try {
+    const conversation = await api(`/api/v1/conversations/${id}`, { method: "PATCH", body: change });
+    learnPeople(conversation.members);
+    client.adopt(conversation); // redraws the header, the list and the title's count
+  } catch (error) {
+    toast(`Could not change notifications: ${problem(error)}`);
+  }
+}
+
+ui.notifyButton.addEventListener("click", () => {
+  if (ui.notifyMenu.hidden) openNotifyMenu();
+  else closeNotifyMenu();
+});
+ui.notifyButton.addEventListener("keydown", (event) => {
+  if (event.key === "ArrowDown" || event.key === "ArrowUp") {
+    event.preventDefault();
+    openNotifyMenu(event.key === "ArrowDown" ? "first" : "last");
+  }
+});
+
+ui.notifyMenu.addEventListener("click", (event) => {
+  const item = event.target.closest('[role^="menuitem"]');
+  if (!item) return;
+  closeNotifyMenu({ refocus: true });
+  if (item === ui.muteItem) changeNotifications({ muted: item.getAttribute("aria-checked") !== "true" });
+  else changeNotifications({ notify: item.dataset.notify });
+});
+
+ui.notifyMenu.addEventListener("keydown", (event) => {
+  const items = menuItems();
+  const at = items.indexOf(document.activeElement);
+  const moves = { ArrowDown: at + 1, ArrowUp: at - 1 + items.length, Home: 0, End: items.length - 1 };
+  if (event.key in moves) {
+    event.preventDefault();
+    items[moves[event.key] % items.length].focus();
+  } else if (event.key === "Escape") {
+    event.preventDefault();
+    closeNotifyMenu({ refocus: true });
+  } else if (event.key === "Tab") {
+    closeNotifyMenu(); // and let the focus move on
+  }
+});
+
+// A click anywhere else, or the focus leaving, closes the menu.
+document.addEventListener("pointerdown", (event) => {
+  if (!ui.notifyWrap.contains(event.target)) closeNotifyMenu();
+});
+ui.notifyWrap.addEventListener("focusout", (event) => {
+  if (event.relatedTarget && !ui.notifyWrap.contains(event.relatedTarget)) closeNotifyMenu();
+});
+
+// ---------------------------------------------------------------- notification settings (email, browser)
+
+const settings = {
+  dialog: $("dialog-settings"),
+  form: $("settings-form"),
+  status: $("settings-status"),
+  email: $("settings-email"),
+  emailField: $("settings-email-field"),
+  emailError: $("settings-email-error"),
+  emailNotifications: $("settings-email-notifications"),
+  browser: $("settings-browser"),
+  enableBrowser: $("settings-browser-enable"),
+  error: $("settings-error"),
+  save: $("settings-save"),
+};
+
+function showSettingsError(error) {
+  const onEmail = error?.details?.field === "email";
+  settings.emailError.textContent = onEmail ? problem(error) : "";
+  settings.emailError.hidden = !onEmail;
+  settings.emailField.classList.toggle("has-error", onEmail);
+  if (onEmail) settings.email.setAttribute("aria-invalid", "true");
+  else settings.email.removeAttribute("aria-invalid");
+  settings.error.textContent = error && !onEmail ? problem(error) : "";
+  settings.error.hidden = !error || onEmail;
+  if (onEmail) settings.email.focus();
+}
+
+function renderBrowserNotifications() {
+  const permission = attention.notificationPermission();
+  settings.browser.textContent = !attention.notificationsSupported()
+    ? "This browser cannot show notifications."
+    : permission === "granted"
+      ? "Browser notifications are on for this browser."
+      : permission === "denied"
+        ? "Browser notifications are blocked: allow them in the browser's site settings."
+        : "Browser notifications are off for this browser.";
+  settings.enableBrowser.hidden = permission !== "default" || !attention.notificationsSupported();
+}
+
+$("settings-button").addEventListener("click", async () => {
+  showSettingsError(null);
+  renderBrowserNotifications();
+  settings.form.inert = true; // until the current values are in
+  settings.status.textContent = "Loading…";
+  settings.dialog.showModal();
+  try {
+    const profile = await api("/api/v1/users/me");
+    settings.email.value = profile.email || "";
+    settings.emailNotifications.checked = Boolean(profile.email_notifications);
+    settings.status.textContent = "";
+    settings.form.inert = false;
+    settings.email.focus();
+  } catch (error) {
+    settings.status.textContent = problem(error);
+    settings.form.inert = false;
+    settings.save.disabled = true;
+    $("settings-cancel").focus();
+    return;
+  }
+  settings.save.disabled = false;
+});
+
+settings.form.addEventListener("submit", async (event) => {
+  event.preventDefault();
+  settings.save.disabled = true;
+  try {
+    await api("/api/v1/users/me", {
+      method: "PATCH",
+      body: { email: settings.email.value.trim(), email_notifications: settings.emailNotifications.checked },
+    });
+    settings.dialog.close();
+    toast("Notification settings saved.");
+  } catch (error) {
+    showSettingsError(error);
+  } finally {
+    settings.save.disabled = false;
+  }
+});
+settings.email.addEventListener("input", () => {
+  if (!settings.emailError.hidden) showSettingsError(null);
+});
+$("settings-cancel").addEventListener("click", () => settings.dialog.close());
+settings.enableBrowser.addEventListener("click", async () => {
+  await enableNotifications();
+  renderBrowserNotifications();
+});
+
 // ---------------------------------------------------------------- dialogs: people and groups
 
 function personButton(user, onPick, extra = null) {
@@ -1171,7 +1539,7 @@ async function findUsers(q, statusEl) {
   statusEl.textContent = "Searching…";
   try {
     const page = await api(`/api/v1/users?${query({ q, limit: 20 })}`);
-    for (const u of page.results) names.set(u.id, u.display_name);
+    learnPeople(page.results);
     statusEl.textContent = page.results.length ? "" : "Nobody found.";
     return page.results;
   } catch (error) {
@@ -1377,7 +1745,7 @@ ui.membersButton.addEventListener("click", async () => {
     status.textContent = `${detail.members.length} member${detail.members.length === 1 ? "" : "s"}`;
     list.replaceChildren(
       ...detail.members.map((m) => {
-        names.set(m.id, m.display_name);
+        learnPeople([m]);
         const entry = presence.get(m.id);
         return h(
           "li",
@@ -1514,6 +1882,10 @@ function routeFromHash() {
 addEventListener("hashchange", routeFromHash);
 navigator.serviceWorker?.addEventListener("message", (event) => {
   if (event.data?.type === "open" && event.data.conversation) openConversation(Number(event.data.conversation));
+  // A push arrived: the worker shows no notification for what is on screen here.
+  if (event.data?.type === "showing") {
+    event.ports[0]?.postMessage({ conversation: document.visibilityState === "visible" ? current : null });
+  }
 });
 
 paintAvatar(ui.meAvatar, me.display_name, me.id);

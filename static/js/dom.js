@@ -63,6 +63,10 @@ const ICONS = {
     "M12 12.8c1.6 0 3-.4 4.2-.9A2 2 0 0 1 17.5 14v1.5h-11V14a2 2 0 0 1 1.3-2.1c1.2.5 2.6.9 4.2.9zM12 4a3.5 3.5 0 1 1 0 7 3.5 3.5 0 0 1 0-7zM4 13a2 2 0 1 0 0-4 2 2 0 0 0 0 4zm16 0a2 2 0 1 0 0-4 2 2 0 0 0 0 4z",
   compass: "M12 2a10 10 0 1 0 0 20 10 10 0 0 0 0-20zm2.2 12.2L6 18l3.8-8.2L18 6z",
   bell: "M12 22a2 2 0 0 0 2-2h-4a2 2 0 0 0 2 2zm6-6v-5c0-3.1-1.6-5.6-4.5-6.3V4a1.5 1.5 0 0 0-3 0v.7C7.6 5.4 6 7.9 6 11v5l-2 2v1h16v-1z",
+  "bell-off":
+    "M20 18.7 7.8 6.1 5.3 3.5 4 4.8l2.8 2.8A7.3 7.3 0 0 0 6 11v5l-2 2v1h13.7l2 2 1.3-1.3zM12 22a2 2 0 0 0 2-2h-4a2 2 0 0 0 2 2zm6-7.3V11c0-3.1-1.6-5.6-4.5-6.3V4a1.5 1.5 0 0 0-3 0v.7c-.5.1-1 .3-1.4.5z",
+  settings:
+    "M19.1 12.9a7.3 7.3 0 0 0 0-1.9l2.1-1.6a.5.5 0 0 0 .1-.6l-1.9-3.3a.5.5 0 0 0-.6-.2l-2.4 1a7 7 0 0 0-1.6-1l-.4-2.5a.5.5 0 0 0-.5-.4h-3.8a.5.5 0 0 0-.5.4l-.4 2.5a7 7 0 0 0-1.6 1l-2.4-1a.5.5 0 0 0-.6.2L2.7 8.9a.5.5 0 0 0 .1.6l2.1 1.6a7.3 7.3 0 0 0 0 1.9l-2.1 1.6a.5.5 0 0 0-.1.6l1.9 3.3c.1.2.4.3.6.2l2.4-1c.5.4 1 .7 1.6 1l.4 2.5c0 .2.2.4.5.4h3.8c.2 0 .4-.2.5-.4l.4-2.5c.6-.2 1.1-.6 1.6-1l2.4 1c.2.1.5 0 .6-.2l1.9-3.3a.5.5 0 0 0-.1-.6zM12 15.6a3.6 3.6 0 1 1 0-7.2 3.6 3.6 0 0 1 0 7.2z",
   close: "M19 6.4 17.6 5 12 10.6 6.4 5 5 6.4 10.6 12 5 17.6 6.4 19 12 13.4 17.6 19 19 17.6 13.4 12z",
   check: "M9 16.2 4.8 12l-1.4 1.4L9 19 21 7l-1.4-1.4z",
   checks: "M18 7l-1.4-1.4-6.3 6.3 1.4 1.4zm4.2-1.4L11.7 16.2 7.5 12l-1.4 1.4 5.6 5.6 12-12zM.4 13.4 6 19l1.4-1.4L1.8 12z",
@@ -108,16 +112,34 @@ export function snippetNodes(snippet) {
 
 const URL_RE = /\bhttps?:\/\/[^\s<>"']+[^\s<>"'.,;:!?)\]}]/g;
 
-/** Return text nodes and links for a message body (only http/https become links). */
-export function linkified(text) {
+const textNodes = (text) => [document.createTextNode(text)];
+
+/**
+ * Return text nodes and links for a message body (only http/https become links). The
+ * text between links goes through `plain` (text -> nodes), which may mark it up further.
+ */
+export function linkified(text, plain = textNodes) {
   const nodes = [];
   let last = 0;
   for (const match of text.matchAll(URL_RE)) {
     const href = safeUrl(match[0]);
     if (!href) continue;
-    if (match.index > last) nodes.push(document.createTextNode(text.slice(last, match.index)));
+    if (match.index > last) nodes.push(...plain(text.slice(last, match.index)));
     nodes.push(h("a", { href, target: "_blank", rel: "noopener noreferrer nofollow", text: match[0] }));
     last = match.index + match[0].length;
+  }
+  if (last < text.length) nodes.push(...plain(text.slice(last)));
+  return nodes;
+}
+
+/** Return `text` as text nodes, each of `ranges` ([{start, end, class}], in order) a span. */
+export function spans(text, ranges) {
+  const nodes = [];
+  let last = 0;
+  for (const range of ranges) {
+    if (range.start > last) nodes.push(document.createTextNode(text.slice(last, range.start)));
+    nodes.push(h("span", { class: range.class, text: text.slice(range.start, range.end) }));
+    last = range.end;
   }
   if (last < text.length) nodes.push(document.createTextNode(text.slice(last)));
   return nodes;

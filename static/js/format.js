@@ -76,3 +76,36 @@ export function presenceText(entry) {
   }
   return PRESENCE_LABELS[entry.state] || "";
 }
+
+// Mentions, by the server's rule (messaging/mentions.py): an `@` that does not follow a
+// username character, then the longest run of username characters (they include `.`,
+// `+`, `-` and `@`). A trailing `.`, `-` or `+` may end the sentence instead, so the name
+// is also tried without it.
+const MENTION_RE = /(?<![A-Za-z0-9_.+@-])@([A-Za-z0-9_.+@-]{1,150})/g;
+// The `@word` being typed right before the caret (empty after a bare `@`).
+const TYPING_MENTION_RE = /(?<![A-Za-z0-9_.+@-])@([A-Za-z0-9_.+@-]{0,150})$/;
+
+/**
+ * Find the mentions in `text` of the names `isName(lower-cased name)` accepts; answer
+ * `[{start, end, name}]` (`end` leaves out a trailing `.`, `-` or `+` not in the name).
+ */
+export function findMentions(text, isName) {
+  const found = [];
+  if (!text.includes("@")) return found;
+  for (const match of text.matchAll(MENTION_RE)) {
+    let name = match[1].toLowerCase();
+    if (!isName(name)) {
+      const trimmed = name.replace(/[.+-]+$/, "");
+      if (!trimmed || trimmed === name || !isName(trimmed)) continue;
+      name = trimmed;
+    }
+    found.push({ start: match.index, end: match.index + 1 + name.length, name });
+  }
+  return found;
+}
+
+/** The mention being typed at the end of `before` (the text up to the caret): `{start, query}` or null. */
+export function typingMention(before) {
+  const match = TYPING_MENTION_RE.exec(before);
+  return match ? { start: match.index, query: match[1] } : null;
+}

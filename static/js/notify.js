@@ -41,6 +41,17 @@ export function notify({ title, body, tag, onClick }) {
   }
 }
 
+/** Close the notifications shown with `tag` (by this page or by a push): they are seen. */
+export async function dismissShown(tag) {
+  if (notificationPermission() !== "granted" || !navigator.serviceWorker?.controller) return;
+  try {
+    const registration = await navigator.serviceWorker.ready;
+    for (const notification of await registration.getNotifications({ tag })) notification.close();
+  } catch {
+    // nothing shown, or no worker: nothing to close
+  }
+}
+
 /** Register the root-scoped service worker (offline app shell, push display). */
 export async function registerServiceWorker() {
   if (!("serviceWorker" in navigator)) return null;

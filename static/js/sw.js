@@ -4,7 +4,9 @@
 // - The app shell: static files are precached at install; the app page (`/`) is fetched
 //   from the network first and cached, and served from the cache when there is no
 //   network, so the app opens offline (its outbox then shows what waits to be sent).
-// - Web Push: shows the notification a push carries (the sending side comes later).
+// - Web Push (messaging/notifications/payloads.py): a `message` push shows a notification
+//   per conversation (a newer one replaces it and alerts again); a `remove` push takes
+//   it back once the messages were read elsewhere. A click opens the conversation.
 
 const CONFIG = self.SW_CONFIG || { version: "dev", precache: [] };
 const CACHE = `chat-${CONFIG.version}`;
@@ -96,38 +98,102 @@ self.addEventListener("fetch", (event) => {
   }
 });
 
-self.addEventListener("push", (event) => {
-  let data = {};
+const ICON = "/static/img/icon.svg";
+const tagOf = (conversation) => `conversation-${conversation}`;
+
+function pushData(event) {
   try {
-    data = event.data ? event.data.json() : {};
+    return event.data ? event.data.json() : {};
   } catch {
-    data = { body: event.data ? event.data.text() : "" };
+    return { body: event.data ? event.data.text() : "" };
   }
-  const title = String(data.title || "New message");
-  const options = {
+}
+
+/** Answer `url` if it is a page of this site, else null (a push never sends us elsewhere). */
+function ownUrl(url) {
+  try {
+    const parsed = new URL(url, self.location.origin);
+    return parsed.origin === self.location.origin ? parsed.href : null;
+  } catch {
+    return null;
+  }
+}
+
+async function appWindows() {
+  const windows = await self.clients.matchAll({ type: "window", includeUncontrolled: true });
+  return windows.filter((client) => new URL(client.url).origin === self.location.origin);
+}
+
+/** Ask an app window which conversation it shows (null: none, or no answer in time). */
+function shownBy(client, timeout = 300) {
+  return new Promise((resolve) => {
+    const channel = new MessageChannel();
+    const timer = setTimeout(() => resolve(null), timeout);
+    channel.port1.onmessage = (event) => {
+      clearTimeout(timer);
+      resolve(event.data?.conversation ?? null);
+    };
+    client.postMessage({ type: "showing" }, [channel.port2]);
+  });
+}
+
+/**
+ * Whether a focused, visible app window shows the conversation: it needs no notice.
+ * Asked, not read from `client.url`: the app moves between conversations with
+ * history.replaceState, which the client's URL does not follow.
+ */
+async function watching(conversation) {
+  const windows = (await appWindows()).filter((client) => client.focused && client.visibilityState === "visible");
+  const shown = await Promise.all(windows.map((client) => shownBy(client)));
+  return shown.some((id) => Number(id) === Number(conversation));
+}
+
+async function showMessage(data) {
+  const conversation = data.conversation ?? null;
+  if (conversation !== null && (await watching(conversation))) return;
+  const tag = conversation !== null ? tagOf(conversation) : undefined;
+  await self.registration.showNotification(String(data.title || "New message"), {
     body: String(data.body || ""),
-    tag: data.conversation ? `conversation-${data.conversation}` : undefined,
-    icon: "/static/img/icon.svg",
-    data: { conversation: data.conversation || null },
-  };
-  event.waitUntil(self.registration.showNotification(title, options));
+    tag,
+    renotify: tag !== undefined, // a new message in the same conversation alerts again
+    icon: ICON,
+    data: {
+      conversation,
+      seq: data.seq ?? null,
+      url: ownUrl(data.url || (conversation !== null ? `/#c${conversation}` : "/")) || "/",
+    },
+  });
+}
+
+/** Close what shows the conversation, up to `up_to_seq` (a newer message stays). */
+async function removeShown(data) {
+  if (data.conversation === undefined || data.conversation === null) return;
+  const shown = await self.registration.getNotifications({ tag: tagOf(data.conversation) });
+  for (const notification of shown) {
+    const seq = notification.data?.seq;
+    if (seq === null || seq === undefined || !(seq > data.up_to_seq)) notification.close();
+  }
+}
+
+self.addEventListener("push", (event) => {
+  const data = pushData(event);
+  event.waitUntil(data.type === "remove" ? removeShown(data) : showMessage(data));
 });
 
 self.addEventListener("notificationclick", (event) => {
   event.notification.close();
-  const conversation = event.notification.data?.conversation;
-  const target = conversation ? `/#c${conversation}` : "/";
+  const { conversation = null, url = null } = event.notification.data || {};
   event.waitUntil(
     (async () => {
-      const windows = await self.clients.matchAll({ type: "window", includeUncontrolled: true });
-      for (const client of windows) {
-        if (new URL(client.url).origin === self.location.origin) {
-          await client.focus();
-          client.postMessage({ type: "open", conversation });
-          return;
-        }
+      const windows = await appWindows();
+      // The window the user looked at last, else any of ours.
+      const client = windows.find((w) => w.focused) || windows.find((w) => w.visibilityState === "visible") || windows[0];
+      if (client) {
+        await client.focus().catch(() => {});
+        if (conversation !== null) client.postMessage({ type: "open", conversation });
+        return;
       }
-      await self.clients.openWindow(target);
+      await self.clients.openWindow(ownUrl(url) || (conversation !== null ? `/#c${conversation}` : "/"));
     })(),
   );
 });
