@@ -22,6 +22,7 @@ from chatsite import ratelimit, rest
 from chatsite.errors import BadRequest, DomainError
 from chatsite.openapi import AUTHENTICATED, error_responses
 from chatsite.wire import iso_from_epoch
+from messaging import wire
 
 
 class Unauthenticated(DomainError):
@@ -119,21 +120,6 @@ class UserPageSerializer(serializers.Serializer[Any]):
 
     results = UserSerializer(many=True)
     next = serializers.URLField(allow_null=True, help_text="The next page's URL, or null.")
-
-
-def user_payload(user: User) -> dict[str, Any]:
-    """Build a user as others see them."""
-    return {"id": user.pk, "username": user.username, "display_name": user.name}
-
-
-def profile_payload(user: User) -> dict[str, Any]:
-    """Build the signed-in user's own profile."""
-    return {
-        **user_payload(user),
-        "status": user.status,
-        "email": user.email,
-        "email_notifications": user.email_notifications,
-    }
 
 
 def _failure_bucket(username: str) -> str:
@@ -275,7 +261,7 @@ class UserRegisterApi(APIView):
         form = RegisterSerializer(data=request.data)
         form.is_valid(raise_exception=True)
         user = services.register_user(**form.validated_data)
-        return Response(user_payload(user), status=201)
+        return Response(wire.user_payload(user), status=201)
 
 
 class UserMeApi(APIView):
@@ -288,7 +274,7 @@ class UserMeApi(APIView):
     )
     def get(self, request: Request) -> Response:
         """Answer `{id, username, display_name, status}`."""
-        return Response(profile_payload(request.user))  # type: ignore[arg-type]
+        return Response(wire.profile_payload(request.user))  # type: ignore[arg-type]
 
     @extend_schema(
         operation_id="users_me_update",
@@ -302,7 +288,7 @@ class UserMeApi(APIView):
         form = ProfileUpdateSerializer(data=request.data)
         form.is_valid(raise_exception=True)
         user = services.update_profile(user=request.user, **form.validated_data)  # type: ignore[arg-type]
-        return Response(profile_payload(user))
+        return Response(wire.profile_payload(user))
 
 
 class UserListApi(APIView):
@@ -334,5 +320,8 @@ class UserListApi(APIView):
         users = users[:size]
         following = {"u": users[-1].username} if more else None
         return Response(
-            {"results": [user_payload(u) for u in users], "next": rest.next_url(request, following)}
+            {
+                "results": [wire.user_payload(u) for u in users],
+                "next": rest.next_url(request, following),
+            }
         )

@@ -13,12 +13,17 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.urls import path  # noqa: E402
 
 from chatsite.bodylimit import BodySizeLimit  # noqa: E402
-from chatsite.wsauth import WebSocketAuthMiddleware  # noqa: E402
+from chatsite.gateway.auth import WebSocketAuthMiddleware  # noqa: E402
+from chatsite.gateway.fanout import StartFanout  # noqa: E402
 from messaging.consumers import ChatConsumer  # noqa: E402
 
-application = ProtocolTypeRouter(
-    {
-        "http": BodySizeLimit(django_asgi_app),
-        "websocket": WebSocketAuthMiddleware(URLRouter([path("ws/v1/", ChatConsumer.as_asgi())])),
-    }
+application = StartFanout(
+    ProtocolTypeRouter(
+        {
+            "http": BodySizeLimit(django_asgi_app),
+            "websocket": WebSocketAuthMiddleware(
+                URLRouter([path("ws/v1/", ChatConsumer.as_asgi())])
+            ),
+        }
+    )
 )

@@ -16,6 +16,8 @@ urlpatterns = [
     path("api/v1/", include("messaging.api.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", ApiDocsView.as_view(url_name="api-schema"), name="api-docs"),
+    path("api/asyncapi.json", messaging_views.asyncapi_document, name="asyncapi"),
+    path("api/docs/websocket", messaging_views.websocket_docs, name="websocket-docs"),
     path("admin/", admin.site.urls),
 ]
 

@@ -18,7 +18,6 @@ from django.utils.dateparse import parse_datetime
 
 from accounts.models import User
 from messaging.errors import BadRequest, MessageNotFound, NotAMember
-from messaging.events import ConversationView
 from messaging.models import (
     Conversation,
     Device,
@@ -27,6 +26,7 @@ from messaging.models import (
     Notification,
     NotificationDue,
 )
+from messaging.wire import ConversationView
 
 
 @dataclass(frozen=True)

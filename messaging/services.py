@@ -16,13 +16,13 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
-from django.db.models import F, OuterRef, Subquery, Value
+from django.db.models import F, OuterRef, Q, Subquery, Value
 from django.db.models.functions import Greatest, Least, Lower
 from django.utils import timezone
 
 from accounts.models import User
 from chatsite import ratelimit
-from messaging import events
+from messaging import events, wire
 from messaging.errors import (
     BadRequest,
     Conflict,
@@ -45,6 +45,7 @@ from messaging.models import (
     NotifyLevel,
     PushWindow,
 )
+from messaging.selectors import TypingTarget
 
 Role = Membership.Role
 
@@ -175,8 +176,8 @@ def _write_system_message(
         body=body,
         system=system,
     )
-    events.broadcast_to_conversation_on_commit(
-        conversation.pk, conversation.member_seq, events.message_created_event(message)
+    events.to_conversation_on_commit(
+        conversation.pk, conversation.member_seq, wire.message_created_frame(message)
     )
     return message
 
@@ -185,23 +186,34 @@ def _names(users: Sequence[User]) -> str:
     return ", ".join(u.name for u in users)
 
 
+def _summary(conversation: Conversation) -> wire.ConversationSummary:
+    return wire.conversation_summary(
+        id=conversation.pk,
+        kind=conversation.kind,
+        title=conversation.title,
+        public=conversation.public,
+        last_seq=conversation.last_seq,
+    )
+
+
 def _announce_membership(
-    conversation: Conversation, users: Iterable[User], reason: events.ConversationReason
+    conversation: Conversation, users: Iterable[User], reason: wire.ConversationReason
 ) -> None:
     """Tell each user's connections on commit that they joined or left a conversation.
 
     A newcomer's view needs no query: their markers start at the log's end, nothing is
-    unread. The event carries `member_seq` for gateways (which strip it).
+    unread. A departing user is told the summary every member may see.
     """
     people = list(users)
     items = []
     for user in people:
+        payload: wire.ConversationSummary | wire.ConversationPayload
         if reason in ("left", "removed"):
-            payload: dict[str, Any] = {"id": conversation.pk, "kind": conversation.kind}
+            payload = _summary(conversation)
         else:
             peer = next((p for p in people if p.pk != user.pk), user)
             is_direct = conversation.kind == Conversation.Kind.DIRECT
-            view = events.ConversationView(
+            view = wire.ConversationView(
                 id=conversation.pk,
                 kind=conversation.kind,
                 title=peer.name if is_direct else conversation.title,
@@ -215,11 +227,11 @@ def _announce_membership(
                 peer=peer.pk if is_direct else None,
                 member_seq=conversation.member_seq,
             )
-            payload = dict(events.conversation_payload(view))
-        event = events.conversation_updated_event(payload, reason)
-        event["member_seq"] = conversation.member_seq
+            payload = wire.conversation_payload(view)
+        frame = wire.conversation_updated_frame(payload, reason)
+        event = events.user_event(conversation.pk, conversation.member_seq, frame)
         items.append((events.user_group(user.pk), event))
-    events.broadcast_many_on_commit(items)
+    events.send_events_on_commit(items)
 
 
 # --- conversations ---------------------------------------------------------------------
@@ -455,17 +467,10 @@ def rename_conversation(*, actor: User, conversation_id: int, title: str) -> Con
             title=title,
             body=f"{actor.name} renamed the group to “{title}”.",
         )
-        shared = {
-            "id": conversation.pk,
-            "kind": conversation.kind,
-            "title": title,
-            "public": conversation.public,
-            "last_seq": seq,
-        }
-        events.broadcast_to_conversation_on_commit(
+        events.to_conversation_on_commit(
             conversation.pk,
             conversation.member_seq,
-            events.conversation_updated_event(shared, "renamed"),
+            wire.conversation_updated_frame(_summary(conversation), "renamed"),
         )
     return conversation
 
@@ -560,8 +565,8 @@ def send_message(
                 empty = Attachment.objects.none()
                 empty._result_cache = []
                 message._prefetched_objects_cache = {"attachments": empty}  # type: ignore[attr-defined]
-            events.broadcast_to_conversation_on_commit(
-                conversation_id, member_seq, events.message_created_event(message)
+            events.to_conversation_on_commit(
+                conversation_id, member_seq, wire.message_created_frame(message)
             )
     except IntegrityError:
         original = Message.objects.filter(sender=sender, client_msg_id=cmid).first()
@@ -760,8 +765,8 @@ def edit_message(*, user: User, conversation_id: int, message_id: int, body: str
         message.edited_at = timezone.now()
         message.mentions = _mentioned_members(conversation.pk, body)
         message.save(update_fields=["version", "body", "edited_at", "mentions"])
-        events.broadcast_to_conversation_on_commit(
-            conversation.pk, conversation.member_seq, events.message_updated_event(message)
+        events.to_conversation_on_commit(
+            conversation.pk, conversation.member_seq, wire.message_updated_frame(message)
         )
     return message
 
@@ -811,8 +816,8 @@ def _delete(conversation: Conversation, message: Message) -> Message:
     message.body = ""
     message.save(update_fields=["version", "deleted", "body"])
     message.attachments.clear()
-    events.broadcast_to_conversation_on_commit(
-        conversation.pk, conversation.member_seq, events.message_updated_event(message)
+    events.to_conversation_on_commit(
+        conversation.pk, conversation.member_seq, wire.message_updated_frame(message)
     )
     return message
 
@@ -826,30 +831,44 @@ def _clean_seq(seq: object) -> int:
     return seq
 
 
-def _raise_marker(*, user: User, conversation_id: int, seq: object, read: bool) -> Markers:
-    target = _clean_seq(seq)
+def _capped(seq: int) -> Least:
     # Never past the log's end: a marker says what the member has seen.
-    capped = Least(
-        Value(target),
+    return Least(
+        Value(seq),
         Subquery(Conversation.objects.filter(pk=OuterRef("conversation_id")).values("last_seq")),
     )
-    changes: dict[str, Any] = {"delivered_seq": Greatest(F("delivered_seq"), capped)}
-    if read:
-        changes["read_seq"] = Greatest(F("read_seq"), capped)
+
+
+def mark_receipts(
+    *, user: User, conversation_id: int, delivered: object = 0, read: object = 0
+) -> Markers:
+    """Raise the user's delivered and read markers in one write (never lowers them).
+
+    Reading raises delivered too; neither goes past the log's end. Members get one
+    `receipt.updated` when a marker rose.
+    """
+    read_seq = _clean_seq(read)
+    delivered_seq = max(_clean_seq(delivered), read_seq)
+    changes: dict[str, Any] = {
+        "delivered_seq": Greatest(F("delivered_seq"), _capped(delivered_seq))
+    }
+    moved = Q(delivered_seq__lt=_capped(delivered_seq))
+    if read_seq:
+        changes["read_seq"] = Greatest(F("read_seq"), _capped(read_seq))
+        moved |= Q(read_seq__lt=_capped(read_seq))
     rows = Membership.objects.filter(conversation_id=conversation_id, user=user)
-    field = "read_seq" if read else "delivered_seq"
     with transaction.atomic():
-        changed = rows.filter(**{f"{field}__lt": capped}).update(**changes) > 0
+        changed = rows.filter(moved).update(**changes) > 0
         current = rows.values("delivered_seq", "read_seq", "conversation__member_seq").first()
         if current is None:
             raise NotAMember()
-        if changed and read:
+        if changed and read_seq:
             _schedule_push_removal(user, conversation_id, current["read_seq"])
         if changed:
-            events.broadcast_to_conversation_on_commit(
+            events.to_conversation_on_commit(
                 conversation_id,
                 current["conversation__member_seq"],
-                events.receipt_updated_event(
+                wire.receipt_updated_frame(
                     conversation_id=conversation_id,
                     user_id=user.pk,
                     delivered_seq=current["delivered_seq"],
@@ -862,6 +881,27 @@ def _raise_marker(*, user: User, conversation_id: int, seq: object, read: bool) 
         delivered_seq=current["delivered_seq"],
         read_seq=current["read_seq"],
         changed=changed,
+    )
+
+
+def typing_event(
+    *, user: User, target: TypingTarget, conversation_id: int, state: str
+) -> tuple[str, events.Event] | None:
+    """Return the group and event that tell the other members about typing, or None.
+
+    Typing is never stored and never relayed in conversations of more than
+    `CHAT_TYPING_MAX_MEMBERS` (a thousand people do not need to see who is typing).
+    """
+    if target.member_count > settings.CHAT_TYPING_MAX_MEMBERS:
+        return None
+    frame = wire.typing_frame(
+        conversation_id=conversation_id,
+        user_id=user.pk,
+        state="start" if state == "start" else "stop",
+    )
+    return (
+        events.conversation_group(conversation_id),
+        events.conversation_event(conversation_id, target.member_seq, frame),
     )
 
 
@@ -878,9 +918,9 @@ def _schedule_push_removal(user: User, conversation_id: int, read_seq: int) -> N
 
 def mark_delivered(*, user: User, conversation_id: int, seq: object) -> Markers:
     """Raise the user's delivered marker to `seq` (never lowers it, never past the end)."""
-    return _raise_marker(user=user, conversation_id=conversation_id, seq=seq, read=False)
+    return mark_receipts(user=user, conversation_id=conversation_id, delivered=seq)
 
 
 def mark_read(*, user: User, conversation_id: int, seq: object) -> Markers:
     """Raise the user's read marker (and delivered marker) to `seq`."""
-    return _raise_marker(user=user, conversation_id=conversation_id, seq=seq, read=True)
+    return mark_receipts(user=user, conversation_id=conversation_id, read=seq)

@@ -24,7 +24,7 @@ from accounts import services as account_services
 from accounts.models import User
 from chatsite.api import error_body
 from chatsite.wire import iso
-from messaging import events, selectors
+from messaging import asyncapi, selectors, wire
 from messaging.notifications import payloads
 
 # The app's ES modules: the service worker caches them so the app opens offline. Modules
@@ -62,7 +62,7 @@ def home(request: HttpRequest) -> HttpResponse:
             "display_name": user.name,
             "status": user.status,
         },
-        "conversations": [events.conversation_payload(v) for v in conversations],
+        "conversations": [wire.conversation_payload(v) for v in conversations],
         "vapid_public_key": settings.WEBPUSH_VAPID_PUBLIC_KEY,
         "max_message_length": settings.CHAT_MAX_MESSAGE_LENGTH,
         "max_upload_bytes": settings.CHAT_MAX_UPLOAD_BYTES,
@@ -161,3 +161,15 @@ def unsubscribe(request: HttpRequest, token: str) -> HttpResponse:
         account_services.update_profile(user=user, email_notifications=False)
         context["done"] = True
     return render(request, "notifications/unsubscribe.html", context)
+
+
+@require_GET
+def asyncapi_document(request: HttpRequest) -> JsonResponse:
+    """Answer the AsyncAPI 3 document of the WebSocket protocol."""
+    return JsonResponse(asyncapi.document(), json_dumps_params={"indent": 1})
+
+
+@require_GET
+def websocket_docs(request: HttpRequest) -> HttpResponse:
+    """Render the WebSocket protocol from its AsyncAPI document."""
+    return render(request, "api/websocket.html", asyncapi.page_context())

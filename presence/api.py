@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from asgiref.sync import async_to_sync
 from django.conf import settings
@@ -12,6 +11,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from chatsite.errors import BadRequest
+from messaging import wire
 from messaging.selectors import filter_visible_users
 from presence import services
 from presence.store import open_store
@@ -33,7 +33,7 @@ def parse_user_ids(raw: str) -> list[int]:
     return ids
 
 
-async def _snapshot(user_ids: list[int]) -> list[dict[str, Any]]:
+async def _snapshot(user_ids: list[int]) -> list[wire.PresenceEntry]:
     async with open_store() as store:
         return await services.snapshot(store, user_ids, now=time.time())
 

@@ -14,7 +14,7 @@ from typing import Any
 from channels.layers import get_channel_layer
 from django.conf import settings
 
-from chatsite.wire import iso_from_epoch
+from messaging import wire
 
 logger = logging.getLogger(__name__)
 
@@ -24,23 +24,9 @@ def presence_group(user_id: int) -> str:
     return f"presence.{user_id}"
 
 
-def presence_entry(user_id: int, state: str, last_seen: float | None) -> dict[str, Any]:
-    """Build one user's presence as `presence.snapshot` and the REST API list it."""
-    return {
-        "id": user_id,
-        "state": state,
-        "last_seen": iso_from_epoch(last_seen) if last_seen is not None else None,
-    }
-
-
-def presence_changed_event(user_id: int, state: str, last_seen: float | None) -> dict[str, Any]:
-    """Build the `presence.changed` frame."""
-    return {
-        "type": "presence.changed",
-        "user": user_id,
-        "state": state,
-        "last_seen": iso_from_epoch(last_seen) if last_seen is not None else None,
-    }
+def presence_event(frame: wire.PresenceChangedFrame) -> dict[str, Any]:
+    """Wrap `presence.changed` for the gateways: they forward it to followers."""
+    return {"type": "presence.event", "user": frame["user"], "frame": dict(frame)}
 
 
 async def publish(user_id: int, state: str, last_seen: float | None) -> None:
@@ -51,7 +37,8 @@ async def publish(user_id: int, state: str, last_seen: float | None) -> None:
     try:
         async with asyncio.timeout(settings.CHAT_BROADCAST_TIMEOUT):
             await layer.group_send(
-                presence_group(user_id), presence_changed_event(user_id, state, last_seen)
+                presence_group(user_id),
+                presence_event(wire.presence_changed_frame(user_id, state, last_seen)),
             )
     except Exception as exc:  # noqa: BLE001 - presence is a hint; the next change corrects it
         logger.warning("presence of user %s not published: %r", user_id, exc)

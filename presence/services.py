@@ -21,7 +21,8 @@ from redis.exceptions import RedisError
 
 from accounts.models import User
 from accounts.services import update_profile
-from chatsite.dbthreads import db
+from chatsite.gateway.dbthreads import db
+from messaging import wire
 from presence import events
 from presence.state import OFFLINE, derive, live
 from presence.store import PresenceStore, open_store
@@ -150,7 +151,7 @@ async def set_status(store: PresenceStore, user: User, status: Any, *, now: floa
 
 async def snapshot(
     store: PresenceStore, user_ids: Iterable[int], *, now: float
-) -> list[dict[str, Any]]:
+) -> list[wire.PresenceEntry]:
     """Return `{id, state, last_seen}` for each user (three round trips in all)."""
     ids = list(user_ids)
     connections = await store.connections(ids)
@@ -160,13 +161,13 @@ async def snapshot(
     for uid in ids:
         state = derive(connections[uid], busy=uid in busy, now=now, window=window())
         last_seen = now if state != OFFLINE else seen.get(uid)
-        result.append(events.presence_entry(uid, state, last_seen))
+        result.append(wire.presence_entry(uid, state, last_seen))
     return result
 
 
-def hidden_entry(user_id: int) -> dict[str, Any]:
+def hidden_entry(user_id: int) -> wire.PresenceEntry:
     """Return what a user who may not see `user_id` is told: offline, never seen."""
-    return events.presence_entry(user_id, OFFLINE, None)
+    return wire.presence_entry(user_id, OFFLINE, None)
 
 
 async def rebuild(

@@ -19,6 +19,7 @@ from django.conf import settings
 from django.db import connection
 
 from accounts.models import User
+from tests.wirecheck import check_event
 
 _counter = itertools.count(1)
 
@@ -113,7 +114,7 @@ class Listener:
                 return message
 
         result: dict[str, Any] = self._run(read(), timeout + 1)
-        return result
+        return check_event(result)
 
     def mark(self, group: str) -> dict[str, Any]:
         """Send a marker event to `group`; return it to compare with what arrives next."""

@@ -3,7 +3,7 @@
 import asyncio
 from typing import Any
 
-from chatsite.dbthreads import Coalescer
+from chatsite.gateway.dbthreads import Coalescer
 
 
 def test_concurrent_lookups_share_one_fetch_and_each_gets_its_value() -> None:

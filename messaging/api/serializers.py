@@ -38,7 +38,7 @@ def id_field(*, strict: bool = False, **kwargs: Any) -> serializers.IntegerField
 
 
 class AttachmentSerializer(serializers.Serializer[Any]):
-    """An attachment as clients see it (`events.AttachmentPayload`)."""
+    """An attachment as clients see it (`wire.AttachmentPayload`)."""
 
     id = serializers.IntegerField()
     filename = serializers.CharField()
@@ -49,7 +49,7 @@ class AttachmentSerializer(serializers.Serializer[Any]):
 
 
 class SystemSerializer(serializers.Serializer[Any]):
-    """What a system message records (`events.SystemPayload`)."""
+    """What a system message records (`wire.SystemPayload`)."""
 
     event = serializers.ChoiceField(
         choices=["created", "joined", "added", "left", "removed", "renamed"]
@@ -59,7 +59,7 @@ class SystemSerializer(serializers.Serializer[Any]):
 
 
 class MessageSerializer(serializers.Serializer[Any]):
-    """A message, exactly as `message.created` carries it (`events.MessagePayload`)."""
+    """A message, exactly as `message.created` carries it (`wire.MessagePayload`)."""
 
     id = serializers.IntegerField()
     conversation = serializers.IntegerField()
@@ -80,7 +80,7 @@ class MessageSerializer(serializers.Serializer[Any]):
 
 
 class MemberSerializer(serializers.Serializer[Any]):
-    """A member of a conversation with their markers (`events.MemberPayload`)."""
+    """A member of a conversation with their markers (`wire.MemberPayload`)."""
 
     id = serializers.IntegerField()
     username = serializers.CharField()
@@ -91,7 +91,7 @@ class MemberSerializer(serializers.Serializer[Any]):
 
 
 class ConversationSerializer(serializers.Serializer[Any]):
-    """A conversation as one user sees it, as in `session.ready` (`events.ConversationPayload`)."""
+    """A conversation as one user sees it, as in `session.ready` (`wire.ConversationPayload`)."""
 
     id = serializers.IntegerField()
     kind = serializers.ChoiceField(choices=Conversation.Kind.choices)
@@ -183,7 +183,7 @@ class DevicePageSerializer(serializers.Serializer[Any]):
 
 
 class NotificationSerializer(serializers.Serializer[Any]):
-    """One decision of a message's notification trace (`events.NotificationPayload`)."""
+    """One decision of a message's notification trace (`wire.NotificationPayload`)."""
 
     kind = serializers.ChoiceField(
         choices=Notification.Kind.choices, help_text="`remove` takes a shown push back."

@@ -30,11 +30,11 @@ from rest_framework.views import APIView
 from accounts.models import User
 from chatsite import rest
 from chatsite.errors import BadRequest
+from chatsite.limits import MAX_FRAME_BYTES
 from chatsite.openapi import AUTHENTICATED, error_responses
 from chatsite.wire import iso
-from messaging import attachments, devices, events, search, selectors, services
+from messaging import attachments, devices, search, selectors, services, wire
 from messaging.api import serializers as s
-from messaging.consumers import MAX_FRAME_BYTES
 from messaging.models import Conversation
 
 # --- helpers ---------------------------------------------------------------------------
@@ -56,7 +56,7 @@ def _detail(conversation: Conversation, user: User) -> dict[str, Any]:
     """Build the user's view of a conversation with its members (detail form)."""
     view = selectors.conversation_view_for_member(conversation, user)
     members = selectors.list_members(user=user, conversation_id=conversation.pk)
-    return dict(events.conversation_payload(view, [events.member_payload(m) for m in members]))
+    return dict(wire.conversation_payload(view, [wire.member_payload(m) for m in members]))
 
 
 def _detail_by_id(conversation_id: int, user: User) -> dict[str, Any]:
@@ -151,7 +151,7 @@ class ConversationListApi(APIView):
             following = {"at": iso(last.last_activity_at) or "", "id": last.id}
         return Response(
             {
-                "results": [events.conversation_payload(v) for v in page],
+                "results": [wire.conversation_payload(v) for v in page],
                 "next": rest.next_url(request, following),
             }
         )
@@ -318,7 +318,7 @@ class MessageListApi(APIView):
         )
         return Response(
             {
-                "messages": [events.message_payload(m) for m in batch.messages],
+                "messages": [wire.message_payload(m) for m in batch.messages],
                 "upto": batch.upto,
                 "has_more": batch.has_more,
             }
@@ -356,9 +356,7 @@ class MessageListApi(APIView):
             body=data["body"],
             attachment_ids=data["attachments"],
         )
-        return Response(
-            events.message_payload(result.message), status=201 if result.created else 200
-        )
+        return Response(wire.message_payload(result.message), status=201 if result.created else 200)
 
 
 class MessageDetailApi(APIView):
@@ -383,7 +381,7 @@ class MessageDetailApi(APIView):
             message_id=message_id,
             body=data["body"],
         )
-        return Response(events.message_payload(message))
+        return Response(wire.message_payload(message))
 
     @extend_schema(
         operation_id="messages_delete",
@@ -397,7 +395,7 @@ class MessageDetailApi(APIView):
         message = services.delete_message(
             user=_user(request), conversation_id=conversation_id, message_id=message_id
         )
-        return Response(events.message_payload(message))
+        return Response(wire.message_payload(message))
 
 
 class MessageNotificationsApi(APIView):
@@ -437,7 +435,7 @@ class MessageNotificationsApi(APIView):
         rows = selectors.list_notifications_for_user(
             user=_user(request), conversation_id=conversation_id, message_id=message_id
         )
-        return Response({"results": [events.notification_payload(r) for r in rows]})
+        return Response({"results": [wire.notification_payload(r) for r in rows]})
 
 
 class ConversationReadApi(APIView):
@@ -526,7 +524,7 @@ class AttachmentUploadApi(APIView):
                 "Send the file in the multipart field `file`.", details={"field": "file"}
             )
         attachment = attachments.store_attachment(uploader=_user(request), upload=upload)
-        return Response(events.attachment_payload(attachment), status=201)
+        return Response(wire.attachment_payload(attachment), status=201)
 
 
 class AttachmentDownloadApi(APIView):
@@ -625,7 +623,7 @@ class SearchApi(APIView):
         return Response(
             {
                 "results": [
-                    {"message": events.message_payload(h.message), "snippet": h.snippet}
+                    {"message": wire.message_payload(h.message), "snippet": h.snippet}
                     for h in page.hits
                 ],
                 "next": rest.next_url(request, following),
@@ -647,7 +645,7 @@ class DeviceRegisterApi(APIView):
     def get(self, request: Request) -> Response:
         """Answer `{results, next}`: your devices, newest first (tokens are not shown)."""
         rows = selectors.list_devices_for_user(user=_user(request))
-        return Response({"results": [events.device_payload(d) for d in rows], "next": None})
+        return Response({"results": [wire.device_payload(d) for d in rows], "next": None})
 
     @extend_schema(
         operation_id="devices_register",
@@ -686,7 +684,7 @@ class DeviceRegisterApi(APIView):
         """Answer the device: 201 when new to you, 200 when it was already yours."""
         data = _valid(s.DeviceRegisterSerializer, request.data)
         device, created = devices.register_device(user=_user(request), **data)
-        return Response(events.device_payload(device), status=201 if created else 200)
+        return Response(wire.device_payload(device), status=201 if created else 200)
 
 
 class DeviceRemoveApi(APIView):

@@ -5,7 +5,7 @@ from typing import Any
 import pytest
 
 from accounts.models import User
-from messaging import events, selectors
+from messaging import selectors, wire
 from messaging.models import Conversation, Membership, Message
 from tests.api.conftest import Client, error_code, send
 
@@ -19,7 +19,7 @@ def test_list_answers_conversations_as_session_ready_does(
 
     assert response.status_code == 200
     expected = [
-        events.conversation_payload(v) for v in selectors.list_conversations_for_user(user=ana)
+        wire.conversation_payload(v) for v in selectors.list_conversations_for_user(user=ana)
     ]
     assert response.json() == {"results": expected, "next": None}
 

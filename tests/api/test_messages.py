@@ -6,7 +6,7 @@ from typing import Any
 import pytest
 
 from accounts.models import User
-from messaging import events
+from messaging import wire
 from messaging.models import Conversation, Membership, Message
 from tests.api.conftest import Client, error_code, send
 
@@ -25,7 +25,7 @@ def test_send_answers_201_with_the_websocket_payload(
 
     assert response.status_code == 201
     message = Message.objects.get(pk=response.json()["id"])
-    assert response.json() == events.message_payload(message)
+    assert response.json() == wire.message_payload(message)
     assert (message.seq, message.body) == (2, "hello <b>there</b>")
 
 
@@ -208,6 +208,6 @@ def test_send_broadcasts_message_created_after_commit(
     with django_capture_on_commit_callbacks(execute=True):
         response = post_message(client_for(ana), group, "live")
 
-    event = listener.receive()
+    event = listener.receive()["frame"]
     assert event["type"] == "message.created"
     assert event["message"] == response.json()

@@ -9,10 +9,10 @@ from drf_spectacular.validation import validate_schema
 from rest_framework import serializers
 from rest_framework.test import APIClient
 
-from messaging import events
+from chatsite.limits import MAX_FRAME_BYTES
+from messaging import wire
 from messaging.api import serializers as s
 from messaging.api.views import server_limits
-from messaging.consumers import MAX_FRAME_BYTES
 from tests.api.conftest import Client
 
 pytestmark = pytest.mark.django_db
@@ -132,11 +132,11 @@ def fields_of(serializer: serializers.Serializer[Any]) -> tuple[set[str], set[st
 @pytest.mark.parametrize(
     ("payload", "serializer"),
     [
-        (events.MessagePayload, s.MessageSerializer()),
-        (events.AttachmentPayload, s.AttachmentSerializer()),
-        (events.SystemPayload, s.SystemSerializer()),
-        (events.MemberPayload, s.MemberSerializer()),
-        (events.ConversationPayload, s.ConversationDetailSerializer()),
+        (wire.MessagePayload, s.MessageSerializer()),
+        (wire.AttachmentPayload, s.AttachmentSerializer()),
+        (wire.SystemPayload, s.SystemSerializer()),
+        (wire.MemberPayload, s.MemberSerializer()),
+        (wire.ConversationPayload, s.ConversationDetailSerializer()),
     ],
     ids=lambda v: getattr(v, "__name__", type(v).__name__),
 )
@@ -145,7 +145,7 @@ def test_documented_fields_are_the_payload_builders_fields(
 ) -> None:
     required, optional = keys_of(payload)
     doc_required, doc_optional = fields_of(serializer)
-    if payload is events.ConversationPayload:
+    if payload is wire.ConversationPayload:
         # `members` is documented as required on the detail answer, optional in general.
         doc_required.discard("members")
         doc_optional.add("members")

@@ -5,7 +5,7 @@ from typing import Any
 import pytest
 
 from accounts.models import User
-from messaging import search, services
+from messaging import search, services, wire
 from messaging.models import Conversation
 from tests.api.conftest import Client, send
 
@@ -97,11 +97,9 @@ def test_snippets_are_escaped_text_with_only_mark_tags(
 def test_hits_carry_the_websocket_message_payload(
     client_for: Client, ana: User, corpus: dict[str, Any]
 ) -> None:
-    from messaging import events
-
     (hit,) = hits(client_for, ana, "friday")
 
-    assert hit["message"] == events.message_payload(corpus["once"])
+    assert hit["message"] == wire.message_payload(corpus["once"])
 
 
 def test_non_member_and_removed_member_find_nothing(

@@ -468,7 +468,7 @@ sys.stdout.write("SEED " + json.dumps(seed) + "\\n")
 
 _DUMP_SCRIPT = """
 import json, sys
-from messaging.events import message_payload
+from messaging.wire import message_payload
 from messaging.models import Message
 rows = [message_payload(m) for m in Message.objects.order_by("conversation_id", "seq")]
 sys.stdout.write("DUMP " + json.dumps(rows) + "\\n")

@@ -23,7 +23,7 @@ from django.db import connection
 from accounts.models import User
 from accounts.tokens import issue_pair
 from chatclient import ChatClient, ChatError, CheckReport, History, Stats, bearer_auth, check
-from messaging import events, services
+from messaging import services, wire
 from messaging.models import Message
 
 logger = logging.getLogger(__name__)
@@ -273,7 +273,7 @@ def database_truth(conversation_ids: Iterable[int]) -> dict[int, list[dict[str, 
     """Return each conversation's messages as the database holds them, in seq order."""
     return {
         conversation: [
-            dict(events.message_payload(m))
+            dict(wire.message_payload(m))
             for m in Message.objects.filter(conversation_id=conversation)
             .order_by("seq")
             .prefetch_related("attachments")

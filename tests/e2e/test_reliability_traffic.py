@@ -28,7 +28,7 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from accounts.models import User
 from chatclient import History, RecvRecord, SendRecord, Stats
-from messaging import events, services
+from messaging import services, wire
 from messaging.models import Conversation, Message
 from tests.e2e.conftest import MakeDeployment
 from tests.e2e.harness import Deployment
@@ -64,10 +64,10 @@ def properties(request: pytest.FixtureRequest) -> Properties:
     return properties
 
 
-def send_by_service(**kwargs: Any) -> tuple[events.MessagePayload, bool]:
+def send_by_service(**kwargs: Any) -> tuple[wire.MessagePayload, bool]:
     """Call `services.send_message` and return the stored message's payload and `created`."""
     result = services.send_message(**kwargs)
-    return events.message_payload(result.message), result.created
+    return wire.message_payload(result.message), result.created
 
 
 # --- R1: no fault --------------------------------------------------------------------------
@@ -434,7 +434,7 @@ def test_r4_one_client_msg_id_sent_three_ways_at_once_is_stored_once(
     replies: list[list[Mapping[str, Any]]] = []
     created_flags: list[bool] = []
 
-    async def service_send(cmid: str, body: str) -> events.MessagePayload:
+    async def service_send(cmid: str, body: str) -> wire.MessagePayload:
         # The third leg is the service the transports share. It becomes
         # `POST /api/v1/conversations/{id}/messages` on a gateway once the REST endpoint
         # (issue 5) lands, which makes this "both gateways and both transports".

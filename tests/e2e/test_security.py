@@ -41,6 +41,7 @@ from messaging import services
 from messaging.models import Conversation, Message
 from tests.e2e.conftest import MakeDeployment
 from tests.e2e.harness import LOCALHOST, Deployment, Gateway, HarnessError, http_get
+from tests.wirecheck import check_frame
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -219,7 +220,7 @@ async def receive(ws: Connection, timeout: float = TIMEOUT) -> Frame:
     assert isinstance(raw, str), f"binary frame from the server: {raw!r}"
     frame = json.loads(raw)
     assert isinstance(frame, dict), raw
-    return frame
+    return check_frame(frame)
 
 
 async def connect_ready(url: str, **credentials: Any) -> ClientConnection:

@@ -14,6 +14,7 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from accounts.models import User
 from accounts.tokens import issue_pair
+from tests.wirecheck import check_frame
 
 
 class Socket:
@@ -29,7 +30,7 @@ class Socket:
     async def next(self, timeout: float = 10.0) -> dict[str, Any]:
         frame: dict[str, Any] = json.loads(await asyncio.wait_for(self.ws.recv(), timeout))
         self.seen.append(frame)
-        return frame
+        return check_frame(frame)
 
     async def until(
         self, match: Callable[[dict[str, Any]], bool], timeout: float = 10.0

@@ -355,7 +355,7 @@ def test_delete_view_soft_deletes_and_broadcasts_the_update(
     assert chat.lunch.deleted
     assert chat.lunch.body == ""
     assert chat.lunch.version == chat.direct.last_seq
-    event = listener.receive()
+    event = listener.receive()["frame"]
     assert event["type"] == "message.updated"
     assert event["message"]["id"] == chat.lunch.pk
     assert event["message"]["deleted"] is True

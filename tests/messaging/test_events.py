@@ -2,14 +2,16 @@
 
 import json
 import uuid
+from typing import Any
 
 import pytest
 from django.db import transaction
 
 from accounts.models import User
-from messaging import events, selectors, services
+from messaging import events, selectors, services, wire
 from messaging.models import Message
 from tests.conftest import Listener
+from tests.wirecheck import check_frame
 
 
 @pytest.mark.django_db
@@ -21,21 +23,22 @@ def test_every_event_builder_round_trips_through_json(ana: User, bo: User) -> No
     system = Message.objects.get(conversation=group, seq=1)
     view = selectors.get_conversation_for_user(user=bo, conversation_id=group.pk)
     members = [
-        events.member_payload(m) for m in selectors.list_members(user=bo, conversation_id=group.pk)
+        wire.member_payload(m) for m in selectors.list_members(user=bo, conversation_id=group.pk)
     ]
 
-    built = [
-        events.message_created_event(message),
-        events.message_updated_event(message),
-        events.message_created_event(system),
-        events.receipt_updated_event(
+    built: list[Any] = [
+        wire.message_created_frame(message),
+        wire.message_updated_frame(message),
+        wire.message_created_frame(system),
+        wire.receipt_updated_frame(
             conversation_id=group.pk, user_id=bo.pk, delivered_seq=2, read_seq=1
         ),
-        events.conversation_updated_event(events.conversation_payload(view, members), "joined"),
+        wire.conversation_updated_frame(wire.conversation_payload(view, members), "joined"),
     ]
 
-    for event in built:
-        assert json.loads(json.dumps(event)) == event
+    for frame in built:
+        assert json.loads(json.dumps(frame)) == frame
+        check_frame(frame)
     payload = built[0]["message"]
     assert payload["body"] == "héllo <b>"
     assert payload["created_at"].endswith("Z")
@@ -64,9 +67,9 @@ def test_message_is_broadcast_only_after_commit(ana: User, bo: User, listener: L
         assert listener.receive() == marker
 
     event = listener.receive()
-    assert event["type"] == "message.created"
-    assert event["message"] == events.message_payload(sent.message)
+    assert (event["type"], event["conversation"]) == ("conv.event", conversation.pk)
     assert event["member_seq"] == 0  # direct conversations have no membership changes
+    assert event["frame"] == wire.message_created_frame(sent.message)
 
 
 @pytest.mark.django_db(transaction=True)
@@ -117,7 +120,7 @@ def test_edit_delete_and_receipts_are_broadcast_to_the_conversation(
     services.mark_read(user=bo, conversation_id=conversation.pk, seq=2)  # no change: no event
     services.delete_message(user=ana, conversation_id=conversation.pk, message_id=message.pk)
 
-    edited, receipt, deleted = listener.receive(), listener.receive(), listener.receive()
+    edited, receipt, deleted = (listener.receive()["frame"] for _ in range(3))
     assert (edited["type"], edited["message"]["version"], edited["message"]["body"]) == (
         "message.updated",
         2,
@@ -129,7 +132,6 @@ def test_edit_delete_and_receipts_are_broadcast_to_the_conversation(
         "user": bo.pk,
         "delivered_seq": 2,
         "read_seq": 2,
-        "member_seq": 0,
     }
     assert (deleted["message"]["version"], deleted["message"]["deleted"]) == (3, True)
 
@@ -143,18 +145,26 @@ def test_membership_changes_reach_the_users_own_group(
     group = services.create_group(creator=ana, title="Team", member_ids=[bo.pk])
     services.remove_member(actor=ana, conversation_id=group.pk, user_id=bo.pk)
 
-    created, removed = listener.receive(), listener.receive()
+    created_event, removed_event = listener.receive(), listener.receive()
+    assert (created_event["type"], created_event["conversation"]) == ("user.event", group.pk)
+    assert (created_event["member_seq"], removed_event["member_seq"]) == (1, 2)
+    created, removed = created_event["frame"], removed_event["frame"]
     assert created["type"] == "conversation.updated" and created["reason"] == "created"
     assert created["conversation"]["id"] == group.pk
     assert created["conversation"]["last_seq"] == 1
+    assert created["conversation"]["unread"] == 0 and created["conversation"]["read_seq"] == 1
+    # A departure is told what every member may see of the conversation.
     assert removed == {
         "type": "conversation.updated",
-        "conversation": {"id": group.pk, "kind": "group"},
+        "conversation": {
+            "id": group.pk,
+            "kind": "group",
+            "title": "Team",
+            "public": False,
+            "last_seq": 2,
+        },
         "reason": "removed",
-        "member_seq": 2,
     }
-    assert created["member_seq"] == 1
-    assert created["conversation"]["unread"] == 0 and created["conversation"]["read_seq"] == 1
 
 
 @pytest.mark.django_db(transaction=True)

@@ -47,7 +47,7 @@ def changes(listener: Listener, user_id: int) -> list[tuple[str, str | None]]:
     seen = []
     while (event := listener.receive()) != marker:
         if event["user"] == user_id:
-            seen.append((event["state"], event["last_seen"]))
+            seen.append((event["frame"]["state"], event["frame"]["last_seen"]))
     return seen
 
 
@@ -111,7 +111,7 @@ def test_sweep_turns_offline_users_whose_gateway_died(
     marker = listener.mark(presence_group(bo.pk))
     events = []
     while (event := listener.receive()) != marker:
-        events.append((event["user"], event["state"]))
+        events.append((event["user"], event["frame"]["state"]))
     assert events == [(ana.pk, ONLINE), (bo.pk, ONLINE), (ana.pk, OFFLINE)]
 
 

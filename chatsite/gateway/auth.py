@@ -30,7 +30,7 @@ from rest_framework_simplejwt.tokens import AccessToken
 
 from accounts import tickets, tokens
 from accounts.models import User
-from chatsite.dbthreads import db
+from chatsite.gateway.dbthreads import db
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]

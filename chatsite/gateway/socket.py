@@ -1,0 +1,203 @@
+"""A WebSocket that speaks in JSON frames: parse, look up the handler, answer, map errors.
+
+`FrameSocket` is the socket lifetime every consumer shares: frames over the size limit
+close with 1009, shapes are checked by the parser the consumer's table names, a
+`DomainError` becomes an `error` frame, a database failure `unavailable`, a bug
+`internal_error` (logged), and a client that does not read is closed with 4429. The
+consumer (`messaging.consumers.ChatConsumer`) adds the table and the calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any, ClassVar
+
+from channels.consumer import get_handler_name
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+from django.db import DatabaseError, InterfaceError, OperationalError
+from redis.exceptions import RedisError
+from uvicorn.protocols.utils import ClientDisconnected
+
+from accounts.models import User
+from chatsite.errors import BadRequest, DomainError, InternalError, Unavailable, UnknownType
+from chatsite.gateway.auth import Credential
+from chatsite.gateway.supervisor import CLOSE_UNAUTHENTICATED, supervisor
+from chatsite.limits import DEVICE_ID_PATTERN, MAX_FRAME_BYTES
+from messaging import frames, wire
+
+logger = logging.getLogger(__name__)
+
+DEVICE_RE = re.compile(DEVICE_ID_PATTERN)
+CLOSE_TOO_SLOW = 4429
+CLOSE_TRY_LATER = 1013
+Parser = Callable[[dict[str, Any]], Any]
+Handler = Callable[[Any, Any, str | None], Awaitable[None]]
+
+
+class FrameSocket(AsyncWebsocketConsumer):  # type: ignore[misc]
+    """One authenticated WebSocket of one user that handles frames through `HANDLERS`."""
+
+    # Frame type -> (its parser, the method that answers it); set by the subclass.
+    HANDLERS: ClassVar[dict[str, tuple[Parser, Handler]]] = {}
+
+    user: User
+    credential: Credential | None = None
+    device = ""
+    closing = False
+    last_frame_at = 0.0
+
+    async def connect(self) -> None:
+        """Accept; close unauthenticated (4401) or bad-device (1008) handshakes; greet."""
+        self.closing = False
+        self.last_frame_at = time.monotonic()
+        self.prepare()
+        await self.accept()
+        auth = self.scope.get("auth")
+        if auth is None:
+            unavailable = self.scope.get("auth_unavailable")
+            await self._close_now(CLOSE_TRY_LATER if unavailable else CLOSE_UNAUTHENTICATED)
+            return
+        device = self._query().get("device") or f"d-{uuid.uuid4().hex[:12]}"
+        if not DEVICE_RE.match(device):
+            error = BadRequest(
+                "device must be 1-64 characters of A-Z a-z 0-9 _ -.", details={"field": "device"}
+            )
+            await self.send_error(error)
+            await self._close_now(1008)
+            return
+        self.user, self.credential, self.device = auth.user, auth.credential, device
+        supervisor.add(self)
+        try:
+            await self.greet()
+        except (DatabaseError, InterfaceError, RedisError, OSError, TimeoutError) as exc:
+            logger.warning("connect failed for user %s: %r", self.user.pk, exc)
+            await self.close_with(CLOSE_TRY_LATER)
+
+    async def disconnect(self, code: int) -> None:
+        """Stop supervising the socket; let the subclass clean up after an authenticated one."""
+        self.closing = True
+        supervisor.discard(self)
+        self.release()
+        if self.credential is not None:
+            await self.goodbye()
+
+    def prepare(self) -> None:
+        """Set up the socket's state before anything arrives (subclasses)."""
+
+    async def greet(self) -> None:
+        """Subscribe and send the first frame, once authenticated (subclasses)."""
+
+    def release(self) -> None:
+        """Stop the socket's timers (subclasses; also for unauthenticated sockets)."""
+
+    async def goodbye(self) -> None:
+        """Leave what an authenticated socket joined (subclasses)."""
+
+    def _query(self) -> dict[str, str]:
+        raw = self.scope.get("query_string", b"").decode("latin-1")
+        pairs = [part.split("=", 1) if "=" in part else (part, "") for part in raw.split("&")]
+        return {key: value for key, value in pairs if key}
+
+    async def _close_now(self, code: int) -> None:
+        await self.close(code=code)
+        self.closing = True
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        """Call the handler of a frame or event, without Channels' `aclose_old_connections`.
+
+        Channels runs `close_old_connections` on its one database thread before every
+        message: a thread hop per frame and per forwarded event. Nothing here uses that
+        thread's connection; `db` (and the auth middleware) close their own.
+        """
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
+
+    async def close_with(self, code: int) -> None:
+        """Close the socket with `code` once."""
+        if self.closing:
+            return
+        self.closing = True
+        try:
+            await self.close(code=code)
+        except Exception:  # noqa: BLE001 - the socket may already be gone
+            logger.debug("close %s failed", code, exc_info=True)
+
+    async def send_frame(self, frame: Any) -> None:
+        """Send a frame; a client that does not read within WS_SEND_TIMEOUT is closed (4429)."""
+        if self.closing:
+            return
+        data = json.dumps(frame, ensure_ascii=False, separators=(",", ":"))
+        try:
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation.
+            async with asyncio.timeout(settings.WS_SEND_TIMEOUT):
+                await self.send(text_data=data)
+        except (ClientDisconnected, ConnectionError, RuntimeError):
+            # The client left while we answered. Returning quietly lets the consumer take
+            # the `websocket.disconnect` that follows, so `disconnect()` cleans up.
+            self.closing = True
+        except TimeoutError:
+            logger.info("closing a socket of user %s: outbound queue full", self.user.pk)
+            await self.close_with(CLOSE_TOO_SLOW)
+
+    async def send_error(
+        self, error: DomainError, *, ref: str | None = None, client_msg_id: str | None = None
+    ) -> None:
+        """Send an `error` frame for a domain error."""
+        await self.send_frame(
+            wire.error_frame(
+                code=error.code,
+                message=error.message,
+                details=error.details,
+                ref=ref,
+                client_msg_id=client_msg_id,
+            )
+        )
+
+    async def frame_arrived(self) -> None:
+        """Note that the client is alive (any frame is a heartbeat); subclasses extend it."""
+        self.last_frame_at = time.monotonic()
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        """Parse one frame and call its handler; every failure is an `error` frame."""
+        if self.closing or self.credential is None:
+            return
+        await self.frame_arrived()
+        if text_data is None:
+            await self.send_error(BadRequest("Binary frames are not supported; send JSON text."))
+            return
+        if len(text_data) > MAX_FRAME_BYTES:
+            await self.close_with(1009)
+            return
+        try:
+            envelope = frames.parse_envelope(text_data)
+        except frames.BadFrame as bad:
+            await self.send_error(bad.error, ref=bad.ref)
+            return
+        ref, kind = envelope.ref, envelope.kind
+        route = self.HANDLERS.get(kind)
+        if route is None:
+            unknown = UnknownType(f"Unknown frame type {kind[:64]!r}.", details={"type": kind[:64]})
+            await self.send_error(unknown, ref=ref)
+            return
+        cmid = envelope.data.get("client_msg_id") if kind == "message.send" else None
+        cmid = cmid if isinstance(cmid, str) and len(cmid) <= 64 else None
+        parse, handle = route
+        try:
+            await handle(self, parse(envelope.data), ref)
+        except DomainError as error:
+            await self.send_error(error, ref=ref, client_msg_id=cmid)
+        except (OperationalError, InterfaceError) as exc:
+            logger.warning("database unavailable: %r", exc)
+            await self.send_error(Unavailable(), ref=ref, client_msg_id=cmid)
+        except Exception:  # a bug must not take the socket down; logger.exception records it
+            logger.exception("frame %s failed", kind)
+            await self.send_error(InternalError(), ref=ref, client_msg_id=cmid)

@@ -1,0 +1,165 @@
+"""Per-process supervision of a gateway's sockets: one periodic task, not one per socket.
+
+It closes sockets that went silent (4408) and sockets whose credential no longer holds
+(4401), re-joins every socket's groups when Redis lost them (a restart or flush wipes
+channel-layer groups) or before channels-redis forgets them, writes presence back after
+such a loss, and runs the presence sweep for users whose gateway died.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from typing import Protocol
+
+from django.conf import settings
+from django.db import DatabaseError, InterfaceError
+from redis.exceptions import RedisError
+
+from accounts.models import User
+from chatsite.gateway.auth import Credential, find_revoked
+from chatsite.gateway.dbthreads import db
+from chatsite.redis import async_client
+from presence import services as presence
+from presence.store import get_store
+
+logger = logging.getLogger(__name__)
+
+CLOSE_UNAUTHENTICATED = 4401
+CLOSE_IDLE = 4408
+# channels-redis forgets group members after `group_expiry` (a day): sockets older than
+# half of it join their groups again.
+GROUP_REJOIN_AFTER = 12 * 3600
+
+
+class Socket(Protocol):
+    """What the supervisor needs of a connection."""
+
+    user: User
+    channel_name: str
+    credential: Credential | None
+    idle: bool
+    last_frame_at: float
+    groups_joined_at: float
+
+    async def close_with(self, code: int) -> None:
+        """Close once with `code`."""
+
+    async def rejoin_groups(self) -> None:
+        """Join the socket's groups again."""
+
+
+class Supervisor:
+    """The live sockets of this process and the periodic work done for all of them."""
+
+    def __init__(self) -> None:
+        self.sockets: set[Socket] = set()
+        self.task: asyncio.Task[None] | None = None
+        self.instance = uuid.uuid4().hex
+        self.sentinel_seen = False
+        self.next_auth_check = 0.0
+        self.next_group_check = 0.0
+        self.next_sweep = 0.0
+
+    def add(self, socket: Socket) -> None:
+        """Track a socket; start the periodic task on first use in this loop."""
+        self.sockets.add(socket)
+        if self.task is None or self.task.done():
+            self.task = asyncio.get_running_loop().create_task(self._run())
+
+    def discard(self, socket: Socket) -> None:
+        """Stop tracking a socket."""
+        self.sockets.discard(socket)
+
+    async def _run(self) -> None:
+        tick = max(
+            0.2, min(settings.WS_HEARTBEAT_INTERVAL / 2, settings.WS_AUTH_CHECK_INTERVAL, 1.0)
+        )
+        while True:
+            await asyncio.sleep(tick)
+            try:
+                await self._tick()
+            except Exception:
+                logger.exception("gateway periodic task failed")
+
+    async def _tick(self) -> None:
+        now = time.monotonic()
+        idle_limit = settings.WS_HEARTBEAT_INTERVAL * settings.WS_IDLE_TIMEOUT_FACTOR
+        for socket in list(self.sockets):
+            if now - socket.last_frame_at > idle_limit:
+                await socket.close_with(CLOSE_IDLE)
+        if now >= self.next_auth_check:
+            self.next_auth_check = now + settings.WS_AUTH_CHECK_INTERVAL
+            await self._check_credentials()
+        if now >= self.next_group_check:
+            self.next_group_check = now + settings.WS_GROUP_REFRESH_INTERVAL
+            await self._check_groups()
+        if now >= self.next_sweep:
+            self.next_sweep = now + settings.PRESENCE_SWEEP_INTERVAL
+            try:
+                await presence.sweep(get_store(), now=time.time())
+            except (RedisError, OSError, TimeoutError) as exc:
+                logger.warning("presence sweep failed: %r", exc)
+
+    async def _check_credentials(self) -> None:
+        live = [s for s in self.sockets if s.credential is not None]
+        if not live:
+            return
+        creds: list[Credential] = [s.credential for s in live]  # type: ignore[misc]
+        try:
+            revoked = await db(find_revoked, credentials=creds, now=time.time())
+        except (DatabaseError, InterfaceError):
+            return  # checked again next time; the database being down revokes nothing
+        for index in revoked:
+            await live[index].close_with(CLOSE_UNAUTHENTICATED)
+
+    def _sentinel_key(self) -> str:
+        return f"{settings.REDIS_KEY_PREFIX}:gateway:{self.instance}"
+
+    async def ensure_sentinel(self) -> None:
+        """Write this process's sentinel key before its first socket joins any group.
+
+        Redis losing the key later is how the periodic check knows the groups are gone.
+        """
+        if self.sentinel_seen:
+            return
+        client = async_client()
+        if client is None:
+            return
+        with contextlib.suppress(RedisError, OSError):
+            await client.set(self._sentinel_key(), "1", nx=True)
+            self.sentinel_seen = True
+
+    async def _check_groups(self) -> None:
+        """Re-join every group if Redis lost them (a restart or flush wipes groups)."""
+        client = async_client()
+        if client is None or not self.sockets:
+            return
+        try:
+            created = await client.set(self._sentinel_key(), "1", nx=True)
+        except (RedisError, OSError):
+            return
+        lost = bool(created and self.sentinel_seen)
+        if lost:
+            logger.warning("Redis lost this gateway's groups; re-joining them")
+        self.sentinel_seen = True
+        stale_before = time.monotonic() - GROUP_REJOIN_AFTER
+        for socket in list(self.sockets):
+            if lost or socket.groups_joined_at < stale_before:
+                await socket.rejoin_groups()
+        if lost:
+            # Presence lived in the Redis that was lost: write back this process's sockets.
+            live = [s for s in self.sockets if s.credential is not None]
+            entries = [
+                (s.user.pk, s.channel_name, s.idle, s.user.status == User.Status.BUSY) for s in live
+            ]
+            try:
+                await presence.rebuild(get_store(), entries, now=time.time())
+            except (RedisError, OSError, TimeoutError) as exc:
+                logger.warning("presence rebuild failed: %r", exc)
+
+
+supervisor = Supervisor()

@@ -1,0 +1,382 @@
+"""Client frames: every frame a client may send, its definition, and its parser.
+
+The consumer hands a frame's text to `parse_envelope`, then the envelope's fields to the
+parser its table names; a parser checks shapes only (types, ranges, the protocol's fixed
+limits) and returns a typed request. Rules (membership, lengths, rates) are the
+services'. A shape error is `BadRequest` with `details.field`, answered as an `error`
+frame. `CLIENT_FRAMES` is what `messaging.asyncapi` publishes.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any, Literal, NotRequired, TypedDict
+
+from chatsite.errors import BadRequest, DomainError
+from chatsite.limits import MAX_REF_LENGTH, MAX_SEQ
+
+# JSON escapes can spell lone surrogates, which no UTF-8 reply could carry.
+_LONE_SURROGATE = re.compile(r"\\u[dD][89a-fA-F]")
+
+# --- definitions (for the AsyncAPI document and the clients) ----------------------------
+
+
+class MessageSendFrame(TypedDict):
+    """Store a message (retries reuse `client_msg_id`); answered by `message.sent`."""
+
+    type: Literal["message.send"]
+    conversation: int
+    client_msg_id: str
+    body: str
+    attachments: NotRequired[list[int]]
+    ref: NotRequired[str]
+
+
+class MessagesFetchFrame(TypedDict):
+    """A page of the log: `after` (a log number) or `before` (a seq); `messages.batch`."""
+
+    type: Literal["messages.fetch"]
+    conversation: int
+    after: NotRequired[int]
+    before: NotRequired[int]
+    limit: NotRequired[int]
+    ref: NotRequired[str]
+
+
+class MessageEditFrame(TypedDict):
+    """Replace the body of an own message; answered by `message.updated`."""
+
+    type: Literal["message.edit"]
+    conversation: int
+    message: int
+    body: str
+    ref: NotRequired[str]
+
+
+class MessageDeleteFrame(TypedDict):
+    """Delete a message for everyone; answered by `message.updated` (`deleted: true`)."""
+
+    type: Literal["message.delete"]
+    conversation: int
+    message: int
+    ref: NotRequired[str]
+
+
+class ReceiptFrame(TypedDict):
+    """Raise this user's delivered (or read, and so delivered) marker; no answer."""
+
+    type: Literal["receipt.delivered", "receipt.read"]
+    conversation: int
+    seq: int
+    ref: NotRequired[str]
+
+
+class TypingFrameIn(TypedDict):
+    """Tell the other members this user started or stopped typing; no answer."""
+
+    type: Literal["typing.start", "typing.stop"]
+    conversation: int
+    ref: NotRequired[str]
+
+
+class ActivityFrame(TypedDict):
+    """Whether the user has (not) touched this client for 5 minutes; no answer."""
+
+    type: Literal["activity"]
+    idle: bool
+    ref: NotRequired[str]
+
+
+class StatusSetFrame(TypedDict):
+    """Set the sticky status; answered by this user's `presence.changed`."""
+
+    type: Literal["status.set"]
+    status: Literal["available", "busy"]
+    ref: NotRequired[str]
+
+
+class PresenceSubscribeFrame(TypedDict):
+    """Follow these users' presence (replaces the set); answered by `presence.snapshot`."""
+
+    type: Literal["presence.subscribe"]
+    users: list[int]
+    ref: NotRequired[str]
+
+
+class SyncFrame(TypedDict):
+    """Ask for the conversation snapshot again; answered by `sync.state`."""
+
+    type: Literal["sync"]
+    ref: NotRequired[str]
+
+
+class PingFrame(TypedDict):
+    """A heartbeat; answered by `pong`."""
+
+    type: Literal["ping"]
+    ref: NotRequired[str]
+
+
+CLIENT_FRAMES: dict[str, type] = {
+    "message.send": MessageSendFrame,
+    "messages.fetch": MessagesFetchFrame,
+    "message.edit": MessageEditFrame,
+    "message.delete": MessageDeleteFrame,
+    "receipt.delivered": ReceiptFrame,
+    "receipt.read": ReceiptFrame,
+    "typing.start": TypingFrameIn,
+    "typing.stop": TypingFrameIn,
+    "activity": ActivityFrame,
+    "status.set": StatusSetFrame,
+    "presence.subscribe": PresenceSubscribeFrame,
+    "sync": SyncFrame,
+    "ping": PingFrame,
+}
+
+# --- typed requests ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """A frame's type, its `ref` (echoed in the answer) and the whole object."""
+
+    kind: str
+    ref: str | None
+    data: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Send:
+    """`message.send`."""
+
+    conversation: int
+    client_msg_id: str
+    body: str
+    attachments: list[object]
+
+
+@dataclass(frozen=True)
+class Fetch:
+    """`messages.fetch`."""
+
+    conversation: int
+    after: int | None
+    before: int | None
+    limit: int | None
+
+
+@dataclass(frozen=True)
+class Edit:
+    """`message.edit`."""
+
+    conversation: int
+    message: int
+    body: str
+
+
+@dataclass(frozen=True)
+class Delete:
+    """`message.delete`."""
+
+    conversation: int
+    message: int
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """`receipt.delivered` / `receipt.read`."""
+
+    conversation: int
+    seq: int
+    read: bool
+
+
+@dataclass(frozen=True)
+class Typing:
+    """`typing.start` / `typing.stop`."""
+
+    conversation: int
+    state: Literal["start", "stop"]
+
+
+@dataclass(frozen=True)
+class Activity:
+    """`activity`."""
+
+    idle: bool
+
+
+@dataclass(frozen=True)
+class StatusSet:
+    """`status.set` (the value is checked by the presence service)."""
+
+    status: object
+
+
+@dataclass(frozen=True)
+class PresenceSubscribe:
+    """`presence.subscribe` (distinct ids, in the order given)."""
+
+    users: list[int]
+
+
+@dataclass(frozen=True)
+class Empty:
+    """`sync`, `ping`: nothing but the type."""
+
+
+# --- parsers ----------------------------------------------------------------------------
+
+
+class BadFrame(Exception):
+    """A frame that is not an envelope; `ref` is its `ref` when that much was readable."""
+
+    def __init__(self, error: DomainError, ref: str | None = None) -> None:
+        super().__init__(error.message)
+        self.error = error
+        self.ref = ref
+
+
+def parse_envelope(text: str) -> Envelope:
+    """Return the frame's type, ref and object, or raise BadFrame (the type is not looked up)."""
+    try:
+        return _envelope(text)
+    except BadRequest as error:
+        raise BadFrame(error) from error
+
+
+def _envelope(text: str) -> Envelope:
+    try:
+        frame = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise BadRequest("The frame is not valid JSON.") from exc
+    if not isinstance(frame, dict):
+        raise BadRequest("A frame must be a JSON object.")
+    if _LONE_SURROGATE.search(text) and not _encodable(frame):
+        raise BadRequest("Strings must be valid Unicode text.")
+    ref = frame.get("ref")
+    if ref is not None and (not isinstance(ref, str) or len(ref) > MAX_REF_LENGTH):
+        raise BadRequest(f"ref must be a string of at most {MAX_REF_LENGTH} characters.")
+    kind = frame.get("type")
+    if not isinstance(kind, str):
+        raise BadFrame(BadRequest("A frame needs a string type."), ref)
+    return Envelope(kind, ref, frame)
+
+
+def _encodable(frame: dict[str, Any]) -> bool:
+    try:
+        json.dumps(frame, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _int(frame: dict[str, Any], name: str, *, required: bool = True) -> int | None:
+    value = frame.get(name)
+    if value is None:
+        if required:
+            raise BadRequest(f"{name} is required.", details={"field": name})
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_SEQ:
+        raise BadRequest(f"{name} must be a non-negative integer.", details={"field": name})
+    return int(value)
+
+
+def _required_int(frame: dict[str, Any], name: str) -> int:
+    value = _int(frame, name)
+    assert value is not None  # noqa: S101 - required=True raised otherwise
+    return value
+
+
+def _str(frame: dict[str, Any], name: str) -> str:
+    value = frame.get(name)
+    if not isinstance(value, str):
+        raise BadRequest(f"{name} must be a string.", details={"field": name})
+    return value
+
+
+def parse_send(frame: dict[str, Any]) -> Send:
+    """Parse `message.send`."""
+    conversation = _required_int(frame, "conversation")
+    client_msg_id = _str(frame, "client_msg_id")
+    body = _str(frame, "body")
+    attachments = frame.get("attachments") or []
+    if not isinstance(attachments, list):
+        raise BadRequest("attachments must be a list of ids.", details={"field": "attachments"})
+    return Send(conversation, client_msg_id, body, attachments)
+
+
+def parse_fetch(frame: dict[str, Any]) -> Fetch:
+    """Parse `messages.fetch` (the selector checks `limit` against the settings)."""
+    limit = frame.get("limit")
+    return Fetch(
+        _required_int(frame, "conversation"),
+        _int(frame, "after", required=False),
+        _int(frame, "before", required=False),
+        limit if limit is None or isinstance(limit, int) else _bad_limit(),
+    )
+
+
+def _bad_limit() -> int:
+    raise BadRequest("limit must be an integer.", details={"field": "limit"})
+
+
+def parse_edit(frame: dict[str, Any]) -> Edit:
+    """Parse `message.edit`."""
+    return Edit(
+        _required_int(frame, "conversation"), _required_int(frame, "message"), _str(frame, "body")
+    )
+
+
+def parse_delete(frame: dict[str, Any]) -> Delete:
+    """Parse `message.delete`."""
+    return Delete(_required_int(frame, "conversation"), _required_int(frame, "message"))
+
+
+def parse_receipt(frame: dict[str, Any]) -> Receipt:
+    """Parse `receipt.delivered` / `receipt.read`."""
+    return Receipt(
+        _required_int(frame, "conversation"),
+        _required_int(frame, "seq"),
+        read=frame.get("type") == "receipt.read",
+    )
+
+
+def parse_typing(frame: dict[str, Any]) -> Typing:
+    """Parse `typing.start` / `typing.stop`."""
+    state: Literal["start", "stop"] = "start" if frame.get("type") == "typing.start" else "stop"
+    return Typing(_required_int(frame, "conversation"), state)
+
+
+def parse_activity(frame: dict[str, Any]) -> Activity:
+    """Parse `activity`."""
+    idle = frame.get("idle")
+    if not isinstance(idle, bool):
+        raise BadRequest("idle must be true or false.", details={"field": "idle"})
+    return Activity(idle)
+
+
+def parse_status(frame: dict[str, Any]) -> StatusSet:
+    """Parse `status.set`."""
+    return StatusSet(frame.get("status"))
+
+
+def parse_presence_subscribe(frame: dict[str, Any], *, limit: int) -> PresenceSubscribe:
+    """Parse `presence.subscribe`: at most `limit` user ids."""
+    raw = frame.get("users")
+    if not isinstance(raw, list) or any(
+        isinstance(u, bool) or not isinstance(u, int) or not 0 < u <= MAX_SEQ for u in raw
+    ):
+        raise BadRequest("users must be a list of user ids.", details={"field": "users"})
+    if len(raw) > limit:
+        raise BadRequest(
+            f"Subscribe to at most {limit} users.", details={"field": "users", "max": limit}
+        )
+    return PresenceSubscribe(list(dict.fromkeys(raw)))
+
+
+def parse_empty(frame: dict[str, Any]) -> Empty:
+    """Parse a frame with nothing but its type."""
+    return Empty()

@@ -1,0 +1,656 @@
+"""The wire format: one typed definition and one builder for everything the server emits.
+
+Every WebSocket frame, every REST body and every push payload is a `TypedDict` here,
+built only by the function beside it, so a message reads the same in `message.created`,
+in `messages.batch` and in `GET .../messages` (Zulip's single `MessageDict`). `FRAMES`
+names each server frame's definition: tests check every event they see against it, and
+`messaging.asyncapi` publishes the WebSocket protocol from the same definitions.
+
+Nothing here queries the database or talks to the channel layer: builders take models
+(with what they need prefetched) or plain facts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal, NotRequired, TypedDict, cast
+
+from accounts.models import User
+from chatsite.wire import iso, iso_from_epoch
+from messaging.models import Attachment, Device, Membership, Message, Notification
+
+# --- payloads: the things frames and REST bodies carry -----------------------------------
+
+
+class AttachmentPayload(TypedDict):
+    """An attachment as clients see it."""
+
+    id: int
+    filename: str
+    content_type: str
+    size: int
+    url: str
+    thumbnail_url: str | None
+
+
+class SystemPayload(TypedDict):
+    """What a system message records: the event, the users it concerns, a title."""
+
+    event: str
+    users: list[int]
+    title: NotRequired[str]
+
+
+class MessagePayload(TypedDict):
+    """A message as REST answers it and `message.created` / `message.updated` carry it."""
+
+    id: int
+    conversation: int
+    seq: int
+    version: int
+    kind: str
+    sender: int | None
+    body: str
+    client_msg_id: str | None
+    created_at: str | None
+    edited_at: str | None
+    deleted: bool
+    attachments: list[AttachmentPayload]
+    mentions: list[int]
+    system: NotRequired[SystemPayload]
+
+
+class MemberPayload(TypedDict):
+    """A member of a conversation with their markers."""
+
+    id: int
+    username: str
+    display_name: str
+    role: str
+    read_seq: int
+    delivered_seq: int
+
+
+class ConversationSummary(TypedDict):
+    """What is the same for every member: `conversation.updated` of a departure or rename."""
+
+    id: int
+    kind: str
+    title: str
+    public: bool
+    last_seq: int
+
+
+class ConversationPayload(ConversationSummary):
+    """A conversation as one member sees it (session.ready, sync.state, REST)."""
+
+    read_seq: int
+    delivered_seq: int
+    unread: int
+    muted: bool
+    notify: str
+    last_activity_at: str | None
+    peer: NotRequired[int | None]
+    members: NotRequired[list[MemberPayload]]
+
+
+class UserPayload(TypedDict):
+    """A user as others see them."""
+
+    id: int
+    username: str
+    display_name: str
+
+
+class ProfilePayload(UserPayload):
+    """The signed-in user's own profile."""
+
+    status: str
+    email: str
+    email_notifications: bool
+
+
+class PresenceEntry(TypedDict):
+    """One user's derived presence (`presence.snapshot`, `GET /presence`)."""
+
+    id: int
+    state: str
+    last_seen: str | None
+
+
+class DevicePayload(TypedDict):
+    """A registered push target (its token is never echoed)."""
+
+    id: int
+    platform: str
+    name: str
+    created_at: str | None
+    last_used_at: str | None
+
+
+class NotificationPayload(TypedDict):
+    """One decision of a message's notification trace, as its recipient sees it."""
+
+    kind: str
+    channel: str
+    device: int | None
+    decision: str
+    reason: str | None
+    provider_status: str | None
+    latency_ms: int | None
+    at: str | None
+
+
+class PushSender(TypedDict):
+    """Who wrote the message a push shows."""
+
+    id: int
+    display_name: str
+
+
+class MessagePush(TypedDict):
+    """The decrypted body of a `message` push."""
+
+    type: Literal["message"]
+    conversation: int
+    seq: int
+    message_id: int
+    sender: PushSender
+    title: str
+    body: str
+    unread: int
+    url: str
+
+
+class RemovePush(TypedDict):
+    """The decrypted body of a `remove` push: close what shows this conversation."""
+
+    type: Literal["remove"]
+    conversation: int
+    up_to_seq: int
+
+
+@dataclass(frozen=True)
+class ConversationView:
+    """The facts of one user's view of a conversation, from which its payload is built."""
+
+    id: int
+    kind: str
+    title: str
+    public: bool
+    last_seq: int
+    read_seq: int
+    delivered_seq: int
+    unread: int
+    muted: bool
+    last_activity_at: datetime | None
+    peer: int | None = None
+    notify: str = "all"
+    # Routing data, not on the wire: the log number of the latest membership change.
+    member_seq: int = 0
+
+
+def attachment_payload(attachment: Attachment) -> AttachmentPayload:
+    """Build the wire form of an attachment."""
+    return {
+        "id": attachment.pk,
+        "filename": attachment.filename,
+        "content_type": attachment.content_type,
+        "size": attachment.size,
+        "url": f"/api/v1/attachments/{attachment.pk}",
+        "thumbnail_url": (
+            f"/api/v1/attachments/{attachment.pk}?thumbnail=1" if attachment.thumbnail else None
+        ),
+    }
+
+
+def message_payload(message: Message) -> MessagePayload:
+    """Build the one wire form of a message (prefetch `attachments` when building many)."""
+    payload: MessagePayload = {
+        "id": message.pk,
+        "conversation": message.conversation_id,
+        "seq": message.seq,
+        "version": message.version,
+        "kind": message.kind,
+        "sender": message.sender_id,
+        "body": message.body,
+        "client_msg_id": str(message.client_msg_id) if message.client_msg_id else None,
+        "created_at": iso(message.created_at),
+        "edited_at": iso(message.edited_at),
+        "deleted": message.deleted,
+        "attachments": (
+            [] if message.deleted else [attachment_payload(a) for a in _attachments(message)]
+        ),
+        "mentions": [] if message.deleted else list(message.mentions or ()),
+    }
+    if message.kind == Message.Kind.SYSTEM and message.system is not None:
+        payload["system"] = message.system
+    return payload
+
+
+def _attachments(message: Message) -> list[Attachment]:
+    # Prefetched attachments straight from the cache: `message.attachments.all()` builds a
+    # related manager and a queryset on every call, most of the cost of a payload.
+    prefetched: dict[str, Any] | None = getattr(message, "_prefetched_objects_cache", None)
+    if prefetched is not None and "attachments" in prefetched:
+        return list(prefetched["attachments"])
+    return list(message.attachments.all())
+
+
+def conversation_summary(
+    *, id: int, kind: str, title: str, public: bool, last_seq: int
+) -> ConversationSummary:
+    """Build what every member may be told of a conversation."""
+    return {"id": id, "kind": kind, "title": title, "public": public, "last_seq": last_seq}
+
+
+def conversation_payload(
+    view: ConversationView, members: list[MemberPayload] | None = None
+) -> ConversationPayload:
+    """Build the wire form of one user's view of a conversation."""
+    payload: ConversationPayload = {
+        "id": view.id,
+        "kind": view.kind,
+        "title": view.title,
+        "public": view.public,
+        "last_seq": view.last_seq,
+        "read_seq": view.read_seq,
+        "delivered_seq": view.delivered_seq,
+        "unread": view.unread,
+        "muted": view.muted,
+        "notify": view.notify,
+        "last_activity_at": iso(view.last_activity_at),
+    }
+    if view.kind == "direct":
+        payload["peer"] = view.peer
+    if members is not None:
+        payload["members"] = members
+    return payload
+
+
+def member_payload(membership: Membership) -> MemberPayload:
+    """Build the wire form of a member (select the membership's user with it)."""
+    return {
+        "id": membership.user_id,
+        "username": membership.user.username,
+        "display_name": membership.user.name,
+        "role": membership.role,
+        "read_seq": membership.read_seq,
+        "delivered_seq": membership.delivered_seq,
+    }
+
+
+def user_payload(user: User) -> UserPayload:
+    """Build a user as others see them."""
+    return {"id": user.pk, "username": user.username, "display_name": user.name}
+
+
+def profile_payload(user: User) -> ProfilePayload:
+    """Build the signed-in user's own profile."""
+    return {
+        "id": user.pk,
+        "username": user.username,
+        "display_name": user.name,
+        "status": user.status,
+        "email": user.email,
+        "email_notifications": user.email_notifications,
+    }
+
+
+def presence_entry(user_id: int, state: str, last_seen: float | None) -> PresenceEntry:
+    """Build one user's presence (`last_seen` in epoch seconds)."""
+    return {
+        "id": user_id,
+        "state": state,
+        "last_seen": iso_from_epoch(last_seen) if last_seen is not None else None,
+    }
+
+
+def device_payload(device: Device) -> DevicePayload:
+    """Build the wire form of a device."""
+    return {
+        "id": device.pk,
+        "platform": device.platform,
+        "name": device.name,
+        "created_at": iso(device.created_at),
+        "last_used_at": iso(device.last_used_at),
+    }
+
+
+def notification_payload(row: Notification) -> NotificationPayload:
+    """Build the wire form of a trace row."""
+    return {
+        "kind": row.kind,
+        "channel": row.channel,
+        "device": row.device_id,
+        "decision": row.decision,
+        "reason": row.reason or None,
+        "provider_status": row.provider_status or None,
+        "latency_ms": row.latency_ms,
+        "at": iso(row.updated_at),
+    }
+
+
+def message_push(
+    *,
+    conversation_id: int,
+    message: Message,
+    sender: User | None,
+    title: str,
+    body: str,
+    unread: int,
+    url: str,
+) -> MessagePush:
+    """Build a `message` push."""
+    return {
+        "type": "message",
+        "conversation": conversation_id,
+        "seq": message.seq,
+        "message_id": message.pk,
+        "sender": {
+            "id": sender.pk if sender is not None else 0,
+            "display_name": sender.name if sender is not None else "Someone",
+        },
+        "title": title,
+        "body": body,
+        "unread": unread,
+        "url": url,
+    }
+
+
+def remove_push(conversation_id: int, up_to_seq: int) -> RemovePush:
+    """Build a `remove` push."""
+    return {"type": "remove", "conversation": conversation_id, "up_to_seq": up_to_seq}
+
+
+# --- server frames -----------------------------------------------------------------------
+
+ConversationReason = Literal["created", "joined", "left", "removed", "renamed"]
+PresenceState = Literal["online", "away", "busy", "offline"]
+
+
+class SessionReadyFrame(TypedDict):
+    """The first frame of a connection: who, which device, the conversation snapshot."""
+
+    type: Literal["session.ready"]
+    user: UserPayload
+    device: str
+    heartbeat_interval: float
+    server_time: str | None
+    status: str
+    conversations: list[ConversationPayload]
+
+
+class SyncStateFrame(TypedDict):
+    """The answer to `sync`: the snapshot again."""
+
+    type: Literal["sync.state"]
+    ref: str | None
+    conversations: list[ConversationPayload]
+
+
+class MessageCreatedFrame(TypedDict):
+    """A new entry of a conversation's log."""
+
+    type: Literal["message.created"]
+    message: MessagePayload
+
+
+class MessageUpdatedFrame(TypedDict):
+    """An edit or deletion (a new `version`); with `ref` when it answers the requester."""
+
+    type: Literal["message.updated"]
+    message: MessagePayload
+    ref: NotRequired[str | None]
+
+
+class MessageSentFrame(TypedDict):
+    """The answer to `message.send`: the stored message (new or replayed)."""
+
+    type: Literal["message.sent"]
+    ref: str | None
+    client_msg_id: str
+    message: MessagePayload
+
+
+class MessagesBatchFrame(TypedDict):
+    """The answer to `messages.fetch`: a page of the log."""
+
+    type: Literal["messages.batch"]
+    ref: str | None
+    conversation: int
+    messages: list[MessagePayload]
+    upto: int | None
+    has_more: bool
+
+
+class ReceiptUpdatedFrame(TypedDict):
+    """A member's delivered and read markers rose."""
+
+    type: Literal["receipt.updated"]
+    conversation: int
+    user: int
+    delivered_seq: int
+    read_seq: int
+
+
+class TypingFrame(TypedDict):
+    """Another member started or stopped typing."""
+
+    type: Literal["typing"]
+    conversation: int
+    user: int
+    state: Literal["start", "stop"]
+
+
+class ConversationUpdatedFrame(TypedDict):
+    """A membership change or rename: the full view for a newcomer, else the summary."""
+
+    type: Literal["conversation.updated"]
+    conversation: ConversationSummary | ConversationPayload
+    reason: ConversationReason
+
+
+class PresenceChangedFrame(TypedDict):
+    """A followed user's derived presence changed (or this user's, answering `status.set`)."""
+
+    type: Literal["presence.changed"]
+    user: int
+    state: PresenceState
+    last_seen: str | None
+    ref: NotRequired[str | None]
+
+
+class PresenceSnapshotFrame(TypedDict):
+    """The answer to `presence.subscribe`."""
+
+    type: Literal["presence.snapshot"]
+    ref: str | None
+    users: list[PresenceEntry]
+
+
+class PongFrame(TypedDict):
+    """The answer to `ping`: the server's time and the user's log position."""
+
+    type: Literal["pong"]
+    ref: str | None
+    server_time: str | None
+    log_position: NotRequired[int]
+
+
+class ErrorFrame(TypedDict):
+    """A frame or request failed; the connection stays open."""
+
+    type: Literal["error"]
+    code: str
+    message: str
+    ref: NotRequired[str]
+    details: NotRequired[dict[str, Any]]
+    retry_after: NotRequired[float]
+    client_msg_id: NotRequired[str]
+
+
+# Every server frame type and its definition (the AsyncAPI document and the tests read it).
+FRAMES: dict[str, type] = {
+    "session.ready": SessionReadyFrame,
+    "sync.state": SyncStateFrame,
+    "message.created": MessageCreatedFrame,
+    "message.updated": MessageUpdatedFrame,
+    "message.sent": MessageSentFrame,
+    "messages.batch": MessagesBatchFrame,
+    "receipt.updated": ReceiptUpdatedFrame,
+    "typing": TypingFrame,
+    "conversation.updated": ConversationUpdatedFrame,
+    "presence.changed": PresenceChangedFrame,
+    "presence.snapshot": PresenceSnapshotFrame,
+    "pong": PongFrame,
+    "error": ErrorFrame,
+}
+
+
+def session_ready_frame(
+    *,
+    user: User,
+    device: str,
+    heartbeat_interval: float,
+    server_time: datetime,
+    views: list[ConversationView],
+) -> SessionReadyFrame:
+    """Build `session.ready`."""
+    return {
+        "type": "session.ready",
+        "user": user_payload(user),
+        "device": device,
+        "heartbeat_interval": heartbeat_interval,
+        "server_time": iso(server_time),
+        "status": user.status,
+        "conversations": [conversation_payload(v) for v in views],
+    }
+
+
+def sync_state_frame(ref: str | None, views: list[ConversationView]) -> SyncStateFrame:
+    """Build `sync.state`."""
+    return {
+        "type": "sync.state",
+        "ref": ref,
+        "conversations": [conversation_payload(v) for v in views],
+    }
+
+
+def message_created_frame(message: Message) -> MessageCreatedFrame:
+    """Build `message.created`."""
+    return {"type": "message.created", "message": message_payload(message)}
+
+
+def message_updated_frame(message: Message, ref: str | None = None) -> MessageUpdatedFrame:
+    """Build `message.updated` (with `ref` for the requester's own answer)."""
+    frame: MessageUpdatedFrame = {"type": "message.updated", "message": message_payload(message)}
+    if ref is not None:
+        frame["ref"] = ref
+    return frame
+
+
+def message_sent_frame(ref: str | None, client_msg_id: str, message: Message) -> MessageSentFrame:
+    """Build `message.sent`."""
+    return {
+        "type": "message.sent",
+        "ref": ref,
+        "client_msg_id": client_msg_id,
+        "message": message_payload(message),
+    }
+
+
+def messages_batch_frame(
+    ref: str | None,
+    conversation_id: int,
+    messages: list[Message],
+    upto: int | None,
+    has_more: bool,
+) -> MessagesBatchFrame:
+    """Build `messages.batch`."""
+    return {
+        "type": "messages.batch",
+        "ref": ref,
+        "conversation": conversation_id,
+        "messages": [message_payload(m) for m in messages],
+        "upto": upto,
+        "has_more": has_more,
+    }
+
+
+def receipt_updated_frame(
+    *, conversation_id: int, user_id: int, delivered_seq: int, read_seq: int
+) -> ReceiptUpdatedFrame:
+    """Build `receipt.updated`."""
+    return {
+        "type": "receipt.updated",
+        "conversation": conversation_id,
+        "user": user_id,
+        "delivered_seq": delivered_seq,
+        "read_seq": read_seq,
+    }
+
+
+def typing_frame(
+    *, conversation_id: int, user_id: int, state: Literal["start", "stop"]
+) -> TypingFrame:
+    """Build `typing`."""
+    return {"type": "typing", "conversation": conversation_id, "user": user_id, "state": state}
+
+
+def conversation_updated_frame(
+    conversation: ConversationSummary | ConversationPayload, reason: ConversationReason
+) -> ConversationUpdatedFrame:
+    """Build `conversation.updated`."""
+    return {"type": "conversation.updated", "conversation": conversation, "reason": reason}
+
+
+def presence_changed_frame(
+    user_id: int, state: str, last_seen: float | None, ref: str | None = None
+) -> PresenceChangedFrame:
+    """Build `presence.changed` (`state` one of PresenceState; `last_seen` epoch seconds)."""
+    frame: PresenceChangedFrame = {
+        "type": "presence.changed",
+        "user": user_id,
+        "state": cast(PresenceState, state),
+        "last_seen": iso_from_epoch(last_seen) if last_seen is not None else None,
+    }
+    if ref is not None:
+        frame["ref"] = ref
+    return frame
+
+
+def presence_snapshot_frame(ref: str | None, users: list[PresenceEntry]) -> PresenceSnapshotFrame:
+    """Build `presence.snapshot`."""
+    return {"type": "presence.snapshot", "ref": ref, "users": users}
+
+
+def pong_frame(ref: str | None, server_time: datetime, log_position: int | None) -> PongFrame:
+    """Build `pong` (without `log_position` when the database could not say)."""
+    frame: PongFrame = {"type": "pong", "ref": ref, "server_time": iso(server_time)}
+    if log_position is not None:
+        frame["log_position"] = log_position
+    return frame
+
+
+def error_frame(
+    *,
+    code: str,
+    message: str,
+    details: dict[str, Any] | None = None,
+    ref: str | None = None,
+    client_msg_id: str | None = None,
+) -> ErrorFrame:
+    """Build `error` (`retry_after` is copied from the details when they have it)."""
+    frame: ErrorFrame = {"type": "error", "code": code, "message": message}
+    if ref is not None:
+        frame["ref"] = ref
+    if details:
+        frame["details"] = details
+        retry_after = details.get("retry_after")
+        if retry_after is not None:
+            frame["retry_after"] = retry_after
+    if client_msg_id is not None:
+        frame["client_msg_id"] = client_msg_id
+    return frame

@@ -1,0 +1,140 @@
+"""What a chat socket does for presence: its frames, its heartbeat writes, its followers.
+
+A mixin of the consumer (`messaging.consumers.ChatConsumer`): the socket is a live
+connection of its user while it sends frames; `activity`, `status.set` and
+`presence.subscribe` are answered here, and followed users' changes forwarded.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, Any
+
+from django.conf import settings
+from redis.exceptions import RedisError
+
+from accounts.models import User
+from chatsite.gateway.dbthreads import db
+from messaging import frames, selectors, wire
+from presence import events, services
+from presence.store import get_store
+
+logger = logging.getLogger(__name__)
+
+
+class PresenceMixin:
+    """Presence for a `chatsite.gateway.socket.FrameSocket` of one user."""
+
+    user: User
+    channel_name: str
+    channel_layer: Any
+    last_frame_at: float
+    idle = False
+    presence_written_at = 0.0
+    following: set[int]
+
+    if TYPE_CHECKING:
+
+        async def send_frame(self, frame: Any) -> None:
+            """Send a frame (the socket's)."""
+
+    async def _presence(self, work: Awaitable[Any]) -> None:
+        """Run a presence update; presence is a hint, so a Redis failure is only logged."""
+        try:
+            await work
+        except (RedisError, OSError, TimeoutError) as exc:
+            logger.warning("presence update failed: %r", exc)
+
+    async def presence_opened(self) -> None:
+        """Count this socket as a live connection of its user."""
+        busy = self.user.status == User.Status.BUSY
+        await self._presence(
+            services.connection_opened(
+                get_store(), self.user.pk, self.channel_name, busy=busy, now=time.time()
+            )
+        )
+        self.presence_written_at = time.monotonic()
+
+    async def presence_closed(self) -> None:
+        """Stop following anyone and count this connection gone."""
+        try:
+            await events.follow(self.channel_layer, self.channel_name, add=(), drop=self.following)
+        except (RedisError, OSError, TimeoutError) as exc:
+            logger.info("presence cleanup failed: %r", exc)
+        await self._presence(
+            services.connection_closed(
+                get_store(), self.user.pk, self.channel_name, now=time.time()
+            )
+        )
+
+    async def presence_heartbeat(self) -> None:
+        """Any frame is a heartbeat; the store is written at most every half heartbeat."""
+        if self.last_frame_at - self.presence_written_at < settings.PRESENCE_WRITE_INTERVAL:
+            return
+        self.presence_written_at = self.last_frame_at
+        await self._presence(
+            services.heartbeat(
+                get_store(),
+                self.user.pk,
+                self.channel_name,
+                idle=self.idle,
+                changed=False,
+                now=time.time(),
+            )
+        )
+
+    async def activity(self, request: frames.Activity, ref: str | None) -> None:
+        """Record whether the user is idle on this device (all devices idle: `away`)."""
+        changed, self.idle = request.idle != self.idle, request.idle
+        self.presence_written_at = time.monotonic()
+        await self._presence(
+            services.heartbeat(
+                get_store(),
+                self.user.pk,
+                self.channel_name,
+                idle=request.idle,
+                changed=changed,
+                now=time.time(),
+            )
+        )
+
+    async def set_status(self, request: frames.StatusSet, ref: str | None) -> None:
+        """Set the sticky status; answer with this user's `presence.changed`."""
+        state = await services.set_status(get_store(), self.user, request.status, now=time.time())
+        await self.send_frame(wire.presence_changed_frame(self.user.pk, state, time.time(), ref))
+
+    async def subscribe_presence(self, request: frames.PresenceSubscribe, ref: str | None) -> None:
+        """Follow the presence of up to 1,000 users (replacing the set); answer a snapshot.
+
+        Users who share no conversation with this user are answered as offline and
+        never seen, and are not followed: presence is visible only to contacts.
+        """
+        wanted = request.users
+        visible = await db(selectors.filter_visible_users, user=self.user, user_ids=wanted)
+        await events.follow(
+            self.channel_layer,
+            self.channel_name,
+            add=visible - self.following,
+            drop=self.following - visible,
+        )
+        self.following = set(visible)
+        shown = {
+            entry["id"]: entry
+            for entry in await services.snapshot(
+                get_store(), [u for u in wanted if u in visible], now=time.time()
+            )
+        }
+        users = [shown.get(u) or services.hidden_entry(u) for u in wanted]
+        await self.send_frame(wire.presence_snapshot_frame(ref, users))
+
+    async def presence_event(self, event: dict[str, Any]) -> None:
+        """Forward `presence.changed` of a followed user."""
+        if event["user"] in self.following:
+            await self.send_frame(event["frame"])
+
+
+def parse_presence_subscribe(frame: dict[str, Any]) -> frames.PresenceSubscribe:
+    """Parse `presence.subscribe` against PRESENCE_MAX_SUBSCRIPTIONS."""
+    return frames.parse_presence_subscribe(frame, limit=settings.PRESENCE_MAX_SUBSCRIPTIONS)
