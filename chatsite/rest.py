@@ -21,6 +21,7 @@ from rest_framework.utils.urls import remove_query_param, replace_query_param
 
 from chatsite import ratelimit
 from chatsite.errors import BadRequest, DomainError
+from chatsite.limits import MAX_ID
 
 
 class TooManyRequests(DomainError):
@@ -179,7 +180,7 @@ def _storable(value: object) -> bool:
     if isinstance(value, bool) or value is None:
         return True
     if isinstance(value, int):
-        return -(2**63) <= value < 2**63
+        return -(MAX_ID + 1) <= value <= MAX_ID
     if isinstance(value, float):
         return math.isfinite(value)
     if isinstance(value, str):

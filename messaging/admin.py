@@ -27,6 +27,7 @@ from django.utils.text import Truncator
 
 from accounts.models import User
 from chatsite.errors import DomainError
+from chatsite.limits import MAX_ID
 from messaging import services
 from messaging.models import Attachment, Conversation, Device, Membership, Message, Notification
 
@@ -60,7 +61,7 @@ def _as_id(term: str) -> int | None:
     term = term.strip().removeprefix("#")
     if not (term.isascii() and term.isdigit()):
         return None
-    return int(term) if 0 < int(term) < 2**63 else None
+    return int(term) if 0 < int(term) <= MAX_ID else None
 
 
 class MembershipInline(admin.TabularInline[Membership, Conversation]):

@@ -17,6 +17,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from accounts.models import User
+from chatsite.limits import MAX_SEQ
 from messaging.errors import BadRequest, MessageNotFound, NotAMember
 from messaging.models import (
     Conversation,
@@ -67,7 +68,7 @@ def _clean_limit(limit: object) -> int:
 def _clean_position(value: object, field: str) -> int | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 2**62:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_SEQ:
         raise BadRequest(f"{field} must be a non-negative integer.", details={"field": field})
     return value
 

@@ -22,6 +22,7 @@ from django.utils import timezone
 
 from accounts.models import User
 from chatsite import ratelimit
+from chatsite.limits import MAX_SEQ
 from messaging import events, wire
 from messaging.errors import (
     BadRequest,
@@ -826,7 +827,7 @@ def _delete(conversation: Conversation, message: Message) -> Message:
 
 
 def _clean_seq(seq: object) -> int:
-    if isinstance(seq, bool) or not isinstance(seq, int) or seq < 0 or seq > 2**62:
+    if isinstance(seq, bool) or not isinstance(seq, int) or seq < 0 or seq > MAX_SEQ:
         raise BadRequest("seq must be a non-negative integer.", details={"field": "seq"})
     return seq
 

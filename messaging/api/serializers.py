@@ -13,6 +13,7 @@ from django.conf import settings
 from rest_framework import serializers
 
 from chatsite import rest
+from chatsite.limits import MAX_ID, MAX_SEQ
 from messaging.models import (
     Conversation,
     Device,
@@ -22,10 +23,8 @@ from messaging.models import (
     NotifyLevel,
 )
 
-# Ids are PostgreSQL bigints; anything larger names nothing.
-MAX_ID = 2**63 - 1
-# Log numbers the services accept (they refuse larger ones themselves).
-MAX_SEQ = 2**62
+# Re-exported for the views and URL converters that name them.
+__all__ = ["MAX_ID", "MAX_SEQ"]
 
 
 def id_field(*, strict: bool = False, **kwargs: Any) -> serializers.IntegerField:
