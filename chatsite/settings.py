@@ -314,6 +314,10 @@ REDIS_MAX_CONNECTIONS = env_int("REDIS_MAX_CONNECTIONS", 1000)
 REDIS_ASYNC_POOL_SIZE = env_int("REDIS_ASYNC_POOL_SIZE", 64)
 REDIS_POOL_WAIT = env_float("REDIS_POOL_WAIT", 5.0)
 
+# Proxies in front of the gateways whose X-Forwarded-For entries are trusted for the
+# client address (chatsite/clientaddr.py); 0: REMOTE_ADDR. A forged X-Forwarded-For
+# must not pick the lockout or throttle bucket.
+API_NUM_PROXIES = env_int("API_NUM_PROXIES", 0)
 # Rate limits per user (token buckets shared by all gateways through Redis).
 LOGIN_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 5)
 LOGIN_LOCKOUT_SECONDS = env_int("LOGIN_LOCKOUT_SECONDS", 900)
@@ -351,9 +355,8 @@ REST_FRAMEWORK.update(
         "DEFAULT_PARSER_CLASSES": ["chatsite.rest.BoundedJSONParser"],
         # Per signed-in user, in Redis; anonymous endpoints choose their own throttle.
         "DEFAULT_THROTTLE_CLASSES": ["chatsite.rest.UserThrottle"],
-        # Client addresses come from REMOTE_ADDR unless told how many proxies to trust
-        # (a forged X-Forwarded-For must not pick the throttle bucket).
-        "NUM_PROXIES": env_int("API_NUM_PROXIES", 0),
+        # The same proxies as chatsite/clientaddr.py trusts (for DRF's own throttles).
+        "NUM_PROXIES": API_NUM_PROXIES,
     }
 )
 SPECTACULAR_SETTINGS: dict[str, Any] = {
