@@ -318,9 +318,23 @@ REDIS_POOL_WAIT = env_float("REDIS_POOL_WAIT", 5.0)
 # client address (chatsite/clientaddr.py); 0: REMOTE_ADDR. A forged X-Forwarded-For
 # must not pick the lockout or throttle bucket.
 API_NUM_PROXIES = env_int("API_NUM_PROXIES", 0)
-# Rate limits per user (token buckets shared by all gateways through Redis).
+# Failed logins (accounts/login.py; token buckets shared by all gateways through Redis),
+# each a budget refilled over LOGIN_LOCKOUT_SECONDS: LOGIN_FAILURE_LIMIT per username
+# and client address (LOGIN_STAFF_FAILURE_LIMIT at /admin/login/ on top), and
+# LOGIN_ADDRESS_FAILURE_LIMIT per client address across usernames.
 LOGIN_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 5)
+LOGIN_STAFF_FAILURE_LIMIT = env_int("LOGIN_STAFF_FAILURE_LIMIT", 3)
+LOGIN_ADDRESS_FAILURE_LIMIT = env_int("LOGIN_ADDRESS_FAILURE_LIMIT", 20)
 LOGIN_LOCKOUT_SECONDS = env_int("LOGIN_LOCKOUT_SECONDS", 900)
+for _name in (
+    "LOGIN_FAILURE_LIMIT",
+    "LOGIN_STAFF_FAILURE_LIMIT",
+    "LOGIN_ADDRESS_FAILURE_LIMIT",
+    "LOGIN_LOCKOUT_SECONDS",
+):
+    if globals()[_name] < 1:
+        raise ImproperlyConfigured(f"{_name} must be at least 1.")
+# Rate limits per user (token buckets shared by all gateways through Redis).
 CHAT_SEND_RATE = env_float("CHAT_SEND_RATE", 5.0)
 CHAT_SEND_BURST = env_float("CHAT_SEND_BURST", 20.0)
 CHAT_TYPING_RATE = env_float("CHAT_TYPING_RATE", 2.0)
