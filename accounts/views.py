@@ -1,9 +1,10 @@
-"""Account pages: sign-up (log in and log out are Django's own views)."""
+"""Account pages: sign-up, and log in (Django's view with the lockout's form)."""
 
 from __future__ import annotations
 
 from django.conf import settings
 from django.contrib.auth import login
+from django.contrib.auth.views import LoginView
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.cache import never_cache
@@ -11,9 +12,12 @@ from django.views.decorators.csrf import csrf_protect
 from django.views.decorators.debug import sensitive_post_parameters
 
 from accounts import services
-from accounts.forms import SignupForm
+from accounts.forms import LoginForm, SignupForm
 from chatsite import ratelimit
 from chatsite.errors import DomainError
+
+# Django's login page; its form logs in through `accounts.login` (the lockout).
+login_page = LoginView.as_view(authentication_form=LoginForm)
 
 # The form's field for each field name a service error may point at.
 _FIELDS = {"username": "username", "display_name": "display_name", "password": "password1"}
