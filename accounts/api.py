@@ -215,7 +215,6 @@ class UserRegisterApi(APIView):
 
     authentication_classes: list[Any] = []
     permission_classes = [AllowAny]
-    throttle_classes = [rest.AddressThrottle]
 
     @extend_schema(
         operation_id="auth_register",
@@ -240,7 +239,7 @@ class UserRegisterApi(APIView):
         """Answer 201 `{id, username, display_name}`; a taken or reserved name is a 400."""
         form = RegisterSerializer(data=request.data)
         form.is_valid(raise_exception=True)
-        user = services.register_user(**form.validated_data)
+        user = services.register_user(**form.validated_data, address=client_address(request))
         return Response(user_payload(user), status=201)
 
 

@@ -50,8 +50,9 @@ class UserThrottle(BaseThrottle):
     """A token bucket per signed-in user and scope, shared by all gateways through Redis.
 
     Anonymous requests pass: the endpoints open to them (token, register) have their
-    own limits. Over budget, this raises `rate_limited` with `retry_after` (rendered
-    with a `Retry-After` header by `chatsite.api.exception_handler`).
+    own limits in their services (`accounts.login`, `accounts.services`). Over budget,
+    this raises `rate_limited` with `retry_after` (rendered with a `Retry-After` header
+    by `chatsite.api.exception_handler`).
     """
 
     scope = "api"
@@ -97,20 +98,6 @@ class SearchThrottle(UserThrottle):
     scope = "search"
     rate_setting = "API_SEARCH_RATE"
     burst_setting = "API_SEARCH_BURST"
-
-
-class AddressThrottle(UserThrottle):
-    """Anonymous sign-ups per client address (REMOTE_ADDR unless proxies are trusted)."""
-
-    scope = "register"
-
-    def bucket(self, request: Request) -> str | None:
-        """Key the bucket by the client's address."""
-        return f"addr:{self.get_ident(request)}"
-
-    def limits(self) -> tuple[float, float]:
-        """Return one sign-up per `REGISTER_INTERVAL` seconds after a `REGISTER_BURST`."""
-        return 1.0 / float(settings.REGISTER_INTERVAL), float(settings.REGISTER_BURST)
 
 
 # --- parsing ---------------------------------------------------------------------------
