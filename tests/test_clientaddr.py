@@ -9,10 +9,10 @@ from chatsite.clientaddr import address_group, client_address
 
 
 def request_from(remote: str, forwarded: str | None = None) -> Any:
-    extra = {"REMOTE_ADDR": remote}
+    request = RequestFactory().get("/", REMOTE_ADDR=remote)
     if forwarded is not None:
-        extra["HTTP_X_FORWARDED_FOR"] = forwarded
-    return RequestFactory().get("/", **extra)
+        request.META["HTTP_X_FORWARDED_FOR"] = forwarded
+    return request
 
 
 def test_without_trusted_proxies_a_forged_forwarded_for_is_ignored(settings: Any) -> None:
