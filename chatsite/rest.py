@@ -1,4 +1,4 @@
-"""REST plumbing shared by every app's API: throttles, a bounded JSON parser, cursors, JSON 404s."""
+"""REST plumbing shared by every app's API: throttles, a bounded JSON parser, cursors, errors."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views import defaults
 from rest_framework import serializers
+from rest_framework.exceptions import ParseError
 from rest_framework.parsers import JSONParser
 from rest_framework.request import Request
 from rest_framework.throttling import BaseThrottle
@@ -121,7 +122,14 @@ class BoundedJSONParser(JSONParser):
         data = stream.read(limit + 1)
         if len(data) > limit:
             raise PayloadTooLarge(details={"max_bytes": limit})
-        return super().parse(io.BytesIO(data), media_type, parser_context)
+        try:
+            return super().parse(io.BytesIO(data), media_type, parser_context)
+        except ParseError as exc:
+            # DRF's message is "JSON parse error - <the decoder's>": say it for a person.
+            reason = str(exc.__context__ or exc.detail)
+            raise ParseError(
+                {"message": "The request body is not valid JSON.", "reason": reason}
+            ) from exc
 
 
 # --- pages -----------------------------------------------------------------------------
