@@ -6,7 +6,9 @@ import logging
 import math
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
 from django.db import DatabaseError, InterfaceError, OperationalError
 from django.http import Http404
 from rest_framework import exceptions, status
@@ -54,6 +56,10 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
             error_body("unavailable", "The service is temporarily unavailable; retry shortly."),
             status=status.HTTP_503_SERVICE_UNAVAILABLE,
         )
+    over = form_limit_error(exc)
+    if over is not None:
+        over_status, over_body = over
+        return Response(over_body, status=over_status)
     # As DRF does inside its own handler, so that these get the error format too.
     if isinstance(exc, Http404):
         exc = exceptions.NotFound(*exc.args)
@@ -68,6 +74,31 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     else:
         response.data = error_body(code, *_message(exc))
     return response
+
+
+def form_limit_error(exc: Exception) -> tuple[int, dict[str, Any]] | None:
+    """Return the status and body for a request over Django's form limits, else None.
+
+    Django raises these while it parses a multipart or form body; they are not DRF's,
+    so they would otherwise end as Django's HTML 400 page.
+    """
+    if isinstance(exc, TooManyFieldsSent):
+        most = settings.DATA_UPLOAD_MAX_NUMBER_FIELDS
+        body = error_body(
+            "bad_request", f"The form has more than {most} fields.", {"max_fields": most}
+        )
+        return 400, body
+    if isinstance(exc, TooManyFilesSent):
+        most = settings.DATA_UPLOAD_MAX_NUMBER_FILES
+        body = error_body(
+            "bad_request", f"The form has more than {most} files.", {"max_files": most}
+        )
+        return 400, body
+    if isinstance(exc, RequestDataTooBig):
+        most = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        message = f"The form's fields (files aside) are larger than {most} bytes."
+        return 413, error_body("payload_too_large", message, {"max_bytes": most})
+    return None
 
 
 def _sentence(text: object) -> str:

@@ -210,6 +210,19 @@ def _error_body(code: str, message: str) -> dict[str, Any]:
     return error_body(code, message)
 
 
+def bad_request(request: HttpRequest, exception: Exception) -> HttpResponse:
+    """Answer a request Django refused (its form limits, a bad Host): JSON under /api/."""
+    if not request.path.startswith("/api/"):
+        return defaults.bad_request(request, exception)
+    from chatsite.api import form_limit_error  # see _error_body
+
+    over = form_limit_error(exception)
+    if over is not None:
+        over_status, body = over
+        return JsonResponse(body, status=over_status)
+    return JsonResponse(_error_body("bad_request", "The request is not valid."), status=400)
+
+
 def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
     """Answer an unknown URL: the JSON error under /api/, Django's page elsewhere."""
     if request.path.startswith("/api/"):

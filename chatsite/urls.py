@@ -22,6 +22,8 @@ urlpatterns = [
     path("admin/", admin.site.urls),
 ]
 
-# JSON errors under /api/ (HTML pages elsewhere) for URLs no view matches and for crashes.
+# JSON errors under /api/ (HTML pages elsewhere) for requests Django refuses before a view
+# (over its form limits, a bad Host), URLs no view matches, and crashes.
+handler400 = "chatsite.rest.bad_request"
 handler404 = "chatsite.rest.not_found"
 handler500 = "chatsite.rest.server_error"

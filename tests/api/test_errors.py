@@ -1,4 +1,4 @@
-"""Error messages a person can read: refused tokens, bad bodies, CSRF.
+"""Error messages a person can read: refused tokens, bad bodies, Django's form limits.
 
 Every error's `message` is a sentence; what a program needs is in `details`.
 """
@@ -7,6 +7,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client as DjangoClient
 from django.utils import timezone
 from rest_framework.test import APIClient
@@ -152,3 +153,61 @@ def test_a_session_write_without_its_csrf_token_says_what_to_send(ana: User) -> 
         "header.",
         "details": {"csrf": "CSRF cookie not set."},
     }
+
+
+def test_more_form_fields_than_django_allows_are_a_json_400(
+    client_for: Client, ana: User, settings: Any
+) -> None:
+    settings.DATA_UPLOAD_MAX_NUMBER_FIELDS = 5
+    fields: dict[str, Any] = {f"f{n}": "x" for n in range(10)}
+    fields["file"] = SimpleUploadedFile("a.txt", b"hello")
+
+    response = client_for(ana).post("/api/v1/attachments", fields, format="multipart")
+
+    assert response.status_code == 400
+    assert response["Content-Type"] == "application/json"
+    assert error(response) == {
+        "code": "bad_request",
+        "message": "The form has more than 5 fields.",
+        "details": {"max_fields": 5},
+    }
+
+
+def test_more_form_files_than_django_allows_are_a_json_400(
+    client_for: Client, ana: User, settings: Any
+) -> None:
+    settings.DATA_UPLOAD_MAX_NUMBER_FILES = 2
+    files = {f"file{n}": SimpleUploadedFile(f"{n}.txt", b"hi") for n in range(3)}
+
+    response = client_for(ana).post("/api/v1/attachments", files, format="multipart")
+
+    assert response.status_code == 400
+    assert error(response)["details"] == {"max_files": 2}
+
+
+def test_form_fields_over_djangos_memory_limit_are_a_json_413(
+    client_for: Client, ana: User, settings: Any
+) -> None:
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1000
+    fields = {"note": "x" * 5000, "file": SimpleUploadedFile("a.txt", b"hello")}
+
+    response = client_for(ana).post("/api/v1/attachments", fields, format="multipart")
+
+    assert response.status_code == 413
+    assert error(response) == {
+        "code": "payload_too_large",
+        "message": "The form's fields (files aside) are larger than 1000 bytes.",
+        "details": {"max_bytes": 1000},
+    }
+
+
+def test_a_request_django_refuses_before_any_view_is_json_under_api_only() -> None:
+    browser = DjangoClient(HTTP_HOST="evil.example")
+
+    api = browser.get("/api/v1/server/limits")
+    page = browser.get("/accounts/login/")
+
+    assert api.status_code == 400
+    assert error(api) == {"code": "bad_request", "message": "The request is not valid."}
+    assert page.status_code == 400
+    assert page["Content-Type"].startswith("text/html")
