@@ -58,6 +58,8 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         )
     over = form_limit_error(exc)
     if over is not None:
+        # Where Django would have logged it, had it reached Django's handler.
+        logging.getLogger(f"django.security.{type(exc).__name__}").warning("%s", exc)
         over_status, over_body = over
         return Response(over_body, status=over_status)
     # As DRF does inside its own handler, so that these get the error format too.
@@ -158,6 +160,6 @@ def _first_error(detail: Any) -> tuple[list[str], str]:
             if value:  # a list of items has {} for the items without errors
                 path, text = _first_error(value)
                 return ([str(index), *path] if isinstance(value, dict) else path), text
-    if detail:
+    if detail and not isinstance(detail, dict | list):
         return [], str(detail)
     return [], "The request is not valid."
