@@ -83,11 +83,8 @@ def authenticate_login(*, username: str, password: str, address: str, staff: boo
     """
     window = float(settings.LOGIN_LOCKOUT_SECONDS)
     buckets = _buckets(username, address, staff=staff)
-    waits = [
-        verdict.retry_after
-        for key, limit in buckets
-        if not (verdict := ratelimit.take(key, rate=limit / window, burst=limit, cost=0)).allowed
-    ]
+    peeks = [ratelimit.take(k, rate=limit / window, burst=limit, cost=0) for k, limit in buckets]
+    waits = [peek.retry_after for peek in peeks if not peek.allowed]
     if waits:
         raise LoginLocked(max(waits))
     # The same work and answer whether or not the username exists: Django's backend
