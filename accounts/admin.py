@@ -1,10 +1,14 @@
-"""Admin for users: search by name, filter by status and activity."""
+"""Admin for users: search by name, filter by status and activity; the admin's login form."""
 
 from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 from django.http import HttpRequest
 
+from accounts.forms import StaffLoginForm
 from accounts.models import User
+
+# /admin/login/ logs in through `accounts.login` too, with the stricter staff lockout.
+admin.site.login_form = StaffLoginForm
 
 
 @admin.register(User)

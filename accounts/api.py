@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
-from django.contrib.auth import authenticate
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema
 from rest_framework import serializers
 from rest_framework.permissions import AllowAny
@@ -16,29 +15,14 @@ from rest_framework_simplejwt.exceptions import TokenError
 from rest_framework_simplejwt.serializers import TokenRefreshSerializer
 from rest_framework_simplejwt.tokens import AccessToken, RefreshToken
 
-from accounts import selectors, services, tickets, tokens
+from accounts import login, selectors, services, tickets, tokens
 from accounts.models import User
-from chatsite import ratelimit, rest
-from chatsite.errors import BadRequest, DomainError
+from chatsite import rest
+from chatsite.clientaddr import client_address
+from chatsite.errors import BadRequest
 from chatsite.openapi import AUTHENTICATED, error_responses
 from chatsite.wire import iso_from_epoch
 from messaging import wire
-
-
-class Unauthenticated(DomainError):
-    """Credentials are missing, wrong, expired or revoked."""
-
-    code = "unauthenticated"
-    http_status = 401
-    default_message = "Invalid credentials."
-
-
-class LoginLocked(DomainError):
-    """Too many failed logins for this username; wait before trying again."""
-
-    code = "rate_limited"
-    http_status = 429
-    default_message = "Too many failed attempts; try again later."
 
 
 class CredentialsSerializer(serializers.Serializer[Any]):
@@ -122,15 +106,6 @@ class UserPageSerializer(serializers.Serializer[Any]):
     next = serializers.URLField(allow_null=True, help_text="The next page's URL, or null.")
 
 
-def _failure_bucket(username: str) -> str:
-    return f"login-failures:{username.strip().lower()}"
-
-
-def _lockout_rate() -> tuple[float, float]:
-    limit = float(settings.LOGIN_FAILURE_LIMIT)
-    return limit / settings.LOGIN_LOCKOUT_SECONDS, limit
-
-
 class TokenObtainApi(APIView):
     """Exchange a username and password for a JWT pair (a new login)."""
 
@@ -147,16 +122,7 @@ class TokenObtainApi(APIView):
         """Answer `{access, refresh}`, 401 on bad credentials, 429 while locked out."""
         form = CredentialsSerializer(data=request.data)
         form.is_valid(raise_exception=True)
-        username = form.validated_data["username"]
-        rate, burst = _lockout_rate()
-        # The same answers whether or not the username exists: no user enumeration.
-        locked = ratelimit.take(_failure_bucket(username), rate=rate, burst=burst, cost=0)
-        if not locked.allowed:
-            raise LoginLocked(details={"retry_after": locked.retry_after})
-        user = authenticate(request, username=username, password=form.validated_data["password"])
-        if not isinstance(user, User):
-            ratelimit.take(_failure_bucket(username), rate=rate, burst=burst)
-            raise Unauthenticated("Invalid username or password.")
+        user = login.authenticate_login(**form.validated_data, address=client_address(request))
         return Response(tokens.issue_pair(user))
 
 
@@ -181,10 +147,10 @@ class TokenRefreshApi(APIView):
             refresh = RefreshToken(raw)
             user = User.objects.filter(pk=refresh.get("user_id")).first()
             if user is None or not tokens.token_still_valid_for(refresh, user):
-                raise Unauthenticated("This refresh token is no longer valid.")
+                raise login.Unauthenticated("This refresh token is no longer valid.")
             pair = TokenRefreshSerializer().validate({"refresh": raw})
         except TokenError as exc:
-            raise Unauthenticated("This refresh token is no longer valid.") from exc
+            raise login.Unauthenticated("This refresh token is no longer valid.") from exc
         return Response(pair)
 
 
@@ -235,7 +201,6 @@ class UserRegisterApi(APIView):
 
     authentication_classes: list[Any] = []
     permission_classes = [AllowAny]
-    throttle_classes = [rest.AddressThrottle]
 
     @extend_schema(
         operation_id="auth_register",
@@ -260,7 +225,7 @@ class UserRegisterApi(APIView):
         """Answer 201 `{id, username, display_name}`; a taken or reserved name is a 400."""
         form = RegisterSerializer(data=request.data)
         form.is_valid(raise_exception=True)
-        user = services.register_user(**form.validated_data)
+        user = services.register_user(**form.validated_data, address=client_address(request))
         return Response(wire.user_payload(user), status=201)
 
 

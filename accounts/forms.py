@@ -1,12 +1,51 @@
-"""Forms of the account pages: sign-up."""
+"""Forms of the account pages: log in (the site's and the admin's), sign-up."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from django import forms
+from django.contrib.admin.forms import AdminAuthenticationForm
+from django.contrib.auth.forms import AuthenticationForm
+from django.core.exceptions import ValidationError
 
+from accounts import login
 from accounts.models import User
+from chatsite.clientaddr import UNKNOWN, client_address
+
+
+class LoginForm(AuthenticationForm):
+    """Django's login form, checked by `accounts.login.authenticate_login` (the lockout)."""
+
+    staff = False
+    error_messages = {
+        **AuthenticationForm.error_messages,
+        "invalid_login": "Your username and password didn't match. Please try again.",
+    }
+
+    def clean(self) -> dict[str, Any]:
+        """Log in through the login service; say how long to wait while locked out."""
+        username = self.cleaned_data.get("username")
+        password = self.cleaned_data.get("password")
+        if username is not None and password:
+            address = client_address(self.request) if self.request is not None else UNKNOWN
+            try:
+                self.user_cache = login.authenticate_login(
+                    username=username, password=password, address=address, staff=self.staff
+                )
+            except login.LoginLocked as exc:
+                raise ValidationError(exc.message, code="locked") from exc
+            except login.Unauthenticated as exc:
+                raise self.get_invalid_login_error() from exc
+            self.confirm_login_allowed(self.user_cache)
+        return self.cleaned_data
+
+
+class StaffLoginForm(LoginForm, AdminAuthenticationForm):
+    """The admin's login form: staff members only, with the stricter staff lockout."""
+
+    staff = True
+    error_messages = AdminAuthenticationForm.error_messages
 
 
 class SignupForm(forms.Form):

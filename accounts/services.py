@@ -1,7 +1,8 @@
-"""Account writes: sign-up, and profile changes (display name, the sticky `busy` status)."""
+"""Account writes: sign-up and its budget per address, profile changes (name, status)."""
 
 from __future__ import annotations
 
+import math
 import unicodedata
 
 from django.conf import settings
@@ -12,7 +13,10 @@ from django.core.validators import EmailValidator
 from django.db import IntegrityError, transaction
 from django.dispatch import Signal
 
+from accounts.login import in_minutes
 from accounts.models import User
+from chatsite import ratelimit
+from chatsite.clientaddr import address_group
 from chatsite.errors import BadRequest, DomainError
 
 # Sent after commit when a user's sticky status changed: `user_id`, `status`. Presence
@@ -34,6 +38,21 @@ class RegistrationClosed(DomainError):
     code = "forbidden"
     http_status = 403
     default_message = "Sign-up is closed on this server."
+
+
+class TooManySignups(DomainError):
+    """This client address used up its sign-ups; retry after `retry_after` seconds."""
+
+    code = "rate_limited"
+    http_status = 429
+
+    def __init__(self, retry_after: float):
+        seconds = max(1, math.ceil(retry_after))
+        super().__init__(
+            f"Too many sign-ups from your network; try again in {in_minutes(seconds)}.",
+            details={"retry_after": seconds},
+        )
+        self.retry_after = seconds
 
 
 class UsernameUnavailable(BadRequest):
@@ -80,13 +99,33 @@ def _clean_username(username: object) -> str:
     return username
 
 
-def register_user(*, username: object, password: object, display_name: object = "") -> User:
+def check_signup_budget(address: str) -> None:
+    """Take one sign-up from the client address's budget, or raise TooManySignups.
+
+    A burst of `REGISTER_BURST`, then one per `REGISTER_INTERVAL` seconds, per address
+    (`chatsite.clientaddr`: an IPv6 /64 counts as one), shared by all gateways.
+    """
+    verdict = ratelimit.take(
+        f"signup:{address_group(address)}",
+        rate=1.0 / float(settings.REGISTER_INTERVAL),
+        burst=float(settings.REGISTER_BURST),
+    )
+    if not verdict.allowed:
+        raise TooManySignups(verdict.retry_after)
+
+
+def register_user(
+    *, username: object, password: object, display_name: object = "", address: str
+) -> User:
     """Create an active account, or raise; a taken or reserved name gets one same answer.
 
+    Every attempt from `address` (the client's) takes from its sign-up budget, refused
+    ones too: probing for taken names costs the same as signing up.
     Usernames are unique regardless of case (`Ana` and `ana` would pass for each other).
     """
     if not settings.REGISTRATION_OPEN:
         raise RegistrationClosed()
+    check_signup_budget(address)
     name = _clean_username(username)
     shown = _clean_display_name(display_name)
     if not isinstance(password, str) or not password:

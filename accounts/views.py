@@ -1,9 +1,10 @@
-"""Account pages: sign-up (log in and log out are Django's own views)."""
+"""Account pages: sign-up, and log in (Django's view with the lockout's form)."""
 
 from __future__ import annotations
 
 from django.conf import settings
 from django.contrib.auth import login
+from django.contrib.auth.views import LoginView
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.cache import never_cache
@@ -11,9 +12,12 @@ from django.views.decorators.csrf import csrf_protect
 from django.views.decorators.debug import sensitive_post_parameters
 
 from accounts import services
-from accounts.forms import SignupForm
-from chatsite import ratelimit
+from accounts.forms import LoginForm, SignupForm
+from chatsite.clientaddr import client_address
 from chatsite.errors import DomainError
+
+# Django's login page; its form logs in through `accounts.login` (the lockout).
+login_page = LoginView.as_view(authentication_form=LoginForm)
 
 # The form's field for each field name a service error may point at.
 _FIELDS = {"username": "username", "display_name": "display_name", "password": "password1"}
@@ -28,30 +32,23 @@ def signup(request: HttpRequest) -> HttpResponse:
         return redirect(settings.LOGIN_REDIRECT_URL)
     form = SignupForm(request.POST if request.method == "POST" else None)
     if request.method == "POST" and form.is_valid():
-        # The same budget per client address as `POST /api/v1/auth/register`.
-        verdict = ratelimit.take(
-            f"api:register:addr:{request.META.get('REMOTE_ADDR', '')}",
-            rate=1.0 / float(settings.REGISTER_INTERVAL),
-            burst=float(settings.REGISTER_BURST),
-        )
-        if not verdict.allowed:
-            form.add_error(None, "Too many sign-ups from your network; try again later.")
+        try:
+            # The same service, and budget per client address, as `POST /auth/register`.
+            user = services.register_user(
+                username=form.cleaned_data["username"],
+                password=form.cleaned_data["password1"],
+                display_name=form.cleaned_data["display_name"],
+                address=client_address(request),
+            )
+        except DomainError as exc:
+            field = _FIELDS.get(str(exc.details.get("field", "")))
+            errors = exc.details.get("errors")
+            messages = [str(e) for e in errors] if isinstance(errors, list) else [exc.message]
+            for message in messages:
+                form.add_error(field, message)
         else:
-            try:
-                user = services.register_user(
-                    username=form.cleaned_data["username"],
-                    password=form.cleaned_data["password1"],
-                    display_name=form.cleaned_data["display_name"],
-                )
-            except DomainError as exc:
-                field = _FIELDS.get(str(exc.details.get("field", "")))
-                errors = exc.details.get("errors")
-                messages = [str(e) for e in errors] if isinstance(errors, list) else [exc.message]
-                for message in messages:
-                    form.add_error(field, message)
-            else:
-                login(request, user, backend="django.contrib.auth.backends.ModelBackend")
-                return redirect(settings.LOGIN_REDIRECT_URL)
+            login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+            return redirect(settings.LOGIN_REDIRECT_URL)
     for name in form.errors:
         if name in form.fields:
             # Point the input at its error message (screen readers read it with the field).

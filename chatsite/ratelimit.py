@@ -24,12 +24,14 @@ from chatsite.redis import sync_client
 
 logger = logging.getLogger(__name__)
 
-# KEYS[1] bucket; ARGV: rate per second, burst, now (s), cost. Returns {allowed, wait_ms}.
+# KEYS[1] bucket; ARGV: rate per second, burst, now (s), cost, force (1: take the cost
+# even from a bucket without enough tokens, leaving it in debt). Returns {allowed, wait_ms}.
 _BUCKET_LUA = """
 local rate = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
 local now = tonumber(ARGV[3])
 local cost = tonumber(ARGV[4])
+local force = tonumber(ARGV[5]) or 0
 local state = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
 local tokens = tonumber(state[1])
 local ts = tonumber(state[2])
@@ -42,9 +44,10 @@ if tokens >= math.max(cost, 1) then
   allowed = 1
 else
   wait_ms = math.ceil((math.max(cost, 1) - tokens) / rate * 1000)
+  if force == 1 then tokens = tokens - cost end
 end
 redis.call('HSET', KEYS[1], 'tokens', tokens, 'ts', now)
-redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate * 1000) + 1000)
+redis.call('PEXPIRE', KEYS[1], math.ceil((burst - tokens) / rate * 1000) + 1000)
 return {allowed, wait_ms}
 """
 
@@ -61,14 +64,14 @@ _local_lock = threading.Lock()
 _local: dict[str, tuple[float, float]] = {}
 
 
-def _take_local(key: str, rate: float, burst: float, now: float, cost: int) -> Verdict:
+def _take_local(key: str, rate: float, burst: float, now: float, cost: int, force: bool) -> Verdict:
     with _local_lock:
         tokens, ts = _local.get(key, (burst, now))
         tokens = min(burst, tokens + max(0.0, now - ts) * rate)
         if tokens >= max(cost, 1):
             _local[key] = (tokens - cost, now)
             return Verdict(True, 0.0)
-        _local[key] = (tokens, now)
+        _local[key] = (tokens - cost if force else tokens, now)
         return Verdict(False, (max(cost, 1) - tokens) / rate)
 
 
@@ -88,12 +91,26 @@ def take(key: str, *, rate: float, burst: float, cost: int = 1) -> Verdict:
 
     `cost=0` only asks whether a token is there (a peek), taking nothing.
     """
+    return _take(key, rate=rate, burst=burst, cost=cost, force=False)
+
+
+def charge(key: str, *, rate: float, burst: float, cost: int = 1) -> Verdict:
+    """Take `cost` tokens from bucket `key` even if it has fewer, leaving it in debt.
+
+    For counting what already happened (a failed login): calls that passed a peek
+    together are all paid for, so running them in parallel buys nothing. The verdict
+    says whether the tokens were there.
+    """
+    return _take(key, rate=rate, burst=burst, cost=cost, force=True)
+
+
+def _take(key: str, *, rate: float, burst: float, cost: int, force: bool) -> Verdict:
     now = time.time()
     client = sync_client()
     if client is None:
-        return _take_local(key, rate, burst, now, cost)
+        return _take_local(key, rate, burst, now, cost, force)
     try:
-        args = [str(rate), str(burst), repr(now), str(cost)]
+        args = [str(rate), str(burst), repr(now), str(cost), "1" if force else "0"]
         reply: Any = _bucket_script(client)(
             keys=[f"{settings.REDIS_KEY_PREFIX}:rl:{key}"], args=args
         )

@@ -1,4 +1,4 @@
-"""REST plumbing shared by every app's API: throttles, a bounded JSON parser, cursors, JSON 404s."""
+"""REST plumbing shared by every app's API: throttles, a bounded JSON parser, cursors, errors."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views import defaults
 from rest_framework import serializers
+from rest_framework.exceptions import ParseError
 from rest_framework.parsers import JSONParser
 from rest_framework.request import Request
 from rest_framework.throttling import BaseThrottle
@@ -51,8 +52,9 @@ class UserThrottle(BaseThrottle):
     """A token bucket per signed-in user and scope, shared by all gateways through Redis.
 
     Anonymous requests pass: the endpoints open to them (token, register) have their
-    own limits. Over budget, this raises `rate_limited` with `retry_after` (rendered
-    with a `Retry-After` header by `chatsite.api.exception_handler`).
+    own limits in their services (`accounts.login`, `accounts.services`). Over budget,
+    this raises `rate_limited` with `retry_after` (rendered with a `Retry-After` header
+    by `chatsite.api.exception_handler`).
     """
 
     scope = "api"
@@ -100,20 +102,6 @@ class SearchThrottle(UserThrottle):
     burst_setting = "API_SEARCH_BURST"
 
 
-class AddressThrottle(UserThrottle):
-    """Anonymous sign-ups per client address (REMOTE_ADDR unless proxies are trusted)."""
-
-    scope = "register"
-
-    def bucket(self, request: Request) -> str | None:
-        """Key the bucket by the client's address."""
-        return f"addr:{self.get_ident(request)}"
-
-    def limits(self) -> tuple[float, float]:
-        """Return one sign-up per `REGISTER_INTERVAL` seconds after a `REGISTER_BURST`."""
-        return 1.0 / float(settings.REGISTER_INTERVAL), float(settings.REGISTER_BURST)
-
-
 # --- parsing ---------------------------------------------------------------------------
 
 
@@ -135,7 +123,14 @@ class BoundedJSONParser(JSONParser):
         data = stream.read(limit + 1)
         if len(data) > limit:
             raise PayloadTooLarge(details={"max_bytes": limit})
-        return super().parse(io.BytesIO(data), media_type, parser_context)
+        try:
+            return super().parse(io.BytesIO(data), media_type, parser_context)
+        except ParseError as exc:
+            # DRF's message is "JSON parse error - <the decoder's>": say it for a person.
+            reason = str(exc.__context__ or exc.detail)
+            raise ParseError(
+                {"message": "The request body is not valid JSON.", "reason": reason}
+            ) from exc
 
 
 # --- pages -----------------------------------------------------------------------------
@@ -214,6 +209,19 @@ def _error_body(code: str, message: str) -> dict[str, Any]:
     from chatsite.api import error_body
 
     return error_body(code, message)
+
+
+def bad_request(request: HttpRequest, exception: Exception) -> HttpResponse:
+    """Answer a request Django refused (its form limits, a bad Host): JSON under /api/."""
+    if not request.path.startswith("/api/"):
+        return defaults.bad_request(request, exception)
+    from chatsite.api import form_limit_error  # see _error_body
+
+    over = form_limit_error(exception)
+    if over is not None:
+        over_status, body = over
+        return JsonResponse(body, status=over_status)
+    return JsonResponse(_error_body("bad_request", "The request is not valid."), status=400)
 
 
 def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:

@@ -314,9 +314,27 @@ REDIS_MAX_CONNECTIONS = env_int("REDIS_MAX_CONNECTIONS", 1000)
 REDIS_ASYNC_POOL_SIZE = env_int("REDIS_ASYNC_POOL_SIZE", 64)
 REDIS_POOL_WAIT = env_float("REDIS_POOL_WAIT", 5.0)
 
-# Rate limits per user (token buckets shared by all gateways through Redis).
+# Proxies in front of the gateways whose X-Forwarded-For entries are trusted for the
+# client address (chatsite/clientaddr.py); 0: REMOTE_ADDR. A forged X-Forwarded-For
+# must not pick the lockout or throttle bucket.
+API_NUM_PROXIES = env_int("API_NUM_PROXIES", 0)
+# Failed logins (accounts/login.py; token buckets shared by all gateways through Redis),
+# each a budget refilled over LOGIN_LOCKOUT_SECONDS: LOGIN_FAILURE_LIMIT per username
+# and client address (LOGIN_STAFF_FAILURE_LIMIT at /admin/login/ on top), and
+# LOGIN_ADDRESS_FAILURE_LIMIT per client address across usernames.
 LOGIN_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 5)
+LOGIN_STAFF_FAILURE_LIMIT = env_int("LOGIN_STAFF_FAILURE_LIMIT", 3)
+LOGIN_ADDRESS_FAILURE_LIMIT = env_int("LOGIN_ADDRESS_FAILURE_LIMIT", 20)
 LOGIN_LOCKOUT_SECONDS = env_int("LOGIN_LOCKOUT_SECONDS", 900)
+for _name in (
+    "LOGIN_FAILURE_LIMIT",
+    "LOGIN_STAFF_FAILURE_LIMIT",
+    "LOGIN_ADDRESS_FAILURE_LIMIT",
+    "LOGIN_LOCKOUT_SECONDS",
+):
+    if globals()[_name] < 1:
+        raise ImproperlyConfigured(f"{_name} must be at least 1.")
+# Rate limits per user (token buckets shared by all gateways through Redis).
 CHAT_SEND_RATE = env_float("CHAT_SEND_RATE", 5.0)
 CHAT_SEND_BURST = env_float("CHAT_SEND_BURST", 20.0)
 CHAT_TYPING_RATE = env_float("CHAT_TYPING_RATE", 2.0)
@@ -351,9 +369,8 @@ REST_FRAMEWORK.update(
         "DEFAULT_PARSER_CLASSES": ["chatsite.rest.BoundedJSONParser"],
         # Per signed-in user, in Redis; anonymous endpoints choose their own throttle.
         "DEFAULT_THROTTLE_CLASSES": ["chatsite.rest.UserThrottle"],
-        # Client addresses come from REMOTE_ADDR unless told how many proxies to trust
-        # (a forged X-Forwarded-For must not pick the throttle bucket).
-        "NUM_PROXIES": env_int("API_NUM_PROXIES", 0),
+        # The same proxies as chatsite/clientaddr.py trusts (for DRF's own throttles).
+        "NUM_PROXIES": API_NUM_PROXIES,
     }
 )
 SPECTACULAR_SETTINGS: dict[str, Any] = {

@@ -4,12 +4,15 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView
 
+from accounts import views as account_views
 from chatsite.openapi import ApiDocsView
 from messaging import views as messaging_views
 
 urlpatterns = [
     path("", include("messaging.page_urls")),
     path("healthz", messaging_views.healthz, name="healthz"),
+    # Before Django's own: the login page whose form applies the lockout.
+    path("accounts/login/", account_views.login_page, name="login"),
     path("accounts/", include("django.contrib.auth.urls")),
     path("api/v1/", include("accounts.urls")),
     path("api/v1/", include("presence.urls")),
@@ -21,6 +24,8 @@ urlpatterns = [
     path("admin/", admin.site.urls),
 ]
 
-# JSON errors under /api/ (HTML pages elsewhere) for URLs no view matches and for crashes.
+# JSON errors under /api/ (HTML pages elsewhere) for requests Django refuses before a view
+# (over its form limits, a bad Host), URLs no view matches, and crashes.
+handler400 = "chatsite.rest.bad_request"
 handler404 = "chatsite.rest.not_found"
 handler500 = "chatsite.rest.server_error"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from chatsite.ratelimit import take
+from chatsite.ratelimit import charge, take
 from chatsite.redis import sync_client
 
 
@@ -26,3 +26,17 @@ def test_the_bucket_keeps_working_after_redis_forgets_its_script() -> None:
     assert take(key, rate=0.01, burst=2.0).allowed
     client.script_flush()
     assert not take(key, rate=0.01, burst=2.0).allowed
+
+
+def test_a_charge_past_an_empty_bucket_leaves_it_in_debt() -> None:
+    """Tried: a bucket of 2 at 1/s; 2 takes, then 3 charges; the wait grows by 1 s each."""
+    key = f"test:{uuid.uuid4().hex}"
+    assert take(key, rate=1.0, burst=2.0).allowed
+    assert take(key, rate=1.0, burst=2.0).allowed
+
+    charged = [charge(key, rate=1.0, burst=2.0) for _ in range(3)]
+    after = take(key, rate=1.0, burst=2.0, cost=0)
+
+    assert [v.allowed for v in charged] == [False, False, False]
+    assert not after.allowed
+    assert 3.5 < after.retry_after <= 4.0

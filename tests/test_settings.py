@@ -106,6 +106,13 @@ def test_a_malformed_boolean_is_a_clear_error() -> None:
     assert "DJANGO_DEBUG='maybe' is not a boolean" in result.stderr
 
 
+def test_a_login_failure_limit_below_one_is_a_clear_error() -> None:
+    result = run({"LOGIN_STAFF_FAILURE_LIMIT": "0"}, "manage.py", "check")
+
+    assert result.returncode != 0
+    assert "LOGIN_STAFF_FAILURE_LIMIT must be at least 1." in result.stderr
+
+
 def test_an_oversized_body_is_refused_before_django_reads_it() -> None:
     import asyncio
 
