@@ -37,7 +37,7 @@ CHROMIUM := /usr/bin/chromium
 # `make bench`: the load benchmark (bench/cli.py); BENCH_ARGS="--smoke" for a quick one.
 BENCH_ARGS ?=
 
-.PHONY: run serve test bench check fmt lint types migrations-check install clean help
+.PHONY: run serve test bench check fmt lint types migrations-check hooks install clean help
 
 help:
 	@echo "make run    - install, migrate, create demo users, serve http://$(HOST):$(PORT) (embedded defaults)"
@@ -46,6 +46,7 @@ help:
 	@echo "make bench  - the load benchmark on its own PostgreSQL, Redis, Celery and gateways (~10 min)"
 	@echo "make check  - ruff, mypy, import contracts, makemigrations --check, tests"
 	@echo "make fmt    - rewrite the code with ruff (format and safe fixes)"
+	@echo "make hooks  - run the fast checks (lint, types, contracts, migrations) before each commit"
 
 $(STAMP): requirements.txt requirements-dev.txt constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -97,6 +98,10 @@ migrations-check: $(STAMP)
 	$(EMBEDDED) $(PY) manage.py makemigrations --check --dry-run
 
 check: lint types migrations-check test
+
+# Run the fast checks of `make check` before every commit (.pre-commit-config.yaml).
+hooks: $(STAMP)
+	$(VENV)/bin/pre-commit install
 
 fmt: $(STAMP)
 	$(VENV)/bin/ruff check --fix .
