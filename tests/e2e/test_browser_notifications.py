@@ -18,9 +18,11 @@ import pytest
 from playwright.sync_api import BrowserContext, CDPSession, Page, Worker, expect
 
 from accounts.models import User
-from messaging import services
+from messaging import devices, services
 from messaging.models import Membership
 from tests.e2e import test_browser
+from tests.e2e.conftest import MakeWorkers
+from tests.e2e.pushservice import PushService
 from tests.e2e.test_browser import (
     PHONE,
     Web,
@@ -480,3 +482,67 @@ def test_service_worker_shows_a_push_with_the_app_tab_closed(web: Web) -> None:
     pushes.stop_workers()
     pushes.push({"type": "remove", "conversation": chat.pk, "up_to_seq": 5})
     shown_notifications(worker, [])
+
+
+def test_a_message_to_a_closed_tab_is_pushed_by_the_worker_and_shown_by_the_service_worker(
+    web: Web, make_workers: MakeWorkers, push_service: PushService, settings: Any
+) -> None:
+    """The whole chain, from Ana's send to Bo's screen with his app's tab closed.
+
+    A real Celery worker and beat decide and send the push; the local Web Push service
+    checks its VAPID signature and decrypts it with the subscription's private key, as
+    Chromium's push service and Chromium would; the decrypted body goes into Bo's service
+    worker by DevTools (`PushDriver`), since Chromium cannot reach its own push service
+    here. Bo reading on another device then takes the notification back the same way.
+    """
+    settings.PUSH_ENDPOINT_ALLOW = [push_service.origin]
+    make_workers(
+        web.deployment,
+        env={**push_service.worker_env(), "NOTIFY_PUSH_DELAY": "1", "NOTIFY_POLL_INTERVAL": "0.5"},
+    )
+    bo = make_person("bo", "Bo Berg")
+    ana = make_person("ana", "Ana Lima")
+    chat, _ = off_loop(services.create_direct_conversation, user=bo, other_user_id=ana.pk)
+    page = app_page(web, bo)
+    # The push service Bo's browser would have subscribed to (its keys stay with the test).
+    off_loop(
+        devices.register_device,
+        user=bo,
+        platform="webpush",
+        subscription=push_service.subscribe("bo-browser"),
+        name="Chromium",
+    )
+    (worker,) = page.context.service_workers
+    blank = page.context.new_page()
+    pushes = PushDriver(page.context, blank, web.url(0))
+    page.close()  # Bo's app is closed: nothing receives the message live
+    pushes.stop_workers()
+
+    message = off_loop(
+        services.send_message,
+        sender=ana,
+        conversation_id=chat.pk,
+        client_msg_id=_cmid(1),
+        body="Are you coming tonight?",
+    ).message
+
+    delivered = push_service.wait_for(lambda d: d.name == "bo-browser", timeout=30)
+    assert push_service.rejections == []  # signed and encrypted as the RFCs say
+    assert (delivered.topic, delivered.urgency) == (f"c{chat.pk}", "high")
+    assert delivered.payload["message_id"] == message.pk
+    pushes.push(delivered.payload)
+    tag = f"conversation-{chat.pk}"
+    shown_notifications(
+        worker, [{"title": "Ana Lima", "body": "Are you coming tonight?", "tag": tag}]
+    )
+
+    # Read on his phone: the worker sends a `remove`, and the notification goes.
+    off_loop(services.mark_read, user=bo, conversation_id=chat.pk, seq=message.seq)
+    removal = push_service.wait_for(lambda d: d.payload["type"] == "remove", timeout=30)
+    assert removal.payload == {"type": "remove", "conversation": chat.pk, "up_to_seq": message.seq}
+    pushes.push(removal.payload)
+    shown_notifications(worker, [])
+
+
+def _cmid(n: int) -> str:
+    return f"00000000-0000-4000-8000-{n:012d}"
