@@ -154,6 +154,17 @@ def _membership(conversation: Conversation, user: User) -> Membership:
     return membership
 
 
+def _without_attachments(message: Message) -> None:
+    """Tell the payload builders a new message has no attachments (no query to ask).
+
+    The queryset is stored evaluated, as prefetch_related stores it, so reading it does
+    not compile a query either.
+    """
+    empty = Attachment.objects.none()
+    empty._result_cache = []
+    message._prefetched_objects_cache = {"attachments": empty}  # type: ignore[attr-defined]
+
+
 def _write_system_message(
     conversation: Conversation,
     *,
@@ -177,6 +188,7 @@ def _write_system_message(
         body=body,
         system=system,
     )
+    _without_attachments(message)
     events.to_conversation_on_commit(
         conversation.pk, conversation.member_seq, wire.message_created_frame(message)
     )
@@ -560,12 +572,7 @@ def send_message(
             if attachments:
                 message.attachments.set(attachments)
             else:
-                # Nothing attached: spare the payload builders a query (two per send). The
-                # queryset is stored evaluated, as prefetch_related stores it, so reading it
-                # does not compile a query either.
-                empty = Attachment.objects.none()
-                empty._result_cache = []
-                message._prefetched_objects_cache = {"attachments": empty}  # type: ignore[attr-defined]
+                _without_attachments(message)
             events.to_conversation_on_commit(
                 conversation_id, member_seq, wire.message_created_frame(message)
             )
