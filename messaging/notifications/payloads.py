@@ -1,46 +1,16 @@
-"""What a push and an email say: the Web Push payloads and the unread counts behind them."""
+"""What a push and an email say: previews, titles, unread counts, links (`wire` builds them)."""
 
 from __future__ import annotations
-
-from typing import Literal, TypedDict
 
 from django.conf import settings
 from django.core import signing
 
 from accounts.models import User
+from messaging import wire
 from messaging.models import Conversation, Message
 
 PREVIEW_CHARS = 200
 _UNSUBSCRIBE_SALT = "messaging.notifications.unsubscribe"
-
-
-class PushSender(TypedDict):
-    """Who wrote the message a push shows."""
-
-    id: int
-    display_name: str
-
-
-class MessagePush(TypedDict):
-    """The decrypted body of a `message` push."""
-
-    type: Literal["message"]
-    conversation: int
-    seq: int
-    message_id: int
-    sender: PushSender
-    title: str
-    body: str
-    unread: int
-    url: str
-
-
-class RemovePush(TypedDict):
-    """The decrypted body of a `remove` push: close what shows this conversation."""
-
-    type: Literal["remove"]
-    conversation: int
-    up_to_seq: int
 
 
 def conversation_url(conversation_id: int) -> str:
@@ -73,25 +43,18 @@ def unread_count(user_id: int, conversation_id: int, read_seq: int) -> int:
 
 def message_push(
     message: Message, conversation: Conversation, sender: User | None, unread: int
-) -> MessagePush:
+) -> wire.MessagePush:
     """Build a `message` push: the group's title in a group, else the sender's name."""
     name = sender.name if sender is not None else "Someone"
-    return {
-        "type": "message",
-        "conversation": conversation.pk,
-        "seq": message.seq,
-        "message_id": message.pk,
-        "sender": {"id": sender.pk if sender is not None else 0, "display_name": name},
-        "title": conversation.title if conversation.kind == Conversation.Kind.GROUP else name,
-        "body": preview(message),
-        "unread": unread,
-        "url": conversation_url(conversation.pk),
-    }
-
-
-def remove_push(conversation_id: int, up_to_seq: int) -> RemovePush:
-    """Build a `remove` push."""
-    return {"type": "remove", "conversation": conversation_id, "up_to_seq": up_to_seq}
+    return wire.message_push(
+        conversation_id=conversation.pk,
+        message=message,
+        sender=sender,
+        title=conversation.title if conversation.kind == Conversation.Kind.GROUP else name,
+        body=preview(message),
+        unread=unread,
+        url=conversation_url(conversation.pk),
+    )
 
 
 def topic(conversation_id: int) -> str:

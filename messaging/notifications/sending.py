@@ -23,6 +23,7 @@ from django.template.loader import render_to_string
 from django.utils import timezone
 
 from accounts.models import User
+from messaging import wire
 from messaging.models import (
     Conversation,
     Device,
@@ -240,7 +241,7 @@ def _plan_removal(plan: _Plan, window: PushWindow, member: Membership) -> None:
     newest: dict[int, Notification] = {}
     for row in shown:
         newest[row.device_key] = row
-    payload = dict(payloads.remove_push(window.conversation_id, member.read_seq))
+    payload = dict(wire.remove_push(window.conversation_id, member.read_seq))
     for row in newest.values():
         assert row.device is not None  # noqa: S101 - filtered above
         removal, _ = Notification.objects.get_or_create(
