@@ -24,8 +24,16 @@ from tests.wirecheck import check_event
 _counter = itertools.count(1)
 
 
+# `tests/embedded/` runs on the embedded default (SQLite, in-memory channel layer, no
+# Redis) in a process of its own (tests/test_embedded.py starts it with this set).
+EMBEDDED = os.environ.get("CHAT_TESTS_EMBEDDED") == "1"
+collect_ignore = [] if EMBEDDED else ["embedded"]
+
+
 def pytest_configure(config: pytest.Config) -> None:
     """Refuse to run without PostgreSQL and Redis (see the module docstring)."""
+    if EMBEDDED:
+        return
     missing = [name for name in ("DATABASE_URL", "REDIS_URL") if not os.environ.get(name)]
     if missing:
         raise pytest.UsageError(
@@ -37,6 +45,8 @@ def pytest_configure(config: pytest.Config) -> None:
 @pytest.fixture(scope="session")
 def django_db_modify_db_settings() -> None:
     """Give each run its own test database, so concurrent runs never drop each other's."""
+    if EMBEDDED:
+        return  # SQLite's test database is in memory, private to this process
     database = settings.DATABASES["default"]
     database.setdefault("TEST", {})["NAME"] = f"test_{database['NAME']}_{os.getpid()}"
 
@@ -44,6 +54,11 @@ def django_db_modify_db_settings() -> None:
 @pytest.fixture(scope="session", autouse=True)
 def _suite_settings() -> Iterator[None]:
     """Give this run its own channel-layer prefix on the shared Redis and fast hashing."""
+    if EMBEDDED:
+        assert connection.vendor == "sqlite", "the embedded suite runs on the embedded default"
+        settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+        yield
+        return
     assert connection.vendor == "postgresql", "the suite must run against PostgreSQL"
     # Threads that run database work close their connections after each call, as they
     # would in a request (gateways keep them; CONN_MAX_AGE comes from the environment).
