@@ -20,15 +20,13 @@ empty, so attempts sent in parallel are all paid for.
 
 from __future__ import annotations
 
-import math
-
 from django.conf import settings
 from django.contrib.auth import authenticate
 
 from accounts.models import User
 from chatsite import ratelimit
 from chatsite.clientaddr import address_group
-from chatsite.errors import DomainError
+from chatsite.errors import DomainError, RetryInMinutes
 
 
 class Unauthenticated(DomainError):
@@ -39,25 +37,10 @@ class Unauthenticated(DomainError):
     default_message = "Invalid credentials."
 
 
-class LoginLocked(DomainError):
+class LoginLocked(RetryInMinutes):
     """Too many failed logins for this username from this address, or from this address."""
 
-    code = "rate_limited"
-    http_status = 429
-
-    def __init__(self, retry_after: float):
-        seconds = max(1, math.ceil(retry_after))
-        super().__init__(
-            f"Too many failed logins; try again in {in_minutes(seconds)}.",
-            details={"retry_after": seconds},
-        )
-        self.retry_after = seconds
-
-
-def in_minutes(seconds: float) -> str:
-    """Return a wait as people say it: "1 minute", "15 minutes" (rounded up)."""
-    minutes = max(1, math.ceil(seconds / 60))
-    return "1 minute" if minutes == 1 else f"{minutes} minutes"
+    template = "Too many failed logins; try again in {wait}."
 
 
 def _buckets(username: str, address: str, *, staff: bool) -> list[tuple[str, int]]:

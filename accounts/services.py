@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import unicodedata
 
 from django.conf import settings
@@ -13,11 +12,10 @@ from django.core.validators import EmailValidator
 from django.db import IntegrityError, transaction
 from django.dispatch import Signal
 
-from accounts.login import in_minutes
 from accounts.models import User
 from chatsite import ratelimit
 from chatsite.clientaddr import address_group
-from chatsite.errors import BadRequest, DomainError
+from chatsite.errors import BadRequest, DomainError, RetryInMinutes
 
 # Sent after commit when a user's sticky status changed: `user_id`, `status`. Presence
 # listens (a REST status change must reach presence subscribers like `status.set` does).
@@ -40,19 +38,10 @@ class RegistrationClosed(DomainError):
     default_message = "Sign-up is closed on this server."
 
 
-class TooManySignups(DomainError):
+class TooManySignups(RetryInMinutes):
     """This client address used up its sign-ups; retry after `retry_after` seconds."""
 
-    code = "rate_limited"
-    http_status = 429
-
-    def __init__(self, retry_after: float):
-        seconds = max(1, math.ceil(retry_after))
-        super().__init__(
-            f"Too many sign-ups from your network; try again in {in_minutes(seconds)}.",
-            details={"retry_after": seconds},
-        )
-        self.retry_after = seconds
+    template = "Too many sign-ups from your network; try again in {wait}."
 
 
 class UsernameUnavailable(BadRequest):

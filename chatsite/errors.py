@@ -1,5 +1,6 @@
 """The base of every error a service may raise; transports render it in one place each."""
 
+import math
 from typing import Any
 
 
@@ -52,3 +53,31 @@ class Unavailable(DomainError):
     code = "unavailable"
     http_status = 503
     default_message = "The service is temporarily unavailable; retry shortly."
+
+
+class RateLimited(DomainError):
+    """Too many calls in too short a time; retry after `retry_after` seconds."""
+
+    code = "rate_limited"
+    http_status = 429
+    default_message = "Too many requests; slow down."
+
+    def __init__(self, retry_after: float, message: str | None = None):
+        super().__init__(message, details={"retry_after": retry_after})
+        self.retry_after = retry_after
+
+
+def in_minutes(seconds: float) -> str:
+    """Return a wait as people say it: "1 minute", "15 minutes" (rounded up)."""
+    minutes = max(1, math.ceil(seconds / 60))
+    return "1 minute" if minutes == 1 else f"{minutes} minutes"
+
+
+class RetryInMinutes(RateLimited):
+    """A budget counted in minutes (logins, sign-ups): whole seconds, the wait in words."""
+
+    template = "Too many attempts; try again in {wait}."
+
+    def __init__(self, retry_after: float):
+        seconds = max(1, math.ceil(retry_after))
+        super().__init__(seconds, self.template.format(wait=in_minutes(seconds)))

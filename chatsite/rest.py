@@ -21,20 +21,15 @@ from rest_framework.throttling import BaseThrottle
 from rest_framework.utils.urls import remove_query_param, replace_query_param
 
 from chatsite import ratelimit
-from chatsite.errors import BadRequest, DomainError
+from chatsite.errors import BadRequest, DomainError, RateLimited
 from chatsite.limits import MAX_ID
 
 
-class TooManyRequests(DomainError):
-    """A per-user (or per-address) request budget is spent; retry after `retry_after` s."""
-
-    code = "rate_limited"
-    http_status = 429
-    default_message = "Too many requests; slow down."
+class TooManyRequests(RateLimited):
+    """A per-user request budget is spent; retry after `retry_after` (whole) seconds."""
 
     def __init__(self, retry_after: float, message: str | None = None):
-        super().__init__(message, details={"retry_after": max(1, math.ceil(retry_after))})
-        self.retry_after = retry_after
+        super().__init__(max(1, math.ceil(retry_after)), message)
 
 
 class PayloadTooLarge(DomainError):

@@ -1,6 +1,7 @@
 """Errors raised by the messaging services; codes are the wire codes of PROTOCOL.md."""
 
 from chatsite.errors import BadRequest, DomainError
+from chatsite.errors import RateLimited as BaseRateLimited
 
 __all__ = [
     "BadRequest",
@@ -72,16 +73,10 @@ class Conflict(DomainError):
     default_message = "This client_msg_id was already used for a different message."
 
 
-class RateLimited(DomainError):
-    """Too many calls in too short a time; retry after `retry_after` seconds."""
+class RateLimited(BaseRateLimited):
+    """Too many messages in too short a time; retry after `retry_after` seconds."""
 
-    code = "rate_limited"
-    http_status = 429
     default_message = "Too many messages; slow down."
-
-    def __init__(self, retry_after: float, message: str | None = None):
-        super().__init__(message, details={"retry_after": retry_after})
-        self.retry_after = retry_after
 
 
 class GroupFull(DomainError):
