@@ -39,6 +39,17 @@ APP_MODULES = (
     "notify.js",
     "outbox.js",
     "state.js",
+    "ui/composer.js",
+    "ui/conversation.js",
+    "ui/dialogs.js",
+    "ui/helpers.js",
+    "ui/list.js",
+    "ui/messages.js",
+    "ui/notifications.js",
+    "ui/presence.js",
+    "ui/search.js",
+    "ui/shared.js",
+    "ui/typing.js",
 )
 PUBLIC_GROUPS_LIMIT = 50
 

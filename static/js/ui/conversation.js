@@ -1,0 +1,135 @@
+// The open conversation: opening and closing it (the URL hash, the panes, the draft),
+// its header (title, avatar, subtitle) and its members' details (read on open, for
+// names, read marks and presence).
+
+import { ApiError, api } from "../api.js";
+import * as fmt from "../format.js";
+import * as attention from "../notify.js";
+import { autosize, cancelEdit, clearUploads, closeMentions, drafts, saveDraft } from "./composer.js";
+import { debounce, paintAvatar, soon, toast } from "./helpers.js";
+import { renderList } from "./list.js";
+import { markRead, renderMessages, rendered, revealMessage } from "./messages.js";
+import { closeNotifyMenu, renderNotifyMenu } from "./notifications.js";
+import { presence, updatePresenceSubscription } from "./presence.js";
+import { client, current, isGroup, learnPeople, me, setCurrent, ui } from "./shared.js";
+import { renderTyping, stopTyping } from "./typing.js";
+
+export async function openConversation(id, { reveal = null } = {}) {
+  if (current !== null && current !== id) {
+    saveDraft();
+    stopTyping();
+  }
+  const switching = current !== id;
+  setCurrent(id);
+  if (switching) {
+    closeNotifyMenu();
+    closeMentions();
+    cancelEdit();
+    rendered.clear();
+    // The whole history is not news: keep screen readers quiet while it is drawn.
+    ui.messageList.setAttribute("aria-busy", "true");
+    ui.messageList.replaceChildren();
+    ui.input.value = drafts.get(id) || "";
+    autosize();
+    clearUploads();
+  }
+  history.replaceState(null, "", `#c${id}`);
+  ui.shell.dataset.pane = "chat";
+  ui.welcome.hidden = true;
+  ui.chat.hidden = false;
+  renderHeader();
+  renderMessages({ stick: true });
+  renderTyping();
+  soon(renderList);
+  // Wide screens: straight to writing. Phones: to the heading (no keyboard popping up).
+  if (matchMedia("(min-width: 48em)").matches) ui.input.focus({ preventScroll: true });
+  else ui.title.focus({ preventScroll: true });
+  loadDetails(id);
+  attention.dismissShown(`conversation-${id}`); // it is in front of the user now
+  await client.open(id);
+  if (current !== id) return;
+  renderMessages({ stick: reveal === null });
+  setTimeout(() => ui.messageList.setAttribute("aria-busy", "false"), 0);
+  if (reveal) await revealMessage(id, reveal);
+  markRead();
+}
+
+export function closeConversation() {
+  closeNotifyMenu();
+  closeMentions();
+  saveDraft();
+  stopTyping();
+  setCurrent(null);
+  client.focused = null;
+  history.replaceState(null, "", location.pathname);
+  ui.chat.hidden = true;
+  ui.welcome.hidden = false;
+  ui.shell.dataset.pane = "list";
+  soon(renderList);
+}
+
+async function loadDetails(id) {
+  try {
+    const detail = await api(`/api/v1/conversations/${id}`);
+    learnPeople(detail.members);
+    client.setMembers(id, detail.members || []);
+    soon(renderList);
+    if (current === id) {
+      renderHeader();
+      renderMessages();
+      updatePresenceSubscription();
+    }
+  } catch (error) {
+    if (error instanceof ApiError && error.status === 403) {
+      client.forget(id);
+      if (current === id) closeConversation();
+    }
+    // offline: the header and marks fill in when the details can be read
+  }
+}
+export const reloadDetails = debounce((id) => loadDetails(id), 300);
+
+let prefetched = false;
+/** Read the members of the most recent groups once, for sender names in previews. */
+export async function prefetchDetails() {
+  if (prefetched) return;
+  prefetched = true;
+  const groups = client.conversationIds().filter((id) => isGroup(id) && !client.members.has(id));
+  for (const id of groups.slice(0, 30)) await loadDetails(id);
+}
+
+export function renderHeader() {
+  if (current === null) return;
+  const c = client.conversation(current);
+  if (!c) return;
+  ui.title.textContent = c.title || "Conversation";
+  paintAvatar(ui.chatAvatar, c.title, c.kind === "direct" ? c.peer : c.id);
+  ui.leaveButton.hidden = c.kind !== "group";
+  ui.membersButton.hidden = c.kind !== "group";
+  renderNotifyMenu(c);
+  const members = client.members.get(current);
+  if (c.kind === "direct") {
+    ui.subtitle.textContent = c.peer === me.id ? "Notes to yourself" : fmt.presenceText(presence.get(c.peer)) || "";
+  } else if (members) {
+    const online = [...members.keys()].filter((u) => u !== me.id && ["online", "away", "busy"].includes(presence.get(u)?.state)).length;
+    const count = members.size;
+    ui.subtitle.textContent = `${count} member${count === 1 ? "" : "s"}${online ? `, ${online} online` : ""}${c.public ? " · public" : ""}`;
+  } else {
+    ui.subtitle.textContent = c.public ? "Public group" : "Group";
+  }
+}
+
+export function install() {
+  ui.back.addEventListener("click", () => {
+    const id = current;
+    closeConversation();
+    ui.list.querySelector(`.conv[data-id="${id}"]`)?.focus();
+  });
+
+  client.addEventListener("membership", ({ detail }) => {
+    if ((detail.reason === "left" || detail.reason === "removed") && detail.conversation === current) {
+      closeConversation();
+      toast(detail.reason === "removed" ? "You were removed from the group." : "You left the group.");
+    }
+  });
+}

@@ -1,0 +1,90 @@
+// The conversation list: one row per conversation (avatar, title, time, preview,
+// unread badge), drawn again whenever the client's conversations change.
+
+import { h, icon } from "../dom.js";
+import * as fmt from "../format.js";
+import * as attention from "../notify.js";
+import { openConversation } from "./conversation.js";
+import { avatar } from "./helpers.js";
+import { presence, presenceDot, updatePresenceSubscription } from "./presence.js";
+import { client, current, me, nameOf, names, ui } from "./shared.js";
+import { typing } from "./typing.js";
+
+function previewText(conversation) {
+  const id = conversation.id;
+  const waiting = client.outbox(id);
+  const typers = [...(typing.get(id)?.keys() || [])];
+  if (typers.length && id !== current) return `${nameOf(typers[0])} is typing…`;
+  if (waiting.length) {
+    const last = waiting[waiting.length - 1];
+    return `${last.status === "failed" ? "Not sent" : "Sending"}: ${last.body || "attachment"}`;
+  }
+  const m = conversation.last;
+  if (!m) return conversation.last_seq > 0 ? "" : "No messages yet";
+  if (m.kind === "system") return m.body;
+  if (m.deleted) return "Message deleted";
+  const text = m.body || (m.attachments?.length ? `📎 ${m.attachments[0].filename}` : "");
+  if (m.sender === me.id) return `You: ${text}`;
+  const sender = names.get(m.sender);
+  return conversation.kind === "group" && sender ? `${sender}: ${text}` : text;
+}
+
+function conversationItem(id) {
+  const c = client.conversation(id);
+  const title = c.title || "Conversation";
+  const unread = c.unread || 0;
+  const pic = h("span", { class: "avatar-wrap" }, avatar(title, c.kind === "direct" ? c.peer : id));
+  if (c.kind === "group") pic.append(h("span", { class: "kind-icon", "aria-hidden": "true" }, icon("group")));
+  if (c.kind === "direct" && c.peer !== undefined && c.peer !== me.id) pic.append(presenceDot(c.peer));
+  const state = c.kind === "direct" && c.peer !== me.id ? presence.get(c.peer)?.state : null;
+  const label = [title, state ? fmt.PRESENCE_LABELS[state] : null, c.muted ? "muted" : null, unread ? `${unread} unread` : null]
+    .filter(Boolean)
+    .join(", ");
+  const button = h(
+    "button",
+    {
+      type: "button",
+      class: `conv${unread ? " has-unread" : ""}`,
+      "data-id": id,
+      "aria-current": id === current ? "page" : null,
+      "aria-label": label,
+      "aria-describedby": `conv-preview-${id}`,
+      onclick: () => openConversation(id),
+    },
+    pic,
+    h(
+      "span",
+      { class: "conv-main" },
+      h(
+        "span",
+        { class: "conv-top" },
+        h("span", { class: "conv-title", text: title }),
+        h("time", { class: "conv-time", datetime: c.last_activity_at || null, text: fmt.listTime(c.last_activity_at) }),
+      ),
+      h(
+        "span",
+        { class: "conv-bottom" },
+        h("span", { class: "conv-preview", id: `conv-preview-${id}`, text: previewText(c) }),
+        c.muted ? h("span", { class: "muted-mark", title: "Muted" }, icon("bell-off"), h("span", { class: "visually-hidden", text: "Muted" })) : null,
+        unread
+          ? h("span", { class: "badge" }, String(unread > 99 ? "99+" : unread), h("span", { class: "visually-hidden", text: " unread" }))
+          : null,
+      ),
+    ),
+  );
+  return h("li", { "data-id": id }, button);
+}
+
+export function renderList() {
+  const ids = client.conversationIds();
+  const focused = document.activeElement?.closest?.("#conversation-list .conv")?.dataset.id;
+  ui.list.replaceChildren(...ids.map(conversationItem));
+  ui.emptyList.hidden = ids.length > 0;
+  if (focused) ui.list.querySelector(`.conv[data-id="${Number(focused)}"]`)?.focus();
+  attention.setTitleCount(client.totalUnread());
+  for (const id of ids) {
+    const c = client.conversation(id);
+    if (c.kind === "direct" && c.peer !== undefined) names.set(c.peer, c.title);
+  }
+  updatePresenceSubscription();
+}

@@ -1,0 +1,334 @@
+// The message list: rendering messages (bodies with links and mentions, attachments,
+// read marks, day separators, pending sends from the outbox), keeping it in step with
+// the client's view, scrolling, loading older messages and marking them read.
+
+import { h, icon, linkified, safeUrl, spans } from "../dom.js";
+import * as fmt from "../format.js";
+import { deleteMessage, startEdit } from "./composer.js";
+import { soon, toast } from "./helpers.js";
+import { $, client, current, isGroup, me, nameOf, names, ui, usernames } from "./shared.js";
+
+export const rendered = new Map(); // message list key -> {el, sig}
+
+export function isAtBottom() {
+  const box = ui.messages;
+  return box.scrollHeight - box.scrollTop - box.clientHeight < 48;
+}
+
+export function scrollToBottom() {
+  ui.messages.scrollTop = ui.messages.scrollHeight;
+  ui.jump.hidden = true;
+}
+
+function markState(message) {
+  const c = client.conversation(current);
+  const members = client.members.get(current);
+  if (!members || !c) return { state: "sent" };
+  if (c.kind === "direct") {
+    const peer = members.get(c.peer);
+    if (!peer || c.peer === me.id) return { state: "sent" };
+    if (peer.read_seq >= message.seq) return { state: "read" };
+    if (peer.delivered_seq >= message.seq) return { state: "delivered" };
+    return { state: "sent" };
+  }
+  const others = [...members.values()].filter((m) => m.id !== me.id);
+  const read = others.filter((m) => m.read_seq >= message.seq).length;
+  return { state: read === others.length && others.length ? "read" : "sent", read, of: others.length };
+}
+
+function marksEl(marks) {
+  if (!marks) return null;
+  if (marks.of !== undefined) {
+    return h("span", { class: "marks group", "data-state": marks.state, text: `Read by ${marks.read} of ${marks.of}` });
+  }
+  const labels = { sent: "Sent", delivered: "Delivered", read: "Read", pending: "Sending", failed: "Not sent" };
+  const icons = { sent: "check", delivered: "checks", read: "checks", pending: "clock", failed: "alert" };
+  return h(
+    "span",
+    { class: "marks", "data-state": marks.state, title: labels[marks.state] },
+    icon(icons[marks.state], "icon mark-icon"),
+    h("span", { class: "visually-hidden", text: labels[marks.state] }),
+  );
+}
+
+function attachmentEl(a) {
+  const url = safeUrl(a.url);
+  const thumb = a.thumbnail_url ? safeUrl(a.thumbnail_url) : null;
+  if (thumb && /^image\//.test(a.content_type || "")) {
+    return h(
+      "a",
+      { class: "attachment image", href: url, target: "_blank", rel: "noopener" },
+      h("img", { src: thumb, alt: a.filename || "image", loading: "lazy", decoding: "async" }),
+    );
+  }
+  return h(
+    "a",
+    { class: "attachment file", href: url, download: a.filename || "file" },
+    icon("file"),
+    h("span", { class: "file-name", text: a.filename || "file" }),
+    h("span", { class: "file-size", text: fmt.fileSize(a.size) }),
+  );
+}
+
+/**
+ * The members a message mentions, by lower-cased username. Only the ids the server
+ * found (`mentions`) count, so the highlight never claims a mention it did not notify;
+ * a name shows once its member's username is known (the member list loads on open).
+ */
+function mentionedNames(m) {
+  const byName = new Map();
+  for (const id of m.mentions || []) {
+    const username = usernames.get(id);
+    if (username) byName.set(username.toLowerCase(), id);
+  }
+  return byName;
+}
+
+/** A message body as nodes: links, and each mention a `span.mention` (`mention-me`: of me). */
+function bodyNodes(m) {
+  const byName = mentionedNames(m);
+  if (!byName.size) return linkified(m.body);
+  return linkified(m.body, (text) =>
+    spans(
+      text,
+      fmt.findMentions(text, (name) => byName.has(name)).map(({ start, end, name }) => ({
+        start,
+        end,
+        class: byName.get(name) === me.id ? "mention mention-me" : "mention",
+      })),
+    ),
+  );
+}
+
+function messageEl(m, { run, marks }) {
+  if (m.kind === "system") {
+    return h("li", { class: "msg system", "data-id": m.id, "data-seq": m.seq }, h("span", { text: m.body }));
+  }
+  const own = m.sender === me.id;
+  const group = isGroup(current);
+  const li = h("li", {
+    class: `msg ${own ? "own" : "other"}${run ? " run" : ""}${m.deleted ? " deleted" : ""}`,
+    "data-id": m.id,
+    "data-seq": m.seq,
+    id: `msg-${m.id}`,
+    tabindex: "-1",
+  });
+  if (!own && group) {
+    if (!run) li.append(h("p", { class: "sender", "aria-hidden": "true", text: nameOf(m.sender) }));
+  }
+  const bubble = h("div", { class: "bubble" }, h("span", { class: "visually-hidden", text: `${nameOf(m.sender)}: ` }));
+  if (m.deleted) {
+    bubble.append(h("p", { class: "body deleted-text", text: "This message was deleted." }));
+  } else {
+    if (m.body) bubble.append(h("p", { class: "body" }, bodyNodes(m)));
+    if (m.attachments?.length) bubble.append(h("div", { class: "attachments" }, m.attachments.map(attachmentEl)));
+  }
+  const date = fmt.toDate(m.created_at);
+  bubble.append(
+    h(
+      "p",
+      { class: "meta" },
+      m.edited_at && !m.deleted ? h("span", { class: "edited", text: "edited" }) : null,
+      date ? h("time", { datetime: m.created_at, title: fmt.fullDate(date), text: fmt.clock(date) }) : null,
+      marksEl(marks),
+    ),
+  );
+  li.append(bubble);
+  if (own && !m.deleted) {
+    li.append(
+      h(
+        "div",
+        { class: "actions" },
+        h("button", { type: "button", class: "icon-button small", "data-action": "edit", "aria-label": "Edit message", title: "Edit", onclick: () => startEdit(m) }, icon("edit")),
+        h("button", { type: "button", class: "icon-button small", "data-action": "delete", "aria-label": "Delete message", title: "Delete", onclick: () => deleteMessage(m) }, icon("delete")),
+      ),
+    );
+  }
+  return li;
+}
+
+function pendingEl(entry) {
+  const failed = entry.status === "failed";
+  const waiting = !client.connected;
+  const li = h("li", {
+    class: `msg own pending${failed ? " failed" : ""}`,
+    "data-client-msg-id": entry.client_msg_id,
+  });
+  const bubble = h("div", { class: "bubble" });
+  if (entry.body) bubble.append(h("p", { class: "body" }, linkified(entry.body)));
+  if (entry.attachment_meta?.length) bubble.append(h("div", { class: "attachments" }, entry.attachment_meta.map(attachmentEl)));
+  const date = fmt.toDate(entry.created_at);
+  bubble.append(
+    h(
+      "p",
+      { class: "meta" },
+      h("span", { class: "pending-label", text: failed ? `Not sent: ${entry.error?.message || "error"}` : waiting ? "Waiting for connection" : "Sending…" }),
+      date ? h("time", { datetime: entry.created_at, text: fmt.clock(date) }) : null,
+      marksEl({ state: failed ? "failed" : "pending" }),
+    ),
+  );
+  li.append(bubble);
+  if (failed) {
+    li.append(
+      h(
+        "div",
+        { class: "actions visible" },
+        h("button", { type: "button", class: "button small", "data-action": "retry", onclick: () => client.retry(entry.client_msg_id) }, "Retry"),
+        h("button", { type: "button", class: "button small ghost", "data-action": "discard", onclick: () => client.discard(entry.client_msg_id) }, "Discard"),
+      ),
+    );
+  }
+  return li;
+}
+
+function daySeparator(date) {
+  return h("li", { class: "day", role: "separator" }, h("span", { text: fmt.dayLabel(date) }));
+}
+
+/**
+ * Bring the message list in line with the client's view: elements are keyed (message
+ * id, pending client_msg_id, day), rebuilt only when what they show changed, and moved
+ * into order; so focus and scroll survive live updates.
+ */
+export function renderMessages({ stick = false, prepend = false } = {}) {
+  if (current === null) return;
+  const box = ui.messages;
+  const atBottom = stick || isAtBottom();
+  const oldHeight = box.scrollHeight;
+  const oldTop = box.scrollTop;
+  const state = client.stateOf(current);
+  const items = [];
+  let lastDay = null;
+  let prev = null;
+  const addDay = (date) => {
+    const key = fmt.dayKey(date);
+    if (key === lastDay) return false;
+    lastDay = key;
+    items.push({ key: `d${key}`, sig: fmt.dayLabel(date), make: () => daySeparator(date) });
+    return true;
+  };
+  for (const m of client.view(current)) {
+    const date = fmt.toDate(m.created_at) || new Date();
+    const newDay = addDay(date);
+    const run =
+      !newDay &&
+      prev !== null &&
+      prev.kind === "text" &&
+      m.kind === "text" &&
+      prev.sender === m.sender &&
+      date - fmt.toDate(prev.created_at) < 5 * 60_000;
+    const marks = m.sender === me.id && m.kind === "text" && !m.deleted ? markState(m) : null;
+    const mentioned = [...mentionedNames(m).keys()].join(" ");
+    const sig = `${m.version}|${run}|${JSON.stringify(marks)}|${names.get(m.sender) || ""}|${mentioned}`;
+    items.push({ key: `m${m.id}`, sig, make: () => messageEl(m, { run, marks }) });
+    prev = m;
+  }
+  const online = client.connected;
+  for (const entry of client.outbox(current)) {
+    addDay(fmt.toDate(entry.created_at) || new Date());
+    const sig = `${entry.status}|${entry.error?.code || ""}|${online}`;
+    items.push({ key: `p${entry.client_msg_id}`, sig, make: () => pendingEl(entry) });
+  }
+
+  const list = ui.messageList;
+  const seen = new Set();
+  items.forEach((item, position) => {
+    seen.add(item.key);
+    let entry = rendered.get(item.key);
+    if (!entry || entry.sig !== item.sig) {
+      const el = item.make();
+      if (entry) {
+        const focusedAction = entry.el.contains(document.activeElement) ? document.activeElement.dataset.action : null;
+        entry.el.replaceWith(el);
+        if (focusedAction) el.querySelector(`[data-action="${focusedAction}"]`)?.focus();
+      }
+      entry = { el, sig: item.sig };
+      rendered.set(item.key, entry);
+    }
+    if (list.children[position] !== entry.el) list.insertBefore(entry.el, list.children[position] || null);
+  });
+  for (const [key, entry] of rendered) {
+    if (!seen.has(key)) {
+      entry.el.remove();
+      rendered.delete(key);
+    }
+  }
+  ui.older.hidden = !(state.loaded && state.hasOlder);
+  if (prepend) box.scrollTop = box.scrollHeight - oldHeight + oldTop;
+  else if (atBottom) scrollToBottom();
+}
+
+export function markRead() {
+  if (current === null || document.visibilityState !== "visible" || !isAtBottom()) return;
+  const state = client.stateOf(current);
+  if (!state.loaded) return;
+  client.markRead(current, state.cursor);
+}
+
+let loadingOlder = false;
+async function loadOlder() {
+  if (loadingOlder || current === null) return false;
+  const state = client.stateOf(current);
+  if (!state.loaded || !state.hasOlder) return false;
+  loadingOlder = true;
+  ui.loadOlder.textContent = "Loading…";
+  try {
+    return await client.loadOlder(current);
+  } catch {
+    toast("Could not load older messages.");
+    return false;
+  } finally {
+    loadingOlder = false;
+    ui.loadOlder.textContent = "Load older messages";
+  }
+}
+
+/** Scroll back until the message is loaded, then show it highlighted. */
+export async function revealMessage(id, message) {
+  const state = client.stateOf(id);
+  for (let pages = 0; pages < 40 && current === id; pages += 1) {
+    if (state.get(message.id) || !state.hasOlder || (state.oldestSeq !== null && state.oldestSeq <= message.seq)) break;
+    await loadOlder();
+  }
+  renderMessages();
+  const el = $(`msg-${message.id}`);
+  if (!el) {
+    toast("That message is no longer available.");
+    return;
+  }
+  el.scrollIntoView({ block: "center" });
+  el.classList.add("highlight");
+  el.focus({ preventScroll: true });
+  setTimeout(() => el.classList.remove("highlight"), 4000);
+}
+
+export function install() {
+  client.addEventListener("reset", ({ detail }) => {
+    if (detail.conversation !== current) return;
+    rendered.clear();
+    ui.messageList.replaceChildren();
+    renderMessages({ stick: true });
+  });
+
+  client.addEventListener("receipt", ({ detail }) => {
+    if (Number(detail.conversation) === current) soon(renderMessages);
+  });
+
+  ui.messages.addEventListener(
+    "scroll",
+    () => {
+      if (isAtBottom()) {
+        ui.jump.hidden = true;
+        markRead();
+      }
+      if (ui.messages.scrollTop < 80) loadOlder();
+    },
+    { passive: true },
+  );
+  ui.jump.addEventListener("click", () => {
+    scrollToBottom();
+    markRead();
+  });
+
+  ui.loadOlder.addEventListener("click", loadOlder);
+}

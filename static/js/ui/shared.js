@@ -1,0 +1,97 @@
+// What every part of the web app shares: the page's bootstrap (`boot`, `me`), the
+// element map (`ui`), the ChatClient and its outbox store, the names of the people seen
+// so far, and which conversation is open (`current`). `current` is read anywhere (an
+// ES module import is a live binding) and changed only through setCurrent(), which
+// ui/conversation.js calls when it opens or closes a conversation.
+
+import { ChatClient } from "../client.js";
+import { OutboxStore } from "../outbox.js";
+
+export const boot = JSON.parse(document.getElementById("bootstrap").textContent);
+export const me = boot.user;
+export const $ = (id) => document.getElementById(id);
+
+export const ui = {
+  shell: $("shell"),
+  conn: $("conn-status"),
+  meAvatar: $("me-avatar"),
+  busy: $("busy-toggle"),
+  list: $("conversation-list"),
+  emptyList: $("empty-list"),
+  conversations: $("conversations"),
+  welcome: $("welcome"),
+  chat: $("chat-view"),
+  back: $("back"),
+  chatAvatar: $("chat-avatar"),
+  title: $("chat-title"),
+  subtitle: $("chat-subtitle"),
+  membersButton: $("members-button"),
+  notifyWrap: $("notify-wrap"),
+  notifyButton: $("notify-button"),
+  notifyMenu: $("notify-menu"),
+  muteItem: $("mute-item"),
+  leaveButton: $("leave-button"),
+  messages: $("messages"),
+  messageList: $("message-list"),
+  older: $("older"),
+  loadOlder: $("load-older"),
+  jump: $("jump"),
+  typing: $("typing"),
+  offlineNote: $("offline-note"),
+  composer: $("composer"),
+  input: $("composer-input"),
+  editing: $("editing"),
+  cancelEdit: $("cancel-edit"),
+  tray: $("tray"),
+  mentionList: $("mention-list"),
+  fileInput: $("file-input"),
+  attach: $("attach"),
+  dropZone: $("drop-zone"),
+  searchForm: $("search-form"),
+  searchInput: $("search-input"),
+  searchResults: $("search-results"),
+  searchList: $("search-list"),
+  searchStatus: $("search-status"),
+  notifyBanner: $("notify-banner"),
+  toast: $("toast"),
+};
+
+export const names = new Map([[me.id, me.display_name]]); // user id -> display name
+export const usernames = new Map([[me.id, me.username]]); // user id -> username (for mentions)
+export let current = null; // the open conversation
+
+/** Make `id` the open conversation (null: none). Only ui/conversation.js calls it. */
+export function setCurrent(id) {
+  current = id;
+}
+
+export const store = new OutboxStore(me.id);
+export const client = new ChatClient({
+  url: `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws/v1/?device=${deviceId()}`,
+  user: me,
+  store,
+});
+
+function deviceId() {
+  // Stable per browser and user: the server keys receipts and presence by device.
+  const key = `chat.device.${me.id}`;
+  let id = localStorage.getItem(key);
+  if (!id || !/^[A-Za-z0-9_-]{1,64}$/.test(id)) {
+    const bytes = crypto.getRandomValues(new Uint8Array(8));
+    id = `web-${[...bytes].map((b) => b.toString(16).padStart(2, "0")).join("")}`;
+    localStorage.setItem(key, id);
+  }
+  return id;
+}
+
+export const nameOf = (id) => (id === me.id ? "You" : names.get(id) || "Someone");
+
+/** Remember the names of users an answer listed (members, people found). */
+export function learnPeople(users) {
+  for (const u of users || []) {
+    names.set(u.id, u.display_name);
+    if (u.username) usernames.set(u.id, u.username);
+  }
+}
+
+export const isGroup = (id) => client.conversation(id)?.kind === "group";
