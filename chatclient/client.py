@@ -11,6 +11,9 @@ What it does, in the order a connection lives (README.md in this package says wh
    send `ping` every `heartbeat_interval` and `sync` every `sync_interval`.
 5. On a lost connection: wait a full-jitter backoff and go to 1 (except after close
    codes 4401 and 4409, which stop the client).
+
+One connection and its background tasks are a `Session` (session.py); the cursor rules
+are in state.py and the outbox in outbox.py.
 """
 
 from __future__ import annotations
@@ -19,14 +22,12 @@ import asyncio
 import contextlib
 import functools
 import itertools
-import json
 import logging
 import random
 import time
 import urllib.parse
 import uuid
-from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Literal
 
 from websockets.asyncio.client import ClientConnection, connect
@@ -37,11 +38,11 @@ from chatclient.backoff import full_jitter
 from chatclient.errors import ChatError, ConnectionLost, SessionClosed
 from chatclient.history import History, ReconnectRecord, RecvRecord, SendRecord, SyncRecord, Via
 from chatclient.outbox import Outbox, OutboxEntry
+from chatclient.session import Frame, Pending, Session, close_code, parse_frame, safe_url, wait_all
 from chatclient.state import ConversationState, Message, Offer
 
 logger = logging.getLogger(__name__)
 
-Frame = dict[str, Any]
 # What `wait_for` predicates and `on_event` see: a server frame, or for every message
 # applied to a view `{"type": "message.applied", "conversation", "via", "message"}`.
 Update = dict[str, Any]
@@ -55,7 +56,6 @@ TERMINAL_CLOSE_CODES = frozenset({AUTH_FAILED, EVICTED})
 AUTH_FAILED_STATUSES = frozenset({401, 403})
 RETRYABLE_CODES = frozenset({"unavailable", "rate_limited"})
 FETCH_LIMIT = 200
-CATCH_UP_CONCURRENCY = 4  # fetches in flight at once per connection
 GAP_GRACE = 0.25  # seconds a gap may stay open before it is fetched
 # Seconds a log position below the server's (`pong`) may last before the client syncs:
 # an event committed just before the pong may still be on its way.
@@ -68,47 +68,6 @@ _names = itertools.count(1)
 # Timeouts use `asyncio.timeout()`, never `asyncio.wait_for()`: on Python 3.11 wait_for
 # swallows a cancellation that arrives as the awaited thing completes, which leaves a
 # cancelled background task running forever.
-
-
-@dataclass
-class _Pending:
-    """A request waiting for its reply frame."""
-
-    reply: str  # the reply frame type
-    future: asyncio.Future[Frame]
-    on_reply: Callable[[Frame], None] | None = None
-    # Accept a reply of this type that carries no ref (the oldest such request wins).
-    match_without_ref: bool = True
-    conversation: int | None = None
-
-
-class _Session:
-    """One connection after its `session.ready`: the socket and its background tasks."""
-
-    def __init__(self, ws: ClientConnection, url: str) -> None:
-        self.ws = ws
-        self.url = url
-        self.tasks: set[asyncio.Task[None]] = set()
-        self.catch_ups: dict[int, asyncio.Task[None]] = {}
-        self.fetch_slots = asyncio.Semaphore(CATCH_UP_CONCURRENCY)
-
-    def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
-        """Run `coro` for as long as this connection lives."""
-        task = asyncio.create_task(coro, name=name)
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
-        return task
-
-    async def send(self, frame: Mapping[str, Any]) -> None:
-        """Send one JSON frame (raises ConnectionClosed if the socket is gone)."""
-        await self.ws.send(json.dumps(frame))
-
-    async def stop(self) -> None:
-        """Cancel the background tasks and wait for them to end."""
-        tasks = list(self.tasks)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 class ChatClient:
@@ -180,10 +139,10 @@ class ChatClient:
         self._active: set[int] = set()
         self._outbox = Outbox()
         self._send_waiters: dict[str, asyncio.Future[Message]] = {}
-        self._pending: dict[str, _Pending] = {}
+        self._pending: dict[str, Pending] = {}
         self._waiters: list[tuple[Callable[[Update], bool], asyncio.Future[Update]]] = []
         self._refs = itertools.count(1)
-        self._session: _Session | None = None
+        self._session: Session | None = None
         # Set while a session is ready, and (for good) once the client has stopped.
         self._connected = asyncio.Event()
         self._outbox_wakeup = asyncio.Event()
@@ -458,10 +417,12 @@ class ChatClient:
             )
         except InvalidStatus as exc:
             status = exc.response.status_code
-            logger.warning("%s: %s refused the handshake: HTTP %s", self.name, _safe(url), status)
+            logger.warning(
+                "%s: %s refused the handshake: HTTP %s", self.name, safe_url(url), status
+            )
             return (AUTH_FAILED if status in AUTH_FAILED_STATUSES else None), False
         except (OSError, TimeoutError, InvalidHandshake) as exc:
-            logger.info("%s: cannot connect to %s: %s", self.name, _safe(url), exc)
+            logger.info("%s: cannot connect to %s: %s", self.name, safe_url(url), exc)
             return None, False
         try:
             return await self._serve(ws, url)
@@ -472,21 +433,21 @@ class ChatClient:
         """Read `session.ready`, then every frame until the connection closes."""
         try:
             async with asyncio.timeout(self._send_timeout):
-                first = _parse(await ws.recv())
+                first = parse_frame(await ws.recv())
         except ConnectionClosed as exc:
-            return _close_code(exc), False
+            return close_code(exc), False
         except TimeoutError:
-            logger.warning("%s: no session.ready from %s", self.name, _safe(url))
+            logger.warning("%s: no session.ready from %s", self.name, safe_url(url))
             return None, False
         if first is None or first.get("type") != "session.ready":
             logger.warning("%s: the first frame was not session.ready: %.200r", self.name, first)
             return None, False
-        session = _Session(ws, _safe(url))
+        session = Session(ws, safe_url(url))
         code: int | None = None
         try:
             self._begin(session, first)
             while True:
-                frame = _parse(await ws.recv())
+                frame = parse_frame(await ws.recv())
                 if frame is None:
                     continue
                 try:
@@ -494,12 +455,12 @@ class ChatClient:
                 except (KeyError, TypeError, ValueError):
                     logger.exception("%s: cannot handle frame %.200r", self.name, frame)
         except ConnectionClosed as exc:
-            code = _close_code(exc)
+            code = close_code(exc)
         finally:
             await self._end(session, code)
         return code, True
 
-    def _begin(self, session: _Session, ready: Frame) -> None:
+    def _begin(self, session: Session, ready: Frame) -> None:
         """Take in `session.ready` and start the session's background work."""
         now = self._clock()
         self.user = ready.get("user")
@@ -523,7 +484,7 @@ class ChatClient:
             session.spawn(self._periodic_sync(session), f"{self.name}:sync")
         self._emit(ready)
 
-    async def _end(self, session: _Session, code: int | None) -> None:
+    async def _end(self, session: Session, code: int | None) -> None:
         """Tear a session down: stop its tasks, fail its requests, requeue its sends."""
         if self._terminal is None:
             self._dropped_at = self._clock()
@@ -540,13 +501,13 @@ class ChatClient:
                 pending.future.set_exception(ConnectionLost())
         self._emit({"type": "client.disconnected", "code": code, "gateway_url": session.url})
 
-    async def _resume(self, session: _Session) -> None:
+    async def _resume(self, session: Session) -> None:
         """Catch up every conversation that is behind, then flush the outbox."""
         tasks = [self._ensure_catch_up(c, session) for c in sorted(self._active) if self._behind(c)]
-        await _wait_all(tasks)
+        await wait_all(tasks)
         await self._pump_outbox(session)
 
-    async def _heartbeat(self, session: _Session, interval: float) -> None:
+    async def _heartbeat(self, session: Session, interval: float) -> None:
         """Send `ping` every `interval` seconds so the server's idle timeout never fires."""
         while True:
             await asyncio.sleep(interval)
@@ -556,7 +517,7 @@ class ChatClient:
             except ConnectionClosed:
                 return
 
-    async def _periodic_sync(self, session: _Session) -> None:
+    async def _periodic_sync(self, session: Session) -> None:
         """Send `sync` every `sync_interval` seconds (it catches a lost last message)."""
         while True:
             await asyncio.sleep(self._sync_interval)
@@ -590,7 +551,7 @@ class ChatClient:
                 future.set_exception(reason)
         self._connected.set()  # wake whoever waits for a connection: they see the reason
 
-    async def _wait_connected(self, timeout: float | None) -> _Session:
+    async def _wait_connected(self, timeout: float | None) -> Session:
         """Return the open session, waiting up to `timeout` for one."""
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
@@ -692,7 +653,7 @@ class ChatClient:
         """Return the sum of the cursors of the active conversations (compare `pong`)."""
         return sum(self._state(c).cursor for c in self._active)
 
-    async def _position_sync(self, session: _Session, position: int, grace: float) -> None:
+    async def _position_sync(self, session: Session, position: int, grace: float) -> None:
         if grace:
             await asyncio.sleep(grace)
             if self.log_position() >= position:
@@ -903,7 +864,7 @@ class ChatClient:
         return self._state(conversation_id).behind
 
     def _ensure_catch_up(
-        self, conversation_id: int, session: _Session | None = None, *, force: bool = False
+        self, conversation_id: int, session: Session | None = None, *, force: bool = False
     ) -> asyncio.Task[None] | None:
         """Start fetching `after=cursor` for a conversation unless a fetch loop already runs."""
         session = session or self._session
@@ -918,7 +879,7 @@ class ChatClient:
             session.catch_ups[conversation_id] = task
         return task
 
-    async def _catch_up(self, session: _Session, conversation_id: int, *, force: bool) -> None:
+    async def _catch_up(self, session: Session, conversation_id: int, *, force: bool) -> None:
         """Fetch `after=cursor` until `has_more` is false and nothing known is missing."""
         state = self._state(conversation_id)
         more = force
@@ -963,7 +924,7 @@ class ChatClient:
                 )
                 return
 
-    async def _fetch_after(self, session: _Session, conversation_id: int, after: int) -> Frame:
+    async def _fetch_after(self, session: Session, conversation_id: int, after: int) -> Frame:
         """Fetch one page `after` a log number; the reply is applied as it arrives."""
         async with session.fetch_slots:
             frame = {
@@ -977,7 +938,7 @@ class ChatClient:
                 session, frame, "messages.batch", on_reply=on_reply, conversation=conversation_id
             )
 
-    async def _sync_on(self, session: _Session) -> list[dict[str, Any]]:
+    async def _sync_on(self, session: Session) -> list[dict[str, Any]]:
         """Send `sync` on `session`, apply the snapshot and catch up what is behind."""
         invoked_at = self._clock()
         reply = await self._request_on(
@@ -987,7 +948,7 @@ class ChatClient:
             on_reply=lambda f: self._apply_snapshot(f.get("conversations") or []),
         )
         behind = [c for c in sorted(self._active) if self._behind(c)]
-        await _wait_all([self._ensure_catch_up(c, session) for c in behind])
+        await wait_all([self._ensure_catch_up(c, session) for c in behind])
         if self._session is not session:
             raise ConnectionLost()
         self.history.record(SyncRecord(self.name, invoked_at, self._clock(), behind))
@@ -1024,7 +985,7 @@ class ChatClient:
             # Answered but not applied (a gap), or no answer: the log has the truth.
             for _ in range(2):
                 task = self._ensure_catch_up(conversation_id, force=True)
-                await _wait_all([task])
+                await wait_all([task])
                 stored = self._state(conversation_id).get(message_id)
                 if stored is not None and int(stored["version"]) > old_version:
                     return stored
@@ -1052,7 +1013,7 @@ class ChatClient:
 
     async def _request_on(
         self,
-        session: _Session,
+        session: Session,
         frame: Frame,
         reply: str,
         *,
@@ -1063,7 +1024,7 @@ class ChatClient:
         """Send a request on `session` with a fresh ref and wait `send_timeout` for its reply."""
         ref = f"r{next(self._refs)}"
         future: asyncio.Future[Frame] = asyncio.get_running_loop().create_future()
-        self._pending[ref] = _Pending(reply, future, on_reply, match_without_ref, conversation)
+        self._pending[ref] = Pending(reply, future, on_reply, match_without_ref, conversation)
         try:
             try:
                 await session.send({**frame, "ref": ref})
@@ -1082,7 +1043,7 @@ class ChatClient:
         except ConnectionClosed as exc:
             raise ConnectionLost() from exc
 
-    async def _pump_outbox(self, session: _Session) -> None:
+    async def _pump_outbox(self, session: Session) -> None:
         """Send due outbox entries, oldest first, for as long as the session lives."""
         loop = asyncio.get_running_loop()
         while True:
@@ -1165,36 +1126,3 @@ def _applied_update(conversation_id: int, message: Message, via: str) -> Update:
         "via": via,
         "message": message,
     }
-
-
-def _parse(raw: str | bytes) -> Frame | None:
-    """Decode one server frame; None (and a log line) if it is not a JSON object."""
-    if isinstance(raw, bytes):
-        logger.warning("binary frame from the server ignored")
-        return None
-    try:
-        frame = json.loads(raw)
-    except ValueError:
-        logger.warning("frame that is not JSON ignored: %.200r", raw)
-        return None
-    if not isinstance(frame, dict):
-        logger.warning("frame that is not an object ignored: %.200r", raw)
-        return None
-    return frame
-
-
-def _close_code(exc: ConnectionClosed) -> int:
-    """Return the close code the server sent, or 1006 when the connection just died."""
-    return exc.rcvd.code if exc.rcvd is not None else 1006
-
-
-def _safe(url: str) -> str:
-    """Return `url` without its query string (a `?ticket=` must never reach a log)."""
-    return urllib.parse.urlunsplit(urllib.parse.urlsplit(url)._replace(query=""))
-
-
-async def _wait_all(tasks: Iterable[asyncio.Task[None] | None]) -> None:
-    """Wait for tasks to end without taking on their cancellation or errors."""
-    pending = {t for t in tasks if t is not None}
-    if pending:
-        await asyncio.wait(pending)
