@@ -12,8 +12,10 @@ What it does, in the order a connection lives (README.md in this package says wh
 5. On a lost connection: wait a full-jitter backoff and go to 1 (except after close
    codes 4401 and 4409, which stop the client).
 
-One connection and its background tasks are a `Session` (session.py); the cursor rules
-are in state.py and the outbox in outbox.py.
+This module holds `ChatClient`: its public API, the connection loop, the frames in and
+out and the sends. Catching up (fetches, gaps, `sync`, the log position) is its base
+class `CatchUp` in catchup.py; one connection and its background tasks are a `Session`
+(session.py); the cursor rules are in state.py and the outbox in outbox.py.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import random
 import time
 import urllib.parse
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 from websockets.asyncio.client import ClientConnection, connect
@@ -35,8 +37,9 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 
 from chatclient.auth import Auth
 from chatclient.backoff import full_jitter
-from chatclient.errors import ChatError, ConnectionLost, SessionClosed
-from chatclient.history import History, ReconnectRecord, RecvRecord, SendRecord, SyncRecord, Via
+from chatclient.catchup import CatchUp
+from chatclient.errors import RETRYABLE_CODES, ChatError, ConnectionLost, SessionClosed
+from chatclient.history import History, ReconnectRecord, RecvRecord, SendRecord, Via
 from chatclient.outbox import Outbox, OutboxEntry
 from chatclient.session import Frame, Pending, Session, close_code, parse_frame, safe_url, wait_all
 from chatclient.state import ConversationState, Message, Offer
@@ -54,13 +57,6 @@ TERMINAL_CLOSE_CODES = frozenset({AUTH_FAILED, EVICTED})
 # Handshake statuses that mean "your credentials were refused": a consumer that closes
 # before accepting makes the ASGI server answer 403.
 AUTH_FAILED_STATUSES = frozenset({401, 403})
-RETRYABLE_CODES = frozenset({"unavailable", "rate_limited"})
-FETCH_LIMIT = 200
-GAP_GRACE = 0.25  # seconds a gap may stay open before it is fetched
-# Seconds a log position below the server's (`pong`) may last before the client syncs:
-# an event committed just before the pong may still be on its way.
-POSITION_GRACE = 0.5
-MAX_STALLS = 3  # fetches in a row that move nothing before a catch-up gives up until later
 DEFAULT_RETRY_AFTER = 1.0  # seconds, for a `rate_limited` error without `retry_after`
 
 _names = itertools.count(1)
@@ -70,7 +66,7 @@ _names = itertools.count(1)
 # cancelled background task running forever.
 
 
-class ChatClient:
+class ChatClient(CatchUp):
     """Keep a user's conversations in sync over one WebSocket, across reconnects.
 
     Start it with `await client.connect()` (or `async with ChatClient(...) as client`),
@@ -626,50 +622,6 @@ class ChatClient:
         if isinstance(cmid, str) and isinstance(message, dict):
             self._finish_send(cmid, message)
 
-    def _on_pong(self, frame: Frame) -> None:
-        """Compare the server's log position with ours: a difference is a missed event.
-
-        The channel layer may drop a live event; if it was the last one of a
-        conversation, nothing later reveals the gap. The `pong` of every heartbeat carries
-        the sum of `last_seq` over the user's conversations: if ours is still lower
-        POSITION_GRACE seconds later (an event may be in flight), or higher (a departure
-        we missed), `sync` repairs it within one heartbeat.
-        """
-        position = frame.get("log_position")
-        session = self._session
-        if session is None or isinstance(position, bool) or not isinstance(position, int):
-            return
-        mine = self.log_position()
-        if mine == position:
-            return
-        if mine > position:
-            session.spawn(self._position_sync(session, position, 0.0), f"{self.name}:position")
-        else:
-            session.spawn(
-                self._position_sync(session, position, POSITION_GRACE), f"{self.name}:position"
-            )
-
-    def log_position(self) -> int:
-        """Return the sum of the cursors of the active conversations (compare `pong`)."""
-        return sum(self._state(c).cursor for c in self._active)
-
-    async def _position_sync(self, session: Session, position: int, grace: float) -> None:
-        if grace:
-            await asyncio.sleep(grace)
-            if self.log_position() >= position:
-                return
-        logger.info(
-            "%s: log position %d, server %d: a live event was missed; syncing",
-            self.name,
-            self.log_position(),
-            position,
-        )
-        self.missed_event_syncs += 1
-        try:
-            await self._sync_on(session)
-        except (TimeoutError, ChatError, ConnectionLost) as exc:
-            logger.info("%s: sync after a missed event failed: %s", self.name, exc)
-
     def _on_error(self, frame: Frame) -> None:
         """Route an `error` to the send or request it answers (else it is only emitted)."""
         error = ChatError.from_frame(frame)
@@ -744,46 +696,6 @@ class ChatClient:
         for held, via in state.drain():
             self._applied(conversation_id, held, via)  # type: ignore[arg-type]
 
-    def _fetch_if_still_behind(self, conversation_id: int) -> None:
-        """Fetch after=cursor if the gap is still open GAP_GRACE seconds from now.
-
-        Fetching at once (PROTOCOL.md section 1) mostly fetched a message that was
-        already in flight: under concurrent sends the gap fetches were 43% of a
-        gateway's CPU (docs/performance.md). A gap that the missing push closes in time
-        costs nothing; one that stays open is fetched, GAP_GRACE later.
-        """
-        if conversation_id in self._gap_timers or self._session is None:
-            return
-        loop = asyncio.get_running_loop()
-        self._gap_timers[conversation_id] = loop.call_later(
-            GAP_GRACE, self._gap_grace_over, conversation_id
-        )
-
-    def _gap_grace_over(self, conversation_id: int) -> None:
-        self._gap_timers.pop(conversation_id, None)
-        if self._state(conversation_id).behind:
-            self._ensure_catch_up(conversation_id)
-
-    def _apply_batch(self, conversation_id: int, frame: Frame, *, after: int) -> None:
-        """Apply a `messages.batch` fetched with `after` (called as the reply arrives)."""
-        state = self._state(conversation_id)
-        applied = state.apply_batch(frame.get("messages") or [], frame.get("upto"), after=after)
-        for message in applied:
-            self._applied(conversation_id, message, "fetch")
-        self._drain(conversation_id, state)
-
-    def _apply_snapshot(self, conversations: Iterable[Mapping[str, Any]]) -> None:
-        """Take in a `session.ready` / `sync.state` list: it is the user's whole active set."""
-        seen: set[int] = set()
-        for conversation in conversations:
-            conversation_id = int(conversation["id"])
-            seen.add(conversation_id)
-            self._state(conversation_id).note_last_seq(int(conversation.get("last_seq") or 0))
-            self._info[conversation_id] = dict(conversation)
-            self._active.add(conversation_id)
-        for conversation_id in self._active - seen:
-            self._deactivate(conversation_id, "not in the snapshot")
-
     def _deactivate(self, conversation_id: int, reason: str) -> None:
         """Drop a conversation from the active set; its view stays readable."""
         if conversation_id in self._active:
@@ -850,110 +762,7 @@ class ChatClient:
         if not future.done():
             future.cancel()
 
-    # ------------------------------------------------------------------ catching up
-
-    def _state(self, conversation_id: int) -> ConversationState:
-        """Return the conversation's state, creating it (cursor 0) on first sight."""
-        state = self._states.get(conversation_id)
-        if state is None:
-            state = self._states[conversation_id] = ConversationState(conversation_id)
-        return state
-
-    def _behind(self, conversation_id: int) -> bool:
-        """Return whether the conversation's log is known to go past its cursor."""
-        return self._state(conversation_id).behind
-
-    def _ensure_catch_up(
-        self, conversation_id: int, session: Session | None = None, *, force: bool = False
-    ) -> asyncio.Task[None] | None:
-        """Start fetching `after=cursor` for a conversation unless a fetch loop already runs."""
-        session = session or self._session
-        if session is None:
-            return None  # the next session.ready catches up
-        task = session.catch_ups.get(conversation_id)
-        if task is None or task.done():
-            task = session.spawn(
-                self._catch_up(session, conversation_id, force=force),
-                f"{self.name}:catch-up:{conversation_id}",
-            )
-            session.catch_ups[conversation_id] = task
-        return task
-
-    async def _catch_up(self, session: Session, conversation_id: int, *, force: bool) -> None:
-        """Fetch `after=cursor` until `has_more` is false and nothing known is missing."""
-        state = self._state(conversation_id)
-        more = force
-        stalls = 0
-        failures = 0
-        while conversation_id in self._active and (more or state.behind):
-            before = state.cursor
-            try:
-                batch = await self._fetch_after(session, conversation_id, state.cursor)
-            except TimeoutError:
-                logger.info("%s: fetch in %s timed out; again", self.name, conversation_id)
-                continue
-            except ConnectionLost:
-                return  # the next session.ready resumes from the cursor
-            except ChatError as exc:
-                if exc.code == "forbidden":
-                    self._deactivate(conversation_id, "forbidden")
-                    return
-                if exc.code not in RETRYABLE_CODES:
-                    logger.warning("%s: fetch in %s failed: %s", self.name, conversation_id, exc)
-                    return
-                failures += 1
-                await asyncio.sleep(
-                    exc.retry_after
-                    or full_jitter(failures - 1, self._backoff_base, self._backoff_max, self._rng)
-                )
-                continue
-            failures = 0
-            more = bool(batch.get("has_more"))
-            if state.cursor > before:
-                stalls = 0
-                continue
-            # Nothing moved: the fetch raced a live event, or the server is inconsistent.
-            stalls += 1
-            if stalls >= MAX_STALLS:
-                logger.warning(
-                    "%s: conversation %s stuck at %s (known %s); next sync retries",
-                    self.name,
-                    conversation_id,
-                    state.cursor,
-                    state.known_seq,
-                )
-                return
-
-    async def _fetch_after(self, session: Session, conversation_id: int, after: int) -> Frame:
-        """Fetch one page `after` a log number; the reply is applied as it arrives."""
-        async with session.fetch_slots:
-            frame = {
-                "type": "messages.fetch",
-                "conversation": conversation_id,
-                "after": after,
-                "limit": FETCH_LIMIT,
-            }
-            on_reply = functools.partial(self._apply_batch, conversation_id, after=after)
-            return await self._request_on(
-                session, frame, "messages.batch", on_reply=on_reply, conversation=conversation_id
-            )
-
-    async def _sync_on(self, session: Session) -> list[dict[str, Any]]:
-        """Send `sync` on `session`, apply the snapshot and catch up what is behind."""
-        invoked_at = self._clock()
-        reply = await self._request_on(
-            session,
-            {"type": "sync"},
-            "sync.state",
-            on_reply=lambda f: self._apply_snapshot(f.get("conversations") or []),
-        )
-        behind = [c for c in sorted(self._active) if self._behind(c)]
-        await wait_all([self._ensure_catch_up(c, session) for c in behind])
-        if self._session is not session:
-            raise ConnectionLost()
-        self.history.record(SyncRecord(self.name, invoked_at, self._clock(), behind))
-        conversations: list[dict[str, Any]] = reply.get("conversations") or []
-        return conversations
+    # ------------------------------------------------------------------ edits and deletes
 
     async def _change(self, conversation_id: int, message_id: int, frame: Frame) -> Message:
         """Send an edit or delete and wait for its new version to reach the view."""

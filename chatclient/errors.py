@@ -5,6 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+# Error codes after which the same request may succeed if sent again later.
+RETRYABLE_CODES = frozenset({"unavailable", "rate_limited"})
+
 
 class ChatError(Exception):
     """The server answered an `error` frame (`code` is the wire error code)."""
