@@ -739,6 +739,10 @@ def test_service_worker_is_served_from_the_root_with_what_it_caches(client: Clie
     assert {"/static/js/app.js", "/static/js/client.js", "/static/css/app.css"} <= set(
         config["precache"]
     )
+    # Every module of the app is precached (a forgotten one would break the offline app).
+    scripts = REPO_ROOT / "static" / "js"
+    modules = {f"/static/js/{p.relative_to(scripts)}" for p in scripts.rglob("*.js")}
+    assert modules - {"/static/js/sw.js"} <= set(config["precache"])
     assert re.fullmatch(r"[0-9a-f]{16}", config["version"])
 
 
