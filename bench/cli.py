@@ -34,7 +34,16 @@ from bench.layers import code_version, machine
 from bench.scenarios import FULL, SCENARIOS, SMOKE, Context, Result, Sizes
 
 RESULTS = Path(__file__).resolve().parent / "results"
-DEFAULT_ORDER = ("latency", "throughput", "fanout", "storm", "catchup", "profile", "connections")
+DEFAULT_ORDER = (
+    "latency",
+    "throughput",
+    "fanout",
+    "storm",
+    "catchup",
+    "profile",
+    "notifications",
+    "connections",
+)
 
 
 class TimeLimit(BaseException):
@@ -79,9 +88,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         prog="python -m bench",
         description=(
             "Load benchmark of the chat server: starts PostgreSQL, Redis, a Celery worker "
-            "and N gateway processes on 127.0.0.1, drives them with the reference client "
-            "(chatclient), and reports latency, throughput, fan-out, idle sockets, "
-            "reconnect storm, catch-up and presence cost with the CPU split of each."
+            "and beat, a local Web Push endpoint and N gateway processes on 127.0.0.1, "
+            "drives them with the reference client (chatclient), and reports latency, "
+            "throughput, fan-out, idle sockets, reconnect storm, catch-up, presence cost "
+            "and offline notifications with the CPU split of each."
         ),
         epilog=f"Scenarios, in run order: {', '.join(DEFAULT_ORDER)}.",
     )
@@ -122,6 +132,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "the Makefile runs them)",
     )
     parser.add_argument(
+        "--push-answer-ms",
+        type=float,
+        default=50.0,
+        help="milliseconds the bench's Web Push endpoint takes to answer 201 (default 50)",
+    )
+    parser.add_argument(
+        "--notify-push-delay",
+        type=float,
+        default=1.0,
+        help="NOTIFY_PUSH_DELAY of the deployment, seconds (default 1; the product's is 10)",
+    )
+    parser.add_argument(
         "--out", type=Path, help="directory for the results (default bench/results/<time>)"
     )
     parser.add_argument(
@@ -135,6 +157,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error("--gateways must be at least 1")
     if args.time_limit <= 0:
         parser.error("--time-limit must be positive")
+    if args.push_answer_ms < 0 or args.notify_push_delay < 0:
+        parser.error("--push-answer-ms and --notify-push-delay must not be negative")
     return args
 
 
@@ -206,6 +230,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         durability=args.durability,
         db_threads=args.db_threads,
         ws=args.ws,
+        push_answer_delay=args.push_answer_ms / 1000,
+        notify_push_delay=args.notify_push_delay,
         # A smoke run holds its sockets for 2 s: heartbeat every second so it sees some.
         extra_env=(("WS_HEARTBEAT_INTERVAL", "1"),) if args.smoke else (),
     )
@@ -235,6 +261,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             document["gateway_logs_tail"] = {
                 g.name: g.output()[-3000:]
                 for g in (deployment.gateways.gateways if deployment.gateways else [])
+            }
+            document["celery_logs_tail"] = {
+                p.name: p.output()[-3000:]
+                for p in (deployment.celery, deployment.beat)
+                if p is not None
             }
     except TimeLimit as exc:
         errors["run"] = f"time limit: {exc}"

@@ -1,14 +1,17 @@
-"""The deployment `make bench` measures: PostgreSQL, Redis, a Celery worker, N gateways.
+"""The deployment `make bench` measures: PostgreSQL, Redis, Celery worker and beat, N gateways.
 
 Everything is started by this process on free loopback ports and stopped when it ends
 (`tests/e2e/harness.py` owns the process handling): a throwaway PostgreSQL cluster, a
-private redis-server, one Celery worker and N uvicorn gateway processes, with production
-settings (`DJANGO_DEBUG=0`) except the per-user send rate limit, which is lifted so a few
-hundred clients can offer thousands of messages a second.
+private redis-server, one Celery worker (prefork, concurrency 2, as `make serve` runs
+it), Celery beat, N uvicorn gateway processes, and a local Web Push endpoint
+(`bench.pushsink`) that the worker's pushes go to. Settings are production ones
+(`DJANGO_DEBUG=0`) except the per-user send rate limit, which is lifted so a few hundred
+clients can offer thousands of messages a second, and NOTIFY_PUSH_DELAY, which is 1 s
+instead of 10 so that the notifications scenario fits in minutes.
 
 `CpuMeter` reads the CPU time of each part from /proc, so every scenario can report how
-the machine's cores were split between gateways, PostgreSQL, Redis, Celery and the
-harness itself.
+the machine's cores were split between gateways, PostgreSQL, Redis, the Celery worker,
+beat and the harness itself.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import os
 import re
 import resource
 import secrets
+import signal
 import subprocess
 import sys
 import time
@@ -28,6 +32,7 @@ from typing import Any
 
 import redis
 
+from bench.pushsink import PushSink, vapid_keypair
 from tests.e2e.harness import (
     REPO_ROOT,
     Deployment,
@@ -181,57 +186,181 @@ class DeployOptions:
     db_threads: int | None = None
     ws: str = "websockets"  # uvicorn's --ws implementation
     extra_env: tuple[tuple[str, str], ...] = ()
+    # The Celery worker as `make serve` runs it, and what the push endpoint does.
+    worker_pool: str = "prefork"
+    worker_concurrency: int = 2
+    push_answer_delay: float = 0.05  # seconds before the bench's push endpoint answers 201
+    notify_push_delay: float = 1.0  # NOTIFY_PUSH_DELAY (the product's default is 10 s)
 
 
-class CeleryWorker:
-    """One Celery worker process (solo pool) on the deployment's Redis."""
+class CeleryProcess:
+    """One Celery process (worker or beat) on the deployment's Redis, in its own session.
+
+    Its CPU is the whole group's: the main process, its live pool children and the
+    children it has reaped; what earlier runs used (before a `restart`) is kept, so a
+    meter reading across a restart stays cumulative.
+    """
+
+    ready_pattern = r"$^"
+    name = "celery"
 
     def __init__(self, env: Mapping[str, str], log_dir: Path) -> None:
-        """Prepare the worker with the gateways' environment."""
+        """Prepare the process with the gateways' environment."""
         self.env = gateway_env(env)
-        self.log_path = log_dir / "celery.log"
+        self.log_path = log_dir / f"{self.name}.log"
         self._proc: subprocess.Popen[bytes] | None = None
+        self._log_offset = 0
         self.pid = 0
+        self.retired_cpu = 0.0
+
+    def command(self) -> list[str]:
+        """Return the command line."""
+        raise NotImplementedError
 
     def start(self, timeout: float = 60.0) -> None:
-        """Start the worker and wait until it logs that it is ready."""
-        cmd = [
-            sys.executable, "-m", "celery", "-A", "chatsite", "worker",
-            "--pool", "solo", "--loglevel", "INFO",
-            "--without-gossip", "--without-mingle", "--without-heartbeat",
-        ]  # fmt: skip
-        proc = _spawn(cmd, log=self.log_path, cwd=REPO_ROOT, env=self.env)
+        """Start the process and wait until this run logs that it is ready."""
+        with self.log_path.open("a") as log:
+            log.write(f"--- bench: starting {' '.join(self.command()[3:])} ---\n")
+        self._log_offset = self.log_path.stat().st_size
+        proc = _spawn(self.command(), log=self.log_path, cwd=REPO_ROOT, env=self.env)
         self._proc = proc
         self.pid = proc.pid
         deadline = time.monotonic() + timeout
-        while not re.search(r"celery@\S+ ready", self.output()):
+        while not re.search(self.ready_pattern, self.output()[self._log_offset :]):
             if proc.poll() is not None:
-                raise HarnessError(f"celery worker exited with {proc.returncode}:\n{self.output()}")
+                raise HarnessError(f"{self.name} exited with {proc.returncode}:\n{self.output()}")
             if time.monotonic() > deadline:
-                raise HarnessError(f"celery worker not ready in {timeout} s:\n{self.output()}")
-            time.sleep(0.1)
+                raise HarnessError(f"{self.name} not ready in {timeout} s:\n{self.output()}")
+            time.sleep(0.05)
+
+    @property
+    def running(self) -> bool:
+        """Return whether the main process is alive."""
+        return self._proc is not None and self._proc.poll() is None
 
     def output(self) -> str:
-        """Return the worker's log."""
+        """Return the process's log (every run)."""
         try:
             return self.log_path.read_text(errors="replace")
         except FileNotFoundError:
             return ""
 
+    def pids(self) -> list[int]:
+        """Return the main process and its live children (a prefork pool)."""
+        if not self.running:
+            return []
+        return [self.pid, *children_of(self.pid)]
+
+    def _live_cpu(self) -> float:
+        if not self.running:
+            return 0.0
+        return process_cpu(self.pid, reaped_children=True) + sum(
+            process_cpu(pid) for pid in children_of(self.pid)
+        )
+
     def cpu_seconds(self) -> float:
-        """Return the worker's CPU time (solo pool: one process)."""
-        return process_cpu(self.pid) if self.pid else 0.0
+        """Return the CPU time of every run so far (main process and pool children)."""
+        return self.retired_cpu + self._live_cpu()
+
+    def rss(self) -> int:
+        """Return the summed resident memory of the main process and its children."""
+        return sum(rss_bytes(pid) for pid in self.pids())
 
     def close(self) -> None:
-        """Stop the worker."""
+        """Stop the process (warm shutdown, then SIGKILL to its session)."""
         proc = self._proc
-        if proc is not None and proc.poll() is None:
+        if proc is None:
+            return
+        if proc.poll() is None:
+            self.retired_cpu += self._live_cpu()
             proc.terminate()
             try:
-                proc.wait(10)
+                proc.wait(15)
             except subprocess.TimeoutExpired:
-                proc.kill()
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
+        # Pool children left behind by a killed main process.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        self._proc = None
+        self.pid = 0
+
+
+class CeleryWorker(CeleryProcess):
+    """The Celery worker: `pool` and `concurrency` as `make serve` runs it (prefork, 2)."""
+
+    name = "celery-worker"
+    ready_pattern = r"bench-worker@\S+ ready"
+
+    def __init__(
+        self,
+        env: Mapping[str, str],
+        log_dir: Path,
+        *,
+        pool: str = "prefork",
+        concurrency: int = 2,
+        app: str = "chatsite",
+    ) -> None:
+        """Prepare the worker; `pool` is Celery's --pool (prefork, threads, solo).
+
+        `app` is the Celery app (`-A`): the product's, or `bench.workerapp` (the
+        product's plus a wake-up timer for the threads pool, see that module).
+        """
+        super().__init__(env, log_dir)
+        self.pool = pool
+        self.concurrency = concurrency
+        self.app = app
+
+    @property
+    def label(self) -> str:
+        """Return how the worker runs, e.g. `prefork x2`."""
+        extra = "" if self.app == "chatsite" else f", -A {self.app}"
+        return f"{self.pool} x{self.concurrency}{extra}"
+
+    def command(self) -> list[str]:
+        """Return the worker's command line."""
+        return [
+            sys.executable, "-m", "celery", "-A", self.app, "worker",
+            "--pool", self.pool, "--concurrency", str(self.concurrency),
+            "-n", "bench-worker@%h", "--loglevel", "INFO",
+            "--without-gossip", "--without-mingle", "--without-heartbeat",
+        ]  # fmt: skip
+
+    def restart(
+        self, *, pool: str | None = None, concurrency: int | None = None, app: str | None = None
+    ) -> None:
+        """Stop the worker and start it again, with another pool, concurrency or app."""
+        self.close()
+        self.pool = pool or self.pool
+        self.concurrency = concurrency or self.concurrency
+        self.app = app or self.app
+        self.start()
+
+
+class CeleryBeat(CeleryProcess):
+    """Celery beat: rings `notify_tick_task` every NOTIFY_POLL_INTERVAL seconds."""
+
+    name = "celery-beat"
+    ready_pattern = r"beat: Starting\.\.\."
+
+    def __init__(self, env: Mapping[str, str], log_dir: Path) -> None:
+        """Prepare beat; its schedule file lives in `log_dir`."""
+        super().__init__(env, log_dir)
+        self.schedule = log_dir / "celerybeat-schedule"
+
+    def start(self, timeout: float = 60.0) -> None:
+        """Start beat on a fresh schedule file (no last runs from an earlier start)."""
+        for stale in self.schedule.parent.glob(self.schedule.name + "*"):
+            stale.unlink(missing_ok=True)
+        super().start(timeout)
+
+    def command(self) -> list[str]:
+        """Return beat's command line."""
+        return [
+            sys.executable, "-m", "celery", "-A", "chatsite", "beat",
+            "--loglevel", "INFO", "-s", str(self.schedule), "--pidfile=",
+        ]  # fmt: skip
 
 
 class BenchDeployment(_Managed):
@@ -247,6 +376,9 @@ class BenchDeployment(_Managed):
         self.postgres = PostgresCluster("chat", settings=settings)
         self.redis = RedisServer(workdir / "redis")
         self.celery: CeleryWorker | None = None
+        self.beat: CeleryBeat | None = None
+        self.push_sink = PushSink(options.push_answer_delay)
+        self.vapid_public_key, self.vapid_private_key = vapid_keypair()
         self.gateways: Deployment | None = None
         self.env: dict[str, str] = {}
         self._extra_cpu: list[Callable[[], float]] = []
@@ -260,6 +392,7 @@ class BenchDeployment(_Managed):
         self.progress("starting PostgreSQL (initdb) and Redis")
         self.postgres.start()
         self.redis.start()
+        self.push_sink.start()
         prefix = f"bench-{secrets.token_hex(4)}"
         self.env = {
             "DATABASE_URL": self.postgres.url,
@@ -278,15 +411,32 @@ class BenchDeployment(_Managed):
             # hundred clients offering 1,500 msg/s would be refused by it.
             "CHAT_SEND_RATE": "100000",
             "CHAT_SEND_BURST": "100000",
+            # Offline notifications: the worker pushes to the bench's own endpoint (plain
+            # http on loopback, so it must be allowed), signed with a key of this run.
+            "WEBPUSH_VAPID_PUBLIC_KEY": self.vapid_public_key,
+            "WEBPUSH_VAPID_PRIVATE_KEY": self.vapid_private_key,
+            "WEBPUSH_VAPID_SUBJECT": "mailto:bench@localhost",
+            "PUSH_ENDPOINT_ALLOW": self.push_sink.origin,
+            "NOTIFY_ENABLED": "1",
+            "NOTIFY_PUSH_DELAY": f"{self.options.notify_push_delay:g}",
+            "NOTIFY_POLL_INTERVAL": "1",
         }
         if self.options.db_threads:
             self.env["WS_DB_THREADS"] = str(self.options.db_threads)
         self.env.update(dict(self.options.extra_env))
         self.progress("migrating the database")
         migrate(self.postgres.url, self.env)
-        self.progress("starting the Celery worker")
-        self.celery = CeleryWorker(self.env, self.workdir)
+        options = self.options
+        self.progress(
+            f"starting the Celery worker ({options.worker_pool} x{options.worker_concurrency})"
+            " and beat"
+        )
+        self.celery = CeleryWorker(
+            self.env, self.workdir, pool=options.worker_pool, concurrency=options.worker_concurrency
+        )
         self.celery.start()
+        self.beat = CeleryBeat(self.env, self.workdir)
+        self.beat.start()
         self.progress(f"starting {self.options.gateways} gateway process(es)")
         self.gateways = Deployment(
             database_url=self.postgres.url,
@@ -304,8 +454,11 @@ class BenchDeployment(_Managed):
         """Stop everything (gateways first, so nothing reconnects to a dying database)."""
         if self.gateways is not None:
             self.gateways.stop()
+        if self.beat is not None:
+            self.beat.close()
         if self.celery is not None:
             self.celery.close()
+        self.push_sink.close()
         self.redis.close()
         self.postgres.close()
 
@@ -347,12 +500,19 @@ class BenchDeployment(_Managed):
                 self._extra_cpu.remove(reader)
 
     def meter(self) -> CpuMeter:
-        """Return a meter of gateways, PostgreSQL, Redis, Celery and the harness."""
+        """Return a meter of gateways, PostgreSQL, Redis, the Celery worker, beat, the harness.
+
+        `celery` is the worker's whole process group (its pool children too); the push
+        endpoint's process counts as the harness's.
+        """
         postmaster = self.postgres._postmaster_pid()
         assert postmaster is not None
         assert self.celery is not None
         redis_pid = self.redis._proc.pid if self.redis._proc else 0
         celery = self.celery
+        beat = self.beat
+        assert beat is not None
+        sink = self.push_sink
 
         def gateways() -> float:
             return sum(process_cpu(pid) for pid in self.gateway_pids())
@@ -365,7 +525,8 @@ class BenchDeployment(_Managed):
         def harness() -> float:
             own = os.times()
             live = sum(read() for read in self._extra_cpu)
-            return own.user + own.system + self.retired_harness_cpu + live
+            pushes = process_cpu(sink.pid) if sink.pid else 0.0
+            return own.user + own.system + self.retired_harness_cpu + live + pushes
 
         return CpuMeter(
             {
@@ -373,6 +534,7 @@ class BenchDeployment(_Managed):
                 "postgres": postgres,
                 "redis": lambda: process_cpu(redis_pid),
                 "celery": celery.cpu_seconds,
+                "beat": beat.cpu_seconds,
                 "harness": harness,
             }
         )

@@ -10,7 +10,7 @@ from typing import Any
 
 Result = dict[str, Any]
 
-CPU_PARTS = ("gateways", "postgres", "redis", "celery", "harness", "other", "machine")
+CPU_PARTS = ("gateways", "postgres", "redis", "celery", "beat", "harness", "other", "machine")
 
 
 def strip_private(value: Any) -> Any:
@@ -113,6 +113,62 @@ def rows(results: Mapping[str, Result]) -> Iterator[tuple[str, str, str]]:
             "profile",
             f"gateway CPU per send at {figures['rate']} msg/s",
             f"{_fmt(figures['gateway_cpu_ms_per_send'])} ms",
+        )
+    if "notifications" in results:
+        yield from _notification_rows(results["notifications"]["figures"])
+
+
+def _notification_rows(figures: Mapping[str, Any]) -> Iterator[tuple[str, str, str]]:
+    for run in figures["latency"]:
+        minus = run["latency_minus_delay_ms"]
+        yield (
+            "notifications",
+            f"{run['rate']} msg/s to offline devices, {run['worker']}: commit to push "
+            "p50 / p95 / p99 ms",
+            f"{_lat(run['latency_ms'])} (minus NOTIFY_PUSH_DELAY: {_lat(minus)}; "
+            f"{run['pushed']}/{run['messages']} pushed, lost {run['lost']}, "
+            f"doubled {run['doubled']}; {_fmt(run['pushes_per_s'])} pushes/s)",
+        )
+        yield (
+            "notifications",
+            f"{run['rate']} msg/s, {run['worker']}: CPU per push",
+            f"worker {_fmt(run['worker_cpu_ms_per_push'])} ms, PostgreSQL "
+            f"{_fmt(run['postgres_cpu_ms_per_message'])} ms (with the send); beat "
+            f"{_fmt(run['beat_cpu_pct'])}% of a core",
+        )
+    for run in figures["backlog"]:
+        yield (
+            "notifications",
+            f"one worker, {run['worker']}: backlog of {run['backlog']} released",
+            f"{_fmt(run['pushes_per_s'])} pushes/s, {run['pushed']} pushed in "
+            f"{_fmt(run['last_push_after_release_s'])} s, worker "
+            f"{_fmt(run['worker_cpu_ms_per_push'])} ms CPU per push (lost {run['lost']}, "
+            f"doubled {run['doubled']})",
+        )
+    send_path = figures["send_path"]
+    if send_path["runs"]:
+        server = send_path["server_cpu_ms_per_message"]
+        path = send_path["send_path_cpu_ms_per_message"]
+        deciding = send_path["deciding_cpu_ms_per_message"]
+        rate = send_path["runs"][0]["rate"]
+        yield (
+            "notifications",
+            f"direct chats at {rate} msg/s, NOTIFY_ENABLED 1 / 0: send path CPU per message",
+            f"{_fmt(path['on'])} / {_fmt(path['off'])} ms (gateways + PostgreSQL + Redis; "
+            f"drop {_fmt(send_path['send_path_throughput_drop_pct'])}%; runs "
+            + ", ".join(
+                f"{'A' if r['notify_enabled'] else 'B'} {_fmt(r['send_path_cpu_ms_per_message'])}"
+                + ("" if r["run"] in send_path["runs_in_means"] else " (noisy, left out)")
+                for r in send_path["runs"]
+            )
+            + ")",
+        )
+        yield (
+            "notifications",
+            f"direct chats at {rate} msg/s, NOTIFY_ENABLED 1 / 0: with deciding",
+            f"{_fmt(server['on'])} / {_fmt(server['off'])} ms (deciding "
+            f"{_fmt(deciding['on'])} / {_fmt(deciding['off'])} ms of worker + PostgreSQL; "
+            f"drop {_fmt(send_path['throughput_drop_pct'])}%)",
         )
 
 

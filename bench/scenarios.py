@@ -74,6 +74,25 @@ class Sizes:
     catchup_repeats: int = 3
     profile_rate: int = 200
     profile_seconds: float = 10.0
+    # notifications (bench/notifications.py): offline recipients, one Web Push device each
+    notify_senders: int = 50
+    notify_recipients: int = 100
+    # Latency runs: (msg/s, seconds, worker pool, concurrency, Celery app). `bench.workerapp`
+    # is the product's app plus a wake-up timer for the threads pool (celery#6941).
+    notify_latency_runs: tuple[tuple[int, float, str, int, str], ...] = (
+        (100, 10.0, "threads", 16, "bench.workerapp"),
+        (10, 12.0, "prefork", 2, "chatsite"),
+    )
+    # One worker against a backlog released at once: (pool, concurrency, app, due windows,
+    # seconds to wait for them); these run first, the first with the worker as deployed.
+    notify_pools: tuple[tuple[str, int, str, int, float], ...] = (
+        ("prefork", 2, "chatsite", 300, 40.0),
+        ("threads", 16, "chatsite", 150, 15.0),
+        ("threads", 16, "bench.workerapp", 800, 40.0),
+    )
+    notify_ab_rate: int = 300
+    notify_ab_seconds: float = 4.0
+    notify_ab_repeats: int = 3
 
 
 FULL = Sizes()
@@ -97,6 +116,13 @@ SMOKE = Sizes(
     catchup_repeats=1,
     profile_rate=20,
     profile_seconds=2.0,
+    notify_senders=5,
+    notify_recipients=20,
+    notify_latency_runs=((20, 2.0, "prefork", 2, "chatsite"),),
+    notify_pools=(("threads", 16, "bench.workerapp", 40, 30.0),),
+    notify_ab_rate=40,
+    notify_ab_seconds=1.5,
+    notify_ab_repeats=1,
 )
 
 
@@ -928,3 +954,13 @@ def profile(ctx: Context) -> Result:
 
 
 SCENARIOS["profile"] = profile
+
+
+def notifications(ctx: Context) -> Result:
+    """Offline Web Push: commit-to-push latency, worker CPU and throughput, send-path cost."""
+    from bench.notifications import notifications as run
+
+    return run(ctx)
+
+
+SCENARIOS["notifications"] = notifications

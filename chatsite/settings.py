@@ -251,6 +251,8 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# A task cut off by a lost broker connection may run again: ours re-read the database.
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
 if not CELERY_BROKER_URL:
     CELERY_BROKER_URL = "memory://"
 
@@ -289,6 +291,7 @@ if HTTPS:
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
     SECURE_HSTS_PRELOAD = True
 
+LOG_CELERY_TASKS = env_bool("LOG_CELERY_TASKS", False)
 LOGGING: dict[str, Any] = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -300,9 +303,9 @@ LOGGING: dict[str, Any] = {
     "loggers": {
         "django.db.backends": {"level": "WARNING"},
         # A worker runs the notification tick every second: no line per task received
-        # and done (failures are still logged, at ERROR).
-        "celery.app.trace": {"level": "WARNING"},
-        "celery.worker.strategy": {"level": "WARNING"},
+        # and done (failures are still logged, at ERROR) unless LOG_CELERY_TASKS=1.
+        "celery.app.trace": {"level": "INFO" if LOG_CELERY_TASKS else "WARNING"},
+        "celery.worker.strategy": {"level": "INFO" if LOG_CELERY_TASKS else "WARNING"},
     },
 }
 

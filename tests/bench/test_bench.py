@@ -1,24 +1,31 @@
 """The load benchmark keeps working: a smoke run of every scenario, and its arithmetic.
 
-`make bench` is too long for the suite (about 10 minutes); `python -m bench --smoke` runs
-every scenario at a tiny size against its own PostgreSQL, Redis, Celery worker and two
-gateways, so a change that breaks the harness (or the server under it) fails here.
+`make bench` is too long for the suite (about 15 minutes); `python -m bench --smoke` runs
+every scenario at a tiny size against its own PostgreSQL, Redis, Celery worker and beat,
+push endpoint and two gateways, so a change that breaks the harness (or the server under
+it) fails here.
 """
 
 from __future__ import annotations
 
+import http.client
 import json
 import math
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+from py_vapid import Vapid  # type: ignore[import-untyped,unused-ignore]
+from pywebpush import WebPusher  # type: ignore[import-untyped,unused-ignore]
 
 from bench.cli import DEFAULT_ORDER, parse_args
 from bench.deploy import CpuMeter, CpuSample
 from bench.fleet import deliveries
 from bench.layers import percentile
+from bench.notifications import _plan
+from bench.pushsink import PushSink, new_subscription, vapid_keypair
 from bench.scenarios import summarize_profile
 from chatclient import History, RecvRecord, SendRecord
 from tests.e2e.harness import REPO_ROOT
@@ -27,16 +34,16 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.mark.e2e
-@pytest.mark.timeout(240)
+@pytest.mark.timeout(330)
 def test_smoke_run_measures_every_scenario_and_writes_its_report(tmp_path: Path) -> None:
     """`python -m bench --smoke`: every scenario runs, nothing is lost, every file is written."""
     out = tmp_path / "results"
     proc = subprocess.run(
-        [sys.executable, "-m", "bench", "--smoke", "--out", str(out), "--time-limit", "3"],
+        [sys.executable, "-m", "bench", "--smoke", "--out", str(out), "--time-limit", "5"],
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,
-        timeout=230,
+        timeout=320,
         check=False,
     )
     assert proc.returncode == 0, f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr[-6000:]}"
@@ -85,16 +92,96 @@ def test_smoke_run_measures_every_scenario_and_writes_its_report(tmp_path: Path)
     assert profile["profile"]["samples"] > 0
     assert profile["gateway_cpu_ms_per_send"] > 0
 
+    notifications = results["notifications"]["figures"]
+    # 20 msg/s for 2 s, each message to its own offline recipient's conversation: every
+    # one pushed exactly once, decrypted at the endpoint, no sooner than NOTIFY_PUSH_DELAY.
+    (run,) = notifications["latency"]
+    assert run["sends"] == run["messages"] == run["pushed"] == 40
+    assert (run["lost"], run["doubled"], run["unexpected"], run["refused"]) == (0, 0, 0, 0)
+    assert run["decisions"] == {"sent": 40}
+    assert run["latency_ms"]["p50"] >= 1000 * run["notify_push_delay_s"]
+    assert run["latency_ms"]["count"] == 40
+    assert run["worker_cpu_ms_per_push"] > 0
+    (backlog,) = notifications["backlog"]
+    assert backlog["due_windows_at_release"] == backlog["pushed"] == backlog["backlog"] == 40
+    assert (backlog["lost"], backlog["doubled"], backlog["refused"]) == (0, 0, 0)
+    assert backlog["pushes_per_s"] > 0
+    send_path = notifications["send_path"]
+    on, off = send_path["runs"]
+    assert (on["notify_enabled"], off["notify_enabled"]) == (True, False)
+    for ab in (on, off):
+        assert ab["lost"] == 0 and ab["sends_ok"] == 60
+    # NOTIFY_ENABLED=1 writes a due row in each send, =0 none; each was then decided.
+    assert (on["due_rows_written"], off["due_rows_written"]) == (60, 0)
+    assert on["left_after"]["due_messages"] == 0
+    assert send_path["send_path_cpu_ms_per_message"]["off"] > 0
+
     # Every scenario reports the CPU split of the parts it ran on.
     for name, result in results.items():
         for split in result["cpu"].values():
-            assert {"gateways", "postgres", "redis", "celery", "harness", "machine"} <= set(split)
+            parts = {"gateways", "postgres", "redis", "celery", "beat", "harness", "machine"}
+            assert parts <= set(split)
         assert result["cpu"], f"{name} reported no CPU split"
 
     for plot in ("latency.png", "throughput.png"):
         assert (out / plot).read_bytes()[:8] == PNG_MAGIC
     assert "| latency |" in (out / "summary.md").read_text()
     assert "target" in proc.stdout and "CPU, % of one core" in proc.stdout
+
+
+def test_notification_plan_gives_distinct_pairs_and_each_recipient_once_per_round() -> None:
+    """Message k: recipient k % R, a sender none of its earlier messages to them came from."""
+    plan = _plan(500, 5, 100)
+    assert len(set(plan)) == 500
+    for start in range(0, 500, 100):
+        assert sorted(r for _s, r in plan[start : start + 100]) == list(range(100))
+    assert {s for s, _r in plan} == set(range(5))
+    with pytest.raises(ValueError, match="distinct pairs"):
+        _plan(501, 5, 100)
+
+
+def _post(port: int, path: str, body: bytes, headers: dict[str, str]) -> int:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        connection.request("POST", path, body=body, headers=headers)
+        response = connection.getresponse()
+        response.read()
+        return response.status
+    finally:
+        connection.close()
+
+
+def test_push_sink_decrypts_a_signed_push_and_refuses_what_it_cannot_read() -> None:
+    """A pywebpush aes128gcm body, VAPID-signed: 201 after the delay, message_id read."""
+    sink = PushSink(delay=0.05)
+    sink.start()
+    try:
+        sub = new_subscription(sink.origin, "d1")
+        sink.register([sub])
+        _public, private = vapid_keypair()
+        signed = Vapid.from_string(private_key=private).sign(
+            {"aud": sink.origin, "sub": "mailto:bench@localhost", "exp": int(time.time()) + 600}
+        )
+        body = WebPusher(sub.info).encode(b'{"type": "message", "message_id": 42}', "aes128gcm")[
+            "body"
+        ]
+        headers = {**signed, "TTL": "60", "Content-Encoding": "aes128gcm"}
+        started = time.monotonic()
+        assert _post(sink.port, "/p/d1", body, headers) == 201
+        assert time.monotonic() - started >= 0.05
+        assert _post(sink.port, "/p/unknown", body, headers) == 404
+        assert _post(sink.port, "/p/d1", b"garbage", headers) == 400
+        assert _post(sink.port, "/p/d1", body, {"Content-Encoding": "aes128gcm"}) == 401
+        arrivals = sink.take()
+        assert [(a.name, a.kind, a.message_id, a.status) for a in arrivals] == [
+            ("d1", "message", 42, 201),
+            ("unknown", "", None, 404),
+            ("d1", "", None, 400),
+            ("d1", "", None, 401),
+        ]
+        assert sink.take() == []
+    finally:
+        sink.close()
 
 
 def test_an_unknown_scenario_is_refused_with_the_list_of_known_ones(

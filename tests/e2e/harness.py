@@ -710,7 +710,9 @@ class _CeleryProcess(_Managed):
         broker_url: str | None = None,
     ) -> None:
         self.name = name
-        self.env = gateway_env(env)
+        # Log every task received and done: the tests (and whoever reads a failed test's
+        # log) see what ran; production workers keep these lines off.
+        self.env = gateway_env({"LOG_CELERY_TASKS": "1", **env})
         if broker_url is not None:
             self.env["CELERY_BROKER_URL"] = broker_url
         if not self.env.get("CELERY_BROKER_URL"):
