@@ -184,7 +184,7 @@ def _version(cmd: Sequence[str]) -> str:
 
 def machine_facts() -> dict[str, Any]:
     """Return what the run ran on (CPU, memory, versions, load, commit)."""
-    from tests.e2e.harness import postgres_bin_dir
+    from bench.harness import postgres_bin_dir
 
     memory = ""
     with contextlib.suppress(OSError):

@@ -1,7 +1,7 @@
 """The deployment `make bench` measures: PostgreSQL, Redis, Celery worker and beat, N gateways.
 
 Everything is started by this process on free loopback ports and stopped when it ends
-(`tests/e2e/harness.py` owns the process handling): a throwaway PostgreSQL cluster, a
+(`bench/harness.py` owns the process handling): a throwaway PostgreSQL cluster, a
 private redis-server, one Celery worker (prefork, concurrency 2, as `make serve` runs
 it), Celery beat, N uvicorn gateway processes, and a local Web Push endpoint
 (`bench.pushsink`) that the worker's pushes go to. Settings are production ones
@@ -32,8 +32,7 @@ from typing import Any
 
 import redis
 
-from bench.pushsink import PushSink, vapid_keypair
-from tests.e2e.harness import (
+from bench.harness import (
     REPO_ROOT,
     Deployment,
     HarnessError,
@@ -44,6 +43,7 @@ from tests.e2e.harness import (
     gateway_env,
     migrate,
 )
+from bench.pushsink import PushSink, vapid_keypair
 
 Progress = Callable[[str], None]
 

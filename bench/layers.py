@@ -53,7 +53,7 @@ from typing import Any
 
 import redis
 
-from tests.e2e.harness import RedisServer
+from bench.harness import RedisServer
 
 logger = logging.getLogger("bench.layers")
 

@@ -88,7 +88,7 @@ def main() -> None:
     import django
 
     django.setup()
-    from tests.e2e.harness import RedisServer
+    from bench.harness import RedisServer
 
     with RedisServer() as redis_server:
         result = asyncio.run(measure(redis_server.url, args.users, args.rounds))

@@ -3,7 +3,7 @@
 N clients, each a plain WebSocket (`Authorization: Bearer <jwt>`) in its own direct
 conversation, send `message.send` frames as fast as `message.sent` replies come back (one
 outstanding send per client) through ONE real gateway process (uvicorn, as
-tests/e2e/harness.py starts it), on PostgreSQL and a private redis-server. The rate limit
+bench/harness.py starts it), on PostgreSQL and a private redis-server. The rate limit
 is lifted (CHAT_SEND_RATE / CHAT_SEND_BURST) so only the send path is measured.
 WS_DB_THREADS=1 behaves like Channels' `database_sync_to_async` (one thread per process).
 
@@ -47,8 +47,8 @@ import websockets
 from psycopg import sql
 
 from bench.deploy import machine_busy_seconds
+from bench.harness import REPO_ROOT, Gateway, RedisServer, gateway_env, migrate
 from bench.layers import code_version, cpu_seconds, machine, percentile
-from tests.e2e.harness import REPO_ROOT, Gateway, RedisServer, gateway_env, migrate
 
 logger = logging.getLogger("bench.send_threads")
 

@@ -23,12 +23,12 @@ from pywebpush import WebPusher  # type: ignore[import-untyped,unused-ignore]
 from bench.cli import DEFAULT_ORDER, parse_args
 from bench.deploy import CpuMeter, CpuSample
 from bench.fleet import deliveries
+from bench.harness import REPO_ROOT
 from bench.layers import percentile
 from bench.notifications import _plan
 from bench.pushsink import PushSink, new_subscription, vapid_keypair
 from bench.scenarios import summarize_profile
 from chatclient import History, RecvRecord, SendRecord
-from tests.e2e.harness import REPO_ROOT
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -19,8 +19,7 @@ import pytest
 from channels.layers import channel_layers
 from django.conf import settings
 
-from chatsite.redis import sync_client
-from tests.e2e.harness import (
+from bench.harness import (
     CeleryBeat,
     CeleryWorker,
     Deployment,
@@ -28,6 +27,7 @@ from tests.e2e.harness import (
     RedisServer,
     redis_db_url,
 )
+from chatsite.redis import sync_client
 from tests.e2e.mailserver import SmtpServer
 from tests.e2e.pushservice import PushService, vapid_keypair
 

@@ -31,9 +31,9 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from accounts.models import User
 from accounts.tokens import issue_pair
+from bench.harness import REPO_ROOT, Gateway, gateway_env
 from chatclient import ChatClient, ChatError, CheckReport, History, bearer_auth
 from chatclient.state import Message
-from tests.e2e.harness import REPO_ROOT, Gateway, gateway_env
 
 logger = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from typing import Self
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from tests.e2e.harness import _LIVE, LOCALHOST, HarnessError, free_port
+from bench.harness import _LIVE, LOCALHOST, HarnessError, free_port
 
 
 @dataclass(frozen=True)

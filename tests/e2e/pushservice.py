@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from py_vapid import Vapid  # type: ignore[import-untyped,unused-ignore]
 
-from tests.e2e.harness import _LIVE, LOCALHOST, HarnessError, free_port
+from bench.harness import _LIVE, LOCALHOST, HarnessError, free_port
 
 # RFC 8030 section 5.3 and 5.4.
 URGENCIES = ("very-low", "low", "normal", "high")

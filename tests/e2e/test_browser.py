@@ -40,10 +40,10 @@ from playwright.sync_api import (
 )
 
 from accounts.models import User
+from bench.harness import REPO_ROOT, Deployment
 from messaging import services
 from messaging.models import Attachment, Message
 from tests.e2e.conftest import MakeDeployment, fanout_lost
-from tests.e2e.harness import REPO_ROOT, Deployment
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 

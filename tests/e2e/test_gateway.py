@@ -12,11 +12,11 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from accounts.models import User
+from bench.harness import Deployment
 from chatclient import ChatClient, bearer_auth
 from messaging import services
 from messaging.models import Membership
 from tests.e2e.conftest import MakeDeployment, fanout_lost
-from tests.e2e.harness import Deployment
 from tests.e2e.wsclient import bearer, drive, in_thread, open_socket
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]

@@ -9,8 +9,7 @@ import psycopg
 import pytest
 
 from accounts.models import User
-from tests.e2e.conftest import MakeDeployment
-from tests.e2e.harness import (
+from bench.harness import (
     LOCALHOST,
     Gateway,
     HarnessError,
@@ -21,6 +20,7 @@ from tests.e2e.harness import (
     migrate,
     port_accepts,
 )
+from tests.e2e.conftest import MakeDeployment
 
 pytestmark = pytest.mark.e2e
 

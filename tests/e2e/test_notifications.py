@@ -22,6 +22,7 @@ import pytest
 import requests
 
 from accounts.models import User
+from bench.harness import Deployment, Gateway, RedisServer
 from chatclient import ChatClient, bearer_auth
 from messaging import services
 from messaging.devices import register_device
@@ -36,7 +37,6 @@ from messaging.models import (
     PushWindow,
 )
 from tests.e2e.conftest import CeleryProcesses, MakeDeployment, MakeWorkers
-from tests.e2e.harness import Deployment, Gateway, RedisServer
 from tests.e2e.mailserver import SmtpServer
 from tests.e2e.pushservice import Answer, Delivery, PushService
 from tests.e2e.wsclient import bearer, drive, open_socket

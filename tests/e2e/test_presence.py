@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from accounts.models import User
+from bench.harness import Deployment, RedisServer
 from messaging import services
-from tests.e2e.harness import Deployment, RedisServer
 from tests.e2e.wsclient import Socket, bearer, drive, open_socket
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]

@@ -39,6 +39,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from accounts.models import User
+from bench.harness import PostgresCluster, RedisServer, migrate
 from chatclient import ChatClient, ChatError, CheckReport, History, SendRecord, Stats, check
 from messaging import services
 from messaging.models import Message
@@ -67,7 +68,6 @@ from tests.e2e.faults_util import (
     views_of,
     wait_for_log,
 )
-from tests.e2e.harness import PostgresCluster, RedisServer, migrate
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 

@@ -27,11 +27,11 @@ from django.conf import settings as django_settings
 from websockets.asyncio.client import ClientConnection, connect
 
 from accounts.models import User
+from bench.harness import Deployment
 from chatclient import History, RecvRecord, SendRecord, Stats
 from messaging import services, wire
 from messaging.models import Conversation, Message
 from tests.e2e.conftest import MakeDeployment
-from tests.e2e.harness import Deployment
 from tests.e2e.scenario import (
     Fleet,
     Frame,

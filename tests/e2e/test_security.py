@@ -37,10 +37,10 @@ from websockets.typing import Origin
 
 from accounts.models import User
 from accounts.tokens import issue_pair
+from bench.harness import LOCALHOST, Deployment, Gateway, HarnessError, http_get
 from messaging import services
 from messaging.models import Conversation, Message
 from tests.e2e.conftest import MakeDeployment
-from tests.e2e.harness import LOCALHOST, Deployment, Gateway, HarnessError, http_get
 from tests.wirecheck import check_frame
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]

@@ -17,8 +17,8 @@ from celery import Celery
 from py_vapid import Vapid  # type: ignore[import-untyped,unused-ignore]
 from pywebpush import WebPusher  # type: ignore[import-untyped,unused-ignore]
 
+from bench.harness import LOCALHOST, Deployment, HarnessError, RedisServer, redis_db_url
 from tests.e2e.conftest import MakeDeployment, MakeWorkers
-from tests.e2e.harness import LOCALHOST, Deployment, HarnessError, RedisServer, redis_db_url
 from tests.e2e.mailserver import SmtpServer
 from tests.e2e.pushservice import Answer, PushService, Trap, vapid_keypair
 

@@ -1,4 +1,4 @@
-"""Real processes for end-to-end tests: Redis, a throwaway PostgreSQL cluster, ASGI gateways.
+"""Real processes for the end-to-end tests and the benchmark: Redis, PostgreSQL, gateways, Celery.
 
 Every class here owns the processes it starts and nothing else: it finds free ports at run
 time, never touches the machine's shared PostgreSQL (5432) or Redis (6379), and stops by
@@ -35,7 +35,7 @@ import psycopg
 import redis
 from psycopg import sql
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[1]
 LOCALHOST = "127.0.0.1"
 
 # Environment variables a gateway inherits from the test process; everything else
@@ -419,7 +419,7 @@ class PostgresCluster(_Managed):
             "unix_socket_directories": f"'{self.socket_dir}'",
         }
         with (self.data_dir / "postgresql.conf").open("a") as conf:
-            conf.write("\n# tests/e2e/harness.py\n")
+            conf.write("\n# bench/harness.py\n")
             conf.writelines(f"{name} = {value}\n" for name, value in settings.items())
         self._initialized = True
 
