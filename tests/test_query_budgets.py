@@ -1181,3 +1181,37 @@ def test_websocket_fetch_and_send_cost_the_same_for_small_and_large_conversation
     assert seen["sent"] == ("message.sent", "message.sent")
     assert_flat(seen["fetch"][0], seen["fetch"][1], WS_FETCH)
     assert_flat(seen["send"][0], seen["send"][1], WS_SEND)
+
+
+# --- budgets: the notification worker -------------------------------------------------------
+
+# decide_due_messages: take the due rows, their messages, the members with their users,
+# their devices, INSERT the trace rows, INSERT/lock/UPDATE the push windows, the email
+# digests likewise, DELETE the due rows: the same for 1 message as for a batch of 20.
+DECIDE = 12
+
+
+def test_deciding_20_messages_costs_the_same_as_deciding_1(make_user: MakeUser) -> None:
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from messaging.notifications import decide
+
+    def batch(count: int) -> list[str]:
+        sender, *others = users(make_user, 4)
+        for other in others:
+            devices_of(other, 2)
+            other.email = f"{other.username}@example.org"
+            other.save(update_fields=["email"])
+        group = group_of(sender, others)
+        for _ in range(count):
+            send(sender, group)
+            send(sender, direct(sender, others[0]))
+        later = timezone.now() + timedelta(hours=1)
+        decided, sql = queries_of(lambda: decide.decide_due_messages(now=later, limit=100))
+        assert decided == 2 * count
+        return sql
+
+    small, large = batch(1), batch(20)
+    assert_flat(small, large, DECIDE)

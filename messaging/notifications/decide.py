@@ -65,8 +65,9 @@ def email_on(user: User) -> bool:
 def decide_due_messages(*, now: datetime, limit: int = BATCH) -> int:
     """Decide the notifications of up to `limit` messages whose delay is over; return how many.
 
-    Concurrent workers take disjoint rows (`SKIP LOCKED`). Each message is decided in a
-    savepoint, so one that fails (a bug) does not hold the others back.
+    Concurrent workers take disjoint rows (`SKIP LOCKED`). The batch is decided together
+    (a few statements whatever its size); if that fails on a bug, each message is decided
+    alone in a savepoint, so one bad message does not hold the others back.
     """
     with transaction.atomic():
         dues = list(
@@ -82,26 +83,43 @@ def decide_due_messages(*, now: datetime, limit: int = BATCH) -> int:
                 "conversation"
             )
         }
-        done: list[int] = []
-        for due in dues:
-            message = messages.get(due.message_id)
-            try:
-                with transaction.atomic():
-                    if message is not None:
-                        _decide(message, now)
-            except DatabaseError:
-                raise  # the database is in trouble: the whole batch is tried again
-            except Exception:  # one bad message must not stop everyone's notifications
-                due.attempts += 1
-                logger.exception("deciding the notifications of message %s failed", due.pk)
-                if due.attempts >= MAX_ATTEMPTS:
-                    done.append(due.pk)
-                else:
-                    due.save(update_fields=["attempts"])
-                continue
-            done.append(due.pk)
+        try:
+            with transaction.atomic():
+                _decide([messages[d.message_id] for d in dues if d.message_id in messages], now)
+        except DatabaseError:
+            raise  # the database is in trouble: the whole batch is tried again
+        except Exception:  # a bug: find the message that has it, decide the others
+            logger.exception("deciding %d messages together failed; one by one now", len(dues))
+            done = _decide_one_by_one(dues, messages, now)
+        else:
+            done = [d.pk for d in dues]
         NotificationDue.objects.filter(pk__in=done).delete()
     return len(dues)
+
+
+def _decide_one_by_one(
+    dues: list[NotificationDue], messages: dict[int, Message], now: datetime
+) -> list[int]:
+    """Decide each message in a savepoint; return the due rows that are finished."""
+    done: list[int] = []
+    for due in dues:
+        message = messages.get(due.message_id)
+        try:
+            with transaction.atomic():
+                if message is not None:
+                    _decide([message], now)
+        except DatabaseError:
+            raise
+        except Exception:  # one bad message must not stop everyone's notifications
+            due.attempts += 1
+            logger.exception("deciding the notifications of message %s failed", due.pk)
+            if due.attempts >= MAX_ATTEMPTS:
+                done.append(due.pk)
+            else:
+                due.save(update_fields=["attempts"])
+            continue
+        done.append(due.pk)
+    return done
 
 
 def _row(
@@ -126,73 +144,94 @@ def _row(
     )
 
 
-def _decide(message: Message, now: datetime) -> None:
-    """Trace every other member's decision for `message`; open windows for what is pending."""
-    if message.kind != Message.Kind.TEXT:
+def _decide(messages: list[Message], now: datetime) -> None:
+    """Trace every other member's decision for each message; open windows for what is pending.
+
+    Three reads (members with their users, their devices) and a few writes for the whole
+    list, whatever its size: the worker's cost is per trace row, not per query.
+    """
+    texts = [m for m in messages if m.kind == Message.Kind.TEXT]
+    if not texts:
         return
-    members = list(
-        Membership.objects.filter(conversation_id=message.conversation_id, user__is_active=True)
-        .exclude(user_id=message.sender_id or 0)
+    members: dict[int, list[Membership]] = defaultdict(list)
+    for member in (
+        Membership.objects.filter(
+            conversation_id__in={m.conversation_id for m in texts}, user__is_active=True
+        )
         .select_related("user")
         .order_by("user_id")
-    )
-    if not members:
-        return
+    ):
+        members[member.conversation_id].append(member)
+    user_ids = {member.user_id for group in members.values() for member in group}
     devices: dict[int, list[Device]] = defaultdict(list)
-    for device in Device.objects.filter(user_id__in=[m.user_id for m in members]).order_by("pk"):
+    for device in Device.objects.filter(user_id__in=user_ids).order_by("pk"):
         devices[device.user_id].append(device)
     rows: list[Notification] = []
-    pushes: list[int] = []
-    emails: list[int] = []
-    for member in members:
-        user = member.user
-        targets = devices[user.pk]
-        emailed = email_on(user)
-        reason = suppression(message, member, user)
-        if reason:
-            rows += [
-                _row(message, user.pk, d.platform, d, Decision.SUPPRESSED, reason) for d in targets
-            ]
-            if emailed:
-                rows.append(
-                    _row(message, user.pk, Channel.EMAIL, None, Decision.SUPPRESSED, reason)
-                )
-            if not targets and not emailed:
-                rows.append(_row(message, user.pk, Channel.PUSH, None, Decision.SUPPRESSED, reason))
-            continue
-        if targets:
-            rows += [_row(message, user.pk, d.platform, d, Decision.PENDING) for d in targets]
-            pushes.append(user.pk)
-        else:
-            rows.append(
-                _row(message, user.pk, Channel.PUSH, None, Decision.SUPPRESSED, Reason.NO_DEVICES)
-            )
-        if emailed:
-            rows.append(_row(message, user.pk, Channel.EMAIL, None, Decision.PENDING))
-            emails.append(user.pk)
+    pushes: set[tuple[int, int]] = set()
+    emails: dict[int, datetime] = {}
+    for message in texts:
+        for member in members[message.conversation_id]:
+            if member.user_id != message.sender_id:
+                _plan(message, member, devices[member.user_id], rows, pushes, emails)
     # A retried decision finds its rows already there.
-    Notification.objects.bulk_create(rows, ignore_conflicts=True)
-    open_push_windows(message.conversation_id, pushes, now)
-    open_digests(emails, message.created_at, now)
+    Notification.objects.bulk_create(rows, ignore_conflicts=True, batch_size=2000)
+    open_push_windows(pushes, now)
+    open_digests(emails, now)
 
 
-def open_push_windows(conversation_id: int, user_ids: Iterable[int], now: datetime) -> None:
-    """Make each user's push window of the conversation due: now, or when its window ends."""
-    ids = sorted(set(user_ids))
-    if not ids:
+def _plan(
+    message: Message,
+    member: Membership,
+    targets: list[Device],
+    rows: list[Notification],
+    pushes: set[tuple[int, int]],
+    emails: dict[int, datetime],
+) -> None:
+    """Add one member's decision for `message`: the trace rows, a window, an email."""
+    user = member.user
+    emailed = email_on(user)
+    reason = suppression(message, member, user)
+    if reason:
+        rows += [
+            _row(message, user.pk, d.platform, d, Decision.SUPPRESSED, reason) for d in targets
+        ]
+        if emailed:
+            rows.append(_row(message, user.pk, Channel.EMAIL, None, Decision.SUPPRESSED, reason))
+        if not targets and not emailed:
+            rows.append(_row(message, user.pk, Channel.PUSH, None, Decision.SUPPRESSED, reason))
+        return
+    if targets:
+        rows += [_row(message, user.pk, d.platform, d, Decision.PENDING) for d in targets]
+        pushes.add((message.conversation_id, user.pk))
+    else:
+        rows.append(
+            _row(message, user.pk, Channel.PUSH, None, Decision.SUPPRESSED, Reason.NO_DEVICES)
+        )
+    if emailed:
+        rows.append(_row(message, user.pk, Channel.EMAIL, None, Decision.PENDING))
+        since = emails.get(user.pk)
+        emails[user.pk] = message.created_at if since is None else min(since, message.created_at)
+
+
+def open_push_windows(pairs: Iterable[tuple[int, int]], now: datetime) -> None:
+    """Make each (conversation, user) push window due: now, or when its window ends."""
+    wanted = set(pairs)
+    if not wanted:
         return
     PushWindow.objects.bulk_create(
-        [PushWindow(user_id=u, conversation_id=conversation_id) for u in ids],
+        [PushWindow(conversation_id=c, user_id=u) for c, u in sorted(wanted)],
         ignore_conflicts=True,
     )
     delay = timedelta(seconds=settings.NOTIFY_PUSH_DELAY)
     changed = []
-    # Locked in user order, as every decision does: no two decisions deadlock.
+    # Locked in (conversation, user) order, as every decision does: none deadlock.
     for window in (
         PushWindow.objects.select_for_update()
-        .filter(conversation_id=conversation_id, user_id__in=ids)
-        .order_by("user_id")
+        .filter(conversation_id__in={c for c, _ in wanted}, user_id__in={u for _, u in wanted})
+        .order_by("conversation_id", "user_id")
     ):
+        if (window.conversation_id, window.user_id) not in wanted:
+            continue
         earliest = now if window.pushed_at is None else max(now, window.pushed_at + delay)
         if window.due_at is None or window.due_at > earliest:
             window.due_at = earliest
@@ -200,18 +239,19 @@ def open_push_windows(conversation_id: int, user_ids: Iterable[int], now: dateti
     PushWindow.objects.bulk_update(changed, ["due_at"])
 
 
-def open_digests(user_ids: Iterable[int], since: datetime, now: datetime) -> None:
-    """Make each user's missed-message email due NOTIFY_EMAIL_DELAY after `since`."""
-    ids = sorted(set(user_ids))
-    if not ids:
+def open_digests(since: dict[int, datetime], now: datetime) -> None:
+    """Make each user's missed-message email due NOTIFY_EMAIL_DELAY after `since[user]`."""
+    if not since:
         return
-    EmailDigest.objects.bulk_create([EmailDigest(user_id=u) for u in ids], ignore_conflicts=True)
+    EmailDigest.objects.bulk_create(
+        [EmailDigest(user_id=u) for u in sorted(since)], ignore_conflicts=True
+    )
     delay = timedelta(seconds=settings.NOTIFY_EMAIL_DELAY)
     changed = []
     for digest in (
-        EmailDigest.objects.select_for_update().filter(user_id__in=ids).order_by("user_id")
+        EmailDigest.objects.select_for_update().filter(user_id__in=since).order_by("user_id")
     ):
-        earliest = since + delay
+        earliest = since[digest.user_id] + delay
         if digest.sent_at is not None:
             earliest = max(earliest, digest.sent_at + delay)
         if digest.due_at is None or digest.due_at > earliest:
