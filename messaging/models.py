@@ -298,9 +298,14 @@ class Notification(models.Model):
         GONE = "gone", "Device gone"
         PROVIDER_ERROR = "provider_error", "Provider error"
 
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    # Every message of a busy group writes a row per member and device: each index is paid
+    # on every insert, so the user and message columns have none of their own (the member
+    # index and the unique constraint lead with them).
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+", db_index=False
+    )
     conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="+")
-    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="+")
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="+", db_index=False)
     seq = models.BigIntegerField()
     kind = models.CharField(max_length=8, choices=Kind.choices, default=Kind.MESSAGE)
     channel = models.CharField(max_length=8, choices=Channel.choices)

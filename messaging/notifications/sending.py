@@ -163,7 +163,7 @@ def _claim_window(window_id: int) -> _Plan | None:
                 decision=Decision.PENDING,
                 channel__in=PUSH_CHANNELS,
             )
-            .select_related("message", "device")
+            .select_related("message__sender", "device")
             .order_by("seq", "pk")
         )
         plan = _Plan(read_seq=member.read_seq if member is not None else 0)
@@ -210,11 +210,8 @@ def _plan_messages(plan: _Plan, pending: list[Notification], member: Membership 
     for row in newest.values():
         message = row.message
         if message.pk not in by_message:
-            sender = (
-                User.objects.filter(pk=message.sender_id).first() if message.sender_id else None
-            )
             by_message[message.pk] = dict(
-                payloads.message_push(message, member.conversation, sender, unread)
+                payloads.message_push(message, member.conversation, message.sender, unread)
             )
         assert row.device is not None  # noqa: S101 - rows without a device were settled above
         plan.pushes.append(
@@ -308,12 +305,18 @@ def _record_window(window_id: int, plan: _Plan) -> None:
             Device.objects.filter(pk__in=gone).delete()
         if reached:
             Device.objects.filter(pk__in=reached).update(last_used_at=now)
-        removals_left = Notification.objects.filter(
-            user_id=window.user_id,
-            conversation_id=window.conversation_id,
-            kind=Notification.Kind.REMOVE,
-            decision=Decision.PENDING,
-        ).exists()
+        # What is still pending in this window, in one read: removals, newer messages.
+        pending = set(
+            Notification.objects.filter(
+                user_id=window.user_id,
+                conversation_id=window.conversation_id,
+                decision=Decision.PENDING,
+                channel__in=PUSH_CHANNELS,
+            )
+            .values_list("kind", flat=True)
+            .distinct()
+        )
+        removals_left = Notification.Kind.REMOVE in pending
         if window.remove_due_at is not None and window.remove_due_at <= now and not removals_left:
             window.removed_seq = max(window.removed_seq, plan.read_seq)
             window.remove_due_at = None
@@ -329,22 +332,17 @@ def _record_window(window_id: int, plan: _Plan) -> None:
         if read_seq is not None and window.removed_seq < window.pushed_seq <= read_seq:
             # Read while we were sending: take the push back too.
             window.remove_due_at = window.remove_due_at or now
-        window.due_at = _next_due(window, now, retry_at)
+        window.due_at = _next_due(window, now, retry_at, Notification.Kind.MESSAGE in pending)
         window.dispatched_at = None
         window.save()
 
 
-def _next_due(window: PushWindow, now: datetime, retry_at: datetime | None) -> datetime | None:
+def _next_due(
+    window: PushWindow, now: datetime, retry_at: datetime | None, more: bool
+) -> datetime | None:
     """Return when the window is due again: a retry, or the next window for newer pending."""
     if retry_at is not None:
         return retry_at
-    more = Notification.objects.filter(
-        user_id=window.user_id,
-        conversation_id=window.conversation_id,
-        kind=Notification.Kind.MESSAGE,
-        decision=Decision.PENDING,
-        channel__in=PUSH_CHANNELS,
-    ).exists()
     if not more:
         return None
     start = window.pushed_at or now
