@@ -299,12 +299,16 @@ class Notification(models.Model):
         PROVIDER_ERROR = "provider_error", "Provider error"
 
     # Every message of a busy group writes a row per member and device: each index is paid
-    # on every insert, so the user and message columns have none of their own (the member
-    # index and the unique constraint lead with them).
+    # on every insert: the user and message columns have none of their own (the member
+    # index and the unique constraint lead with them), nor has the conversation (deleting
+    # a conversation, which nothing in the product does, may scan), nor `created_at` (the
+    # clean-up walks the primary key). The device has one: a gone device is deleted often.
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+", db_index=False
     )
-    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="+")
+    conversation = models.ForeignKey(
+        Conversation, on_delete=models.CASCADE, related_name="+", db_index=False
+    )
     message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="+", db_index=False)
     seq = models.BigIntegerField()
     kind = models.CharField(max_length=8, choices=Kind.choices, default=Kind.MESSAGE)
@@ -335,7 +339,6 @@ class Notification(models.Model):
             models.Index(
                 fields=["user", "conversation", "decision"], name="notification_member_idx"
             ),
-            models.Index(fields=["created_at"], name="notification_created_idx"),
         ]
 
     def __str__(self) -> str:

@@ -226,3 +226,29 @@ def test_concurrent_deciders_take_disjoint_rows(ana: User, bo: User) -> None:
     finally:
         other.rollback()
         other.close()
+
+
+def test_old_trace_rows_are_cleaned_up_but_pending_ones_kept(
+    ana: User, bo: User, settings: Any
+) -> None:
+    from messaging.notifications import sending
+
+    settings.NOTIFY_TRACE_DAYS = 30
+    chat, _ = services.create_direct_conversation(user=ana, other_user_id=bo.pk)
+    for n in range(7):
+        send(ana, chat, f"m{n}")
+    decide_all()
+    rows = list(Notification.objects.order_by("pk"))
+    assert len(rows) == 7
+    old = timezone.now() - timedelta(days=31)
+    Notification.objects.filter(pk__in=[r.pk for r in rows[:5]]).update(created_at=old)
+    Notification.objects.filter(pk=rows[0].pk).update(decision="pending")
+
+    deleted = sending.delete_old_notifications(now=timezone.now(), batch=2)
+
+    assert deleted == 4
+    assert list(Notification.objects.order_by("pk").values_list("pk", flat=True)) == [
+        rows[0].pk,
+        rows[5].pk,
+        rows[6].pk,
+    ]
