@@ -122,14 +122,28 @@ TEMPLATES = [
 
 # Database: DATABASE_URL (postgres://user@host:port/name) or the embedded SQLite file.
 DATABASE_URL = os.environ.get("DATABASE_URL", "")
+# Connections to PostgreSQL per process are bounded by a pool (psycopg's, through Django):
+# at most DB_POOL_SIZE, and a caller waits up to DB_POOL_TIMEOUT seconds for a free one
+# (then `unavailable`) instead of opening more. Under ASGI every thread would otherwise
+# keep a connection of its own, so a burst of REST requests opened a connection each
+# and took PostgreSQL to max_connections. DB_POOL_SIZE=0: no pool, persistent
+# connections per thread (DB_CONN_MAX_AGE), e.g. behind PgBouncer in transaction mode.
+DB_POOL_SIZE = env_int("DB_POOL_SIZE", 10)
 if DATABASE_URL:
+    pooled = DB_POOL_SIZE > 0 and DATABASE_URL.startswith(("postgres://", "postgresql://"))
     DATABASES = {
         "default": dj_database_url.parse(
             DATABASE_URL,
-            conn_max_age=env_int("DB_CONN_MAX_AGE", 60),
-            conn_health_checks=True,
+            conn_max_age=0 if pooled else env_int("DB_CONN_MAX_AGE", 60),
+            conn_health_checks=not pooled,
         )
     }
+    if pooled:
+        DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+            "min_size": min(env_int("DB_POOL_MIN", 1), DB_POOL_SIZE),
+            "max_size": DB_POOL_SIZE,
+            "timeout": env_float("DB_POOL_TIMEOUT", 5.0),
+        }
 else:
     DATABASES = {
         "default": {

@@ -48,6 +48,9 @@ def django_db_modify_db_settings() -> None:
     if EMBEDDED:
         return  # SQLite's test database is in memory, private to this process
     database = settings.DATABASES["default"]
+    # This process connects per thread and closes after each call (below); its pool
+    # would outlive the test database. Gateways and workers that tests start keep theirs.
+    database.get("OPTIONS", {}).pop("pool", None)
     database.setdefault("TEST", {})["NAME"] = f"test_{database['NAME']}_{os.getpid()}"
 
 

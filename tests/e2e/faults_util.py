@@ -475,7 +475,7 @@ sys.stdout.write("DUMP " + json.dumps(rows) + "\\n")
 """
 
 
-def _manage_shell(database_url: str, script: str, marker: str) -> Any:
+def manage_shell(database_url: str, script: str, marker: str) -> Any:
     """Run `script` in `manage.py shell` on `database_url`; return the JSON after `marker`."""
     result = subprocess.run(
         [sys.executable, "manage.py", "shell", "-c", script],
@@ -501,7 +501,7 @@ def seed_database(database_url: str, names: Sequence[str]) -> dict[str, Any]:
     Returns `{"group": id, "users": {name: {"id", "token"}}}`. The test process's ORM is
     on the pytest database, so this runs in a `manage.py shell` of its own.
     """
-    seed: dict[str, Any] = _manage_shell(
+    seed: dict[str, Any] = manage_shell(
         database_url, _SEED_SCRIPT.format(names=list(names)), "SEED"
     )
     return seed
@@ -509,7 +509,7 @@ def seed_database(database_url: str, names: Sequence[str]) -> dict[str, Any]:
 
 def dump_messages(database_url: str) -> dict[int, list[dict[str, Any]]]:
     """Return every message of another database, per conversation, as payloads."""
-    rows: list[dict[str, Any]] = _manage_shell(database_url, _DUMP_SCRIPT, "DUMP")
+    rows: list[dict[str, Any]] = manage_shell(database_url, _DUMP_SCRIPT, "DUMP")
     truth: dict[int, list[dict[str, Any]]] = {}
     for row in rows:
         truth.setdefault(int(row["conversation"]), []).append(row)
