@@ -135,7 +135,10 @@ if DATABASE_URL:
         "default": dj_database_url.parse(
             DATABASE_URL,
             conn_max_age=0 if pooled else env_int("DB_CONN_MAX_AGE", 60),
-            conn_health_checks=not pooled,
+            # With the pool, health checks make it test a connection (one empty round
+            # trip) before lending it: after a PostgreSQL restart or failover it replaces
+            # its dead connections instead of handing each one out to fail a request.
+            conn_health_checks=True,
         )
     }
     if pooled:

@@ -8,6 +8,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+import psycopg
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.contrib.staticfiles import finders
@@ -143,12 +144,26 @@ def service_worker(request: HttpRequest) -> HttpResponse:
     return response
 
 
+HEALTHZ_DB_TIMEOUT = 2.0
+
+
 def healthz(request: HttpRequest) -> JsonResponse:
-    """Answer 200 when the database answers, else 503 (for load balancers)."""
+    """Answer 200 when the database answers, else 503 (for load balancers).
+
+    With a connection pool the check waits at most HEALTHZ_DB_TIMEOUT seconds for a
+    connection (not the pool's DB_POOL_TIMEOUT): a load balancer's probe must get its 503
+    before its own timeout when PostgreSQL is down.
+    """
+    pool = getattr(connection, "pool", None)
     try:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT 1")
-    except DatabaseError:
+        if pool is not None:
+            pool.open()  # a no-op once open; Django opens it on first use
+            with pool.connection(timeout=HEALTHZ_DB_TIMEOUT) as conn:
+                conn.execute("SELECT 1")
+        else:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT 1")
+    except (DatabaseError, psycopg.Error):  # psycopg_pool.PoolTimeout is a psycopg.Error
         return JsonResponse({"status": "unavailable"}, status=503)
     return JsonResponse({"status": "ok"})
 
