@@ -146,6 +146,11 @@ if DATABASE_URL:
             "min_size": min(env_int("DB_POOL_MIN", 1), DB_POOL_SIZE),
             "max_size": DB_POOL_SIZE,
             "timeout": env_float("DB_POOL_TIMEOUT", 5.0),
+            # A failed connection attempt is retried with a doubling delay for at most
+            # this long, then given up (a request that waits starts a fresh one): after a
+            # PostgreSQL outage the pool reconnects within a second or two, not after a
+            # backoff grown during the outage.
+            "reconnect_timeout": env_float("DB_POOL_RECONNECT_TIMEOUT", 2.0),
         }
 else:
     DATABASES = {
