@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Awaitable
 from typing import Any
 
 from django.conf import settings
@@ -26,6 +27,7 @@ from chatsite.gateway.socket import CLOSE_TRY_LATER, FrameSocket
 from chatsite.gateway.supervisor import supervisor
 from messaging import events, frames, selectors, services, wire
 from messaging.errors import NotAMember
+from messaging.groups import SocketGroups
 from presence import connections
 from presence.consumer import PresenceMixin, parse_presence_subscribe
 
@@ -46,9 +48,8 @@ class ChatConsumer(PresenceMixin, FrameSocket):
     # --- lifetime -----------------------------------------------------------------------
 
     def prepare(self) -> None:
-        """Set up this socket's state: its conversations and its receipt and typing pacing."""
-        self.groups_joined_at = time.monotonic()
-        self.conversations: dict[int, int] = {}  # id -> member_seq known to this socket
+        """Set up this socket's state: its groups and its receipt and typing pacing."""
+        self.layer_groups = SocketGroups(self.channel_layer, self.channel_name)
         self.typing_targets: dict[int, tuple[float, selectors.TypingTarget]] = {}
         self.receipts = ReceiptBatcher(self._write_receipts, settings.CHAT_RECEIPT_COALESCE)
         self.typing = TypingBudget(
@@ -56,31 +57,24 @@ class ChatConsumer(PresenceMixin, FrameSocket):
         )
         self.following = set()
 
-    async def greet(self) -> None:
-        """Subscribe, read the snapshot, send `session.ready` (in that order).
+    @property
+    def groups_joined_at(self) -> float:
+        return self.layer_groups.joined_at
 
-        Subscribed before the read, an event racing it comes after the snapshot, and the
-        client's cursor rules absorb the duplicate.
-        """
+    async def greet(self) -> None:
+        """Subscribe, read the snapshot, send `session.ready` (in that order)."""
         await supervisor.ensure_sentinel()
-        layer, channel = self.channel_layer, self.channel_name
-        self.groups_joined_at = time.monotonic()
-        await events.join_groups(layer, channel, [events.user_group(self.user.pk)])
+        await self.layer_groups.join_user(self.user.pk)
         ids = await db(selectors.list_conversation_ids_for_user, user=self.user)
-        await events.join_groups(layer, channel, [events.conversation_group(i) for i in ids])
+        await self.layer_groups.join(ids)
         views = await db(selectors.list_conversations_for_user, user=self.user)
-        self.conversations = {v.id: v.member_seq for v in views}
-        # Reconcile with changes made between the two reads.
-        await self._regroup(
-            joined=[i for i in self.conversations if i not in ids],
-            left=[i for i in ids if i not in self.conversations],
-        )
+        await self.layer_groups.settle(views, joined=ids)  # changes made between the two reads
         evicted = await connections.register(
-            self.user.pk, channel, limit=settings.WS_MAX_CONNECTIONS_PER_USER
+            self.user.pk, self.channel_name, limit=settings.WS_MAX_CONNECTIONS_PER_USER
         )
         await self.presence_opened()
         for old in evicted:
-            await events.send_to_channel(layer, old, {"type": "connection.evict"})
+            await events.send_to_channel(self.channel_layer, old, {"type": "connection.evict"})
         await self.send_frame(
             wire.session_ready_frame(
                 user=self.user,
@@ -91,11 +85,6 @@ class ChatConsumer(PresenceMixin, FrameSocket):
             )
         )
 
-    async def _regroup(self, *, joined: list[int], left: list[int]) -> None:
-        layer, channel = self.channel_layer, self.channel_name
-        await events.join_groups(layer, channel, [events.conversation_group(i) for i in joined])
-        await events.leave_groups(layer, channel, [events.conversation_group(i) for i in left])
-
     def release(self) -> None:
         """Drop pending receipt writes and typing relays."""
         self.receipts.cancel()
@@ -103,10 +92,8 @@ class ChatConsumer(PresenceMixin, FrameSocket):
 
     async def goodbye(self) -> None:
         """Leave every group and forget the connection."""
-        groups = [events.user_group(self.user.pk)]
-        groups += [events.conversation_group(i) for i in self.conversations]
         try:
-            await events.leave_groups(self.channel_layer, self.channel_name, groups)
+            await self.layer_groups.leave_all()
             await connections.unregister(self.user.pk, self.channel_name)
         except (RedisError, OSError, TimeoutError) as exc:
             logger.info("cleanup after disconnect failed: %r", exc)
@@ -114,11 +101,8 @@ class ChatConsumer(PresenceMixin, FrameSocket):
 
     async def rejoin_groups(self) -> None:
         """Join this connection's groups again (after Redis lost them, or before they expire)."""
-        self.groups_joined_at = time.monotonic()
-        groups = [events.user_group(self.user.pk)]
-        groups += [events.conversation_group(i) for i in self.conversations]
         try:
-            await events.join_groups(self.channel_layer, self.channel_name, groups)
+            await self.layer_groups.rejoin_all()
         except (RedisError, OSError, TimeoutError):
             await self.close_with(CLOSE_TRY_LATER)
 
@@ -129,7 +113,7 @@ class ChatConsumer(PresenceMixin, FrameSocket):
 
     def _member_of(self, conversation: int) -> None:
         """Refuse at once what concerns a conversation this socket's user is not in."""
-        if conversation not in self.conversations:
+        if conversation not in self.layer_groups:
             raise NotAMember()
 
     async def send_message(self, request: frames.Send, ref: str | None) -> None:
@@ -236,13 +220,7 @@ class ChatConsumer(PresenceMixin, FrameSocket):
     async def sync(self, request: frames.Empty, ref: str | None) -> None:
         """Answer `sync.state` (as `session.ready`); fix group memberships that drifted."""
         views = await db(selectors.list_conversations_for_user, user=self.user)
-        current = {v.id for v in views}
-        gone = [i for i in self.conversations if i not in current]
-        await self._regroup(joined=[i for i in current if i not in self.conversations], left=gone)
-        for conversation in gone:
-            self.conversations.pop(conversation, None)
-        for view in views:
-            self.conversations[view.id] = max(self.conversations.get(view.id, 0), view.member_seq)
+        await self.layer_groups.settle(views, joined=list(self.layer_groups.known))
         await self.send_frame(wire.sync_state_frame(ref, views))
 
     async def ping(self, request: frames.Empty, ref: str | None) -> None:
@@ -264,39 +242,27 @@ class ChatConsumer(PresenceMixin, FrameSocket):
         """Forward a conversation's frame if this socket's user is (still) a member."""
         conversation = int(event["conversation"])
         frame = event["frame"]
-        known = self.conversations.get(conversation)
-        if known is None or (frame["type"] == "typing" and frame["user"] == self.user.pk):
+        if frame["type"] == "typing" and frame["user"] == self.user.pk:
             return
-        member_seq = int(event["member_seq"])
-        if member_seq > known:
-            # Membership changed since this socket last looked: check before forwarding, so
-            # a removed member's socket never forwards what was logged after the removal.
-            try:
-                current = await db(
-                    selectors.get_member_seq_if_member, user=self.user, conversation_id=conversation
-                )
-            except (DatabaseError, InterfaceError):
-                return  # dropped; the client repairs the gap when the database is back
-            if current is None:
-                self.conversations.pop(conversation, None)
-                await self._regroup(joined=[], left=[conversation])
-                return
-            self.conversations[conversation] = current
-        await self.send_frame(frame)
+
+        def current_member_seq() -> Awaitable[int | None]:
+            return db(
+                selectors.get_member_seq_if_member, user=self.user, conversation_id=conversation
+            )
+
+        if await self.layer_groups.admits(
+            conversation, int(event["member_seq"]), current_member_seq
+        ):
+            await self.send_frame(frame)
 
     async def user_event(self, event: dict[str, Any]) -> None:
         """Join or leave the conversation's group as membership changes, then forward."""
         conversation = int(event["conversation"])
         frame = event["frame"]
         if frame["reason"] in ("created", "joined"):
-            member_seq = int(event["member_seq"])
-            self.conversations[conversation] = max(
-                self.conversations.get(conversation, 0), member_seq
-            )
-            await self._regroup(joined=[conversation], left=[])
+            await self.layer_groups.add(conversation, int(event["member_seq"]))
         else:
-            self.conversations.pop(conversation, None)
-            await self._regroup(joined=[], left=[conversation])
+            await self.layer_groups.drop(conversation)
         await self.send_frame(frame)
 
     async def connection_evict(self, event: dict[str, Any]) -> None:
