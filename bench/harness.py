@@ -485,6 +485,9 @@ def gateway_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
         DJANGO_DEBUG="1",
         # Logs reach the file before a SIGKILL, not when a buffer happens to fill.
         PYTHONUNBUFFERED="1",
+        # SIGTERM closes at once (terminate() and restart() expect that); the drain's own
+        # tests and the rolling-restart benchmark set a window.
+        WS_DRAIN_SECONDS="0",
     )
     base.update(env or {})
     return base

@@ -129,6 +129,10 @@ class ChatClient(CatchUp):
         self._clock = clock
         # Gateway choice and jitter need spread, not secrecy.
         self._rng = rng or random.Random()  # noqa: S311
+        # The gateway that asked us to leave (`reconnect`): not chosen again while another
+        # address is known, until a connection gets ready.
+        self._leaving: str | None = None
+        self.drain_moves = 0
 
         self._states: dict[int, ConversationState] = {}
         self._info: dict[int, dict[str, Any]] = {}
@@ -376,7 +380,8 @@ class ChatClient(CatchUp):
         """Connect, serve, and reconnect with full-jitter backoff until stopped."""
         attempt = 0
         while True:
-            url = self._rng.choice(self._urls)
+            others = [u for u in self._urls if safe_url(u) != self._leaving]
+            url = self._rng.choice(others or self._urls)
             code, was_ready = await self._connect_once(url)
             if was_ready:
                 attempt = 0
@@ -468,6 +473,7 @@ class ChatClient(CatchUp):
         self._apply_snapshot(ready.get("conversations") or [])
         self._session = session
         self.gateway_url = session.url
+        self._leaving = None
         if self._dropped_at is not None:
             self.history.record(ReconnectRecord(self.name, self._dropped_at, now, session.url))
             self.reconnect_durations.append(now - self._dropped_at)
@@ -582,12 +588,31 @@ class ChatClient(CatchUp):
             self._on_conversation_updated(frame)
         elif kind == "session.ready":
             logger.warning("%s: session.ready in the middle of a session; ignored", self.name)
+        elif kind == "reconnect":
+            self._on_reconnect(frame)
         elif kind == "pong":
             self._on_pong(frame)
             self._resolve(frame)
         else:
             self._resolve(frame)  # replies: messages.batch, sync.state, pong, ...
         self._emit(frame)
+
+    def _on_reconnect(self, frame: Frame) -> None:
+        """Leave a draining gateway after the delay it chose, then connect to another."""
+        session = self._session
+        if session is None:
+            return
+        after_ms = frame.get("after_ms")
+        delay = max(0.0, float(after_ms) / 1000) if isinstance(after_ms, int | float) else 0.0
+        self._leaving = session.url
+        self.drain_moves += 1
+
+        async def leave() -> None:
+            await asyncio.sleep(delay)
+            # The close ends `_serve`; `_run` connects again at once (the session was ready).
+            await session.ws.close(code=1000, reason="gateway draining")
+
+        session.spawn(leave(), f"{self.name}:drain")
 
     def _resolve(self, frame: Frame) -> None:
         """Complete the request this reply answers, if any."""

@@ -14,16 +14,19 @@ from django.urls import path  # noqa: E402
 
 from chatsite.bodylimit import BodySizeLimit  # noqa: E402
 from chatsite.gateway.auth import WebSocketAuthMiddleware  # noqa: E402
+from chatsite.gateway.drain import DrainOnSigterm  # noqa: E402
 from chatsite.gateway.fanout import StartFanout  # noqa: E402
 from messaging.consumers import ChatConsumer  # noqa: E402
 
-application = StartFanout(
-    ProtocolTypeRouter(
-        {
-            "http": BodySizeLimit(django_asgi_app),
-            "websocket": WebSocketAuthMiddleware(
-                URLRouter([path("ws/v1/", ChatConsumer.as_asgi())])
-            ),
-        }
+application = DrainOnSigterm(
+    StartFanout(
+        ProtocolTypeRouter(
+            {
+                "http": BodySizeLimit(django_asgi_app),
+                "websocket": WebSocketAuthMiddleware(
+                    URLRouter([path("ws/v1/", ChatConsumer.as_asgi())])
+                ),
+            }
+        )
     )
 )

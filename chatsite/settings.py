@@ -306,6 +306,9 @@ CSRF_TRUSTED_ORIGINS = [
 ]
 if HTTPS:
     SECURE_SSL_REDIRECT = True
+    # Probes and scrapes come over plain HTTP on the private network: answered, not
+    # redirected (the load balancer and Prometheus talk to each gateway directly).
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
@@ -372,6 +375,11 @@ WS_HEARTBEAT_INTERVAL = env_float("WS_HEARTBEAT_INTERVAL", 25.0)
 WS_IDLE_TIMEOUT_FACTOR = 3
 WS_MAX_CONNECTIONS_PER_USER = env_int("WS_MAX_CONNECTIONS_PER_USER", 10)
 WS_SEND_TIMEOUT = env_float("WS_SEND_TIMEOUT", 5.0)
+# Graceful drain (chatsite/gateway/drain.py): on SIGTERM a gateway asks each socket to
+# reconnect at a random moment within WS_DRAIN_SECONDS, closes (1012) whoever is still
+# there WS_DRAIN_GRACE seconds after its moment, then exits. 0: no drain (close at once).
+WS_DRAIN_SECONDS = env_float("WS_DRAIN_SECONDS", 20.0)
+WS_DRAIN_GRACE = env_float("WS_DRAIN_GRACE", 3.0)
 WS_AUTH_CHECK_INTERVAL = env_float("WS_AUTH_CHECK_INTERVAL", 2.0)
 WS_GROUP_REFRESH_INTERVAL = env_float("WS_GROUP_REFRESH_INTERVAL", 3.0)
 WS_TICKET_TTL = env_int("WS_TICKET_TTL", 30)

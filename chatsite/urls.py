@@ -5,12 +5,14 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView
 
 from accounts import views as account_views
+from chatsite import health
 from chatsite.openapi import ApiDocsView
 from messaging import views as messaging_views
 
 urlpatterns = [
     path("", include("messaging.page_urls")),
-    path("healthz", messaging_views.healthz, name="healthz"),
+    path("healthz", health.healthz, name="healthz"),
+    path("readyz", health.readyz, name="readyz"),
     # Before Django's own: the login page whose form applies the lockout.
     path("accounts/login/", account_views.login_page, name="login"),
     path("accounts/", include("django.contrib.auth.urls")),

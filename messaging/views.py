@@ -8,12 +8,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import psycopg
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.contrib.staticfiles import finders
-from django.db import connection
-from django.db.utils import DatabaseError
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.templatetags.static import static
@@ -142,30 +139,6 @@ def service_worker(request: HttpRequest) -> HttpResponse:
     response = HttpResponse(body, content_type="text/javascript; charset=utf-8")
     response["Cache-Control"] = "no-cache"
     return response
-
-
-HEALTHZ_DB_TIMEOUT = 2.0
-
-
-def healthz(request: HttpRequest) -> JsonResponse:
-    """Answer 200 when the database answers, else 503 (for load balancers).
-
-    With a connection pool the check waits at most HEALTHZ_DB_TIMEOUT seconds for a
-    connection (not the pool's DB_POOL_TIMEOUT): a load balancer's probe must get its 503
-    before its own timeout when PostgreSQL is down.
-    """
-    pool = getattr(connection, "pool", None)
-    try:
-        if pool is not None:
-            pool.open()  # a no-op once open; Django opens it on first use
-            with pool.connection(timeout=HEALTHZ_DB_TIMEOUT) as conn:
-                conn.execute("SELECT 1")
-        else:
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT 1")
-    except (DatabaseError, psycopg.Error):  # psycopg_pool.PoolTimeout is a psycopg.Error
-        return JsonResponse({"status": "unavailable"}, status=503)
-    return JsonResponse({"status": "ok"})
 
 
 @csrf_exempt  # RFC 8058: the mail client posts with no cookie and no CSRF token

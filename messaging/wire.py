@@ -479,6 +479,18 @@ class PongFrame(TypedDict):
     log_position: NotRequired[int]
 
 
+class ReconnectFrame(TypedDict):
+    """The gateway is draining (shutting down): reconnect after `after_ms` milliseconds.
+
+    The delay is chosen at random per socket over the drain window, so a gateway's
+    clients move to the others spread out, not all at once. A client that has not gone
+    some seconds after the delay is closed with 1012.
+    """
+
+    type: Literal["reconnect"]
+    after_ms: int
+
+
 class ErrorFrame(TypedDict):
     """A frame or request failed; the connection stays open."""
 
@@ -505,6 +517,7 @@ FRAMES: dict[str, type] = {
     "presence.changed": PresenceChangedFrame,
     "presence.snapshot": PresenceSnapshotFrame,
     "pong": PongFrame,
+    "reconnect": ReconnectFrame,
     "error": ErrorFrame,
 }
 
@@ -624,6 +637,11 @@ def presence_changed_frame(
 def presence_snapshot_frame(ref: str | None, users: list[PresenceEntry]) -> PresenceSnapshotFrame:
     """Build `presence.snapshot`."""
     return {"type": "presence.snapshot", "ref": ref, "users": users}
+
+
+def reconnect_frame(after_ms: int) -> ReconnectFrame:
+    """Build `reconnect` (sent by a draining gateway)."""
+    return {"type": "reconnect", "after_ms": after_ms}
 
 
 def pong_frame(ref: str | None, server_time: datetime, log_position: int | None) -> PongFrame:

@@ -8,6 +8,7 @@
 | `fanout` | the per-process queues that hand committed events to the channel layer |
 | `supervisor` | per-process periodic work: idle and credential checks, group refresh |
 | `batching` | per-socket coalescing of receipts and the typing budget |
+| `drain` | SIGTERM: `reconnect` frames spread over the drain window, then exit |
 
 The consumer (`messaging.consumers`) is a table from frame type to one service call; it
 uses this package for socket lifetime. Gateways start with

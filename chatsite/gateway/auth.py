@@ -31,6 +31,7 @@ from rest_framework_simplejwt.tokens import AccessToken
 from accounts import tickets, tokens
 from accounts.models import User
 from chatsite.gateway.dbthreads import db
+from chatsite.gateway.drain import draining
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -163,6 +164,12 @@ async def authenticate(scope: Scope) -> Authenticated | None:
     return await db(_from_session, session_key=morsel.value)
 
 
+DRAINING_BODY = (
+    b'{"error":{"code":"unavailable","message":"This server is restarting; '
+    b'connect again and another server will answer."}}'
+)
+
+
 class WebSocketAuthMiddleware:
     """Refuse foreign origins before accept; put `auth` and `user` into the scope."""
 
@@ -173,6 +180,19 @@ class WebSocketAuthMiddleware:
         """Check the handshake, then hand over to the consumer."""
         if scope["type"] != "websocket":
             await self.inner(scope, receive, send)
+            return
+        if draining() and "websocket.http.response" in scope.get("extensions", {}):
+            # Going away: a 503 sends the client (or the load balancer) to another gateway.
+            message = await receive()
+            if message["type"] == "websocket.connect":
+                await send(
+                    {
+                        "type": "websocket.http.response.start",
+                        "status": 503,
+                        "headers": [(b"content-type", b"application/json"), (b"retry-after", b"1")],
+                    }
+                )
+                await send({"type": "websocket.http.response.body", "body": DRAINING_BODY})
             return
         origin = _headers(scope).get("origin")
         if origin is not None and not origin_allowed(origin):

@@ -627,9 +627,26 @@ export class ChatClient extends EventTarget {
         this.#onPong(frame);
         this.#resolve(frame);
         return;
+      case "reconnect":
+        this.#onReconnect(frame);
+        return;
       default:
         this.#resolve(frame); // messages.batch, sync.state, presence.snapshot
     }
+  }
+
+  /** The gateway is draining: leave it after the delay it chose and connect again
+   * (the load balancer picks another gateway; the draining one refuses new sockets). */
+  #onReconnect(frame) {
+    const session = this.session;
+    if (!session) return;
+    const delay = Math.max(0, Number(frame.after_ms) || 0);
+    const leave = setTimeout(() => {
+      if (this.ws !== session.ws) return;
+      this.attempt = 0;
+      this.#drop(session.ws, LOCAL_DROP);
+    }, delay);
+    session.timers.push(leave);
   }
 
   #resolve(frame) {

@@ -30,6 +30,7 @@ from bench.harness import (
 from chatsite.redis import sync_client
 from tests.e2e.mailserver import SmtpServer
 from tests.e2e.pushservice import PushService, vapid_keypair
+from tests.e2e.scenario import Properties
 
 # Gateways and Celery processes whose logs a failing test's report carries.
 _GATEWAYS = pytest.StashKey[list[Gateway | CeleryWorker | CeleryBeat]]()
@@ -74,6 +75,13 @@ def track_processes(
 ) -> None:
     """Attach these processes' logs (gateways, Celery workers, beat) to a failing test's report."""
     request.node.stash.setdefault(_GATEWAYS, []).extend(processes)
+
+
+@pytest.fixture
+def properties(request: pytest.FixtureRequest) -> Properties:
+    """Return the test's user properties, where each scenario's summary goes."""
+    properties: Properties = request.node.user_properties
+    return properties
 
 
 @pytest.fixture

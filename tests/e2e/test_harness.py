@@ -122,7 +122,10 @@ def test_gateway_serves_healthz_and_comes_back_after_kill(
     env = {"DATABASE_URL": db_url, "REDIS_URL": redis_server.url}
     with Gateway(env, tmp_path) as gateway:
         status, body = http_get(f"{gateway.http_url}/healthz")
-        assert (status, json.loads(body)) == (200, {"status": "ok"})
+        assert (status, json.loads(body)) == (
+            200,
+            {"status": "ok", "checks": {"database": True, "redis": True}},
+        )
         assert gateway.ws_url == f"ws://127.0.0.1:{gateway.port}/ws/v1/"
         assert gateway.rss_bytes() > 10 * 1024 * 1024
         assert gateway.cpu_seconds() > 0

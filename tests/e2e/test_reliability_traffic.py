@@ -57,13 +57,6 @@ DELIVERY_TIMEOUT = 60.0
 FAST_SENDS = {"CHAT_SEND_RATE": "1000", "CHAT_SEND_BURST": "1000"}
 
 
-@pytest.fixture
-def properties(request: pytest.FixtureRequest) -> Properties:
-    """Return the test's user properties, where each scenario's summary goes."""
-    properties: Properties = request.node.user_properties
-    return properties
-
-
 def send_by_service(**kwargs: Any) -> tuple[wire.MessagePayload, bool]:
     """Call `services.send_message` and return the stored message's payload and `created`."""
     result = services.send_message(**kwargs)
