@@ -20,7 +20,16 @@ EMBEDDED := env -u DATABASE_URL -u REDIS_URL -u CELERY_BROKER_URL -u PRESENCE_ST
 SERVE_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/chat
 SERVE_REDIS_URL ?= redis://127.0.0.1:6379/0
 SERVE_BROKER_URL ?= redis://127.0.0.1:6379/1
-SERVE_ENV = DATABASE_URL=$(SERVE_DATABASE_URL) REDIS_URL=$(SERVE_REDIS_URL) CELERY_BROKER_URL=$(SERVE_BROKER_URL)
+# Production settings: debug off, a secret generated once into a git-ignored file,
+# static files collected (whitenoise serves them). Plain HTTP, as it listens on loopback
+# only; behind a TLS load balancer drop DJANGO_HTTPS=0 (docs/operations.md).
+SECRET_FILE := .secret_key
+SERVE_HOSTS ?= $(HOST),localhost
+SERVE_ENV = DATABASE_URL=$(SERVE_DATABASE_URL) REDIS_URL=$(SERVE_REDIS_URL) CELERY_BROKER_URL=$(SERVE_BROKER_URL) \
+	DJANGO_DEBUG=0 DJANGO_SECRET_KEY="$$(cat $(SECRET_FILE))" DJANGO_ALLOWED_HOSTS=$(SERVE_HOSTS) DJANGO_HTTPS=0
+# SERVE_DEMO=1 also seeds the demo users and conversations (known passwords: never on a
+# machine others can reach).
+SERVE_DEMO ?= 0
 GATEWAY_PORTS ?= 8001 8002
 # The notification worker (offline pushes and emails) and the one beat that rings for it.
 WORKER = $(PY) -m celery -A chatsite worker --loglevel=INFO --concurrency=2 --without-mingle --without-gossip
@@ -61,11 +70,16 @@ run: $(STAMP)
 	$(EMBEDDED) $(PY) manage.py seed_demo --url http://$(HOST):$(PORT)
 	$(EMBEDDED) $(PY) manage.py runserver $(HOST):$(PORT)
 
-serve: $(STAMP)
+$(SECRET_FILE):
+	@umask 077 && $(PY) -c 'import secrets; print(secrets.token_urlsafe(50))' > $@
+	@echo "Generated a secret key in $@ (git-ignored; keep it: sessions and tokens are signed with it)"
+
+serve: $(STAMP) $(SECRET_FILE)
 	@psql "$(dir $(SERVE_DATABASE_URL))postgres" -tAc "SELECT 1 FROM pg_database WHERE datname = '$(notdir $(SERVE_DATABASE_URL))'" | grep -q 1 \
 		|| psql "$(dir $(SERVE_DATABASE_URL))postgres" -c "CREATE DATABASE $(notdir $(SERVE_DATABASE_URL))"
 	$(SERVE_ENV) $(PY) manage.py migrate --noinput
-	$(SERVE_ENV) $(PY) manage.py seed_demo
+	$(SERVE_ENV) $(PY) manage.py collectstatic --noinput -v 0
+	@if [ "$(SERVE_DEMO)" = 1 ]; then $(SERVE_ENV) $(PY) manage.py seed_demo; fi
 	@echo "Gateways on $(foreach p,$(GATEWAY_PORTS),ws://$(HOST):$(p)/ws/v1/), a worker and beat - Ctrl-C stops all"
 	@trap 'kill 0' INT TERM; \
 	for port in $(GATEWAY_PORTS); do \

@@ -331,6 +331,8 @@ LOGGING: dict[str, Any] = {
         # and done (failures are still logged, at ERROR) unless LOG_CELERY_TASKS=1.
         "celery.app.trace": {"level": "INFO" if LOG_CELERY_TASKS else "WARNING"},
         "celery.worker.strategy": {"level": "INFO" if LOG_CELERY_TASKS else "WARNING"},
+        # Nor a line per tick sent by beat.
+        "celery.beat": {"level": "INFO" if LOG_CELERY_TASKS else "WARNING"},
     },
 }
 
