@@ -493,10 +493,12 @@ def gateway_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
     return base
 
 
-def migrate(database_url: str, env: Mapping[str, str] | None = None) -> str:
+def migrate(
+    database_url: str, env: Mapping[str, str] | None = None, *, python: str = sys.executable
+) -> str:
     """Apply every migration to `database_url` (e.g. a PostgresCluster's); return the output."""
     return _run(
-        [sys.executable, "manage.py", "migrate", "--noinput"],
+        [python, "manage.py", "migrate", "--noinput"],
         cwd=REPO_ROOT,
         env=gateway_env({**(env or {}), "DATABASE_URL": database_url}),
     )
@@ -504,6 +506,9 @@ def migrate(database_url: str, env: Mapping[str, str] | None = None) -> str:
 
 class Gateway(_Managed):
     """One real ASGI server process (uvicorn) serving `chatsite.asgi:application`."""
+
+    # The interpreter that runs it (a test sets another virtualenv's).
+    python: str = sys.executable
 
     def __init__(
         self,
@@ -562,7 +567,7 @@ class Gateway(_Managed):
     def command(self) -> list[str]:
         """Return the command line of the server process."""
         return [
-            sys.executable, "-m", "uvicorn", "chatsite.asgi:application",
+            self.python, "-m", "uvicorn", "chatsite.asgi:application",
             "--host", LOCALHOST, "--port", str(self.port),
             "--http", "chatsite.gateway:H11WithHandshakeDeadline",
             "--ws", self.ws, "--ws-max-size", "262144", "--ws-ping-interval", "86400",
@@ -703,6 +708,9 @@ _WORKER_IDS = itertools.count(1)
 
 class _CeleryProcess(_Managed):
     """A Celery process (and its pool children) in its own process group."""
+
+    # The interpreter that runs it (a test sets another virtualenv's).
+    python: str = sys.executable
 
     def __init__(
         self,
@@ -901,7 +909,7 @@ class CeleryWorker(_CeleryProcess):
     def command(self) -> list[str]:
         """Return the command line of the worker."""
         return [
-            sys.executable, "-m", "celery", "-A", "chatsite", "worker",
+            self.python, "-m", "celery", "-A", "chatsite", "worker",
             "--loglevel=INFO", f"--concurrency={self.concurrency}", f"--pool={self.pool}",
             "-n", f"{self.name}@%h", "--without-mingle", "--without-gossip",
         ]  # fmt: skip
@@ -928,7 +936,7 @@ class CeleryBeat(_CeleryProcess):
     def command(self) -> list[str]:
         """Return the command line of beat (no pid file: restarts never find a stale one)."""
         return [
-            sys.executable, "-m", "celery", "-A", "chatsite", "beat",
+            self.python, "-m", "celery", "-A", "chatsite", "beat",
             "--loglevel=INFO", "-s", str(self.schedule_path), "--pidfile=",
         ]  # fmt: skip
 
