@@ -90,6 +90,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "chatsite.logs.RequestLogMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "chatsite.csp.content_security_policy",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -317,13 +318,28 @@ if HTTPS:
     SECURE_HSTS_PRELOAD = True
 
 LOG_CELERY_TASKS = env_bool("LOG_CELERY_TASKS", False)
+# Logs: LOG_FORMAT=json writes one JSON object per line (chatsite/logs.py), else plain
+# text; both carry the correlation id (`cid`). LOG_ACCESS: the level of the HTTP access
+# log (one line per request, paths without query strings). LOG_TRACE=INFO adds the lines
+# that follow each message from the sender's frame to every gateway that delivered it.
+LOG_FORMAT = os.environ.get("LOG_FORMAT", "plain")
+if LOG_FORMAT not in ("plain", "json"):
+    raise ImproperlyConfigured("LOG_FORMAT must be plain or json.")
 LOGGING: dict[str, Any] = {
     "version": 1,
     "disable_existing_loggers": False,
+    "filters": {"cid": {"()": "chatsite.logs.CorrelationFilter"}},
     "formatters": {
-        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(process)d %(message)s"},
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(process)d [%(cid)s] %(message)s"},
+        "json": {"()": "chatsite.logs.JsonFormatter"},
     },
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": LOG_FORMAT,
+            "filters": ["cid"],
+        }
+    },
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
     "loggers": {
         "django.db.backends": {"level": "WARNING"},
@@ -333,6 +349,8 @@ LOGGING: dict[str, Any] = {
         "celery.worker.strategy": {"level": "INFO" if LOG_CELERY_TASKS else "WARNING"},
         # Nor a line per tick sent by beat.
         "celery.beat": {"level": "INFO" if LOG_CELERY_TASKS else "WARNING"},
+        "chat.access": {"level": os.environ.get("LOG_ACCESS", "INFO")},
+        "chat.trace": {"level": os.environ.get("LOG_TRACE", "WARNING")},
     },
 }
 

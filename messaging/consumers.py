@@ -25,6 +25,7 @@ from chatsite.gateway.batching import ReceiptBatcher, TypingBudget
 from chatsite.gateway.dbthreads import Coalescer, db
 from chatsite.gateway.socket import CLOSE_TRY_LATER, FrameSocket
 from chatsite.gateway.supervisor import supervisor
+from chatsite.logs import trace
 from messaging import events, frames, selectors, services, wire
 from messaging.errors import NotAMember
 from messaging.groups import SocketGroups
@@ -250,10 +251,13 @@ class ChatConsumer(PresenceMixin, FrameSocket):
                 selectors.get_member_seq_if_member, user=self.user, conversation_id=conversation
             )
 
-        if await self.layer_groups.admits(
-            conversation, int(event["member_seq"]), current_member_seq
-        ):
-            await self.send_frame(frame)
+        member_seq = int(event["member_seq"])
+        if not await self.layer_groups.admits(conversation, member_seq, current_member_seq):
+            return
+        await self.send_frame(frame)
+        if trace.isEnabledFor(logging.INFO):
+            extra = {"cid": event.get("cid"), "frame": frame["type"], "user": self.user.pk}
+            trace.info("frame out %s", frame["type"], extra=extra)
 
     async def user_event(self, event: dict[str, Any]) -> None:
         """Join or leave the conversation's group as membership changes, then forward."""

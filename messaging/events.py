@@ -4,7 +4,8 @@ This is the only messaging module that talks to the channel layer (STYLE.md). An
 carries a wire frame (`messaging.wire`) and, beside it, the routing data the gateway
 needs and never forwards:
 
-- `conv.event` to `conv.<id>`, with `conversation` and `member_seq`: the gateway forwards
+- `conv.event` to `conv.<id>`, with `conversation` and `member_seq` (and `cid`, the
+  correlation id of the work that made it, when there is one): the gateway forwards
   the frame to members (re-checking membership when `member_seq` moved);
 - `user.event` to `user.<id>`, with `conversation` and `member_seq`: the gateway joins or
   leaves `conv.<id>`, then forwards the frame (`conversation.updated`).
@@ -26,6 +27,7 @@ from django.conf import settings
 from django.db import transaction
 
 from chatsite.gateway import fanout
+from chatsite.logs import correlation_id
 
 logger = logging.getLogger(__name__)
 
@@ -49,12 +51,16 @@ def conversation_event(conversation_id: int, member_seq: int, frame: Mapping[str
     gateway re-checks a socket's membership before forwarding when it has moved, so a
     removed member's socket never gets what was logged after the removal.
     """
-    return {
+    event: Event = {
         "type": "conv.event",
         "conversation": conversation_id,
         "member_seq": member_seq,
         "frame": dict(frame),
     }
+    cid = correlation_id.get()
+    if cid is not None:
+        event["cid"] = cid  # the receivers' gateways log it (chatsite.logs)
+    return event
 
 
 def user_event(conversation_id: int, member_seq: int, frame: Mapping[str, Any]) -> Event:

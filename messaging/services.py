@@ -8,6 +8,7 @@ commit order (PROTOCOL.md section 1). Broadcasts and task enqueues happen on com
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from django.utils import timezone
 from accounts.models import User
 from chatsite import ratelimit
 from chatsite.limits import MAX_SEQ
+from chatsite.logs import trace
 from messaging import events, wire
 from messaging.errors import (
     BadRequest,
@@ -581,6 +583,11 @@ def send_message(
         if original is None:
             raise
         return SendResult(_check_replay(original, conversation_id, body), created=False)
+    if trace.isEnabledFor(logging.INFO):
+        trace.info(
+            "message stored",
+            extra={"conversation": conversation_id, "message_id": message.pk, "seq": message.seq},
+        )
     return SendResult(message, created=True)
 
 

@@ -30,6 +30,7 @@ from chatsite.errors import BadRequest, DomainError, InternalError, Unavailable,
 from chatsite.gateway.auth import Credential
 from chatsite.gateway.supervisor import CLOSE_UNAUTHENTICATED, supervisor
 from chatsite.limits import DEVICE_ID_PATTERN, MAX_FRAME_BYTES
+from chatsite.logs import correlation_id, new_id, trace
 from messaging import frames, wire
 
 logger = logging.getLogger(__name__)
@@ -191,7 +192,12 @@ class FrameSocket(AsyncWebsocketConsumer):  # type: ignore[misc]
         cmid = envelope.data.get("client_msg_id") if kind == "message.send" else None
         cmid = cmid if isinstance(cmid, str) and len(cmid) <= 64 else None
         parse, handle = route
+        # Every line logged while this frame is handled (on database threads too) and
+        # the events it causes carry one correlation id.
+        token = correlation_id.set(new_id())
         try:
+            if trace.isEnabledFor(logging.INFO):
+                trace.info("frame in %s", kind, extra={"frame": kind, "user": self.user.pk})
             await handle(self, parse(envelope.data), ref)
         except DomainError as error:
             await self.send_error(error, ref=ref, client_msg_id=cmid)
@@ -201,3 +207,5 @@ class FrameSocket(AsyncWebsocketConsumer):  # type: ignore[misc]
         except Exception:  # a bug must not take the socket down; logger.exception records it
             logger.exception("frame %s failed", kind)
             await self.send_error(InternalError(), ref=ref, client_msg_id=cmid)
+        finally:
+            correlation_id.reset(token)
