@@ -518,13 +518,18 @@ class Gateway(_Managed):
         name: str = "gateway",
         port: int | None = None,
         ws: str = "websockets",
+        server: str = "uvicorn",
     ) -> None:
         """Prepare a gateway; `env` (DATABASE_URL, REDIS_URL ...) is merged over a clean base.
 
-        `ws` is uvicorn's WebSocket implementation (`--ws`).
+        `server` is `uvicorn` (the default deployment) or `daphne`; `ws` is uvicorn's
+        WebSocket implementation (`--ws`).
         """
+        if server not in ("uvicorn", "daphne"):
+            raise HarnessError(f"unknown server {server!r}")
         self.name = name
         self.ws = ws
+        self.server = server
         self.env = gateway_env(env)
         self.port = free_port() if port is None else port
         log_dir.mkdir(parents=True, exist_ok=True)
@@ -565,7 +570,13 @@ class Gateway(_Managed):
         return self._proc is not None and self._proc.poll() is not None and not self._stopping
 
     def command(self) -> list[str]:
-        """Return the command line of the server process."""
+        """Return the command line of the server process (as docs/operations.md gives it)."""
+        if self.server == "daphne":
+            return [
+                self.python, "-m", "chatsite.gateway.daphne", "-b", LOCALHOST, "-p", str(self.port),
+                "--websocket-max-message-size", "262144", "--websocket-max-frame-size", "262144",
+                "--ping-interval", "86400", "-v", "0", "chatsite.asgi:application",
+            ]  # fmt: skip
         return [
             self.python, "-m", "uvicorn", "chatsite.asgi:application",
             "--host", LOCALHOST, "--port", str(self.port),
@@ -962,6 +973,7 @@ class Deployment:
         env: Mapping[str, str] | None = None,
         channel_layer_prefix: str | None = None,
         ws: str = "websockets",
+        server: str = "uvicorn",
         workers: int = 0,
         beat: bool = False,
         worker_env: Mapping[str, str] | None = None,
@@ -986,7 +998,8 @@ class Deployment:
         }
         self.env = shared
         self.gateways = [
-            Gateway(shared, log_dir, name=f"gateway-{n}", ws=ws) for n in range(1, gateways + 1)
+            Gateway(shared, log_dir, name=f"gateway-{n}", ws=ws, server=server)
+            for n in range(1, gateways + 1)
         ]
         self.workers: list[CeleryWorker] = []
         self.beat: CeleryBeat | None = None

@@ -169,6 +169,7 @@ def make_deployment(
         *,
         database_url: str | None = None,
         redis_url: str | None = None,
+        server: str = "uvicorn",
     ) -> Deployment:
         deployment = Deployment(
             database_url=database_url or db_url,
@@ -176,6 +177,7 @@ def make_deployment(
             log_dir=tmp_path / f"deployment-{len(made) + 1}",
             gateways=gateways,
             env=env,
+            server=server,
         )
         made.append(deployment)
         track_gateways(request, deployment.gateways)
