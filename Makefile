@@ -42,6 +42,10 @@ GATEWAY = $(PY) -m uvicorn chatsite.asgi:application --host $(HOST) \
 # Browser tests (tests/e2e/test_browser.py) drive Debian's chromium; Playwright cannot
 # download its own browsers here. Installed once, when missing (CI runs as root).
 CHROMIUM := /usr/bin/chromium
+# The nginx test (tests/e2e/test_nginx.py) runs Debian's nginx with its own config, pid
+# file and ports; the packaged service must not keep running beside it (it would hold
+# port 80 and serve the default site), so the install stops it if the package started it.
+NGINX := /usr/sbin/nginx
 
 # `make bench`: the load benchmark (bench/cli.py); BENCH_ARGS="--smoke" for a quick one.
 BENCH_ARGS ?=
@@ -92,7 +96,12 @@ serve: $(STAMP) $(SECRET_FILE)
 $(CHROMIUM):
 	apt-get update && apt-get install -y chromium
 
-test: $(STAMP) $(CHROMIUM)
+$(NGINX):
+	apt-get update && apt-get install -y nginx
+	if [ -d /run/systemd/system ]; then systemctl disable --now nginx; \
+	elif [ -x /etc/init.d/nginx ]; then /etc/init.d/nginx stop; fi
+
+test: $(STAMP) $(CHROMIUM) $(NGINX)
 	DATABASE_URL="$${DATABASE_URL:-$(TEST_DATABASE_URL)}" \
 	REDIS_URL="$${REDIS_URL:-$(TEST_REDIS_URL)}" \
 	$(PY) -m pytest $(PYTEST_ARGS)
