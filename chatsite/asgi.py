@@ -1,4 +1,7 @@
-"""The ASGI application that gateway processes serve: HTTP pages and API, WebSocket `/ws/v1/`."""
+"""The ASGI application that gateway processes serve: HTTP pages and API, WebSocket `/ws/v1/`.
+
+`GET /metrics` (Prometheus) is answered in front of everything else (`chatsite.metrics`).
+"""
 
 import os
 
@@ -16,17 +19,20 @@ from chatsite.bodylimit import BodySizeLimit  # noqa: E402
 from chatsite.gateway.auth import WebSocketAuthMiddleware  # noqa: E402
 from chatsite.gateway.drain import DrainOnSigterm  # noqa: E402
 from chatsite.gateway.fanout import StartFanout  # noqa: E402
+from chatsite.metrics import MetricsEndpoint  # noqa: E402
 from messaging.consumers import ChatConsumer  # noqa: E402
 
-application = DrainOnSigterm(
-    StartFanout(
-        ProtocolTypeRouter(
-            {
-                "http": BodySizeLimit(django_asgi_app),
-                "websocket": WebSocketAuthMiddleware(
-                    URLRouter([path("ws/v1/", ChatConsumer.as_asgi())])
-                ),
-            }
+application = MetricsEndpoint(
+    DrainOnSigterm(
+        StartFanout(
+            ProtocolTypeRouter(
+                {
+                    "http": BodySizeLimit(django_asgi_app),
+                    "websocket": WebSocketAuthMiddleware(
+                        URLRouter([path("ws/v1/", ChatConsumer.as_asgi())])
+                    ),
+                }
+            )
         )
     )
 )

@@ -20,6 +20,7 @@ from django.db import DatabaseError, InterfaceError, OperationalError
 from django.utils import timezone
 from redis.exceptions import RedisError
 
+from chatsite import metrics
 from chatsite.errors import DomainError, Unavailable
 from chatsite.gateway.batching import ReceiptBatcher, TypingBudget
 from chatsite.gateway.dbthreads import Coalescer, db
@@ -254,7 +255,10 @@ class ChatConsumer(PresenceMixin, FrameSocket):
         member_seq = int(event["member_seq"])
         if not await self.layer_groups.admits(conversation, member_seq, current_member_seq):
             return
-        await self.send_frame(frame)
+        if not await self.send_frame(frame):
+            return
+        if frame["type"] == "message.created":
+            metrics.observe_delivery(frame["message"]["created_at"])
         if trace.isEnabledFor(logging.INFO):
             extra = {"cid": event.get("cid"), "frame": frame["type"], "user": self.user.pk}
             trace.info("frame out %s", frame["type"], extra=extra)

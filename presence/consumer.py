@@ -37,8 +37,8 @@ class PresenceMixin:
 
     if TYPE_CHECKING:
 
-        async def send_frame(self, frame: Any) -> None:
-            """Send a frame (the socket's)."""
+        async def send_frame(self, frame: Any) -> bool:
+            """Send a frame (the socket's); return whether it went out."""
 
     async def _presence(self, work: Awaitable[Any]) -> None:
         """Run a presence update; presence is a hint, so a Redis failure is only logged."""

@@ -5,6 +5,9 @@ close with 1009, shapes are checked by the parser the consumer's table names, a
 `DomainError` becomes an `error` frame, a database failure `unavailable`, a bug
 `internal_error` (logged), and a client that does not read is closed with 4429. The
 consumer (`messaging.consumers.ChatConsumer`) adds the table and the calls.
+
+It also counts for `/metrics` (`chatsite.metrics`): frames in and out by type, the send
+latency (`message.send` in to `message.sent` out) and each close by its code.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from redis.exceptions import RedisError
 from uvicorn.protocols.utils import ClientDisconnected
 
 from accounts.models import User
+from chatsite import metrics
 from chatsite.errors import BadRequest, DomainError, InternalError, Unavailable, UnknownType
 from chatsite.gateway.auth import Credential
 from chatsite.gateway.supervisor import CLOSE_UNAUTHENTICATED, supervisor
@@ -41,6 +45,9 @@ CLOSE_TRY_LATER = 1013
 Parser = Callable[[dict[str, Any]], Any]
 Handler = Callable[[Any, Any, str | None], Awaitable[None]]
 
+_frames_in = metrics.FrameCounter(metrics.FRAMES_RECEIVED, frames.CLIENT_FRAMES)
+_frames_out = metrics.FrameCounter(metrics.FRAMES_SENT, wire.FRAMES)
+
 
 class FrameSocket(AsyncWebsocketConsumer):  # type: ignore[misc]
     """One authenticated WebSocket of one user that handles frames through `HANDLERS`."""
@@ -52,11 +59,14 @@ class FrameSocket(AsyncWebsocketConsumer):  # type: ignore[misc]
     credential: Credential | None = None
     device = ""
     closing = False
+    # The code this gateway closed the socket with (None: the client or the server did).
+    closed_with: int | None = None
     last_frame_at = 0.0
 
     async def connect(self) -> None:
         """Accept; close unauthenticated (4401) or bad-device (1008) handshakes; greet."""
         self.closing = False
+        self.closed_with = None
         self.last_frame_at = time.monotonic()
         self.prepare()
         await self.accept()
@@ -83,6 +93,8 @@ class FrameSocket(AsyncWebsocketConsumer):  # type: ignore[misc]
 
     async def disconnect(self, code: int) -> None:
         """Stop supervising the socket; let the subclass clean up after an authenticated one."""
+        # After our own close the server reports 1005 (no code), so count ours instead.
+        metrics.count_close(code if self.closed_with is None else self.closed_with)
         self.closing = True
         supervisor.discard(self)
         self.release()
@@ -107,6 +119,7 @@ class FrameSocket(AsyncWebsocketConsumer):  # type: ignore[misc]
         return {key: value for key, value in pairs if key}
 
     async def _close_now(self, code: int) -> None:
+        self.closed_with = code
         await self.close(code=code)
         self.closing = True
 
@@ -127,15 +140,19 @@ class FrameSocket(AsyncWebsocketConsumer):  # type: ignore[misc]
         if self.closing:
             return
         self.closing = True
+        self.closed_with = code
         try:
             await self.close(code=code)
         except Exception:  # noqa: BLE001 - the socket may already be gone
             logger.debug("close %s failed", code, exc_info=True)
 
-    async def send_frame(self, frame: Any) -> None:
-        """Send a frame; a client that does not read within WS_SEND_TIMEOUT is closed (4429)."""
+    async def send_frame(self, frame: Any) -> bool:
+        """Send a frame; a client that does not read within WS_SEND_TIMEOUT is closed (4429).
+
+        Return whether it went out.
+        """
         if self.closing:
-            return
+            return False
         data = json.dumps(frame, ensure_ascii=False, separators=(",", ":"))
         try:
             # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation.
@@ -145,9 +162,18 @@ class FrameSocket(AsyncWebsocketConsumer):  # type: ignore[misc]
             # The client left while we answered. Returning quietly lets the consumer take
             # the `websocket.disconnect` that follows, so `disconnect()` cleans up.
             self.closing = True
+            return False
         except TimeoutError:
             logger.info("closing a socket of user %s: outbound queue full", self.user.pk)
             await self.close_with(CLOSE_TOO_SLOW)
+            return False
+        kind = frame["type"]
+        _frames_out.count(kind)
+        if kind == "message.sent":
+            # Frames of a socket are handled one at a time, so the last one to arrive is
+            # the `message.send` this answers.
+            metrics.SEND_LATENCY.observe(time.monotonic() - self.last_frame_at)
+        return True
 
     async def send_error(
         self, error: DomainError, *, ref: str | None = None, client_msg_id: str | None = None
@@ -173,17 +199,21 @@ class FrameSocket(AsyncWebsocketConsumer):  # type: ignore[misc]
             return
         await self.frame_arrived()
         if text_data is None:
+            _frames_in.count(metrics.OTHER)
             await self.send_error(BadRequest("Binary frames are not supported; send JSON text."))
             return
         if len(text_data) > MAX_FRAME_BYTES:
+            _frames_in.count(metrics.OTHER)
             await self.close_with(1009)
             return
         try:
             envelope = frames.parse_envelope(text_data)
         except frames.BadFrame as bad:
+            _frames_in.count(metrics.OTHER)
             await self.send_error(bad.error, ref=bad.ref)
             return
         ref, kind = envelope.ref, envelope.kind
+        _frames_in.count(kind)
         route = self.HANDLERS.get(kind)
         if route is None:
             unknown = UnknownType(f"Unknown frame type {kind[:64]!r}.", details={"type": kind[:64]})

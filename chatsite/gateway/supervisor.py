@@ -20,6 +20,7 @@ from django.db import DatabaseError, InterfaceError
 from redis.exceptions import RedisError
 
 from accounts.models import User
+from chatsite import metrics
 from chatsite.gateway.auth import Credential, find_revoked
 from chatsite.gateway.dbthreads import db
 from chatsite.redis import async_client
@@ -67,12 +68,14 @@ class Supervisor:
     def add(self, socket: Socket) -> None:
         """Track a socket; start the periodic task on first use in this loop."""
         self.sockets.add(socket)
+        metrics.OPEN_SOCKETS.set(len(self.sockets))
         if self.task is None or self.task.done():
             self.task = asyncio.get_running_loop().create_task(self._run())
 
     def discard(self, socket: Socket) -> None:
         """Stop tracking a socket."""
         self.sockets.discard(socket)
+        metrics.OPEN_SOCKETS.set(len(self.sockets))
 
     async def _run(self) -> None:
         tick = max(

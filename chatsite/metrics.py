@@ -1,0 +1,298 @@
+"""Prometheus metrics of a gateway process: the definitions, the hooks hot paths call, `/metrics`.
+
+A gateway answers `GET /metrics` itself (`MetricsEndpoint`, in front of the ASGI app);
+a Celery worker serves its own metrics on `WORKER_METRICS_PORT` (`messaging.taskmetrics`).
+docs/operations.md ("Metrics") has the table of every metric, its labels and a panel query.
+
+What a hot path pays is one counter increment or one histogram observation on a label
+child bound here in advance: no label lookup by keyword, no I/O, no query. Figures that
+cost something to read (the database pool's) are read by a collector when Prometheus
+scrapes. Label values are bounded by the code: frame types to the protocol's own (anything
+else is `other`), close codes to the ones the protocol and WebSocket define, rate-limit
+kinds and drop reasons to the fixed lists below.
+
+This module imports no app code (an import-linter contract holds that): gateway, services
+and accounts all count through it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, MutableMapping
+from datetime import datetime
+from typing import Any, Literal
+
+from django.db import connections
+from prometheus_client import (
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    make_asgi_app,
+)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+# No `*_created` series beside every counter and histogram: twice the series for a
+# timestamp Prometheus's text format does not use (counter resets are detected anyway).
+disable_created_metrics()  # type: ignore[no-untyped-call]
+
+OTHER = "other"
+
+# Seconds; a send is a few milliseconds when all is well, up to DB_POOL_TIMEOUT (5 s)
+# when the pool is exhausted. Delivery adds the channel layer and the receiver's queue.
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+OPEN_SOCKETS = Gauge(
+    "chat_ws_open_sockets",
+    "Authenticated WebSocket sessions open in this gateway process.",
+    multiprocess_mode="livesum",
+)
+FRAMES_RECEIVED = Counter(
+    "chat_ws_frames_received",
+    "WebSocket frames received, by client frame type (unknown, binary or unparsable: other).",
+    ["type"],
+)
+FRAMES_SENT = Counter(
+    "chat_ws_frames_sent",
+    "WebSocket frames sent to clients, by server frame type.",
+    ["type"],
+)
+SEND_LATENCY = Histogram(
+    "chat_send_latency_seconds",
+    "Time from a message.send frame arriving to its message.sent answer going out.",
+    buckets=LATENCY_BUCKETS,
+)
+DELIVERY_LATENCY = Histogram(
+    "chat_delivery_latency_seconds",
+    "Time from a message's created_at (stamped by the sender's gateway in the storing "
+    "transaction) to its message.created frame going out to a receiver's socket.",
+    buckets=LATENCY_BUCKETS,
+)
+WS_CLOSES = Counter(
+    "chat_ws_closes",
+    "WebSocket connections ended, by close code: the gateway's own when it closed, else "
+    "the code the server reported (the client's, 1006 lost, 1012 server shutting down).",
+    ["code"],
+)
+FANOUT_DROPPED = Counter(
+    "chat_fanout_events_dropped",
+    "Channel-layer events lost (clients repair the gap from the log): queue_full = the "
+    "gateway's fan-out queue was full; publish_failed = a publish to Redis failed or timed "
+    "out; inbox_full = a socket's channel-layer inbox was full and its oldest event dropped.",
+    ["reason"],
+)
+RATE_LIMITED = Counter(
+    "chat_rate_limited",
+    "Requests refused by a rate limit, by kind (send, api, upload, search, login, signup).",
+    ["kind"],
+)
+
+# The close codes a label may carry: the protocol's (docs/protocol.md, "Closes") and the
+# standard ones a server reports. Clients may close with any 4000-4999 code: `other`.
+CLOSE_CODES = frozenset(
+    {1000, 1001, 1005, 1006, 1007, 1008, 1009, 1011, 1012, 1013, 4401, 4408, 4409, 4429}
+)
+_closes = {code: WS_CLOSES.labels(code=str(code)) for code in sorted(CLOSE_CODES)}
+_closes_other = WS_CLOSES.labels(code=OTHER)
+
+DropReason = Literal["queue_full", "publish_failed", "inbox_full"]
+_dropped = {
+    reason: FANOUT_DROPPED.labels(reason=reason)
+    for reason in ("queue_full", "publish_failed", "inbox_full")
+}
+
+RateLimitKind = Literal["send", "api", "upload", "search", "login", "signup"]
+_rate_limited = {
+    kind: RATE_LIMITED.labels(kind=kind)
+    for kind in ("send", "api", "upload", "search", "login", "signup")
+}
+
+
+class FrameCounter:
+    """A counter by frame type with its children bound in advance.
+
+    Known types show up at zero before their first frame (a panel has its series from
+    the start), and counting is a dict lookup and an increment.
+    """
+
+    def __init__(self, counter: Counter, known: Iterable[str]) -> None:
+        self.children = {kind: counter.labels(type=kind) for kind in known}
+        self.other = counter.labels(type=OTHER)
+
+    def count(self, kind: str) -> None:
+        """Count one frame of type `kind` (`other` if the protocol has no such type)."""
+        self.children.get(kind, self.other).inc()
+
+
+def count_close(code: int) -> None:
+    """Count a connection that ended with close `code`."""
+    _closes.get(code, _closes_other).inc()
+
+
+def count_dropped(reason: DropReason, events: int = 1) -> None:
+    """Count channel-layer events lost for `reason`."""
+    _dropped[reason].inc(events)
+
+
+def count_rate_limited(kind: RateLimitKind) -> None:
+    """Count one request refused by the rate limit of `kind`."""
+    _rate_limited[kind].inc()
+
+
+# One event is forwarded to every socket of its group in this process, one after the
+# other: the same `created_at` string, parsed once.
+_last_created: tuple[str, float] = ("", 0.0)
+
+
+def observe_delivery(created_at: object) -> None:
+    """Observe the delivery latency of a message whose payload says `created_at`.
+
+    The clock is the sender's gateway's against this one's: keep gateways on NTP. A
+    negative difference (clock skew) counts as 0.
+    """
+    global _last_created
+    if not isinstance(created_at, str):
+        return
+    text, epoch = _last_created
+    if created_at != text:
+        try:
+            epoch = datetime.fromisoformat(created_at).timestamp()
+        except ValueError:
+            return
+        _last_created = (created_at, epoch)
+    DELIVERY_LATENCY.observe(max(0.0, time.time() - epoch))
+
+
+# --- the database pool, read at scrape time ---------------------------------------------
+
+
+def django_pools() -> dict[str, Any]:
+    """Return the psycopg pool of every database alias that has one."""
+    pools = {}
+    for alias in connections:
+        # The PostgreSQL backend's `pool` (None without pool options; SQLite has none).
+        # It makes the pool object if this process has none yet, without opening it.
+        pool = getattr(connections[alias], "pool", None)
+        if pool is not None:
+            pools[alias] = pool
+    return pools
+
+
+# (stats key, metric name, help); psycopg_pool's `get_stats()` leaves out counters still 0.
+_POOL_GAUGES = (
+    ("pool_size", "chat_db_pool_connections", "Connections the pool holds (lent and idle)."),
+    ("pool_available", "chat_db_pool_connections_idle", "Idle connections in the pool."),
+    ("pool_max", "chat_db_pool_connections_max", "Connections the pool may hold at most."),
+    (
+        "requests_waiting",
+        "chat_db_pool_requests_waiting",
+        "Callers waiting for a connection right now.",
+    ),
+)
+_POOL_COUNTERS = (
+    ("requests_num", "chat_db_pool_requests", "Connections asked of the pool.", 1.0),
+    (
+        "requests_queued",
+        "chat_db_pool_requests_queued",
+        "Requests that found no idle connection and had to wait.",
+        1.0,
+    ),
+    (
+        "requests_wait_ms",
+        "chat_db_pool_wait_seconds",
+        "Time requests spent waiting for a connection.",
+        0.001,
+    ),
+    (
+        "requests_errors",
+        "chat_db_pool_request_errors",
+        "Requests that got no connection (timed out after DB_POOL_TIMEOUT, or the pool closed).",
+        1.0,
+    ),
+    (
+        "connections_errors",
+        "chat_db_pool_connect_errors",
+        "Failed attempts to open a connection to the database.",
+        1.0,
+    ),
+    (
+        "connections_lost",
+        "chat_db_pool_connections_lost",
+        "Connections found broken when checked or returned.",
+        1.0,
+    ),
+)
+
+
+class DatabasePoolCollector(Collector):
+    """This process's database pool figures, read from psycopg_pool's `get_stats()` per scrape.
+
+    Nothing is counted per query: the pool keeps these figures anyway.
+    """
+
+    def __init__(self, pools: Callable[[], Mapping[str, Any]] = django_pools) -> None:
+        self.pools = pools
+
+    def describe(self) -> Iterable[Metric]:
+        """Name the metrics without reading the pools (registration must not touch them)."""
+        return self._families({})
+
+    def collect(self) -> Iterable[Metric]:
+        """Read every pool's figures now."""
+        return self._families({alias: pool.get_stats() for alias, pool in self.pools().items()})
+
+    @staticmethod
+    def _families(stats: Mapping[str, Mapping[str, int]]) -> Iterator[Metric]:
+        for key, name, doc in _POOL_GAUGES:
+            gauge = GaugeMetricFamily(name, doc, labels=["database"])
+            for alias, figures in stats.items():
+                gauge.add_metric([alias], figures.get(key, 0))
+            yield gauge
+        for key, name, doc, scale in _POOL_COUNTERS:
+            counter = CounterMetricFamily(name, doc, labels=["database"])
+            for alias, figures in stats.items():
+                counter.add_metric([alias], figures.get(key, 0) * scale)
+            yield counter
+
+
+REGISTRY.register(DatabasePoolCollector())
+
+
+# --- /metrics ----------------------------------------------------------------------------
+
+Scope = MutableMapping[str, Any]
+ASGIApp = Callable[[Scope, Any, Any], Awaitable[None]]
+
+
+class MetricsEndpoint:
+    """ASGI middleware: answer `GET /metrics` with this process's metrics; pass the rest on.
+
+    In front of Django on purpose: Prometheus scrapes each gateway by its own address
+    (`10.0.0.5:8001`), which is not in ALLOWED_HOSTS, over plain HTTP, which the HTTPS
+    redirect would bounce; and a scrape needs no session, CSRF or CSP. Keep the path
+    out of the load balancer (docs/operations.md, "Metrics").
+    """
+
+    def __init__(self, app: ASGIApp, registry: CollectorRegistry = REGISTRY) -> None:
+        self.app = app
+        self.metrics = make_asgi_app(registry)
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        """Serve the scrape, or hand the request to the application."""
+        if scope["type"] != "http" or scope["path"] != "/metrics":
+            await self.app(scope, receive, send)
+            return
+        if scope["method"] not in ("GET", "HEAD"):
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 405,
+                    "headers": [(b"allow", b"GET, HEAD"), (b"content-length", b"0")],
+                }
+            )
+            await send({"type": "http.response.body", "body": b""})
+            return
+        await self.metrics(scope, receive, send)

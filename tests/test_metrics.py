@@ -1,0 +1,231 @@
+"""Prometheus metrics in process: `/metrics` on the real ASGI app, and what moves the counters.
+
+The end-to-end test (tests/e2e/test_metrics.py) scrapes a real gateway and a real worker;
+these check each hook on the app itself, by the difference a call makes to a metric (the
+registry is the process's own, shared with every other test of the run).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import psycopg
+import pytest
+from channels.testing import HttpCommunicator, WebsocketCommunicator
+from django.conf import settings
+from django.db import connection
+from prometheus_client import REGISTRY
+from prometheus_client.parser import text_string_to_metric_families
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from accounts.models import User
+from accounts.tokens import issue_pair
+from chatsite.asgi import application
+from chatsite.metrics import DatabasePoolCollector
+from messaging import services
+
+GATEWAY_METRICS = {
+    "chat_ws_open_sockets": "gauge",
+    "chat_ws_frames_received": "counter",
+    "chat_ws_frames_sent": "counter",
+    "chat_send_latency_seconds": "histogram",
+    "chat_delivery_latency_seconds": "histogram",
+    "chat_fanout_events_dropped": "counter",
+    "chat_ws_closes": "counter",
+    "chat_rate_limited": "counter",
+    "chat_db_pool_connections": "gauge",
+    "chat_db_pool_connections_idle": "gauge",
+    "chat_db_pool_requests_waiting": "gauge",
+    "chat_db_pool_requests": "counter",
+    "chat_db_pool_requests_queued": "counter",
+    "chat_db_pool_wait_seconds": "counter",
+    "chat_db_pool_request_errors": "counter",
+}
+
+
+def value(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def run(scenario: Callable[[], Awaitable[Any]]) -> Any:
+    return asyncio.run(asyncio.wait_for(scenario(), 30))
+
+
+def token_for(user: User) -> str:
+    token = issue_pair(user)["access"]
+    connection.close()  # the consumer's threads use their own connections
+    return token
+
+
+async def request(method: str, path: str) -> dict[str, Any]:
+    communicator = HttpCommunicator(application, method, path, headers=[(b"host", b"localhost")])
+    response: dict[str, Any] = await communicator.get_response()
+    await communicator.wait()  # let the app finish (Django closes the request body then)
+    return response
+
+
+async def scrape() -> tuple[int, dict[bytes, bytes], str]:
+    response = await request("GET", "/metrics")
+    return response["status"], dict(response["headers"]), response["body"].decode()
+
+
+def test_metrics_answers_in_prometheus_text_format_with_every_gateway_metric() -> None:
+    status, headers, body = run(scrape)
+
+    assert status == 200
+    assert headers[b"Content-Type"].startswith(b"text/plain; version=")
+    families = {f.name: f for f in text_string_to_metric_families(body)}
+    for name, kind in GATEWAY_METRICS.items():
+        assert families[name].type == kind, name
+    # Every frame type of the protocol has its series from the start, and `other`.
+    received = {s.labels["type"] for s in families["chat_ws_frames_received"].samples}
+    assert {"message.send", "ping", "other"} <= received
+    sent = {s.labels["type"] for s in families["chat_ws_frames_sent"].samples}
+    assert {"message.sent", "message.created", "error", "other"} <= sent
+
+
+def test_metrics_takes_only_get_and_passes_other_paths_on() -> None:
+    async def scenario() -> tuple[int, int]:
+        post = await request("POST", "/metrics")
+        other = await request("GET", "/metrics/x")
+        return post["status"], other["status"]
+
+    assert run(scenario) == (405, 404)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_send_moves_the_frame_counters_and_both_latency_histograms(ana: User, bo: User) -> None:
+    chat, _ = services.create_direct_conversation(user=ana, other_user_id=bo.pk)
+    tokens = token_for(ana), token_for(bo)
+    before = {
+        "in": value("chat_ws_frames_received_total", type="message.send"),
+        "sent": value("chat_ws_frames_sent_total", type="message.sent"),
+        "created": value("chat_ws_frames_sent_total", type="message.created"),
+        "send_latency": value("chat_send_latency_seconds_count"),
+        "delivery_latency": value("chat_delivery_latency_seconds_count"),
+        "closes": value("chat_ws_closes_total", code="1000"),
+        "open": value("chat_ws_open_sockets"),
+    }
+
+    async def scenario() -> dict[str, float]:
+        a, b = (
+            WebsocketCommunicator(
+                application, "/ws/v1/", headers=[(b"authorization", f"Bearer {t}".encode())]
+            )
+            for t in tokens
+        )
+        for ws in (a, b):
+            assert (await ws.connect())[0]
+            assert json.loads(await ws.receive_from(5))["type"] == "session.ready"
+        opened = value("chat_ws_open_sockets")
+        frame = {
+            "type": "message.send",
+            "conversation": chat.pk,
+            "client_msg_id": str(uuid.uuid4()),
+            "body": "hi",
+            "ref": "r1",
+        }
+        await a.send_to(text_data=json.dumps(frame))
+        while json.loads(await a.receive_from(5))["type"] != "message.sent":
+            pass
+        while json.loads(await b.receive_from(5))["type"] != "message.created":
+            pass
+        await a.disconnect()
+        await b.disconnect()
+        return {"opened": opened}
+
+    during = run(scenario)
+
+    assert during["opened"] == before["open"] + 2
+    assert value("chat_ws_open_sockets") == before["open"]
+    assert value("chat_ws_frames_received_total", type="message.send") == before["in"] + 1
+    assert value("chat_ws_frames_sent_total", type="message.sent") == before["sent"] + 1
+    # Bo's socket and Ana's own (her other devices see what she sent).
+    assert value("chat_ws_frames_sent_total", type="message.created") >= before["created"] + 1
+    assert value("chat_send_latency_seconds_count") == before["send_latency"] + 1
+    assert value("chat_delivery_latency_seconds_count") >= before["delivery_latency"] + 1
+    assert value("chat_ws_closes_total", code="1000") == before["closes"] + 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_our_own_close_code_is_counted_not_the_one_the_server_reports_after_it() -> None:
+    before_other = value("chat_ws_frames_received_total", type="other")
+    before_4401 = value("chat_ws_closes_total", code="4401")
+
+    async def scenario() -> int:
+        ws = WebsocketCommunicator(application, "/ws/v1/")  # no credentials
+        assert (await ws.connect())[0]
+        closed = await ws.receive_output(5)
+        await ws.disconnect()  # the server reports 1000 after our 4401: ours counts
+        return int(closed["code"])
+
+    assert run(scenario) == 4401
+    assert value("chat_ws_closes_total", code="4401") == before_4401 + 1
+    assert value("chat_ws_frames_received_total", type="other") == before_other
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_frame_of_no_known_type_counts_as_other(ana: User) -> None:
+    token = token_for(ana)
+    before = value("chat_ws_frames_received_total", type="other")
+
+    async def scenario() -> str:
+        ws = WebsocketCommunicator(
+            application, "/ws/v1/", headers=[(b"authorization", f"Bearer {token}".encode())]
+        )
+        assert (await ws.connect())[0]
+        await ws.receive_from(5)  # session.ready
+        await ws.send_to(text_data=json.dumps({"type": f"dance-{uuid.uuid4()}"}))
+        await ws.send_to(text_data="not json")
+        codes = [json.loads(await ws.receive_from(5))["code"] for _ in range(2)]
+        await ws.disconnect()
+        return ",".join(codes)
+
+    assert run(scenario) == "unknown_type,bad_request"
+    assert value("chat_ws_frames_received_total", type="other") == before + 2
+
+
+def test_the_pool_collector_reports_waits_and_timeouts_from_the_pool_itself() -> None:
+    database = settings.DATABASES["default"]
+    dsn = psycopg.conninfo.make_conninfo(
+        host=database["HOST"] or "127.0.0.1",
+        port=str(database["PORT"] or 5432),
+        user=database["USER"] or "postgres",
+        dbname="postgres",
+    )
+    with ConnectionPool(dsn, min_size=1, max_size=1, timeout=5) as pool:
+        pool.wait()
+        held = pool.getconn()
+        try:
+            failed = threading.Event()
+
+            def wait_in_vain() -> None:
+                try:
+                    pool.getconn(timeout=0.1)
+                except PoolTimeout:
+                    failed.set()
+
+            thread = threading.Thread(target=wait_in_vain)
+            thread.start()
+            thread.join()
+            assert failed.is_set()
+        finally:
+            pool.putconn(held)
+        samples = {
+            s.name: s.value
+            for family in DatabasePoolCollector(lambda: {"test": pool}).collect()
+            for s in family.samples
+        }
+
+    assert samples["chat_db_pool_connections"] == 1
+    assert samples["chat_db_pool_connections_max"] == 1
+    assert samples["chat_db_pool_requests_total"] == 2
+    assert samples["chat_db_pool_requests_queued_total"] == 1
+    assert samples["chat_db_pool_request_errors_total"] == 1
+    assert samples["chat_db_pool_wait_seconds_total"] >= 0.1
+    assert samples["chat_db_pool_requests_waiting"] == 0
