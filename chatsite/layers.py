@@ -13,7 +13,8 @@ was published while Redis was away is lost and clients repair it from the log.
 
 The one change: channels-redis gives each socket an unbounded in-process queue. Here it
 holds at most `capacity` events (CHANNEL_LAYER_CAPACITY, default 1,000) and drops the
-oldest beyond that (a socket that far behind is about to be closed 4429 anyway).
+oldest beyond that (a socket that far behind is about to be closed 4429 anyway), counted
+as `chat_fanout_events_dropped_total{reason="inbox_full"}`.
 """
 
 from __future__ import annotations
@@ -24,6 +25,17 @@ from typing import Any
 from channels_redis.core import BoundedQueue
 from channels_redis.pubsub import RedisPubSubChannelLayer, RedisPubSubLoopLayer
 
+from chatsite import metrics
+
+
+class _CountingQueue(BoundedQueue):  # type: ignore[misc]
+    """channels-redis's bounded queue (full: the oldest goes), counting what it drops."""
+
+    def put_nowait(self, item: Any) -> None:
+        if self.full():
+            metrics.count_dropped("inbox_full")
+        super().put_nowait(item)
+
 
 class _BoundedLoopLayer(RedisPubSubLoopLayer):  # type: ignore[misc]
     def __init__(self, *args: Any, capacity: int = 1000, **kwargs: Any) -> None:
@@ -31,7 +43,7 @@ class _BoundedLoopLayer(RedisPubSubLoopLayer):  # type: ignore[misc]
         self.capacity = capacity
 
     async def _subscribe_to_channel(self, channel: str) -> None:
-        self.channels[channel] = BoundedQueue(self.capacity)
+        self.channels[channel] = _CountingQueue(self.capacity)
         shard = self._get_shard(channel)
         await shard.subscribe(channel)
 

@@ -217,6 +217,7 @@ class ChatConsumer(PresenceMixin, FrameSocket):
         try:
             await events.send_event(self.channel_layer, *relay)
         except (RedisError, OSError, TimeoutError) as exc:
+            metrics.count_dropped("publish_failed")
             logger.info("typing relay failed: %r", exc)
 
     async def sync(self, request: frames.Empty, ref: str | None) -> None:

@@ -26,6 +26,7 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import transaction
 
+from chatsite import metrics
 from chatsite.gateway import fanout
 from chatsite.logs import correlation_id
 
@@ -112,6 +113,7 @@ def send_now(batch: list[tuple[str, Event]]) -> None:
     try:
         async_to_sync(_send_all)(layer, batch)
     except Exception as exc:  # noqa: BLE001 - no layer failure may fail a committed write
+        metrics.count_dropped("publish_failed", len(batch))
         logger.warning("fan-out of %d event(s) failed: %r", len(batch), exc)
 
 

@@ -14,6 +14,7 @@ from typing import Any
 from channels.layers import get_channel_layer
 from django.conf import settings
 
+from chatsite import metrics
 from messaging import wire
 
 logger = logging.getLogger(__name__)
@@ -41,6 +42,7 @@ async def publish(user_id: int, state: str, last_seen: float | None) -> None:
                 presence_event(wire.presence_changed_frame(user_id, state, last_seen)),
             )
     except Exception as exc:  # noqa: BLE001 - presence is a hint; the next change corrects it
+        metrics.count_dropped("publish_failed")
         logger.warning("presence of user %s not published: %r", user_id, exc)
 
 

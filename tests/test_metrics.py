@@ -16,6 +16,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from channels.layers import InMemoryChannelLayer
 from channels.testing import HttpCommunicator, WebsocketCommunicator
 from django.conf import settings
 from django.db import connection
@@ -26,6 +27,8 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from accounts.models import User
 from accounts.tokens import issue_pair
 from chatsite.asgi import application
+from chatsite.gateway.fanout import Fanout
+from chatsite.layers import _CountingQueue
 from chatsite.metrics import DatabasePoolCollector
 from messaging import services
 
@@ -188,6 +191,36 @@ def test_a_frame_of_no_known_type_counts_as_other(ana: User) -> None:
 
     assert run(scenario) == "unknown_type,bad_request"
     assert value("chat_ws_frames_received_total", type="other") == before + 2
+
+
+def test_a_full_fanout_queue_counts_what_it_drops(settings: Any) -> None:
+    settings.CHAT_FANOUT_QUEUE = 1
+    before = value("chat_fanout_events_dropped_total", reason="queue_full")
+
+    async def scenario() -> None:
+        fanout = Fanout(asyncio.get_running_loop(), InMemoryChannelLayer())
+        event = {"type": "conv.event", "conversation": 1, "member_seq": 0, "frame": {}}
+        # One batch is queued in one go: the second event finds the queue full.
+        assert fanout.offer([("conv.1", event), ("conv.1", event)])
+        await asyncio.sleep(0.05)
+        for task in fanout.tasks:
+            task.cancel()
+
+    run(scenario)
+    assert value("chat_fanout_events_dropped_total", reason="queue_full") == before + 1
+
+
+def test_a_full_socket_inbox_counts_the_oldest_event_it_drops() -> None:
+    before = value("chat_fanout_events_dropped_total", reason="inbox_full")
+
+    async def scenario() -> list[int]:
+        inbox = _CountingQueue(2)
+        for n in range(3):
+            inbox.put_nowait(n)
+        return [inbox.get_nowait() for _ in range(inbox.qsize())]
+
+    assert run(scenario) == [1, 2]
+    assert value("chat_fanout_events_dropped_total", reason="inbox_full") == before + 1
 
 
 def test_the_pool_collector_reports_waits_and_timeouts_from_the_pool_itself() -> None:

@@ -4,8 +4,8 @@ A write commits on a database thread; its events must reach the channel layer wi
 making that thread wait on Redis. In a gateway they go to ordered queues drained by
 tasks on the process's event loop. Each group hashes to one queue, so a conversation's
 events leave in commit order; several queues keep one slow group from holding up the
-others. Queues are bounded (`CHAT_FANOUT_QUEUE`): when full, events are dropped and
-logged (clients repair gaps from the database).
+others. Queues are bounded (`CHAT_FANOUT_QUEUE`): when full, events are dropped, logged
+and counted (`chat_fanout_events_dropped_total`; clients repair gaps from the database).
 
 The queues start with the ASGI application (`start`, called by `chatsite.asgi` on the
 first request or connection of the process), so a REST send in a process with no socket
@@ -21,6 +21,8 @@ from typing import Any
 
 from channels.layers import get_channel_layer
 from django.conf import settings
+
+from chatsite import metrics
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +55,7 @@ class Fanout:
             try:
                 queue.put_nowait((group, event))
             except asyncio.QueueFull:
+                metrics.count_dropped("queue_full")
                 logger.warning("fan-out queue full; dropped an event to %s", group)
 
     async def _drain(self, queue: asyncio.Queue[tuple[str, dict[str, Any]]]) -> None:
@@ -63,6 +66,7 @@ class Fanout:
                 async with asyncio.timeout(timeout):
                     await self.layer.group_send(group, event)
             except Exception as exc:  # noqa: BLE001 - the write is committed; clients repair
+                metrics.count_dropped("publish_failed")
                 logger.warning("fan-out to %s failed: %r", group, exc)
 
 
