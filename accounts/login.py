@@ -24,7 +24,7 @@ from django.conf import settings
 from django.contrib.auth import authenticate
 
 from accounts.models import User
-from chatsite import ratelimit
+from chatsite import metrics, ratelimit
 from chatsite.clientaddr import address_group
 from chatsite.errors import DomainError, RetryInMinutes
 
@@ -69,6 +69,7 @@ def authenticate_login(*, username: str, password: str, address: str, staff: boo
     peeks = [ratelimit.take(k, rate=limit / window, burst=limit, cost=0) for k, limit in buckets]
     waits = [peek.retry_after for peek in peeks if not peek.allowed]
     if waits:
+        metrics.count_rate_limited("login")
         raise LoginLocked(max(waits))
     # The same work and answer whether or not the username exists: Django's backend
     # hashes the password for unknown usernames too.

@@ -13,7 +13,7 @@ from django.db import IntegrityError, transaction
 from django.dispatch import Signal
 
 from accounts.models import User
-from chatsite import ratelimit
+from chatsite import metrics, ratelimit
 from chatsite.clientaddr import address_group
 from chatsite.errors import BadRequest, DomainError, RetryInMinutes
 
@@ -100,6 +100,7 @@ def check_signup_budget(address: str) -> None:
         burst=float(settings.REGISTER_BURST),
     )
     if not verdict.allowed:
+        metrics.count_rate_limited("signup")
         raise TooManySignups(verdict.retry_after)
 
 

@@ -20,7 +20,7 @@ from rest_framework.request import Request
 from rest_framework.throttling import BaseThrottle
 from rest_framework.utils.urls import remove_query_param, replace_query_param
 
-from chatsite import ratelimit
+from chatsite import metrics, ratelimit
 from chatsite.errors import BadRequest, DomainError, RateLimited
 from chatsite.limits import MAX_ID
 
@@ -52,7 +52,7 @@ class UserThrottle(BaseThrottle):
     by `chatsite.api.exception_handler`).
     """
 
-    scope = "api"
+    scope: metrics.RateLimitKind = "api"
     rate_setting = "API_THROTTLE_RATE"
     burst_setting = "API_THROTTLE_BURST"
 
@@ -77,6 +77,7 @@ class UserThrottle(BaseThrottle):
         rate, burst = self.limits()
         verdict = ratelimit.take(f"api:{self.scope}:{key}", rate=rate, burst=burst)
         if not verdict.allowed:
+            metrics.count_rate_limited(self.scope)
             raise TooManyRequests(verdict.retry_after)
         return True
 

@@ -22,7 +22,7 @@ from django.db.models.functions import Greatest, Least, Lower
 from django.utils import timezone
 
 from accounts.models import User
-from chatsite import ratelimit
+from chatsite import metrics, ratelimit
 from chatsite.limits import MAX_SEQ
 from chatsite.logs import trace
 from messaging import events, wire
@@ -562,6 +562,7 @@ def send_message(
         f"send:{sender.pk}", rate=settings.CHAT_SEND_RATE, burst=settings.CHAT_SEND_BURST
     )
     if not verdict.allowed:
+        metrics.count_rate_limited("send")
         raise RateLimited(verdict.retry_after)
     attachments = _clean_attachment_ids(sender, attachment_ids)
     mentions = _mentioned_members(conversation_id, body)

@@ -31,6 +31,7 @@ from chatsite.gateway.fanout import Fanout
 from chatsite.layers import _CountingQueue
 from chatsite.metrics import DatabasePoolCollector
 from messaging import services
+from messaging.errors import RateLimited
 
 GATEWAY_METRICS = {
     "chat_ws_open_sockets": "gauge",
@@ -191,6 +192,23 @@ def test_a_frame_of_no_known_type_counts_as_other(ana: User) -> None:
 
     assert run(scenario) == "unknown_type,bad_request"
     assert value("chat_ws_frames_received_total", type="other") == before + 2
+
+
+@pytest.mark.django_db
+def test_a_refused_send_counts_as_rate_limited(ana: User, bo: User, settings: Any) -> None:
+    settings.CHAT_SEND_BURST, settings.CHAT_SEND_RATE = 1.0, 0.001
+    chat, _ = services.create_direct_conversation(user=ana, other_user_id=bo.pk)
+    before = value("chat_rate_limited_total", kind="send")
+
+    services.send_message(
+        sender=ana, conversation_id=chat.pk, client_msg_id=uuid.uuid4(), body="one"
+    )
+    with pytest.raises(RateLimited):
+        services.send_message(
+            sender=ana, conversation_id=chat.pk, client_msg_id=uuid.uuid4(), body="two"
+        )
+
+    assert value("chat_rate_limited_total", kind="send") == before + 1
 
 
 def test_a_full_fanout_queue_counts_what_it_drops(settings: Any) -> None:
