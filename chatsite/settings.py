@@ -307,8 +307,9 @@ CSRF_TRUSTED_ORIGINS = [
 ]
 if HTTPS:
     SECURE_SSL_REDIRECT = True
-    # Probes and scrapes come over plain HTTP on the private network: answered, not
-    # redirected (the load balancer and Prometheus talk to each gateway directly).
+    # Probes and scrapes reach a gateway directly over plain HTTP, not through the proxy
+    # that terminates TLS: they must get their answer, not a redirect. (`/metrics` is
+    # answered before Django, chatsite/metrics.py; listed in case it ever moves.)
     SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     SESSION_COOKIE_SECURE = True

@@ -82,6 +82,28 @@ def test_check_deploy_is_clean_with_production_settings() -> None:
     assert "System check identified no issues (0 silenced)." in result.stdout
 
 
+def test_probes_and_scrapes_are_not_redirected_to_https() -> None:
+    probe = (
+        "import json, django; django.setup(); "
+        "from django.middleware.security import SecurityMiddleware; "
+        "from django.test import RequestFactory; "
+        "m = SecurityMiddleware(lambda r: None); "
+        "rf = RequestFactory(HTTP_HOST='chat.example.com'); "
+        "print(json.dumps({p: m.process_request(rf.get(p)) is not None "
+        "for p in ['/healthz', '/readyz', '/metrics', '/', '/healthz/x']}))"
+    )
+    result = run(production_env(), "-c", probe)
+
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {
+        "/healthz": False,
+        "/readyz": False,
+        "/metrics": False,
+        "/": True,
+        "/healthz/x": True,
+    }
+
+
 def test_production_refuses_a_wildcard_allowed_host() -> None:
     result = run(production_env(DJANGO_ALLOWED_HOSTS="chat.example.com,*"), "manage.py", "check")
 
