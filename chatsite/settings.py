@@ -278,6 +278,12 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
 if not CELERY_BROKER_URL:
     CELERY_BROKER_URL = "memory://"
+# A worker's Prometheus metrics (messaging/taskmetrics.py): served on this port of
+# WORKER_METRICS_ADDR when set (0: off). The worker imports the module that counts.
+WORKER_METRICS_PORT = env_int("WORKER_METRICS_PORT", 0)
+# All interfaces by default: Prometheus scrapes from another host (firewall the port).
+WORKER_METRICS_ADDR = os.environ.get("WORKER_METRICS_ADDR", "0.0.0.0")  # noqa: S104
+CELERY_IMPORTS = ["messaging.taskmetrics"]
 
 PRESENCE_STORE = os.environ.get("PRESENCE_STORE", "redis" if REDIS_URL else "memory")
 

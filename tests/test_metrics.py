@@ -12,6 +12,7 @@ import json
 import threading
 import uuid
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from typing import Any
 
 import psycopg
@@ -20,6 +21,7 @@ from channels.layers import InMemoryChannelLayer
 from channels.testing import HttpCommunicator, WebsocketCommunicator
 from django.conf import settings
 from django.db import connection
+from django.utils import timezone
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 from psycopg_pool import ConnectionPool, PoolTimeout
@@ -30,8 +32,9 @@ from chatsite.asgi import application
 from chatsite.gateway.fanout import Fanout
 from chatsite.layers import _CountingQueue
 from chatsite.metrics import DatabasePoolCollector
-from messaging import services
+from messaging import services, taskmetrics, tasks
 from messaging.errors import RateLimited
+from messaging.models import Message, NotificationDue
 
 GATEWAY_METRICS = {
     "chat_ws_open_sockets": "gauge",
@@ -280,3 +283,37 @@ def test_the_pool_collector_reports_waits_and_timeouts_from_the_pool_itself() ->
     assert samples["chat_db_pool_request_errors_total"] == 1
     assert samples["chat_db_pool_wait_seconds_total"] >= 0.1
     assert samples["chat_db_pool_requests_waiting"] == 0
+
+
+@pytest.mark.django_db
+def test_a_task_run_counts_its_outcome_by_name() -> None:
+    name = "messaging.tasks.delete_old_notifications_task"
+    before = value("chat_celery_tasks_total", task=name, state="success")
+
+    tasks.delete_old_notifications_task.delay()  # eager here: the worker's signals fire alike
+
+    assert value("chat_celery_tasks_total", task=name, state="success") == before + 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_backlog_counts_due_decisions_from_a_scrape_thread(ana: User, bo: User) -> None:
+    chat, _ = services.create_direct_conversation(user=ana, other_user_id=bo.pk)
+    services.send_message(sender=ana, conversation_id=chat.pk, client_msg_id=uuid.uuid4(), body="x")
+    message = Message.objects.filter(conversation=chat, kind=Message.Kind.TEXT).get()
+    NotificationDue.objects.filter(message=message).update(
+        due_at=timezone.now() - timedelta(seconds=1)
+    )
+    found: list[int | None] = []
+
+    # As the worker's metrics server does: on a thread of its own, connection closed after.
+    thread = threading.Thread(target=lambda: found.append(taskmetrics.due_decisions()))
+    thread.start()
+    thread.join()
+
+    assert found == [NotificationDue.objects.filter(due_at__lte=timezone.now()).count()]
+    assert found[0] is not None and found[0] >= 1
+
+
+def test_the_broker_queue_is_only_read_from_redis(settings: Any) -> None:
+    settings.CELERY_BROKER_URL = "memory://"
+    assert taskmetrics.broker_queue_lengths() is None
