@@ -42,7 +42,7 @@ def issue(grant: Grant) -> tuple[str, float]:
     ttl = settings.WS_TICKET_TTL
     expires = time.time() + ttl
     data = json.dumps(asdict(grant))
-    client = sync_client()
+    client = sync_client(shard_by=ticket)
     if client is None:
         with _local_lock:
             _local[ticket] = (expires, data)
@@ -55,7 +55,7 @@ async def redeem(ticket: str) -> Grant | None:
     """Return the ticket's grant and forget the ticket, or None if unknown, used or stale."""
     if not ticket or len(ticket) > 128:
         return None
-    client = async_client()
+    client = async_client(shard_by=ticket)
     if client is None:
         with _local_lock:
             expires, data = _local.pop(ticket, (0.0, ""))

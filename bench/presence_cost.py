@@ -36,7 +36,7 @@ async def measure(url: str, users: int, rounds: int) -> dict[str, Any]:
     from presence.store import RedisPresenceStore
 
     client = Redis.from_url(url)
-    store = RedisPresenceStore(client=client, prefix="bench")
+    store = RedisPresenceStore(clients=[client], prefix="bench")
     now = time.time()
     sem = asyncio.Semaphore(200)  # 200 sockets' worth of concurrency, as a busy gateway
 

@@ -16,7 +16,7 @@ from django.views.decorators.cache import never_cache
 from redis.exceptions import RedisError
 
 from chatsite.gateway.drain import draining
-from chatsite.redis import sync_client
+from chatsite.redis import sync_clients
 
 # With a connection pool the check waits at most this long for a connection (not the
 # pool's DB_POOL_TIMEOUT): a probe must get its 503 before its own timeout.
@@ -40,12 +40,9 @@ def database_answers() -> bool:
 
 
 def redis_answers() -> bool:
-    """PING Redis (bounded by REDIS_SOCKET_TIMEOUT); True on the embedded default."""
-    client = sync_client()
-    if client is None:
-        return True
+    """PING every Redis shard (bounded by REDIS_SOCKET_TIMEOUT); True on the embedded default."""
     try:
-        return bool(client.ping())
+        return all(client.ping() for client in sync_clients())
     except (RedisError, OSError):
         return False
 

@@ -106,7 +106,7 @@ def charge(key: str, *, rate: float, burst: float, cost: int = 1) -> Verdict:
 
 def _take(key: str, *, rate: float, burst: float, cost: int, force: bool) -> Verdict:
     now = time.time()
-    client = sync_client()
+    client = sync_client(shard_by=key)
     if client is None:
         return _take_local(key, rate, burst, now, cost, force)
     try:

@@ -1,8 +1,17 @@
-"""Shared Redis clients for rate limits, WebSocket tickets and presence (not the channel layer)."""
+"""Shared Redis clients for rate limits, WebSocket tickets and presence (not the channel layer).
+
+One Redis server (`REDIS_URL`), or several (`REDIS_SHARDS`, comma-separated URLs): each
+key then lives on one shard, chosen by a stable hash of the name it is sharded by (a
+user id, a ticket, a rate-limit bucket), the same in every process. The channel layer
+spreads its groups over the same servers by its own hash (channels-redis `hosts`).
+Changing the number of shards moves keys: presence, rate-limit buckets and tickets in
+flight start over, which they survive (presence is re-sent every heartbeat).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import binascii
 import functools
 import weakref
 
@@ -11,15 +20,31 @@ import redis.asyncio as aioredis
 from django.conf import settings
 
 
+def shard_urls() -> list[str]:
+    """Return the Redis servers keys are spread over (empty on the embedded default)."""
+    shards = list(getattr(settings, "REDIS_SHARDS", []) or [])
+    if shards:
+        return shards
+    return [settings.REDIS_URL] if settings.REDIS_URL else []
+
+
+def shard_of(name: object, count: int | None = None) -> int:
+    """Return the shard that keys sharded by `name` live on (stable across processes).
+
+    `count` is the number of shards (default: the configured servers).
+    """
+    count = len(shard_urls()) if count is None else count
+    if count <= 1:
+        return 0
+    return binascii.crc32(str(name).encode()) % count
+
+
 @functools.cache
-def sync_client() -> redis.Redis | None:
-    """Return the process's Redis client, or None on the embedded default (no REDIS_URL)."""
-    if not settings.REDIS_URL:
-        return None
+def _sync_client(url: str) -> redis.Redis:
     # Explicit bounds, whatever redis-py's defaults: a stalled Redis must not stall a send
     # for longer than the timeout (RELIABILITY.md R7).
     return redis.Redis.from_url(
-        settings.REDIS_URL,
+        url,
         socket_timeout=settings.REDIS_SOCKET_TIMEOUT,
         socket_connect_timeout=settings.REDIS_SOCKET_TIMEOUT,
         max_connections=settings.REDIS_MAX_CONNECTIONS,
@@ -27,25 +52,44 @@ def sync_client() -> redis.Redis | None:
     )
 
 
-# One client per event loop (asyncio connections belong to the loop that made them).
-_async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[str, aioredis.Redis]]
+def sync_client(shard_by: object = None) -> redis.Redis | None:
+    """Return the client of the shard for `shard_by` (the first shard for None).
+
+    None on the embedded default (no REDIS_URL).
+    """
+    urls = shard_urls()
+    if not urls:
+        return None
+    return _sync_client(urls[0 if shard_by is None else shard_of(shard_by)])
+
+
+def sync_clients() -> list[redis.Redis]:
+    """Return a client of every shard, in shard order."""
+    return [_sync_client(url) for url in shard_urls()]
+
+
+def forget_clients() -> None:
+    """Drop the cached synchronous clients (tests that point REDIS_URL elsewhere)."""
+    _sync_client.cache_clear()
+
+
+# One client per event loop and server (asyncio connections belong to the loop that made them).
+_async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, aioredis.Redis]]
 _async_clients = weakref.WeakKeyDictionary()
 
 
-def async_client() -> aioredis.Redis | None:
-    """Return a Redis client for the running event loop, or None without REDIS_URL."""
-    if not settings.REDIS_URL:
-        return None
+def _async_client(url: str) -> aioredis.Redis:
     loop = asyncio.get_running_loop()
-    url, client = _async_clients.get(loop, ("", None))
-    if client is None or url != settings.REDIS_URL:
+    clients = _async_clients.setdefault(loop, {})
+    client = clients.get(url)
+    if client is None:
         # A bounded pool that makes callers wait for a free connection: one event loop
         # needs few connections, and an unbounded pool opened one per concurrent call - a
         # thousand sockets closing at once opened a thousand Redis connections, and their
         # handshakes ate the gateway's CPU. The wait is longer than one call's timeout:
         # under such a burst a late presence write is better than a lost one.
         pool = aioredis.BlockingConnectionPool.from_url(
-            settings.REDIS_URL,
+            url,
             max_connections=settings.REDIS_ASYNC_POOL_SIZE,
             timeout=settings.REDIS_POOL_WAIT,
             socket_timeout=settings.REDIS_SOCKET_TIMEOUT,
@@ -53,5 +97,21 @@ def async_client() -> aioredis.Redis | None:
             health_check_interval=30,
         )
         client = aioredis.Redis(connection_pool=pool)
-        _async_clients[loop] = (settings.REDIS_URL, client)
+        clients[url] = client
     return client
+
+
+def async_client(shard_by: object = None) -> aioredis.Redis | None:
+    """Return the running loop's client of the shard for `shard_by` (None: the first).
+
+    None without REDIS_URL.
+    """
+    urls = shard_urls()
+    if not urls:
+        return None
+    return _async_client(urls[0 if shard_by is None else shard_of(shard_by)])
+
+
+def async_clients() -> list[aioredis.Redis]:
+    """Return the running loop's client of every shard, in shard order."""
+    return [_async_client(url) for url in shard_urls()]

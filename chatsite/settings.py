@@ -248,6 +248,12 @@ SIMPLE_JWT: dict[str, Any] = {
 
 # Redis: channel layer (fan-out between gateway processes) and presence store.
 REDIS_URL = os.environ.get("REDIS_URL", "")
+# Several Redis servers (comma-separated URLs): the channel layer's groups, presence,
+# rate limits and tickets are spread over them by hash (chatsite/redis.py). REDIS_URL
+# defaults to the first; without REDIS_SHARDS everything is on REDIS_URL.
+REDIS_SHARDS = [u.strip() for u in os.environ.get("REDIS_SHARDS", "").split(",") if u.strip()]
+if REDIS_SHARDS and not REDIS_URL:
+    REDIS_URL = REDIS_SHARDS[0]
 CHANNEL_LAYER_PREFIX = os.environ.get("CHANNEL_LAYER_PREFIX", "asgi")
 if REDIS_URL:
     # Pub/sub with one group per conversation: chosen by measurement (chatsite/layers.py).
@@ -255,7 +261,7 @@ if REDIS_URL:
         "default": {
             "BACKEND": "chatsite.layers.BoundedPubSubChannelLayer",
             "CONFIG": {
-                "hosts": [REDIS_URL],
+                "hosts": REDIS_SHARDS or [REDIS_URL],
                 "prefix": CHANNEL_LAYER_PREFIX,
                 "capacity": env_int("CHANNEL_LAYER_CAPACITY", 1000),
             },

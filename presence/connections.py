@@ -25,7 +25,7 @@ def _key(user_id: int) -> str:
 async def register(user_id: int, channel: str, *, limit: int) -> list[str]:
     """Record a new connection; return the channels of the oldest ones past `limit`."""
     now = time.time()
-    client = async_client()
+    client = async_client(shard_by=user_id)
     if client is None:
         conns = _local.setdefault(user_id, {})
         conns[channel] = now
@@ -54,7 +54,7 @@ async def register(user_id: int, channel: str, *, limit: int) -> list[str]:
 
 async def unregister(user_id: int, channel: str) -> None:
     """Forget a closed connection."""
-    client = async_client()
+    client = async_client(shard_by=user_id)
     if client is None:
         _local.get(user_id, {}).pop(channel, None)
         return

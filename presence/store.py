@@ -21,7 +21,7 @@ from typing import cast
 from django.conf import settings
 from redis.asyncio import Redis
 
-from chatsite.redis import async_client
+from chatsite.redis import async_clients, shard_of, shard_urls
 from presence.state import Beat
 
 
@@ -144,19 +144,40 @@ class MemoryPresenceStore(PresenceStore):
 
 
 class RedisPresenceStore(PresenceStore):
-    """Presence in Redis, shared by every gateway process."""
+    """Presence in Redis, shared by every gateway process, sharded by user.
 
-    def __init__(self, client: Redis | None = None, prefix: str | None = None) -> None:
-        self._client = client
+    A user's keys live on the shard `chatsite.redis.shard_of(user_id)` picks; each shard
+    keeps the heartbeat index (`pres:live`) of its own users, so the sweep reads them
+    all. Locks are on the first shard.
+    """
+
+    def __init__(self, clients: list[Redis] | None = None, prefix: str | None = None) -> None:
+        self._clients = clients
         self._prefix = prefix
 
     @property
-    def client(self) -> Redis:
-        """Return the Redis client of the running event loop."""
-        client = self._client or async_client()
-        if client is None:
+    def clients(self) -> list[Redis]:
+        """Return the Redis client of every shard for the running event loop."""
+        clients = self._clients or async_clients()
+        if not clients:
             raise RuntimeError("RedisPresenceStore needs REDIS_URL")
-        return client
+        return clients
+
+    async def aclose(self) -> None:
+        """Close the clients this store was given (the shared per-loop ones stay open)."""
+        for client in self._clients or []:
+            await client.aclose()
+
+    def _client(self, user_id: int) -> Redis:
+        clients = self.clients
+        return clients[shard_of(user_id, len(clients))]
+
+    def _by_shard(self, user_ids: list[int]) -> dict[int, list[int]]:
+        shards: dict[int, list[int]] = {}
+        count = len(self.clients)
+        for uid in user_ids:
+            shards.setdefault(shard_of(uid, count), []).append(uid)
+        return shards
 
     def _key(self, *parts: object) -> str:
         prefix = self._prefix or settings.REDIS_KEY_PREFIX
@@ -170,7 +191,7 @@ class RedisPresenceStore(PresenceStore):
     async def beat(self, user_id: int, connection: str, *, idle: bool, now: float) -> None:
         """Record a heartbeat of one connection: one round trip (a pipeline of three)."""
         key = self._key("c", user_id)
-        async with self.client.pipeline(transaction=False) as pipe:
+        async with self._client(user_id).pipeline(transaction=False) as pipe:
             pipe.hset(key, connection, f"{now:.3f}|{int(idle)}")
             pipe.expire(key, self._ttl)
             pipe.zadd(self._key("live"), {str(user_id): now}, gt=True)
@@ -180,68 +201,71 @@ class RedisPresenceStore(PresenceStore):
         """Forget connections of a user."""
         names = list(connections)
         if names:
-            await cast("Awaitable[int]", self.client.hdel(self._key("c", user_id), *names))
+            client = self._client(user_id)
+            await cast("Awaitable[int]", client.hdel(self._key("c", user_id), *names))
 
     async def connections(self, user_ids: Iterable[int]) -> dict[int, dict[str, Beat]]:
-        """Return each user's connections with their last heartbeats (one round trip)."""
-        ids = list(user_ids)
-        async with self.client.pipeline(transaction=False) as pipe:
-            for uid in ids:
-                pipe.hgetall(self._key("c", uid))
-            replies = await pipe.execute()
+        """Return each user's connections with their last heartbeats (a round trip a shard)."""
         result: dict[int, dict[str, Beat]] = {}
-        for uid, raw in zip(ids, replies, strict=True):
-            beats: dict[str, Beat] = {}
-            for name, value in raw.items():
-                at, _, idle = _text(value).partition("|")
-                beats[_text(name)] = Beat(float(at), idle == "1")
-            result[uid] = beats
+        for shard, ids in self._by_shard(list(user_ids)).items():
+            async with self.clients[shard].pipeline(transaction=False) as pipe:
+                for uid in ids:
+                    pipe.hgetall(self._key("c", uid))
+                replies = await pipe.execute()
+            for uid, raw in zip(ids, replies, strict=True):
+                beats: dict[str, Beat] = {}
+                for name, value in raw.items():
+                    at, _, idle = _text(value).partition("|")
+                    beats[_text(name)] = Beat(float(at), idle == "1")
+                result[uid] = beats
         return result
 
     async def set_busy(self, user_id: int, busy: bool) -> None:
         """Set or clear the user's sticky busy flag."""
         if busy:
-            await self.client.set(self._key("busy", user_id), "1")
+            await self._client(user_id).set(self._key("busy", user_id), "1")
         else:
-            await self.client.delete(self._key("busy", user_id))
+            await self._client(user_id).delete(self._key("busy", user_id))
+
+    async def _mget(self, kind: str, user_ids: Iterable[int]) -> dict[int, bytes | str]:
+        found: dict[int, bytes | str] = {}
+        for shard, ids in self._by_shard(list(user_ids)).items():
+            values = await self.clients[shard].mget([self._key(kind, uid) for uid in ids])
+            found.update({uid: v for uid, v in zip(ids, values, strict=True) if v})
+        return found
 
     async def busy(self, user_ids: Iterable[int]) -> set[int]:
         """Return which of the users are busy."""
-        ids = list(user_ids)
-        if not ids:
-            return set()
-        values = await self.client.mget([self._key("busy", uid) for uid in ids])
-        return {uid for uid, value in zip(ids, values, strict=True) if value}
+        return set(await self._mget("busy", user_ids))
 
     async def swap_state(self, user_id: int, state: str) -> str | None:
         """Store the user's published state; return the one it replaces (atomically)."""
-        previous = await self.client.getset(self._key("state", user_id), state)
+        previous = await self._client(user_id).getset(self._key("state", user_id), state)
         return _text(previous) if previous is not None else None
 
     async def set_last_seen(self, user_id: int, at: float) -> None:
         """Store when the user was last connected."""
-        await self.client.set(self._key("seen", user_id), f"{at:.3f}")
+        await self._client(user_id).set(self._key("seen", user_id), f"{at:.3f}")
 
     async def last_seen(self, user_ids: Iterable[int]) -> dict[int, float]:
         """Return the known last-seen times."""
-        ids = list(user_ids)
-        if not ids:
-            return {}
-        values = await self.client.mget([self._key("seen", uid) for uid in ids])
-        return {uid: float(_text(v)) for uid, v in zip(ids, values, strict=True) if v}
+        return {uid: float(_text(v)) for uid, v in (await self._mget("seen", user_ids)).items()}
 
     async def stale_users(self, before: float) -> list[int]:
-        """Return users whose latest heartbeat is older than `before`."""
-        members = await self.client.zrangebyscore(self._key("live"), "-inf", f"({before}")
-        return [int(_text(m)) for m in members]
+        """Return users whose latest heartbeat is older than `before` (on every shard)."""
+        stale: list[int] = []
+        for client in self.clients:
+            members = await client.zrangebyscore(self._key("live"), "-inf", f"({before}")
+            stale += [int(_text(m)) for m in members]
+        return stale
 
     async def forget_user(self, user_id: int) -> None:
         """Drop a user from the heartbeat index (no live connection left)."""
-        await self.client.zrem(self._key("live"), str(user_id))
+        await self._client(user_id).zrem(self._key("live"), str(user_id))
 
     async def try_lock(self, name: str, ttl: float) -> bool:
         """Take a named lock for `ttl` seconds if nobody holds it."""
-        taken = await self.client.set(
+        taken = await self.clients[0].set(
             self._key("lock", name), "1", nx=True, px=max(1, int(ttl * 1000))
         )
         return bool(taken)
@@ -264,15 +288,19 @@ async def open_store() -> AsyncIterator[PresenceStore]:
     if settings.PRESENCE_STORE != "redis":
         yield _memory
         return
-    client = Redis.from_url(
-        settings.REDIS_URL,
-        socket_timeout=settings.REDIS_SOCKET_TIMEOUT,
-        socket_connect_timeout=settings.REDIS_SOCKET_TIMEOUT,
-    )
+    clients = [
+        Redis.from_url(
+            url,
+            socket_timeout=settings.REDIS_SOCKET_TIMEOUT,
+            socket_connect_timeout=settings.REDIS_SOCKET_TIMEOUT,
+        )
+        for url in shard_urls()
+    ]
+    store = RedisPresenceStore(clients=clients)
     try:
-        yield RedisPresenceStore(client=client)
+        yield store
     finally:
-        await client.aclose()
+        await store.aclose()
 
 
 def get_store() -> PresenceStore:

@@ -16,7 +16,7 @@ from pytest_django.fixtures import SettingsWrapper
 
 from bench.harness import free_port
 from chatsite.gateway import drain
-from chatsite.redis import sync_client
+from chatsite.redis import forget_clients
 from tests.test_settings import production_env, run
 
 pytestmark = pytest.mark.django_db
@@ -24,9 +24,9 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture
 def fresh_redis_client() -> Iterator[None]:
-    sync_client.cache_clear()
+    forget_clients()
     yield
-    sync_client.cache_clear()
+    forget_clients()
 
 
 @pytest.mark.parametrize("path", ["/healthz", "/readyz"])

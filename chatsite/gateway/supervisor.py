@@ -23,7 +23,7 @@ from accounts.models import User
 from chatsite import metrics
 from chatsite.gateway.auth import Credential, find_revoked
 from chatsite.gateway.dbthreads import db
-from chatsite.redis import async_client
+from chatsite.redis import async_clients
 from presence import services as presence
 from presence.store import get_store
 
@@ -129,25 +129,26 @@ class Supervisor:
         """
         if self.sentinel_seen:
             return
-        client = async_client()
-        if client is None:
+        clients = async_clients()
+        if not clients:
             return
         with contextlib.suppress(RedisError, OSError):
-            await client.set(self._sentinel_key(), "1", nx=True)
+            for client in clients:  # one per shard: any of them may restart
+                await client.set(self._sentinel_key(), "1", nx=True)
             self.sentinel_seen = True
 
     async def _check_groups(self) -> None:
-        """Re-join every group if Redis lost them (a restart or flush wipes groups)."""
-        client = async_client()
-        if client is None or not self.sockets:
+        """Re-join every group if a Redis shard lost them (a restart or flush wipes groups)."""
+        clients = async_clients()
+        if not clients or not self.sockets:
             return
         try:
-            created = await client.set(self._sentinel_key(), "1", nx=True)
+            created = [await c.set(self._sentinel_key(), "1", nx=True) for c in clients]
         except (RedisError, OSError):
             return
-        lost = bool(created and self.sentinel_seen)
+        lost = any(created) and self.sentinel_seen
         if lost:
-            logger.warning("Redis lost this gateway's groups; re-joining them")
+            logger.warning("a Redis shard lost this gateway's groups; re-joining them")
         self.sentinel_seen = True
         stale_before = time.monotonic() - GROUP_REJOIN_AFTER
         for socket in list(self.sockets):

@@ -27,7 +27,7 @@ from bench.harness import (
     RedisServer,
     redis_db_url,
 )
-from chatsite.redis import sync_client
+from chatsite.redis import forget_clients
 from tests.e2e.mailserver import SmtpServer
 from tests.e2e.pushservice import PushService, vapid_keypair
 from tests.e2e.scenario import Properties
@@ -114,17 +114,22 @@ def _share_redis_with(deployment: Deployment, settings: Any) -> None:
     Services called by the test (adding a member, say) then broadcast to the gateways,
     and rate-limit buckets are shared with them, as between two gateways.
     """
+    shards = [u for u in deployment.env.get("REDIS_SHARDS", "").split(",") if u]
     settings.REDIS_URL = deployment.redis_url
+    settings.REDIS_SHARDS = shards
     settings.REDIS_KEY_PREFIX = deployment.channel_layer_prefix
     layers = {
         "default": {
             "BACKEND": "chatsite.layers.BoundedPubSubChannelLayer",
-            "CONFIG": {"hosts": [deployment.redis_url], "prefix": deployment.channel_layer_prefix},
+            "CONFIG": {
+                "hosts": shards or [deployment.redis_url],
+                "prefix": deployment.channel_layer_prefix,
+            },
         }
     }
     settings.CHANNEL_LAYERS = layers
     channel_layers.backends.clear()
-    sync_client.cache_clear()
+    forget_clients()
 
 
 @contextlib.contextmanager
@@ -187,7 +192,7 @@ def make_deployment(
 
     yield make
     channel_layers.backends.clear()
-    sync_client.cache_clear()
+    forget_clients()
 
     crashed = [g for d in made for g in d.gateways if g.crashed]
     for deployment in made:

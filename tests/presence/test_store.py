@@ -7,6 +7,7 @@ from typing import Any, TypeVar
 
 import pytest
 from django.conf import settings
+from redis.asyncio import Redis
 
 from presence.state import Beat
 from presence.store import MemoryPresenceStore, PresenceStore, RedisPresenceStore
@@ -14,18 +15,34 @@ from presence.store import MemoryPresenceStore, PresenceStore, RedisPresenceStor
 T = TypeVar("T")
 
 
-@pytest.fixture(params=["memory", "redis"])
+# Two shards: two databases of the test's Redis server (keys are routed by user id).
+SHARD_DBS = (13, 14)
+
+
+def shard_clients() -> list[Redis]:
+    base = settings.REDIS_URL.rsplit("/", 1)[0]
+    return [Redis.from_url(f"{base}/{db}") for db in SHARD_DBS]
+
+
+@pytest.fixture(params=["memory", "redis", "redis-sharded"])
 def make_store(request: pytest.FixtureRequest) -> Callable[[], PresenceStore]:
     """Return a factory of fresh stores of one kind (Redis: the real server, own prefix)."""
     prefix = f"{settings.REDIS_KEY_PREFIX}-{uuid.uuid4().hex[:8]}"
     if request.param == "memory":
         return MemoryPresenceStore
+    if request.param == "redis-sharded":
+        return lambda: RedisPresenceStore(clients=shard_clients(), prefix=prefix)
     return lambda: RedisPresenceStore(prefix=prefix)
 
 
 def run(make: Callable[[], PresenceStore], work: Callable[[PresenceStore], Awaitable[T]]) -> T:
     async def main() -> T:
-        return await work(make())
+        store = make()
+        try:
+            return await work(store)
+        finally:
+            if isinstance(store, RedisPresenceStore):
+                await store.aclose()
 
     return asyncio.run(main())
 
@@ -105,3 +122,23 @@ def test_a_lock_is_held_until_it_expires(make_store) -> None:
         return first, second, other, await store.try_lock("sweep", 0.3)
 
     assert run(make_store, work) == (True, False, True, True)
+
+
+def test_a_sharded_store_spreads_users_over_both_shards_and_sweeps_them_all() -> None:
+    prefix = f"{settings.REDIS_KEY_PREFIX}-{uuid.uuid4().hex[:8]}"
+
+    async def main() -> tuple[list[int], list[int]]:
+        clients = shard_clients()
+        store = RedisPresenceStore(clients=clients, prefix=prefix)
+        for uid in range(1, 21):
+            await store.beat(uid, f"conn-{uid}", idle=False, now=100.0 + uid)
+        per_shard = [len(await c.keys(f"{prefix}:pres:c:*")) for c in clients]
+        stale = sorted(await store.stale_users(before=111.0))
+        for client in clients:
+            await client.aclose()
+        return per_shard, stale
+
+    per_shard, stale = asyncio.run(main())
+
+    assert sum(per_shard) == 20 and all(n > 0 for n in per_shard), per_shard
+    assert stale == list(range(1, 11)), "the sweep reads every shard's index"
