@@ -42,6 +42,7 @@ DEFAULT_ORDER = (
     "catchup",
     "profile",
     "notifications",
+    "drain",
     "connections",
 )
 

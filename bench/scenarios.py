@@ -93,6 +93,9 @@ class Sizes:
     notify_ab_rate: int = 300
     notify_ab_seconds: float = 4.0
     notify_ab_repeats: int = 3
+    # drain (bench/drain.py): a rolling restart of every gateway under these clients
+    drain_clients: int = 5000
+    drain_seconds: float = 20.0
 
 
 FULL = Sizes()
@@ -123,6 +126,8 @@ SMOKE = Sizes(
     notify_ab_rate=40,
     notify_ab_seconds=1.5,
     notify_ab_repeats=1,
+    drain_clients=40,
+    drain_seconds=2.0,
 )
 
 
@@ -964,3 +969,13 @@ def notifications(ctx: Context) -> Result:
 
 
 SCENARIOS["notifications"] = notifications
+
+
+def drain(ctx: Context) -> Result:
+    """Restart every gateway in turn, each drained, under clients and traffic."""
+    from bench.drain import drain as run
+
+    return run(ctx)
+
+
+SCENARIOS["drain"] = drain

@@ -116,6 +116,15 @@ def test_smoke_run_measures_every_scenario_and_writes_its_report(tmp_path: Path)
     assert on["left_after"]["due_messages"] == 0
     assert send_path["send_path_cpu_ms_per_message"]["off"] > 0
 
+    drain = results["drain"]["figures"]
+    # Both gateways drained in turn: each exited by itself (SIGTERM, not SIGKILL), its
+    # clients came back, and every client ended with every message.
+    assert [d["exit_status"] for d in drain["drains"]] == [-15, -15]
+    assert all(d["reconnected"] >= d["clients_on_it"] > 0 for d in drain["drains"])
+    assert drain["behind_at_end"] == 0
+    assert drain["messages_sent"] > 0
+    assert drain["delivered_live_or_synced"] == drain["deliveries_expected"]
+
     # Every scenario reports the CPU split of the parts it ran on.
     for name, result in results.items():
         for split in result["cpu"].values():

@@ -1,0 +1,178 @@
+"""The `drain` scenario: a rolling restart of every gateway under connected clients.
+
+Clients in groups of 10 are spread over the gateways; an announcer writes to a tenth of
+the groups once a second throughout. Each gateway in turn gets SIGTERM (it drains over
+`WS_DRAIN_SECONDS`: `reconnect` frames with spread delays, then exit), is started again
+and must answer /healthz before the next one goes. Measured: the reconnect rate each
+drain causes (handshakes completed per second, against what one gateway accepted in the
+`connections` scenario), how long each drain took, how many sockets the server had to
+close (1012: clients that did not leave by themselves), whether every client ends with
+every message (none lost), and how late the messages sent during the restart were.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections import Counter
+from typing import TYPE_CHECKING, Any
+
+from bench import provision
+from bench.deploy import CpuMeter
+from bench.fleet import close_all, connect_all, deliveries, make_client, summary_ms
+from chatclient import History
+
+if TYPE_CHECKING:
+    from bench.scenarios import Context, Result
+
+
+def per_second_peak(times: list[float]) -> int:
+    """Return the largest number of `times` (epoch seconds) within one whole second."""
+    counts = Counter(int(t) for t in times)
+    return max(counts.values(), default=0)
+
+
+def drain(ctx: Context) -> Result:
+    """Restart every gateway in turn with a drain, under clients and traffic."""
+    sizes = ctx.sizes
+    seconds = sizes.drain_seconds
+    deployment = ctx.deployment.gateways
+    assert deployment is not None
+    accounts = provision.make_accounts(ctx.prefix("drain"), sizes.drain_clients)
+    group_ids = provision.groups(accounts, sizes.group_size, "drain")
+    (announcer,) = provision.make_accounts(ctx.prefix("draina"), 1)
+    talked_to = group_ids[:: max(1, 10)]
+    for n, group in enumerate(group_ids):
+        if group in talked_to:
+            provision.add_to_conversations(announcer, [group], actor=accounts[n * sizes.group_size])
+    # The gateways run without a drain for the other scenarios: restart them with one,
+    # before any client connects.
+    ctx.progress(f"  drain: restarting the gateways with WS_DRAIN_SECONDS={seconds:g}")
+    for gateway in deployment.gateways:
+        gateway.env["WS_DRAIN_SECONDS"] = f"{seconds:g}"
+        gateway.restart(timeout=60)
+
+    async def run() -> Result:
+        history = History()
+        codes: Counter[int | None] = Counter()
+
+        def on_event(frame: dict[str, Any]) -> None:
+            if frame.get("type") == "client.disconnected":
+                codes[frame.get("code")] += 1
+
+        clients = [
+            make_client(a, ctx.urls, name=f"drain{i}", history=history, on_event=on_event)
+            for i, a in enumerate(accounts)
+        ]
+        ctx.progress(f"  drain: connecting {len(clients)} clients")
+        connected = await connect_all(
+            clients, concurrency=sizes.connect_concurrency, progress=ctx.progress
+        )
+        speaker = make_client(announcer, ctx.urls, name="announcer", history=history)
+        await speaker.connect()
+        recipients: dict[int, list[str]] = {g: [] for g in talked_to}
+        for client in clients:
+            for conversation in client.conversations:
+                if conversation in recipients:
+                    recipients[conversation].append(client.name)
+        stop = asyncio.Event()
+
+        sends: list[asyncio.Task[Any]] = []
+
+        async def talk() -> None:
+            n = 0
+            while not stop.is_set():
+                for group in talked_to:
+                    body = f"during the restart {n}"
+                    sends.append(asyncio.create_task(speaker.send(group, body, timeout=60)))
+                n += 1
+                await asyncio.sleep(1.0)
+
+        drains: list[dict[str, Any]] = []
+        talker = asyncio.create_task(talk())
+        before = ctx.meter.sample()
+        started = time.time()
+        try:
+            for gateway in deployment.gateways:
+                on_it = sum(1 for c in clients if c.gateway_url == gateway.ws_url)
+                ctx.progress(f"  drain: SIGTERM to {gateway.name} ({on_it} clients on it)")
+                sigterm = time.time()
+                await asyncio.to_thread(gateway.terminate, seconds + 30.0)
+                exited = time.time()
+                drained = gateway.returncode
+                await asyncio.to_thread(gateway.start, 60.0)
+                ready = [
+                    r.ready_at
+                    for r in history.reconnects
+                    if sigterm <= r.dropped_at <= exited + 1.0
+                ]
+                drains.append(
+                    {
+                        "gateway": gateway.name,
+                        "clients_on_it": on_it,
+                        "reconnected": len(ready),
+                        "exit_after_s": round(exited - sigterm, 2),
+                        "exit_status": drained,
+                        "reconnects_per_s_peak": per_second_peak(ready),
+                        "reconnects_per_s_mean": round(len(ready) / seconds, 1) if seconds else 0,
+                    }
+                )
+                ctx.progress(
+                    f"  drain: {gateway.name} exited after {drains[-1]['exit_after_s']} s; "
+                    f"peak {drains[-1]['reconnects_per_s_peak']} reconnects/s"
+                )
+        finally:
+            stop.set()
+            await talker
+        await asyncio.gather(*sends, return_exceptions=True)
+        ended = time.time()
+        # Every member must end with the log as stored.
+        wanted = await asyncio.to_thread(provision.last_seqs, group_ids)
+        deadline = time.monotonic() + 120
+        behind = len(clients)
+        while time.monotonic() < deadline:
+            behind = sum(
+                1
+                for c in clients
+                if not c.connected or any(c.cursor(g) < wanted.get(g, 0) for g in c.conversations)
+            )
+            if behind == 0:
+                break
+            await asyncio.sleep(0.1)
+        after = ctx.meter.sample()
+        got = deliveries(history, recipients, since=started)
+        await close_all([*clients, speaker])
+        return {
+            "clients": len(clients),
+            "connected_at_start": connected["connected"],
+            "drain_seconds": seconds,
+            "drains": drains,
+            "restart_s": round(ended - started, 1),
+            "server_closes_1012": codes.get(1012, 0),
+            "close_codes": {str(k): v for k, v in codes.items()},
+            "messages_sent": got.sends_ok,
+            "deliveries_expected": got.expected,
+            "delivered_live_or_synced": got.delivered,
+            "behind_at_end": behind,
+            "delivery_ms": summary_ms(got.latencies),
+            "cpu": CpuMeter.split(before, after),
+        }
+
+    result = asyncio.run(run())
+    for gateway in deployment.gateways:
+        gateway.env["WS_DRAIN_SECONDS"] = "0"  # takes effect at its next start
+    late = result["delivery_ms"].get("max", math.nan) / 1000
+    peak = max((d["reconnects_per_s_peak"] for d in result["drains"]), default=0)
+    return {
+        "figures": {k: v for k, v in result.items() if k != "cpu"},
+        "targets": [],
+        "cpu": {"drain": result["cpu"]},
+        "params": {
+            "clients": sizes.drain_clients,
+            "drain_seconds": seconds,
+            "group_size": sizes.group_size,
+            "latest_delivery_s": round(late, 2),
+            "peak_reconnects_per_s": peak,
+        },
+    }
