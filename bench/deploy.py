@@ -36,9 +36,9 @@ from bench.harness import (
     REPO_ROOT,
     Deployment,
     HarnessError,
+    Managed,
     PostgresCluster,
     RedisServer,
-    _Managed,
     _spawn,
     gateway_env,
     migrate,
@@ -363,7 +363,7 @@ class CeleryBeat(CeleryProcess):
         ]  # fmt: skip
 
 
-class BenchDeployment(_Managed):
+class BenchDeployment(Managed):
     """PostgreSQL + Redis + Celery + N gateways, all private to one bench run."""
 
     def __init__(self, workdir: Path, options: DeployOptions, progress: Progress) -> None:

@@ -14,6 +14,7 @@ import ctypes
 import glob
 import http.client
 import itertools
+import json
 import os
 import random
 import re
@@ -28,7 +29,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Protocol, Self
+from typing import Any, Protocol, Self
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
@@ -135,6 +136,23 @@ def http_get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
         conn.close()
 
 
+def http_post_json(
+    url: str, body: Mapping[str, Any], *, token: str | None = None, timeout: float = 10.0
+) -> tuple[int, Any]:
+    """POST `body` as JSON (with a Bearer `token`); return the status and the decoded answer."""
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname or LOCALHOST, parts.port, timeout=timeout)
+    headers = {"Content-Type": "application/json"}
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    try:
+        conn.request("POST", parts.path or "/", json.dumps(body), headers)
+        response = conn.getresponse()
+        return response.status, json.loads(response.read() or b"null")
+    finally:
+        conn.close()
+
+
 def _executable(name: str) -> str:
     path = shutil.which(name)
     if path is None:
@@ -199,7 +217,7 @@ def _read_log(path: Path) -> str:
         return ""
 
 
-class _Managed:
+class Managed:
     """A context manager that starts on entry and always closes on exit."""
 
     def start(self) -> None:
@@ -225,7 +243,7 @@ class _Managed:
         self.close()
 
 
-class RedisServer(_Managed):
+class RedisServer(Managed):
     """A private `redis-server` on a free loopback port, without persistence."""
 
     def __init__(self, directory: Path | None = None) -> None:
@@ -346,7 +364,7 @@ def postgres_bin_dir() -> Path:
     return Path(found).parent
 
 
-class PostgresCluster(_Managed):
+class PostgresCluster(Managed):
     """A throwaway PostgreSQL cluster (initdb + pg_ctl) on a free loopback port."""
 
     # Durability off: the cluster lives for one test and speed is all that matters.
@@ -504,7 +522,7 @@ def migrate(
     )
 
 
-class Gateway(_Managed):
+class Gateway(Managed):
     """One real ASGI server process (uvicorn) serving `chatsite.asgi:application`."""
 
     # The interpreter that runs it (a test sets another virtualenv's).
@@ -717,7 +735,7 @@ def group_members(pgid: int, *, zombies: bool = False) -> list[int]:
 _WORKER_IDS = itertools.count(1)
 
 
-class _CeleryProcess(_Managed):
+class _CeleryProcess(Managed):
     """A Celery process (and its pool children) in its own process group."""
 
     # The interpreter that runs it (a test sets another virtualenv's).

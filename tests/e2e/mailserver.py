@@ -11,13 +11,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.message import EmailMessage
-from types import TracebackType
-from typing import Self
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from bench.harness import _LIVE, LOCALHOST, HarnessError, free_port
+from bench.harness import _LIVE, LOCALHOST, HarnessError, Managed, free_port
 
 
 @dataclass(frozen=True)
@@ -60,7 +58,7 @@ class _Handler:
         return self.owner._receive(envelope)
 
 
-class SmtpServer:
+class SmtpServer(Managed):
     """An SMTP server on 127.0.0.1:free port that accepts every message and keeps it."""
 
     def __init__(self) -> None:
@@ -141,19 +139,3 @@ class SmtpServer:
             self._controller.stop(no_assert=True)
             self._controller = None
         _LIVE.pop(id(self), None)
-
-    def __enter__(self) -> Self:
-        try:
-            self.start()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

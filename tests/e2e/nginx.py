@@ -21,15 +21,20 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from bench.harness import LOCALHOST, REPO_ROOT, free_port, group_members, port_accepts
+from bench.harness import (
+    LOCALHOST,
+    REPO_ROOT,
+    Managed,
+    free_port,
+    group_members,
+    port_accepts,
+)
 
 SITE_CONF = REPO_ROOT / "deploy" / "nginx" / "chat.conf"
 NGINX = "/usr/sbin/nginx"
@@ -174,7 +179,7 @@ class NginxError(RuntimeError):
     """nginx refused the configuration or did not come up; the message carries its log."""
 
 
-class NginxProxy:
+class NginxProxy(Managed):
     """Debian's nginx on the shipped site, in front of `gateways` (`host:port` each)."""
 
     def __init__(self, directory: Path, gateways: Sequence[str]) -> None:
@@ -320,19 +325,3 @@ class NginxProxy:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
         _LIVE.pop(id(self), None)
-
-    def __enter__(self) -> Self:
-        try:
-            self.start()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from py_vapid import Vapid  # type: ignore[import-untyped,unused-ignore]
 
-from bench.harness import _LIVE, LOCALHOST, HarnessError, free_port
+from bench.harness import _LIVE, LOCALHOST, HarnessError, Managed, free_port
 
 # RFC 8030 section 5.3 and 5.4.
 URGENCIES = ("very-low", "low", "normal", "high")
@@ -195,7 +195,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.server.service._log(format % args)
 
 
-class PushService:
+class PushService(Managed):
     """A Web Push service on 127.0.0.1:free port that checks, decrypts and records pushes.
 
     Every request is checked as a real push service would (VAPID JWT for this origin
@@ -273,22 +273,6 @@ class PushService:
             self._thread.join(5)
             self._thread = None
         _LIVE.pop(id(self), None)
-
-    def __enter__(self) -> Self:
-        try:
-            self.start()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     # --- subscriptions and scripts ---------------------------------------------------
 

@@ -12,6 +12,7 @@ import asyncio
 import json
 import logging
 import random
+import time
 from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -23,6 +24,7 @@ from django.db import connection
 from accounts.models import User
 from accounts.tokens import issue_pair
 from chatclient import ChatClient, ChatError, CheckReport, History, Stats, bearer_auth, check
+from chatclient.history import ReconnectRecord
 from messaging import services, wire
 from messaging.models import Message
 
@@ -137,6 +139,33 @@ class TapClient(ChatClient):
         session = self._session
         if session is not None:
             await session.ws.close()
+
+
+class BatchLog:
+    """A frame tap that notes, per client, each `messages.batch`: when, and its lowest version."""
+
+    def __init__(self) -> None:
+        self.lowest: defaultdict[str, list[tuple[float, int]]] = defaultdict(list)
+
+    def __call__(self, client: TapClient, frame: Frame) -> bool:
+        if frame.get("type") == "messages.batch" and frame.get("messages"):
+            lowest = min(int(m["version"]) for m in frame["messages"])
+            self.lowest[client.name].append((time.time(), lowest))
+        return True
+
+    def refetched_below(
+        self, reconnects: Iterable[ReconnectRecord], cursors: Mapping[str, int]
+    ) -> dict[str, int]:
+        """Return the clients that, after a reconnect, fetched from at or below `cursors`.
+
+        A client that resumes from its cursor never does (from 0 it would start at seq 1).
+        """
+        return {
+            r.client: lowest
+            for r in reconnects
+            for at, lowest in self.lowest[r.client]
+            if at >= r.ready_at and lowest <= cursors[r.client]
+        }
 
 
 class Fleet:

@@ -20,7 +20,6 @@ import shlex
 import ssl
 import time
 import urllib.request
-from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,10 +35,10 @@ from tests.e2e.conftest import MakeDeployment
 from tests.e2e.nginx import NginxProxy
 from tests.e2e.scenario import (
     PASSWORD,
+    BatchLog,
     Fleet,
     Frame,
     Properties,
-    TapClient,
     drive,
     finish,
     make_groups,
@@ -266,19 +265,6 @@ def test_rest_and_a_ticket_websocket_go_through_nginx_which_logs_no_query_string
 # --- a gateway killed under traffic --------------------------------------------------------
 
 
-class BatchLog:
-    """A frame tap that notes, per client, each `messages.batch`: when, and its lowest version."""
-
-    def __init__(self) -> None:
-        self.lowest: defaultdict[str, list[tuple[float, int]]] = defaultdict(list)
-
-    def __call__(self, client: TapClient, frame: Frame) -> bool:
-        if frame.get("type") == "messages.batch" and frame.get("messages"):
-            lowest = min(int(m["version"]) for m in frame["messages"])
-            self.lowest[client.name].append((time.time(), lowest))
-        return True
-
-
 @pytest.mark.e2e
 @pytest.mark.django_db(transaction=True)
 def test_clients_of_a_gateway_killed_behind_nginx_reconnect_through_it_and_lose_nothing(
@@ -322,12 +308,7 @@ def test_clients_of_a_gateway_killed_behind_nginx_reconnect_through_it_and_lose_
     reconnected = {r.client for r in reconnects}
     # Resumed from the cursor, as in R3: no page fetched after a reconnect starts at or
     # below the cursor the client had when the gateway died.
-    refetched = {
-        r.client: lowest
-        for r in reconnects
-        for at, lowest in batches.lowest[r.client]
-        if at >= r.ready_at and lowest <= cursors_at_kill[r.client]
-    }
+    refetched = batches.refetched_below(reconnects, cursors_at_kill)
     # Every socket has its entry once it closed: the first ones and the reconnects.
     opened = len(fleet.clients) + len(reconnects)
     entries = wait_for_access(proxied, lambda log: sum(e.uri == "/ws/v1/" for e in log) >= opened)

@@ -11,20 +11,18 @@ of that shard, and no message is lost, duplicated or reordered in the end.
 from __future__ import annotations
 
 import asyncio
-import http.client
 import json
 import re
 import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import pytest
 import redis
 from websockets.asyncio.client import connect
 
-from bench.harness import RedisServer, http_get
+from bench.harness import RedisServer, http_get, http_post_json
 from chatsite.redis import shard_of
 from tests.e2e.conftest import MakeDeployment
 from tests.e2e.scenario import (
@@ -44,18 +42,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 def keys_on(server: RedisServer, pattern: str) -> list[str]:
     with redis.Redis.from_url(server.url) as client:
         return [k.decode() for k in client.keys(pattern)]
-
-
-def post_json(url: str, body: dict[str, Any], token: str) -> tuple[int, dict[str, Any]]:
-    parts = urlsplit(url)
-    conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=10)
-    try:
-        headers = {"Content-Type": "application/json", "Authorization": f"Bearer {token}"}
-        conn.request("POST", parts.path, json.dumps(body), headers)
-        response = conn.getresponse()
-        return response.status, json.loads(response.read())
-    finally:
-        conn.close()
 
 
 def channels_on(server: RedisServer, pattern: str) -> list[str]:
@@ -138,7 +124,7 @@ def test_two_shards_carry_groups_and_presence_and_survive_a_restart_of_one(
         tickets: list[str] = []
         while len({shard_of(t, 2) for t in tickets}) < 2 and len(tickets) < 40:
             url = f"{deployment.gateways[0].http_url}/api/v1/ws-tickets"
-            tickets.append(post_json(url, {}, access[user.pk])[1]["ticket"])
+            tickets.append(http_post_json(url, {}, token=access[user.pk])[1]["ticket"])
 
         async def redeem(ticket: str) -> str:
             url = f"{deployment.gateways[1].ws_url}?ticket={ticket}"

@@ -16,7 +16,7 @@ import random
 import signal
 import time
 import uuid
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +33,7 @@ from messaging import services, wire
 from messaging.models import Conversation, Message
 from tests.e2e.conftest import MakeDeployment
 from tests.e2e.scenario import (
+    BatchLog,
     Fleet,
     Frame,
     Properties,
@@ -267,19 +268,6 @@ def test_r2_1000_sockets_opened_at_once_all_get_ready_and_the_next_message(
 # --- R3: a gateway killed mid-stream --------------------------------------------------------
 
 
-class BatchLog:
-    """A frame tap that notes, per client, each `messages.batch`: when, and its lowest version."""
-
-    def __init__(self) -> None:
-        self.lowest: defaultdict[str, list[tuple[float, int]]] = defaultdict(list)
-
-    def __call__(self, client: TapClient, frame: Frame) -> bool:
-        if frame.get("type") == "messages.batch" and frame.get("messages"):
-            lowest = min(int(m["version"]) for m in frame["messages"])
-            self.lowest[client.name].append((time.time(), lowest))
-        return True
-
-
 def test_r3_clients_of_a_killed_gateway_reconnect_resume_and_lose_nothing(
     make_deployment: MakeDeployment, tmp_path: Path, properties: Properties
 ) -> None:
@@ -332,12 +320,7 @@ def test_r3_clients_of_a_killed_gateway_reconnect_resume_and_lose_nothing(
     reconnected = {r.client for r in reconnects}
     # Resumed from the cursor: every page a victim fetched after its reconnect starts
     # above the cursor it had when its gateway died (from 0 it would start at seq 1).
-    refetched = {
-        r.client: lowest
-        for r in reconnects
-        for at, lowest in batches.lowest[r.client]
-        if at >= r.ready_at and lowest <= cursors_at_kill[r.client]
-    }
+    refetched = batches.refetched_below(reconnects, cursors_at_kill)
     caught_up = sum(1 for r in reconnects for at, _ in batches.lowest[r.client] if at >= r.ready_at)
     retried = [s for s in fleet.history.sends if s.attempts > 1]
     report = finish(

@@ -11,13 +11,11 @@ notification tick that beat sends.
 from __future__ import annotations
 
 import asyncio
-import http.client
 import json
 import subprocess
 import sys
 import time
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import pytest
 from websockets.asyncio.client import connect
@@ -31,6 +29,7 @@ from bench.harness import (
     RedisServer,
     gateway_env,
     http_get,
+    http_post_json,
     migrate,
     redis_db_url,
 )
@@ -50,17 +49,6 @@ def _run(*cmd: str | Path, env: dict[str, str] | None = None) -> str:
     )
     assert result.returncode == 0, f"{cmd} failed:\n{result.stdout}\n{result.stderr}"
     return result.stdout
-
-
-def _post_json(url: str, body: dict[str, str]) -> tuple[int, dict[str, object]]:
-    parts = urlsplit(url)
-    conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=10)
-    try:
-        conn.request("POST", parts.path, json.dumps(body), {"Content-Type": "application/json"})
-        response = conn.getresponse()
-        return response.status, json.loads(response.read())
-    finally:
-        conn.close()
 
 
 def test_requirements_txt_alone_runs_a_gateway_a_worker_and_beat(tmp_path: Path) -> None:
@@ -113,12 +101,12 @@ def test_requirements_txt_alone_runs_a_gateway_a_worker_and_beat(tmp_path: Path)
                 # Hashed names (ManifestStaticFilesStorage) served by whitenoise.
                 assert http_get(f"{gateway.http_url}/static/{asset}")[0] == 200, asset
 
-            status, user = _post_json(
+            status, user = http_post_json(
                 f"{gateway.http_url}/api/v1/auth/register",
                 {"username": "operator1", "password": "correct horse 7", "display_name": "Op"},
             )
             assert status == 201, user
-            status, tokens = _post_json(
+            status, tokens = http_post_json(
                 f"{gateway.http_url}/api/v1/auth/token",
                 {"username": "operator1", "password": "correct horse 7"},
             )
