@@ -55,6 +55,14 @@ class CorrelationFilter(logging.Filter):
         return True
 
 
+class DropBeatTicks(logging.Filter):
+    """Drop beat's line for every task it sends (the notification tick: one a second)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Keep everything but `Scheduler: Sending due task ...`."""
+        return not str(record.msg).startswith("Scheduler: Sending due task")
+
+
 class JsonFormatter(logging.Formatter):
     """Format a record as one JSON object: time, level, logger, pid, message, cid, extras."""
 

@@ -341,7 +341,10 @@ if LOG_FORMAT not in ("plain", "json"):
 LOGGING: dict[str, Any] = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"cid": {"()": "chatsite.logs.CorrelationFilter"}},
+    "filters": {
+        "cid": {"()": "chatsite.logs.CorrelationFilter"},
+        "no_beat_ticks": {"()": "chatsite.logs.DropBeatTicks"},
+    },
     "formatters": {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(process)d [%(cid)s] %(message)s"},
         "json": {"()": "chatsite.logs.JsonFormatter"},
@@ -360,8 +363,8 @@ LOGGING: dict[str, Any] = {
         # and done (failures are still logged, at ERROR) unless LOG_CELERY_TASKS=1.
         "celery.app.trace": {"level": "INFO" if LOG_CELERY_TASKS else "WARNING"},
         "celery.worker.strategy": {"level": "INFO" if LOG_CELERY_TASKS else "WARNING"},
-        # Nor a line per tick sent by beat.
-        "celery.beat": {"level": "INFO" if LOG_CELERY_TASKS else "WARNING"},
+        # Nor a line per tick sent by beat (its other lines stay).
+        "celery.beat": {"filters": [] if LOG_CELERY_TASKS else ["no_beat_ticks"]},
         "chat.access": {"level": os.environ.get("LOG_ACCESS", "INFO")},
         "chat.trace": {"level": os.environ.get("LOG_TRACE", "WARNING")},
     },
