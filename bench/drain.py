@@ -51,6 +51,7 @@ def drain(ctx: Context) -> Result:
     ctx.progress(f"  drain: restarting the gateways with WS_DRAIN_SECONDS={seconds:g}")
     for gateway in deployment.gateways:
         gateway.env["WS_DRAIN_SECONDS"] = f"{seconds:g}"
+        gateway.env["WS_DRAIN_RATE"] = f"{sizes.drain_rate:g}"
         gateway.restart(timeout=60)
 
     async def run() -> Result:
@@ -98,7 +99,8 @@ def drain(ctx: Context) -> Result:
                 on_it = sum(1 for c in clients if c.gateway_url == gateway.ws_url)
                 ctx.progress(f"  drain: SIGTERM to {gateway.name} ({on_it} clients on it)")
                 sigterm = time.time()
-                await asyncio.to_thread(gateway.terminate, seconds + 30.0)
+                window = max(seconds, on_it / sizes.drain_rate) if sizes.drain_rate else seconds
+                await asyncio.to_thread(gateway.terminate, window + 60.0)
                 exited = time.time()
                 drained = gateway.returncode
                 await asyncio.to_thread(gateway.start, 60.0)
@@ -115,7 +117,8 @@ def drain(ctx: Context) -> Result:
                         "exit_after_s": round(exited - sigterm, 2),
                         "exit_status": drained,
                         "reconnects_per_s_peak": per_second_peak(ready),
-                        "reconnects_per_s_mean": round(len(ready) / seconds, 1) if seconds else 0,
+                        "window_s": round(window, 1),
+                        "reconnects_per_s_mean": round(len(ready) / window, 1) if window else 0,
                     }
                 )
                 ctx.progress(
@@ -147,6 +150,7 @@ def drain(ctx: Context) -> Result:
             "clients": len(clients),
             "connected_at_start": connected["connected"],
             "drain_seconds": seconds,
+            "drain_rate": sizes.drain_rate,
             "drains": drains,
             "restart_s": round(ended - started, 1),
             "server_closes_1012": codes.get(1012, 0),

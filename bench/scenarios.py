@@ -96,6 +96,7 @@ class Sizes:
     # drain (bench/drain.py): a rolling restart of every gateway under these clients
     drain_clients: int = 5000
     drain_seconds: float = 20.0
+    drain_rate: float = 100.0  # WS_DRAIN_RATE: reconnects per second a drain aims at
 
 
 FULL = Sizes()

@@ -129,8 +129,8 @@ class ChatClient(CatchUp):
         self._clock = clock
         # Gateway choice and jitter need spread, not secrecy.
         self._rng = rng or random.Random()  # noqa: S311
-        # The gateway that asked us to leave (`reconnect`): not chosen again while another
-        # address is known, until a connection gets ready.
+        # The gateway that asked us to leave (`reconnect`): not chosen for the next
+        # connection attempt while another address is known.
         self._leaving: str | None = None
         self.drain_moves = 0
 
@@ -382,6 +382,9 @@ class ChatClient(CatchUp):
         while True:
             others = [u for u in self._urls if safe_url(u) != self._leaving]
             url = self._rng.choice(others or self._urls)
+            # Avoided for one attempt only: the drained gateway restarts, and the others
+            # may be going away too (a rolling restart).
+            self._leaving = None
             code, was_ready = await self._connect_once(url)
             if was_ready:
                 attempt = 0
@@ -473,7 +476,6 @@ class ChatClient(CatchUp):
         self._apply_snapshot(ready.get("conversations") or [])
         self._session = session
         self.gateway_url = session.url
-        self._leaving = None
         if self._dropped_at is not None:
             self.history.record(ReconnectRecord(self.name, self._dropped_at, now, session.url))
             self.reconnect_durations.append(now - self._dropped_at)

@@ -414,7 +414,11 @@ WS_SEND_TIMEOUT = env_float("WS_SEND_TIMEOUT", 5.0)
 # Graceful drain (chatsite/gateway/drain.py): on SIGTERM a gateway asks each socket to
 # reconnect at a random moment within WS_DRAIN_SECONDS, closes (1012) whoever is still
 # there WS_DRAIN_GRACE seconds after its moment, then exits. 0: no drain (close at once).
+# The window grows past WS_DRAIN_SECONDS to keep the reconnects under WS_DRAIN_RATE a
+# second (0: no such bound), up to WS_DRAIN_MAX_SECONDS.
 WS_DRAIN_SECONDS = env_float("WS_DRAIN_SECONDS", 20.0)
+WS_DRAIN_RATE = env_float("WS_DRAIN_RATE", 100.0)
+WS_DRAIN_MAX_SECONDS = env_float("WS_DRAIN_MAX_SECONDS", 120.0)
 WS_DRAIN_GRACE = env_float("WS_DRAIN_GRACE", 3.0)
 WS_AUTH_CHECK_INTERVAL = env_float("WS_AUTH_CHECK_INTERVAL", 2.0)
 WS_GROUP_REFRESH_INTERVAL = env_float("WS_GROUP_REFRESH_INTERVAL", 3.0)

@@ -5,9 +5,11 @@ In order:
    HTTP 503 (a load balancer with `proxy_next_upstream http_503` sends them to another
    gateway; a client retries another address). HTTP requests in flight, and new ones,
    are still served: a client's REST send while it moves is not refused.
-2. Every socket gets a `reconnect` frame with its own delay, drawn at random over
-   `WS_DRAIN_SECONDS`, and is closed with 1012 (service restart) `WS_DRAIN_GRACE`
-   seconds after that delay if it is still open (a client that ignores the frame).
+2. Every socket gets a `reconnect` frame with its own delay, drawn at random over the
+   drain window (`WS_DRAIN_SECONDS`, longer when the sockets are many: at most
+   `WS_DRAIN_RATE` reconnects a second, `drain_window`), and is closed with 1012
+   (service restart) `WS_DRAIN_GRACE` seconds after that delay if it is still open (a
+   client that ignores the frame).
 3. When the sockets are gone, or the window and grace are over, the gateway exits
    through uvicorn's own shutdown (which closes anything left with 1012).
 
@@ -114,13 +116,26 @@ async def _drain_then_exit(uvicorn_exit: SignalHandler, signum: int) -> None:
     try:
         await drain_sockets(
             supervisor.sockets,  # type: ignore[arg-type]
-            seconds=settings.WS_DRAIN_SECONDS,
+            seconds=drain_window(len(supervisor.sockets)),
             grace=settings.WS_DRAIN_GRACE,
         )
     except Exception:  # the exit must happen whatever went wrong
         logger.exception("drain failed; exiting")
     finally:
         uvicorn_exit(signum, None)
+
+
+def drain_window(sockets: int) -> float:
+    """Return the seconds to spread `sockets` reconnects over.
+
+    At least WS_DRAIN_SECONDS, and long enough that the reconnects arrive at no more
+    than WS_DRAIN_RATE a second (what the other gateways take in along with their own
+    work), at most WS_DRAIN_MAX_SECONDS.
+    """
+    window = settings.WS_DRAIN_SECONDS
+    if settings.WS_DRAIN_RATE > 0:
+        window = max(window, sockets / settings.WS_DRAIN_RATE)
+    return min(window, settings.WS_DRAIN_MAX_SECONDS)
 
 
 async def drain_sockets(
