@@ -120,6 +120,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--hold", type=float, help="seconds to hold the idle sockets (default 30)")
     parser.add_argument(
+        "--drain-clients", type=int, help="clients under the rolling restart (default 5000)"
+    )
+    parser.add_argument(
         "--step-seconds", type=float, help="seconds per throughput ramp step (default 5)"
     )
     parser.add_argument(
@@ -171,6 +174,8 @@ def sizes_for(args: argparse.Namespace) -> Sizes:
         changes["connections"] = args.connections
     if args.hold is not None:
         changes["hold_seconds"] = args.hold
+    if args.drain_clients is not None:
+        changes["drain_clients"] = args.drain_clients
     if args.step_seconds is not None:
         changes["ramp_seconds"] = args.step_seconds
     return dataclasses.replace(sizes, **changes)
