@@ -44,6 +44,8 @@ SignalHandler = Callable[[int, FrameType | None], Any]
 class Drainable(Protocol):
     """What the drain needs of a socket."""
 
+    ready: bool  # its greeting (`session.ready`) has gone out
+
     async def send_frame(self, frame: Any) -> None:
         """Send one frame."""
 
@@ -160,7 +162,13 @@ async def drain_sockets(
     closing: set[asyncio.Task[None]] = set()
 
     async def ask(socket: Drainable, after: float) -> None:
-        await socket.send_frame(wire.reconnect_frame(int(after * 1000)))
+        # A socket still being set up gets its `reconnect` after its `session.ready`
+        # (the first frame a client reads), or none if it is not ready by its moment.
+        while not socket.ready and loop.time() < started + after:
+            await asyncio.sleep(0.05)
+        if socket.ready:
+            remaining = max(0.0, started + after - loop.time())
+            await socket.send_frame(wire.reconnect_frame(int(remaining * 1000)))
 
         def close() -> None:
             task = loop.create_task(socket.close_with(CLOSE_SERVICE_RESTART))

@@ -62,6 +62,7 @@ class FrameSocket(AsyncWebsocketConsumer):  # type: ignore[misc]
     # The code this gateway closed the socket with (None: the client or the server did).
     closed_with: int | None = None
     last_frame_at = 0.0
+    ready = False  # the first frame (the subclass's greeting) has gone out
 
     async def connect(self) -> None:
         """Accept; close unauthenticated (4401) or bad-device (1008) handshakes; greet."""
@@ -87,6 +88,7 @@ class FrameSocket(AsyncWebsocketConsumer):  # type: ignore[misc]
         supervisor.add(self)
         try:
             await self.greet()
+            self.ready = True
         except (DatabaseError, InterfaceError, RedisError, OSError, TimeoutError) as exc:
             logger.warning("connect failed for user %s: %r", self.user.pk, exc)
             await self.close_with(CLOSE_TRY_LATER)
