@@ -330,6 +330,23 @@ if HTTPS:
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
     SECURE_HSTS_PRELOAD = True
 
+# Error reports: SENTRY_DSN turns on sentry-sdk in every process (Django views, Celery
+# tasks, and every ERROR line logged, e.g. a frame handler that failed). No personal
+# data is sent (user ids only through our own log fields).
+SENTRY_DSN = os.environ.get("SENTRY_DSN", "")
+if SENTRY_DSN:
+    import sentry_sdk
+    from sentry_sdk.integrations.celery import CeleryIntegration
+    from sentry_sdk.integrations.django import DjangoIntegration
+
+    sentry_sdk.init(
+        dsn=SENTRY_DSN,
+        environment=os.environ.get("SENTRY_ENVIRONMENT", "production"),
+        integrations=[DjangoIntegration(), CeleryIntegration()],
+        traces_sample_rate=env_float("SENTRY_TRACES_SAMPLE_RATE", 0.0),
+        send_default_pii=False,
+    )
+
 LOG_CELERY_TASKS = env_bool("LOG_CELERY_TASKS", False)
 # Logs: LOG_FORMAT=json writes one JSON object per line (chatsite/logs.py), else plain
 # text; both carry the correlation id (`cid`). LOG_ACCESS: the level of the HTTP access

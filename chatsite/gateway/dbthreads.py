@@ -31,6 +31,11 @@ DB_RECHECK_INTERVAL = 1.0
 _db_thread = threading.local()
 
 
+@functools.cache
+def _pooled() -> bool:
+    return bool(settings.DATABASES["default"].get("OPTIONS", {}).get("pool"))
+
+
 def db(func: Callable[..., T], /, **kwargs: Any) -> Awaitable[T]:
     """Run `func(**kwargs)` (a service, a selector, an ORM call) in the database pool."""
 
@@ -49,8 +54,11 @@ def db(func: Callable[..., T], /, **kwargs: Any) -> Awaitable[T]:
             raise
         # Past CONN_MAX_AGE (at once with 0, as the test suite sets it) the connection is
         # closed now, as after a request; the health check waits for the next recheck.
+        # A pooled connection is kept until then instead (at most DB_RECHECK_INTERVAL):
+        # handed back after every call, each next call paid the pool's check, a round
+        # trip per send (docs/performance.md).
         close_at = connection.close_at
-        if close_at is not None and time.monotonic() >= close_at:
+        if close_at is not None and time.monotonic() >= close_at and not _pooled():
             connection.close()
         return result
 
