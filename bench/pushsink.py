@@ -25,10 +25,13 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+if TYPE_CHECKING:
+    from messaging.devices import Subscription as PushSubscription
 
 MAX_HEADER_BYTES = 16 * 1024
 MAX_BODY_BYTES = 64 * 1024
@@ -62,7 +65,7 @@ class Subscription:
     private_scalar: bytes  # the private key (32 bytes), kept by the sink only
 
     @property
-    def info(self) -> dict[str, Any]:
+    def info(self) -> PushSubscription:
         """Return the subscription as a browser gives it (`PushSubscription.toJSON()`)."""
         return {"endpoint": self.endpoint, "keys": {"p256dh": self.p256dh, "auth": self.auth}}
 

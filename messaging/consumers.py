@@ -129,7 +129,7 @@ class ChatConsumer(PresenceMixin, FrameSocket):
                 body=request.body,
                 attachment_ids=request.attachments,
             )
-            return wire.message_sent_frame(ref, request.client_msg_id, result.message)
+            return wire.message_sent_frame(ref, str(request.client_msg_id), result.message)
 
         await self.send_frame(await db(send))
 

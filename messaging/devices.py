@@ -12,7 +12,7 @@ import binascii
 import ipaddress
 import re
 import unicodedata
-from typing import Any
+from typing import Any, TypedDict
 from urllib.parse import urlsplit
 
 from django.conf import settings
@@ -31,6 +31,20 @@ _APNS_TOKEN = re.compile(r"[0-9a-fA-F]{64}")
 _BLOCKED_HOST_SUFFIXES = (".localhost", ".local", ".internal", ".localdomain")
 
 
+class SubscriptionKeys(TypedDict):
+    """A Web Push subscription's keys, base64url text as the browser gives them."""
+
+    p256dh: str
+    auth: str
+
+
+class Subscription(TypedDict):
+    """A browser's `PushSubscription.toJSON()`: where to post, and the keys to encrypt to."""
+
+    endpoint: str
+    keys: SubscriptionKeys
+
+
 class DeviceNotFound(DomainError):
     """No such device among the user's own (another user's device looks the same)."""
 
@@ -39,8 +53,8 @@ class DeviceNotFound(DomainError):
     default_message = "No such device."
 
 
-def _b64url_bytes(value: object, field: str) -> bytes:
-    if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z0-9_\-]+=*", value):
+def _b64url_bytes(value: str, field: str) -> bytes:
+    if not re.fullmatch(r"[A-Za-z0-9_\-]+=*", value):
         raise BadRequest(f"{field} must be base64url.", details={"field": field})
     try:
         return base64.urlsafe_b64decode(value + "=" * (-len(value.rstrip("=")) % 4))
@@ -48,10 +62,10 @@ def _b64url_bytes(value: object, field: str) -> bytes:
         raise BadRequest(f"{field} must be base64url.", details={"field": field}) from exc
 
 
-def _clean_endpoint(endpoint: object) -> str:
+def _clean_endpoint(endpoint: str) -> str:
     """Return a Web Push endpoint if it is an https URL on a public host name."""
     field = "subscription.endpoint"
-    if not isinstance(endpoint, str) or len(endpoint) > 1024:
+    if len(endpoint) > 1024:
         raise BadRequest("endpoint must be a URL.", details={"field": field})
     try:
         parts = urlsplit(endpoint)
@@ -81,17 +95,14 @@ def _clean_endpoint(endpoint: object) -> str:
     return endpoint
 
 
-def _clean_subscription(subscription: object) -> tuple[str, dict[str, str]]:
+def _clean_subscription(subscription: Subscription | None) -> tuple[str, dict[str, str]]:
     """Return the endpoint and keys of a Web Push subscription, if well formed."""
-    if not isinstance(subscription, dict):
+    if subscription is None:
         raise BadRequest(
             "webpush needs a subscription {endpoint, keys}.", details={"field": "subscription"}
         )
-    endpoint = _clean_endpoint(subscription.get("endpoint"))
-    keys = subscription.get("keys")
-    if not isinstance(keys, dict):
-        raise BadRequest("subscription.keys is required.", details={"field": "subscription.keys"})
-    p256dh, auth = keys.get("p256dh"), keys.get("auth")
+    endpoint = _clean_endpoint(subscription["endpoint"])
+    p256dh, auth = subscription["keys"]["p256dh"], subscription["keys"]["auth"]
     point = _b64url_bytes(p256dh, "subscription.keys.p256dh")
     if len(point) != 65 or point[0] != 4:
         raise BadRequest(
@@ -102,11 +113,11 @@ def _clean_subscription(subscription: object) -> tuple[str, dict[str, str]]:
         raise BadRequest(
             "auth must be a 16-byte secret.", details={"field": "subscription.keys.auth"}
         )
-    return endpoint, {"p256dh": str(p256dh), "auth": str(auth)}
+    return endpoint, {"p256dh": p256dh, "auth": auth}
 
 
-def _clean_token(platform: str, token: object) -> str:
-    if not isinstance(token, str):
+def _clean_token(platform: str, token: str | None) -> str:
+    if token is None:
         raise BadRequest(f"{platform} needs a token.", details={"field": "token"})
     if platform == Platform.APNS:
         if not _APNS_TOKEN.fullmatch(token):
@@ -117,9 +128,7 @@ def _clean_token(platform: str, token: object) -> str:
     return token
 
 
-def _clean_name(name: object) -> str:
-    if not isinstance(name, str):
-        raise BadRequest("name must be a string.", details={"field": "name"})
+def _clean_name(name: str) -> str:
     name = " ".join(name.split())
     if len(name) > 100 or any(unicodedata.category(c) == "Cc" for c in name):
         raise BadRequest(
@@ -131,23 +140,21 @@ def _clean_name(name: object) -> str:
 def register_device(
     *,
     user: User,
-    platform: object,
-    token: object = None,
-    subscription: object = None,
-    name: object = "",
+    platform: str,
+    token: str | None = None,
+    subscription: Subscription | None = None,
+    name: str = "",
 ) -> tuple[Device, bool]:
     """Register a push target for `user`; return it and whether it is new to this user.
 
     Re-registering the same target updates it (keys, name). A user keeps at most
     `CHAT_MAX_DEVICES_PER_USER` devices; the longest unused ones give way.
     """
-    if platform not in Platform.values:
-        raise BadRequest("platform must be webpush, fcm or apns.", details={"field": "platform"})
     keys: dict[str, Any] | None = None
     if platform == Platform.WEBPUSH:
         target, keys = _clean_subscription(subscription)
     else:
-        target = _clean_token(str(platform), token)
+        target = _clean_token(platform, token)
     label = _clean_name(name)
     with transaction.atomic():
         device, created = Device.objects.select_for_update().get_or_create(

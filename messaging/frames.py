@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import uuid
 from dataclasses import dataclass
 from typing import Any, Literal, NotRequired, TypedDict
 
@@ -152,9 +153,9 @@ class Send:
     """`message.send`."""
 
     conversation: int
-    client_msg_id: str
+    client_msg_id: uuid.UUID
     body: str
-    attachments: list[object]
+    attachments: list[int]
 
 
 @dataclass(frozen=True)
@@ -210,9 +211,9 @@ class Activity:
 
 @dataclass(frozen=True)
 class StatusSet:
-    """`status.set` (the value is checked by the presence service)."""
+    """`status.set`."""
 
-    status: object
+    status: Literal["available", "busy"]
 
 
 @dataclass(frozen=True)
@@ -297,15 +298,36 @@ def _str(frame: dict[str, Any], name: str) -> str:
     return value
 
 
+def _uuid(frame: dict[str, Any], name: str) -> uuid.UUID:
+    value = frame.get(name)
+    if isinstance(value, str):
+        try:
+            return uuid.UUID(value)
+        except ValueError:
+            pass
+    raise BadRequest(f"{name} must be a UUID.", details={"field": name})
+
+
+def _ids(frame: dict[str, Any], name: str) -> list[int]:
+    """Return the list of ids (positive integers) named `name`, or [] when absent."""
+    raw = frame.get(name)
+    if raw is None:
+        return []
+    if not isinstance(raw, list) or any(
+        isinstance(i, bool) or not isinstance(i, int) or not 0 < i <= MAX_SEQ for i in raw
+    ):
+        raise BadRequest(f"{name} must be a list of ids.", details={"field": name})
+    return raw
+
+
 def parse_send(frame: dict[str, Any]) -> Send:
     """Parse `message.send`."""
-    conversation = _required_int(frame, "conversation")
-    client_msg_id = _str(frame, "client_msg_id")
-    body = _str(frame, "body")
-    attachments = frame.get("attachments") or []
-    if not isinstance(attachments, list):
-        raise BadRequest("attachments must be a list of ids.", details={"field": "attachments"})
-    return Send(conversation, client_msg_id, body, attachments)
+    return Send(
+        _required_int(frame, "conversation"),
+        _uuid(frame, "client_msg_id"),
+        _str(frame, "body"),
+        _ids(frame, "attachments"),
+    )
 
 
 def parse_fetch(frame: dict[str, Any]) -> Fetch:
@@ -360,16 +382,18 @@ def parse_activity(frame: dict[str, Any]) -> Activity:
 
 def parse_status(frame: dict[str, Any]) -> StatusSet:
     """Parse `status.set`."""
-    return StatusSet(frame.get("status"))
+    status = frame.get("status")
+    if status == "available" or status == "busy":
+        return StatusSet(status)
+    raise BadRequest("status must be available or busy.", details={"field": "status"})
 
 
 def parse_presence_subscribe(frame: dict[str, Any], *, limit: int) -> PresenceSubscribe:
     """Parse `presence.subscribe`: at most `limit` user ids."""
     raw = frame.get("users")
-    if not isinstance(raw, list) or any(
-        isinstance(u, bool) or not isinstance(u, int) or not 0 < u <= MAX_SEQ for u in raw
-    ):
+    if raw is None:
         raise BadRequest("users must be a list of user ids.", details={"field": "users"})
+    raw = _ids(frame, "users")
     if len(raw) > limit:
         raise BadRequest(
             f"Subscribe to at most {limit} users.", details={"field": "users", "max": limit}

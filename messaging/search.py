@@ -80,8 +80,8 @@ class SearchPage:
     next: Position | None
 
 
-def _clean_query(query: object) -> tuple[str, list[str]]:
-    if not isinstance(query, str) or not query.strip():
+def _clean_query(query: str) -> tuple[str, list[str]]:
+    if not query.strip():
         raise BadRequest("q must name something to find.", details={"field": "q"})
     text = " ".join(query.split())
     if len(text) > settings.CHAT_SEARCH_MAX_QUERY_LENGTH or "\x00" in text:
@@ -120,7 +120,7 @@ def _tsquery(terms: list[str]) -> SearchQuery | None:
 def search_messages_for_user(
     *,
     user: User,
-    query: object,
+    query: str,
     conversation_id: int | None = None,
     position: Position | None = None,
     limit: int | None = None,

@@ -23,7 +23,6 @@ from django.utils import timezone
 
 from accounts.models import User
 from chatsite import metrics, ratelimit
-from chatsite.limits import MAX_SEQ
 from chatsite.logs import trace
 from messaging import events, wire
 from messaging.errors import (
@@ -75,10 +74,8 @@ class Markers:
 # --- helpers ---------------------------------------------------------------------------
 
 
-def _clean_body(body: object, *, allow_empty: bool = False) -> str:
-    """Return the body if it is a string within the limits, else raise."""
-    if not isinstance(body, str):
-        raise BadRequest("body must be a string.", details={"field": "body"})
+def _clean_body(body: str, *, allow_empty: bool = False) -> str:
+    """Return the body if it is within the limits, else raise."""
     if len(body) > settings.CHAT_MAX_MESSAGE_LENGTH:
         raise MessageTooLong(
             f"The message is longer than {settings.CHAT_MAX_MESSAGE_LENGTH} characters.",
@@ -92,9 +89,9 @@ def _clean_body(body: object, *, allow_empty: bool = False) -> str:
     return body
 
 
-def _clean_title(title: object) -> str:
+def _clean_title(title: str) -> str:
     """Return the title trimmed, if it is 1..200 characters, else raise."""
-    if not isinstance(title, str) or not title.strip():
+    if not title.strip():
         raise BadRequest("A group needs a title.", details={"field": "title"})
     if "\x00" in title:
         raise BadRequest("title must not contain NUL characters.", details={"field": "title"})
@@ -107,14 +104,9 @@ def _clean_title(title: object) -> str:
     return title
 
 
-def _clean_user_ids(user_ids: Iterable[object]) -> list[int]:
-    """Return the distinct user ids in order, if each is a positive integer."""
-    seen: dict[int, None] = {}
-    for raw in user_ids:
-        if isinstance(raw, bool) or not isinstance(raw, int) or raw <= 0:
-            raise BadRequest("users must be a list of user ids.", details={"field": "users"})
-        seen[raw] = None
-    return list(seen)
+def _distinct(ids: Iterable[int]) -> list[int]:
+    """Return the ids without repeats, in their first order."""
+    return list(dict.fromkeys(ids))
 
 
 def _active_users(user_ids: Sequence[int]) -> list[User]:
@@ -258,8 +250,7 @@ def create_direct_conversation(*, user: User, other_user_id: int) -> tuple[Conve
     The second value is True when this call created it. Creating writes nothing to
     the log: a direct conversation's log starts empty.
     """
-    (other_id,) = _clean_user_ids([other_user_id])
-    (other,) = _active_users([other_id])
+    (other,) = _active_users([other_user_id])
     low, high = sorted((user.pk, other.pk))
     key = f"{low}:{high}"
     existing = Conversation.objects.filter(direct_key=key).first()
@@ -282,11 +273,11 @@ def create_direct_conversation(*, user: User, other_user_id: int) -> tuple[Conve
 
 
 def create_group(
-    *, creator: User, title: str, member_ids: Iterable[object] = (), public: bool = False
+    *, creator: User, title: str, member_ids: Iterable[int] = (), public: bool = False
 ) -> Conversation:
     """Create a group owned by `creator` with the given members; log `created` as seq 1."""
     title = _clean_title(title)
-    ids = [uid for uid in _clean_user_ids(member_ids) if uid != creator.pk]
+    ids = [uid for uid in _distinct(member_ids) if uid != creator.pk]
     members = _active_users(ids)
     if 1 + len(members) > settings.CHAT_MAX_GROUP_MEMBERS:
         raise GroupFull(
@@ -296,7 +287,7 @@ def create_group(
     everyone = [creator, *members]
     with transaction.atomic():
         conversation = Conversation.objects.create(
-            kind=Conversation.Kind.GROUP, title=title, public=bool(public), created_by=creator
+            kind=Conversation.Kind.GROUP, title=title, public=public, created_by=creator
         )
         seq = _take_seq(conversation, membership_change=True)
         Membership.objects.bulk_create(
@@ -344,9 +335,9 @@ def _new_membership(conversation: Conversation, user: User, seq: int) -> Members
     )
 
 
-def add_members(*, actor: User, conversation_id: int, user_ids: Iterable[object]) -> list[int]:
+def add_members(*, actor: User, conversation_id: int, user_ids: Iterable[int]) -> list[int]:
     """Add users to a group (owners and admins only); return the ids actually added."""
-    ids = _clean_user_ids(user_ids)
+    ids = _distinct(user_ids)
     if not ids:
         raise BadRequest("Name at least one user to add.", details={"field": "users"})
     users = _active_users(ids)
@@ -435,7 +426,7 @@ def leave_conversation(*, user: User, conversation_id: int) -> None:
 
 def remove_member(*, actor: User, conversation_id: int, user_id: int) -> None:
     """Remove a member from a group (owner: anyone; admin: plain members); self means leave."""
-    (target_id,) = _clean_user_ids([user_id])
+    target_id = user_id
     if target_id == actor.pk:
         leave_conversation(user=actor, conversation_id=conversation_id)
         return
@@ -499,10 +490,8 @@ def set_muted(*, user: User, conversation_id: int, muted: bool) -> None:
         raise NotAMember()
 
 
-def set_notify_level(*, user: User, conversation_id: int, level: object) -> None:
+def set_notify_level(*, user: User, conversation_id: int, level: NotifyLevel) -> None:
     """Choose what notifies one member while away: all, mentions (of them), none."""
-    if level not in NotifyLevel.values:
-        raise BadRequest("notify must be all, mentions or none.", details={"field": "notify"})
     updated = Membership.objects.filter(conversation_id=conversation_id, user=user).update(
         notify=level
     )
@@ -513,24 +502,8 @@ def set_notify_level(*, user: User, conversation_id: int, level: object) -> None
 # --- messages --------------------------------------------------------------------------
 
 
-def _parse_client_msg_id(client_msg_id: object) -> uuid.UUID:
-    if isinstance(client_msg_id, uuid.UUID):
-        return client_msg_id
-    if isinstance(client_msg_id, str):
-        try:
-            return uuid.UUID(client_msg_id)
-        except ValueError:
-            pass
-    raise BadRequest("client_msg_id must be a UUID.", details={"field": "client_msg_id"})
-
-
-def _clean_attachment_ids(sender: User, attachment_ids: Sequence[object]) -> list[int]:
-    ids = []
-    for raw in attachment_ids:
-        if isinstance(raw, bool) or not isinstance(raw, int) or raw <= 0:
-            raise BadRequest("attachments must be a list of ids.", details={"field": "attachments"})
-        if raw not in ids:
-            ids.append(raw)
+def _clean_attachment_ids(sender: User, attachment_ids: Sequence[int]) -> list[int]:
+    ids = _distinct(attachment_ids)
     if len(ids) > settings.CHAT_MAX_ATTACHMENTS_PER_MESSAGE:
         raise BadRequest(
             f"At most {settings.CHAT_MAX_ATTACHMENTS_PER_MESSAGE} attachments per message.",
@@ -545,9 +518,9 @@ def send_message(
     *,
     sender: User,
     conversation_id: int,
-    client_msg_id: uuid.UUID | str,
+    client_msg_id: uuid.UUID,
     body: str,
-    attachment_ids: Sequence[object] = (),
+    attachment_ids: Sequence[int] = (),
 ) -> SendResult:
     """Store a message at the conversation's next seq, or return it again for a replay.
 
@@ -556,7 +529,7 @@ def send_message(
     body raises Conflict. The broadcast of a new message happens on commit. Sends are
     rate limited per user (`CHAT_SEND_RATE`/s, bursts of `CHAT_SEND_BURST`).
     """
-    cmid = _parse_client_msg_id(client_msg_id)
+    cmid = client_msg_id
     body = _clean_body(body, allow_empty=bool(attachment_ids))
     verdict = ratelimit.take(
         f"send:{sender.pk}", rate=settings.CHAT_SEND_RATE, burst=settings.CHAT_SEND_BURST
@@ -841,12 +814,6 @@ def _delete(conversation: Conversation, message: Message) -> Message:
 # --- receipts --------------------------------------------------------------------------
 
 
-def _clean_seq(seq: object) -> int:
-    if isinstance(seq, bool) or not isinstance(seq, int) or seq < 0 or seq > MAX_SEQ:
-        raise BadRequest("seq must be a non-negative integer.", details={"field": "seq"})
-    return seq
-
-
 def _capped(seq: int) -> Least:
     # Never past the log's end: a marker says what the member has seen.
     return Least(
@@ -856,15 +823,15 @@ def _capped(seq: int) -> Least:
 
 
 def mark_receipts(
-    *, user: User, conversation_id: int, delivered: object = 0, read: object = 0
+    *, user: User, conversation_id: int, delivered: int = 0, read: int = 0
 ) -> Markers:
     """Raise the user's delivered and read markers in one write (never lowers them).
 
     Reading raises delivered too; neither goes past the log's end. Members get one
     `receipt.updated` when a marker rose.
     """
-    read_seq = _clean_seq(read)
-    delivered_seq = max(_clean_seq(delivered), read_seq)
+    read_seq = read
+    delivered_seq = max(delivered, read_seq)
     changes: dict[str, Any] = {
         "delivered_seq": Greatest(F("delivered_seq"), _capped(delivered_seq))
     }
@@ -932,11 +899,11 @@ def _schedule_push_removal(user: User, conversation_id: int, read_seq: int) -> N
     ).update(remove_due_at=timezone.now())
 
 
-def mark_delivered(*, user: User, conversation_id: int, seq: object) -> Markers:
+def mark_delivered(*, user: User, conversation_id: int, seq: int) -> Markers:
     """Raise the user's delivered marker to `seq` (never lowers it, never past the end)."""
     return mark_receipts(user=user, conversation_id=conversation_id, delivered=seq)
 
 
-def mark_read(*, user: User, conversation_id: int, seq: object) -> Markers:
+def mark_read(*, user: User, conversation_id: int, seq: int) -> Markers:
     """Raise the user's read marker (and delivered marker) to `seq`."""
     return mark_receipts(user=user, conversation_id=conversation_id, read=seq)

@@ -137,7 +137,7 @@ async def sweep(store: PresenceStore, *, now: float) -> list[int]:
     return gone
 
 
-async def set_status(store: PresenceStore, user: User, status: Any, *, now: float) -> str:
+async def set_status(store: PresenceStore, user: User, status: str, *, now: float) -> str:
     """Set the sticky status, update the store and publish; return the derived state.
 
     The rule and the write are the accounts service's, shared with REST.

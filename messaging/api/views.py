@@ -35,7 +35,7 @@ from chatsite.openapi import AUTHENTICATED, error_responses
 from chatsite.wire import iso
 from messaging import attachments, devices, search, selectors, services, wire
 from messaging.api import serializers as s
-from messaging.models import Conversation
+from messaging.models import Conversation, NotifyLevel
 
 # --- helpers ---------------------------------------------------------------------------
 
@@ -234,7 +234,7 @@ class ConversationDetailApi(APIView):
             services.set_muted(user=user, conversation_id=conversation_id, muted=data["muted"])
         if "notify" in data:
             services.set_notify_level(
-                user=user, conversation_id=conversation_id, level=data["notify"]
+                user=user, conversation_id=conversation_id, level=NotifyLevel(data["notify"])
             )
         return Response(_detail_by_id(conversation_id, user))
 

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any, NamedTuple, Self, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, Self, TypeVar
 
 import http_ece  # type: ignore[import-untyped,unused-ignore]
 import jwt
@@ -25,6 +25,10 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from py_vapid import Vapid  # type: ignore[import-untyped,unused-ignore]
 
 from bench.harness import _LIVE, LOCALHOST, HarnessError, Managed, free_port
+
+if TYPE_CHECKING:
+    from messaging.devices import Subscription as PushSubscription
+    from messaging.devices import SubscriptionKeys
 
 # RFC 8030 section 5.3 and 5.4.
 URGENCIES = ("very-low", "low", "normal", "high")
@@ -115,7 +119,7 @@ class _Subscription:
     gone: bool = False
 
     @property
-    def info(self) -> dict[str, Any]:
+    def info(self) -> SubscriptionKeys:
         return {
             "p256dh": b64url(_public_point(self.private_key.public_key())),
             "auth": b64url(self.auth),
@@ -276,7 +280,7 @@ class PushService(Managed):
 
     # --- subscriptions and scripts ---------------------------------------------------
 
-    def subscribe(self, name: str) -> dict[str, Any]:
+    def subscribe(self, name: str) -> PushSubscription:
         """Create a subscription as a browser does; return its PushSubscription JSON."""
         with self._lock:
             if name in self._subscriptions:

@@ -8,6 +8,7 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Mapping
 from email.message import EmailMessage
 from typing import Any
 
@@ -27,19 +28,19 @@ pytestmark = pytest.mark.e2e
 
 def push(
     service: PushService,
-    subscription: dict[str, Any],
+    subscription: Mapping[str, Any],
     payload: Any,
     *,
     private_key: str | None = None,
     claims: dict[str, Any] | None = None,
-    encrypt_to: dict[str, Any] | None = None,
+    encrypt_to: Mapping[str, Any] | None = None,
     headers: dict[str, str | None] | None = None,
     timeout: float = 5.0,
 ) -> requests.Response:
     """Send a push the way the server does: pywebpush encode, py_vapid sign, plain POST."""
-    body = WebPusher(encrypt_to or subscription).encode(json.dumps(payload).encode(), "aes128gcm")[
-        "body"
-    ]
+    body = WebPusher(dict(encrypt_to or subscription)).encode(
+        json.dumps(payload).encode(), "aes128gcm"
+    )["body"]
     vapid = Vapid.from_string(private_key or service.vapid_private)
     sent: dict[str, str | None] = {
         **vapid.sign({"aud": service.origin, "sub": "mailto:ops@example.com", **(claims or {})}),
@@ -215,7 +216,7 @@ def test_a_later_push_with_the_same_topic_replaces_the_earlier(
 
 
 def _push_in_thread(
-    service: PushService, sub: dict[str, Any], payload: Any, timeout: float = 10.0
+    service: PushService, sub: Mapping[str, Any], payload: Any, timeout: float = 10.0
 ) -> tuple[threading.Thread, list[Any]]:
     outcome: list[Any] = []
 

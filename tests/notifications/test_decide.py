@@ -21,6 +21,7 @@ from messaging.models import (
     Message,
     Notification,
     NotificationDue,
+    NotifyLevel,
     PushWindow,
 )
 from messaging.notifications import decide
@@ -67,8 +68,9 @@ def test_a_send_writes_its_due_row_in_the_same_transaction(
         send(cy, chat)
     assert NotificationDue.objects.count() == 1
     # A replay stores nothing new, so nothing more is due.
+    assert message.client_msg_id is not None
     services.send_message(
-        sender=ana, conversation_id=chat.pk, client_msg_id=str(message.client_msg_id), body="hello"
+        sender=ana, conversation_id=chat.pk, client_msg_id=message.client_msg_id, body="hello"
     )
     assert NotificationDue.objects.count() == 1
 
@@ -103,9 +105,15 @@ def test_each_rule_suppresses_with_its_reason_and_the_rest_are_pending(
     for name in ("reader", "onliner", "muter", "silent", "picky", "named", "busy", "phone"):
         device_for(people[name])
     services.set_muted(user=people["muter"], conversation_id=group.pk, muted=True)
-    services.set_notify_level(user=people["silent"], conversation_id=group.pk, level="none")
-    services.set_notify_level(user=people["picky"], conversation_id=group.pk, level="mentions")
-    services.set_notify_level(user=people["named"], conversation_id=group.pk, level="mentions")
+    services.set_notify_level(
+        user=people["silent"], conversation_id=group.pk, level=NotifyLevel.NONE
+    )
+    services.set_notify_level(
+        user=people["picky"], conversation_id=group.pk, level=NotifyLevel.MENTIONS
+    )
+    services.set_notify_level(
+        user=people["named"], conversation_id=group.pk, level=NotifyLevel.MENTIONS
+    )
     User.objects.filter(pk=people["busy"].pk).update(status=User.Status.BUSY)
 
     message = send(ana, group, "lunch, @named?")

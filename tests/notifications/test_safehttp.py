@@ -14,11 +14,12 @@ from django.utils import timezone
 
 from accounts.models import User
 from messaging import devices, services
+from messaging.devices import SubscriptionKeys
 from messaging.models import Device, Notification, NotificationDue, PushWindow
 from messaging.notifications import decide, sending
 from messaging.push import safehttp
 
-SUBSCRIPTION_KEYS = {
+SUBSCRIPTION_KEYS: SubscriptionKeys = {
     "p256dh": "BNcRdreALRFXTkOOUHK1EtK2wtaz5Ry4YfYCA_0QTpQtUbVlUls0VJXg7A8u"
     "-Ts1XbjhazAkj7I99e8QcYP7DkM",
     "auth": "tBHItJI5svbpez7KI4CCXg",

@@ -5,7 +5,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import pytest
-from asgiref.sync import async_to_sync
 
 from accounts.models import User
 from presence import services
@@ -138,13 +137,3 @@ def test_busy_is_stored_and_published_and_survives_a_reconnect(
     assert [s for s, _ in changes(listener, ana.pk)] == [ONLINE, BUSY]
     ana.refresh_from_db()
     assert ana.status == "busy"
-
-
-@pytest.mark.django_db
-def test_an_unknown_status_is_bad_request(ana: User) -> None:
-    from chatsite.errors import BadRequest
-
-    with pytest.raises(BadRequest) as err:
-        async_to_sync(services.set_status)(MemoryPresenceStore(), ana, "invisible", now=1.0)
-
-    assert err.value.details == {"field": "status"}
