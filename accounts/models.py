@@ -16,6 +16,11 @@ class User(AbstractUser):
     last_seen = models.DateTimeField(null=True, blank=True)
     # Missed-message emails (when `email` is set); turned off by the one-click unsubscribe.
     email_notifications = models.BooleanField(default=True)
+    # The display name mixes scripts that look alike (`alice` spelled with a Cyrillic `a`, U+0430):
+    # allowed, but shown to staff, who check it does not pass for someone else.
+    name_flagged = models.BooleanField(
+        default=False, help_text="The display name mixes look-alike scripts; check it."
+    )
 
     def __str__(self) -> str:
         return self.username

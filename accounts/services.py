@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import unicodedata
-
 from django.conf import settings
 from django.contrib.auth import password_validation
 from django.contrib.auth.validators import ASCIIUsernameValidator
@@ -13,7 +11,7 @@ from django.db import IntegrityError, transaction
 from django.dispatch import Signal
 
 from accounts.models import User
-from chatsite import metrics, ratelimit
+from chatsite import metrics, ratelimit, text
 from chatsite.clientaddr import address_group
 from chatsite.errors import BadRequest, DomainError, RetryInMinutes
 
@@ -25,9 +23,6 @@ status_changed = Signal()
 RESERVED_USERNAMES = frozenset(
     {"admin", "administrator", "root", "staff", "support", "system", "moderator", "security"}
 )
-
-# Bidirectional overrides and isolates make a name display as something else.
-_BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 
 
 class RegistrationClosed(DomainError):
@@ -54,19 +49,11 @@ class UsernameUnavailable(BadRequest):
 
 
 def _clean_display_name(display_name: str) -> str:
-    """Return the display name trimmed, if it is text of at most 64 printable characters."""
-    name = unicodedata.normalize("NFC", display_name).strip()
+    """Return the display name cleaned by the one rule for names (`chatsite.text`)."""
     max_length = User._meta.get_field("display_name").max_length or 64
-    if len(name) > max_length:
-        raise BadRequest(
-            f"display_name is longer than {max_length} characters.",
-            details={"field": "display_name"},
-        )
-    if any(unicodedata.category(c) == "Cc" or c in _BIDI_CONTROLS for c in name):
-        raise BadRequest(
-            "display_name must not contain control characters.", details={"field": "display_name"}
-        )
-    return name
+    return text.clean_name(
+        display_name, field="display_name", max_length=max_length, required=False
+    )
 
 
 def _clean_username(username: str) -> str:
@@ -129,7 +116,12 @@ def register_user(*, username: str, password: str, display_name: str = "", addre
         raise UsernameUnavailable()
     try:
         with transaction.atomic():
-            return User.objects.create_user(username=name, password=password, display_name=shown)
+            return User.objects.create_user(
+                username=name,
+                password=password,
+                display_name=shown,
+                name_flagged=text.mixed_scripts(shown),
+            )
     except IntegrityError as exc:
         # Another sign-up took the name between the check and the insert.
         raise UsernameUnavailable() from exc
@@ -165,7 +157,8 @@ def update_profile(
     fields: list[str] = []
     if display_name is not None:
         user.display_name = _clean_display_name(display_name)
-        fields.append("display_name")
+        user.name_flagged = text.mixed_scripts(user.display_name)
+        fields += ["display_name", "name_flagged"]
     if email is not None:
         user.email = _clean_email(email)
         fields.append("email")

@@ -30,6 +30,7 @@ from PIL import Image, ImageOps
 from accounts.models import User
 from chatsite.errors import BadRequest, DomainError
 from chatsite.rest import PayloadTooLarge
+from chatsite.text import is_hidden_character
 from messaging.models import Attachment, Membership, Message
 
 logger = logging.getLogger(__name__)
@@ -124,7 +125,11 @@ def sanitize_filename(name: object) -> str:
     """Return a display-safe file name: no path, no control or format characters, not hidden."""
     text = unicodedata.normalize("NFC", name if isinstance(name, str) else "")
     text = text.replace("\\", "/").rsplit("/", 1)[-1]
-    text = "".join(c for c in text if unicodedata.category(c)[0] not in ("C", "Z") or c == " ")
+    text = "".join(
+        c if c == " " or unicodedata.category(c)[0] != "Z" else " "
+        for i, c in enumerate(text)
+        if not is_hidden_character(c, text[i - 1] if i else "")
+    )
     text = " ".join(text.split()).strip(" .")
     if not text:
         return "file"

@@ -11,7 +11,6 @@ import base64
 import binascii
 import ipaddress
 import re
-import unicodedata
 from typing import Any, TypedDict
 from urllib.parse import urlsplit
 
@@ -20,6 +19,7 @@ from django.db import transaction
 from django.db.models.functions import Coalesce
 
 from accounts.models import User
+from chatsite import text
 from chatsite.errors import BadRequest, DomainError
 from messaging.models import Device
 from messaging.push.safehttp import origin_of
@@ -129,12 +129,7 @@ def _clean_token(platform: str, token: str | None) -> str:
 
 
 def _clean_name(name: str) -> str:
-    name = " ".join(name.split())
-    if len(name) > 100 or any(unicodedata.category(c) == "Cc" for c in name):
-        raise BadRequest(
-            "name must be at most 100 printable characters.", details={"field": "name"}
-        )
-    return name
+    return text.clean_name(name, field="name", max_length=100, required=False)
 
 
 def register_device(

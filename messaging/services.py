@@ -22,7 +22,7 @@ from django.db.models.functions import Greatest, Least, Lower
 from django.utils import timezone
 
 from accounts.models import User
-from chatsite import metrics, ratelimit
+from chatsite import metrics, ratelimit, text
 from chatsite.logs import trace
 from messaging import events, wire
 from messaging.errors import (
@@ -90,18 +90,10 @@ def _clean_body(body: str, *, allow_empty: bool = False) -> str:
 
 
 def _clean_title(title: str) -> str:
-    """Return the title trimmed, if it is 1..200 characters, else raise."""
+    """Return the title cleaned by the one rule for names (`chatsite.text`), else raise."""
     if not title.strip():
         raise BadRequest("A group needs a title.", details={"field": "title"})
-    if "\x00" in title:
-        raise BadRequest("title must not contain NUL characters.", details={"field": "title"})
-    title = title.strip()
-    if len(title) > settings.CHAT_MAX_TITLE_LENGTH:
-        raise BadRequest(
-            f"The title is longer than {settings.CHAT_MAX_TITLE_LENGTH} characters.",
-            details={"field": "title"},
-        )
-    return title
+    return text.clean_name(title, field="title", max_length=settings.CHAT_MAX_TITLE_LENGTH)
 
 
 def _distinct(ids: Iterable[int]) -> list[int]:

@@ -114,11 +114,25 @@ const URL_RE = /\bhttps?:\/\/[^\s<>"']+[^\s<>"'.,;:!?)\]}]/g;
 
 const textNodes = (text) => [document.createTextNode(text)];
 
+// Embeddings and overrides (U+202A-U+202E) make text show in another order than it is
+// written ("annexe.exe" shown as "annexe.jpg"-like tricks): shown as a visible mark.
+const BIDI_OVERRIDE = /([\u202a-\u202e])/;
+
 /**
  * Return text nodes and links for a message body (only http/https become links). The
  * text between links goes through `plain` (text -> nodes), which may mark it up further.
+ * Direction overrides become a visible `span.bidi-control` instead of acting.
  */
 export function linkified(text, plain = textNodes) {
+  if (!BIDI_OVERRIDE.test(text)) return linkifiedPart(text, plain);
+  return text.split(BIDI_OVERRIDE).flatMap((part, i) => {
+    if (i % 2 === 0) return part ? linkifiedPart(part, plain) : [];
+    const code = `U+${part.codePointAt(0).toString(16).toUpperCase()}`;
+    return [h("span", { class: "bidi-control", title: `A direction-changing character (${code}) was here`, text: `[${code}]` })];
+  });
+}
+
+function linkifiedPart(text, plain) {
   const nodes = [];
   let last = 0;
   for (const match of text.matchAll(URL_RE)) {

@@ -690,6 +690,31 @@ def test_xss_corpus_renders_as_text_with_csp_on_every_page(web: Web) -> None:
     expect(cy_page).to_have_url(re.compile(r"/accounts/login/"))
 
 
+def test_a_direction_override_in_a_body_is_shown_as_a_mark_and_isolated(web: Web) -> None:
+    """Tried: a body with U+202E (right-to-left override), the "annexe.exe" trick.
+
+    The receiver sees the override as a visible `[U+202E]` mark instead of reversed text,
+    and every body is isolated (`dir=auto`) so it cannot reorder the page around it.
+    """
+    ana = make_person("ana", "Ana")
+    bo = make_person("bo", "Bo")
+    off_loop(services.create_direct_conversation, user=ana, other_user_id=bo.pk)
+    bo_page = web.log_in(bo, gateway=1)
+    ana_page = web.log_in(ana, gateway=0)
+    conversation(ana_page, "Bo").click()
+    send(ana_page, "holiday\u202egpj.exe")
+
+    conversation(bo_page, "Ana").click()
+    body = bubbles(bo_page)
+    expect(body).to_have_count(1)
+    expect(body.locator(".bidi-control")).to_have_text("[U+202E]")
+    expect(body).to_have_text("holiday[U+202E]gpj.exe")
+    expect(body).to_have_attribute("dir", "auto")
+    assert body.evaluate("el => getComputedStyle(el).unicodeBidi") == "isolate"
+    # What is stored is what was typed: the mark is only how it is shown.
+    assert Message.objects.get(kind="text").body == "holiday\u202egpj.exe"
+
+
 def _cmid(n: int) -> str:
     return f"00000000-0000-4000-8000-{n:012d}"
 

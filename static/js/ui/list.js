@@ -58,7 +58,7 @@ function conversationItem(id) {
       h(
         "span",
         { class: "conv-top" },
-        h("span", { class: "conv-title", text: title }),
+        h("span", { class: "conv-title", dir: "auto", text: title }),
         h("time", { class: "conv-time", datetime: c.last_activity_at || null, text: fmt.listTime(c.last_activity_at) }),
       ),
       h(

@@ -114,13 +114,13 @@ function messageEl(m, { run, marks }) {
     tabindex: "-1",
   });
   if (!own && group) {
-    if (!run) li.append(h("p", { class: "sender", "aria-hidden": "true", text: nameOf(m.sender) }));
+    if (!run) li.append(h("p", { class: "sender", dir: "auto", "aria-hidden": "true", text: nameOf(m.sender) }));
   }
   const bubble = h("div", { class: "bubble" }, h("span", { class: "visually-hidden", text: `${nameOf(m.sender)}: ` }));
   if (m.deleted) {
     bubble.append(h("p", { class: "body deleted-text", text: "This message was deleted." }));
   } else {
-    if (m.body) bubble.append(h("p", { class: "body" }, bodyNodes(m)));
+    if (m.body) bubble.append(h("p", { class: "body", dir: "auto" }, bodyNodes(m)));
     if (m.attachments?.length) bubble.append(h("div", { class: "attachments" }, m.attachments.map(attachmentEl)));
   }
   const date = fmt.toDate(m.created_at);
@@ -155,7 +155,7 @@ function pendingEl(entry) {
     "data-client-msg-id": entry.client_msg_id,
   });
   const bubble = h("div", { class: "bubble" });
-  if (entry.body) bubble.append(h("p", { class: "body" }, linkified(entry.body)));
+  if (entry.body) bubble.append(h("p", { class: "body", dir: "auto" }, linkified(entry.body)));
   if (entry.attachment_meta?.length) bubble.append(h("div", { class: "attachments" }, entry.attachment_meta.map(attachmentEl)));
   const date = fmt.toDate(entry.created_at);
   bubble.append(
