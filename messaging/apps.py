@@ -7,3 +7,7 @@ class MessagingConfig(AppConfig):
     """Configure the messaging app."""
 
     name = "messaging"
+
+    def ready(self) -> None:
+        """Connect the receivers that hand work to the worker (`messaging.tasks`)."""
+        from messaging import tasks  # noqa: F401 - importing connects its receivers

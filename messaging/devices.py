@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import ipaddress
+import logging
 import re
 from typing import Any, TypedDict
 from urllib.parse import urlsplit
@@ -17,6 +18,7 @@ from urllib.parse import urlsplit
 from django.conf import settings
 from django.db import transaction
 from django.db.models.functions import Coalesce
+from django.dispatch import Signal
 
 from accounts.models import User
 from chatsite import text
@@ -25,6 +27,12 @@ from messaging.models import Device
 from messaging.push.safehttp import origin_of
 
 Platform = Device.Platform
+logger = logging.getLogger(__name__)
+
+# Sent after commit when a push target moves from one account to another:
+# `previous_user_id`, `device_id`, `platform`, `name` (what its previous owner called it).
+# The worker tells the previous owner on their other devices (`messaging.tasks`).
+device_taken_over = Signal()
 
 _FCM_TOKEN = re.compile(r"[A-Za-z0-9_:\-.]{16,1024}")
 _APNS_TOKEN = re.compile(r"[0-9a-fA-F]{64}")
@@ -156,6 +164,8 @@ def register_device(
             platform=platform, token=target, defaults={"user": user, "keys": keys, "name": label}
         )
         new_to_user = created or device.user_id != user.pk
+        if not created and new_to_user:
+            _announce_takeover(device, user)
         if not created:
             device.user = user
             device.keys = keys
@@ -164,6 +174,29 @@ def register_device(
         if new_to_user:
             _make_room(user, keep=device.pk)
     return device, new_to_user
+
+
+def _announce_takeover(device: Device, user: User) -> None:
+    """Log a push target moving to `user` and have its previous owner told after commit."""
+    previous, device_id, platform, name = device.user_id, device.pk, device.platform, device.name
+    # The token is a credential of sorts: never logged, only the ids.
+    logger.warning(
+        "push target %s (%s) moved from user %s to user %s",
+        device_id,
+        platform,
+        previous,
+        user.pk,
+        extra={"device": device_id, "from_user": previous, "to_user": user.pk},
+    )
+    transaction.on_commit(
+        lambda: device_taken_over.send(
+            sender=Device,
+            previous_user_id=previous,
+            device_id=device_id,
+            platform=platform,
+            name=name,
+        )
+    )
 
 
 def _make_room(user: User, *, keep: int) -> None:

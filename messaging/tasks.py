@@ -17,6 +17,7 @@ from django.conf import settings
 from django.utils import timezone
 from kombu.exceptions import OperationalError as BrokerError
 
+from messaging.devices import device_taken_over
 from messaging.models import Device
 from messaging.notifications import decide, sending
 from messaging.push import backend_for
@@ -68,6 +69,25 @@ def delete_old_notifications_task() -> None:
     deleted = sending.delete_old_notifications(now=timezone.now())
     if deleted:
         logger.info("deleted %d old notification trace rows", deleted)
+
+
+@shared_task(ignore_result=True)
+def send_takeover_notice_task(user_id: int, device_id: int, platform: str, name: str) -> None:
+    """Tell a user on their other devices that a push target moved to another account."""
+    sending.send_takeover_notice(user_id=user_id, device_id=device_id, platform=platform, name=name)
+
+
+def _on_device_taken_over(
+    *, previous_user_id: int, device_id: int, platform: str, name: str, **_: object
+) -> None:
+    try:
+        send_takeover_notice_task.delay(previous_user_id, device_id, platform, name)
+    except BrokerError as exc:
+        # The move itself is logged by `messaging.devices`; only the notice is lost.
+        logger.warning("cannot reach the broker to send a security notice: %r", exc)
+
+
+device_taken_over.connect(_on_device_taken_over, dispatch_uid="messaging-device-taken-over")
 
 
 @worker_ready.connect

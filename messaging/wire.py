@@ -364,6 +364,20 @@ def remove_push(conversation_id: int, up_to_seq: int) -> RemovePush:
     return {"type": "remove", "conversation": conversation_id, "up_to_seq": up_to_seq}
 
 
+class SecurityPush(TypedDict):
+    """The decrypted body of a `security` push: something changed about the account."""
+
+    type: Literal["security"]
+    title: str
+    body: str
+    url: str
+
+
+def security_push(*, title: str, body: str, url: str) -> SecurityPush:
+    """Build a `security` push."""
+    return {"type": "security", "title": title, "body": body, "url": url}
+
+
 # --- server frames -----------------------------------------------------------------------
 
 ConversationReason = Literal["created", "joined", "left", "removed", "renamed"]

@@ -553,3 +553,47 @@ def delete_old_notifications(*, now: datetime, batch: int = 5000) -> int:
             return total
         deleted, _ = Notification.objects.filter(pk__in=ids).delete()
         total += deleted
+
+
+# --- security notices --------------------------------------------------------------------
+
+
+def send_takeover_notice(*, user_id: int, device_id: int, platform: str, name: str) -> int:
+    """Tell a user that one of their push targets now belongs to another account.
+
+    A push to each of their remaining devices and, if they have an email address, an
+    email; returns how many pushes were sent. Best effort: the registration that
+    moved the device has committed, and the move is also in the gateway's log.
+    """
+    user = User.objects.filter(pk=user_id, is_active=True).first()
+    if user is None:
+        return 0
+    label = f"“{name}”" if name else f"A {Device.Platform(platform).label} device"
+    title = "A device left your account"
+    body = (
+        f"{label} now gets another account's notifications, not yours. "
+        "If that was not you, change your password and sign out of that device."
+    )
+    payload = wire.security_push(title=title, body=body, url="/")
+    sent, gone = 0, []
+    for device in Device.objects.filter(user_id=user_id).exclude(pk=device_id):
+        result = backend_for(device.platform).send(
+            device, dict(payload), topic="security", urgency="high", ttl=settings.PUSH_TTL
+        )
+        logger.info("security notice to device %s: %s", device.pk, result.outcome)
+        if result.outcome == "sent":
+            sent += 1
+        elif result.outcome in ("gone", "refused"):
+            gone.append(device.pk)
+    if gone:
+        Device.objects.filter(pk__in=gone).delete()
+    if user.email:
+        try:
+            EmailMultiAlternatives(
+                subject=title,
+                body=f"{body}\n\n{settings.SITE_URL}/\n",
+                to=[user.email],
+            ).send()
+        except (smtplib.SMTPException, OSError) as exc:
+            logger.warning("security notice email to user %s failed: %r", user_id, exc)
+    return sent
