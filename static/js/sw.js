@@ -6,7 +6,8 @@
 //   network, so the app opens offline (its outbox then shows what waits to be sent).
 // - Web Push (messaging/notifications/payloads.py): a `message` push shows a notification
 //   per conversation (a newer one replaces it and alerts again); a `remove` push takes
-//   it back once the messages were read elsewhere. A click opens the conversation.
+//   it back once the messages were read elsewhere; a `security` push (a device left the
+//   account) shows as it is. A click opens the conversation (or the app).
 
 const CONFIG = self.SW_CONFIG || { version: "dev", precache: [] };
 const CACHE = `chat-${CONFIG.version}`;
