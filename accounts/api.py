@@ -78,6 +78,10 @@ class ProfileSerializer(UserSerializer):
     email_notifications = serializers.BooleanField(
         help_text="Missed-message emails on (when `email` is set)."
     )
+    group_adds = serializers.ChoiceField(
+        choices=User.GroupAdds.choices,
+        help_text="Who may add you to a group without asking; anyone else sends a request.",
+    )
 
 
 class ProfileUpdateSerializer(serializers.Serializer[Any]):
@@ -91,6 +95,7 @@ class ProfileUpdateSerializer(serializers.Serializer[Any]):
         max_length=254, required=False, allow_blank=True, help_text="Empty removes it."
     )
     email_notifications = rest.StrictBooleanField(required=False)
+    group_adds = serializers.ChoiceField(choices=User.GroupAdds.choices, required=False)
 
 
 class UserQuerySerializer(serializers.Serializer[Any]):

@@ -11,8 +11,21 @@ class User(AbstractUser):
         AVAILABLE = "available", "Available"
         BUSY = "busy", "Busy"
 
+    class GroupAdds(models.TextChoices):
+        """Who may add this user to a group without asking first."""
+
+        EVERYONE = "everyone", "Everyone"
+        CONTACTS = "contacts", "My contacts"
+        NOBODY = "nobody", "Nobody"
+
     display_name = models.CharField(max_length=64, blank=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.AVAILABLE)
+    # An add by someone this allows is a membership; any other add is a request.
+    # Everyone by default, as in the messengers people know; direct chats from
+    # strangers are requests whatever this says.
+    group_adds = models.CharField(
+        max_length=8, choices=GroupAdds.choices, default=GroupAdds.EVERYONE
+    )
     last_seen = models.DateTimeField(null=True, blank=True)
     # Missed-message emails (when `email` is set); turned off by the one-click unsubscribe.
     email_notifications = models.BooleanField(default=True)

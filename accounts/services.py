@@ -149,6 +149,7 @@ def update_profile(
     status: str | None = None,
     email: str | None = None,
     email_notifications: bool | None = None,
+    group_adds: str | None = None,
 ) -> User:
     """Change the user's display name, sticky status, email address or email notifications.
 
@@ -165,6 +166,9 @@ def update_profile(
     if email_notifications is not None:
         user.email_notifications = email_notifications
         fields.append("email_notifications")
+    if group_adds is not None:
+        user.group_adds = group_adds
+        fields.append("group_adds")
     status_moved = False
     if status is not None:
         status_moved = status != user.status

@@ -63,6 +63,8 @@ def direct_pairs(accounts: Sequence[Account]) -> list[int]:
     for a, b in zip(users[0::2], users[1::2], strict=True):
         assert isinstance(a, User) and isinstance(b, User)
         conversation, _created = services.create_direct_conversation(user=a, other_user_id=b.pk)
+        # The pairs know each other: not a message request, receipts flow both ways.
+        services.accept_request(user=b, conversation_id=conversation.pk)
         ids.append(conversation.pk)
     return ids
 

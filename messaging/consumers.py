@@ -268,10 +268,10 @@ class ChatConsumer(PresenceMixin, FrameSocket):
         """Join or leave the conversation's group as membership changes, then forward."""
         conversation = int(event["conversation"])
         frame = event["frame"]
-        if frame["reason"] in ("created", "joined"):
-            await self.layer_groups.add(conversation, int(event["member_seq"]))
-        else:
+        if frame["reason"] in ("left", "removed"):
             await self.layer_groups.drop(conversation)
+        else:  # created, joined, accepted
+            await self.layer_groups.add(conversation, int(event["member_seq"]))
         await self.send_frame(frame)
 
     async def connection_evict(self, event: dict[str, Any]) -> None:

@@ -78,6 +78,11 @@ class Membership(models.Model):
     muted = models.BooleanField(default=False)
     # Which new messages may notify this member while they are away (push and email).
     notify = models.CharField(max_length=8, choices=NotifyLevel.choices, default=NotifyLevel.ALL)
+    # False: someone who is not this user's contact put them here (a direct chat or a
+    # group add), and they have not accepted yet: a message request. Until then their
+    # presence, read receipts and typing are not shared; they are notified as of any
+    # message, and may read, accept (replying accepts too) or decline.
+    accepted = models.BooleanField(default=True)
     joined_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

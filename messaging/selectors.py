@@ -6,6 +6,7 @@ not the conversation exists.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -171,6 +172,7 @@ def _view(membership: Membership, unread: int, peer: User | None) -> Conversatio
         unread=unread,
         muted=membership.muted,
         notify=membership.notify,
+        request=not membership.accepted,
         last_activity_at=conversation.last_activity_at,
         member_seq=conversation.member_seq,
         peer=(peer.pk if peer else membership.user_id)
@@ -196,7 +198,7 @@ def _direct_peers(user: User, conversation_ids: list[int]) -> dict[int, User]:
 # 20,000 idle sockets (bench/, `connections`); the SQL is the same, written once.
 _CONVERSATIONS_SQL = f"""
 SELECT c.id, c.kind, c.title, c.public, c.last_seq, c.member_seq, c.last_activity_at,
-       m.read_seq, m.delivered_seq, m.muted, m.notify,
+       m.read_seq, m.delivered_seq, m.muted, m.notify, m.accepted,
        (SELECT COUNT(*) FROM {Message._meta.db_table} x
          WHERE x.conversation_id = m.conversation_id AND x.seq > m.read_seq
            AND x.kind = %s AND x.deleted = %s
@@ -235,7 +237,8 @@ def list_conversations_for_user(*, user: User) -> list[ConversationView]:
     views: list[ConversationView] = []
     for (
         cid, kind, title, public, last_seq, member_seq, last_activity_at,
-        read_seq, delivered_seq, muted, notify, unread, peer_id, peer_display, peer_username,
+        read_seq, delivered_seq, muted, notify, accepted, unread,
+        peer_id, peer_display, peer_username,
     ) in rows:  # fmt: skip
         direct = kind == Conversation.Kind.DIRECT
         if direct:
@@ -252,6 +255,7 @@ def list_conversations_for_user(*, user: User) -> list[ConversationView]:
                 unread=int(unread or 0),
                 muted=bool(muted),
                 notify=notify,
+                request=not accepted,
                 last_activity_at=_aware(last_activity_at),
                 member_seq=member_seq,
                 peer=(peer_id if peer_id is not None else user.pk) if direct else None,
@@ -320,25 +324,43 @@ class TypingTarget:
 
     member_count: int
     member_seq: int
+    # False for a message request not accepted yet: its typing is not shared.
+    accepted: bool = True
 
 
 def get_typing_target(*, user: User, conversation_id: int) -> TypingTarget:
     """Return the size and `member_seq` of a conversation the user is in, else NotAMember."""
-    member_seq = get_member_seq_if_member(user=user, conversation_id=conversation_id)
-    if member_seq is None:
+    row = (
+        Membership.objects.filter(conversation_id=conversation_id, user=user)
+        .values_list("conversation__member_seq", "accepted")
+        .first()
+    )
+    if row is None:
         raise NotAMember()
     count = Membership.objects.filter(conversation_id=conversation_id).count()
-    return TypingTarget(member_count=count, member_seq=member_seq)
+    return TypingTarget(member_count=count, member_seq=row[0], accepted=row[1])
 
 
-def filter_visible_users(*, user: User, user_ids: list[int]) -> set[int]:
-    """Return which of `user_ids` share a conversation with `user` (and `user` itself)."""
-    mine = Membership.objects.filter(user=user).values("conversation_id")
-    shared = set(
-        Membership.objects.filter(conversation_id__in=mine, user_id__in=user_ids)
+def contacts_among(*, user: User, user_ids: Sequence[int]) -> set[int]:
+    """Return which of `user_ids` are contacts of `user`: they share an accepted conversation.
+
+    Both memberships must be accepted: a message request makes no contact until it is
+    accepted, so a stranger who starts one learns nothing (presence, receipts, typing).
+    """
+    if not user_ids:
+        return set()
+    mine = Membership.objects.filter(user=user, accepted=True).values("conversation_id")
+    return set(
+        Membership.objects.filter(conversation_id__in=mine, user_id__in=user_ids, accepted=True)
+        .exclude(user=user)
         .values_list("user_id", flat=True)
         .distinct()
     )
+
+
+def filter_visible_users(*, user: User, user_ids: list[int]) -> set[int]:
+    """Return which of `user_ids` may see each other's presence with `user`: its contacts."""
+    shared = contacts_among(user=user, user_ids=user_ids)
     if user.pk in user_ids:
         shared.add(user.pk)
     return shared

@@ -24,7 +24,7 @@ from django.utils import timezone
 from accounts.models import User
 from chatsite import metrics, ratelimit, text
 from chatsite.logs import trace
-from messaging import events, wire
+from messaging import events, selectors, wire
 from messaging.errors import (
     BadRequest,
     Conflict,
@@ -195,8 +195,33 @@ def _summary(conversation: Conversation) -> wire.ConversationSummary:
     )
 
 
+def _welcomed(actor: User, users: Sequence[User], *, direct: bool = False) -> set[int]:
+    """Return the ids of `users` that `actor` may put in a conversation without asking.
+
+    The others get a message request. A direct chat is a request unless they are
+    contacts; a group add follows each user's `group_adds` (everyone, contacts, nobody).
+    """
+    asked = [
+        u.pk
+        for u in users
+        if u.pk != actor.pk and (direct or u.group_adds == User.GroupAdds.CONTACTS)
+    ]
+    contacts = selectors.contacts_among(user=actor, user_ids=asked)
+    return {
+        u.pk
+        for u in users
+        if u.pk == actor.pk
+        or u.pk in contacts
+        or (not direct and u.group_adds == User.GroupAdds.EVERYONE)
+    }
+
+
 def _announce_membership(
-    conversation: Conversation, users: Iterable[User], reason: wire.ConversationReason
+    conversation: Conversation,
+    users: Iterable[User],
+    reason: wire.ConversationReason,
+    *,
+    requests: Iterable[int] = (),
 ) -> None:
     """Tell each user's connections on commit that they joined or left a conversation.
 
@@ -204,6 +229,7 @@ def _announce_membership(
     unread. A departing user is told the summary every member may see.
     """
     people = list(users)
+    asked = set(requests)
     items = []
     for user in people:
         payload: wire.ConversationSummary | wire.ConversationPayload
@@ -222,6 +248,7 @@ def _announce_membership(
                 delivered_seq=conversation.last_seq,
                 unread=0,
                 muted=False,
+                request=user.pk in asked,
                 last_activity_at=conversation.last_activity_at,
                 peer=peer.pk if is_direct else None,
                 member_seq=conversation.member_seq,
@@ -240,28 +267,65 @@ def create_direct_conversation(*, user: User, other_user_id: int) -> tuple[Conve
     """Return the direct conversation of two users, creating it if needed (idempotent).
 
     The second value is True when this call created it. Creating writes nothing to
-    the log: a direct conversation's log starts empty.
+    the log: a direct conversation's log starts empty. With someone who is not a
+    contact, it is a message request to them. One who declined a request is asked
+    again when the other opens the chat again.
     """
     (other,) = _active_users([other_user_id])
     low, high = sorted((user.pk, other.pk))
     key = f"{low}:{high}"
+    people = [user] if user.pk == other.pk else [user, other]
     existing = Conversation.objects.filter(direct_key=key).first()
     if existing is not None:
+        _rejoin_direct(existing, user, people)
         return existing, False
+    welcomed = _welcomed(user, people, direct=True)
     try:
         with transaction.atomic():
             conversation = Conversation.objects.create(
                 kind=Conversation.Kind.DIRECT, direct_key=key, created_by=user
             )
-            people = [user] if user.pk == other.pk else [user, other]
             Membership.objects.bulk_create(
-                Membership(conversation=conversation, user=p, role=Role.MEMBER) for p in people
+                Membership(
+                    conversation=conversation,
+                    user=p,
+                    role=Role.MEMBER,
+                    accepted=p.pk in welcomed,
+                )
+                for p in people
             )
-            _announce_membership(conversation, people, "created")
+            asked = [p.pk for p in people if p.pk not in welcomed]
+            _announce_membership(conversation, people, "created", requests=asked)
     except IntegrityError:
         # Both users asked at once; the other request created it first.
         return Conversation.objects.get(direct_key=key), False
     return conversation, True
+
+
+def _rejoin_direct(conversation: Conversation, user: User, people: list[User]) -> None:
+    """Give back the membership of a direct chat's member who declined it."""
+    present = set(
+        Membership.objects.filter(conversation=conversation).values_list("user_id", flat=True)
+    )
+    missing = [p for p in people if p.pk not in present]
+    if not missing:
+        return
+    welcomed = _welcomed(user, people, direct=True)
+    with transaction.atomic():
+        conversation = _lock_conversation(conversation.pk)
+        for p in missing:
+            Membership.objects.get_or_create(
+                conversation=conversation,
+                user=p,
+                defaults={
+                    "role": Role.MEMBER,
+                    "accepted": p.pk in welcomed,
+                    "read_seq": conversation.last_seq,
+                    "delivered_seq": conversation.last_seq,
+                },
+            )
+        asked = [p.pk for p in missing if p.pk not in welcomed]
+        _announce_membership(conversation, missing, "joined", requests=asked)
 
 
 def create_group(
@@ -277,6 +341,7 @@ def create_group(
             details={"max_members": settings.CHAT_MAX_GROUP_MEMBERS},
         )
     everyone = [creator, *members]
+    welcomed = _welcomed(creator, everyone)
     with transaction.atomic():
         conversation = Conversation.objects.create(
             kind=Conversation.Kind.GROUP, title=title, public=public, created_by=creator
@@ -289,6 +354,7 @@ def create_group(
                 role=Role.OWNER if u.pk == creator.pk else Role.MEMBER,
                 read_seq=seq,
                 delivered_seq=seq,
+                accepted=u.pk in welcomed,
             )
             for u in everyone
         )
@@ -301,7 +367,8 @@ def create_group(
             title=title,
             body=f"{creator.name} created the group “{title}”.",
         )
-        _announce_membership(conversation, everyone, "created")
+        asked = [u.pk for u in everyone if u.pk not in welcomed]
+        _announce_membership(conversation, everyone, "created", requests=asked)
     return conversation
 
 
@@ -314,7 +381,9 @@ def _check_room(conversation: Conversation, adding: int) -> None:
         )
 
 
-def _new_membership(conversation: Conversation, user: User, seq: int) -> Membership:
+def _new_membership(
+    conversation: Conversation, user: User, seq: int, *, accepted: bool = True
+) -> Membership:
     # Public groups show their whole history; a private group shows a new member the
     # log from their addition on (so a removed and re-added member never sees the gap).
     return Membership(
@@ -324,6 +393,7 @@ def _new_membership(conversation: Conversation, user: User, seq: int) -> Members
         read_seq=seq,
         delivered_seq=seq,
         visible_from_seq=0 if conversation.public else seq,
+        accepted=accepted,
     )
 
 
@@ -349,8 +419,11 @@ def add_members(*, actor: User, conversation_id: int, user_ids: Iterable[int]) -
         if not new:
             return []
         _check_room(conversation, len(new))
+        welcomed = _welcomed(actor, new)
         seq = _take_seq(conversation, membership_change=True)
-        Membership.objects.bulk_create(_new_membership(conversation, u, seq) for u in new)
+        Membership.objects.bulk_create(
+            _new_membership(conversation, u, seq, accepted=u.pk in welcomed) for u in new
+        )
         _write_system_message(
             conversation,
             actor=actor,
@@ -359,8 +432,53 @@ def add_members(*, actor: User, conversation_id: int, user_ids: Iterable[int]) -
             users=new,
             body=f"{actor.name} added {_names(new)}.",
         )
-        _announce_membership(conversation, new, "joined")
+        asked = [u.pk for u in new if u.pk not in welcomed]
+        _announce_membership(conversation, new, "joined", requests=asked)
     return [u.pk for u in new]
+
+
+def accept_request(*, user: User, conversation_id: int) -> Conversation:
+    """Accept a message request: from now on the conversation is like any other.
+
+    Idempotent. The user's devices get `conversation.updated` (`accepted`) with their
+    view, whose `request` is now false.
+    """
+    with transaction.atomic():
+        conversation = _lock_conversation(conversation_id)
+        membership = _membership(conversation, user)
+        if membership.accepted:
+            return conversation
+        membership.accepted = True
+        membership.save(update_fields=["accepted"])
+        _announce_accepted(conversation.pk, user)
+    return conversation
+
+
+def _announce_accepted(conversation_id: int, user: User) -> None:
+    """Tell the user's devices on commit that a message request of theirs is accepted."""
+    conversation = Conversation.objects.get(pk=conversation_id)
+    view = selectors.conversation_view_for_member(conversation, user)
+    frame = wire.conversation_updated_frame(wire.conversation_payload(view), "accepted")
+    event = events.user_event(conversation_id, conversation.member_seq, frame)
+    events.send_event_on_commit(events.user_group(user.pk), event)
+
+
+def decline_request(*, user: User, conversation_id: int) -> None:
+    """Decline a message request: the user leaves it (a group logs it, a direct chat not).
+
+    A direct chat's requester may ask again by opening the chat again; a group's admin
+    by adding the user again.
+    """
+    with transaction.atomic():
+        conversation = _lock_conversation(conversation_id)
+        membership = _membership(conversation, user)
+        if membership.accepted:
+            raise BadRequest("Only a message request can be declined; leave the group instead.")
+        if conversation.kind == Conversation.Kind.GROUP:
+            _depart(conversation, membership, user, actor=user, event="left")
+            return
+        membership.delete()
+        _announce_membership(conversation, [user], "left")
 
 
 def join_conversation(*, user: User, conversation_id: int) -> Conversation:
@@ -536,7 +654,9 @@ def send_message(
             stored = _store_message(conversation_id, sender, cmid, body, mentions)
             if stored is None:
                 raise NotAMember()
-            message, member_seq = stored
+            message, member_seq, accepted_now = stored
+            if accepted_now:
+                _announce_accepted(conversation_id, sender)
             if attachments:
                 message.attachments.set(attachments)
             else:
@@ -591,7 +711,8 @@ _membership_table = Membership._meta.db_table
 _message_table = Message._meta.db_table
 _due_table = NotificationDue._meta.db_table
 
-# One statement, one round trip: take the next seq (the UPDATE locks the conversation row
+# One statement, one round trip: note whether the sender had a message request open
+# (`was`: CTEs read the statement's snapshot, so before the update), take the next seq (the UPDATE locks the conversation row
 # until commit), raise the sender's markers, insert the message and the row that has its
 # notifications decided later (in the same transaction, so no process can lose it). The
 # membership UPDATE joins the locked conversation row, so it runs after the lock is held
@@ -599,7 +720,10 @@ _due_table = NotificationDue._meta.db_table
 # meanwhile: no row comes back and the caller rolls the seq back. ORM-built, these were
 # three statements and most of a send's CPU.
 _STORE_MESSAGE_SQL = f"""
-WITH conv AS (
+WITH was AS (
+    SELECT accepted FROM {_membership_table}
+    WHERE conversation_id = %(conversation)s AND user_id = %(sender)s
+), conv AS (
     UPDATE {_conversation_table}
     SET last_seq = last_seq + 1, last_activity_at = %(now)s
     WHERE id = %(conversation)s
@@ -607,7 +731,8 @@ WITH conv AS (
 ), member AS (
     UPDATE {_membership_table} AS m
     SET read_seq = GREATEST(m.read_seq, conv.last_seq),
-        delivered_seq = GREATEST(m.delivered_seq, conv.last_seq)
+        delivered_seq = GREATEST(m.delivered_seq, conv.last_seq),
+        accepted = TRUE
     FROM conv
     WHERE m.conversation_id = conv.id AND m.user_id = %(sender)s
     RETURNING conv.id, conv.last_seq, conv.member_seq
@@ -623,17 +748,19 @@ WITH conv AS (
     INSERT INTO {_due_table} (message_id, due_at, attempts)
     SELECT stored.id, %(due)s, 0 FROM stored WHERE %(due)s IS NOT NULL
 )
-SELECT stored.id, stored.seq, member.member_seq FROM stored, member
+SELECT stored.id, stored.seq, member.member_seq, NOT (SELECT accepted FROM was)
+FROM stored, member
 """  # noqa: S608 - table names are ours; values are parameters
 
 
 def _store_message(
     conversation_id: int, sender: User, cmid: uuid.UUID, body: str, mentions: list[int]
-) -> tuple[Message, int] | None:
+) -> tuple[Message, int, bool] | None:
     """Store a text message at the conversation's next seq; None if not a member.
 
-    Returns the message and the conversation's `member_seq`. On None the conversation's
-    seq may have been taken: the caller must roll the transaction back.
+    Returns the message, the conversation's `member_seq` and whether this send accepted
+    the sender's message request (replying accepts). On None the conversation's seq may
+    have been taken: the caller must roll the transaction back.
     """
     if connection.vendor != "postgresql":
         return _store_message_portable(conversation_id, sender, cmid, body, mentions)
@@ -672,12 +799,12 @@ def _store_message(
     )
     message._state.adding = False
     message._state.db = connection.alias
-    return message, int(row[2])
+    return message, int(row[2]), bool(row[3])
 
 
 def _store_message_portable(
     conversation_id: int, sender: User, cmid: uuid.UUID, body: str, mentions: list[int]
-) -> tuple[Message, int] | None:
+) -> tuple[Message, int, bool] | None:
     """Do what `_STORE_MESSAGE_SQL` does in three statements (SQLite, the embedded default)."""
     with connection.cursor() as cursor:
         cursor.execute(
@@ -691,7 +818,10 @@ def _store_message_portable(
     seq, member_seq = int(row[0]), int(row[1])
     # Raising the sender's markers doubles as the membership check, under the
     # conversation lock, so no send lands after the sender's removal.
-    if not Membership.objects.filter(conversation_id=conversation_id, user=sender).update(
+    membership = Membership.objects.filter(conversation_id=conversation_id, user=sender)
+    accepted_now = membership.filter(accepted=False).exists()
+    if not membership.update(
+        accepted=True,
         read_seq=Greatest(F("read_seq"), Value(seq)),
         delivered_seq=Greatest(F("delivered_seq"), Value(seq)),
     ):
@@ -708,7 +838,7 @@ def _store_message_portable(
     due_at = _notify_due_at(message.created_at)
     if due_at is not None:
         NotificationDue.objects.create(message=message, due_at=due_at)
-    return message, member_seq
+    return message, member_seq, accepted_now
 
 
 def _editable_message(
@@ -834,22 +964,27 @@ def mark_receipts(
     rows = Membership.objects.filter(conversation_id=conversation_id, user=user)
     with transaction.atomic():
         changed = rows.filter(moved).update(**changes) > 0
-        current = rows.values("delivered_seq", "read_seq", "conversation__member_seq").first()
+        current = rows.values(
+            "delivered_seq", "read_seq", "accepted", "conversation__member_seq"
+        ).first()
         if current is None:
             raise NotAMember()
         if changed and read_seq:
             _schedule_push_removal(user, conversation_id, current["read_seq"])
         if changed:
-            events.to_conversation_on_commit(
-                conversation_id,
-                current["conversation__member_seq"],
-                wire.receipt_updated_frame(
-                    conversation_id=conversation_id,
-                    user_id=user.pk,
-                    delivered_seq=current["delivered_seq"],
-                    read_seq=current["read_seq"],
-                ),
+            frame = wire.receipt_updated_frame(
+                conversation_id=conversation_id,
+                user_id=user.pk,
+                delivered_seq=current["delivered_seq"],
+                read_seq=current["read_seq"],
             )
+            member_seq = current["conversation__member_seq"]
+            if current["accepted"]:
+                events.to_conversation_on_commit(conversation_id, member_seq, frame)
+            else:
+                # A message request's receipts stay with the user's own devices.
+                event = events.conversation_event(conversation_id, member_seq, frame)
+                events.send_event_on_commit(events.user_group(user.pk), event)
     return Markers(
         conversation_id=conversation_id,
         user_id=user.pk,
@@ -865,9 +1000,10 @@ def typing_event(
     """Return the group and event that tell the other members about typing, or None.
 
     Typing is never stored and never relayed in conversations of more than
-    `CHAT_TYPING_MAX_MEMBERS` (a thousand people do not need to see who is typing).
+    `CHAT_TYPING_MAX_MEMBERS` (a thousand people do not need to see who is typing),
+    nor from a member who has not accepted a message request.
     """
-    if target.member_count > settings.CHAT_TYPING_MAX_MEMBERS:
+    if target.member_count > settings.CHAT_TYPING_MAX_MEMBERS or not target.accepted:
         return None
     frame = wire.typing_frame(
         conversation_id=conversation_id,

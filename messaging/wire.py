@@ -70,6 +70,8 @@ class MemberPayload(TypedDict):
     role: str
     read_seq: int
     delivered_seq: int
+    # A message request this member has not accepted: markers show 0 until they do.
+    pending: bool
 
 
 class ConversationSummary(TypedDict):
@@ -91,6 +93,8 @@ class ConversationPayload(ConversationSummary):
     muted: bool
     notify: str
     last_activity_at: str | None
+    # A message request to this user: accept it (replying accepts too) or decline it.
+    request: bool
     peer: NotRequired[int | None]
     members: NotRequired[list[MemberPayload]]
 
@@ -109,6 +113,7 @@ class ProfilePayload(UserPayload):
     status: str
     email: str
     email_notifications: bool
+    group_adds: str
 
 
 class PresenceEntry(TypedDict):
@@ -187,6 +192,7 @@ class ConversationView:
     last_activity_at: datetime | None
     peer: int | None = None
     notify: str = "all"
+    request: bool = False
     # Routing data, not on the wire: the log number of the latest membership change.
     member_seq: int = 0
 
@@ -261,6 +267,7 @@ def conversation_payload(
         "muted": view.muted,
         "notify": view.notify,
         "last_activity_at": iso(view.last_activity_at),
+        "request": view.request,
     }
     if view.kind == "direct":
         payload["peer"] = view.peer
@@ -276,8 +283,10 @@ def member_payload(membership: Membership) -> MemberPayload:
         "username": membership.user.username,
         "display_name": membership.user.name,
         "role": membership.role,
-        "read_seq": membership.read_seq,
-        "delivered_seq": membership.delivered_seq,
+        # A pending member's receipts are not shared (message requests).
+        "read_seq": membership.read_seq if membership.accepted else 0,
+        "delivered_seq": membership.delivered_seq if membership.accepted else 0,
+        "pending": not membership.accepted,
     }
 
 
@@ -295,6 +304,7 @@ def profile_payload(user: User) -> ProfilePayload:
         "status": user.status,
         "email": user.email,
         "email_notifications": user.email_notifications,
+        "group_adds": user.group_adds,
     }
 
 
@@ -380,7 +390,7 @@ def security_push(*, title: str, body: str, url: str) -> SecurityPush:
 
 # --- server frames -----------------------------------------------------------------------
 
-ConversationReason = Literal["created", "joined", "left", "removed", "renamed"]
+ConversationReason = Literal["created", "joined", "left", "removed", "renamed", "accepted"]
 PresenceState = Literal["online", "away", "busy", "offline"]
 
 

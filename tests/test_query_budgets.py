@@ -107,9 +107,10 @@ AUTH = 2
 DETAIL = 3
 # + the conversation list (the selector's one statement).
 REST_CONVERSATIONS_LIST = AUTH + LIST_CONVERSATIONS
-# + create_direct_conversation (the other user, an existing one?, INSERT the
-# conversation, one INSERT of both memberships) + DETAIL + the peer.
-REST_CREATE_DIRECT = AUTH + 4 + DETAIL + 1
+# + create_direct_conversation (the other user, an existing one?, are they contacts
+# (a message request if not)?, INSERT the conversation, one INSERT of both
+# memberships) + DETAIL + the peer.
+REST_CREATE_DIRECT = AUTH + 5 + DETAIL + 1
 # + create_group + DETAIL.
 REST_CREATE_GROUP = AUTH + CREATE_GROUP + DETAIL
 # + the caller's membership (get_membership) + DETAIL.

@@ -85,8 +85,11 @@ class MemberSerializer(serializers.Serializer[Any]):
     username = serializers.CharField()
     display_name = serializers.CharField()
     role = serializers.ChoiceField(choices=Membership.Role.choices)
-    read_seq = serializers.IntegerField()
-    delivered_seq = serializers.IntegerField()
+    read_seq = serializers.IntegerField(help_text="0 while the member is `pending`.")
+    delivered_seq = serializers.IntegerField(help_text="0 while the member is `pending`.")
+    pending = serializers.BooleanField(
+        help_text="A message request this member has not accepted yet."
+    )
 
 
 class ConversationSerializer(serializers.Serializer[Any]):
@@ -106,6 +109,9 @@ class ConversationSerializer(serializers.Serializer[Any]):
         help_text="What notifies you while you are away: all, mentions (only @you), none.",
     )
     last_activity_at = serializers.DateTimeField(allow_null=True)
+    request = serializers.BooleanField(
+        help_text="A message request to you: accept it (replying accepts too) or decline it."
+    )
     peer = serializers.IntegerField(
         required=False, allow_null=True, help_text="Direct only: the other user's id."
     )

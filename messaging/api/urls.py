@@ -60,6 +60,16 @@ urlpatterns = [
         name="conversation-message-notifications",
     ),
     path(
+        "conversations/<id:conversation_id>/accept",
+        views.RequestAcceptApi.as_view(),
+        name="conversation-accept",
+    ),
+    path(
+        "conversations/<id:conversation_id>/decline",
+        views.RequestDeclineApi.as_view(),
+        name="conversation-decline",
+    ),
+    path(
         "conversations/<id:conversation_id>/read",
         views.ConversationReadApi.as_view(),
         name="conversation-read",

@@ -287,6 +287,42 @@ class MemberRemoveApi(APIView):
         return Response(status=204)
 
 
+class RequestAcceptApi(APIView):
+    """Accept a message request: share presence, receipts and typing, and reply."""
+
+    @extend_schema(
+        operation_id="conversations_request_accept",
+        tags=["conversations"],
+        parameters=[CONVERSATION_ID],
+        request=None,
+        responses={
+            200: s.ConversationDetailSerializer,
+            **error_responses(403, 404, *AUTHENTICATED),
+        },
+    )
+    def post(self, request: Request, conversation_id: int) -> Response:
+        """Answer the conversation (`request: false`); accepting twice changes nothing."""
+        user = _user(request)
+        services.accept_request(user=user, conversation_id=conversation_id)
+        return Response(_detail_by_id(conversation_id, user))
+
+
+class RequestDeclineApi(APIView):
+    """Decline a message request: leave it (the requester is not told why)."""
+
+    @extend_schema(
+        operation_id="conversations_request_decline",
+        tags=["conversations"],
+        parameters=[CONVERSATION_ID],
+        request=None,
+        responses={204: None, **error_responses(400, 403, 404, *AUTHENTICATED)},
+    )
+    def post(self, request: Request, conversation_id: int) -> Response:
+        """Answer 204; 400 if the conversation is not a request (leave a group instead)."""
+        services.decline_request(user=_user(request), conversation_id=conversation_id)
+        return Response(status=204)
+
+
 # --- messages --------------------------------------------------------------------------
 
 

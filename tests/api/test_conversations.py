@@ -130,6 +130,7 @@ def test_detail_lists_members_with_markers(
             "role": "owner",
             "read_seq": 2,
             "delivered_seq": 2,
+            "pending": False,
         },
         {
             "id": bo.pk,
@@ -138,6 +139,7 @@ def test_detail_lists_members_with_markers(
             "role": "member",
             "read_seq": 1,
             "delivered_seq": 1,
+            "pending": False,
         },
     ]
 

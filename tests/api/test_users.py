@@ -97,6 +97,7 @@ def test_me_shows_and_changes_the_profile(client_for: Client, ana: User) -> None
         "status": "available",
         "email": "",
         "email_notifications": True,
+        "group_adds": "everyone",
     }
 
     changed = client.patch(

@@ -13,6 +13,7 @@ import json
 import os
 import re
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -42,7 +43,7 @@ from playwright.sync_api import (
 from accounts.models import User
 from bench.harness import REPO_ROOT, Deployment
 from messaging import services
-from messaging.models import Attachment, Message
+from messaging.models import Attachment, Membership, Message
 from tests.e2e.conftest import MakeDeployment, fanout_lost
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -713,6 +714,44 @@ def test_a_direction_override_in_a_body_is_shown_as_a_mark_and_isolated(web: Web
     assert body.evaluate("el => getComputedStyle(el).unicodeBidi") == "isolate"
     # What is stored is what was typed: the mark is only how it is shown.
     assert Message.objects.get(kind="text").body == "holiday\u202egpj.exe"
+
+
+def test_a_message_request_is_shown_and_accepted_or_declined(web: Web) -> None:
+    """A stranger's direct chat arrives as a request; accepting shares receipts from then on."""
+    ana = make_person("ana", "Ana")
+    bo = make_person("bo", "Bo")
+    cy = make_person("cy", "Cy")
+    chat, _ = off_loop(services.create_direct_conversation, user=ana, other_user_id=bo.pk)
+    spam, _ = off_loop(services.create_direct_conversation, user=cy, other_user_id=bo.pk)
+    for sender, conv in ((ana, chat), (cy, spam)):
+        off_loop(
+            services.send_message,
+            sender=sender,
+            conversation_id=conv.pk,
+            client_msg_id=uuid.uuid4(),
+            body=f"hello from {sender.username}",
+        )
+    bo_page = web.log_in(bo, gateway=1)
+
+    expect(conversation(bo_page, "Ana").locator(".request-mark")).to_have_text("Request")
+    conversation(bo_page, "Ana").click()
+    bar = bo_page.locator("#request-bar")
+    expect(bar).to_be_visible()
+    expect(bar).to_contain_text("Ana is not in your contacts")
+    # Reading it shares nothing: Ana's marker of Bo stays at 0.
+    expect(bubbles(bo_page)).to_have_text(["hello from ana"])
+    bo_page.wait_for_timeout(1000)  # the read receipt's coalescing window, and more
+    assert Membership.objects.get(conversation=chat, user=bo).read_seq == 1  # stored
+    bo_page.get_by_role("button", name="Accept").click()
+    expect(bar).to_be_hidden()
+    expect(conversation(bo_page, "Ana").locator(".request-mark")).to_have_count(0)
+    assert Membership.objects.get(conversation=chat, user=bo).accepted
+
+    conversation(bo_page, "Cy").click()
+    expect(bar).to_be_visible()
+    bo_page.get_by_role("button", name="Decline").click()
+    expect(conversation(bo_page, "Cy")).to_have_count(0)
+    assert not Membership.objects.filter(conversation=spam, user=bo).exists()
 
 
 def _cmid(n: int) -> str:

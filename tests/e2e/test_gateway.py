@@ -136,6 +136,7 @@ def test_read_receipts_are_coalesced_into_one_event_per_burst(
     deployment: Deployment, ana: User, bo: User
 ) -> None:
     conversation, _ = services.create_direct_conversation(user=ana, other_user_id=bo.pk)
+    services.accept_request(user=bo, conversation_id=conversation.pk)  # strangers: a request
     for n in range(5):
         services.send_message(
             sender=ana, conversation_id=conversation.pk, client_msg_id=uuid.uuid4(), body=str(n)

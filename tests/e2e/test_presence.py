@@ -41,11 +41,12 @@ def is_change(user: User, state: str | None = None) -> Any:
 
 
 def contacts(*users: User) -> None:
-    """Make every pair of users share a direct conversation (presence needs one)."""
+    """Make every pair of users contacts: a direct conversation both accepted."""
     for a in users:
         for b in users:
             if a.pk < b.pk:
-                services.create_direct_conversation(user=a, other_user_id=b.pk)
+                chat, _ = services.create_direct_conversation(user=a, other_user_id=b.pk)
+                services.accept_request(user=b, conversation_id=chat.pk)
 
 
 def test_two_devices_idle_and_closing_drive_online_away_and_offline(

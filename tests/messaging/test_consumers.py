@@ -147,6 +147,7 @@ def test_receipts_are_coalesced_into_one_write_and_one_event(
 ) -> None:
     settings.CHAT_RECEIPT_COALESCE = 0.3
     chat, _ = services.create_direct_conversation(user=ana, other_user_id=bo.pk)
+    services.accept_request(user=bo, conversation_id=chat.pk)  # strangers: a request
     for body in ("one", "two", "three"):
         services.send_message(
             sender=ana, conversation_id=chat.pk, client_msg_id=uuid.uuid4(), body=body

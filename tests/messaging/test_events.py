@@ -108,6 +108,7 @@ def test_edit_delete_and_receipts_are_broadcast_to_the_conversation(
     ana: User, bo: User, listener: Listener
 ) -> None:
     conversation, _ = services.create_direct_conversation(user=ana, other_user_id=bo.pk)
+    services.accept_request(user=bo, conversation_id=conversation.pk)  # strangers: a request
     message = services.send_message(
         sender=ana, conversation_id=conversation.pk, client_msg_id=uuid.uuid4(), body="x"
     ).message

@@ -107,6 +107,7 @@ export function renderHeader() {
   ui.leaveButton.hidden = c.kind !== "group";
   ui.membersButton.hidden = c.kind !== "group";
   renderNotifyMenu(c);
+  renderRequest(c);
   const members = client.members.get(current);
   if (c.kind === "direct") {
     ui.subtitle.textContent = c.peer === me.id ? "Notes to yourself" : fmt.presenceText(presence.get(c.peer)) || "";
@@ -119,7 +120,38 @@ export function renderHeader() {
   }
 }
 
+/** A message request: say what accepting shares, offer accept and decline. */
+function renderRequest(c) {
+  ui.requestBar.hidden = !c.request;
+  if (!c.request) return;
+  ui.requestText.textContent =
+    c.kind === "direct"
+      ? `${c.title || "Someone"} is not in your contacts. Until you accept or reply, they do not see that you read their messages, that you are online or typing.`
+      : "Someone who is not in your contacts added you to this group. Until you accept or write, its members do not see that you read, are online or typing.";
+}
+
+async function answerRequest(accept) {
+  if (current === null) return;
+  const id = current;
+  try {
+    if (accept) {
+      await api(`/api/v1/conversations/${id}/accept`, { method: "POST" });
+      // The devices hear of it as `conversation.updated` (`accepted`); this one at once.
+      ui.requestBar.hidden = true;
+    } else {
+      await api(`/api/v1/conversations/${id}/decline`, { method: "POST" });
+      client.forget(id);
+      if (current === id) closeConversation();
+      toast("Request declined.");
+    }
+  } catch (error) {
+    toast(`Could not ${accept ? "accept" : "decline"}: ${error.message || error}`);
+  }
+}
+
 export function install() {
+  ui.requestAccept.addEventListener("click", () => answerRequest(true));
+  ui.requestDecline.addEventListener("click", () => answerRequest(false));
   ui.back.addEventListener("click", () => {
     const id = current;
     closeConversation();

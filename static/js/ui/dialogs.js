@@ -21,6 +21,7 @@ const settings = {
   emailField: $("settings-email-field"),
   emailError: $("settings-email-error"),
   emailNotifications: $("settings-email-notifications"),
+  groupAdds: $("settings-group-adds"),
   browser: $("settings-browser"),
   enableBrowser: $("settings-browser-enable"),
   error: $("settings-error"),
@@ -223,6 +224,7 @@ export function install() {
       const profile = await api("/api/v1/users/me");
       settings.email.value = profile.email || "";
       settings.emailNotifications.checked = Boolean(profile.email_notifications);
+      settings.groupAdds.value = profile.group_adds || "everyone";
       settings.status.textContent = "";
       settings.form.inert = false;
       settings.email.focus();
@@ -242,7 +244,11 @@ export function install() {
     try {
       await api("/api/v1/users/me", {
         method: "PATCH",
-        body: { email: settings.email.value.trim(), email_notifications: settings.emailNotifications.checked },
+        body: {
+          email: settings.email.value.trim(),
+          email_notifications: settings.emailNotifications.checked,
+          group_adds: settings.groupAdds.value,
+        },
       });
       settings.dialog.close();
       toast("Notification settings saved.");

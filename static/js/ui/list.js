@@ -37,14 +37,14 @@ function conversationItem(id) {
   if (c.kind === "group") pic.append(h("span", { class: "kind-icon", "aria-hidden": "true" }, icon("group")));
   if (c.kind === "direct" && c.peer !== undefined && c.peer !== me.id) pic.append(presenceDot(c.peer));
   const state = c.kind === "direct" && c.peer !== me.id ? presence.get(c.peer)?.state : null;
-  const label = [title, state ? fmt.PRESENCE_LABELS[state] : null, c.muted ? "muted" : null, unread ? `${unread} unread` : null]
+  const label = [title, c.request ? "message request" : null, state ? fmt.PRESENCE_LABELS[state] : null, c.muted ? "muted" : null, unread ? `${unread} unread` : null]
     .filter(Boolean)
     .join(", ");
   const button = h(
     "button",
     {
       type: "button",
-      class: `conv${unread ? " has-unread" : ""}`,
+      class: `conv${unread ? " has-unread" : ""}${c.request ? " request" : ""}`,
       "data-id": id,
       "aria-current": id === current ? "page" : null,
       "aria-label": label,
@@ -65,6 +65,7 @@ function conversationItem(id) {
         "span",
         { class: "conv-bottom" },
         h("span", { class: "conv-preview", id: `conv-preview-${id}`, text: previewText(c) }),
+        c.request ? h("span", { class: "request-mark", text: "Request" }) : null,
         c.muted ? h("span", { class: "muted-mark", title: "Muted" }, icon("bell-off"), h("span", { class: "visually-hidden", text: "Muted" })) : null,
         unread
           ? h("span", { class: "badge" }, String(unread > 99 ? "99+" : unread), h("span", { class: "visually-hidden", text: " unread" }))
