@@ -44,7 +44,16 @@ class AttachmentSerializer(serializers.Serializer[Any]):
     content_type = serializers.CharField(help_text="Detected from the content, not the client.")
     size = serializers.IntegerField(help_text="Bytes.")
     url = serializers.CharField(help_text="Download path (members only).")
-    thumbnail_url = serializers.CharField(allow_null=True, help_text="Images only, else null.")
+    thumbnail = serializers.ChoiceField(
+        choices=["pending", "ready", "none"],
+        help_text=(
+            "pending: the worker is making it (the URL answers 404 `thumbnail_pending` "
+            "until ready); ready; none: not an image, or it did not decode."
+        ),
+    )
+    thumbnail_url = serializers.CharField(
+        allow_null=True, help_text="Images (pending or ready) only, else null."
+    )
 
 
 class SystemSerializer(serializers.Serializer[Any]):
