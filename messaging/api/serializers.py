@@ -229,6 +229,9 @@ class LimitsSerializer(serializers.Serializer[Any]):
     max_attachments_per_message = serializers.IntegerField()
     max_upload_bytes = serializers.IntegerField(help_text="Bytes per attachment.")
     max_image_pixels = serializers.IntegerField(help_text="Width times height of an image upload.")
+    max_image_decode_bytes = serializers.IntegerField(
+        help_text="Width x height x bytes per pixel of an image upload (413 past it)."
+    )
     thumbnail_size = serializers.IntegerField(help_text="Longest side of a thumbnail, pixels.")
     max_json_bytes = serializers.IntegerField(help_text="Bytes per JSON request body.")
     fetch_default_limit = serializers.IntegerField()

@@ -733,6 +733,7 @@ def server_limits() -> dict[str, Any]:
         "max_attachments_per_message": c.CHAT_MAX_ATTACHMENTS_PER_MESSAGE,
         "max_upload_bytes": c.CHAT_MAX_UPLOAD_BYTES,
         "max_image_pixels": c.CHAT_MAX_IMAGE_PIXELS,
+        "max_image_decode_bytes": c.CHAT_MAX_IMAGE_DECODE_BYTES,
         "thumbnail_size": c.CHAT_THUMBNAIL_SIZE,
         "max_json_bytes": c.API_MAX_JSON_BYTES,
         "fetch_default_limit": c.CHAT_FETCH_DEFAULT_LIMIT,
