@@ -515,7 +515,8 @@ CHAT_MAX_IMAGE_PIXELS = env_int("CHAT_MAX_IMAGE_PIXELS", 40_000_000)
 # Decode cost: width x height x bytes per pixel (Pillow's, or the file's own when larger,
 # e.g. 8 for 16-bit RGBA PNG), read from the header; over it an image is refused (413).
 # 128 MiB takes an 8K (7680 x 4320) RGBA screenshot, 4096 x 4096 at 16-bit RGBA, and
-# any JPEG under the pixel limit (it decodes at a reduced scale); docs/operations.md.
+# any baseline JPEG under the pixel limit (it decodes at a reduced scale); progressive
+# JPEGs count their full-size coefficients (docs/operations.md, "Security").
 CHAT_MAX_IMAGE_DECODE_BYTES = env_int("CHAT_MAX_IMAGE_DECODE_BYTES", 128 * 1024 * 1024)
 CHAT_THUMBNAIL_SIZE = env_int("CHAT_THUMBNAIL_SIZE", 320)
 CHAT_MAX_DEVICES_PER_USER = env_int("CHAT_MAX_DEVICES_PER_USER", 20)

@@ -261,7 +261,9 @@ def _check_header(image: Image.Image, stream: IO[bytes], content_type: str) -> I
 
     The pixel count is the whole canvas. The decode cost is the pixels the decoder will
     actually produce (a JPEG decodes at a reduced scale for a thumbnail: `draft`) times
-    the larger of Pillow's bytes per pixel and the file's own (16-bit PNG samples).
+    the larger of Pillow's bytes per pixel and the file's own (16-bit PNG samples). A
+    progressive JPEG is the exception: libjpeg keeps the coefficients of the whole image
+    (two bytes a sample) whatever the scale, so it costs full size x components x 2.
     """
     pixels_limit = int(settings.CHAT_MAX_IMAGE_PIXELS)
     cost_limit = int(settings.CHAT_MAX_IMAGE_DECODE_BYTES)
@@ -277,6 +279,11 @@ def _check_header(image: Image.Image, stream: IO[bytes], content_type: str) -> I
     if content_type == "image/png":
         per_pixel = max(per_pixel, _png_source_bytes_per_pixel(stream))
     header = ImageHeader(image.size[0], image.size[1], image.mode, per_pixel)
+    if content_type == "image/jpeg" and image.info.get("progressive"):
+        components = int(getattr(image, "layers", 0)) or len(image.getbands())
+        whole = ImageHeader(width, height, image.mode, components * 2)
+        if whole.decode_bytes > header.decode_bytes:
+            header, per_pixel = whole, whole.bytes_per_pixel
     if header.decode_bytes > cost_limit:
         raise ImageTooCostly(
             f"The image would take {header.decode_bytes} bytes to decode "

@@ -166,6 +166,18 @@ def test_a_jpeg_costs_the_reduced_scale_it_decodes_at(
     assert header.decode_bytes <= 1 * MiB
 
 
+def test_a_progressive_jpeg_costs_its_whole_coefficients(settings: Any) -> None:
+    """libjpeg buffers a progressive image's coefficients at full size, whatever the scale."""
+    out = io.BytesIO()
+    Image.new("RGB", (2400, 1600), "teal").save(out, format="JPEG", progressive=True)
+    settings.CHAT_MAX_IMAGE_DECODE_BYTES = 2400 * 1600 * 3 * 2 - 1
+
+    with pytest.raises(attachments.ImageTooCostly) as refused:
+        attachments.inspect_image(io.BytesIO(out.getvalue()), "image/jpeg")
+
+    assert refused.value.details["decode_bytes"] == 2400 * 1600 * 3 * 2
+
+
 def test_pillows_own_bomb_guard_is_a_400_not_a_500(client: APIClient, settings: Any) -> None:
     # Lift our limits: Pillow's guard (2 x Image.MAX_IMAGE_PIXELS) is the one that trips.
     settings.CHAT_MAX_IMAGE_PIXELS = 10**12
