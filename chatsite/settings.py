@@ -290,6 +290,9 @@ WORKER_METRICS_PORT = env_int("WORKER_METRICS_PORT", 0)
 # All interfaces by default: Prometheus scrapes from another host (firewall the port).
 WORKER_METRICS_ADDR = os.environ.get("WORKER_METRICS_ADDR", "0.0.0.0")  # noqa: S104
 CELERY_IMPORTS = ["messaging.taskmetrics"]
+# Thumbnails decode images: their own queue, consumed by a worker of its own
+# (`-Q thumbnails`), whose --concurrency bounds the images decoded at once.
+CELERY_TASK_ROUTES = {"messaging.tasks.make_thumbnail_task": {"queue": "thumbnails"}}
 
 PRESENCE_STORE = os.environ.get("PRESENCE_STORE", "redis" if REDIS_URL else "memory")
 
@@ -509,6 +512,12 @@ API_MAX_JSON_BYTES = env_int(
 # count are refused (a decompression bomb), smaller ones get a thumbnail.
 CHAT_MAX_UPLOAD_BYTES = env_int("CHAT_MAX_UPLOAD_BYTES", 25 * 1024 * 1024)
 CHAT_MAX_IMAGE_PIXELS = env_int("CHAT_MAX_IMAGE_PIXELS", 40_000_000)
+# Decode cost: width x height x bytes per pixel (Pillow's, or the file's own when larger,
+# e.g. 8 for 16-bit RGBA PNG), read from the header; over it an image is refused (413).
+# 128 MiB takes an 8K (7680 x 4320) RGBA screenshot, 4096 x 4096 at 16-bit RGBA, and
+# any baseline JPEG under the pixel limit (it decodes at a reduced scale); progressive
+# JPEGs count their full-size coefficients (docs/operations.md, "Security").
+CHAT_MAX_IMAGE_DECODE_BYTES = env_int("CHAT_MAX_IMAGE_DECODE_BYTES", 128 * 1024 * 1024)
 CHAT_THUMBNAIL_SIZE = env_int("CHAT_THUMBNAIL_SIZE", 320)
 CHAT_MAX_DEVICES_PER_USER = env_int("CHAT_MAX_DEVICES_PER_USER", 20)
 # Search: PostgreSQL full text plus trigram matching; bounded in query size and time.

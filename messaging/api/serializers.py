@@ -44,7 +44,16 @@ class AttachmentSerializer(serializers.Serializer[Any]):
     content_type = serializers.CharField(help_text="Detected from the content, not the client.")
     size = serializers.IntegerField(help_text="Bytes.")
     url = serializers.CharField(help_text="Download path (members only).")
-    thumbnail_url = serializers.CharField(allow_null=True, help_text="Images only, else null.")
+    thumbnail = serializers.ChoiceField(
+        choices=["pending", "ready", "none"],
+        help_text=(
+            "pending: the worker is making it (the URL answers 404 `thumbnail_pending` "
+            "until ready); ready; none: not an image, or it did not decode."
+        ),
+    )
+    thumbnail_url = serializers.CharField(
+        allow_null=True, help_text="Images (pending or ready) only, else null."
+    )
 
 
 class SystemSerializer(serializers.Serializer[Any]):
@@ -220,6 +229,9 @@ class LimitsSerializer(serializers.Serializer[Any]):
     max_attachments_per_message = serializers.IntegerField()
     max_upload_bytes = serializers.IntegerField(help_text="Bytes per attachment.")
     max_image_pixels = serializers.IntegerField(help_text="Width times height of an image upload.")
+    max_image_decode_bytes = serializers.IntegerField(
+        help_text="Width x height x bytes per pixel of an image upload (413 past it)."
+    )
     thumbnail_size = serializers.IntegerField(help_text="Longest side of a thumbnail, pixels.")
     max_json_bytes = serializers.IntegerField(help_text="Bytes per JSON request body.")
     fetch_default_limit = serializers.IntegerField()
