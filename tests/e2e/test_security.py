@@ -538,6 +538,44 @@ def test_revoking_a_login_closes_every_socket_of_that_user_4401_within_5_s(
     assert_not_logged(deployment, [pair["access"], pair["refresh"], ticket, PASSWORD])
 
 
+@pytest.mark.parametrize("revocation", ["logout", "password_change"])
+def test_a_ticket_minted_before_a_logout_or_password_change_is_closed_4401_before_any_frame(
+    revocation: str, deployment: Deployment
+) -> None:
+    # Tried: a ticket minted on one gateway, then the login that minted it logs out (on the
+    # other gateway) or the password changes, then the ticket is redeemed on the other
+    # gateway. Before tickets were bound to their login and password, the socket opened
+    # and sent the whole `session.ready` snapshot (logout) or stayed open (password).
+    # `refused_with` fails if any frame arrives before the close. A ticket minted after a
+    # fresh login still opens a socket.
+    victim = create_person("victim")
+    gw1, gw2 = deployment.gateways
+    pair = login(gw1, "victim")
+    ticket, _ = issue_ticket(gw1, pair["access"])
+    if revocation == "logout":
+        reply = post(
+            gw2.http_url, "/api/v1/auth/logout", {"refresh": pair["refresh"]}, token=pair["access"]
+        )
+        assert reply.status == 204, reply
+    else:
+        user = User.objects.get(pk=victim.pk)
+        hasher = PBKDF2PasswordHasher()
+        user.password = hasher.encode("a brand new passphrase 8", hasher.salt())
+        user.save(update_fields=["password"])
+        connection.close()
+
+    assert run(refused_with(gw2.ws_url, ticket=ticket)) == 4401
+    if revocation == "logout":
+        fresh, _ = issue_ticket(gw2, login(gw2, "victim")["access"])
+
+        async def reopen() -> Frame:
+            async with await connect_ready(gw1.ws_url, ticket=fresh) as ws:
+                return await reply_to(ws, {"type": "ping"})
+
+        assert run(reopen())["type"] == "pong"
+    assert_not_logged(deployment, [pair["access"], pair["refresh"], ticket, PASSWORD])
+
+
 # --- S4: non-members and removed members --------------------------------------------------
 
 
