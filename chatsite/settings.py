@@ -426,6 +426,32 @@ CHAT_TYPING_BURST = env_float("CHAT_TYPING_BURST", 5.0)
 CHAT_TYPING_MAX_MEMBERS = env_int("CHAT_TYPING_MAX_MEMBERS", 100)
 CHAT_RECEIPT_COALESCE = env_float("CHAT_RECEIPT_COALESCE", 0.5)
 
+# Per-socket frame budgets (docs/operations.md, "Security"): for each frame class, a rate
+# per second and a burst, kept in the gateway's memory per socket. Past it a frame is
+# answered `rate_limited` with `retry_after`. `message.send` is limited per user above.
+_frame_budget_defaults = {
+    "sync": (1.0, 5.0),
+    "presence": (1.0, 5.0),
+    "status": (1.0, 5.0),
+    "fetch": (20.0, 100.0),
+    "edit": (5.0, 20.0),
+    "receipt": (20.0, 100.0),
+    "typing": (10.0, 30.0),
+    "ping": (3.0, 10.0),
+}
+WS_FRAME_BUDGETS = {
+    name: (
+        env_float(f"WS_{name.upper()}_RATE", rate),
+        env_float(f"WS_{name.upper()}_BURST", burst),
+    )
+    for name, (rate, burst) in _frame_budget_defaults.items()
+}
+for _name, (_rate, _burst) in WS_FRAME_BUDGETS.items():
+    if _rate <= 0 or _burst < 1:
+        raise ImproperlyConfigured(
+            f"WS_{_name.upper()}_RATE must be above 0 and WS_{_name.upper()}_BURST at least 1."
+        )
+
 # WebSocket gateway (docs/operations.md).
 WS_HEARTBEAT_INTERVAL = env_float("WS_HEARTBEAT_INTERVAL", 25.0)
 WS_IDLE_TIMEOUT_FACTOR = 3

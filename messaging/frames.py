@@ -136,6 +136,24 @@ CLIENT_FRAMES: dict[str, type] = {
     "ping": PingFrame,
 }
 
+# Each frame type's per-socket budget class (WS_FRAME_BUDGETS; the limits endpoint tells
+# clients). `message.send` has none: it is limited per user across gateways
+# (CHAT_SEND_RATE, CHAT_SEND_BURST) by the send service.
+BUDGET_CLASSES: dict[str, str] = {
+    "messages.fetch": "fetch",
+    "message.edit": "edit",
+    "message.delete": "edit",
+    "receipt.delivered": "receipt",
+    "receipt.read": "receipt",
+    "typing.start": "typing",
+    "typing.stop": "typing",
+    "activity": "status",
+    "status.set": "status",
+    "presence.subscribe": "presence",
+    "sync": "sync",
+    "ping": "ping",
+}
+
 # --- typed requests ---------------------------------------------------------------------
 
 

@@ -220,6 +220,16 @@ class NotificationListSerializer(serializers.Serializer[Any]):
     results = NotificationSerializer(many=True)
 
 
+class FrameBudgetSerializer(serializers.Serializer[Any]):
+    """One class of WebSocket frames: its per-socket token bucket and its frame types."""
+
+    rate = serializers.FloatField(help_text="Frames per second per socket, sustained.")
+    burst = serializers.FloatField(help_text="Frames per socket in a burst.")
+    frames = serializers.ListField(
+        child=serializers.CharField(), help_text="The frame types that draw on this budget."
+    )
+
+
 class LimitsSerializer(serializers.Serializer[Any]):
     """The limits this server enforces (read from its settings)."""
 
@@ -258,6 +268,12 @@ class LimitsSerializer(serializers.Serializer[Any]):
     ws_heartbeat_interval = serializers.FloatField(help_text="Seconds.")
     ws_max_connections_per_user = serializers.IntegerField()
     ws_ticket_ttl = serializers.IntegerField(help_text="Seconds.")
+    ws_frame_budgets = serializers.DictField(
+        child=FrameBudgetSerializer(),
+        help_text="Per-socket budgets by frame class; past one, a frame is answered "
+        "`rate_limited` with `retry_after`. `message.send` is limited per user instead "
+        "(`send_rate`, `send_burst`).",
+    )
     jwt_access_seconds = serializers.IntegerField()
 
 

@@ -33,7 +33,7 @@ from chatsite.errors import BadRequest
 from chatsite.limits import MAX_FRAME_BYTES
 from chatsite.openapi import AUTHENTICATED, error_responses
 from chatsite.wire import iso
-from messaging import attachments, devices, search, selectors, services, tasks, wire
+from messaging import attachments, devices, frames, search, selectors, services, tasks, wire
 from messaging.api import serializers as s
 from messaging.models import Conversation, NotifyLevel
 
@@ -760,5 +760,13 @@ def server_limits() -> dict[str, Any]:
         "ws_heartbeat_interval": c.WS_HEARTBEAT_INTERVAL,
         "ws_max_connections_per_user": c.WS_MAX_CONNECTIONS_PER_USER,
         "ws_ticket_ttl": c.WS_TICKET_TTL,
+        "ws_frame_budgets": {
+            name: {
+                "rate": rate,
+                "burst": burst,
+                "frames": [t for t, n in frames.BUDGET_CLASSES.items() if n == name],
+            }
+            for name, (rate, burst) in c.WS_FRAME_BUDGETS.items()
+        },
         "jwt_access_seconds": int(c.SIMPLE_JWT["ACCESS_TOKEN_LIFETIME"].total_seconds()),
     }
