@@ -399,6 +399,13 @@ REDIS_POOL_WAIT = env_float("REDIS_POOL_WAIT", 5.0)
 # client address (chatsite/clientaddr.py); 0: REMOTE_ADDR. A forged X-Forwarded-For
 # must not pick the lockout or throttle bucket.
 API_NUM_PROXIES = env_int("API_NUM_PROXIES", 0)
+# The addresses (or networks) those proxies connect from: X-Forwarded-For is read only
+# on a connection from one of them ("*": from anywhere). nginx on the gateway's host.
+API_TRUSTED_PROXIES = [
+    p.strip()
+    for p in os.environ.get("API_TRUSTED_PROXIES", "127.0.0.1,::1").split(",")
+    if p.strip()
+]
 # Failed logins (accounts/login.py; token buckets shared by all gateways through Redis),
 # each a budget refilled over LOGIN_LOCKOUT_SECONDS: LOGIN_FAILURE_LIMIT per username
 # and client address (LOGIN_STAFF_FAILURE_LIMIT at /admin/login/ on top), and
