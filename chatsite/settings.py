@@ -430,6 +430,15 @@ CHAT_TYPING_BURST = env_float("CHAT_TYPING_BURST", 5.0)
 CHAT_TYPING_MAX_MEMBERS = env_int("CHAT_TYPING_MAX_MEMBERS", 100)
 CHAT_RECEIPT_COALESCE = env_float("CHAT_RECEIPT_COALESCE", 0.5)
 
+# HTTP deadlines of a uvicorn gateway (chatsite/gateway/http.py): each request's line,
+# headers and body must arrive within GATEWAY_REQUEST_TIMEOUT seconds of its first byte
+# (the connection's, for the first request; GATEWAY_HANDSHAKE_TIMEOUT is its old name);
+# a kept-alive connection idle for GATEWAY_KEEPALIVE_TIMEOUT seconds is closed.
+GATEWAY_REQUEST_TIMEOUT = env_float(
+    "GATEWAY_REQUEST_TIMEOUT", env_float("GATEWAY_HANDSHAKE_TIMEOUT", 20.0)
+)
+GATEWAY_KEEPALIVE_TIMEOUT = env_float("GATEWAY_KEEPALIVE_TIMEOUT", 5.0)
+
 # WebSocket gateway (docs/operations.md).
 WS_HEARTBEAT_INTERVAL = env_float("WS_HEARTBEAT_INTERVAL", 25.0)
 WS_IDLE_TIMEOUT_FACTOR = 3
