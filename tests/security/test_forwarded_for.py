@@ -11,20 +11,29 @@ from __future__ import annotations
 
 import http.client
 import json
+import ssl
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from bench.harness import LOCALHOST, Gateway
 from tests.e2e.conftest import MakeDeployment
+from tests.e2e.nginx import NginxProxy
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 PASSWORD = "a long and correct passphrase 7"
 
 
-def register(gateway: Gateway, username: str, forwarded_for: str) -> tuple[int, Any]:
-    conn = http.client.HTTPConnection(LOCALHOST, gateway.port, timeout=30)
+def register(
+    gateway: Gateway | http.client.HTTPConnection, username: str, forwarded_for: str
+) -> tuple[int, Any]:
+    conn = (
+        gateway
+        if isinstance(gateway, http.client.HTTPConnection)
+        else http.client.HTTPConnection(LOCALHOST, gateway.port, timeout=30)
+    )
     try:
         body = json.dumps({"username": username, "password": PASSWORD})
         headers = {"Content-Type": "application/json", "X-Forwarded-For": forwarded_for}
@@ -79,5 +88,24 @@ def test_a_proxy_count_without_a_trusted_peer_reads_no_header(
     gateway = make_deployment(gateways=1, env=env).gateways[0]
 
     statuses = [register(gateway, f"direct{n}", f"203.0.113.{n}")[0] for n in range(3)]
+
+    assert statuses == [201, 201, 429]
+
+
+def test_through_nginx_the_budget_counts_the_address_nginx_saw(
+    make_deployment: MakeDeployment, tmp_path: Path
+) -> None:
+    # The shipped nginx site in front, API_NUM_PROXIES=1 as in deploy/systemd/chat.env:
+    # nginx appends the real peer (127.0.0.1) to whatever the client sent, and that
+    # entry is the one counted, so forged entries buy nothing.
+    env = {"API_NUM_PROXIES": "1", "REGISTER_BURST": "2"}
+    gateway = make_deployment(gateways=1, env=env).gateways[0]
+    with NginxProxy(tmp_path / "nginx", [f"{LOCALHOST}:{gateway.port}"]) as nginx:
+        tls = ssl.create_default_context(cafile=nginx.certificate)
+
+        def through_nginx() -> http.client.HTTPConnection:
+            return http.client.HTTPSConnection(LOCALHOST, nginx.https_port, timeout=30, context=tls)
+
+        statuses = [register(through_nginx(), f"nginx{n}", f"198.51.100.{n}")[0] for n in range(3)]
 
     assert statuses == [201, 201, 429]
