@@ -104,10 +104,10 @@ _dropped = {
     for reason in ("queue_full", "publish_failed", "inbox_full")
 }
 
-RateLimitKind = Literal["send", "api", "upload", "search", "login", "signup"]
+RateLimitKind = Literal["send", "api", "upload", "search", "login", "signup", "password_reset"]
 _rate_limited = {
     kind: RATE_LIMITED.labels(kind=kind)
-    for kind in ("send", "api", "upload", "search", "login", "signup")
+    for kind in ("send", "api", "upload", "search", "login", "signup", "password_reset")
 }
 
 

@@ -575,6 +575,15 @@ EMAIL_BACKEND = (
     if EMAIL_HOST
     else "django.core.mail.backends.console.EmailBackend"
 )
+# Password reset by email (accounts/passwordreset.py): on when there is a mail server.
+# Each request takes from a budget per client address and one per email: a burst, then
+# one every ..._INTERVAL seconds. A link is good for PASSWORD_RESET_TIMEOUT seconds.
+PASSWORD_RESET_ENABLED = env_bool("PASSWORD_RESET", bool(EMAIL_HOST))
+PASSWORD_RESET_ADDRESS_BURST = env_float("PASSWORD_RESET_ADDRESS_BURST", 10.0)
+PASSWORD_RESET_ADDRESS_INTERVAL = env_float("PASSWORD_RESET_ADDRESS_INTERVAL", 360.0)
+PASSWORD_RESET_EMAIL_BURST = env_float("PASSWORD_RESET_EMAIL_BURST", 3.0)
+PASSWORD_RESET_EMAIL_INTERVAL = env_float("PASSWORD_RESET_EMAIL_INTERVAL", 1200.0)
+PASSWORD_RESET_TIMEOUT = env_int("PASSWORD_RESET_TIMEOUT", 3600)
 
 # Celery beat: the notification tick, and the daily trace clean-up.
 CELERY_BEAT_SCHEDULE = {
