@@ -598,7 +598,7 @@ class Gateway(Managed):
         return [
             self.python, "-m", "uvicorn", "chatsite.asgi:application",
             "--host", LOCALHOST, "--port", str(self.port),
-            "--http", "chatsite.gateway:H11WithHandshakeDeadline",
+            "--http", "chatsite.gateway:H11WithHandshakeDeadline", "--no-proxy-headers",
             "--ws", self.ws, "--ws-max-size", "262144", "--ws-ping-interval", "86400",
             "--no-access-log", "--lifespan", "off", "--log-level", "warning",
         ]  # fmt: skip

@@ -105,10 +105,12 @@ _dropped = {
     for reason in ("queue_full", "publish_failed", "inbox_full")
 }
 
-RateLimitKind = Literal["send", "api", "upload", "search", "login", "signup", "frame"]
+RateLimitKind = Literal[
+    "send", "api", "upload", "search", "login", "signup", "frame", "password_reset"
+]
 _rate_limited = {
     kind: RATE_LIMITED.labels(kind=kind)
-    for kind in ("send", "api", "upload", "search", "login", "signup", "frame")
+    for kind in ("send", "api", "upload", "search", "login", "signup", "frame", "password_reset")
 }
 
 

@@ -402,6 +402,13 @@ REDIS_POOL_WAIT = env_float("REDIS_POOL_WAIT", 5.0)
 # client address (chatsite/clientaddr.py); 0: REMOTE_ADDR. A forged X-Forwarded-For
 # must not pick the lockout or throttle bucket.
 API_NUM_PROXIES = env_int("API_NUM_PROXIES", 0)
+# The addresses (or networks) those proxies connect from: X-Forwarded-For is read only
+# on a connection from one of them ("*": from anywhere). nginx on the gateway's host.
+API_TRUSTED_PROXIES = [
+    p.strip()
+    for p in os.environ.get("API_TRUSTED_PROXIES", "127.0.0.1,::1").split(",")
+    if p.strip()
+]
 # Failed logins (accounts/login.py; token buckets shared by all gateways through Redis),
 # each a budget refilled over LOGIN_LOCKOUT_SECONDS: LOGIN_FAILURE_LIMIT per username
 # and client address (LOGIN_STAFF_FAILURE_LIMIT at /admin/login/ on top), and
@@ -451,6 +458,15 @@ for _name, (_rate, _burst) in WS_FRAME_BUDGETS.items():
         raise ImproperlyConfigured(
             f"WS_{_name.upper()}_RATE must be above 0 and WS_{_name.upper()}_BURST at least 1."
         )
+
+# HTTP deadlines of a uvicorn gateway (chatsite/gateway/http.py): each request's line,
+# headers and body must arrive within GATEWAY_REQUEST_TIMEOUT seconds of its first byte
+# (the connection's, for the first request; GATEWAY_HANDSHAKE_TIMEOUT is its old name);
+# a kept-alive connection idle for GATEWAY_KEEPALIVE_TIMEOUT seconds is closed.
+GATEWAY_REQUEST_TIMEOUT = env_float(
+    "GATEWAY_REQUEST_TIMEOUT", env_float("GATEWAY_HANDSHAKE_TIMEOUT", 20.0)
+)
+GATEWAY_KEEPALIVE_TIMEOUT = env_float("GATEWAY_KEEPALIVE_TIMEOUT", 5.0)
 
 # WebSocket gateway (docs/operations.md).
 WS_HEARTBEAT_INTERVAL = env_float("WS_HEARTBEAT_INTERVAL", 25.0)
@@ -594,6 +610,15 @@ EMAIL_BACKEND = (
     if EMAIL_HOST
     else "django.core.mail.backends.console.EmailBackend"
 )
+# Password reset by email (accounts/passwordreset.py): on when there is a mail server.
+# Each request takes from a budget per client address and one per email: a burst, then
+# one every ..._INTERVAL seconds. A link is good for PASSWORD_RESET_TIMEOUT seconds.
+PASSWORD_RESET_ENABLED = env_bool("PASSWORD_RESET", bool(EMAIL_HOST))
+PASSWORD_RESET_ADDRESS_BURST = env_float("PASSWORD_RESET_ADDRESS_BURST", 10.0)
+PASSWORD_RESET_ADDRESS_INTERVAL = env_float("PASSWORD_RESET_ADDRESS_INTERVAL", 360.0)
+PASSWORD_RESET_EMAIL_BURST = env_float("PASSWORD_RESET_EMAIL_BURST", 3.0)
+PASSWORD_RESET_EMAIL_INTERVAL = env_float("PASSWORD_RESET_EMAIL_INTERVAL", 1200.0)
+PASSWORD_RESET_TIMEOUT = env_int("PASSWORD_RESET_TIMEOUT", 3600)
 
 # Celery beat: the notification tick, and the daily trace clean-up.
 CELERY_BEAT_SCHEDULE = {

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from typing import Any, Literal, NotRequired, TypedDict
 
 from chatsite.errors import BadRequest, DomainError
-from chatsite.limits import MAX_REF_LENGTH, MAX_SEQ
+from chatsite.limits import MAX_JSON_DEPTH, MAX_REF_LENGTH, MAX_SEQ
+from chatsite.wire import json_too_deep
 
 # JSON escapes can spell lone surrogates, which no UTF-8 reply could carry.
 _LONE_SURROGATE = re.compile(r"\\u[dD][89a-fA-F]")
@@ -267,6 +268,8 @@ def parse_envelope(text: str) -> Envelope:
 
 
 def _envelope(text: str) -> Envelope:
+    if json_too_deep(text):
+        raise BadRequest(f"The frame nests arrays and objects more than {MAX_JSON_DEPTH} deep.")
     try:
         frame = json.loads(text)
     except (ValueError, RecursionError) as exc:
