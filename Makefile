@@ -15,7 +15,7 @@ TEST_REDIS_URL ?= redis://127.0.0.1:6379/0
 # `make run` always uses the embedded defaults, whatever the shell exports.
 EMBEDDED := env -u DATABASE_URL -u REDIS_URL -u CELERY_BROKER_URL -u PRESENCE_STORE
 
-# `make serve`: two gateway processes, a Celery worker and beat on the real services
+# `make serve`: two gateway processes, a Celery worker, a thumbnail worker and beat on the real services
 # (PostgreSQL, Redis; the broker is another Redis database).
 SERVE_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/chat
 SERVE_REDIS_URL ?= redis://127.0.0.1:6379/0
@@ -33,11 +33,15 @@ SERVE_DEMO ?= 0
 GATEWAY_PORTS ?= 8001 8002
 # The notification worker (offline pushes and emails) and the one beat that rings for it.
 WORKER = $(PY) -m celery -A chatsite worker --loglevel=INFO --concurrency=2 --without-mingle --without-gossip
+# The thumbnail worker: the only consumer of the `thumbnails` queue. --concurrency bounds
+# the images decoded at once on this host (each up to CHAT_MAX_IMAGE_DECODE_BYTES, about
+# twice that at its peak); a child past 512 MiB resident is replaced after its task.
+THUMBNAILER = $(PY) -m celery -A chatsite worker --loglevel=INFO --queues=thumbnails --concurrency=2 --max-memory-per-child=524288 -n thumbnails@%h --without-mingle --without-gossip
 BEAT = $(PY) -m celery -A chatsite beat --loglevel=INFO -s $(VENV)/celerybeat-schedule
 # One gateway process. --ws-max-size enforces the 256 KiB frame limit (close 1009);
 # pings are the protocol's own (`ping` frames, heartbeat timeout), not the server's.
 GATEWAY = $(PY) -m uvicorn chatsite.asgi:application --host $(HOST) \
-	--http chatsite.gateway:H11WithHandshakeDeadline --ws websockets --ws-max-size 262144 --ws-ping-interval 86400 --no-access-log --lifespan off --log-level warning
+	--http chatsite.gateway:H11WithHandshakeDeadline --no-proxy-headers --ws websockets --ws-max-size 262144 --ws-ping-interval 86400 --no-access-log --lifespan off --log-level warning
 
 # Browser tests (tests/e2e/test_browser.py) drive Debian's chromium; Playwright cannot
 # download its own browsers here. Installed once, when missing (CI runs as root).
@@ -54,7 +58,7 @@ BENCH_ARGS ?=
 
 help:
 	@echo "make run    - install, migrate, create demo users, serve http://$(HOST):$(PORT) (embedded defaults)"
-	@echo "make serve  - two gateways (ports $(GATEWAY_PORTS)), a Celery worker and beat on the local PostgreSQL and Redis"
+	@echo "make serve  - two gateways (ports $(GATEWAY_PORTS)), a Celery worker, a thumbnail worker and beat on the local PostgreSQL and Redis"
 	@echo "make test   - the whole suite against PostgreSQL and Redis"
 	@echo "make bench  - the load benchmark on its own PostgreSQL, Redis, Celery and gateways (~14 min)"
 	@echo "make check  - ruff, mypy, import contracts, makemigrations --check, tests"
@@ -84,12 +88,13 @@ serve: $(STAMP) $(SECRET_FILE)
 	$(SERVE_ENV) $(PY) manage.py migrate --noinput
 	$(SERVE_ENV) $(PY) manage.py collectstatic --noinput -v 0
 	@if [ "$(SERVE_DEMO)" = 1 ]; then $(SERVE_ENV) $(PY) manage.py seed_demo; fi
-	@echo "Gateways on $(foreach p,$(GATEWAY_PORTS),ws://$(HOST):$(p)/ws/v1/), a worker and beat - Ctrl-C stops all"
+	@echo "Gateways on $(foreach p,$(GATEWAY_PORTS),ws://$(HOST):$(p)/ws/v1/), a worker, a thumbnail worker and beat - Ctrl-C stops all"
 	@trap 'kill 0' INT TERM; \
 	for port in $(GATEWAY_PORTS); do \
 		$(SERVE_ENV) $(GATEWAY) --port $$port & \
 	done; \
 	$(SERVE_ENV) $(WORKER) & \
+	$(SERVE_ENV) $(THUMBNAILER) & \
 	$(SERVE_ENV) $(BEAT) & \
 	wait
 

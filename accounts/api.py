@@ -186,17 +186,26 @@ class WsTicketApi(APIView):
         responses={201: TicketSerializer, **error_responses(403, *AUTHENTICATED)},
     )
     def post(self, request: Request) -> Response:
-        """Answer `{ticket, expires_at}`; the ticket is valid once, for 30 s."""
+        """Answer `{ticket, expires_at}`; the ticket is valid once, for 30 s.
+
+        The ticket is bound to this login (its token family or session) and to the
+        password as it is now: after a logout or a password change it opens nothing.
+        """
         auth = request.auth
-        user_id = int(request.user.pk or 0)
+        user: User = request.user  # type: ignore[assignment]
+        user_id = int(user.pk or 0)
+        auth_hash = user.get_session_auth_hash()
         if isinstance(auth, AccessToken):
             grant = tickets.Grant(
                 user_id=user_id,
                 family=tokens.family_of(auth),
                 expires_at=float(auth["exp"]),
+                auth_hash=auth_hash,
             )
         else:
-            grant = tickets.Grant(user_id=user_id, session_key=request.session.session_key)
+            grant = tickets.Grant(
+                user_id=user_id, session_key=request.session.session_key, auth_hash=auth_hash
+            )
         ticket, expires = tickets.issue(grant)
         return Response({"ticket": ticket, "expires_at": iso_from_epoch(expires)}, status=201)
 

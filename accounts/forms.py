@@ -1,4 +1,4 @@
-"""Forms of the account pages: log in (the site's and the admin's), sign-up."""
+"""Forms of the account pages: log in (the site's and the admin's), sign-up, password reset."""
 
 from __future__ import annotations
 
@@ -86,3 +86,13 @@ class SignupForm(forms.Form):
         if first and second and first != second:
             self.add_error("password2", "The two passwords differ.")
         return data
+
+
+class PasswordResetRequestForm(forms.Form):
+    """The email address a password reset link goes to."""
+
+    email = forms.EmailField(
+        label="Email address",
+        max_length=254,
+        widget=forms.EmailInput(attrs={"autocomplete": "email", "autofocus": True}),
+    )

@@ -2,7 +2,9 @@
 
 A ticket is a random string valid for `WS_TICKET_TTL` seconds (30) and redeemable once,
 on any gateway (stored in Redis; in-process on the embedded default). It carries what
-the issuing credential was, so the socket lives only as long as that credential.
+the issuing credential was - the login (token family or session key) and the user's
+session auth hash, which changes with the password - so redeeming it after a logout or a
+password change is refused, and the socket lives only as long as that credential.
 """
 
 from __future__ import annotations
@@ -20,12 +22,18 @@ from chatsite.redis import async_client, sync_client
 
 @dataclass(frozen=True)
 class Grant:
-    """What a ticket grants: a user, and the credential it was issued under."""
+    """What a ticket grants: a user, and the credential it was issued under.
+
+    `auth_hash` is the user's `get_session_auth_hash()` when the ticket was minted: an
+    HMAC of the password hash, so a password change in between makes the ticket void.
+    A grant without one (minted before this field existed) is void too.
+    """
 
     user_id: int
     family: str | None = None
     expires_at: float | None = None
     session_key: str | None = None
+    auth_hash: str = ""
 
 
 _local_lock = threading.Lock()

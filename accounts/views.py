@@ -1,4 +1,4 @@
-"""Account pages: sign-up, and log in (Django's view with the lockout's form)."""
+"""Account pages: sign-up, log in (Django's view with the lockout's form), password reset."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_protect
 from django.views.decorators.debug import sensitive_post_parameters
 
-from accounts import services
-from accounts.forms import LoginForm, SignupForm
+from accounts import passwordreset, services
+from accounts.forms import LoginForm, PasswordResetRequestForm, SignupForm
 from chatsite.clientaddr import client_address
 from chatsite.errors import DomainError
 
@@ -57,3 +57,25 @@ def signup(request: HttpRequest) -> HttpResponse:
             )
     status = 400 if form.errors else 200
     return render(request, "registration/signup.html", {"form": form}, status=status)
+
+
+@csrf_protect
+@never_cache
+def password_reset(request: HttpRequest) -> HttpResponse:
+    """Ask for an email address and send it a reset link (`accounts.passwordreset`).
+
+    The answer is the same whether the address has an account, and whether a budget
+    refused: "if that address belongs to an account, we sent it a link". Without a mail
+    server the page says the reset is unavailable and sends nothing (a 200: it is how
+    this server is set up, not a failure to log as one).
+    """
+    available = passwordreset.available()
+    form = PasswordResetRequestForm(request.POST if request.method == "POST" else None)
+    if request.method == "POST" and available and form.is_valid():
+        passwordreset.request_reset(
+            email=form.cleaned_data["email"], address=client_address(request)
+        )
+        return redirect("password_reset_done")
+    status = 400 if available and form.errors else 200
+    context = {"form": form, "available": available}
+    return render(request, "registration/password_reset_form.html", context, status=status)

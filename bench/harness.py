@@ -598,7 +598,7 @@ class Gateway(Managed):
         return [
             self.python, "-m", "uvicorn", "chatsite.asgi:application",
             "--host", LOCALHOST, "--port", str(self.port),
-            "--http", "chatsite.gateway:H11WithHandshakeDeadline",
+            "--http", "chatsite.gateway:H11WithHandshakeDeadline", "--no-proxy-headers",
             "--ws", self.ws, "--ws-max-size", "262144", "--ws-ping-interval", "86400",
             "--no-access-log", "--lifespan", "off", "--log-level", "warning",
         ]  # fmt: skip
@@ -925,15 +925,18 @@ class CeleryWorker(_CeleryProcess):
         broker_url: str | None = None,
         concurrency: int = 2,
         pool: str = "prefork",
+        queues: str | None = None,
     ) -> None:
         """Prepare a worker; `env` (DATABASE_URL, REDIS_URL ...) is merged over a clean base.
 
         The broker is `broker_url`, else `CELERY_BROKER_URL` in `env`. `name` is its node
-        name before the `@` and its log's name (default `w<n>`).
+        name before the `@` and its log's name (default `w<n>`). `queues` is its `-Q`
+        (e.g. `thumbnails`, the thumbnail worker's); by default the default queue.
         """
         super().__init__(env, log_dir, name=name or f"w{next(_WORKER_IDS)}", broker_url=broker_url)
         self.concurrency = concurrency
         self.pool = pool
+        self.queues = queues
 
     def command(self) -> list[str]:
         """Return the command line of the worker."""
@@ -941,6 +944,7 @@ class CeleryWorker(_CeleryProcess):
             self.python, "-m", "celery", "-A", "chatsite", "worker",
             "--loglevel=INFO", f"--concurrency={self.concurrency}", f"--pool={self.pool}",
             "-n", f"{self.name}@%h", "--without-mingle", "--without-gossip",
+            *([f"--queues={self.queues}"] if self.queues else []),
         ]  # fmt: skip
 
     def _ready(self, log: str) -> bool:
@@ -1036,15 +1040,20 @@ class Deployment:
         *,
         concurrency: int = 2,
         pool: str = "prefork",
+        queues: str | None = None,
         start: bool = True,
     ) -> CeleryWorker:
-        """Add a Celery worker on the deployment's database, Redis and broker (started)."""
+        """Add a Celery worker on the deployment's database, Redis and broker (started).
+
+        `queues` is its `-Q` (e.g. `thumbnails`); by default the default queue.
+        """
         worker = CeleryWorker(
             self._celery_env(env),
             self.log_dir,
             name=f"worker-{len(self.workers) + 1}",
             concurrency=concurrency,
             pool=pool,
+            queues=queues,
         )
         self.workers.append(worker)
         if start:

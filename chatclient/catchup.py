@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from chatclient.backoff import full_jitter
-from chatclient.errors import RETRYABLE_CODES, ChatError, ConnectionLost
+from chatclient.errors import DEFAULT_RETRY_AFTER, RETRYABLE_CODES, ChatError, ConnectionLost
 from chatclient.history import History, SyncRecord
 from chatclient.session import Frame, Session, wait_all
 from chatclient.state import ConversationState
@@ -38,6 +38,9 @@ GAP_GRACE = 0.25  # seconds a gap may stay open before it is fetched
 # Seconds a log position below the server's (`pong`) may last before the client syncs:
 # an event committed just before the pong may still be on its way.
 POSITION_GRACE = 0.5
+# A `sync` refused `rate_limited` is sent again after its `retry_after`, this many times
+# in all (DEFAULT_RETRY_AFTER when the error does not say).
+MAX_SYNC_ATTEMPTS = 5
 MAX_STALLS = 3  # fetches in a row that move nothing before a catch-up gives up until later
 
 
@@ -194,12 +197,22 @@ class CatchUp:
     async def _sync_on(self, session: Session) -> list[dict[str, Any]]:
         """Send `sync` on `session`, apply the snapshot and catch up what is behind."""
         invoked_at = self._clock()
-        reply = await self._request_on(
-            session,
-            {"type": "sync"},
-            "sync.state",
-            on_reply=lambda f: self._apply_snapshot(f.get("conversations") or []),
-        )
+        for attempt in range(1, MAX_SYNC_ATTEMPTS + 1):
+            try:
+                reply = await self._request_on(
+                    session,
+                    {"type": "sync"},
+                    "sync.state",
+                    on_reply=lambda f: self._apply_snapshot(f.get("conversations") or []),
+                )
+                break
+            except ChatError as exc:
+                # Over the socket's sync budget: the server says when to ask again.
+                if exc.code != "rate_limited" or attempt == MAX_SYNC_ATTEMPTS:
+                    raise
+                await asyncio.sleep(
+                    exc.retry_after if exc.retry_after is not None else DEFAULT_RETRY_AFTER
+                )
         behind = [c for c in sorted(self._active) if self._behind(c)]
         await wait_all([self._ensure_catch_up(c, session) for c in behind])
         if self._session is not session:

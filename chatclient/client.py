@@ -38,7 +38,13 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 from chatclient.auth import Auth
 from chatclient.backoff import full_jitter
 from chatclient.catchup import CatchUp
-from chatclient.errors import RETRYABLE_CODES, ChatError, ConnectionLost, SessionClosed
+from chatclient.errors import (
+    DEFAULT_RETRY_AFTER,
+    RETRYABLE_CODES,
+    ChatError,
+    ConnectionLost,
+    SessionClosed,
+)
 from chatclient.history import History, ReconnectRecord, RecvRecord, SendRecord, Via
 from chatclient.outbox import Outbox, OutboxEntry
 from chatclient.session import Frame, Pending, Session, close_code, parse_frame, safe_url, wait_all
@@ -57,7 +63,6 @@ TERMINAL_CLOSE_CODES = frozenset({AUTH_FAILED, EVICTED})
 # Handshake statuses that mean "your credentials were refused": a consumer that closes
 # before accepting makes the ASGI server answer 403.
 AUTH_FAILED_STATUSES = frozenset({401, 403})
-DEFAULT_RETRY_AFTER = 1.0  # seconds, for a `rate_limited` error without `retry_after`
 
 _names = itertools.count(1)
 

@@ -7,6 +7,7 @@ from typing import Any
 
 # Error codes after which the same request may succeed if sent again later.
 RETRYABLE_CODES = frozenset({"unavailable", "rate_limited"})
+DEFAULT_RETRY_AFTER = 1.0  # seconds, for a `rate_limited` error without `retry_after`
 
 
 class ChatError(Exception):

@@ -2,7 +2,14 @@
 
 `REMOTE_ADDR` unless `API_NUM_PROXIES` says how many proxies in front of the gateways
 to trust: then the `X-Forwarded-For` entry the outermost trusted proxy wrote (the
-entries before it are the client's to forge). The same rule as DRF's `NUM_PROXIES`.
+entries before it are the client's to forge), if the connection came from one of
+`API_TRUSTED_PROXIES` (a process that reaches the gateway directly cannot pick its
+address). The same rule as DRF's `NUM_PROXIES`, plus uvicorn's `--forwarded-allow-ips`.
+
+This is the only place the address is read from headers: gateways run uvicorn with
+`--no-proxy-headers` (and `chatsite.gateway.http` turns uvicorn's reading off should a
+command line forget it), so `REMOTE_ADDR` is always the peer of the TCP connection,
+under uvicorn as under Daphne.
 """
 
 from __future__ import annotations
@@ -23,10 +30,28 @@ def client_address(request: HttpRequest | Request) -> str:
     chosen = remote
     proxies = int(settings.API_NUM_PROXIES)
     forwarded = request.META.get("HTTP_X_FORWARDED_FOR")
-    if proxies > 0 and forwarded:
+    if proxies > 0 and forwarded and _trusted(remote):
         entries = [e.strip() for e in str(forwarded).split(",")]
         chosen = entries[-min(proxies, len(entries))]
     return _normalized(chosen) or _normalized(remote) or UNKNOWN
+
+
+def _trusted(remote: str) -> bool:
+    """Return whether a connection from `remote` is one of `API_TRUSTED_PROXIES`."""
+    allowed = list(settings.API_TRUSTED_PROXIES)
+    if "*" in allowed:
+        return True
+    address = _normalized(remote)
+    if not address:
+        return False
+    ip = ipaddress.ip_address(address)
+    for entry in allowed:
+        try:
+            if ip in ipaddress.ip_network(entry, strict=False):
+                return True
+        except ValueError:
+            continue  # not an address or network: trusts nothing
+    return False
 
 
 def address_group(address: str) -> str:

@@ -15,3 +15,6 @@ MAX_FRAME_BYTES = 256 * 1024
 MAX_REF_LENGTH = 64
 # A client-chosen device id: `?device=`.
 DEVICE_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+# Nesting of a JSON body or frame: arrays and objects inside each other. Real bodies
+# nest a few levels; thousands exhaust the decoder's recursion (a 500 and a traceback).
+MAX_JSON_DEPTH = 32

@@ -86,7 +86,8 @@ FANOUT_DROPPED = Counter(
 )
 RATE_LIMITED = Counter(
     "chat_rate_limited",
-    "Requests refused by a rate limit, by kind (send, api, upload, search, login, signup).",
+    "Requests refused by a rate limit, by kind (send, api, upload, search, login, signup, "
+    "frame: a WebSocket frame over its socket's budget).",
     ["kind"],
 )
 
@@ -104,10 +105,12 @@ _dropped = {
     for reason in ("queue_full", "publish_failed", "inbox_full")
 }
 
-RateLimitKind = Literal["send", "api", "upload", "search", "login", "signup"]
+RateLimitKind = Literal[
+    "send", "api", "upload", "search", "login", "signup", "frame", "password_reset"
+]
 _rate_limited = {
     kind: RATE_LIMITED.labels(kind=kind)
-    for kind in ("send", "api", "upload", "search", "login", "signup")
+    for kind in ("send", "api", "upload", "search", "login", "signup", "frame", "password_reset")
 }
 
 

@@ -22,7 +22,8 @@ from rest_framework.utils.urls import remove_query_param, replace_query_param
 
 from chatsite import metrics, ratelimit
 from chatsite.errors import BadRequest, DomainError, RateLimited
-from chatsite.limits import MAX_ID
+from chatsite.limits import MAX_ID, MAX_JSON_DEPTH
+from chatsite.wire import json_too_deep
 
 
 class TooManyRequests(RateLimited):
@@ -102,7 +103,11 @@ class SearchThrottle(UserThrottle):
 
 
 class BoundedJSONParser(JSONParser):
-    """DRF's JSON parser, refusing bodies over `API_MAX_JSON_BYTES` before reading them whole."""
+    """DRF's JSON parser, refusing bodies over `API_MAX_JSON_BYTES` before reading them whole.
+
+    A body nested deeper than `MAX_JSON_DEPTH` is refused before decoding (the decoder
+    would recurse once per level), as WebSocket frames are (`messaging.frames`).
+    """
 
     def parse(
         self,
@@ -119,6 +124,11 @@ class BoundedJSONParser(JSONParser):
         data = stream.read(limit + 1)
         if len(data) > limit:
             raise PayloadTooLarge(details={"max_bytes": limit})
+        if json_too_deep(data.decode("latin-1")):
+            raise BadRequest(
+                f"The request body nests arrays and objects more than {MAX_JSON_DEPTH} deep.",
+                details={"max_depth": MAX_JSON_DEPTH},
+            )
         try:
             return super().parse(io.BytesIO(data), media_type, parser_context)
         except ParseError as exc:

@@ -290,6 +290,9 @@ WORKER_METRICS_PORT = env_int("WORKER_METRICS_PORT", 0)
 # All interfaces by default: Prometheus scrapes from another host (firewall the port).
 WORKER_METRICS_ADDR = os.environ.get("WORKER_METRICS_ADDR", "0.0.0.0")  # noqa: S104
 CELERY_IMPORTS = ["messaging.taskmetrics"]
+# Thumbnails decode images: their own queue, consumed by a worker of its own
+# (`-Q thumbnails`), whose --concurrency bounds the images decoded at once.
+CELERY_TASK_ROUTES = {"messaging.tasks.make_thumbnail_task": {"queue": "thumbnails"}}
 
 PRESENCE_STORE = os.environ.get("PRESENCE_STORE", "redis" if REDIS_URL else "memory")
 
@@ -399,6 +402,13 @@ REDIS_POOL_WAIT = env_float("REDIS_POOL_WAIT", 5.0)
 # client address (chatsite/clientaddr.py); 0: REMOTE_ADDR. A forged X-Forwarded-For
 # must not pick the lockout or throttle bucket.
 API_NUM_PROXIES = env_int("API_NUM_PROXIES", 0)
+# The addresses (or networks) those proxies connect from: X-Forwarded-For is read only
+# on a connection from one of them ("*": from anywhere). nginx on the gateway's host.
+API_TRUSTED_PROXIES = [
+    p.strip()
+    for p in os.environ.get("API_TRUSTED_PROXIES", "127.0.0.1,::1").split(",")
+    if p.strip()
+]
 # Failed logins (accounts/login.py; token buckets shared by all gateways through Redis),
 # each a budget refilled over LOGIN_LOCKOUT_SECONDS: LOGIN_FAILURE_LIMIT per username
 # and client address (LOGIN_STAFF_FAILURE_LIMIT at /admin/login/ on top), and
@@ -422,6 +432,41 @@ CHAT_TYPING_RATE = env_float("CHAT_TYPING_RATE", 2.0)
 CHAT_TYPING_BURST = env_float("CHAT_TYPING_BURST", 5.0)
 CHAT_TYPING_MAX_MEMBERS = env_int("CHAT_TYPING_MAX_MEMBERS", 100)
 CHAT_RECEIPT_COALESCE = env_float("CHAT_RECEIPT_COALESCE", 0.5)
+
+# Per-socket frame budgets (docs/operations.md, "Security"): for each frame class, a rate
+# per second and a burst, kept in the gateway's memory per socket. Past it a frame is
+# answered `rate_limited` with `retry_after`. `message.send` is limited per user above.
+_frame_budget_defaults = {
+    "sync": (1.0, 5.0),
+    "presence": (1.0, 5.0),
+    "status": (1.0, 5.0),
+    "fetch": (20.0, 100.0),
+    "edit": (5.0, 20.0),
+    "receipt": (20.0, 100.0),
+    "typing": (10.0, 30.0),
+    "ping": (3.0, 10.0),
+}
+WS_FRAME_BUDGETS = {
+    name: (
+        env_float(f"WS_{name.upper()}_RATE", rate),
+        env_float(f"WS_{name.upper()}_BURST", burst),
+    )
+    for name, (rate, burst) in _frame_budget_defaults.items()
+}
+for _name, (_rate, _burst) in WS_FRAME_BUDGETS.items():
+    if _rate <= 0 or _burst < 1:
+        raise ImproperlyConfigured(
+            f"WS_{_name.upper()}_RATE must be above 0 and WS_{_name.upper()}_BURST at least 1."
+        )
+
+# HTTP deadlines of a uvicorn gateway (chatsite/gateway/http.py): each request's line,
+# headers and body must arrive within GATEWAY_REQUEST_TIMEOUT seconds of its first byte
+# (the connection's, for the first request; GATEWAY_HANDSHAKE_TIMEOUT is its old name);
+# a kept-alive connection idle for GATEWAY_KEEPALIVE_TIMEOUT seconds is closed.
+GATEWAY_REQUEST_TIMEOUT = env_float(
+    "GATEWAY_REQUEST_TIMEOUT", env_float("GATEWAY_HANDSHAKE_TIMEOUT", 20.0)
+)
+GATEWAY_KEEPALIVE_TIMEOUT = env_float("GATEWAY_KEEPALIVE_TIMEOUT", 5.0)
 
 # WebSocket gateway (docs/operations.md).
 WS_HEARTBEAT_INTERVAL = env_float("WS_HEARTBEAT_INTERVAL", 25.0)
@@ -509,6 +554,12 @@ API_MAX_JSON_BYTES = env_int(
 # count are refused (a decompression bomb), smaller ones get a thumbnail.
 CHAT_MAX_UPLOAD_BYTES = env_int("CHAT_MAX_UPLOAD_BYTES", 25 * 1024 * 1024)
 CHAT_MAX_IMAGE_PIXELS = env_int("CHAT_MAX_IMAGE_PIXELS", 40_000_000)
+# Decode cost: width x height x bytes per pixel (Pillow's, or the file's own when larger,
+# e.g. 8 for 16-bit RGBA PNG), read from the header; over it an image is refused (413).
+# 128 MiB takes an 8K (7680 x 4320) RGBA screenshot, 4096 x 4096 at 16-bit RGBA, and
+# any baseline JPEG under the pixel limit (it decodes at a reduced scale); progressive
+# JPEGs count their full-size coefficients (docs/operations.md, "Security").
+CHAT_MAX_IMAGE_DECODE_BYTES = env_int("CHAT_MAX_IMAGE_DECODE_BYTES", 128 * 1024 * 1024)
 CHAT_THUMBNAIL_SIZE = env_int("CHAT_THUMBNAIL_SIZE", 320)
 CHAT_MAX_DEVICES_PER_USER = env_int("CHAT_MAX_DEVICES_PER_USER", 20)
 # Search: PostgreSQL full text plus trigram matching; bounded in query size and time.
@@ -559,6 +610,15 @@ EMAIL_BACKEND = (
     if EMAIL_HOST
     else "django.core.mail.backends.console.EmailBackend"
 )
+# Password reset by email (accounts/passwordreset.py): on when there is a mail server.
+# Each request takes from a budget per client address and one per email: a burst, then
+# one every ..._INTERVAL seconds. A link is good for PASSWORD_RESET_TIMEOUT seconds.
+PASSWORD_RESET_ENABLED = env_bool("PASSWORD_RESET", bool(EMAIL_HOST))
+PASSWORD_RESET_ADDRESS_BURST = env_float("PASSWORD_RESET_ADDRESS_BURST", 10.0)
+PASSWORD_RESET_ADDRESS_INTERVAL = env_float("PASSWORD_RESET_ADDRESS_INTERVAL", 360.0)
+PASSWORD_RESET_EMAIL_BURST = env_float("PASSWORD_RESET_EMAIL_BURST", 3.0)
+PASSWORD_RESET_EMAIL_INTERVAL = env_float("PASSWORD_RESET_EMAIL_INTERVAL", 1200.0)
+PASSWORD_RESET_TIMEOUT = env_int("PASSWORD_RESET_TIMEOUT", 3600)
 
 # Celery beat: the notification tick, and the daily trace clean-up.
 CELERY_BEAT_SCHEDULE = {

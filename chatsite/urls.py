@@ -15,6 +15,8 @@ urlpatterns = [
     path("readyz", health.readyz, name="readyz"),
     # Before Django's own: the login page whose form applies the lockout.
     path("accounts/login/", account_views.login_page, name="login"),
+    # Before Django's own: budgets per address and email, and off without a mail server.
+    path("accounts/password_reset/", account_views.password_reset, name="password_reset"),
     path("accounts/", include("django.contrib.auth.urls")),
     path("api/v1/", include("accounts.urls")),
     path("api/v1/", include("presence.urls")),

@@ -391,7 +391,16 @@ class AttachmentAdmin(admin.ModelAdmin[Attachment]):
     list_display = ("id", "filename", "content_type", "size", "uploader", "created_at")
     list_filter = ("created_at",)
     search_fields = ("filename", "uploader__username", "=sha256")
-    fields = ("uploader", "file", "thumbnail", "filename", "content_type", "size", "sha256")
+    fields = (
+        "uploader",
+        "file",
+        "thumbnail",
+        "thumbnail_status",
+        "filename",
+        "content_type",
+        "size",
+        "sha256",
+    )
     readonly_fields = fields
     raw_id_fields = ("uploader",)
     list_select_related = ("uploader",)

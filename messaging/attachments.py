@@ -1,10 +1,15 @@
-"""Attachments: store an upload (size-capped, typed by content, thumbnailed); serve it to members.
+"""Attachments: store an upload (size-capped, typed by content); serve it to members.
 
 Rules (RELIABILITY.md S10): the size limit holds while the upload is read; the type
-comes from the first bytes, never from the client; images over the pixel limit are
-refused before they are decoded; file names lose any path and control characters; a
-file is readable by its uploader and by members who can see a message carrying it, and
-anyone else gets the same `not_found` as for a missing id.
+comes from the first bytes, never from the client; images over the pixel limit or the
+decode-cost limit are refused from their header, before anything is decoded; file names
+lose any path and control characters; a file is readable by its uploader and by members
+who can see a message carrying it, and anyone else gets the same `not_found` as for a
+missing id.
+
+The gateway never decodes pixels: an image is stored with its thumbnail `pending` and
+the Celery worker makes the thumbnail (`make_thumbnail`, on the `thumbnails` queue,
+whose worker's concurrency bounds how many images are decoded at once).
 """
 
 from __future__ import annotations
@@ -68,6 +73,35 @@ class ImageTooLarge(BadRequest):
     """An image whose pixel count is over the limit (a decompression bomb, or just huge)."""
 
     default_message = "The image has too many pixels."
+
+
+class ImageTooCostly(PayloadTooLarge):
+    """An image whose decoded pixels would take more bytes than the decode-cost limit."""
+
+    default_message = "The image would take too much memory to decode."
+
+
+class ThumbnailPending(DomainError):
+    """The thumbnail is still being made: ask again shortly."""
+
+    code = "thumbnail_pending"
+    http_status = 404
+    default_message = "The thumbnail is not ready yet; try again in a few seconds."
+
+
+@dataclass(frozen=True)
+class ImageHeader:
+    """What an image's header says: its size as it would be decoded, and that cost."""
+
+    width: int
+    height: int
+    mode: str
+    bytes_per_pixel: int
+
+    @property
+    def decode_bytes(self) -> int:
+        """Return the bytes its decoded pixels take: width x height x bytes per pixel."""
+        return self.width * self.height * self.bytes_per_pixel
 
 
 @dataclass(frozen=True)
@@ -186,44 +220,137 @@ def _sha256(stream: IO[bytes]) -> str:
     return digest.hexdigest()
 
 
-def _thumbnail(stream: IO[bytes], content_type: str) -> tuple[bytes, str] | None:
-    """Return a thumbnail (bytes, extension) of an image, None if it does not decode.
+# Bytes per pixel of a decoded image in Pillow's memory: one byte for the 8-bit
+# single-band modes, two for 16-bit grey, and four for every other mode (RGB too: Pillow
+# keeps three bands in four bytes; I and F are 32-bit).
+_ONE_BYTE_MODES = frozenset({"1", "L", "P"})
+_TWO_BYTE_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N"})
+# PNG colour type (IHDR) -> samples per pixel: grey, RGB, palette, grey+alpha, RGBA.
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
 
-    Raise ImageTooLarge before decoding when the pixel count is over the limit.
+
+def _memory_bytes_per_pixel(mode: str) -> int:
+    if mode in _ONE_BYTE_MODES:
+        return 1
+    if mode in _TWO_BYTE_MODES:
+        return 2
+    return 4
+
+
+def _png_source_bytes_per_pixel(stream: IO[bytes]) -> int:
+    """Return the bytes per pixel of a PNG's own samples (IHDR bit depth x channels).
+
+    A 16-bit RGBA PNG inflates to eight bytes a pixel, though Pillow keeps it as 8-bit
+    RGBA (four): the decode reads and converts every one of those eight.
+    """
+    stream.seek(0)
+    head = stream.read(33)  # signature (8), IHDR length and type (8), IHDR data (13)
+    if len(head) < 33 or head[12:16] != b"IHDR":
+        return 0
+    depth, colour = head[24], head[25]
+    return -(-_PNG_CHANNELS.get(colour, 4) * depth // 8)
+
+
+def _open_image(stream: IO[bytes], content_type: str) -> Image.Image:
+    """Open (not decode) an image, with Pillow's own bomb guard raising, never warning."""
+    stream.seek(0)
+    with warnings.catch_warnings():
+        # Pillow's own bomb guard warns (then fails) past its global limit; ours is
+        # lower and explicit, and a warning must never pass silently here.
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        return Image.open(stream, formats=[_PIL_FORMATS[content_type]])
+
+
+def _check_header(image: Image.Image, stream: IO[bytes], content_type: str) -> ImageHeader:
+    """Apply both limits to an opened image, from its header only; return what it costs.
+
+    The pixel count is the whole canvas. The decode cost is the pixels the decoder will
+    actually produce (a JPEG decodes at a reduced scale for a thumbnail: `draft`) times
+    the larger of Pillow's bytes per pixel and the file's own (16-bit PNG samples). A
+    progressive JPEG is the exception: libjpeg keeps the coefficients of the whole image
+    (two bytes a sample) whatever the scale, so it costs full size x components x 2.
+    """
+    pixels_limit = int(settings.CHAT_MAX_IMAGE_PIXELS)
+    cost_limit = int(settings.CHAT_MAX_IMAGE_DECODE_BYTES)
+    size = int(settings.CHAT_THUMBNAIL_SIZE)
+    width, height = image.size
+    if width * height > pixels_limit:
+        raise ImageTooLarge(
+            f"The image has {width} x {height} pixels; the limit is {pixels_limit}.",
+            details={"field": "file", "max_pixels": pixels_limit},
+        )
+    image.draft("RGB", (size, size))  # JPEG: decode at a reduced scale; others: no-op
+    per_pixel = _memory_bytes_per_pixel(image.mode)
+    if content_type == "image/png":
+        per_pixel = max(per_pixel, _png_source_bytes_per_pixel(stream))
+    header = ImageHeader(image.size[0], image.size[1], image.mode, per_pixel)
+    if content_type == "image/jpeg" and image.info.get("progressive"):
+        components = int(getattr(image, "layers", 0)) or len(image.getbands())
+        whole = ImageHeader(width, height, image.mode, components * 2)
+        if whole.decode_bytes > header.decode_bytes:
+            header, per_pixel = whole, whole.bytes_per_pixel
+    if header.decode_bytes > cost_limit:
+        raise ImageTooCostly(
+            f"The image would take {header.decode_bytes} bytes to decode "
+            f"({header.width} x {header.height} pixels, {per_pixel} bytes each); "
+            f"the limit is {cost_limit}.",
+            details={
+                "field": "file",
+                "max_decode_bytes": cost_limit,
+                "decode_bytes": header.decode_bytes,
+            },
+        )
+    return header
+
+
+_NOT_AN_IMAGE = (OSError, SyntaxError, ValueError, EOFError, KeyError, IndexError)
+
+
+def inspect_image(stream: IO[bytes], content_type: str) -> ImageHeader | None:
+    """Read an image's header (nothing is decoded) and apply the limits; None if unreadable.
+
+    Raise ImageTooLarge (400) over the pixel limit or at Pillow's bomb guard, and
+    ImageTooCostly (413) over the decode-cost limit.
     """
     limit = int(settings.CHAT_MAX_IMAGE_PIXELS)
-    size = int(settings.CHAT_THUMBNAIL_SIZE)
-    stream.seek(0)
     try:
-        with warnings.catch_warnings():
-            # Pillow's own bomb guard warns (then fails) past its global limit; ours is
-            # lower and explicit, and a warning must never pass silently here.
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(stream, formats=[_PIL_FORMATS[content_type]]) as image:
-                width, height = image.size
-                if width * height > limit:
-                    raise ImageTooLarge(
-                        f"The image has {width} x {height} pixels; the limit is {limit}.",
-                        details={"field": "file", "max_pixels": limit},
-                    )
-                image.draft("RGB", (size, size))  # JPEG: decode at a reduced scale
-                image.thumbnail((size, size))
-                small = ImageOps.exif_transpose(image)
-                alpha = small.mode in ("RGBA", "LA", "PA") or "transparency" in small.info
-                small = small.convert("RGBA" if alpha else "RGB")
-                out = io.BytesIO()
-                if alpha:
-                    small.save(out, format="PNG", optimize=True)
-                    return out.getvalue(), ".png"
-                small.save(out, format="JPEG", quality=80)
-                return out.getvalue(), ".jpg"
+        with _open_image(stream, content_type) as image:
+            return _check_header(image, stream, content_type)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageTooLarge(
             "The image has too many pixels.", details={"field": "file", "max_pixels": limit}
         ) from exc
-    except (OSError, SyntaxError, ValueError, EOFError, KeyError, IndexError) as exc:
-        # Magic number of an image, but not a decodable one: keep it as opaque bytes.
-        logger.info("upload with image magic did not decode: %r", exc)
+    except _NOT_AN_IMAGE as exc:
+        # Magic number of an image, but no readable header: keep it as opaque bytes.
+        logger.info("upload with image magic has no readable header: %r", exc)
+        return None
+
+
+def render_thumbnail(stream: IO[bytes], content_type: str) -> tuple[bytes, str] | None:
+    """Decode an image and return its thumbnail (bytes, extension); None if it does not decode.
+
+    The limits are applied again first (settings may have changed since the upload), so
+    no image over them is ever decoded. This is the worker's work, never the gateway's.
+    """
+    size = int(settings.CHAT_THUMBNAIL_SIZE)
+    try:
+        with _open_image(stream, content_type) as image:
+            _check_header(image, stream, content_type)
+            image.thumbnail((size, size))
+            small = ImageOps.exif_transpose(image)
+            alpha = small.mode in ("RGBA", "LA", "PA") or "transparency" in small.info
+            small = small.convert("RGBA" if alpha else "RGB")
+            out = io.BytesIO()
+            if alpha:
+                small.save(out, format="PNG", optimize=True)
+                return out.getvalue(), ".png"
+            small.save(out, format="JPEG", quality=80)
+            return out.getvalue(), ".jpg"
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning, DomainError) as exc:
+        logger.warning("image over the limits reached the thumbnailer: %s", exc)
+        return None
+    except _NOT_AN_IMAGE as exc:
+        logger.info("image did not decode for a thumbnail: %r", exc)
         return None
 
 
@@ -239,17 +366,19 @@ def store_attachment(*, uploader: User, upload: File[bytes]) -> Attachment:
         raise BadRequest("The file is empty.", details={"field": "file"})
     filename = sanitize_filename(upload.name)
     content_type = detect_content_type(upload)
-    thumbnail = None
+    status = Attachment.Thumbnail.NONE
     if content_type in INLINE_TYPES:
-        thumbnail = _thumbnail(upload, content_type)
-        if thumbnail is None:
+        if inspect_image(upload, content_type) is None:
             content_type = OCTET_STREAM
+        else:
+            status = Attachment.Thumbnail.PENDING
     attachment = Attachment(
         uploader=uploader,
         filename=filename,
         content_type=content_type,
         size=size,
         sha256=_sha256(upload),
+        thumbnail_status=status,
     )
     # The stored name is ours (random, with the detected type's extension); the client's
     # name is only ever shown, never used as a path.
@@ -257,9 +386,6 @@ def store_attachment(*, uploader: User, upload: File[bytes]) -> Attachment:
     upload.seek(0)
     attachment.file.save(stored + _EXTENSIONS[content_type], upload, save=False)
     try:
-        if thumbnail is not None:
-            data, ext = thumbnail
-            attachment.thumbnail.save(stored + ext, ContentFile(data), save=False)
         with transaction.atomic():
             attachment.save()
     except (DatabaseError, OSError):
@@ -268,13 +394,77 @@ def store_attachment(*, uploader: User, upload: File[bytes]) -> Attachment:
     return attachment
 
 
+def give_up_thumbnail(attachment_id: int) -> None:
+    """Let a pending thumbnail go (it could not be queued): the file goes without one."""
+    Attachment.objects.filter(
+        pk=attachment_id, thumbnail_status=Attachment.Thumbnail.PENDING
+    ).update(thumbnail_status=Attachment.Thumbnail.NONE)
+
+
+def make_thumbnail(attachment_id: int) -> str:
+    """Make an attachment's thumbnail (the worker's task); return the status it ends in.
+
+    Whatever goes wrong, the attachment stays usable: it ends `ready` or `none`, never
+    stuck. A run that finds the thumbnail `working` takes it for one that died mid-way
+    (a worker killed while decoding, its task delivered again) and gives up on it rather
+    than decode that image again.
+    """
+    working = Attachment.Thumbnail.WORKING
+    claimed = Attachment.objects.filter(
+        pk=attachment_id, thumbnail_status=Attachment.Thumbnail.PENDING
+    ).update(thumbnail_status=working)
+    if not claimed:
+        if Attachment.objects.filter(pk=attachment_id, thumbnail_status=working).update(
+            thumbnail_status=Attachment.Thumbnail.NONE
+        ):
+            logger.warning("thumbnail of attachment %d was cut off before; none", attachment_id)
+            return Attachment.Thumbnail.NONE
+        return "gone"  # done already, or the attachment was deleted
+    try:
+        status = _store_thumbnail(attachment_id)
+    except Exception:
+        logger.exception("thumbnail of attachment %d failed", attachment_id)
+        status = Attachment.Thumbnail.NONE
+    if status == Attachment.Thumbnail.NONE:
+        Attachment.objects.filter(pk=attachment_id, thumbnail_status=working).update(
+            thumbnail_status=status
+        )
+    return status
+
+
+def _store_thumbnail(attachment_id: int) -> str:
+    """Decode the claimed attachment and store its thumbnail; return the status reached."""
+    attachment = Attachment.objects.get(pk=attachment_id)
+    with attachment.file.open("rb") as stream:
+        thumbnail = render_thumbnail(stream, attachment.content_type)
+    if thumbnail is None:
+        return Attachment.Thumbnail.NONE
+    data, ext = thumbnail
+    stem = os.path.splitext(os.path.basename(attachment.file.name))[0]
+    storage = attachment.thumbnail.storage
+    name = storage.save(
+        attachment.thumbnail.field.generate_filename(attachment, stem + ext), ContentFile(data)
+    )
+    done = Attachment.objects.filter(
+        pk=attachment_id, thumbnail_status=Attachment.Thumbnail.WORKING
+    ).update(thumbnail=name, thumbnail_status=Attachment.Thumbnail.READY)
+    if not done:  # deleted meanwhile
+        _delete_file(storage, name)
+        return "gone"
+    return Attachment.Thumbnail.READY
+
+
+def _delete_file(storage: Any, name: str) -> None:
+    try:
+        storage.delete(name)
+    except OSError as exc:
+        logger.warning("could not delete orphan file %s: %r", name, exc)
+
+
 def _discard_files(attachment: Attachment) -> None:
     for field in (attachment.file, attachment.thumbnail):
         if field:
-            try:
-                field.storage.delete(field.name)
-            except OSError as exc:
-                logger.warning("could not delete orphan file %s: %r", field.name, exc)
+            _delete_file(field.storage, field.name)
 
 
 def get_attachment_for_user(*, user: User, attachment_id: int) -> Attachment:
@@ -303,6 +493,11 @@ def get_attachment_for_user(*, user: User, attachment_id: int) -> Attachment:
 def open_download(attachment: Attachment, *, thumbnail: bool = False) -> Download:
     """Open the attachment (or its thumbnail) for sending, with how it may be shown."""
     if thumbnail:
+        if attachment.thumbnail_status in (
+            Attachment.Thumbnail.PENDING,
+            Attachment.Thumbnail.WORKING,
+        ):
+            raise ThumbnailPending()
         if not attachment.thumbnail:
             raise AttachmentNotFound("This attachment has no thumbnail.")
         ext = os.path.splitext(attachment.thumbnail.name)[1]

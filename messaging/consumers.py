@@ -294,3 +294,5 @@ ChatConsumer.HANDLERS = {
     "presence.subscribe": (parse_presence_subscribe, ChatConsumer.subscribe_presence),
     "ping": (frames.parse_empty, ChatConsumer.ping),
 }
+
+ChatConsumer.BUDGET_CLASSES = frames.BUDGET_CLASSES

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from typing import Any, Literal, NotRequired, TypedDict
 
 from chatsite.errors import BadRequest, DomainError
-from chatsite.limits import MAX_REF_LENGTH, MAX_SEQ
+from chatsite.limits import MAX_JSON_DEPTH, MAX_REF_LENGTH, MAX_SEQ
+from chatsite.wire import json_too_deep
 
 # JSON escapes can spell lone surrogates, which no UTF-8 reply could carry.
 _LONE_SURROGATE = re.compile(r"\\u[dD][89a-fA-F]")
@@ -136,6 +137,24 @@ CLIENT_FRAMES: dict[str, type] = {
     "ping": PingFrame,
 }
 
+# Each frame type's per-socket budget class (WS_FRAME_BUDGETS; the limits endpoint tells
+# clients). `message.send` has none: it is limited per user across gateways
+# (CHAT_SEND_RATE, CHAT_SEND_BURST) by the send service.
+BUDGET_CLASSES: dict[str, str] = {
+    "messages.fetch": "fetch",
+    "message.edit": "edit",
+    "message.delete": "edit",
+    "receipt.delivered": "receipt",
+    "receipt.read": "receipt",
+    "typing.start": "typing",
+    "typing.stop": "typing",
+    "activity": "status",
+    "status.set": "status",
+    "presence.subscribe": "presence",
+    "sync": "sync",
+    "ping": "ping",
+}
+
 # --- typed requests ---------------------------------------------------------------------
 
 
@@ -249,6 +268,8 @@ def parse_envelope(text: str) -> Envelope:
 
 
 def _envelope(text: str) -> Envelope:
+    if json_too_deep(text):
+        raise BadRequest(f"The frame nests arrays and objects more than {MAX_JSON_DEPTH} deep.")
     try:
         frame = json.loads(text)
     except (ValueError, RecursionError) as exc:

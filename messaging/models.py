@@ -106,8 +106,20 @@ class Attachment(models.Model):
     uploader = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="attachments"
     )
+
+    class Thumbnail(models.TextChoices):
+        """Where the thumbnail stands; the Celery worker makes it after the upload."""
+
+        PENDING = "pending", "Pending"  # queued for the worker
+        WORKING = "working", "Working"  # a worker took it (shown to clients as pending)
+        READY = "ready", "Ready"
+        NONE = "none", "None"  # not an image, or it did not decode
+
     file = models.FileField(upload_to="attachments/%Y/%m/")
     thumbnail = models.FileField(upload_to="thumbnails/%Y/%m/", blank=True)
+    thumbnail_status = models.CharField(
+        max_length=8, choices=Thumbnail.choices, default=Thumbnail.NONE
+    )
     filename = models.CharField(max_length=255)
     content_type = models.CharField(max_length=100)
     size = models.BigIntegerField()

@@ -712,8 +712,9 @@ _message_table = Message._meta.db_table
 _due_table = NotificationDue._meta.db_table
 
 # One statement, one round trip: note whether the sender had a message request open
-# (`was`: CTEs read the statement's snapshot, so before the update), take the next seq (the UPDATE locks the conversation row
-# until commit), raise the sender's markers, insert the message and the row that has its
+# (`was`: CTEs read the statement's snapshot, so before the update; replying accepts it),
+# take the next seq (the UPDATE locks the conversation row until commit), raise the
+# sender's markers, insert the message and the row that has its
 # notifications decided later (in the same transaction, so no process can lose it). The
 # membership UPDATE joins the locked conversation row, so it runs after the lock is held
 # and, in READ COMMITTED, skips a membership row deleted by a removal that committed

@@ -1,4 +1,4 @@
-"""Celery tasks: the notification tick and the sends it rings for.
+"""Celery tasks: the notification tick and the sends it rings for; image thumbnails.
 
 Beat runs `notify_tick_task` every `NOTIFY_POLL_INTERVAL` seconds. The tick decides due
 messages itself and hands each due push window and email to its own task. Tasks take
@@ -17,8 +17,9 @@ from django.conf import settings
 from django.utils import timezone
 from kombu.exceptions import OperationalError as BrokerError
 
+from messaging import attachments
 from messaging.devices import device_taken_over
-from messaging.models import Device
+from messaging.models import Attachment, Device
 from messaging.notifications import decide, sending
 from messaging.push import backend_for
 
@@ -88,6 +89,33 @@ def _on_device_taken_over(
 
 
 device_taken_over.connect(_on_device_taken_over, dispatch_uid="messaging-device-taken-over")
+
+
+@shared_task(ignore_result=True)
+def make_thumbnail_task(attachment_id: int) -> None:
+    """Decode an uploaded image and store its thumbnail (queue `thumbnails`, CELERY_TASK_ROUTES).
+
+    Only the worker of that queue runs it, so its `--concurrency` bounds how many images
+    are decoded at once; the gateway that took the upload never decodes one.
+    """
+    attachments.make_thumbnail(attachment_id)
+
+
+def queue_thumbnail(attachment: Attachment) -> None:
+    """Hand a pending thumbnail to the worker, after the upload is committed.
+
+    With eager Celery (`make run`: no broker) the task runs here, and `attachment` is
+    read again so the answer says `ready`. Without a reachable broker the file goes
+    without a thumbnail rather than waiting for one nobody will make.
+    """
+    if attachment.thumbnail_status != Attachment.Thumbnail.PENDING:
+        return
+    try:
+        make_thumbnail_task.delay(attachment.pk)
+    except BrokerError as exc:
+        logger.warning("cannot queue the thumbnail of attachment %d: %r", attachment.pk, exc)
+        attachments.give_up_thumbnail(attachment.pk)
+    attachment.refresh_from_db(fields=["thumbnail", "thumbnail_status"])
 
 
 @worker_ready.connect

@@ -31,6 +31,7 @@ class AttachmentPayload(TypedDict):
     content_type: str
     size: int
     url: str
+    thumbnail: Literal["pending", "ready", "none"]
     thumbnail_url: str | None
 
 
@@ -198,15 +199,27 @@ class ConversationView:
 
 
 def attachment_payload(attachment: Attachment) -> AttachmentPayload:
-    """Build the wire form of an attachment."""
+    """Build the wire form of an attachment.
+
+    `thumbnail` is `pending` while the worker makes it (its URL answers 404
+    `thumbnail_pending` until then), `ready`, or `none` (no URL: not an image, or it did
+    not decode).
+    """
+    status = attachment.thumbnail_status
+    thumbnail: Literal["pending", "ready", "none"] = "none"
+    if status == Attachment.Thumbnail.READY and attachment.thumbnail:
+        thumbnail = "ready"
+    elif status in (Attachment.Thumbnail.PENDING, Attachment.Thumbnail.WORKING):
+        thumbnail = "pending"
     return {
         "id": attachment.pk,
         "filename": attachment.filename,
         "content_type": attachment.content_type,
         "size": attachment.size,
         "url": f"/api/v1/attachments/{attachment.pk}",
+        "thumbnail": thumbnail,
         "thumbnail_url": (
-            f"/api/v1/attachments/{attachment.pk}?thumbnail=1" if attachment.thumbnail else None
+            None if thumbnail == "none" else f"/api/v1/attachments/{attachment.pk}?thumbnail=1"
         ),
     }
 

@@ -135,6 +135,21 @@ def test_a_login_failure_limit_below_one_is_a_clear_error() -> None:
     assert "LOGIN_STAFF_FAILURE_LIMIT must be at least 1." in result.stderr
 
 
+def test_frame_budgets_come_from_the_environment_and_a_zero_rate_is_a_clear_error() -> None:
+    code = "from django.conf import settings; print(settings.WS_FRAME_BUDGETS['sync'])"
+    tuned = run(
+        {"WS_SYNC_RATE": "0.5", "WS_SYNC_BURST": "3"},
+        "-c",
+        f"import django; django.setup(); {code}",
+    )
+    refused = run({"WS_PING_RATE": "0"}, "manage.py", "check")
+
+    assert tuned.returncode == 0, tuned.stderr
+    assert tuned.stdout.strip() == "(0.5, 3.0)"
+    assert refused.returncode != 0
+    assert "WS_PING_RATE must be above 0 and WS_PING_BURST at least 1." in refused.stderr
+
+
 def test_an_oversized_body_is_refused_before_django_reads_it() -> None:
     import asyncio
 

@@ -119,11 +119,27 @@ def _from_session(session_key: str) -> Authenticated | None:
 
 
 def _from_grant(grant: tickets.Grant) -> Authenticated | None:
+    """Return the ticket's user if the credential it was minted under still stands.
+
+    Checked here, before the consumer accepts, so a void ticket is closed 4401 before
+    any frame: the password is the one of the minting (the session auth hash), the
+    token family was not logged out, the session still exists for this user.
+    """
     user = User.objects.filter(pk=grant.user_id, is_active=True).first()
     if user is None:
         return None
+    if not grant.auth_hash or not constant_time_compare(
+        grant.auth_hash, user.get_session_auth_hash()
+    ):
+        return None  # the password changed since the minting (or an old grant)
     if grant.expires_at is not None and grant.expires_at <= time.time():
         return None
+    if grant.family and tokens.revoked_families([grant.family]):
+        return None  # the login it was minted from logged out
+    if grant.session_key:
+        session = _from_session(grant.session_key)
+        if session is None or session.user.pk != user.pk:
+            return None  # the session logged out (or expired, or is someone else's)
     return Authenticated(
         user,
         Credential(

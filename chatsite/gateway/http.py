@@ -1,42 +1,117 @@
-"""The gateway's HTTP protocol for uvicorn: h11 plus a deadline for the first request.
+"""The gateway's HTTP protocol for uvicorn: h11 plus a deadline for every request.
 
-uvicorn waits forever for a connection's first request, so 500 sockets that connect and
-send nothing (or half a request) would hold file descriptors for good (RELIABILITY.md
-S8). Gateways run `--http chatsite.gateway:H11WithHandshakeDeadline`: a connection with
-no complete request after `GATEWAY_HANDSHAKE_TIMEOUT` seconds (default 10) is closed.
-Once a request arrived, uvicorn's own keep-alive timeout applies; once upgraded, the
-WebSocket protocol's heartbeat rules do.
+uvicorn waits forever for a request's headers and body: sockets that connect and send
+nothing, or half a request, or a body one byte at a time, or a second request on a
+kept-alive connection one byte at a time, would hold file descriptors (and a thread
+waiting on the body) for good. Gateways run `--http chatsite.gateway:H11WithHandshakeDeadline`:
+
+- each request, the first included, must arrive whole (request line, headers and
+  body) within `GATEWAY_REQUEST_TIMEOUT` seconds of its first byte (of the connection,
+  for the first request), or the connection is closed;
+- between requests, an idle kept-alive connection is closed after
+  `GATEWAY_KEEPALIVE_TIMEOUT` seconds (uvicorn's own keep-alive timer, set from the
+  setting whatever `--timeout-keep-alive` says);
+- once the server has the whole request, the deadline stops: the answer takes what it
+  takes (the application's own timeouts bound it), and a WebSocket upgrade is handed
+  to the WebSocket protocol, whose heartbeat rules apply from then on.
+
+It also turns uvicorn's reading of `X-Forwarded-For`/`X-Forwarded-Proto` off (as
+`--no-proxy-headers` does): by default uvicorn takes the client address from that
+header on any connection from 127.0.0.1, so any local process could choose the address
+the sign-up and login budgets count. The application reads the header itself, as the
+settings say (`chatsite.clientaddr`: `API_NUM_PROXIES`, `API_TRUSTED_PROXIES`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
+from typing import Any
 
+import h11
+from django.conf import settings
+from uvicorn.config import Config
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.server import ServerState
+
+# The request is still arriving in these states of the client's side.
+_RECEIVING = (h11.IDLE, h11.SEND_BODY)
 
 
-def handshake_timeout() -> float:
-    """Return the seconds a new connection has to send a complete request."""
-    return float(os.environ.get("GATEWAY_HANDSHAKE_TIMEOUT", "10"))
+def _without_proxy_headers(config: Config) -> None:
+    """Unwrap uvicorn's proxy-headers middleware, the outermost layer when it is on."""
+    if not config.loaded:
+        config.load()
+    if isinstance(config.loaded_app, ProxyHeadersMiddleware):
+        config.loaded_app = config.loaded_app.app
+        config.proxy_headers = False
 
 
 class H11WithHandshakeDeadline(H11Protocol):
-    """uvicorn's h11 protocol that closes connections which never send a full request."""
+    """uvicorn's h11 protocol that closes connections whose request does not arrive in time.
+
+    (The name is older than the deadline for later requests; gateways' command lines
+    name it.)
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        server_state: ServerState,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        """Read the deadlines from settings; take the client address from the socket."""
+        _without_proxy_headers(config)
+        super().__init__(config, server_state, app_state, _loop)
+        self.timeout_keep_alive = float(settings.GATEWAY_KEEPALIVE_TIMEOUT)  # type: ignore[assignment]
+        self._request_timeout = float(settings.GATEWAY_REQUEST_TIMEOUT)
+        self._deadline: asyncio.TimerHandle | None = None
+        self._answered = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         """Start the deadline for the first request."""
         super().connection_made(transport)
-        self._deadline = self.loop.call_later(handshake_timeout(), self._expire)
+        self._track()
+
+    def data_received(self, data: bytes) -> None:
+        """Start the deadline at a request's first byte; stop it once the request is whole."""
+        super().data_received(data)
+        self._track()
+
+    def on_response_complete(self) -> None:
+        """After an answer: idle (keep-alive timer) or a pipelined request (deadline)."""
+        self._answered = True
+        super().on_response_complete()
+        self._track()
 
     def connection_lost(self, exc: Exception | None) -> None:
         """Cancel the deadline."""
-        self._deadline.cancel()
+        self._cancel()
         super().connection_lost(exc)
 
-    def _expire(self) -> None:
+    def _track(self) -> None:
+        """Run the deadline while a request is arriving, and only then."""
         if self.transport.is_closing() or self.transport.get_protocol() is not self:
-            return  # closed already, or upgraded to a WebSocket
-        # uvicorn types `cycle` as always set, but it is None until a request arrives.
-        if getattr(self, "cycle", None) is None:
+            self._cancel()  # closed, or upgraded to a WebSocket
+            return
+        pending, _closed = self.conn.trailing_data
+        receiving = self.conn.their_state is h11.SEND_BODY or (
+            self.conn.their_state is h11.IDLE and (bool(pending) or not self._answered)
+        )
+        if not receiving:
+            self._cancel()
+        elif self._deadline is None:
+            self._deadline = self.loop.call_later(self._request_timeout, self._expire)
+
+    def _cancel(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _expire(self) -> None:
+        self._deadline = None
+        if self.transport.is_closing() or self.transport.get_protocol() is not self:
+            return
+        if self.conn.their_state in _RECEIVING:
             self.transport.close()

@@ -3,8 +3,10 @@
 `FrameSocket` is the socket lifetime every consumer shares: frames over the size limit
 close with 1009, shapes are checked by the parser the consumer's table names, a
 `DomainError` becomes an `error` frame, a database failure `unavailable`, a bug
-`internal_error` (logged), and a client that does not read is closed with 4429. The
-consumer (`messaging.consumers.ChatConsumer`) adds the table and the calls.
+`internal_error` (logged), and a client that does not read is closed with 4429. A
+well-formed frame over its class's per-socket budget (`chatsite.gateway.budgets`) is
+answered `rate_limited` with `retry_after` instead of being handled. The consumer
+(`messaging.consumers.ChatConsumer`) adds the table, the frame classes and the calls.
 
 It also counts for `/metrics` (`chatsite.metrics`): frames in and out by type, the send
 latency (`message.send` in to `message.sent` out) and each close by its code.
@@ -30,8 +32,16 @@ from uvicorn.protocols.utils import ClientDisconnected
 
 from accounts.models import User
 from chatsite import metrics
-from chatsite.errors import BadRequest, DomainError, InternalError, Unavailable, UnknownType
+from chatsite.errors import (
+    BadRequest,
+    DomainError,
+    InternalError,
+    RateLimited,
+    Unavailable,
+    UnknownType,
+)
 from chatsite.gateway.auth import Credential
+from chatsite.gateway.budgets import FrameBudgets
 from chatsite.gateway.supervisor import CLOSE_UNAUTHENTICATED, supervisor
 from chatsite.limits import DEVICE_ID_PATTERN, MAX_FRAME_BYTES
 from chatsite.logs import correlation_id, new_id, trace
@@ -54,6 +64,9 @@ class FrameSocket(AsyncWebsocketConsumer):  # type: ignore[misc]
 
     # Frame type -> (its parser, the method that answers it); set by the subclass.
     HANDLERS: ClassVar[dict[str, tuple[Parser, Handler]]] = {}
+    # Frame type -> its budget class (WS_FRAME_BUDGETS); a type not listed is not limited
+    # here (`message.send`: per user, in the service). Set by the subclass.
+    BUDGET_CLASSES: ClassVar[dict[str, str]] = {}
 
     user: User
     credential: Credential | None = None
@@ -63,12 +76,14 @@ class FrameSocket(AsyncWebsocketConsumer):  # type: ignore[misc]
     closed_with: int | None = None
     last_frame_at = 0.0
     ready = False  # the first frame (the subclass's greeting) has gone out
+    budgets: FrameBudgets
 
     async def connect(self) -> None:
         """Accept; close unauthenticated (4401) or bad-device (1008) handshakes; greet."""
         self.closing = False
         self.closed_with = None
         self.last_frame_at = time.monotonic()
+        self.budgets = FrameBudgets(settings.WS_FRAME_BUDGETS)
         self.prepare()
         await self.accept()
         auth = self.scope.get("auth")
@@ -230,7 +245,12 @@ class FrameSocket(AsyncWebsocketConsumer):  # type: ignore[misc]
         try:
             if trace.isEnabledFor(logging.INFO):
                 trace.info("frame in %s", kind, extra={"frame": kind, "user": self.user.pk})
-            await handle(self, parse(envelope.data), ref)
+            request = parse(envelope.data)
+            wait = self.budgets.take(self.BUDGET_CLASSES.get(kind))
+            if wait:
+                metrics.count_rate_limited("frame")
+                raise RateLimited(wait)
+            await handle(self, request, ref)
         except DomainError as error:
             await self.send_error(error, ref=ref, client_msg_id=cmid)
         except (OperationalError, InterfaceError) as exc:

@@ -44,7 +44,16 @@ class AttachmentSerializer(serializers.Serializer[Any]):
     content_type = serializers.CharField(help_text="Detected from the content, not the client.")
     size = serializers.IntegerField(help_text="Bytes.")
     url = serializers.CharField(help_text="Download path (members only).")
-    thumbnail_url = serializers.CharField(allow_null=True, help_text="Images only, else null.")
+    thumbnail = serializers.ChoiceField(
+        choices=["pending", "ready", "none"],
+        help_text=(
+            "pending: the worker is making it (the URL answers 404 `thumbnail_pending` "
+            "until ready); ready; none: not an image, or it did not decode."
+        ),
+    )
+    thumbnail_url = serializers.CharField(
+        allow_null=True, help_text="Images (pending or ready) only, else null."
+    )
 
 
 class SystemSerializer(serializers.Serializer[Any]):
@@ -217,6 +226,16 @@ class NotificationListSerializer(serializers.Serializer[Any]):
     results = NotificationSerializer(many=True)
 
 
+class FrameBudgetSerializer(serializers.Serializer[Any]):
+    """One class of WebSocket frames: its per-socket token bucket and its frame types."""
+
+    rate = serializers.FloatField(help_text="Frames per second per socket, sustained.")
+    burst = serializers.FloatField(help_text="Frames per socket in a burst.")
+    frames = serializers.ListField(
+        child=serializers.CharField(), help_text="The frame types that draw on this budget."
+    )
+
+
 class LimitsSerializer(serializers.Serializer[Any]):
     """The limits this server enforces (read from its settings)."""
 
@@ -226,6 +245,9 @@ class LimitsSerializer(serializers.Serializer[Any]):
     max_attachments_per_message = serializers.IntegerField()
     max_upload_bytes = serializers.IntegerField(help_text="Bytes per attachment.")
     max_image_pixels = serializers.IntegerField(help_text="Width times height of an image upload.")
+    max_image_decode_bytes = serializers.IntegerField(
+        help_text="Width x height x bytes per pixel of an image upload (413 past it)."
+    )
     thumbnail_size = serializers.IntegerField(help_text="Longest side of a thumbnail, pixels.")
     max_json_bytes = serializers.IntegerField(help_text="Bytes per JSON request body.")
     fetch_default_limit = serializers.IntegerField()
@@ -252,6 +274,12 @@ class LimitsSerializer(serializers.Serializer[Any]):
     ws_heartbeat_interval = serializers.FloatField(help_text="Seconds.")
     ws_max_connections_per_user = serializers.IntegerField()
     ws_ticket_ttl = serializers.IntegerField(help_text="Seconds.")
+    ws_frame_budgets = serializers.DictField(
+        child=FrameBudgetSerializer(),
+        help_text="Per-socket budgets by frame class; past one, a frame is answered "
+        "`rate_limited` with `retry_after`. `message.send` is limited per user instead "
+        "(`send_rate`, `send_burst`).",
+    )
     jwt_access_seconds = serializers.IntegerField()
 
 

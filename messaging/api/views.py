@@ -33,7 +33,7 @@ from chatsite.errors import BadRequest
 from chatsite.limits import MAX_FRAME_BYTES
 from chatsite.openapi import AUTHENTICATED, error_responses
 from chatsite.wire import iso
-from messaging import attachments, devices, search, selectors, services, wire
+from messaging import attachments, devices, frames, search, selectors, services, tasks, wire
 from messaging.api import serializers as s
 from messaging.models import Conversation, NotifyLevel
 
@@ -545,6 +545,7 @@ class AttachmentUploadApi(APIView):
                     "content_type": "image/png",
                     "size": 48213,
                     "url": "/api/v1/attachments/55",
+                    "thumbnail": "pending",
                     "thumbnail_url": "/api/v1/attachments/55?thumbnail=1",
                 },
                 response_only=True,
@@ -553,13 +554,17 @@ class AttachmentUploadApi(APIView):
         ],
     )
     def post(self, request: Request) -> Response:
-        """Answer 201 `{id, filename, content_type, size, url, thumbnail_url}`."""
+        """Answer 201 `{id, filename, content_type, size, url, thumbnail, thumbnail_url}`.
+
+        An image's thumbnail is made by the Celery worker afterwards: `pending` here.
+        """
         upload = request.FILES.get("file")
         if upload is None:
             raise BadRequest(
                 "Send the file in the multipart field `file`.", details={"field": "file"}
             )
         attachment = attachments.store_attachment(uploader=_user(request), upload=upload)
+        tasks.queue_thumbnail(attachment)
         return Response(wire.attachment_payload(attachment), status=201)
 
 
@@ -764,6 +769,7 @@ def server_limits() -> dict[str, Any]:
         "max_attachments_per_message": c.CHAT_MAX_ATTACHMENTS_PER_MESSAGE,
         "max_upload_bytes": c.CHAT_MAX_UPLOAD_BYTES,
         "max_image_pixels": c.CHAT_MAX_IMAGE_PIXELS,
+        "max_image_decode_bytes": c.CHAT_MAX_IMAGE_DECODE_BYTES,
         "thumbnail_size": c.CHAT_THUMBNAIL_SIZE,
         "max_json_bytes": c.API_MAX_JSON_BYTES,
         "fetch_default_limit": c.CHAT_FETCH_DEFAULT_LIMIT,
@@ -790,5 +796,13 @@ def server_limits() -> dict[str, Any]:
         "ws_heartbeat_interval": c.WS_HEARTBEAT_INTERVAL,
         "ws_max_connections_per_user": c.WS_MAX_CONNECTIONS_PER_USER,
         "ws_ticket_ttl": c.WS_TICKET_TTL,
+        "ws_frame_budgets": {
+            name: {
+                "rate": rate,
+                "burst": burst,
+                "frames": [t for t, n in frames.BUDGET_CLASSES.items() if n == name],
+            }
+            for name, (rate, burst) in c.WS_FRAME_BUDGETS.items()
+        },
         "jwt_access_seconds": int(c.SIMPLE_JWT["ACCESS_TOKEN_LIFETIME"].total_seconds()),
     }

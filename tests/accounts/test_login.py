@@ -175,6 +175,7 @@ def test_the_forwarded_address_is_the_one_locked_out_behind_a_trusted_proxy(
     ana: User, new_address: NewAddress, settings: Any
 ) -> None:
     settings.API_NUM_PROXIES = 1
+    settings.API_TRUSTED_PROXIES = ["*"]
     proxy, attacker, home = new_address(), new_address(), new_address()
 
     def via_proxy(client_ip: str, password: str) -> Any:

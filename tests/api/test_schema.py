@@ -111,6 +111,13 @@ def test_server_limits_publish_the_enforced_settings(client_for: Client, setting
     )
     assert limits["fetch_max_limit"] == django_settings.CHAT_FETCH_MAX_LIMIT
     assert limits["ws_max_frame_bytes"] == MAX_FRAME_BYTES
+    rate, burst = django_settings.WS_FRAME_BUDGETS["status"]
+    assert limits["ws_frame_budgets"]["status"] == {
+        "rate": rate,
+        "burst": burst,
+        "frames": ["activity", "status.set"],
+    }
+    assert "message.send" not in str(limits["ws_frame_budgets"])
     assert set(limits) == set(s.LimitsSerializer().fields)
 
 

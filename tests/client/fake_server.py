@@ -52,6 +52,8 @@ class FakeServer:
         self.drop_reply: Callable[[dict[str, Any]], bool] = lambda frame: False
         # Errors answered to the next message.send frames, one per frame, in order.
         self.send_errors: list[dict[str, Any]] = []
+        # Errors answered to the next frames of a type (not message.send), one per frame.
+        self.frame_errors: dict[str, list[dict[str, Any]]] = {}
         self._next_message_id = 900
         self._by_cmid: dict[tuple[int, str], dict[str, Any]] = {}
         self._server: Server | None = None
@@ -162,6 +164,10 @@ class FakeServer:
 
     async def _answer(self, connection: Connection, frame: dict[str, Any]) -> None:
         kind, ref = frame["type"], frame.get("ref")
+        if kind != "message.send" and self.frame_errors.get(kind):
+            error = self.frame_errors[kind].pop(0)
+            await self._error(connection, error["code"], ref, retry_after=error.get("retry_after"))
+            return
         if kind == "message.send":
             await self._send(connection, frame)
         elif kind == "messages.fetch":

@@ -382,6 +382,29 @@ def test_sync_catches_a_lost_last_message() -> None:
     run(scenario)
 
 
+def test_a_sync_refused_rate_limited_is_sent_again_after_retry_after() -> None:
+    # The server's per-socket sync budget answers `rate_limited` with `retry_after`.
+    async def scenario() -> None:
+        async with serving() as server:
+            server.create_conversation(CONV, {1, 2})
+            server.frame_errors["sync"] = [
+                {"code": "rate_limited", "retry_after": 0.2},
+                {"code": "rate_limited", "retry_after": 0.2},
+            ]
+            ana = client_for(server, 1, History())
+            async with ana:
+                loop = asyncio.get_running_loop()
+                started = loop.time()
+                conversations = await ana.sync()
+                waited = loop.time() - started
+
+                assert [c["id"] for c in conversations] == [CONV]
+                assert waited >= 0.4
+                assert server.frame_errors["sync"] == []
+
+    run(scenario)
+
+
 def test_a_heartbeat_pong_reveals_a_lost_last_message_and_the_client_syncs() -> None:
     async def scenario() -> None:
         # Sync every 60 s (the default): only the pong's log position can find the loss.

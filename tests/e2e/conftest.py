@@ -267,13 +267,16 @@ def make_workers(
         env: Mapping[str, str] | None = None,
         concurrency: int = 2,
         pool: str = "prefork",
+        queues: str | None = None,
     ) -> CeleryProcesses:
         started_workers: list[CeleryWorker] = []
         started_beat: CeleryBeat | None = None
         if deployment is not None:
             for _ in range(workers):
                 started_workers.append(
-                    deployment.add_worker(env, concurrency=concurrency, pool=pool, start=False)
+                    deployment.add_worker(
+                        env, concurrency=concurrency, pool=pool, queues=queues, start=False
+                    )
                 )
             if beat:
                 started_beat = deployment.add_beat(env, start=False)
@@ -291,7 +294,7 @@ def make_workers(
             }
             log_dir = tmp_path / "celery"
             started_workers = [
-                CeleryWorker(shared, log_dir, concurrency=concurrency, pool=pool)
+                CeleryWorker(shared, log_dir, concurrency=concurrency, pool=pool, queues=queues)
                 for _ in range(workers)
             ]
             if beat:

@@ -41,10 +41,10 @@ from playwright.sync_api import (
 )
 
 from accounts.models import User
-from bench.harness import REPO_ROOT, Deployment
+from bench.harness import REPO_ROOT, Deployment, RedisServer, redis_db_url
 from messaging import services
 from messaging.models import Attachment, Membership, Message
-from tests.e2e.conftest import MakeDeployment, fanout_lost
+from tests.e2e.conftest import MakeDeployment, MakeWorkers, fanout_lost
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -791,6 +791,47 @@ def _pretend_visible(page: Page) -> None:
 
 
 # ------------------------------------------------- the pages' server side, without a browser
+
+
+def test_an_image_shows_as_a_file_until_the_worker_makes_its_thumbnail(
+    make_web: Callable[..., Web],
+    make_workers: MakeWorkers,
+    redis_server: RedisServer,
+    tmp_path: Path,
+) -> None:
+    """With a broker the upload answers `thumbnail: "pending"`: the file, then its preview."""
+    env = {
+        "CELERY_BROKER_URL": redis_db_url(redis_server.url, 1),
+        "MEDIA_ROOT": str(tmp_path / "media"),
+    }
+    web = make_web(gateways=1, **env)
+    ana = make_person("ana", "Ana")
+    bo = make_person("bo", "Bo")
+    off_loop(services.create_direct_conversation, user=ana, other_user_id=bo.pk)
+    ana_page = web.log_in(ana)
+    bo_page = web.log_in(bo)
+    conversation(ana_page, "Bo").click()
+    conversation(bo_page, "Ana").click()
+
+    ana_page.locator("#file-input").set_input_files(
+        {"name": "view.png", "mimeType": "image/png", "buffer": picture()}
+    )
+    expect(ana_page.locator("#tray .tray-item.done")).to_have_count(1)
+    send(ana_page, "the view")
+
+    # No thumbnail worker yet: both see the image as a file, and nothing fails.
+    for page in (ana_page, bo_page):
+        expect(page.locator("#message-list .attachment.file .file-name")).to_have_text(["view.png"])
+    assert Attachment.objects.get().thumbnail_status == "pending"
+
+    make_workers(web.deployment, workers=1, beat=False, env=env, concurrency=1, queues="thumbnails")
+
+    for page in (ana_page, bo_page):
+        image = page.locator("#message-list .attachment.image img")
+        expect(image).to_have_js_property("complete", True, timeout=40_000)
+        assert image.evaluate("img => img.naturalWidth") == 320
+        expect(page.locator("#message-list .attachment.file")).to_have_count(0)
+    assert Attachment.objects.get().thumbnail_status == "ready"
 
 
 def test_service_worker_is_served_from_the_root_with_what_it_caches(client: Client) -> None:

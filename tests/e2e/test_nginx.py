@@ -400,5 +400,9 @@ def test_the_units_run_the_command_lines_of_the_harness_and_the_makefile(tmp_pat
     assert without_address(gateway) == without_address(harness)
     assert without_address(gateway) == without_address(make_command("GATEWAY"))
     assert unit_command("chat-worker.service")[1:] == make_command("WORKER")[1:]
+    # systemd reads `%%` as one `%` (`-n thumbnails@%h`: Celery's host name).
+    thumbnailer = [arg.replace("%%", "%") for arg in unit_command("chat-thumbnailer.service")]
+    assert thumbnailer[1:] == make_command("THUMBNAILER")[1:]
+    assert "--queues=thumbnails" in thumbnailer
     beat = unit_command("chat-beat.service")
     assert beat[1:7] == make_command("BEAT")[1:7]

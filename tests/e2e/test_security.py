@@ -538,6 +538,44 @@ def test_revoking_a_login_closes_every_socket_of_that_user_4401_within_5_s(
     assert_not_logged(deployment, [pair["access"], pair["refresh"], ticket, PASSWORD])
 
 
+@pytest.mark.parametrize("revocation", ["logout", "password_change"])
+def test_a_ticket_minted_before_a_logout_or_password_change_is_closed_4401_before_any_frame(
+    revocation: str, deployment: Deployment
+) -> None:
+    # Tried: a ticket minted on one gateway, then the login that minted it logs out (on the
+    # other gateway) or the password changes, then the ticket is redeemed on the other
+    # gateway. Before tickets were bound to their login and password, the socket opened
+    # and sent the whole `session.ready` snapshot (logout) or stayed open (password).
+    # `refused_with` fails if any frame arrives before the close. A ticket minted after a
+    # fresh login still opens a socket.
+    victim = create_person("victim")
+    gw1, gw2 = deployment.gateways
+    pair = login(gw1, "victim")
+    ticket, _ = issue_ticket(gw1, pair["access"])
+    if revocation == "logout":
+        reply = post(
+            gw2.http_url, "/api/v1/auth/logout", {"refresh": pair["refresh"]}, token=pair["access"]
+        )
+        assert reply.status == 204, reply
+    else:
+        user = User.objects.get(pk=victim.pk)
+        hasher = PBKDF2PasswordHasher()
+        user.password = hasher.encode("a brand new passphrase 8", hasher.salt())
+        user.save(update_fields=["password"])
+        connection.close()
+
+    assert run(refused_with(gw2.ws_url, ticket=ticket)) == 4401
+    if revocation == "logout":
+        fresh, _ = issue_ticket(gw2, login(gw2, "victim")["access"])
+
+        async def reopen() -> Frame:
+            async with await connect_ready(gw1.ws_url, ticket=fresh) as ws:
+                return await reply_to(ws, {"type": "ping"})
+
+        assert run(reopen())["type"] == "pong"
+    assert_not_logged(deployment, [pair["access"], pair["refresh"], ticket, PASSWORD])
+
+
 # --- S4: non-members and removed members --------------------------------------------------
 
 
@@ -1055,6 +1093,104 @@ def test_sending_faster_than_the_rate_is_answered_rate_limited_with_retry_after(
     assert retry["type"] == "message.sent", retry
     assert Message.objects.filter(conversation=group, kind="text").count() == len(sent) + 1
     assert Message.objects.filter(client_msg_id=retry["client_msg_id"]).count() == 1
+
+
+async def flood_answers(ws: Connection, sent: list[Frame]) -> tuple[list[Frame], float]:
+    """Send the frames back to back (refs `f0`...); return their answers in order, and the time."""
+    started = time.monotonic()
+    for n, frame in enumerate(sent):
+        await ws.send(json.dumps({**frame, "ref": f"f{n}"}))
+    answers: dict[str, Frame] = {}
+    while len(answers) < len(sent):
+        frame = await receive(ws)
+        ref = frame.get("ref")
+        if isinstance(ref, str) and ref.startswith("f"):
+            answers[ref] = frame
+    return [answers[f"f{n}"] for n in range(len(sent))], time.monotonic() - started
+
+
+def split_limited(answers: list[Frame], kind: str) -> tuple[list[Frame], list[Frame]]:
+    """Return the answers of type `kind` and the `rate_limited` errors (nothing else)."""
+    answered = [a for a in answers if a["type"] == kind]
+    limited = [a for a in answers if a["type"] == "error" and a["code"] == "rate_limited"]
+    assert len(answered) + len(limited) == len(answers), answers
+    return answered, limited
+
+
+def test_reads_and_state_frames_past_their_budget_are_answered_rate_limited_on_open_sockets(
+    deployment: Deployment, make_user: MakeUser, request: pytest.FixtureRequest
+) -> None:
+    # Tried, each from a socket of its own (the budgets are per socket): 300 `sync` back to
+    # back; 100 `status.set` back to back while a contact follows the flooder's presence
+    # from the other gateway; 100 `presence.subscribe` of 1,000 ids back to back. Before
+    # the budgets every one was answered (300 snapshots in 0.5 s, 100 profile writes and
+    # presence publishes in 0.4 s, 100 x 1,000-id lookups in 2.6 s). Then each socket
+    # waits its `retry_after` and is answered normally: no socket was closed.
+    ana, bo = make_user("ana"), make_user("bo")
+    services.create_direct_conversation(user=ana, other_user_id=bo.pk)
+    tokens = {u.username: issue_pair(u)["access"] for u in (ana, bo)}
+    gw1, gw2 = deployment.gateways
+    statuses = [{"type": "status.set", "status": ("busy", "available")[n % 2]} for n in range(100)]
+    subscribe = {"type": "presence.subscribe", "users": list(range(1, 1001))}
+
+    async def scenario() -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        syncer = await connect_ready(gw1.ws_url, token=tokens["ana"])
+        out["sync"] = await flood_answers(syncer, [{"type": "sync"}] * 300)
+        _, limited = split_limited(out["sync"][0], "sync.state")
+        await asyncio.sleep(limited[-1]["retry_after"])  # the server said when to come back
+        out["sync_after"] = [
+            (await reply_to(syncer, {"type": "sync"}))["type"],
+            (await reply_to(syncer, {"type": "ping"}))["type"],
+        ]
+
+        follower = await connect_ready(gw2.ws_url, token=tokens["bo"])
+        snapshot = await reply_to(follower, {"type": "presence.subscribe", "users": [ana.pk]})
+        assert snapshot["type"] == "presence.snapshot", snapshot
+        setter = await connect_ready(gw1.ws_url, token=tokens["ana"])
+        out["status"] = await flood_answers(setter, statuses)
+        # Every change the follower will see was published before the last answer; give
+        # the fan-out a moment, then count what arrived.
+        seen: list[Frame] = []
+        with contextlib.suppress(TimeoutError):
+            while True:
+                seen.append(await receive(follower, timeout=1.5))
+        out["status_events"] = [
+            f for f in seen if f["type"] == "presence.changed" and f["user"] == ana.pk
+        ]
+
+        subscriber = await connect_ready(gw2.ws_url, token=tokens["ana"])
+        out["subscribe"] = await flood_answers(subscriber, [subscribe] * 100)
+        _, limited = split_limited(out["subscribe"][0], "presence.snapshot")
+        await asyncio.sleep(limited[-1]["retry_after"])
+        out["subscribe_after"] = (await reply_to(subscriber, subscribe))["type"]
+        out["open"] = [ws.close_code for ws in (syncer, setter, subscriber, follower)]
+        return out
+
+    out = run(scenario())
+
+    answers, elapsed = out["sync"]
+    answered, limited = split_limited(answers, "sync.state")
+    record(request, "sync_answered_of_300", [len(answered), round(elapsed, 3)])
+    # A burst of 5, then 1/s while the flood was being answered.
+    assert 5 <= len(answered) <= 5 + elapsed + 1, (len(answered), elapsed)
+    assert all(0 < a["retry_after"] <= 1 and a["ref"].startswith("f") for a in limited)
+    assert out["sync_after"] == ["sync.state", "pong"]
+
+    answers, elapsed = out["status"]
+    answered, limited = split_limited(answers, "presence.changed")
+    record(request, "status_writes_of_100", [len(answered), round(elapsed, 3)])
+    assert 5 <= len(answered) <= 5 + elapsed + 1, (len(answered), elapsed)
+    assert all(a["retry_after"] > 0 for a in limited)
+    # Refused frames changed nothing: the contact saw at most one change per write.
+    assert len(out["status_events"]) <= len(answered)
+
+    answers, elapsed = out["subscribe"]
+    answered, limited = split_limited(answers, "presence.snapshot")
+    record(request, "subscribes_answered_of_100", [len(answered), round(elapsed, 3)])
+    assert 5 <= len(answered) <= 5 + elapsed + 1, (len(answered), elapsed)
+    assert out["subscribe_after"] == "presence.snapshot"
+    assert out["open"] == [None] * 4
 
 
 def test_the_eleventh_socket_of_a_user_closes_the_oldest_4409_so_exactly_10_stay_open(

@@ -8,6 +8,7 @@ in-process presence store and channel layer, are the ones exercised.
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import uuid
 from typing import Any
@@ -16,8 +17,10 @@ import pytest
 from channels.testing import WebsocketCommunicator
 from django.conf import settings
 from django.core import mail
+from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import connection
 from django.utils import timezone
+from PIL import Image
 from rest_framework.test import APIClient
 
 from accounts.models import User
@@ -108,6 +111,30 @@ def test_the_rest_api_sends_and_pages_on_sqlite(ana: User, bo: User) -> None:
     assert sent.status_code == 201 and sent.json()["seq"] == 1
     assert [m["body"] for m in listed.json()["messages"]] == ["over REST"]
     assert [c["id"] for c in conversations.json()["results"]] == [chat.pk]
+
+
+def test_an_image_upload_is_thumbnailed_inline_by_eager_celery(
+    ana: User, settings: Any, tmp_path: Any
+) -> None:
+    """No broker: the thumbnail task runs in the upload, which answers `ready`."""
+    settings.MEDIA_ROOT = tmp_path / "media"
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {issue_pair(ana)['access']}")
+    image = io.BytesIO()
+    Image.new("RGB", (640, 480), "orange").save(image, format="PNG")
+
+    uploaded = client.post(
+        "/api/v1/attachments",
+        {"file": SimpleUploadedFile("photo.png", image.getvalue(), content_type="image/png")},
+        format="multipart",
+    )
+
+    assert uploaded.status_code == 201
+    assert uploaded.json()["thumbnail"] == "ready"
+    thumb: Any = client.get(uploaded.json()["thumbnail_url"])
+    assert thumb.status_code == 200
+    with Image.open(io.BytesIO(b"".join(thumb.streaming_content))) as small:
+        assert small.size == (320, 240)
 
 
 def test_notifications_are_decided_and_emailed_on_sqlite(ana: User, make_user: Any) -> None:

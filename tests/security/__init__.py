@@ -1,0 +1,1 @@
+"""Attacks from the security review, replayed: each test says what was tried."""

@@ -198,7 +198,7 @@ def test_a_pending_members_receipts_and_typing_reach_only_their_own_devices(
 
     async def frames_until_pong(ws: WebsocketCommunicator) -> list[dict[str, Any]]:
         await ws.send_to(text_data=json.dumps({"type": "ping", "ref": "p"}))
-        seen = []
+        seen: list[dict[str, Any]] = []
         while True:
             frame = json.loads(await ws.receive_from(5))
             if frame["type"] == "pong":

@@ -51,16 +51,20 @@ function marksEl(marks) {
   );
 }
 
-function attachmentEl(a) {
-  const url = safeUrl(a.url);
-  const thumb = a.thumbnail_url ? safeUrl(a.thumbnail_url) : null;
-  if (thumb && /^image\//.test(a.content_type || "")) {
-    return h(
-      "a",
-      { class: "attachment image", href: url, target: "_blank", rel: "noopener" },
-      h("img", { src: thumb, alt: a.filename || "image", loading: "lazy", decoding: "async" }),
-    );
-  }
+// A thumbnail the worker is still making answers 404 `thumbnail_pending`: show the file
+// meanwhile and try the preview again a few times (docs/protocol.md, Attachments).
+const THUMBNAIL_RETRY_MS = 2000;
+const THUMBNAIL_TRIES = 15;
+
+function imageEl(url, thumb, a) {
+  return h(
+    "a",
+    { class: "attachment image", href: url, target: "_blank", rel: "noopener" },
+    h("img", { src: thumb, alt: a.filename || "image", loading: "lazy", decoding: "async" }),
+  );
+}
+
+function fileEl(url, a) {
   return h(
     "a",
     { class: "attachment file", href: url, download: a.filename || "file" },
@@ -68,6 +72,30 @@ function attachmentEl(a) {
     h("span", { class: "file-name", text: a.filename || "file" }),
     h("span", { class: "file-size", text: fmt.fileSize(a.size) }),
   );
+}
+
+function previewWhenReady(el, url, thumb, a, tries = 0) {
+  setTimeout(() => {
+    if (!el.isConnected) return; // the message was re-rendered, or the conversation left
+    const probe = new Image();
+    probe.onload = () => el.replaceWith(imageEl(url, thumb, a));
+    probe.onerror = () => {
+      if (tries + 1 < THUMBNAIL_TRIES) previewWhenReady(el, url, thumb, a, tries + 1);
+    };
+    probe.src = thumb;
+  }, THUMBNAIL_RETRY_MS);
+}
+
+function attachmentEl(a) {
+  const url = safeUrl(a.url);
+  const thumb = a.thumbnail_url ? safeUrl(a.thumbnail_url) : null;
+  if (thumb && /^image\//.test(a.content_type || "")) {
+    if (a.thumbnail !== "pending") return imageEl(url, thumb, a);
+    const el = fileEl(url, a);
+    previewWhenReady(el, url, thumb, a);
+    return el;
+  }
+  return fileEl(url, a);
 }
 
 /**

@@ -50,7 +50,13 @@ export const updatePresenceSubscription = debounce(() => {
   const key = users.join(",");
   if (key === subscribed) return;
   subscribed = key;
-  client.subscribePresence(users).catch(() => (subscribed = ""));
+  client.subscribePresence(users).catch((error) => {
+    subscribed = "";
+    // Over the socket's presence budget: the server says when to ask again.
+    if (error?.code === "rate_limited") {
+      setTimeout(updatePresenceSubscription, 1000 * (error.retryAfter ?? 1));
+    }
+  });
 }, 200);
 
 /** A new connection is ready (`session.ready`): take its status, follow everyone again. */

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('messaging', '0005_notification_fewer_indexes'),
+        ('messaging', '0006_attachment_thumbnail_status'),
     ]
 
     operations = [
