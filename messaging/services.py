@@ -455,12 +455,44 @@ def accept_request(*, user: User, conversation_id: int) -> Conversation:
 
 
 def _announce_accepted(conversation_id: int, user: User) -> None:
-    """Tell the user's devices on commit that a message request of theirs is accepted."""
+    """Tell everyone concerned on commit that `user` accepted a message request.
+
+    The user's devices get `conversation.updated` (`accepted`) with their view; in a
+    direct chat the other member's devices get theirs too (their client may now follow
+    the user's presence); and the members get the user's markers as `receipt.updated`,
+    which were kept from them until now.
+    """
     conversation = Conversation.objects.get(pk=conversation_id)
-    view = selectors.conversation_view_for_member(conversation, user)
-    frame = wire.conversation_updated_frame(wire.conversation_payload(view), "accepted")
-    event = events.user_event(conversation_id, conversation.member_seq, frame)
-    events.send_event_on_commit(events.user_group(user.pk), event)
+    member_seq = conversation.member_seq
+    people = [user]
+    if conversation.kind == Conversation.Kind.DIRECT:
+        people += [
+            m.user
+            for m in Membership.objects.filter(conversation=conversation)
+            .exclude(user=user)
+            .select_related("user")
+        ]
+    items = []
+    for person in people:
+        view = selectors.conversation_view_for_member(conversation, person)
+        frame = wire.conversation_updated_frame(wire.conversation_payload(view), "accepted")
+        items.append(
+            (events.user_group(person.pk), events.user_event(conversation_id, member_seq, frame))
+        )
+    markers = Membership.objects.get(conversation=conversation, user=user)
+    receipt = wire.receipt_updated_frame(
+        conversation_id=conversation_id,
+        user_id=user.pk,
+        delivered_seq=markers.delivered_seq,
+        read_seq=markers.read_seq,
+    )
+    items.append(
+        (
+            events.conversation_group(conversation_id),
+            events.conversation_event(conversation_id, member_seq, receipt),
+        )
+    )
+    events.send_events_on_commit(items)
 
 
 def decline_request(*, user: User, conversation_id: int) -> None:

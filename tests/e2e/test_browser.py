@@ -358,18 +358,25 @@ def test_two_users_chat_live_with_typing_receipts_presence_and_search(
     # Bo gets it live: the conversation appears with an unread badge; the page title counts.
     expect(conversation(bo_page, "Ana Lima").locator(".badge")).to_contain_text("1")
     expect(bo_page).to_have_title("(1) Chat")
-    # Bo's device has it, not yet read: Ana sees "delivered".
+    # Ana is a stranger to Bo: a message request. Bo's device has it, but Ana learns
+    # nothing of Bo (no "delivered", no presence) until Bo accepts.
     own_mark = ana_page.locator("#message-list .msg.own .marks").last
-    expect(own_mark).to_have_attribute("data-state", "delivered")
-    expect(conversation(ana_page, "Bo Berg").locator(".presence")).to_have_attribute(
-        "data-state", "online"
-    )
+    expect(own_mark).to_have_attribute("data-state", "sent")
+    expect(conversation(bo_page, "Ana Lima").locator(".request-mark")).to_have_text("Request")
 
     conversation(bo_page, "Ana Lima").click()
     expect(bubbles(bo_page)).to_have_text(["Hi Bo! Lunch today?"])
     expect(bo_page.locator("#message-list .day")).to_have_text(["Today"])
-    expect(own_mark).to_have_attribute("data-state", "read")
     expect(bo_page).to_have_title("Chat")
+    expect(bo_page.locator("#request-bar")).to_be_visible()
+    expect(own_mark).to_have_attribute("data-state", "sent")
+    bo_page.get_by_role("button", name="Accept").click()
+    expect(bo_page.locator("#request-bar")).to_be_hidden()
+    # Accepted: Ana sees that Bo read it, and that he is online.
+    expect(own_mark).to_have_attribute("data-state", "read")
+    expect(conversation(ana_page, "Bo Berg").locator(".presence")).to_have_attribute(
+        "data-state", "online"
+    )
 
     # Typing shows on the other screen and goes away when the text is cleared.
     bo_page.locator("#composer-input").fill("Sure")

@@ -10,7 +10,7 @@ import { debounce, paintAvatar, soon, toast } from "./helpers.js";
 import { renderList } from "./list.js";
 import { markRead, renderMessages, rendered, revealMessage } from "./messages.js";
 import { closeNotifyMenu, renderNotifyMenu } from "./notifications.js";
-import { presence, updatePresenceSubscription } from "./presence.js";
+import { presence, resubscribePresence, updatePresenceSubscription } from "./presence.js";
 import { client, current, isGroup, learnPeople, me, setCurrent, ui } from "./shared.js";
 import { renderTyping, stopTyping } from "./typing.js";
 
@@ -159,6 +159,7 @@ export function install() {
   });
 
   client.addEventListener("membership", ({ detail }) => {
+    if (detail.reason === "accepted") resubscribePresence();
     if ((detail.reason === "left" || detail.reason === "removed") && detail.conversation === current) {
       closeConversation();
       toast(detail.reason === "removed" ? "You were removed from the group." : "You left the group.");

@@ -59,6 +59,12 @@ export const updatePresenceSubscription = debounce(() => {
   });
 }, 200);
 
+/** Ask for the presence of everyone again (a message request was accepted: more is visible). */
+export function resubscribePresence() {
+  subscribed = "";
+  updatePresenceSubscription();
+}
+
 /** A new connection is ready (`session.ready`): take its status, follow everyone again. */
 export function onSessionReady(detail) {
   if (detail.status) {
