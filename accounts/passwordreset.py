@@ -27,7 +27,7 @@ from django.contrib.auth.forms import PasswordResetForm
 from django.core.mail import EmailMultiAlternatives
 from django.template import loader
 
-from chatsite import metrics, ratelimit
+from chatsite import ratelimit
 from chatsite.clientaddr import address_group
 from chatsite.errors import in_minutes
 
@@ -62,23 +62,23 @@ class _ResetForm(PasswordResetForm):
 
 
 def _within_budgets(email: str, address: str) -> bool:
-    by_address = ratelimit.take(
+    by_address = ratelimit.take_one_per(
         f"pwreset:address:{address_group(address)}",
-        rate=1.0 / float(settings.PASSWORD_RESET_ADDRESS_INTERVAL),
-        burst=float(settings.PASSWORD_RESET_ADDRESS_BURST),
+        interval=settings.PASSWORD_RESET_ADDRESS_INTERVAL,
+        burst=settings.PASSWORD_RESET_ADDRESS_BURST,
+        kind="password_reset",
     )
     if not by_address.allowed:
-        metrics.count_rate_limited("password_reset")
         logger.info("password reset refused: the client address's budget is spent")
         return False
     digest = hashlib.sha256(email.encode()).hexdigest()[:32]  # no addresses in Redis keys
-    by_email = ratelimit.take(
+    by_email = ratelimit.take_one_per(
         f"pwreset:email:{digest}",
-        rate=1.0 / float(settings.PASSWORD_RESET_EMAIL_INTERVAL),
-        burst=float(settings.PASSWORD_RESET_EMAIL_BURST),
+        interval=settings.PASSWORD_RESET_EMAIL_INTERVAL,
+        burst=settings.PASSWORD_RESET_EMAIL_BURST,
+        kind="password_reset",
     )
     if not by_email.allowed:
-        metrics.count_rate_limited("password_reset")
         logger.info("password reset refused: the email's budget is spent")
         return False
     return True

@@ -11,7 +11,7 @@ from django.db import IntegrityError, transaction
 from django.dispatch import Signal
 
 from accounts.models import User
-from chatsite import metrics, ratelimit, text
+from chatsite import ratelimit, text
 from chatsite.clientaddr import address_group
 from chatsite.errors import BadRequest, DomainError, RetryInMinutes
 
@@ -79,13 +79,13 @@ def check_signup_budget(address: str) -> None:
     A burst of `REGISTER_BURST`, then one per `REGISTER_INTERVAL` seconds, per address
     (`chatsite.clientaddr`: an IPv6 /64 counts as one), shared by all gateways.
     """
-    verdict = ratelimit.take(
+    verdict = ratelimit.take_one_per(
         f"signup:{address_group(address)}",
-        rate=1.0 / float(settings.REGISTER_INTERVAL),
-        burst=float(settings.REGISTER_BURST),
+        interval=settings.REGISTER_INTERVAL,
+        burst=settings.REGISTER_BURST,
+        kind="signup",
     )
     if not verdict.allowed:
-        metrics.count_rate_limited("signup")
         raise TooManySignups(verdict.retry_after)
 
 

@@ -20,6 +20,7 @@ from django.conf import settings
 from redis.commands.core import Script
 from redis.exceptions import RedisError
 
+from chatsite import metrics
 from chatsite.redis import sync_client
 
 logger = logging.getLogger(__name__)
@@ -92,6 +93,19 @@ def take(key: str, *, rate: float, burst: float, cost: int = 1) -> Verdict:
     `cost=0` only asks whether a token is there (a peek), taking nothing.
     """
     return _take(key, rate=rate, burst=burst, cost=cost, force=False)
+
+
+def take_one_per(
+    key: str, *, interval: float, burst: float, kind: metrics.RateLimitKind
+) -> Verdict:
+    """Take one from a budget of `burst` refilled one per `interval` seconds.
+
+    A refusal is counted under `kind` (`chat_rate_limited_total`).
+    """
+    verdict = take(key, rate=1.0 / float(interval), burst=float(burst))
+    if not verdict.allowed:
+        metrics.count_rate_limited(kind)
+    return verdict
 
 
 def charge(key: str, *, rate: float, burst: float, cost: int = 1) -> Verdict:
