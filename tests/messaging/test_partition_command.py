@@ -214,7 +214,9 @@ def test_deleting_a_conversation_cascades_through_the_orm_without_foreign_keys(
     ana: User, history: dict[str, Any]
 ) -> None:
     group = history["group"]
-    partition(partitions=3, drop_old=True)
+    assert "rows not counted (--skip-count)" in partition(
+        partitions=3, drop_old=True, skip_count=True
+    )
     assert rows("SELECT to_regclass('messaging_message_unpartitioned')") == [(None,)]
     ids = list(Message.objects.filter(conversation=group).values_list("pk", flat=True))
     assert NotificationDue.objects.filter(message_id__in=ids).exists()
