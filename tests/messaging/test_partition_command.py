@@ -56,13 +56,13 @@ def dump(table: str = TABLE) -> list[tuple[Any, ...]]:
     """Return every row of a message table, every column, in id order."""
     with connection.cursor() as cursor:
         cursor.execute(f"SELECT * FROM {table} ORDER BY id")  # noqa: S608 - our table names
-        return cursor.fetchall()
+        return list(cursor.fetchall())
 
 
 def rows(sql: str, *params: Any) -> list[tuple[Any, ...]]:
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
-        return cursor.fetchall()
+        return list(cursor.fetchall())
 
 
 def partition(**options: Any) -> str:
