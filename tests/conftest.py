@@ -22,6 +22,8 @@ from django.db import connection
 from pytest_django import DjangoDbBlocker
 
 from accounts.models import User
+from messaging.management.commands.partition_messages import partition_count
+from messaging.models import Message
 from tests.wirecheck import check_event
 
 _counter = itertools.count(1)
@@ -73,7 +75,9 @@ if PARTITIONED:
             call_command(
                 "partition_messages", partitions=TEST_PARTITIONS, drop_old=True, stdout=out
             )
-        assert f"into {TEST_PARTITIONS} partitions" in out.getvalue(), out.getvalue()
+            with connection.cursor() as cursor:
+                partitions = partition_count(cursor, Message._meta.db_table)
+        assert partitions == TEST_PARTITIONS, out.getvalue()
 
 
 @pytest.fixture(scope="session")
