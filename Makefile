@@ -12,6 +12,15 @@ PORT ?= 8000
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/0
 
+# After the whole suite, `make test` runs the message tests again on the partitioned
+# message table (`manage.py partition_messages`, docs/scaling.md): tests/conftest.py
+# converts the fresh test database's table when CHAT_PARTITIONED_MESSAGES=1 (each run has
+# a test database of its own). PARTITIONED_TESTS= (empty) leaves that run out.
+PARTITIONED_TESTS ?= tests/messaging/test_services.py tests/messaging/test_selectors.py \
+	tests/messaging/test_send_concurrency.py tests/messaging/test_consumers.py \
+	tests/messaging/test_admin.py tests/api/test_messages.py tests/api/test_search.py \
+	tests/api/test_attachments.py tests/notifications/test_decide.py tests/test_query_budgets.py
+
 # `make run` always uses the embedded defaults, whatever the shell exports.
 EMBEDDED := env -u DATABASE_URL -u REDIS_URL -u CELERY_BROKER_URL -u PRESENCE_STORE
 
@@ -59,7 +68,7 @@ BENCH_ARGS ?=
 help:
 	@echo "make run    - install, migrate, create demo users, serve http://$(HOST):$(PORT) (embedded defaults)"
 	@echo "make serve  - two gateways (ports $(GATEWAY_PORTS)), a Celery worker, a thumbnail worker and beat on the local PostgreSQL and Redis"
-	@echo "make test   - the whole suite against PostgreSQL and Redis"
+	@echo "make test   - the whole suite against PostgreSQL and Redis, then the message tests on a partitioned message table"
 	@echo "make bench  - the load benchmark on its own PostgreSQL, Redis, Celery and gateways (~14 min)"
 	@echo "make check  - ruff, mypy, import contracts, makemigrations --check, tests"
 	@echo "make fmt    - rewrite the code with ruff (format and safe fixes)"
@@ -110,6 +119,12 @@ test: $(STAMP) $(CHROMIUM) $(NGINX)
 	DATABASE_URL="$${DATABASE_URL:-$(TEST_DATABASE_URL)}" \
 	REDIS_URL="$${REDIS_URL:-$(TEST_REDIS_URL)}" \
 	$(PY) -m pytest $(PYTEST_ARGS)
+	@if [ -n "$(strip $(PARTITIONED_TESTS))" ]; then \
+		echo "The message tests on the partitioned message table (CHAT_PARTITIONED_MESSAGES=1):"; \
+		DATABASE_URL="$${DATABASE_URL:-$(TEST_DATABASE_URL)}" \
+		REDIS_URL="$${REDIS_URL:-$(TEST_REDIS_URL)}" \
+		CHAT_PARTITIONED_MESSAGES=1 $(PY) -m pytest -q $(PARTITIONED_TESTS); \
+	fi
 
 bench: $(STAMP)
 	$(PY) -m bench $(BENCH_ARGS)

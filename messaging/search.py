@@ -156,7 +156,7 @@ def _search_postgresql(
     table = Message._meta.db_table
     document = RawSQL(f'"{table}"."search_vector"', [], output_field=SearchVectorField())  # noqa: S611 - our own column name
     words = readable.alias(document=document)
-    ranked: list[tuple[int, float]] = []
+    ranked: list[tuple[int, int, float]] = []
     tier, offset = start.tier, start.offset
     if tier == WORDS:
         if tsquery is not None:
@@ -164,7 +164,7 @@ def _search_postgresql(
                 words.filter(document=tsquery)
                 .annotate(rank=SearchRank(document, tsquery))
                 .order_by("-rank", "-pk")
-                .values_list("pk", "rank")[offset : offset + size + 1]
+                .values_list("pk", "conversation_id", "rank")[offset : offset + size + 1]
             )
             if len(page) > size:
                 hits = _hits(page[:size], tsquery, terms, text)
@@ -181,7 +181,7 @@ def _search_postgresql(
         page = list(
             approximate.annotate(rank=_word_similarity(text))
             .order_by("-rank", "-pk")
-            .values_list("pk", "rank")[offset : offset + room + 1]
+            .values_list("pk", "conversation_id", "rank")[offset : offset + room + 1]
         )
         if len(page) > room:
             following = Position(APPROXIMATE, offset + room)
@@ -190,15 +190,22 @@ def _search_postgresql(
 
 
 def _hits(
-    ranked: list[tuple[int, float]], tsquery: SearchQuery | None, terms: list[str], text: str
+    ranked: list[tuple[int, int, float]],
+    tsquery: SearchQuery | None,
+    terms: list[str],
+    text: str,
 ) -> list[SearchHit]:
     """Load the ranked messages (with attachments) and their snippets, in rank order."""
     if not ranked:
         return []
-    messages = Message.objects.filter(pk__in=[pk for pk, _ in ranked])
+    # By conversation too: on the partitioned table it picks the partitions and the key.
+    messages = Message.objects.filter(
+        conversation_id__in={conversation for _, conversation, _ in ranked},
+        pk__in=[pk for pk, _, _ in ranked],
+    )
     by_id = {m.pk: m for m in _with_headlines(messages, tsquery).prefetch_related("attachments")}
     hits = []
-    for pk, score in ranked:
+    for pk, _, score in ranked:
         message = by_id[pk]
         headline = getattr(message, "headline", None)
         if headline and _START in headline:

@@ -697,7 +697,7 @@ def send_message(
                 conversation_id, member_seq, wire.message_created_frame(message)
             )
     except IntegrityError:
-        original = Message.objects.filter(sender=sender, client_msg_id=cmid).first()
+        original = _original(sender, cmid, conversation_id)
         if original is None:
             raise
         return SendResult(_check_replay(original, conversation_id, body), created=False)
@@ -727,6 +727,17 @@ def _notify_due_at(now: datetime) -> datetime | None:
     if not settings.NOTIFY_ENABLED:
         return None
     return now + timedelta(seconds=settings.NOTIFY_PUSH_DELAY)
+
+
+def _original(sender: User, cmid: uuid.UUID, conversation_id: int) -> Message | None:
+    """Return the message `sender` stored under `cmid`, in this conversation if there is one.
+
+    The plain table holds at most one. Partitioned (`manage.py partition_messages`), the
+    id is unique per conversation only (docs/scaling.md), so the sender may have used it
+    in several; a retry's original is the one in the conversation it was sent to.
+    """
+    used = Message.objects.filter(sender=sender, client_msg_id=cmid)
+    return used.filter(conversation_id=conversation_id).first() or used.first()
 
 
 def _check_replay(original: Message, conversation_id: int, body: str) -> Message:
@@ -874,6 +885,17 @@ def _store_message_portable(
     return message, member_seq, accepted_now
 
 
+def _save_message(message: Message, *fields: str) -> None:
+    """Write changed fields of a message, found by its conversation and its id.
+
+    Not `save()`, whose UPDATE names the id only: on the partitioned table
+    (`manage.py partition_messages`) the conversation picks the partition and the key.
+    """
+    Message.objects.filter(conversation_id=message.conversation_id, pk=message.pk).update(
+        **{field: getattr(message, field) for field in fields}
+    )
+
+
 def _editable_message(
     conversation: Conversation, membership: Membership, message_id: int
 ) -> Message:
@@ -908,7 +930,7 @@ def edit_message(*, user: User, conversation_id: int, message_id: int, body: str
         message.body = body
         message.edited_at = timezone.now()
         message.mentions = _mentioned_members(conversation.pk, body)
-        message.save(update_fields=["version", "body", "edited_at", "mentions"])
+        _save_message(message, "version", "body", "edited_at", "mentions")
         events.to_conversation_on_commit(
             conversation.pk, conversation.member_seq, wire.message_updated_frame(message)
         )
@@ -944,7 +966,11 @@ def moderate_delete_message(*, staff: User, message_id: int) -> Message:
         raise MessageNotFound()
     with transaction.atomic():
         conversation = _lock_conversation(conversation_id)
-        message = Message.objects.select_for_update().filter(pk=message_id).first()
+        message = (
+            Message.objects.select_for_update()
+            .filter(conversation_id=conversation_id, pk=message_id)
+            .first()
+        )
         if message is None:
             raise MessageNotFound()
         if message.kind != Message.Kind.TEXT:
@@ -958,7 +984,7 @@ def _delete(conversation: Conversation, message: Message) -> Message:
     message.version = _take_seq(conversation)
     message.deleted = True
     message.body = ""
-    message.save(update_fields=["version", "deleted", "body"])
+    _save_message(message, "version", "deleted", "body")
     message.attachments.clear()
     events.to_conversation_on_commit(
         conversation.pk, conversation.member_seq, wire.message_updated_frame(message)

@@ -6,6 +6,7 @@ because the concurrency and fan-out tests would prove nothing there.
 """
 
 import asyncio
+import io
 import itertools
 import os
 import threading
@@ -16,9 +17,13 @@ from typing import Any
 import pytest
 from channels.layers import channel_layers, get_channel_layer
 from django.conf import settings
+from django.core.management import call_command
 from django.db import connection
+from pytest_django import DjangoDbBlocker
 
 from accounts.models import User
+from messaging.management.commands.partition_messages import partition_count
+from messaging.models import Message
 from tests.wirecheck import check_event
 
 _counter = itertools.count(1)
@@ -28,6 +33,12 @@ _counter = itertools.count(1)
 # Redis) in a process of its own (tests/test_embedded.py starts it with this set).
 EMBEDDED = os.environ.get("CHAT_TESTS_EMBEDDED") == "1"
 collect_ignore = [] if EMBEDDED else ["embedded"]
+
+# CHAT_PARTITIONED_MESSAGES=1: once the test database exists, its message table becomes
+# `PARTITION BY HASH (conversation_id)` (`manage.py partition_messages`), so the tests run
+# on the partitioned layout unchanged. `make test` runs the message tests a second time so.
+PARTITIONED = os.environ.get("CHAT_PARTITIONED_MESSAGES") == "1" and not EMBEDDED
+TEST_PARTITIONS = 4
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -52,6 +63,27 @@ def django_db_modify_db_settings() -> None:
     # would outlive the test database. Gateways and workers that tests start keep theirs.
     database.get("OPTIONS", {}).pop("pool", None)
     database.setdefault("TEST", {})["NAME"] = f"test_{database['NAME']}_{os.getpid()}"
+
+
+if PARTITIONED:
+
+    @pytest.fixture(scope="session")
+    def django_db_setup(django_db_setup: None, django_db_blocker: DjangoDbBlocker) -> None:
+        """Create the test database as usual, then partition its message table."""
+        out = io.StringIO()
+        with django_db_blocker.unblock():
+            call_command(
+                "partition_messages", partitions=TEST_PARTITIONS, drop_old=True, stdout=out
+            )
+            with connection.cursor() as cursor:
+                partitions = partition_count(cursor, Message._meta.db_table)
+        assert partitions == TEST_PARTITIONS, out.getvalue()
+
+
+@pytest.fixture(scope="session")
+def partitioned_messages() -> bool:
+    """Return whether this run's message table is partitioned (CHAT_PARTITIONED_MESSAGES=1)."""
+    return PARTITIONED
 
 
 @pytest.fixture(scope="session", autouse=True)

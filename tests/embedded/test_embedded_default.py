@@ -18,6 +18,8 @@ from channels.testing import WebsocketCommunicator
 from django.conf import settings
 from django.core import mail
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.core.management import call_command
+from django.core.management.base import CommandError
 from django.db import connection
 from django.utils import timezone
 from PIL import Image
@@ -93,6 +95,12 @@ def test_search_finds_every_word_as_a_substring_on_sqlite(ana: User, bo: User) -
     page = search.search_messages_for_user(user=ana, query="needle hay")
 
     assert [h.message.body for h in page.hits] == ["the needle is in the haystack"]
+
+
+def test_partitioning_the_message_table_is_refused_on_sqlite() -> None:
+    with pytest.raises(CommandError, match="needs PostgreSQL"):
+        call_command("partition_messages", partitions=4, stdout=io.StringIO())
+    assert Message.objects.count() == 0  # the table is as it was
 
 
 def test_the_rest_api_sends_and_pages_on_sqlite(ana: User, bo: User) -> None:

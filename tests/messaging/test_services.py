@@ -91,8 +91,10 @@ def test_same_client_msg_id_with_other_body_is_conflict(ana: User, bo: User) -> 
 
 
 def test_same_client_msg_id_in_other_conversation_is_conflict(
-    ana: User, bo: User, cy: User
+    ana: User, bo: User, cy: User, partitioned_messages: bool
 ) -> None:
+    if partitioned_messages:
+        pytest.skip("partitioned, the replay key is per conversation (docs/scaling.md)")
     with_bo, with_cy = direct(ana, bo), direct(ana, cy)
     cmid = uuid.uuid4()
     services.send_message(sender=ana, conversation_id=with_bo.pk, client_msg_id=cmid, body="x")
@@ -102,6 +104,33 @@ def test_same_client_msg_id_in_other_conversation_is_conflict(
 
     assert Message.objects.filter(conversation=with_cy).count() == 0
     assert Conversation.objects.get(pk=with_cy.pk).last_seq == 0
+
+
+def test_same_client_msg_id_in_other_conversation_is_a_second_message_when_partitioned(
+    ana: User, bo: User, cy: User, partitioned_messages: bool
+) -> None:
+    if not partitioned_messages:
+        pytest.skip("the plain table's replay key spans conversations (the test above)")
+    with_bo, with_cy = direct(ana, bo), direct(ana, cy)
+    cmid = uuid.uuid4()
+    first = services.send_message(
+        sender=ana, conversation_id=with_bo.pk, client_msg_id=cmid, body="x"
+    )
+    second = services.send_message(
+        sender=ana, conversation_id=with_cy.pk, client_msg_id=cmid, body="x"
+    )
+    assert first.created and second.created
+    assert second.message.pk != first.message.pk
+
+    # Each retry finds its own conversation's original, whichever was stored first.
+    for conversation, result in ((with_bo, first), (with_cy, second)):
+        again = services.send_message(
+            sender=ana, conversation_id=conversation.pk, client_msg_id=cmid, body="x"
+        )
+        assert not again.created
+        assert again.message.pk == result.message.pk
+    with pytest.raises(Conflict):
+        services.send_message(sender=ana, conversation_id=with_cy.pk, client_msg_id=cmid, body="y")
 
 
 def test_client_msg_ids_are_scoped_per_sender(ana: User, bo: User) -> None:
