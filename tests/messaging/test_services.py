@@ -90,39 +90,30 @@ def test_same_client_msg_id_with_other_body_is_conflict(ana: User, bo: User) -> 
     assert log_of(conversation) == [(1, "text", "a")]
 
 
-def test_same_client_msg_id_in_other_conversation_is_conflict(
+def test_same_client_msg_id_in_other_conversation_depends_on_the_layout(
     ana: User, bo: User, cy: User, partitioned_messages: bool
 ) -> None:
-    if partitioned_messages:
-        pytest.skip("partitioned, the replay key is per conversation (docs/scaling.md)")
-    with_bo, with_cy = direct(ana, bo), direct(ana, cy)
-    cmid = uuid.uuid4()
-    services.send_message(sender=ana, conversation_id=with_bo.pk, client_msg_id=cmid, body="x")
-
-    with pytest.raises(Conflict):
-        services.send_message(sender=ana, conversation_id=with_cy.pk, client_msg_id=cmid, body="x")
-
-    assert Message.objects.filter(conversation=with_cy).count() == 0
-    assert Conversation.objects.get(pk=with_cy.pk).last_seq == 0
-
-
-def test_same_client_msg_id_in_other_conversation_is_a_second_message_when_partitioned(
-    ana: User, bo: User, cy: User, partitioned_messages: bool
-) -> None:
-    if not partitioned_messages:
-        pytest.skip("the plain table's replay key spans conversations (the test above)")
+    """Plain table: Conflict (the replay key spans conversations). Partitioned: the key
+    is per conversation (docs/scaling.md), so it is a second message, and each retry
+    still finds its own conversation's original."""
     with_bo, with_cy = direct(ana, bo), direct(ana, cy)
     cmid = uuid.uuid4()
     first = services.send_message(
         sender=ana, conversation_id=with_bo.pk, client_msg_id=cmid, body="x"
     )
+    if not partitioned_messages:
+        with pytest.raises(Conflict):
+            services.send_message(
+                sender=ana, conversation_id=with_cy.pk, client_msg_id=cmid, body="x"
+            )
+        assert Message.objects.filter(conversation=with_cy).count() == 0
+        assert Conversation.objects.get(pk=with_cy.pk).last_seq == 0
+        return
     second = services.send_message(
         sender=ana, conversation_id=with_cy.pk, client_msg_id=cmid, body="x"
     )
     assert first.created and second.created
     assert second.message.pk != first.message.pk
-
-    # Each retry finds its own conversation's original, whichever was stored first.
     for conversation, result in ((with_bo, first), (with_cy, second)):
         again = services.send_message(
             sender=ana, conversation_id=conversation.pk, client_msg_id=cmid, body="x"
