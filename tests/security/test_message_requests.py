@@ -205,20 +205,27 @@ def test_a_pending_members_receipts_and_typing_reach_only_their_own_devices(
                 return seen
             seen.append(frame)
 
-    async def scenario() -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[Any]]:
+    async def until(ws: WebsocketCommunicator, kind: str) -> dict[str, Any]:
+        while True:
+            frame = json.loads(await ws.receive_from(5))
+            if frame["type"] == kind:
+                return dict(frame)
+
+    async def scenario() -> tuple[list[dict[str, Any]], dict[str, Any], dict[str, Any]]:
         a, b, b2 = socket(ana), socket(bo), socket(bo)
         for ws in (a, b, b2):
             assert (await ws.connect())[0]
             assert json.loads(await ws.receive_from(5))["type"] == "session.ready"
+        await b.send_to(text_data=json.dumps({"type": "typing.start", "conversation": chat.pk}))
         await b.send_to(
             text_data=json.dumps({"type": "receipt.read", "conversation": chat.pk, "seq": 1})
         )
-        await b.send_to(text_data=json.dumps({"type": "typing.start", "conversation": chat.pk}))
-        await asyncio.sleep(1.0)  # past the receipt coalescing window (0.5 s)
+        # Bo's other device gets the receipt: it was written and published.
+        own = await until(b2, "receipt.updated")
+        # Ana, asked after it (a ping's round trip), got neither the receipt nor typing.
         at_ana = await frames_until_pong(a)
-        at_bos_other_device = await frames_until_pong(b2)
 
-        # Bo accepts: the next read reaches Ana.
+        # Bo accepts: Ana gets his markers, his devices the accepted view.
         def accept() -> None:
             try:
                 services.accept_request(user=bo, conversation_id=chat.pk)
@@ -226,14 +233,16 @@ def test_a_pending_members_receipts_and_typing_reach_only_their_own_devices(
                 connection.close()
 
         await asyncio.get_running_loop().run_in_executor(None, accept)
-        await asyncio.sleep(0.2)
-        after = [f["type"] for f in await frames_until_pong(b2)]
+        accepted = await until(b2, "conversation.updated")
+        at_ana_after = await until(a, "receipt.updated")
         for ws in (a, b, b2):
             await ws.disconnect()
-        return at_ana, at_bos_other_device, after
+        return at_ana, own, {"accepted": accepted, "receipt": at_ana_after}
 
-    at_ana, at_bos_other_device, after = asyncio.run(asyncio.wait_for(scenario(), 30))
+    at_ana, own, after = asyncio.run(asyncio.wait_for(scenario(), 30))
 
     assert [f["type"] for f in at_ana] == []  # no receipt.updated, no typing
-    assert [(f["type"], f["read_seq"]) for f in at_bos_other_device] == [("receipt.updated", 1)]
-    assert "conversation.updated" in after
+    assert (own["user"], own["read_seq"]) == (bo.pk, 1)
+    assert after["accepted"]["reason"] == "accepted"
+    assert after["accepted"]["conversation"]["request"] is False
+    assert (after["receipt"]["user"], after["receipt"]["read_seq"]) == (bo.pk, 1)
