@@ -6,9 +6,10 @@ import logging
 from collections import defaultdict
 from collections.abc import Iterable
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 from django.conf import settings
-from django.db import DatabaseError, transaction
+from django.db import DatabaseError, connection, transaction
 
 from accounts.models import User
 from messaging.models import (
@@ -34,32 +35,58 @@ MAX_ATTEMPTS = 5
 
 
 def suppression(message: Message, member: Membership, user: User) -> str:
-    """Return why `member` is not notified of `message` ("" when they are), first match.
+    """Return why `member` is not notified of `message` ("" when they are), first match."""
+    return suppression_of(
+        deleted=message.deleted,
+        seq=message.seq,
+        mentioned=user.pk in (message.mentions or ()),
+        read_seq=member.read_seq,
+        delivered_seq=member.delivered_seq,
+        muted=member.muted,
+        notify=member.notify,
+        busy=user.status == User.Status.BUSY,
+    )
+
+
+def suppression_of(
+    *,
+    deleted: bool,
+    seq: int,
+    mentioned: bool,
+    read_seq: int,
+    delivered_seq: int,
+    muted: bool,
+    notify: str,
+    busy: bool,
+) -> str:
+    """Return the reason of `suppression` from plain values (a batch reads no models).
 
     The order is the contract's: read, delivered, muted, level, busy (a deleted message
     comes first: there is nothing left to show).
     """
-    if message.deleted:
+    if deleted:
         return Reason.DELETED
-    if member.read_seq >= message.seq:
+    if read_seq >= seq:
         return Reason.READ
-    if member.delivered_seq >= message.seq:
+    if delivered_seq >= seq:
         return Reason.DELIVERED
-    if member.muted:
+    if muted:
         return Reason.MUTED
-    mentioned = user.pk in (message.mentions or ())
-    if member.notify == NotifyLevel.NONE or (
-        member.notify == NotifyLevel.MENTIONS and not mentioned
-    ):
+    if notify == NotifyLevel.NONE or (notify == NotifyLevel.MENTIONS and not mentioned):
         return Reason.LEVEL
-    if user.status == User.Status.BUSY:
+    if busy:
         return Reason.BUSY
     return ""
 
 
 def email_on(user: User) -> bool:
     """Return whether the user gets missed-message emails."""
-    return bool(user.email) and user.email_notifications
+    return email_wanted(user.email, user.email_notifications)
+
+
+def email_wanted(email: str, enabled: bool) -> bool:
+    """Return `email_on` from plain values: an address, and emails not turned off."""
+    return bool(email) and enabled
 
 
 def decide_due_messages(*, now: datetime, limit: int = BATCH) -> int:
@@ -122,95 +149,154 @@ def _decide_one_by_one(
     return done
 
 
-def _row(
-    message: Message,
-    user_id: int,
-    channel: str,
-    device: Device | None,
-    decision: str,
-    reason: str = "",
-) -> Notification:
-    return Notification(
-        user_id=user_id,
-        conversation_id=message.conversation_id,
-        message=message,
-        seq=message.seq,
-        kind=Notification.Kind.MESSAGE,
-        channel=channel,
-        device=device,
-        device_key=device.pk if device is not None else 0,
-        decision=decision,
-        reason=reason,
-    )
+class _Member(NamedTuple):
+    """What the decision needs of one member, read as plain values (no model instances)."""
+
+    conversation_id: int
+    user_id: int
+    read_seq: int
+    delivered_seq: int
+    muted: bool
+    notify: str
+    busy: bool
+    emailed: bool
+
+
+# One trace row: user, conversation, message, seq, channel, device, device key, decision, reason.
+_TraceRow = tuple[int, int, int, int, str, int | None, int, str, str]
+_trace_table = Notification._meta.db_table
+_TRACE_INSERT = f"""
+    INSERT INTO {_trace_table} (user_id, conversation_id, message_id, seq, channel, device_id,
+        device_key, decision, reason, kind, provider_status, attempts, created_at, updated_at)
+"""
+# PostgreSQL: the whole trace as one array per column, one statement whatever its size.
+_TRACE_SQL_ARRAYS = f"""{_TRACE_INSERT}
+    SELECT x.*, %s, '', 0, %s, %s
+    FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[], %s::text[],
+        %s::bigint[], %s::bigint[], %s::text[], %s::text[]) AS x
+    ON CONFLICT DO NOTHING
+"""  # noqa: S608 - the table name is ours; values are parameters
+# The embedded default (SQLite): the same row by row.
+_TRACE_SQL_ROW = f"""{_TRACE_INSERT}
+    VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, '', 0, %s, %s) ON CONFLICT DO NOTHING
+"""
 
 
 def _decide(messages: list[Message], now: datetime) -> None:
     """Trace every other member's decision for each message; open windows for what is pending.
 
-    Three reads (members with their users, their devices) and a few writes for the whole
-    list, whatever its size: the worker's cost is per trace row, not per query.
+    Three reads (members with their users, their devices), one insert of the whole trace
+    and a few writes for the windows, whatever the list's size. Members and devices are
+    read as values and the trace is written as arrays: a busy group writes a row per
+    member and message, and model instances would make the worker's cost per row several
+    times the database's.
     """
     texts = [m for m in messages if m.kind == Message.Kind.TEXT]
     if not texts:
         return
-    members: dict[int, list[Membership]] = defaultdict(list)
-    for member in (
+    members: dict[int, list[_Member]] = defaultdict(list)
+    for conversation_id, user_id, read, delivered, muted, notify, status, email, wanted in (
         Membership.objects.filter(
             conversation_id__in={m.conversation_id for m in texts}, user__is_active=True
         )
-        .select_related("user")
         .order_by("user_id")
+        .values_list(
+            "conversation_id",
+            "user_id",
+            "read_seq",
+            "delivered_seq",
+            "muted",
+            "notify",
+            "user__status",
+            "user__email",
+            "user__email_notifications",
+        )
     ):
-        members[member.conversation_id].append(member)
+        members[conversation_id].append(
+            _Member(
+                conversation_id,
+                user_id,
+                read,
+                delivered,
+                muted,
+                notify,
+                busy=status == User.Status.BUSY,
+                emailed=email_wanted(email, wanted),
+            )
+        )
     user_ids = {member.user_id for group in members.values() for member in group}
-    devices: dict[int, list[Device]] = defaultdict(list)
-    for device in Device.objects.filter(user_id__in=user_ids).order_by("pk"):
-        devices[device.user_id].append(device)
-    rows: list[Notification] = []
+    devices: dict[int, list[tuple[int, str]]] = defaultdict(list)
+    for user_id, device_id, platform in (
+        Device.objects.filter(user_id__in=user_ids)
+        .order_by("pk")
+        .values_list("user_id", "pk", "platform")
+    ):
+        devices[user_id].append((device_id, platform))
+    rows: list[_TraceRow] = []
     pushes: set[tuple[int, int]] = set()
     emails: dict[int, datetime] = {}
     for message in texts:
+        mentioned = set(message.mentions or ())
         for member in members[message.conversation_id]:
             if member.user_id != message.sender_id:
-                _plan(message, member, devices[member.user_id], rows, pushes, emails)
-    # A retried decision finds its rows already there.
-    Notification.objects.bulk_create(rows, ignore_conflicts=True, batch_size=2000)
+                _plan(message, member, mentioned, devices[member.user_id], rows, pushes, emails)
+    _write_trace(rows, now)
     open_push_windows(pushes, now)
     open_digests(emails, now)
 
 
 def _plan(
     message: Message,
-    member: Membership,
-    targets: list[Device],
-    rows: list[Notification],
+    member: _Member,
+    mentioned: set[int],
+    targets: list[tuple[int, str]],
+    rows: list[_TraceRow],
     pushes: set[tuple[int, int]],
     emails: dict[int, datetime],
 ) -> None:
     """Add one member's decision for `message`: the trace rows, a window, an email."""
-    user = member.user
-    emailed = email_on(user)
-    reason = suppression(message, member, user)
+    user_id = member.user_id
+    reason = suppression_of(
+        deleted=message.deleted,
+        seq=message.seq,
+        mentioned=user_id in mentioned,
+        read_seq=member.read_seq,
+        delivered_seq=member.delivered_seq,
+        muted=member.muted,
+        notify=member.notify,
+        busy=member.busy,
+    )
+    head = (user_id, message.conversation_id, message.pk, message.seq)
     if reason:
-        rows += [
-            _row(message, user.pk, d.platform, d, Decision.SUPPRESSED, reason) for d in targets
-        ]
-        if emailed:
-            rows.append(_row(message, user.pk, Channel.EMAIL, None, Decision.SUPPRESSED, reason))
-        if not targets and not emailed:
-            rows.append(_row(message, user.pk, Channel.PUSH, None, Decision.SUPPRESSED, reason))
+        rows += [(*head, platform, pk, pk, Decision.SUPPRESSED, reason) for pk, platform in targets]
+        if member.emailed:
+            rows.append((*head, Channel.EMAIL, None, 0, Decision.SUPPRESSED, reason))
+        if not targets and not member.emailed:
+            rows.append((*head, Channel.PUSH, None, 0, Decision.SUPPRESSED, reason))
         return
     if targets:
-        rows += [_row(message, user.pk, d.platform, d, Decision.PENDING) for d in targets]
-        pushes.add((message.conversation_id, user.pk))
+        rows += [(*head, platform, pk, pk, Decision.PENDING, "") for pk, platform in targets]
+        pushes.add((message.conversation_id, user_id))
     else:
-        rows.append(
-            _row(message, user.pk, Channel.PUSH, None, Decision.SUPPRESSED, Reason.NO_DEVICES)
-        )
-    if emailed:
-        rows.append(_row(message, user.pk, Channel.EMAIL, None, Decision.PENDING))
-        since = emails.get(user.pk)
-        emails[user.pk] = message.created_at if since is None else min(since, message.created_at)
+        rows.append((*head, Channel.PUSH, None, 0, Decision.SUPPRESSED, Reason.NO_DEVICES))
+    if member.emailed:
+        rows.append((*head, Channel.EMAIL, None, 0, Decision.PENDING, ""))
+        since = emails.get(user_id)
+        emails[user_id] = message.created_at if since is None else min(since, message.created_at)
+
+
+def _write_trace(rows: list[_TraceRow], now: datetime) -> None:
+    """Insert the trace rows in one statement; a retried decision finds its rows there."""
+    if not rows:
+        return
+    kind = Notification.Kind.MESSAGE
+    stamp = connection.ops.adapt_datetimefield_value(now)
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            columns = [list(column) for column in zip(*rows, strict=True)]
+            cursor.execute(_TRACE_SQL_ARRAYS, [kind, stamp, stamp, *columns])
+        else:
+            cursor.executemany(_TRACE_SQL_ROW, [(*row, kind, stamp, stamp) for row in rows])
 
 
 def open_push_windows(pairs: Iterable[tuple[int, int]], now: datetime) -> None:
