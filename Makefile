@@ -47,10 +47,10 @@ WORKER = $(PY) -m celery -A chatsite worker --loglevel=INFO --concurrency=2 --wi
 # twice that at its peak); a child past 512 MiB resident is replaced after its task.
 THUMBNAILER = $(PY) -m celery -A chatsite worker --loglevel=INFO --queues=thumbnails --concurrency=2 --max-memory-per-child=524288 -n thumbnails@%h --without-mingle --without-gossip
 BEAT = $(PY) -m celery -A chatsite beat --loglevel=INFO -s $(VENV)/celerybeat-schedule
-# One gateway process. --ws-max-size enforces the 256 KiB frame limit (close 1009);
+# One gateway process. --ws-max-size enforces the 1.25 MiB frame limit (close 1009);
 # pings are the protocol's own (`ping` frames, heartbeat timeout), not the server's.
 GATEWAY = $(PY) -m uvicorn chatsite.asgi:application --host $(HOST) \
-	--http chatsite.gateway:H11WithHandshakeDeadline --no-proxy-headers --ws websockets --ws-max-size 262144 --ws-ping-interval 86400 --no-access-log --lifespan off --log-level warning
+	--http chatsite.gateway:H11WithHandshakeDeadline --no-proxy-headers --ws websockets --ws-max-size 1310720 --ws-ping-interval 86400 --no-access-log --lifespan off --log-level warning
 
 # Browser tests (tests/e2e/test_browser.py) drive Debian's chromium; Playwright cannot
 # download its own browsers here. Installed once, when missing (CI runs as root).

@@ -592,14 +592,14 @@ class Gateway(Managed):
         if self.server == "daphne":
             return [
                 self.python, "-m", "chatsite.gateway.daphne", "-b", LOCALHOST, "-p", str(self.port),
-                "--websocket-max-message-size", "262144", "--websocket-max-frame-size", "262144",
+                "--websocket-max-message-size", "1310720", "--websocket-max-frame-size", "1310720",
                 "--ping-interval", "86400", "-v", "0", "chatsite.asgi:application",
             ]  # fmt: skip
         return [
             self.python, "-m", "uvicorn", "chatsite.asgi:application",
             "--host", LOCALHOST, "--port", str(self.port),
             "--http", "chatsite.gateway:H11WithHandshakeDeadline", "--no-proxy-headers",
-            "--ws", self.ws, "--ws-max-size", "262144", "--ws-ping-interval", "86400",
+            "--ws", self.ws, "--ws-max-size", "1310720", "--ws-ping-interval", "86400",
             "--no-access-log", "--lifespan", "off", "--log-level", "warning",
         ]  # fmt: skip
 

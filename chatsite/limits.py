@@ -9,8 +9,16 @@ MAX_ID = 2**63 - 1
 # Log numbers (`seq`, `version`, `after`, `before`) and user ids in frames: comfortably
 # inside a bigint and exact in JavaScript's doubles up to 2**53 (clients never get near).
 MAX_SEQ = 2**62
-# A WebSocket frame (uvicorn's --ws-max-size enforces it too: close 1009).
-MAX_FRAME_BYTES = 256 * 1024
+# The most bytes one character of a body takes in JSON: 4 in UTF-8, 6 escaped (`\u0001`),
+# 12 for a character outside the BMP escaped as a surrogate pair (`\ud83d\ude00`).
+JSON_BYTES_PER_CHARACTER = 12
+# What a frame or request body holds besides the message body, at most.
+JSON_ENVELOPE_BYTES = 64 * 1024
+# A WebSocket frame (uvicorn's --ws-max-size enforces it too: close 1009). It holds the
+# longest message the default limit (100,000 characters) allows in any script, however
+# a client encodes it: 12 x 100,000 bytes and the envelope. Settings refuse a
+# CHAT_MAX_MESSAGE_LENGTH it would not hold.
+MAX_FRAME_BYTES = 1280 * 1024
 # A client frame's `ref`, echoed in replies.
 MAX_REF_LENGTH = 64
 # A client-chosen device id: `?device=`.

@@ -14,6 +14,8 @@ import dj_database_url
 import django_stubs_ext
 from django.core.exceptions import ImproperlyConfigured
 
+from chatsite.limits import JSON_BYTES_PER_CHARACTER, JSON_ENVELOPE_BYTES, MAX_FRAME_BYTES
+
 # Lets generic Django classes be subscripted at runtime (admin.ModelAdmin[Message]).
 django_stubs_ext.monkeypatch()
 
@@ -298,6 +300,13 @@ PRESENCE_STORE = os.environ.get("PRESENCE_STORE", "redis" if REDIS_URL else "mem
 
 # Chat limits (published by the API; enforced by the services).
 CHAT_MAX_MESSAGE_LENGTH = env_int("CHAT_MAX_MESSAGE_LENGTH", 100_000)
+if CHAT_MAX_MESSAGE_LENGTH * JSON_BYTES_PER_CHARACTER + JSON_ENVELOPE_BYTES > MAX_FRAME_BYTES:
+    # A message within the published limit must fit a WebSocket frame in any encoding.
+    raise ImproperlyConfigured(
+        f"CHAT_MAX_MESSAGE_LENGTH={CHAT_MAX_MESSAGE_LENGTH} does not fit the WebSocket frame "
+        f"limit of {MAX_FRAME_BYTES} bytes at {JSON_BYTES_PER_CHARACTER} bytes a character; "
+        f"the most is {(MAX_FRAME_BYTES - JSON_ENVELOPE_BYTES) // JSON_BYTES_PER_CHARACTER}."
+    )
 CHAT_MAX_GROUP_MEMBERS = env_int("CHAT_MAX_GROUP_MEMBERS", 1000)
 CHAT_MAX_TITLE_LENGTH = 200
 CHAT_MAX_ATTACHMENTS_PER_MESSAGE = env_int("CHAT_MAX_ATTACHMENTS_PER_MESSAGE", 10)
@@ -546,9 +555,11 @@ REGISTER_BURST = env_float("REGISTER_BURST", 10.0)
 REGISTER_INTERVAL = env_float("REGISTER_INTERVAL", 360.0)
 API_PAGE_SIZE = env_int("API_PAGE_SIZE", 50)
 API_MAX_PAGE_SIZE = 200
-# A JSON body holds at most one message (100,000 characters, 6 bytes each when escaped).
+# A JSON body holds at most one message, however the client encodes it (up to 12 bytes
+# a character, chatsite/limits.py).
 API_MAX_JSON_BYTES = env_int(
-    "API_MAX_JSON_BYTES", max(1 << 20, CHAT_MAX_MESSAGE_LENGTH * 6 + 65536)
+    "API_MAX_JSON_BYTES",
+    max(1 << 20, CHAT_MAX_MESSAGE_LENGTH * JSON_BYTES_PER_CHARACTER + JSON_ENVELOPE_BYTES),
 )
 # Attachments: the size is enforced while the upload is read; images over the pixel
 # count are refused (a decompression bomb), smaller ones get a thumbnail.

@@ -109,3 +109,11 @@ export function typingMention(before) {
   const match = TYPING_MENTION_RE.exec(before);
   return match ? { start: match.index, query: match[1] } : null;
 }
+
+// Characters as the server counts them (code points): an emoji is one, though it takes
+// two of JavaScript's UTF-16 units.
+export function characterCount(text) {
+  let count = 0;
+  for (const _ of text) count += 1;
+  return count;
+}

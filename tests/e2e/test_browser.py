@@ -723,6 +723,43 @@ def test_a_direction_override_in_a_body_is_shown_as_a_mark_and_isolated(web: Web
     assert Message.objects.get(kind="text").body == "holiday\u202egpj.exe"
 
 
+def test_the_longest_message_in_any_script_is_sent_and_one_character_more_is_kept(
+    web: Web,
+) -> None:
+    """Tried: 100,000 characters (the published limit) of a script that takes 3 bytes each
+    in UTF-8 (300,000 bytes, over the old frame limit), then 100,000 emoji (200,000 of
+    JavaScript's UTF-16 units, which the old client check counted), then 100,001.
+
+    The first two are sent and shown to the other person; the third is refused before it
+    is sent, with a message, and stays in the composer.
+    """
+    ana = make_person("ana", "Ana")
+    bo = make_person("bo", "Bo")
+    off_loop(services.create_direct_conversation, user=ana, other_user_id=bo.pk)
+    bo_page = web.log_in(bo, gateway=1)
+    ana_page = web.log_in(ana, gateway=0)
+    conversation(ana_page, "Bo").click()
+    conversation(bo_page, "Ana").click()
+    longest = ["漢" * 100_000, "\U0001f600" * 100_000]
+    for n, body in enumerate(longest, start=1):
+        send(ana_page, body)
+        expect(bubbles(bo_page)).to_have_count(n, timeout=30_000)
+    assert [m.body for m in Message.objects.filter(kind="text").order_by("seq")] == longest
+    shown = bubbles(bo_page).evaluate_all("els => els.map(el => [...el.textContent].length)")
+    assert shown == [100_000, 100_000]
+
+    send(ana_page, "漢" * 100_001)
+    expect(ana_page.locator("#toast")).to_have_text(
+        "A message can have at most 100,000 characters."
+    )
+    kept = ana_page.locator("#composer-input").input_value()
+    assert len(kept) == 100_001
+    # Refused before it was queued: no third bubble (an outbox entry shows as one at
+    # once, "Sending"), nothing stored.
+    expect(bubbles(ana_page)).to_have_count(2)
+    assert Message.objects.filter(kind="text").count() == 2
+
+
 def test_a_message_request_is_shown_and_accepted_or_declined(web: Web) -> None:
     """A stranger's direct chat arrives as a request; accepting shares receipts from then on."""
     ana = make_person("ana", "Ana")

@@ -3,8 +3,8 @@
 The default gateway server is uvicorn (docs/operations.md says why); Daphne is what
 `make run` serves and a supported alternative. What is tried here against two real
 Daphne processes, started as docs/operations.md gives the command: the protocol's frame
-limit (a frame at 256 KiB answered; 256 KiB + 1, 300 KiB and 1 MiB closed 1009, not
-dropped), the handshake refusals (no credential: 4401; a foreign Origin: refused before
+limit (a frame at the 1.25 MiB limit answered; one byte more, 1.5 MiB and 4 MiB closed
+1009, not dropped), the handshake refusals (no credential: 4401; a foreign Origin: refused before
 accept), and a group chat across both gateways with nothing lost, duplicated or
 reordered.
 """
@@ -53,11 +53,11 @@ def daphne(make_deployment: MakeDeployment) -> Deployment:
 
 
 class TestUnderDaphne:
-    def test_frames_over_256_kib_are_closed_1009_up_to_a_mebibyte(
+    def test_frames_over_the_limit_are_closed_1009_up_to_four_mebibytes(
         self, daphne: Deployment, make_user: MakeUser
     ) -> None:
-        # Tried: a `ping` of exactly 256 KiB, then on fresh sockets 256 KiB + 1 byte,
-        # 300 KiB and 1 MiB.
+        # Tried: a `ping` of exactly the frame limit (1.25 MiB), then on fresh sockets the
+        # limit + 1 byte, 1.5 MiB and 4 MiB.
         token = issue_pair(make_user("ana"))["access"]
         url = daphne.urls[0]
 
@@ -67,7 +67,7 @@ class TestUnderDaphne:
             at_limit = await receive(ws)
             await ws.close()
             codes = []
-            for size in (FRAME_LIMIT + 1, 300 * 1024, 1024 * 1024):
+            for size in (FRAME_LIMIT + 1, 1536 * 1024, 4 * 1024 * 1024):
                 ws = await connect_ready(url, token=token)
                 await ws.send(padded_ping(size))
                 codes.append(await close_code(ws))

@@ -38,6 +38,7 @@ from websockets.typing import Origin
 from accounts.models import User
 from accounts.tokens import issue_pair
 from bench.harness import LOCALHOST, Deployment, Gateway, HarnessError, http_get
+from chatsite.limits import MAX_FRAME_BYTES
 from messaging import services
 from messaging.models import Conversation, Message
 from tests.e2e.conftest import MakeDeployment
@@ -53,7 +54,7 @@ PASSWORD = "a long and correct passphrase 7"
 # Generous: other engineers run tests on the same two cores at the same time.
 TIMEOUT = 10.0
 SCENARIO_TIMEOUT = 120.0
-FRAME_LIMIT = 256 * 1024
+FRAME_LIMIT = MAX_FRAME_BYTES
 TOKEN_PATH = "/api/v1/auth/token"
 
 
@@ -235,6 +236,11 @@ async def reply_to(ws: Connection, frame: Frame, timeout: float = TIMEOUT) -> Fr
     """Send `frame` with a fresh ref; return the reply with that ref, skipping events."""
     ref = uuid.uuid4().hex[:16]
     await ws.send(json.dumps({**frame, "ref": ref}))
+    return await reply_with(ws, ref, timeout)
+
+
+async def reply_with(ws: Connection, ref: str, timeout: float = TIMEOUT) -> Frame:
+    """Return the next frame that carries `ref`, skipping events."""
     deadline = time.monotonic() + timeout
     while True:
         reply = await receive(ws, max(0.01, deadline - time.monotonic()))
@@ -964,20 +970,30 @@ def padded_ping(size: int) -> str:
     return head + "x" * (size - len(head) - len(tail)) + tail
 
 
-def test_a_frame_over_256_kib_is_closed_1009_and_one_at_the_limit_is_answered(
+def test_a_frame_over_the_limit_is_closed_1009_and_one_at_the_limit_is_answered(
     deployment: Deployment, make_user: MakeUser
 ) -> None:
-    # Tried, uncompressed: a body of exactly 100,000 characters, one of 100,001, a 200 KiB
-    # body (over the message limit, under the frame limit), a `ping` of exactly 256 KiB,
-    # and one byte more.
+    # Tried, uncompressed: bodies of exactly 100,000 characters in ASCII, in a script of
+    # 3 bytes a character (raw UTF-8: 300,000 bytes, over the old 256 KiB frame limit),
+    # in emoji escaped as surrogate pairs (12 bytes a character: 1.2 MB) and in escaped
+    # control characters (6 bytes); one of 100,001; a 200 KiB body (over the message
+    # limit, under the frame limit); a `ping` of exactly the frame limit; one byte more.
     ana = make_user("ana")
     group = services.create_group(creator=ana, title="Big")
     token = issue_pair(ana)["access"]
 
     async def scenario() -> tuple[list[Frame], int | None, Frame]:
         ws = await connect_ready(deployment.urls[0], token=token)
+        longest = []
+        for body in ("x" * 100_000, "漢" * 100_000, "\U0001f600" * 100_000, "\x01" * 100_000):
+            frame = {**text(group.pk, body), "ref": uuid.uuid4().hex[:16]}
+            # The CJK body goes as raw UTF-8; the emoji and control characters escaped.
+            wire = json.dumps(frame, ensure_ascii=body[0] != "漢")
+            assert len(wire.encode()) > 256 * 1024 or body[0] == "x"
+            await ws.send(wire)
+            longest.append(await reply_with(ws, frame["ref"]))
         answers = [
-            await reply_to(ws, text(group.pk, "x" * 100_000)),
+            *longest,
             await reply_to(ws, text(group.pk, "x" * 100_001)),
             await reply_to(ws, text(group.pk, "y" * 200 * 1024)),
         ]
@@ -991,11 +1007,13 @@ def test_a_frame_over_256_kib_is_closed_1009_and_one_at_the_limit_is_answered(
 
     answers, code, pong = run(scenario())
 
-    assert answers[0]["type"] == "message.sent"
-    assert len(answers[0]["message"]["body"]) == 100_000
-    assert [(a["type"], a["code"]) for a in answers[1:3]] == [("error", "message_too_long")] * 2
-    assert all("client_msg_id" in a for a in answers[1:3])
-    assert answers[3]["type"] == "pong"
+    assert [a["type"] for a in answers[:4]] == ["message.sent"] * 4
+    assert [len(a["message"]["body"]) for a in answers[:4]] == [100_000] * 4
+    stored = Message.objects.filter(conversation=group, kind="text").order_by("seq")
+    assert [m.body[:1] for m in stored] == ["x", "漢", "\U0001f600", "\x01"]
+    assert [(a["type"], a["code"]) for a in answers[4:6]] == [("error", "message_too_long")] * 2
+    assert all("client_msg_id" in a for a in answers[4:6])
+    assert answers[6]["type"] == "pong"
     assert code == 1009
     assert pong["type"] == "pong"
 

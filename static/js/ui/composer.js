@@ -47,12 +47,20 @@ export function cancelEdit() {
   autosize();
 }
 
+// Refuse a body over the server's limit before it is sent; the text stays in the composer.
+function tooLong(text) {
+  if (fmt.characterCount(text) <= boot.max_message_length) return false;
+  toast(`A message can have at most ${boot.max_message_length.toLocaleString()} characters.`);
+  return true;
+}
+
 async function finishEdit(text) {
   const target = editing;
   if (!text.trim()) {
     toast("A message cannot be empty; delete it instead.");
     return;
   }
+  if (tooLong(text)) return;
   cancelEdit();
   if (text === target.body) return;
   try {
@@ -324,10 +332,7 @@ export function install() {
     }
     const ready = uploads.filter((u) => u.status === "done");
     if (!text.trim() && !ready.length) return;
-    if (text.length > boot.max_message_length) {
-      toast(`A message can have at most ${boot.max_message_length.toLocaleString()} characters.`);
-      return;
-    }
+    if (tooLong(text)) return;
     const conversation = current;
     ui.input.value = "";
     autosize();
