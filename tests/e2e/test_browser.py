@@ -698,11 +698,10 @@ def test_xss_corpus_renders_as_text_with_csp_on_every_page(web: Web) -> None:
     expect(cy_page).to_have_url(re.compile(r"/accounts/login/"))
 
 
-def test_a_direction_override_in_a_body_is_shown_as_a_mark_and_isolated(web: Web) -> None:
-    """Tried: a body with U+202E (right-to-left override), the "annexe.exe" trick.
+def ana_writes_to_bo(web: Web) -> tuple[Page, Page]:
+    """Open a direct chat from Ana to Bo, each logged in on a gateway of their own.
 
-    The receiver sees the override as a visible `[U+202E]` mark instead of reversed text,
-    and every body is isolated (`dir=auto`) so it cannot reorder the page around it.
+    Return Ana's page, showing the chat, and Bo's.
     """
     ana = make_person("ana", "Ana")
     bo = make_person("bo", "Bo")
@@ -710,6 +709,16 @@ def test_a_direction_override_in_a_body_is_shown_as_a_mark_and_isolated(web: Web
     bo_page = web.log_in(bo, gateway=1)
     ana_page = web.log_in(ana, gateway=0)
     conversation(ana_page, "Bo").click()
+    return ana_page, bo_page
+
+
+def test_a_direction_override_in_a_body_is_shown_as_a_mark_and_isolated(web: Web) -> None:
+    """Tried: a body with U+202E (right-to-left override), the "annexe.exe" trick.
+
+    The receiver sees the override as a visible `[U+202E]` mark instead of reversed text,
+    and every body is isolated (`dir=auto`) so it cannot reorder the page around it.
+    """
+    ana_page, bo_page = ana_writes_to_bo(web)
     send(ana_page, "holiday\u202egpj.exe")
 
     conversation(bo_page, "Ana").click()
@@ -733,12 +742,7 @@ def test_the_longest_message_in_any_script_is_sent_and_one_character_more_is_kep
     The first two are sent and shown to the other person; the third is refused before it
     is sent, with a message, and stays in the composer.
     """
-    ana = make_person("ana", "Ana")
-    bo = make_person("bo", "Bo")
-    off_loop(services.create_direct_conversation, user=ana, other_user_id=bo.pk)
-    bo_page = web.log_in(bo, gateway=1)
-    ana_page = web.log_in(ana, gateway=0)
-    conversation(ana_page, "Bo").click()
+    ana_page, bo_page = ana_writes_to_bo(web)
     conversation(bo_page, "Ana").click()
     longest = ["漢" * 100_000, "\U0001f600" * 100_000]
     for n, body in enumerate(longest, start=1):
