@@ -159,6 +159,9 @@ class Message(models.Model):
     deleted = models.BooleanField(default=False)
     # Ids of the members named as `@username` in the body when it was sent.
     mentions = models.JSONField(default=list, blank=True)
+    # Not a column: the attachments when read in bulk with the message
+    # (`selectors.load_attachments`), so the payload builder asks no query per message.
+    loaded_attachments: list[Attachment] | None = None
 
     class Meta:
         constraints = [

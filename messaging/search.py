@@ -39,6 +39,7 @@ from django.db.models.functions import Replace
 
 from accounts.models import User
 from chatsite.errors import BadRequest
+from messaging import selectors
 from messaging.models import Membership, Message
 
 MAX_TERMS = 8
@@ -203,7 +204,8 @@ def _hits(
         conversation_id__in={conversation for _, conversation, _ in ranked},
         pk__in=[pk for pk, _, _ in ranked],
     )
-    by_id = {m.pk: m for m in _with_headlines(messages, tsquery).prefetch_related("attachments")}
+    by_id = {m.pk: m for m in _with_headlines(messages, tsquery)}
+    selectors.load_attachments(list(by_id.values()))
     hits = []
     for pk, _, score in ranked:
         message = by_id[pk]
@@ -254,7 +256,8 @@ def _search_fallback(
     matches = readable
     for word in words:
         matches = matches.filter(body__icontains=word)
-    page = list(matches.order_by("-pk").prefetch_related("attachments")[offset : offset + count])
+    page = list(matches.order_by("-pk")[offset : offset + count])
+    selectors.load_attachments(page)
     return [SearchHit(m, _snippet(m.body, [w.lower() for w in words]), 0.0) for m in page]
 
 

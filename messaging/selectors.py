@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 
 from django.conf import settings
 from django.db import connection
-from django.db.models import Count, IntegerField, OuterRef, Q, QuerySet, Subquery, Sum, Value
+from django.db.models import Count, IntegerField, OuterRef, Q, Subquery, Sum, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
@@ -21,6 +21,7 @@ from accounts.models import User
 from chatsite.limits import MAX_SEQ
 from messaging.errors import BadRequest, MessageNotFound, NotAMember
 from messaging.models import (
+    Attachment,
     Conversation,
     Device,
     Membership,
@@ -74,8 +75,24 @@ def _clean_position(value: object, field: str) -> int | None:
     return value
 
 
-def _with_attachments(messages: QuerySet[Message]) -> QuerySet[Message]:
-    return messages.prefetch_related("attachments")
+def load_attachments(messages: Sequence[Message]) -> None:
+    """Read the attachments of `messages` in one query and keep them on each message.
+
+    In the order they were attached. `prefetch_related("attachments")` reads the same in
+    one query too, but builds a related manager and clones two querysets per message:
+    most of the CPU of fetching a page of 200 messages without any attachment.
+    """
+    found: dict[int, list[Attachment]] = {message.pk: [] for message in messages}
+    if found:
+        links = (
+            Message.attachments.through.objects.filter(message_id__in=found)
+            .select_related("attachment")
+            .order_by("pk")
+        )
+        for link in links:
+            found[link.message_id].append(link.attachment)
+    for message in messages:
+        message.loaded_attachments = found[message.pk]
 
 
 def list_messages_for_user(
@@ -107,18 +124,20 @@ def list_messages_for_user(
     )
     if after_n is not None:
         rows = list(
-            _with_attachments(
-                visible.filter(version__gt=after_n, version__lte=last_seq).order_by("version")
-            )[: size + 1]
+            visible.filter(version__gt=after_n, version__lte=last_seq).order_by("version")[
+                : size + 1
+            ]
         )
         has_more = len(rows) > size
         rows = rows[:size]
+        load_attachments(rows)
         upto = rows[-1].version if has_more else max(last_seq, after_n)
         return MessageBatch(conversation_id, rows, upto, has_more)
     newest = visible.filter(seq__lt=before_n) if before_n is not None else visible
-    rows = list(_with_attachments(newest.order_by("-seq"))[: size + 1])
+    rows = list(newest.order_by("-seq")[: size + 1])
     has_more = len(rows) > size
     rows = rows[:size]
+    load_attachments(rows)
     rows.reverse()
     return MessageBatch(conversation_id, rows, None, has_more)
 
@@ -126,15 +145,12 @@ def list_messages_for_user(
 def get_message_for_user(*, user: User, conversation_id: int, message_id: int) -> Message:
     """Return one message the user may read, else raise NotAMember or MessageNotFound."""
     membership = get_membership(user=user, conversation_id=conversation_id)
-    message = (
-        _with_attachments(Message.objects.all())
-        .filter(
-            pk=message_id, conversation_id=conversation_id, seq__gte=membership.visible_from_seq
-        )
-        .first()
-    )
+    message = Message.objects.filter(
+        pk=message_id, conversation_id=conversation_id, seq__gte=membership.visible_from_seq
+    ).first()
     if message is None:
         raise MessageNotFound()
+    load_attachments([message])
     return message
 
 

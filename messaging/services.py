@@ -141,14 +141,8 @@ def _membership(conversation: Conversation, user: User) -> Membership:
 
 
 def _without_attachments(message: Message) -> None:
-    """Tell the payload builders a new message has no attachments (no query to ask).
-
-    The queryset is stored evaluated, as prefetch_related stores it, so reading it does
-    not compile a query either.
-    """
-    empty = Attachment.objects.none()
-    empty._result_cache = []
-    message._prefetched_objects_cache = {"attachments": empty}  # type: ignore[attr-defined]
+    """Tell the payload builders a new message has no attachments (no query to ask)."""
+    message.loaded_attachments = []
 
 
 def _write_system_message(

@@ -225,7 +225,7 @@ def attachment_payload(attachment: Attachment) -> AttachmentPayload:
 
 
 def message_payload(message: Message) -> MessagePayload:
-    """Build the one wire form of a message (prefetch `attachments` when building many)."""
+    """Build the one wire form of a message (`selectors.load_attachments` when building many)."""
     payload: MessagePayload = {
         "id": message.pk,
         "conversation": message.conversation_id,
@@ -249,11 +249,10 @@ def message_payload(message: Message) -> MessagePayload:
 
 
 def _attachments(message: Message) -> list[Attachment]:
-    # Prefetched attachments straight from the cache: `message.attachments.all()` builds a
-    # related manager and a queryset on every call, most of the cost of a payload.
-    prefetched: dict[str, Any] | None = getattr(message, "_prefetched_objects_cache", None)
-    if prefetched is not None and "attachments" in prefetched:
-        return list(prefetched["attachments"])
+    # Read with the message (`selectors.load_attachments`) when it was read in bulk:
+    # `message.attachments.all()` builds a related manager and a query on every call.
+    if message.loaded_attachments is not None:
+        return message.loaded_attachments
     return list(message.attachments.all())
 
 
