@@ -10,7 +10,6 @@ from typing import NamedTuple
 
 from django.conf import settings
 from django.db import DatabaseError, connection, transaction
-from django.utils import timezone
 
 from accounts.models import User, status_at
 from messaging.models import (
@@ -196,7 +195,6 @@ def _decide(messages: list[Message], now: datetime) -> None:
     if not texts:
         return
     members: dict[int, list[_Member]] = defaultdict(list)
-    now = timezone.now()
     for conversation_id, user_id, read, delivered, muted, notify, status, until, email, wanted in (
         Membership.objects.filter(
             conversation_id__in={m.conversation_id for m in texts}, user__is_active=True

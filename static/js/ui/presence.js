@@ -23,6 +23,12 @@ export function presenceDot(userId) {
 
 // ---------------------------------------------------------------- status (busy)
 
+/** Take my status as the server answered it (the settings dialog's "Busy until"). */
+export function setMyStatus(status) {
+  myStatus = status === "busy" ? "busy" : "available";
+  renderStatus();
+}
+
 export function renderStatus() {
   const busy = myStatus === "busy";
   ui.busy.setAttribute("aria-pressed", String(busy));
