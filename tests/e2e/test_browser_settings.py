@@ -17,7 +17,6 @@ import pytest
 from django.utils import timezone
 from playwright.sync_api import Locator, Page, expect
 
-from accounts import services as account_services
 from accounts.models import User
 from messaging import services
 from tests.e2e import test_browser
@@ -113,9 +112,9 @@ def test_busy_until_is_shown_to_a_contact_and_ends_by_itself(
     make_web: Callable[..., Web],
 ) -> None:
     # Tried: Ana sets "Busy until: 1 hour" in the settings dialog; Bo, her contact, sees
-    # her busy. Then her end is moved to a few seconds ahead (through the service, as a
-    # passing hour would): once it passes, Bo sees her online again without anyone
-    # doing anything, and the stored status is available with no end.
+    # her busy. Then she sets a custom end a few seconds ahead (rather than wait an
+    # hour): once it passes, Bo sees her online again without anyone doing anything,
+    # her own toggle says available, and the stored status is available with no end.
     web = make_web(PRESENCE_SWEEP_INTERVAL="1")
     ana = make_person("ana", "Ana Lima")
     bo = make_person("bo", "Bo Berg")
@@ -139,15 +138,31 @@ def test_busy_until_is_shown_to_a_contact_and_ends_by_itself(
     assert timedelta(minutes=59) < ahead <= timedelta(hours=1)
     shot(bo_page, "settings-busy-seen-by-contact")
 
-    soon = timezone.now() + timedelta(seconds=3)
-    off_loop(
-        account_services.update_profile,
-        user=stored,
-        status="busy",
-        status_until=soon,
+    # Now a custom end a few seconds ahead, typed in the date-time field (local time).
+    dialog = open_settings(ana_page)
+    expect(ana_page.locator("#settings-busy-now")).to_contain_text("You are busy until")
+    dialog.get_by_label("Busy until", exact=True).select_option(label="A date and time…")
+    custom = dialog.get_by_label("Busy until (date and time)")
+    expect(custom).to_be_focused()
+    local = ana_page.evaluate(
+        """() => {
+          const d = new Date(Date.now() + 6000), p = (n) => String(n).padStart(2, "0");
+          return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())}T` +
+                 `${p(d.getHours())}:${p(d.getMinutes())}:${p(d.getSeconds())}`;
+        }"""
     )
-    expect(dot).to_have_attribute("data-state", "online", timeout=15_000)
-    assert timezone.now() >= soon
+    custom.fill(local)
+    custom.press("Enter")
+    expect(ana_page.locator("#toast")).to_have_text("Settings saved.")
+    until = off_loop(lambda: User.objects.get(pk=ana.pk).status_until)
+    assert until is not None and until - timezone.now() < timedelta(seconds=7)
+    expect(dot).to_have_attribute("data-state", "busy")
+
+    # It passes: Bo sees her online again without anyone doing anything, her own toggle
+    # says available, and the stored status is available with no end.
+    expect(dot).to_have_attribute("data-state", "online", timeout=20_000)
+    assert timezone.now() >= until
+    expect(ana_page.locator("#busy-toggle")).to_have_attribute("aria-pressed", "false")
     wait_until(
         lambda: off_loop(
             lambda: User.objects.filter(pk=ana.pk, status="available", status_until=None).exists()

@@ -388,7 +388,7 @@ export function install() {
           group_adds: settings.groupAdds.value,
         },
       });
-      setMyStatus(profile.status);
+      setMyStatus(profile.status, profile.status_until);
       if (me.display_name !== profile.display_name) me.display_name = profile.display_name;
       settings.dialog.close();
       toast("Settings saved.");
