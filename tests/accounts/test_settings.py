@@ -5,7 +5,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
-from django.conf import settings as django_settings
 from django.test import Client
 from django.utils import timezone
 from rest_framework.test import APIClient
@@ -172,20 +171,31 @@ def test_sign_out_everywhere_ends_every_token_and_session_the_callers_too(
     assert bearer(fresh["access"]).get(ME).status_code == 200
 
 
-def test_sign_out_everywhere_with_a_token_ends_that_token_too(make_user: MakeUser) -> None:
-    # Tried: a native client signs out everywhere with its Bearer token, then uses it.
+def test_sign_out_everywhere_with_a_token_ends_it_and_later_logins_live_through_refreshes(
+    make_user: MakeUser, new_address: Callable[[], str]
+) -> None:
+    # Tried: a native client signs out everywhere with its Bearer token, then uses it;
+    # a browser session from before is refused too. A login made afterwards works, and
+    # so do the tokens its refresh token is rotated into (they keep the new epoch).
     ana = make_user("ana")
     other = browser(ana)
-    client = bearer(
-        APIClient()
-        .post("/api/v1/auth/token", {"username": "ana", "password": PASSWORD}, format="json")
-        .json()["access"]
-    )
+    address = new_address()
+    client = bearer(api_login(address, "ana").json()["access"], address)
 
     assert client.post("/api/v1/auth/logout-all").status_code == 204
     assert client.get(ME).status_code == 401
     assert other.get(ME).status_code in (401, 403)
-    assert django_settings.SESSION_COOKIE_NAME  # sessions are Django's own
+
+    later = api_login(address, "ana").json()
+    rotated = APIClient().post(
+        "/api/v1/auth/token/refresh", {"refresh": later["refresh"]}, format="json"
+    )
+    assert rotated.status_code == 200, rotated.content
+    assert bearer(rotated.json()["access"]).get(ME).status_code == 200
+    again = APIClient().post(
+        "/api/v1/auth/token/refresh", {"refresh": rotated.json()["refresh"]}, format="json"
+    )
+    assert again.status_code == 200, again.content
 
 
 # --- busy until -------------------------------------------------------------------------
