@@ -331,7 +331,7 @@ class UserMeApi(APIView):
         examples=[
             OpenApiExample("do not disturb", value={"status": "busy"}, request_only=True),
             OpenApiExample(
-                "busy for an hour",
+                "busy until a time",
                 value={"status": "busy", "status_until": "2030-01-01T10:00:00Z"},
                 request_only=True,
             ),

@@ -74,7 +74,7 @@ function renderBusyNow(profile) {
         : "You are busy until you change it.";
 }
 
-/** Return the PATCH fields of the "Busy until" choice ({} for no change). */
+/** Return the PATCH fields of the "Busy until" choice ({} for no change, null for no date). */
 function busyChoice() {
   const now = new Date();
   const at = (date) => ({ status: "busy", status_until: date.toISOString() });
@@ -89,8 +89,7 @@ function busyChoice() {
     }
     case "custom": {
       const chosen = settings.busyCustom.value ? new Date(settings.busyCustom.value) : null;
-      if (!chosen || Number.isNaN(chosen.getTime())) return { status: "busy", status_until: "" };
-      return at(chosen);
+      return chosen && !Number.isNaN(chosen.getTime()) ? at(chosen) : null;
     }
     case "clear":
       return { status: "available" };
@@ -376,13 +375,18 @@ export function install() {
 
   settings.form.addEventListener("submit", async (event) => {
     event.preventDefault();
+    const busy = busyChoice();
+    if (busy === null) {
+      showSettingsError({ code: "bad_request", message: "Choose a date and time.", details: { field: "status_until" } });
+      return;
+    }
     settings.save.disabled = true;
     try {
       const profile = await api("/api/v1/users/me", {
         method: "PATCH",
         body: {
           display_name: settings.displayName.value,
-          ...busyChoice(),
+          ...busy,
           email: settings.email.value.trim(),
           email_notifications: settings.emailNotifications.checked,
           group_adds: settings.groupAdds.value,
