@@ -1,10 +1,14 @@
-"""Account endpoints: sign-up, JWT pairs, refresh, logout, WebSocket tickets, profile, directory."""
+"""Account endpoints: sign-up, JWT pairs, refresh, logout, WebSocket tickets, profile, directory.
+
+Also the account settings: password change and sign out everywhere.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 from django.conf import settings
+from django.contrib.auth import update_session_auth_hash
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema
 from rest_framework import serializers
 from rest_framework.permissions import AllowAny
@@ -70,10 +74,22 @@ class UserSerializer(serializers.Serializer[Any]):
     display_name = serializers.CharField(help_text="The display name, else the username.")
 
 
+class PasswordChangeSerializer(serializers.Serializer[Any]):
+    """The current password and the new one."""
+
+    current_password = rest.StrictCharField(max_length=4096, trim_whitespace=False)
+    new_password = rest.StrictCharField(max_length=4096, trim_whitespace=False)
+
+
 class ProfileSerializer(UserSerializer):
     """The signed-in user: their public fields, the sticky status, email settings."""
 
-    status = serializers.ChoiceField(choices=User.Status.choices)
+    status = serializers.ChoiceField(
+        choices=User.Status.choices, help_text="The status in force now."
+    )
+    status_until = serializers.DateTimeField(
+        allow_null=True, help_text="When the busy status ends by itself; null: no end."
+    )
     email = serializers.CharField(allow_blank=True, help_text="Where missed messages are emailed.")
     email_notifications = serializers.BooleanField(
         help_text="Missed-message emails on (when `email` is set)."
@@ -91,6 +107,14 @@ class ProfileUpdateSerializer(serializers.Serializer[Any]):
         max_length=64, required=False, allow_blank=True, trim_whitespace=False
     )
     status = serializers.ChoiceField(choices=User.Status.choices, required=False)
+    status_until = serializers.DateTimeField(
+        required=False,
+        allow_null=True,
+        help_text=(
+            "When a busy status ends by itself (ISO 8601 with an offset, at most 30 days"
+            " ahead); null: no end. Setting `status` without it removes any end."
+        ),
+    )
     email = rest.StrictCharField(
         max_length=254, required=False, allow_blank=True, help_text="Empty removes it."
     )
@@ -174,6 +198,50 @@ class LogoutApi(APIView):
         form.is_valid(raise_exception=True)
         tokens.revoke(form.validated_data["refresh"], request.user)  # type: ignore[arg-type]
         return Response(status=204)
+
+
+class LogoutAllApi(APIView):
+    """Sign out everywhere: every login of the user ends, this one too."""
+
+    @extend_schema(
+        operation_id="auth_logout_all",
+        tags=["auth"],
+        request=None,
+        responses={204: None, **error_responses(403, *AUTHENTICATED)},
+    )
+    def post(self, request: Request) -> Response:
+        """Revoke every token, session and ticket of the user; sockets close with 4401; 204."""
+        login.sign_out_everywhere(request.user)  # type: ignore[arg-type]
+        if hasattr(request, "session"):
+            request.session.flush()
+        return Response(status=204)
+
+
+class PasswordChangeApi(APIView):
+    """Change the password; every other login ends, the calling device stays signed in."""
+
+    @extend_schema(
+        operation_id="users_me_password",
+        tags=["users"],
+        request=PasswordChangeSerializer,
+        responses={200: TokenPairSerializer, **error_responses(400, 403, 429, *AUTHENTICATED)},
+    )
+    def post(self, request: Request) -> Response:
+        """Answer a new `{access, refresh}` pair (a session caller's session also lives on).
+
+        400 for a wrong current password (counted as a failed login) or a new password
+        the validators refuse (`details.errors`); 429 while logins are locked out.
+        """
+        form = PasswordChangeSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        user = login.change_password(
+            user=request.user,  # type: ignore[arg-type]
+            **form.validated_data,
+            address=client_address(request),
+        )
+        if not isinstance(request.auth, AccessToken):
+            update_session_auth_hash(request._request, user)
+        return Response(tokens.issue_pair(user))
 
 
 class WsTicketApi(APIView):
@@ -260,10 +328,17 @@ class UserMeApi(APIView):
         tags=["users"],
         request=ProfileUpdateSerializer,
         responses={200: ProfileSerializer, **error_responses(400, 403, *AUTHENTICATED)},
-        examples=[OpenApiExample("do not disturb", value={"status": "busy"}, request_only=True)],
+        examples=[
+            OpenApiExample("do not disturb", value={"status": "busy"}, request_only=True),
+            OpenApiExample(
+                "busy until a time",
+                value={"status": "busy", "status_until": "2030-01-01T10:00:00Z"},
+                request_only=True,
+            ),
+        ],
     )
     def patch(self, request: Request) -> Response:
-        """Change `display_name`, `status`, `email`, `email_notifications`; answer the profile."""
+        """Change the name, `status` and `status_until`, email settings; answer the profile."""
         form = ProfileUpdateSerializer(data=request.data)
         form.is_valid(raise_exception=True)
         user = services.update_profile(user=request.user, **form.validated_data)  # type: ignore[arg-type]

@@ -16,12 +16,13 @@ from rest_framework_simplejwt.exceptions import ExpiredTokenError, TokenError
 from rest_framework_simplejwt.settings import api_settings
 from rest_framework_simplejwt.tokens import Token
 
-from accounts.tokens import family_of, revoked_families
+from accounts.tokens import epoch_of, family_of, revoked_families
 
 EXPIRED = "Your access token has expired; refresh it or log in again."
 INVALID = "Your access token is not valid; log in again."
 MALFORMED = "The Authorization header must be `Bearer <access token>`."
 REVOKED = "This login was logged out; log in again."
+SIGNED_OUT_EVERYWHERE = "You signed out everywhere; log in again."
 CREDENTIALS_CHANGED = "Your password was changed; log in again."
 INACTIVE = "This account is deactivated."
 
@@ -73,4 +74,6 @@ class JWTAuthentication(BaseJWTAuthentication):
         family = family_of(validated_token)  # type: ignore[arg-type]
         if family and revoked_families([family]):
             raise refused(REVOKED, "revoked")
+        if epoch_of(validated_token) != getattr(user, "login_epoch", 0):  # type: ignore[arg-type]
+            raise refused(SIGNED_OUT_EVERYWHERE, "revoked")
         return user

@@ -1,7 +1,25 @@
 """The user model: Django's user plus display name, sticky status and last seen."""
 
+from __future__ import annotations
+
+from datetime import datetime
+
 from django.contrib.auth.models import AbstractUser
 from django.db import models
+from django.utils import timezone
+from django.utils.crypto import salted_hmac
+
+
+def status_at(status: str, until: datetime | None, now: datetime | None = None) -> str:
+    """Return the status in force at `now`: a status whose `until` has passed is available.
+
+    The one rule for reading a sticky status: every reader (profile, presence,
+    notifications) goes through it, so an expired status is available everywhere
+    even before the sweep that clears it (`accounts.services.expire_statuses`) ran.
+    """
+    if until is not None and until <= (now or timezone.now()):
+        return User.Status.AVAILABLE
+    return status
 
 
 class User(AbstractUser):
@@ -20,6 +38,11 @@ class User(AbstractUser):
 
     display_name = models.CharField(max_length=64, blank=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.AVAILABLE)
+    # When a busy status ends by itself (null: when the user changes it).
+    status_until = models.DateTimeField(null=True, blank=True)
+    # Bumped by "sign out everywhere": tokens carry it (claim `ep`) and the session hash
+    # includes it, so every login made before the bump stops working.
+    login_epoch = models.PositiveIntegerField(default=0)
     # An add by someone this allows is a membership; any other add is a request.
     # Everyone by default, as in the messengers people know; direct chats from
     # strangers are requests whatever this says.
@@ -35,6 +58,16 @@ class User(AbstractUser):
         default=False, help_text="The display name mixes look-alike scripts; check it."
     )
 
+    class Meta(AbstractUser.Meta):  # type: ignore[name-defined,misc]
+        indexes = [
+            # The expiry sweep reads only the few users whose status has an end.
+            models.Index(
+                fields=["status_until"],
+                name="user_status_until",
+                condition=models.Q(status_until__isnull=False),
+            )
+        ]
+
     def __str__(self) -> str:
         return self.username
 
@@ -42,6 +75,22 @@ class User(AbstractUser):
     def name(self) -> str:
         """Return the name to show: the display name, else the username."""
         return self.display_name or self.username
+
+    @property
+    def current_status(self) -> str:
+        """Return the sticky status in force now (`status_at`)."""
+        return status_at(self.status, self.status_until)
+
+    def _get_session_auth_hash(self, secret: str | None = None) -> str:
+        """Return Django's session hash, which also changes with `login_epoch`.
+
+        Epoch 0 keeps Django's own hash, so sessions made before this field existed live on.
+        """
+        if not self.login_epoch:
+            return str(super()._get_session_auth_hash(secret=secret))  # type: ignore[misc]
+        key_salt = "django.contrib.auth.models.AbstractBaseUser.get_session_auth_hash"
+        value = f"{self.password}|epoch:{self.login_epoch}"
+        return salted_hmac(key_salt, value, secret=secret, algorithm="sha256").hexdigest()
 
 
 class RevokedTokenFamily(models.Model):

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
+from types import EllipsisType
+
 from django.conf import settings
 from django.contrib.auth import password_validation
 from django.contrib.auth.validators import ASCIIUsernameValidator
@@ -9,6 +12,7 @@ from django.core.exceptions import ValidationError
 from django.core.validators import EmailValidator
 from django.db import IntegrityError, transaction
 from django.dispatch import Signal
+from django.utils import timezone
 
 from accounts.models import User
 from chatsite import ratelimit, text
@@ -18,6 +22,9 @@ from chatsite.errors import BadRequest, DomainError, RetryInMinutes
 # Sent after commit when a user's sticky status changed: `user_id`, `status`. Presence
 # listens (a REST status change must reach presence subscribers like `status.set` does).
 status_changed = Signal()
+
+# The furthest ahead a status may be set to end by itself.
+STATUS_UNTIL_MAX = timedelta(days=30)
 
 # Names nobody may sign up with: they would pass for the service or its staff.
 RESERVED_USERNAMES = frozenset(
@@ -150,9 +157,13 @@ def update_profile(
     email: str | None = None,
     email_notifications: bool | None = None,
     group_adds: str | None = None,
+    status_until: datetime | None | EllipsisType = ...,
 ) -> User:
     """Change the user's display name, sticky status, email address or email notifications.
 
+    `status_until` (omitted: `...`) is when a busy status ends by itself: an aware time
+    in the next `STATUS_UNTIL_MAX`, or None for no end. Setting `status` without it
+    removes any end; setting it without `status` keeps the status (which must be busy).
     A status change is announced after commit through `status_changed`.
     """
     fields: list[str] = []
@@ -170,17 +181,70 @@ def update_profile(
         user.group_adds = group_adds
         fields.append("group_adds")
     status_moved = False
-    if status is not None:
-        status_moved = status != user.status
-        user.status = status
-        fields.append("status")
+    if status is not None or status_until is not ...:
+        now = timezone.now()
+        until = None if status_until is ... else status_until
+        new_status = status if status is not None else user.current_status
+        _check_status_until(new_status, until, now)
+        status_moved = new_status != user.current_status
+        user.status, user.status_until = new_status, until
+        fields += ["status", "status_until"]
     if not fields:
         return user
     with transaction.atomic():
         User.objects.filter(pk=user.pk).update(**{f: getattr(user, f) for f in fields})
         if status_moved:
-            user_id, new_status = user.pk, user.status
-            transaction.on_commit(
-                lambda: status_changed.send(sender=User, user_id=user_id, status=new_status)
-            )
+            _announce_status(user.pk, user.status)
     return user
+
+
+def _check_status_until(status: str, until: datetime | None, now: datetime) -> None:
+    """Refuse an end for an available status, an end in the past, or one too far ahead."""
+    if until is None:
+        return
+    if status == User.Status.AVAILABLE:
+        raise BadRequest(
+            "Only a busy status can end by itself; set status to busy with status_until.",
+            details={"field": "status_until"},
+        )
+    if until <= now:
+        raise BadRequest(
+            "status_until is in the past; choose a time to come.",
+            details={"field": "status_until"},
+        )
+    if until > now + STATUS_UNTIL_MAX:
+        raise BadRequest(
+            f"status_until is more than {STATUS_UNTIL_MAX.days} days ahead.",
+            details={"field": "status_until", "max_days": STATUS_UNTIL_MAX.days},
+        )
+
+
+def _announce_status(user_id: int, status: str) -> None:
+    """Send `status_changed` once the current transaction commits."""
+    transaction.on_commit(lambda: status_changed.send(sender=User, user_id=user_id, status=status))
+
+
+def expire_statuses(now: datetime | None = None) -> list[int]:
+    """Make available every user whose status ended by `now`; return their ids.
+
+    Readers already see such a status as available (`accounts.models.status_at`); this
+    writes it down and announces it through `status_changed`, so contacts see the
+    change live. Safe to run in several processes at once: each user is cleared (and
+    announced) by the one whose conditional update matched.
+    """
+    now = now or timezone.now()
+    due = list(
+        User.objects.filter(status_until__isnull=False, status_until__lte=now).values_list(
+            "pk", "status_until"
+        )
+    )
+    cleared = []
+    for user_id, until in due:
+        with transaction.atomic():
+            done = User.objects.filter(pk=user_id, status_until=until).update(
+                status=User.Status.AVAILABLE, status_until=None
+            )
+            if done:
+                _announce_status(user_id, User.Status.AVAILABLE)
+                cleared.append(user_id)
+    return cleared

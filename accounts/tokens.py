@@ -2,7 +2,9 @@
 
 Each login gets a family id (`fam` claim) that every access and refresh token of that
 login carries, across rotations; logout revokes the family. Tokens also carry a hash of
-the password (simplejwt's CHECK_REVOKE_TOKEN), so a password change revokes them all.
+the password (simplejwt's CHECK_REVOKE_TOKEN), so a password change revokes them all,
+and the user's login epoch (`ep` claim), so "sign out everywhere" (a bump of
+`User.login_epoch`) revokes them all too.
 """
 
 from __future__ import annotations
@@ -18,12 +20,14 @@ from rest_framework_simplejwt.utils import get_md5_hash_password
 from accounts.models import RevokedTokenFamily, User
 
 FAMILY_CLAIM = "fam"
+EPOCH_CLAIM = "ep"
 
 
 def issue_pair(user: User) -> dict[str, str]:
     """Return a new `{access, refresh}` pair for a fresh login (a new family)."""
     refresh = RefreshToken.for_user(user)
     refresh[FAMILY_CLAIM] = refresh[api_settings.JTI_CLAIM]
+    refresh[EPOCH_CLAIM] = user.login_epoch
     return {"access": str(refresh.access_token), "refresh": str(refresh)}
 
 
@@ -31,6 +35,12 @@ def family_of(token: AccessToken | RefreshToken) -> str | None:
     """Return the login family a token belongs to, if it carries one."""
     value = token.get(FAMILY_CLAIM)
     return str(value) if value else None
+
+
+def epoch_of(token: AccessToken | RefreshToken) -> int:
+    """Return the login epoch a token was issued in (0 for tokens older than the claim)."""
+    value = token.get(EPOCH_CLAIM, 0)
+    return value if isinstance(value, int) else -1
 
 
 def revoked_families(families: Iterable[str]) -> set[str]:
@@ -45,7 +55,7 @@ def revoked_families(families: Iterable[str]) -> set[str]:
 
 def token_still_valid_for(token: AccessToken | RefreshToken, user: User) -> bool:
     """Return whether `user` still stands behind `token` (active, same password, not revoked)."""
-    if not user.is_active:
+    if not user.is_active or epoch_of(token) != user.login_epoch:
         return False
     if token.get(api_settings.REVOKE_TOKEN_CLAIM) != get_md5_hash_password(user.password):
         return False

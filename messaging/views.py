@@ -64,12 +64,14 @@ def home(request: HttpRequest) -> HttpResponse:
     """Render the app with the user and their conversations as a JSON bootstrap."""
     user = _user(request)
     conversations = selectors.list_conversations_for_user(user=user)
+    profile = wire.profile_payload(user)
     bootstrap = {
         "user": {
             "id": user.pk,
             "username": user.username,
             "display_name": user.name,
-            "status": user.status,
+            "status": profile["status"],
+            "status_until": profile["status_until"],
         },
         "conversations": [wire.conversation_payload(v) for v in conversations],
         "vapid_public_key": settings.WEBPUSH_VAPID_PUBLIC_KEY,

@@ -112,6 +112,7 @@ class ProfilePayload(UserPayload):
     """The signed-in user's own profile."""
 
     status: str
+    status_until: str | None
     email: str
     email_notifications: bool
     group_adds: str
@@ -308,12 +309,15 @@ def user_payload(user: User) -> UserPayload:
 
 
 def profile_payload(user: User) -> ProfilePayload:
-    """Build the signed-in user's own profile."""
+    """Build the signed-in user's own profile (`status_until`: when busy ends by itself)."""
+    status = user.current_status
+    until = iso(user.status_until) if user.status_until and status != "available" else None
     return {
         "id": user.pk,
         "username": user.username,
         "display_name": user.name,
-        "status": user.status,
+        "status": status,
+        "status_until": until,
         "email": user.email,
         "email_notifications": user.email_notifications,
         "group_adds": user.group_adds,
@@ -573,7 +577,7 @@ def session_ready_frame(
         "device": device,
         "heartbeat_interval": heartbeat_interval,
         "server_time": iso(server_time),
-        "status": user.status,
+        "status": user.current_status,
         "conversations": [conversation_payload(v) for v in views],
     }
 

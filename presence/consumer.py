@@ -49,7 +49,7 @@ class PresenceMixin:
 
     async def presence_opened(self) -> None:
         """Count this socket as a live connection of its user."""
-        busy = self.user.status == User.Status.BUSY
+        busy = self.user.current_status == User.Status.BUSY
         await self._presence(
             services.connection_opened(
                 get_store(), self.user.pk, self.channel_name, busy=busy, now=time.time()

@@ -20,7 +20,7 @@ from django.db import DatabaseError
 from redis.exceptions import RedisError
 
 from accounts.models import User
-from accounts.services import update_profile
+from accounts.services import expire_statuses, update_profile
 from chatsite.gateway.dbthreads import db
 from messaging import wire
 from presence import events
@@ -145,8 +145,18 @@ async def set_status(store: PresenceStore, user: User, status: str, *, now: floa
     await db(update_profile, user=user, status=status)
     # `status_changed` has already published from the service's on-commit hook; this
     # is idempotent (publish_if_changed only publishes a change) and yields the state.
-    await store.set_busy(user.pk, user.status == User.Status.BUSY)
+    await store.set_busy(user.pk, user.current_status == User.Status.BUSY)
     return await publish_if_changed(store, user.pk, now=now)
+
+
+async def end_statuses() -> list[int]:
+    """Make available the users whose busy status ended; contacts hear it live.
+
+    Run by every gateway with the sweep (`PRESENCE_SWEEP_INTERVAL`): each ended status
+    is cleared once (`accounts.services.expire_statuses`), and its `status_changed`
+    publishes the new presence.
+    """
+    return await db(expire_statuses)
 
 
 async def snapshot(

@@ -48,6 +48,7 @@ class Credential:
     family: str | None = None
     expires_at: float | None = None
     session_key: str | None = None
+    epoch: int = 0  # the user's login epoch at the handshake ("sign out everywhere" bumps it)
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,7 @@ def _from_access_token(raw: str) -> Authenticated | None:
             password_hash=user.password,
             family=tokens.family_of(token),
             expires_at=float(token["exp"]),
+            epoch=user.login_epoch,
         ),
     )
 
@@ -113,7 +115,11 @@ def _from_session(session_key: str) -> Authenticated | None:
     return Authenticated(
         user,
         Credential(
-            method="session", user_id=user.pk, password_hash=user.password, session_key=session_key
+            method="session",
+            user_id=user.pk,
+            password_hash=user.password,
+            session_key=session_key,
+            epoch=user.login_epoch,
         ),
     )
 
@@ -149,6 +155,7 @@ def _from_grant(grant: tickets.Grant) -> Authenticated | None:
             family=grant.family,
             expires_at=grant.expires_at,
             session_key=grant.session_key,
+            epoch=user.login_epoch,
         ),
     )
 
@@ -232,15 +239,15 @@ class WebSocketAuthMiddleware:
 def find_revoked(credentials: list[Credential], now: float) -> set[int]:
     """Return the positions of credentials that are no longer good.
 
-    Expired, logged out, deactivated, or the user changed password: three queries,
-    whatever the number of sockets.
+    Expired, logged out, deactivated, the user changed password or signed out
+    everywhere: three queries, whatever the number of sockets.
     """
     bad = {i for i, c in enumerate(credentials) if c.expires_at is not None and c.expires_at <= now}
     users = {
-        pk: (active, password)
-        for pk, active, password in User.objects.filter(
+        pk: (active, password, epoch)
+        for pk, active, password, epoch in User.objects.filter(
             pk__in={c.user_id for c in credentials}
-        ).values_list("pk", "is_active", "password")
+        ).values_list("pk", "is_active", "password", "login_epoch")
     }
     families = tokens.revoked_families(c.family for c in credentials if c.family)
     session_keys = {c.session_key for c in credentials if c.session_key}
@@ -252,11 +259,13 @@ def find_revoked(credentials: list[Credential], now: float) -> set[int]:
             ).values_list("session_key", flat=True)
         )
     for i, c in enumerate(credentials):
-        active, password = users.get(c.user_id, (False, ""))
+        active, password, epoch = users.get(c.user_id, (False, "", 0))
         deactivated = not active
         password_changed = password != c.password_hash
-        logged_out = bool(c.family and c.family in families) or bool(
-            c.session_key and c.session_key not in live_sessions
+        logged_out = (
+            epoch != c.epoch
+            or bool(c.family and c.family in families)
+            or bool(c.session_key and c.session_key not in live_sessions)
         )
         if deactivated or password_changed or logged_out:
             bad.add(i)

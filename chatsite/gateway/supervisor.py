@@ -3,7 +3,8 @@
 It closes sockets that went silent (4408) and sockets whose credential no longer holds
 (4401), re-joins every socket's groups when Redis lost them (a restart or flush wipes
 channel-layer groups) or before channels-redis forgets them, writes presence back after
-such a loss, and runs the presence sweep for users whose gateway died.
+such a loss, and runs the presence sweep for users whose gateway died and the end of
+busy statuses whose `status_until` passed.
 """
 
 from __future__ import annotations
@@ -106,6 +107,10 @@ class Supervisor:
                 await presence.sweep(get_store(), now=time.time())
             except (RedisError, OSError, TimeoutError) as exc:
                 logger.warning("presence sweep failed: %r", exc)
+            try:
+                await presence.end_statuses()
+            except (DatabaseError, InterfaceError) as exc:
+                logger.warning("ending busy statuses failed: %r", exc)
 
     async def _check_credentials(self) -> None:
         live = [s for s in self.sockets if s.credential is not None]
@@ -158,7 +163,8 @@ class Supervisor:
             # Presence lived in the Redis that was lost: write back this process's sockets.
             live = [s for s in self.sockets if s.credential is not None]
             entries = [
-                (s.user.pk, s.channel_name, s.idle, s.user.status == User.Status.BUSY) for s in live
+                (s.user.pk, s.channel_name, s.idle, s.user.current_status == User.Status.BUSY)
+                for s in live
             ]
             try:
                 await presence.rebuild(get_store(), entries, now=time.time())

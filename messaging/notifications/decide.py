@@ -11,7 +11,7 @@ from typing import NamedTuple
 from django.conf import settings
 from django.db import DatabaseError, connection, transaction
 
-from accounts.models import User
+from accounts.models import User, status_at
 from messaging.models import (
     Device,
     EmailDigest,
@@ -44,7 +44,7 @@ def suppression(message: Message, member: Membership, user: User) -> str:
         delivered_seq=member.delivered_seq,
         muted=member.muted,
         notify=member.notify,
-        busy=user.status == User.Status.BUSY,
+        busy=user.current_status == User.Status.BUSY,
     )
 
 
@@ -195,7 +195,7 @@ def _decide(messages: list[Message], now: datetime) -> None:
     if not texts:
         return
     members: dict[int, list[_Member]] = defaultdict(list)
-    for conversation_id, user_id, read, delivered, muted, notify, status, email, wanted in (
+    for conversation_id, user_id, read, delivered, muted, notify, status, until, email, wanted in (
         Membership.objects.filter(
             conversation_id__in={m.conversation_id for m in texts}, user__is_active=True
         )
@@ -208,6 +208,7 @@ def _decide(messages: list[Message], now: datetime) -> None:
             "muted",
             "notify",
             "user__status",
+            "user__status_until",
             "user__email",
             "user__email_notifications",
         )
@@ -220,7 +221,7 @@ def _decide(messages: list[Message], now: datetime) -> None:
                 delivered,
                 muted,
                 notify,
-                busy=status == User.Status.BUSY,
+                busy=status_at(status, until, now) == User.Status.BUSY,
                 emailed=email_wanted(email, wanted),
             )
         )

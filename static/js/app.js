@@ -20,6 +20,7 @@
 // client events only it handles. This file installs them all, handles the client events
 // that concern several parts, the page's own events, logging out, and starts the app.
 
+import { api } from "./api.js";
 import { AUTH_FAILED, EVICTED } from "./client.js";
 import * as attention from "./notify.js";
 import * as composer from "./ui/composer.js";
@@ -58,10 +59,29 @@ client.addEventListener("status", ({ detail }) => {
   if (current !== null) soon(renderMessages);
 });
 
+let resumedAt = 0;
+
+function toLogin() {
+  ui.conn.textContent = "Signed out: log in again";
+  location.assign(`/accounts/login/?next=${encodeURIComponent(location.pathname + location.hash)}`);
+}
+
 client.addEventListener("stopped", ({ detail }) => {
   if (detail.code === AUTH_FAILED) {
-    ui.conn.textContent = "Signed out: log in again";
-    location.assign(`/accounts/login/?next=${encodeURIComponent(location.pathname + location.hash)}`);
+    // A password change in this browser gives its session a new key, so the socket opened
+    // with the old one is closed 4401 while the page is still signed in: connect again
+    // (once in a while; a login that really ended goes to the login page).
+    if (Date.now() - resumedAt < 15_000) {
+      toLogin();
+      return;
+    }
+    api("/api/v1/users/me").then(
+      () => {
+        resumedAt = Date.now();
+        client.resume();
+      },
+      toLogin,
+    );
   } else if (detail.code === EVICTED) {
     ui.conn.textContent = "Open in too many windows: reload to reconnect";
   }

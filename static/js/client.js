@@ -241,6 +241,14 @@ export class ChatClient extends EventTarget {
     this.#emit("stopped", { code });
   }
 
+  /** Connect again after a stop: the page's login still holds (a password change here). */
+  resume() {
+    if (this.stoppedCode === null) return;
+    this.stoppedCode = null;
+    this.attempt = 0;
+    this.connect();
+  }
+
   get connected() {
     return this.session !== null;
   }

@@ -95,6 +95,7 @@ def test_me_shows_and_changes_the_profile(client_for: Client, ana: User) -> None
         "username": "ana",
         "display_name": "Ana",
         "status": "available",
+        "status_until": None,
         "email": "",
         "email_notifications": True,
         "group_adds": "everyone",

@@ -1,6 +1,6 @@
 """Notifications in the web app, in real Chromium against real gateway processes.
 
-Per-conversation notify level and mute (the header's menu), the email settings dialog,
+Per-conversation notify level and mute (the header's menu), the settings dialog's email part,
 @mentions (highlighted, autocompleted in the composer), and the service worker showing
 and taking back Web Push notifications, with the tab open and with it closed.
 
@@ -139,12 +139,12 @@ def test_notify_menu_works_at_phone_width(web: Web) -> None:
 def test_email_settings_dialog_saves_the_address_and_the_choice(web: Web) -> None:
     ana = make_person("ana", "Ana Lima")
     page = web.log_in(ana)
-    page.get_by_role("button", name="Notification settings").click()
-    dialog = page.get_by_role("dialog", name="Notification settings")
+    page.get_by_role("button", name="Settings", exact=True).click()
+    dialog = page.get_by_role("dialog", name="Settings")
     expect(dialog).to_be_visible()
     email = dialog.get_by_label("Email address")
     checkbox = dialog.get_by_label("Email me about messages I miss")
-    expect(email).to_be_focused()  # once the current values are in
+    expect(dialog.get_by_label("Display name")).to_be_focused()  # once the values are in
     expect(email).to_have_value("")
     expect(checkbox).to_be_checked()
 
@@ -167,14 +167,14 @@ def test_email_settings_dialog_saves_the_address_and_the_choice(web: Web) -> Non
     checkbox.uncheck()
     dialog.get_by_role("button", name="Save").click()
     expect(dialog).to_be_hidden()
-    expect(page.locator("#toast")).to_have_text("Notification settings saved.")
+    expect(page.locator("#toast")).to_have_text("Settings saved.")
     saved = User.objects.get(pk=ana.pk)
     assert (saved.email, saved.email_notifications) == ("ana@example.com", False)
 
     # Opened again after a reload: what was saved.
     page.reload()
     online(page)
-    page.get_by_role("button", name="Notification settings").click()
+    page.get_by_role("button", name="Settings", exact=True).click()
     expect(email).to_have_value("ana@example.com")
     expect(checkbox).not_to_be_checked()
     dialog.get_by_role("button", name="Cancel").click()

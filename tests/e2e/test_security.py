@@ -582,6 +582,79 @@ def test_a_ticket_minted_before_a_logout_or_password_change_is_closed_4401_befor
     assert_not_logged(deployment, [pair["access"], pair["refresh"], ticket, PASSWORD])
 
 
+@pytest.mark.parametrize("revocation", ["password_change", "logout_all"])
+def test_a_password_change_or_sign_out_everywhere_closes_the_other_logins_sockets_4401(
+    revocation: str, deployment: Deployment
+) -> None:
+    # Tried: a user signed in on three other logins (a Bearer socket on one gateway, a
+    # ticket socket on the other, a browser session socket) changes the password with
+    # `POST /users/me/password` from a fourth login, or signs out everywhere with
+    # `POST /auth/logout-all`. Every socket of the other logins must close 4401 within
+    # the credential check interval (2 s; 5 s allowed on a loaded machine) and their
+    # tokens, ticket and session must be refused afterwards. After a password change the
+    # pair the changing device was answered opens a socket; after sign out everywhere
+    # the caller's own token is refused too, and a fresh login works.
+    victim = create_person("victim")
+    gw1, gw2 = deployment.gateways
+    other = login(gw1, "victim")
+    ticket, _ = issue_ticket(gw1, other["access"])
+    browser = Client()
+    browser.force_login(victim)
+    session = browser.cookies[settings.SESSION_COOKIE_NAME].value
+    caller = login(gw2, "victim")
+    connection.close()
+    answer: dict[str, Reply] = {}
+
+    def revoke() -> None:
+        if revocation == "password_change":
+            body = {"current_password": PASSWORD, "new_password": "a brand new passphrase 8"}
+            answer["reply"] = post(
+                gw2.http_url, "/api/v1/users/me/password", body, token=caller["access"]
+            )
+        else:
+            answer["reply"] = post(
+                gw2.http_url, "/api/v1/auth/logout-all", {}, token=caller["access"]
+            )
+
+    async def scenario() -> tuple[list[int | None], list[float]]:
+        sockets = [
+            await connect_ready(gw1.ws_url, token=other["access"]),
+            await connect_ready(gw2.ws_url, ticket=ticket),
+            await connect_ready(gw1.ws_url, session=session, origin=f"http://127.0.0.1:{gw1.port}"),
+        ]
+        for ws in sockets:
+            assert (await reply_to(ws, {"type": "ping"}))["type"] == "pong"
+        await in_thread(revoke)
+        revoked_at = time.time()
+        closes = await asyncio.gather(*(closed_at(ws, timeout=8) for ws in sockets))
+        return [code for code, _ in closes], [at - revoked_at for _, at in closes]
+
+    codes, delays = run(scenario())
+
+    reply = answer["reply"]
+    assert reply.status == (200 if revocation == "password_change" else 204), reply
+    assert codes == [4401, 4401, 4401]
+    assert max(delays) < 5.0, f"closed {delays} s after the {revocation}"
+    refreshed = post(gw1.http_url, "/api/v1/auth/token/refresh", {"refresh": other["refresh"]})
+    assert refreshed.status == 401, refreshed
+    assert run(refused_with(gw2.ws_url, token=other["access"])) == 4401
+    origin = f"http://127.0.0.1:{gw2.port}"
+    assert run(refused_with(gw2.ws_url, session=session, origin=origin)) == 4401
+    if revocation == "password_change":
+        fresh = reply.body
+        assert set(fresh) == {"access", "refresh"}
+    else:
+        assert run(refused_with(gw1.ws_url, token=caller["access"])) == 4401
+        fresh = login(gw1, "victim")
+
+    async def reopen() -> Frame:
+        async with await connect_ready(gw1.ws_url, token=fresh["access"]) as ws:
+            return await reply_to(ws, {"type": "ping"})
+
+    assert run(reopen())["type"] == "pong"
+    assert_not_logged(deployment, [other["access"], caller["access"], ticket, PASSWORD])
+
+
 # --- S4: non-members and removed members --------------------------------------------------
 
 

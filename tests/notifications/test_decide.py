@@ -155,6 +155,29 @@ def test_read_comes_first_when_several_reasons_apply(ana: User, bo: User) -> Non
     assert trace(bo, message) == [("fcm", "suppressed", "read")]
 
 
+def test_a_busy_status_that_ended_before_the_decision_does_not_suppress(
+    ana: User, bo: User, cy: User
+) -> None:
+    # Tried: Bo is busy until 10 minutes from now, Cy until 2 hours from now; the message
+    # is decided an hour later (LATER), when Bo's busy status has ended and Cy's has not.
+    group = services.create_group(creator=ana, title="Team", member_ids=[bo.pk, cy.pk])
+    device_for(bo)
+    device_for(cy)
+    now = timezone.now()
+    User.objects.filter(pk=bo.pk).update(
+        status=User.Status.BUSY, status_until=now + timedelta(minutes=10)
+    )
+    User.objects.filter(pk=cy.pk).update(
+        status=User.Status.BUSY, status_until=now + timedelta(hours=2)
+    )
+    message = send(ana, group)
+
+    decide_all()
+
+    assert trace(bo, message) == [("fcm", "pending", "")]
+    assert trace(cy, message) == [("fcm", "suppressed", "busy")]
+
+
 def test_a_message_deleted_during_the_delay_notifies_no_one(ana: User, bo: User) -> None:
     chat, _ = services.create_direct_conversation(user=ana, other_user_id=bo.pk)
     device_for(bo)

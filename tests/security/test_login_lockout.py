@@ -2,7 +2,8 @@
 
 All three log in through `accounts.login.authenticate_login`: failures count per
 username and client address (and per address across usernames), whichever door they
-were made at.
+were made at. The password change checks the current password against the same
+budgets (`accounts.login.change_password`): a fourth door.
 """
 
 from collections.abc import Callable
@@ -202,3 +203,36 @@ def test_the_service_returns_the_user_for_the_right_password(
     ana: User, new_address: NewAddress
 ) -> None:
     assert authenticate_login(username="ana", password=PASSWORD, address=new_address()) == ana
+
+
+def test_a_wrong_current_password_is_refused_and_counts_toward_the_login_lockout(
+    make_user: MakeUser, new_address: NewAddress, settings: Any
+) -> None:
+    # Tried: someone holding Ana's token guesses her current password from one address.
+    # Each wrong guess is a 400 naming the field and changes nothing; after
+    # LOGIN_FAILURE_LIMIT guesses the right password is refused too (429), and so is a
+    # login of Ana from that address: the change endpoint is no way around the lockout.
+    settings.LOGIN_FAILURE_LIMIT = 2
+    ana = make_user("ana")
+    stored = ana.password
+    address = new_address()
+    client = APIClient(REMOTE_ADDR=address)
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {api_login(address, 'ana').json()['access']}")
+
+    def change(current: str) -> Any:
+        body = {"current_password": current, "new_password": "a brand new passphrase 8"}
+        return client.post("/api/v1/users/me/password", body, format="json")
+
+    wrong = [change(f"guess {n}") for n in range(2)]
+    locked = change(PASSWORD)
+
+    for answer in wrong:
+        assert answer.status_code == 400
+        assert answer.json()["error"]["details"] == {"field": "current_password"}
+        assert answer.json()["error"]["message"] == "Your current password is not right."
+    assert locked.status_code == 429
+    assert int(locked["Retry-After"]) >= 1
+    assert api_login(address, "ana").status_code == 429
+    ana.refresh_from_db()
+    assert ana.password == stored
+    assert client.get("/api/v1/users/me").status_code == 200

@@ -1,5 +1,6 @@
-// The dialogs: notification settings (email, browser), new chat, new group, browse
-// public groups, the members of a group; and leaving a group.
+// The dialogs: settings (account: name, busy until, password, sign out everywhere;
+// notifications: email, browser), new chat, new group, browse public groups, the
+// members of a group; and leaving a group.
 
 import { api, query } from "../api.js";
 import { h, icon } from "../dom.js";
@@ -8,15 +9,20 @@ import * as attention from "../notify.js";
 import { closeConversation, openConversation } from "./conversation.js";
 import { avatar, confirmDialog, debounce, problem, toast } from "./helpers.js";
 import { enableNotifications } from "./notifications.js";
-import { presence, presenceDot, updatePresenceSubscription } from "./presence.js";
+import { presence, presenceDot, setMyStatus, updatePresenceSubscription } from "./presence.js";
 import { $, client, current, learnPeople, me, ui } from "./shared.js";
 
-// ---------------------------------------------------------------- notification settings (email, browser)
+// ---------------------------------------------------------------- settings (account, notifications)
 
 const settings = {
   dialog: $("dialog-settings"),
   form: $("settings-form"),
   status: $("settings-status"),
+  displayName: $("settings-display-name"),
+  busyUntil: $("settings-busy-until"),
+  busyCustom: $("settings-busy-custom"),
+  busyCustomField: $("settings-busy-custom-field"),
+  busyNow: $("settings-busy-now"),
   email: $("settings-email"),
   emailField: $("settings-email-field"),
   emailError: $("settings-email-error"),
@@ -28,16 +34,138 @@ const settings = {
   save: $("settings-save"),
 };
 
+// Fields whose errors show beside them: the server's `details.field` -> [input, error line].
+const settingsFields = {
+  email: () => [settings.email, settings.emailError],
+  display_name: () => [settings.displayName, $("settings-display-name-error")],
+  status_until: () => [settings.busyUntil.value === "custom" ? settings.busyCustom : settings.busyUntil, $("settings-busy-until-error")],
+};
+
+function fieldError(input, line, message) {
+  line.textContent = message || "";
+  line.hidden = !message;
+  input.closest(".field")?.classList.toggle("has-error", Boolean(message));
+  if (message) input.setAttribute("aria-invalid", "true");
+  else input.removeAttribute("aria-invalid");
+}
+
 function showSettingsError(error) {
-  const onEmail = error?.details?.field === "email";
-  settings.emailError.textContent = onEmail ? problem(error) : "";
-  settings.emailError.hidden = !onEmail;
-  settings.emailField.classList.toggle("has-error", onEmail);
-  if (onEmail) settings.email.setAttribute("aria-invalid", "true");
-  else settings.email.removeAttribute("aria-invalid");
-  settings.error.textContent = error && !onEmail ? problem(error) : "";
-  settings.error.hidden = !error || onEmail;
-  if (onEmail) settings.email.focus();
+  const field = error?.details?.field;
+  let focused = false;
+  for (const [name, parts] of Object.entries(settingsFields)) {
+    const [input, line] = parts();
+    const mine = field === name;
+    fieldError(input, line, mine ? problem(error) : "");
+    if (mine && !focused) {
+      input.focus();
+      focused = true;
+    }
+  }
+  settings.error.textContent = error && !(field in settingsFields) ? problem(error) : "";
+  settings.error.hidden = !error || field in settingsFields;
+}
+
+function renderBusyNow(profile) {
+  settings.busyNow.textContent =
+    profile.status !== "busy"
+      ? "You are available."
+      : profile.status_until
+        ? `You are busy until ${new Date(profile.status_until).toLocaleString([], { weekday: "short", day: "numeric", month: "short", hour: "2-digit", minute: "2-digit" })}.`
+        : "You are busy until you change it.";
+}
+
+/** Return the PATCH fields of the "Busy until" choice ({} for no change, null for no date). */
+function busyChoice() {
+  const now = new Date();
+  const at = (date) => ({ status: "busy", status_until: date.toISOString() });
+  switch (settings.busyUntil.value) {
+    case "1h":
+      return at(new Date(now.getTime() + 3600_000));
+    case "4h":
+      return at(new Date(now.getTime() + 4 * 3600_000));
+    case "tomorrow": {
+      const nine = new Date(now.getFullYear(), now.getMonth(), now.getDate() + 1, 9, 0, 0);
+      return at(nine);
+    }
+    case "custom": {
+      const chosen = settings.busyCustom.value ? new Date(settings.busyCustom.value) : null;
+      return chosen && !Number.isNaN(chosen.getTime()) ? at(chosen) : null;
+    }
+    case "clear":
+      return { status: "available" };
+    default:
+      return {};
+  }
+}
+
+// ---------------------------------------------------------------- change password, sign out everywhere
+
+const password = {
+  form: $("password-form"),
+  current: $("password-current"),
+  fresh: $("password-new"),
+  repeat: $("password-repeat"),
+  done: $("password-done"),
+  button: $("password-change"),
+  errors: { current_password: $("password-current-error"), new_password: $("password-new-error"), repeat: $("password-repeat-error") },
+};
+
+function showPasswordError(field, message) {
+  const inputs = { current_password: password.current, new_password: password.fresh, repeat: password.repeat };
+  for (const [name, input] of Object.entries(inputs)) fieldError(input, password.errors[name], name === field ? message : "");
+  if (field in inputs) inputs[field].focus();
+}
+
+function resetPassword() {
+  for (const input of [password.current, password.fresh, password.repeat]) input.value = "";
+  showPasswordError(null, "");
+  password.done.textContent = "";
+}
+
+async function changePassword(event) {
+  event.preventDefault();
+  password.done.textContent = "";
+  if (!password.current.value) return showPasswordError("current_password", "Enter your current password.");
+  if (!password.fresh.value) return showPasswordError("new_password", "Enter a new password.");
+  if (password.fresh.value !== password.repeat.value) return showPasswordError("repeat", "The two new passwords are not the same.");
+  showPasswordError(null, "");
+  password.button.disabled = true;
+  try {
+    // The answer's token pair is for native clients: this page keeps its session cookie.
+    await api("/api/v1/users/me/password", {
+      method: "POST",
+      body: { current_password: password.current.value, new_password: password.fresh.value },
+    });
+    for (const input of [password.current, password.fresh, password.repeat]) input.value = "";
+    password.done.textContent = "Password changed. Every other device was signed out.";
+  } catch (error) {
+    const field = error?.details?.field;
+    const problems = Array.isArray(error?.details?.errors) ? ` ${error.details.errors.join(" ")}` : "";
+    if (field === "current_password" || field === "new_password") showPasswordError(field, problem(error) + problems);
+    else showPasswordError("current_password", problem(error));
+  } finally {
+    password.button.disabled = false;
+  }
+}
+
+async function signOutEverywhere() {
+  const sure = await confirmDialog(
+    "Sign out everywhere?",
+    "Every browser, phone and app signed in to your account is signed out, this one too.",
+    "Sign out everywhere",
+  );
+  if (!sure) {
+    $("logout-all").focus();
+    return;
+  }
+  try {
+    await api("/api/v1/auth/logout-all", { method: "POST" });
+  } catch (error) {
+    showSettingsError(error);
+    return;
+  }
+  client.stop();
+  location.assign("/accounts/login/");
 }
 
 function renderBrowserNotifications() {
@@ -222,12 +350,19 @@ export function install() {
     settings.dialog.showModal();
     try {
       const profile = await api("/api/v1/users/me");
+      settings.displayName.value = profile.display_name === profile.username ? "" : profile.display_name;
+      settings.displayName.placeholder = profile.username;
+      settings.busyUntil.value = "keep";
+      settings.busyCustom.value = "";
+      settings.busyCustomField.hidden = true;
+      renderBusyNow(profile);
+      resetPassword();
       settings.email.value = profile.email || "";
       settings.emailNotifications.checked = Boolean(profile.email_notifications);
       settings.groupAdds.value = profile.group_adds || "everyone";
       settings.status.textContent = "";
       settings.form.inert = false;
-      settings.email.focus();
+      settings.displayName.focus();
     } catch (error) {
       settings.status.textContent = problem(error);
       settings.form.inert = false;
@@ -240,18 +375,27 @@ export function install() {
 
   settings.form.addEventListener("submit", async (event) => {
     event.preventDefault();
+    const busy = busyChoice();
+    if (busy === null) {
+      showSettingsError({ code: "bad_request", message: "Choose a date and time.", details: { field: "status_until" } });
+      return;
+    }
     settings.save.disabled = true;
     try {
-      await api("/api/v1/users/me", {
+      const profile = await api("/api/v1/users/me", {
         method: "PATCH",
         body: {
+          display_name: settings.displayName.value,
+          ...busy,
           email: settings.email.value.trim(),
           email_notifications: settings.emailNotifications.checked,
           group_adds: settings.groupAdds.value,
         },
       });
+      setMyStatus(profile.status, profile.status_until);
+      if (me.display_name !== profile.display_name) me.display_name = profile.display_name;
       settings.dialog.close();
-      toast("Notification settings saved.");
+      toast("Settings saved.");
     } catch (error) {
       showSettingsError(error);
     } finally {
@@ -261,6 +405,12 @@ export function install() {
   settings.email.addEventListener("input", () => {
     if (!settings.emailError.hidden) showSettingsError(null);
   });
+  settings.busyUntil.addEventListener("change", () => {
+    settings.busyCustomField.hidden = settings.busyUntil.value !== "custom";
+    if (!settings.busyCustomField.hidden) settings.busyCustom.focus();
+  });
+  password.form.addEventListener("submit", changePassword);
+  $("logout-all").addEventListener("click", signOutEverywhere);
   $("settings-cancel").addEventListener("click", () => settings.dialog.close());
   settings.enableBrowser.addEventListener("click", async () => {
     await enableNotifications();

@@ -23,6 +23,23 @@ export function presenceDot(userId) {
 
 // ---------------------------------------------------------------- status (busy)
 
+let statusTimer = null;
+const LONGEST_TIMER = 2 ** 31 - 1; // ms; a longer setTimeout fires at once
+
+/**
+ * Take my status as the server answered it. A busy status with an end (`until`, ISO)
+ * turns available here when the end passes (the server does the same for everyone).
+ */
+export function setMyStatus(status, until = null) {
+  myStatus = status === "busy" ? "busy" : "available";
+  clearTimeout(statusTimer);
+  const wait = until ? new Date(until).getTime() - Date.now() : NaN;
+  if (myStatus === "busy" && wait <= LONGEST_TIMER) {
+    statusTimer = setTimeout(() => setMyStatus("available"), Math.max(0, wait) + 500);
+  }
+  renderStatus();
+}
+
 export function renderStatus() {
   const busy = myStatus === "busy";
   ui.busy.setAttribute("aria-pressed", String(busy));
@@ -91,13 +108,13 @@ export function idleTouch() {
 }
 
 export function install() {
+  if (me.status_until) setMyStatus(me.status, me.status_until);
   ui.busy.addEventListener("click", async () => {
     const next = myStatus === "busy" ? "available" : "busy";
     try {
       if (client.connected) await client.setStatus(next);
       else await api("/api/v1/users/me", { method: "PATCH", body: { status: next } });
-      myStatus = next;
-      renderStatus();
+      setMyStatus(next);
     } catch (error) {
       toast(`Could not change your status: ${problem(error)}`);
     }
