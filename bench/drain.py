@@ -10,19 +10,31 @@ drain causes (handshakes completed per second, against what one gateway accepted
 `connections` scenario), how long each drain took, how many sockets the server had to
 close (1012: clients that did not leave by themselves), whether every client ends with
 every message (none lost), and how late the messages sent during the restart were.
+
+The reconnect rate is counted twice: by the clients (`session.ready` read per second,
+which a stalled load generator bunches: it reads a backlog of frames at once) and by the
+gateways themselves (their `chat_ws_frames_sent_total{type="session.ready"}` read from
+`/metrics` every second), the figure the criterion is about. The load generator's own
+stalls (event-loop lag, full garbage collections) are reported beside them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
+import itertools
 import math
+import re
+import threading
 import time
 from collections import Counter
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from bench import provision
 from bench.deploy import CpuMeter
 from bench.fleet import close_all, connect_all, deliveries, make_client, summary_ms
+from bench.harness import Gateway, http_get
 from chatclient import History
 
 if TYPE_CHECKING:
@@ -33,6 +45,95 @@ def per_second_peak(times: list[float]) -> int:
     """Return the largest number of `times` (epoch seconds) within one whole second."""
     counts = Counter(int(t) for t in times)
     return max(counts.values(), default=0)
+
+
+_READY_SENT = re.compile(rb'^chat_ws_frames_sent_total\{type="session\.ready"\} ([0-9.e+]+)$', re.M)
+
+
+class AcceptSampler:
+    """Read each gateway's count of `session.ready` frames sent, once a second.
+
+    A thread, so that the samples keep their times however busy the clients' event loop
+    is. A gateway that restarts starts counting from 0 again.
+    """
+
+    def __init__(self, gateways: Sequence[Gateway], period: float = 1.0) -> None:
+        self.gateways = list(gateways)
+        self.period = period
+        self.samples: dict[str, list[tuple[float, float]]] = {g.name: [] for g in self.gateways}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="accept-sampler", daemon=True)
+
+    def start(self) -> AcceptSampler:
+        """Start sampling in a thread."""
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop sampling."""
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.period):
+            for gateway in self.gateways:
+                try:
+                    status, body = http_get(f"{gateway.http_url}/metrics", timeout=2.0)
+                except OSError:
+                    continue  # restarting
+                found = _READY_SENT.search(body) if status == 200 else None
+                if found:
+                    self.samples[gateway.name].append((time.time(), float(found.group(1))))
+
+    def peak(self, since: float, until: float) -> tuple[float, str]:
+        """Return the highest per-second `session.ready` rate of one gateway, and which."""
+        best, where = 0.0, ""
+        for name, samples in self.samples.items():
+            for (t0, c0), (t1, c1) in itertools.pairwise(samples):
+                if t0 < since or t1 > until or t1 <= t0:
+                    continue
+                rate = (c1 - c0 if c1 >= c0 else c1) / (t1 - t0)
+                if rate > best:
+                    best, where = rate, name
+        return round(best, 1), where
+
+
+class Stalls:
+    """The load generator's own stalls: event-loop lag and full garbage collections."""
+
+    def __init__(self) -> None:
+        self.lags: list[float] = []
+        self.full_gc: list[float] = []
+        self._gc_started = 0.0
+
+    def _on_gc(self, phase: str, info: dict[str, Any]) -> None:
+        if info.get("generation") != 2:
+            return
+        if phase == "start":
+            self._gc_started = time.perf_counter()
+        else:
+            self.full_gc.append(time.perf_counter() - self._gc_started)
+
+    async def watch(self, stop: asyncio.Event, tick: float = 0.05) -> None:
+        """Measure how late a `tick`-second sleep wakes up until `stop` is set."""
+        loop = asyncio.get_running_loop()
+        gc.callbacks.append(self._on_gc)
+        try:
+            while not stop.is_set():
+                started = loop.time()
+                await asyncio.sleep(tick)
+                self.lags.append(loop.time() - started - tick)
+        finally:
+            gc.callbacks.remove(self._on_gc)
+
+    def figures(self) -> dict[str, Any]:
+        """Summarize the stalls for the report."""
+        return {
+            "loop_lag_max_s": round(max(self.lags, default=0.0), 3),
+            "loop_lags_over_0_5_s": sum(1 for lag in self.lags if lag > 0.5),
+            "full_gc_runs": len(self.full_gc),
+            "full_gc_max_s": round(max(self.full_gc, default=0.0), 3),
+        }
 
 
 def drain(ctx: Context) -> Result:
@@ -86,6 +187,10 @@ def drain(ctx: Context) -> Result:
                 await asyncio.sleep(1.0)
 
         drains: list[dict[str, Any]] = []
+        stalls = Stalls()
+        watching = asyncio.Event()
+        watcher = asyncio.create_task(stalls.watch(watching))
+        sampler = AcceptSampler(deployment.gateways).start()
         talker = asyncio.create_task(talk())
         before = ctx.meter.sample()
         started = time.time()
@@ -99,6 +204,7 @@ def drain(ctx: Context) -> Result:
                 exited = time.time()
                 drained = gateway.returncode
                 await asyncio.to_thread(gateway.start, 60.0)
+                server_peak, peak_at = sampler.peak(sigterm, exited + 1.0)
                 ready = [
                     r.ready_at
                     for r in history.reconnects
@@ -112,17 +218,23 @@ def drain(ctx: Context) -> Result:
                         "exit_after_s": round(exited - sigterm, 2),
                         "exit_status": drained,
                         "reconnects_per_s_peak": per_second_peak(ready),
+                        "server_ready_per_s_peak": server_peak,
+                        "server_peak_at": peak_at,
                         "window_s": round(window, 1),
                         "reconnects_per_s_mean": round(len(ready) / window, 1) if window else 0,
                     }
                 )
                 ctx.progress(
                     f"  drain: {gateway.name} exited after {drains[-1]['exit_after_s']} s; "
-                    f"peak {drains[-1]['reconnects_per_s_peak']} reconnects/s"
+                    f"peak {drains[-1]['reconnects_per_s_peak']} reconnects/s at the clients, "
+                    f"{server_peak} session.ready/s at {peak_at or 'no gateway'}"
                 )
         finally:
             stop.set()
             await talker
+            sampler.stop()
+            watching.set()
+            await watcher
         await asyncio.gather(*sends, return_exceptions=True)
         ended = time.time()
         # Every member must end with the log as stored.
@@ -155,6 +267,7 @@ def drain(ctx: Context) -> Result:
             "delivered_live_or_synced": got.delivered,
             "behind_at_end": behind,
             "delivery_ms": summary_ms(got.latencies),
+            "load_generator": stalls.figures(),
             "cpu": CpuMeter.split(before, after),
         }
 
@@ -173,5 +286,8 @@ def drain(ctx: Context) -> Result:
             "group_size": sizes.group_size,
             "latest_delivery_s": round(late, 2),
             "peak_reconnects_per_s": peak,
+            "peak_server_ready_per_s": max(
+                (d["server_ready_per_s_peak"] for d in result["drains"]), default=0
+            ),
         },
     }

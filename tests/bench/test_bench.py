@@ -124,6 +124,9 @@ def test_smoke_run_measures_every_scenario_and_writes_its_report(tmp_path: Path)
     assert drain["behind_at_end"] == 0
     assert drain["messages_sent"] > 0
     assert drain["delivered_live_or_synced"] == drain["deliveries_expected"]
+    # The gateways' own count of handshakes completed (read from /metrics) saw each move.
+    assert all(d["server_ready_per_s_peak"] > 0 and d["server_peak_at"] for d in drain["drains"])
+    assert drain["load_generator"]["loop_lag_max_s"] >= 0
 
     # Every scenario reports the CPU split of the parts it ran on.
     for name, result in results.items():
