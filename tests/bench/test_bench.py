@@ -22,6 +22,7 @@ from pywebpush import WebPusher  # type: ignore[import-untyped,unused-ignore]
 
 from bench.cli import DEFAULT_ORDER, parse_args
 from bench.deploy import CpuMeter, CpuSample
+from bench.drain import AcceptSampler, window_peak
 from bench.fleet import deliveries
 from bench.harness import REPO_ROOT
 from bench.layers import percentile
@@ -194,6 +195,22 @@ def test_push_sink_decrypts_a_signed_push_and_refuses_what_it_cannot_read() -> N
         assert sink.take() == []
     finally:
         sink.close()
+
+
+def test_the_drain_reads_reconnect_rates_over_two_second_windows_across_restarts() -> None:
+    """The clients' times, and a gateway's counter that restarts from 0 in the middle."""
+    # Five within two seconds at the start, then two: 2.5 a second at most.
+    assert window_peak([0.0, 0.1, 0.2, 1.5, 1.6, 3.9, 4.0], 2.0) == 2.5
+    assert window_peak([], 2.0) == 0
+    sampler = AcceptSampler([])
+    # The counter reaches 40, the gateway restarts (0), then counts 5 and 60.
+    counts = [0, 10, 20, 30, 40, 0, 5, 60]
+    sampler.samples = {"gateway-1": [(0.5 * n, float(c)) for n, c in enumerate(counts)]}
+    # The steepest two seconds: 1.5 s -> 3.5 s, from 30 to 40 + 60 = 100, so 35 a second;
+    # a restart is not a negative rate.
+    assert sampler.peak(0.0, 10.0) == (35.0, "gateway-1")
+    # Only windows inside [since, until] count.
+    assert sampler.peak(0.0, 2.0) == (20.0, "gateway-1")
 
 
 def test_an_unknown_scenario_is_refused_with_the_list_of_known_ones(
