@@ -84,6 +84,11 @@ FANOUT_DROPPED = Counter(
     "out; inbox_full = a socket's channel-layer inbox was full and its oldest event dropped.",
     ["reason"],
 )
+HANDSHAKES_SHED = Counter(
+    "chat_ws_handshakes_shed",
+    "WebSocket handshakes closed with 1013 unserved because their database work had not "
+    "started WS_READY_DEADLINE seconds after they arrived (their clients had given up).",
+)
 RATE_LIMITED = Counter(
     "chat_rate_limited",
     "Requests refused by a rate limit, by kind (send, api, upload, search, login, signup, "

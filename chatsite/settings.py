@@ -495,6 +495,10 @@ WS_AUTH_CHECK_INTERVAL = env_float("WS_AUTH_CHECK_INTERVAL", 2.0)
 WS_GROUP_REFRESH_INTERVAL = env_float("WS_GROUP_REFRESH_INTERVAL", 3.0)
 WS_TICKET_TTL = env_int("WS_TICKET_TTL", 30)
 WS_DB_THREADS = env_int("WS_DB_THREADS", 8)
+# A handshake whose database work has not started this many seconds after it reached the
+# gateway is closed with 1013 unserved: its client stops waiting for `session.ready` after
+# 10 s (docs/protocol.md) and has connected again. 0: never.
+WS_READY_DEADLINE = env_float("WS_READY_DEADLINE", 10.0)
 
 # Presence (docs/protocol.md): a connection is live for 3 heartbeats after its last frame.
 PRESENCE_WRITE_INTERVAL = env_float("PRESENCE_WRITE_INTERVAL", WS_HEARTBEAT_INTERVAL / 2)

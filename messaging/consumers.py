@@ -23,7 +23,7 @@ from redis.exceptions import RedisError
 from chatsite import metrics
 from chatsite.errors import DomainError, Unavailable
 from chatsite.gateway.batching import ReceiptBatcher, TypingBudget
-from chatsite.gateway.dbthreads import Coalescer, db
+from chatsite.gateway.dbthreads import Coalescer, db, db_by
 from chatsite.gateway.socket import CLOSE_TRY_LATER, FrameSocket
 from chatsite.gateway.supervisor import supervisor
 from chatsite.logs import trace
@@ -67,9 +67,11 @@ class ChatConsumer(PresenceMixin, FrameSocket):
         """Subscribe, read the snapshot, send `session.ready` (in that order)."""
         await supervisor.ensure_sentinel()
         await self.layer_groups.join_user(self.user.pk)
-        ids = await db(selectors.list_conversation_ids_for_user, user=self.user)
+        # Dropped (`Shed`, close 1013) if the gateway is too far behind to start in time.
+        start_by = self.scope.get("ready_by")
+        ids = await db_by(start_by, selectors.list_conversation_ids_for_user, user=self.user)
         await self.layer_groups.join(ids)
-        views = await db(selectors.list_conversations_for_user, user=self.user)
+        views = await db_by(start_by, selectors.list_conversations_for_user, user=self.user)
         await self.layer_groups.settle(views, joined=ids)  # changes made between the two reads
         evicted = await connections.register(
             self.user.pk, self.channel_name, limit=settings.WS_MAX_CONNECTIONS_PER_USER

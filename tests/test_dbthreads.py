@@ -1,9 +1,15 @@
-"""The gateway's database pool helpers: `Coalescer` gathers concurrent lookups."""
+"""The gateway's database pool helpers: `Coalescer` gathers concurrent lookups; `db_by`
+drops work that no thread could start in time."""
 
 import asyncio
+import threading
+import time
 from typing import Any
 
-from chatsite.gateway.dbthreads import Coalescer
+import pytest
+from django.conf import settings
+
+from chatsite.gateway.dbthreads import Coalescer, Shed, db, db_by
 
 
 def test_concurrent_lookups_share_one_fetch_and_each_gets_its_value() -> None:
@@ -47,3 +53,42 @@ def test_each_event_loop_gets_its_own_batches() -> None:
     coalescer: Coalescer[int, int] = Coalescer(lambda keys: dict.fromkeys(keys, 7), window=0.0)
     assert asyncio.run(coalescer.get(1)) == 7
     assert asyncio.run(coalescer.get(2)) == 7  # a new loop: no futures of the old one
+
+
+def test_work_no_thread_starts_by_its_deadline_is_dropped_unstarted() -> None:
+    """Tried: every database thread busy for 0.5 s; a handshake's lookup with a 0.1 s
+    deadline waits behind them and is dropped (`Shed`) without running, while one with a
+    generous deadline and plain `db` work queued beside it run when the threads free up."""
+    release = threading.Event()
+    ran: list[str] = []
+
+    def hold() -> None:
+        release.wait(10)
+
+    def lookup(name: str) -> str:
+        ran.append(name)
+        return name
+
+    async def scenario() -> list[Any]:
+        busy = [db(hold) for _ in range(settings.WS_DB_THREADS)]
+        now = time.monotonic()
+        late = db_by(now + 0.1, lookup, name="late")
+        patient = db_by(now + 30, lookup, name="patient")
+        plain = db(lookup, name="plain")
+        asyncio.get_running_loop().call_later(0.5, release.set)
+        await asyncio.gather(*busy)
+        return list(await asyncio.gather(late, patient, plain, return_exceptions=True))
+
+    late, patient, plain = asyncio.run(scenario())
+    assert isinstance(late, Shed) and "lookup not started by its deadline" in str(late)
+    assert (patient, plain) == ("patient", "plain")
+    assert sorted(ran) == ["patient", "plain"]
+
+
+def test_no_deadline_means_no_limit() -> None:
+    async def answer(start_by: float | None) -> int:
+        return await db_by(start_by, lambda: 42)
+
+    assert asyncio.run(answer(None)) == 42
+    with pytest.raises(Shed):
+        asyncio.run(answer(time.monotonic() - 1))

@@ -30,7 +30,8 @@ from rest_framework_simplejwt.tokens import AccessToken
 
 from accounts import tickets, tokens
 from accounts.models import User
-from chatsite.gateway.dbthreads import db
+from chatsite import metrics
+from chatsite.gateway.dbthreads import Shed, db_by
 from chatsite.gateway.drain import draining
 
 Scope = MutableMapping[str, Any]
@@ -161,19 +162,23 @@ def _from_grant(grant: tickets.Grant) -> Authenticated | None:
 
 
 async def authenticate(scope: Scope) -> Authenticated | None:
-    """Return who the handshake authenticates as, or None."""
+    """Return who the handshake authenticates as, or None.
+
+    Raises `Shed` if the gateway is too far behind to start the lookup in time.
+    """
+    start_by = scope.get("ready_by")
     headers = _headers(scope)
     authorization = headers.get("authorization", "")
     if authorization:
         kind, _, raw = authorization.partition(" ")
         if kind.lower() != "bearer" or not raw.strip():
             return None
-        return await db(_from_access_token, raw=raw.strip())
+        return await db_by(start_by, _from_access_token, raw=raw.strip())
     query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
     ticket = (query.get("ticket") or [""])[0]
     if ticket:
         grant = await tickets.redeem(ticket)
-        return await db(_from_grant, grant=grant) if grant else None
+        return await db_by(start_by, _from_grant, grant=grant) if grant else None
     if "origin" not in headers:
         return None  # a cookie alone, without a browser's Origin, is never enough
     cookies = SimpleCookie()
@@ -184,7 +189,7 @@ async def authenticate(scope: Scope) -> Authenticated | None:
     morsel = cookies.get(settings.SESSION_COOKIE_NAME)
     if morsel is None or not morsel.value:
         return None
-    return await db(_from_session, session_key=morsel.value)
+    return await db_by(start_by, _from_session, session_key=morsel.value)
 
 
 DRAINING_BODY = (
@@ -204,6 +209,10 @@ class WebSocketAuthMiddleware:
         if scope["type"] != "websocket":
             await self.inner(scope, receive, send)
             return
+        scope = dict(scope)
+        # The moment past which this handshake's database work is dropped (`Shed`).
+        deadline = settings.WS_READY_DEADLINE
+        scope["ready_by"] = time.monotonic() + deadline if deadline > 0 else None
         if draining() and "websocket.http.response" in scope.get("extensions", {}):
             # Going away: a 503 sends the client (or the load balancer) to another gateway.
             message = await receive()
@@ -224,11 +233,15 @@ class WebSocketAuthMiddleware:
             if message["type"] == "websocket.connect":
                 await send({"type": "websocket.close", "code": 1008})
             return
-        scope = dict(scope)
         try:
             result = await authenticate(scope)
         except DatabaseError:
             # The database is down: the consumer closes with 1013 (try again later).
+            scope["auth_unavailable"] = True
+            result = None
+        except Shed:
+            # Too far behind: the client has given up on this handshake; 1013 as well.
+            metrics.HANDSHAKES_SHED.inc()
             scope["auth_unavailable"] = True
             result = None
         scope["auth"] = result

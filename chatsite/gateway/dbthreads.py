@@ -36,11 +36,32 @@ def _pooled() -> bool:
     return bool(settings.DATABASES["default"].get("OPTIONS", {}).get("pool"))
 
 
+class Shed(TimeoutError):
+    """Work dropped before it started: whoever asked for it has stopped waiting."""
+
+
 def db(func: Callable[..., T], /, **kwargs: Any) -> Awaitable[T]:
     """Run `func(**kwargs)` (a service, a selector, an ORM call) in the database pool."""
+    return _submit(func, kwargs, None)
 
+
+def db_by(start_by: float | None, func: Callable[..., T], /, **kwargs: Any) -> Awaitable[T]:
+    """Like `db`, but raise `Shed` if no thread starts the work by `start_by` (monotonic).
+
+    For a handshake: when the gateway is behind, the queue holds handshakes whose clients
+    have given up waiting for `session.ready` and connected again; doing their work would
+    only push the live ones past their clients' patience too (a reconnect storm that
+    feeds itself). None: no limit.
+    """
+    return _submit(func, kwargs, start_by)
+
+
+def _submit(func: Callable[..., T], kwargs: dict[str, Any], start_by: float | None) -> Awaitable[T]:
     def run() -> T:
         now = time.monotonic()
+        if start_by is not None and now > start_by:
+            name = getattr(func, "__name__", "work")
+            raise Shed(f"{name} not started by its deadline ({now - start_by:.1f} s late)")
         if now >= getattr(_db_thread, "recheck_at", 0.0):
             close_old_connections()
             _db_thread.recheck_at = now + DB_RECHECK_INTERVAL
@@ -95,7 +116,8 @@ class Coalescer(Generic[K, V]):
             self.loop, self.waiting = loop, {}
         future: asyncio.Future[V | None] = loop.create_future()
         if not self.waiting:
-            loop.call_later(self.window, self._flush, loop)
+            # In a context of its own: the batch must not inherit the first caller's.
+            loop.call_later(self.window, self._flush, loop, context=contextvars.Context())
         self.waiting.setdefault(key, []).append(future)
         return await future
 

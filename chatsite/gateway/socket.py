@@ -42,6 +42,7 @@ from chatsite.errors import (
 )
 from chatsite.gateway.auth import Credential
 from chatsite.gateway.budgets import FrameBudgets
+from chatsite.gateway.dbthreads import Shed
 from chatsite.gateway.supervisor import CLOSE_UNAUTHENTICATED, supervisor
 from chatsite.limits import DEVICE_ID_PATTERN, MAX_FRAME_BYTES
 from chatsite.logs import correlation_id, new_id, trace
@@ -104,6 +105,10 @@ class FrameSocket(AsyncWebsocketConsumer):  # type: ignore[misc]
         try:
             await self.greet()
             self.ready = True
+        except Shed:
+            # Too far behind to greet in time: the client has given up on this handshake.
+            metrics.HANDSHAKES_SHED.inc()
+            await self.close_with(CLOSE_TRY_LATER)
         except (DatabaseError, InterfaceError, RedisError, OSError, TimeoutError) as exc:
             logger.warning("connect failed for user %s: %r", self.user.pk, exc)
             await self.close_with(CLOSE_TRY_LATER)

@@ -35,6 +35,10 @@ const LOCAL_DROP = 4000; // our own close code when we drop a socket (offline, s
 // How long our log position may stay below the server's (`pong`) before we sync: an
 // event committed just before the pong may still be on its way.
 const POSITION_GRACE = 500;
+// How long we wait after opening a socket for `session.ready` before we give up on it and
+// connect again with backoff (the protocol's 10 s; a gateway that far behind sheds the
+// handshake with 1013 anyway).
+const READY_TIMEOUT = 10000;
 
 export class ChatError extends Error {
   constructor(code, message, details = {}, retryAfter = null, ref = null) {
@@ -208,10 +212,14 @@ export class ChatClient extends EventTarget {
     }
     this.ws = ws;
     let session = null;
+    const readyTimer = setTimeout(() => {
+      if (session === null && this.ws === ws) this.#drop(ws, null);
+    }, READY_TIMEOUT);
     ws.onmessage = (event) => {
       const frame = parse(event.data);
       if (!frame) return;
       if (session === null) {
+        clearTimeout(readyTimer);
         if (frame.type !== "session.ready") {
           this.#drop(ws, null);
           return;
@@ -227,7 +235,10 @@ export class ChatClient extends EventTarget {
         console.error("cannot handle frame", frame.type, error);
       }
     };
-    ws.onclose = (event) => this.#closed(ws, session, event.code);
+    ws.onclose = (event) => {
+      clearTimeout(readyTimer);
+      this.#closed(ws, session, event.code);
+    };
     ws.onerror = () => {}; // a close event follows
     ws.sessionRef = () => session;
   }

@@ -346,3 +346,82 @@ def test_a_lost_live_event_is_repaired_by_the_reference_client_within_a_heartbea
 
     assert bodies == ["heard live", "its event was lost"]
     assert repairs >= 1  # found by a pong's log position, not by the periodic sync
+
+
+def test_a_handshake_the_gateway_cannot_start_in_time_is_closed_1013_unserved(
+    make_deployment: MakeDeployment, ana: User, bo: User
+) -> None:
+    """Tried: a gateway with one database thread, held by Ana's send that waits on a lock
+    of the message table, while Bo's handshake waits behind it for 3 s, past
+    WS_READY_DEADLINE (1 s). Bo's handshake is closed with 1013 without its lookups being
+    made (his client gave up long ago), counted on /metrics; Ana's send is stored once
+    the lock goes, and the next handshake is served as usual."""
+    import psycopg
+    from django.db import connection
+
+    from bench.harness import http_get
+    from messaging.models import Message
+
+    deployment = make_deployment(gateways=1, env={"WS_DB_THREADS": "1", "WS_READY_DEADLINE": "1"})
+    conversation, _ = services.create_direct_conversation(user=ana, other_user_id=bo.pk)
+    tokens = {"ana": bearer(ana), "bo": bearer(bo)}
+    db = connection.settings_dict
+    conninfo = {
+        "dbname": db["NAME"],
+        "host": db["HOST"] or "127.0.0.1",
+        "port": db["PORT"] or 5432,
+        "user": db["USER"],
+        "password": db["PASSWORD"],
+        "autocommit": True,
+    }
+    url = deployment.urls[0]
+
+    def shed_count() -> float:
+        status, body = http_get(f"{deployment.http_urls[0]}/metrics")
+        assert status == 200
+        for line in body.decode().splitlines():
+            if line.startswith("chat_ws_handshakes_shed_total "):
+                return float(line.split()[1])
+        raise AssertionError("chat_ws_handshakes_shed_total is not on /metrics")
+
+    async def open_raw(url: str, access: str) -> Any:
+        headers = {"Authorization": f"Bearer {access}"}
+        return await connect(url, additional_headers=headers, open_timeout=30)
+
+    async def scenario() -> None:
+        ana_socket, _ = await open_socket(url, tokens["ana"])
+        assert shed_count() == 0
+        with psycopg.connect(**conninfo) as lock:
+            lock.execute("BEGIN")
+            lock.execute(f"LOCK TABLE {Message._meta.db_table} IN ACCESS EXCLUSIVE MODE")
+            sent = asyncio.create_task(
+                ana_socket.request(timeout=30, **text("behind the lock", conversation.pk))
+            )
+            # The gateway's only database thread is now waiting on the lock.
+            with psycopg.connect(**conninfo) as watch:
+                for _ in range(200):
+                    row = watch.execute(
+                        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                    ).fetchone()
+                    if row and row[0] > 0:
+                        break
+                    await asyncio.sleep(0.05)
+                else:
+                    raise AssertionError("the send never waited on the lock")
+            bo_opens = asyncio.create_task(open_raw(url, tokens["bo"]))
+            await asyncio.sleep(3.0)  # Bo's lookup waits behind the send, past its deadline
+            lock.execute("COMMIT")
+        answer = await sent
+        assert answer["type"] == "message.sent", answer
+        bo_ws = await bo_opens
+        with pytest.raises(ConnectionClosed) as closed:
+            await asyncio.wait_for(bo_ws.recv(), 10)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1013
+        assert shed_count() == 1
+        # Nothing is left behind: Bo connects again at once and is served.
+        _, ready = await open_socket(url, tokens["bo"])
+        assert [c["id"] for c in ready["conversations"]] == [conversation.pk]
+        assert shed_count() == 1
+
+    drive(scenario)
+    assert Message.objects.filter(conversation=conversation, body="behind the lock").count() == 1
