@@ -58,6 +58,17 @@ def window_peak(times: list[float], window: float = 2.0) -> float:
 
 
 _READY_SENT = re.compile(rb'^chat_ws_frames_sent_total\{type="session\.ready"\} ([0-9.e+]+)$', re.M)
+_SHED = re.compile(rb"^chat_ws_handshakes_shed_total ([0-9.e+]+)$", re.M)
+
+
+def _cumulative(samples: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """Return a counter's samples made cumulative across restarts (which start from 0)."""
+    total, previous, series = 0.0, 0.0, []
+    for t, count in samples:
+        total += count - previous if count >= previous else count
+        previous = count
+        series.append((t, total))
+    return series
 
 
 # Rates are read over windows of this many seconds: a busy gateway answers `/metrics`
@@ -77,6 +88,7 @@ class AcceptSampler:
         self.gateways = list(gateways)
         self.period = period
         self.samples: dict[str, list[tuple[float, float]]] = {g.name: [] for g in self.gateways}
+        self.shed: dict[str, list[tuple[float, float]]] = {g.name: [] for g in self.gateways}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="accept-sampler", daemon=True)
 
@@ -99,20 +111,22 @@ class AcceptSampler:
                 except OSError:
                     continue  # restarting
                 found = _READY_SENT.search(body) if status == 200 else None
+                at = (asked + time.time()) / 2
                 if found:
-                    at = (asked + time.time()) / 2
                     self.samples[gateway.name].append((at, float(found.group(1))))
+                shed = _SHED.search(body) if status == 200 else None
+                if shed:
+                    self.shed[gateway.name].append((at, float(shed.group(1))))
+
+    def handshakes_shed(self) -> int:
+        """Return the handshakes the gateways shed (WS_READY_DEADLINE) while sampled."""
+        return int(sum(series[-1][1] for s in self.shed.values() if (series := _cumulative(s))))
 
     def peak(self, since: float, until: float) -> tuple[float, str]:
         """Return the highest `session.ready` rate of one gateway over RATE_WINDOW, and which."""
         best, where = 0.0, ""
         for name, samples in self.samples.items():
-            # A restart starts from 0: make the count cumulative across restarts first.
-            total, previous, series = 0.0, 0.0, []
-            for t, count in samples:
-                total += count - previous if count >= previous else count
-                previous = count
-                series.append((t, total))
+            series = _cumulative(samples)
             j = 0
             for t0, c0 in series:
                 if t0 < since:
@@ -310,6 +324,7 @@ def drain(ctx: Context) -> Result:
             "behind_at_end": behind,
             "delivery_ms": summary_ms(got.latencies),
             "load_generator": stalls.figures(),
+            "handshakes_shed": sampler.handshakes_shed(),
             "cpu": CpuMeter.split(before, after),
         }
 
