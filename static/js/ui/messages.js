@@ -210,7 +210,7 @@ function pendingEl(entry) {
 }
 
 function daySeparator(date) {
-  return h("li", { class: "day", role: "separator" }, h("span", { text: fmt.dayLabel(date) }));
+  return h("li", { class: "day" }, h("span", { text: fmt.dayLabel(date) }));
 }
 
 /**

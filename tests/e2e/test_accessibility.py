@@ -1,0 +1,251 @@
+"""Accessibility of the web app in real Chromium: axe-core, the keyboard, announcements.
+
+axe-core (pinned by `tests/e2e/package-lock.json`; `make test` installs it with
+`npm ci --prefix tests/e2e`) is injected into every screen: the sign-in and sign-up
+pages, the app with a conversation open, each dialog and menu, on a desktop and on a
+phone-sized screen. A `serious` or `critical` violation fails the test, listed with its
+rule, help page and the elements at fault. The pages' strict CSP forbids the injected
+script, so these contexts bypass CSP (the other browser tests check the CSP itself).
+
+The browser, the deployments and the helpers are those of `test_browser.py`.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.sync_api import Locator, Page, expect
+
+from accounts.models import User
+from bench.harness import REPO_ROOT
+from messaging import services
+from tests.e2e import test_browser
+from tests.e2e.test_browser import (
+    DESKTOP,
+    PASSWORD,
+    PHONE,
+    Web,
+    bubbles,
+    conversation,
+    make_person,
+    off_loop,
+    online,
+    send,
+)
+
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+
+# test_browser.py's fixtures (Chromium, deployments with browser contexts), which pytest
+# finds by these names in this module.
+playwright = test_browser.playwright
+browser = test_browser.browser
+make_web = test_browser.make_web
+web = test_browser.web
+
+AXE = REPO_ROOT / "tests" / "e2e" / "node_modules" / "axe-core" / "axe.min.js"
+# WCAG 2.1 A and AA, and axe's best practices (landmarks, headings, regions).
+AXE_TAGS = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "best-practice"]
+FAILING_IMPACTS = {"serious", "critical"}
+
+
+class Axe:
+    """Run axe-core on screens of pages; collect the serious and critical violations."""
+
+    def __init__(self) -> None:
+        if not AXE.exists():
+            pytest.fail(f"{AXE} is missing: `make test` installs it (npm ci --prefix tests/e2e)")
+        self.source: Path = AXE
+        self.screens: list[str] = []
+        self.problems: list[str] = []
+
+    def check(self, page: Page, screen: str) -> None:
+        """Run axe on the page as it is now, as the screen called `screen`."""
+        if not page.evaluate("() => typeof window.axe === 'object'"):
+            page.add_script_tag(path=str(self.source))
+        result: dict[str, Any] = page.evaluate(
+            """async (tags) => {
+                const r = await axe.run(document, {
+                    runOnly: { type: "tag", values: tags },
+                    resultTypes: ["violations"],
+                });
+                return { violations: r.violations.map((v) => ({
+                    id: v.id, impact: v.impact, help: v.help, helpUrl: v.helpUrl,
+                    nodes: v.nodes.map((n) => ({
+                        target: n.target.join(" "), impact: n.impact,
+                        summary: n.failureSummary, html: n.html.slice(0, 200),
+                    })),
+                })) };
+            }""",
+            AXE_TAGS,
+        )
+        self.screens.append(screen)
+        for violation in result["violations"]:
+            nodes = [n for n in violation["nodes"] if n["impact"] in FAILING_IMPACTS]
+            if not nodes:
+                continue
+            lines = [
+                f"[{screen}] {violation['id']} ({violation['impact']}): {violation['help']}",
+                f"    {violation['helpUrl']}",
+            ]
+            for node in nodes:
+                summary = " ".join(node["summary"].split())
+                lines.append(f"    - {node['target']}: {summary}\n      {node['html']}")
+            self.problems.append("\n".join(lines))
+
+    def assert_clean(self) -> None:
+        assert self.screens, "axe ran on no screen"
+        assert not self.problems, (
+            f"{len(self.problems)} serious or critical accessibility violations:\n"
+            + "\n".join(self.problems)
+        )
+
+
+def axe_page(web: Web, name: str, viewport: Any = DESKTOP) -> Page:
+    """A new page in a context that lets axe in (CSP bypassed), watched as the others."""
+    return web.watch.page(web.context(viewport, bypass_csp=True).new_page(), name)
+
+
+def log_in(web: Web, user: User, viewport: Any = DESKTOP) -> Page:
+    """Log `user` in through the login page, in a context that lets axe in."""
+    page = axe_page(web, user.username, viewport)
+    base = web.url(0)
+    page.goto(f"{base}/accounts/login/")
+    page.get_by_label("Username").fill(user.username)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    page.wait_for_url(f"{base}/")
+    online(page)
+    return page
+
+
+def dialog(page: Page, name: str) -> Locator:
+    found = page.get_by_role("dialog", name=name)
+    expect(found).to_be_visible()
+    return found
+
+
+def close_dialog(page: Page, name: str) -> None:
+    page.keyboard.press("Escape")
+    expect(page.get_by_role("dialog", name=name)).to_be_hidden()
+
+
+def test_every_screen_has_no_serious_axe_violation(web: Web) -> None:
+    """Tried: axe on the sign-in, sign-up and password reset pages; the app with no
+    conversation, with a direct chat (both sides' messages, a pending one while
+    offline, a message request) and a group open; every dialog (new chat with people
+    found, new group with a member picked, public groups, members, settings, confirm),
+    the notification menu, the mention list, search results; then the list and a
+    conversation on a phone-sized screen. No serious or critical violation anywhere."""
+    axe = Axe()
+    base = web.url(0)
+
+    # Signed out: the auth pages.
+    visitor = axe_page(web, "visitor")
+    visitor.goto(f"{base}/accounts/login/")
+    axe.check(visitor, "sign-in")
+    visitor.get_by_role("button", name="Log in").click()  # empty: the error is shown
+    expect(visitor.get_by_role("alert")).to_be_visible()
+    axe.check(visitor, "sign-in with an error")
+    visitor.goto(f"{base}/accounts/signup/")
+    axe.check(visitor, "sign-up")
+    visitor.goto(f"{base}/accounts/password_reset/")
+    axe.check(visitor, "password reset")
+
+    ana = make_person("ana", "Ana Lima")
+    bo = make_person("bo", "Bo Berg")
+    cy = make_person("cy", "Cy Park")
+    off_loop(services.create_group, creator=ana, title="Book club", member_ids=[bo.pk])
+
+    # Cy, a stranger, writes to Ana: a message request.
+    cy_page = log_in(web, cy)
+    axe.check(cy_page, "app, empty")
+    cy_page.get_by_role("button", name="New chat").click()
+    new_chat = dialog(cy_page, "New chat")
+    new_chat.get_by_label("Find a person").fill("ana")
+    pick = new_chat.get_by_role("button", name=re.compile("Ana Lima"))
+    expect(pick).to_be_visible()
+    axe.check(cy_page, "new chat dialog with people found")
+    pick.click()
+    send(cy_page, "Hello Ana, we met at the book fair.")
+    expect(cy_page.locator("#message-list .msg.own:not(.pending)")).to_have_count(1)
+
+    ana_page = log_in(web, ana)
+    conversation(ana_page, "Cy Park").click()
+    expect(ana_page.locator("#request-bar")).to_be_visible()
+    axe.check(ana_page, "message request")
+    ana_page.get_by_role("button", name="Accept").click()
+    expect(ana_page.locator("#request-bar")).to_be_hidden()
+    send(ana_page, "Hi Cy! Yes, I remember.")
+    expect(bubbles(cy_page)).to_have_count(2)
+    send(cy_page, "Great. Shall we meet on Friday?")
+    expect(bubbles(ana_page)).to_have_count(3)
+    # A message written offline waits, shown as pending.
+    ana_page.context.set_offline(True)
+    expect(ana_page.locator("#conn-status")).not_to_have_attribute("data-state", "online")
+    send(ana_page, "Friday works (sent when I am back online)")
+    expect(ana_page.locator("#message-list .msg.pending")).to_have_count(1)
+    axe.check(ana_page, "direct chat, offline, a pending message")
+    ana_page.context.set_offline(False)
+    online(ana_page)
+    expect(ana_page.locator("#message-list .msg.pending")).to_have_count(0)
+    axe.check(ana_page, "direct chat")
+
+    # The notification menu, the confirm dialog (delete), search results.
+    ana_page.get_by_role("button", name="Notifications").click()
+    expect(ana_page.get_by_role("menu")).to_be_visible()
+    axe.check(ana_page, "notification menu")
+    ana_page.keyboard.press("Escape")
+    expect(ana_page.get_by_role("menu")).to_be_hidden()
+    own = ana_page.locator("#message-list .msg.own").last
+    own.hover()
+    own.get_by_role("button", name="Delete message").click()
+    dialog(ana_page, "Delete message?")
+    axe.check(ana_page, "confirm dialog")
+    close_dialog(ana_page, "Delete message?")
+    ana_page.get_by_label("Search messages").fill("Friday")
+    ana_page.get_by_label("Search messages").press("Enter")
+    expect(ana_page.locator("#search-list .result")).not_to_have_count(0)
+    axe.check(ana_page, "search results")
+    ana_page.get_by_role("button", name="Close", exact=True).click()
+
+    # The group: system messages, members, the mention list.
+    conversation(ana_page, "Book club").click()
+    expect(ana_page.locator("#message-list .msg.system")).not_to_have_count(0)
+    ana_page.locator("#composer-input").fill("@b")
+    expect(ana_page.locator("#mention-list")).to_be_visible()
+    axe.check(ana_page, "group, mention list")
+    ana_page.locator("#composer-input").fill("")
+    ana_page.get_by_role("button", name="Members").click()
+    members = dialog(ana_page, "Members")
+    expect(members.locator(".member")).to_have_count(2)
+    axe.check(ana_page, "members dialog")
+    close_dialog(ana_page, "Members")
+
+    # The sidebar's dialogs.
+    ana_page.get_by_role("button", name="New group").click()
+    new_group = dialog(ana_page, "New group")
+    new_group.get_by_label("Add people").fill("bo")
+    new_group.locator("#group-results").get_by_role("button", name=re.compile("Bo Berg")).click()
+    expect(new_group.locator("#group-members li")).to_have_count(1)
+    axe.check(ana_page, "new group dialog")
+    close_dialog(ana_page, "New group")
+    ana_page.get_by_role("button", name="Browse groups").click()
+    dialog(ana_page, "Public groups")
+    axe.check(ana_page, "public groups dialog")
+    close_dialog(ana_page, "Public groups")
+    ana_page.get_by_role("button", name="Settings", exact=True).click()
+    expect(dialog(ana_page, "Settings").get_by_label("Display name")).to_be_focused()
+    axe.check(ana_page, "settings dialog")
+    close_dialog(ana_page, "Settings")
+
+    # A phone-sized screen: the list, then a conversation over it.
+    bo_page = log_in(web, bo, PHONE)
+    axe.check(bo_page, "phone: list")
+    conversation(bo_page, "Book club").click()
+    expect(bo_page.locator("#chat-title")).to_have_text("Book club")
+    axe.check(bo_page, "phone: conversation")
+
+    axe.assert_clean()
