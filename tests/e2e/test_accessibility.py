@@ -249,3 +249,89 @@ def test_every_screen_has_no_serious_axe_violation(web: Web) -> None:
     axe.check(bo_page, "phone: conversation")
 
     axe.assert_clean()
+
+
+# Every text the live region is given, in order, recorded by the page itself.
+RECORD_ANNOUNCEMENTS = """() => {
+    window.__announced = [];
+    const region = document.getElementById("announcer");
+    new MutationObserver(() => {
+        const text = region.textContent.trim();
+        if (text) window.__announced.push(text);
+    }).observe(region, { childList: true, characterData: true, subtree: true });
+}"""
+
+
+def announced(page: Page) -> list[str]:
+    texts: list[str] = page.evaluate("() => window.__announced")
+    return texts
+
+
+def test_new_messages_are_announced_but_not_the_catch_up_after_a_reconnect(web: Web) -> None:
+    """Tried: Ana has her chat with Bo open. Bo's new message is read out with his name
+    ("Bo Berg: ..."); three messages from Cy in a group that is not open are summed up
+    ("3 new messages from Cy Park in Book club"); an edit is not news. Then Ana's
+    browser goes offline, Bo and Cy write meanwhile, and the catch-up fetch after the
+    reconnect shows their messages without announcing them; the next live message is
+    announced again. The live region is polite and outside what is shown."""
+    ana = make_person("ana", "Ana Lima")
+    bo = make_person("bo", "Bo Berg")
+    cy = make_person("cy", "Cy Park")
+    direct, _ = off_loop(services.create_direct_conversation, user=ana, other_user_id=bo.pk)
+    group = off_loop(services.create_group, creator=cy, title="Book club", member_ids=[ana.pk])
+    sent = iter(range(1, 1000))
+
+    def says(person: User, conversation_id: int, body: str) -> Any:
+        return off_loop(
+            services.send_message,
+            sender=person,
+            conversation_id=conversation_id,
+            client_msg_id=test_browser._cmid(next(sent)),
+            body=body,
+        )
+
+    page = web.log_in(ana)
+    region = page.locator("#announcer")
+    expect(region).to_have_attribute("aria-live", "polite")
+    expect(region).to_have_class(re.compile(r"\bvisually-hidden\b"))
+    conversation(page, "Bo Berg").click()
+    expect(page.locator("#chat-title")).to_have_text("Bo Berg")
+    page.evaluate(RECORD_ANNOUNCEMENTS)
+
+    lunch = says(bo, direct.pk, "Lunch at noon?")
+    expect(bubbles(page)).to_have_text(["Lunch at noon?"])
+    expect(region).to_have_text("Bo Berg: Lunch at noon?")
+    off_loop(
+        services.edit_message,
+        user=bo,
+        conversation_id=direct.pk,
+        message_id=lunch.message.pk,
+        body="Lunch at one?",
+    )
+    expect(bubbles(page)).to_have_text(["Lunch at one?"])
+
+    for n in range(3):
+        says(cy, group.pk, f"Chapter {n + 1} is wonderful")
+    expect(conversation(page, "Book club").locator(".badge")).to_contain_text("3")
+    expect(region).to_have_text("3 new messages from Cy Park in Book club")
+    # A burst may be gathered into one announcement or two; the last gives the total.
+    assert announced(page)[0] == "Bo Berg: Lunch at noon?"  # and not the edit
+    for text in announced(page)[1:]:
+        assert re.fullmatch(r"[123] new messages? from Cy Park in Book club", text), text
+
+    # The catch-up after a reconnect is shown, not read out.
+    before = len(announced(page))
+    page.context.set_offline(True)
+    expect(page.locator("#conn-status")).not_to_have_attribute("data-state", "online")
+    says(bo, direct.pk, "Are you there?")
+    says(bo, direct.pk, "Call me when you are back")
+    says(cy, group.pk, "Chapter 4 next week")
+    page.context.set_offline(False)
+    online(page)
+    expect(bubbles(page)).to_have_text(
+        ["Lunch at one?", "Are you there?", "Call me when you are back"]
+    )
+    expect(conversation(page, "Book club").locator(".badge")).to_contain_text("4")
+    says(bo, direct.pk, "Ah, there you are")
+    expect(region).to_have_text("Bo Berg: Ah, there you are")
+    assert announced(page)[before:] == ["Bo Berg: Ah, there you are"]
