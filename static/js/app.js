@@ -30,6 +30,7 @@ import * as conversation from "./ui/conversation.js";
 import { closeConversation, openConversation, prefetchDetails, reloadDetails, renderHeader } from "./ui/conversation.js";
 import * as dialogs from "./ui/dialogs.js";
 import { confirmDialog, paintAvatar, soon, toast } from "./ui/helpers.js";
+import * as list from "./ui/list.js";
 import { renderList } from "./ui/list.js";
 import * as messages from "./ui/messages.js";
 import { isAtBottom, markRead, renderMessages } from "./ui/messages.js";
@@ -42,7 +43,7 @@ import { $, boot, client, current, me, store, ui } from "./ui/shared.js";
 import { clearTyping } from "./ui/typing.js";
 import * as typing from "./ui/typing.js";
 
-for (const part of [presence, conversation, messages, typing, composer, notifications, dialogs, search, announce]) part.install();
+for (const part of [presence, list, conversation, messages, typing, composer, notifications, dialogs, search, announce]) part.install();
 
 // ---------------------------------------------------------------- connection status
 

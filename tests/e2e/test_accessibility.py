@@ -335,3 +335,179 @@ def test_new_messages_are_announced_but_not_the_catch_up_after_a_reconnect(web: 
     says(bo, direct.pk, "Ah, there you are")
     expect(region).to_have_text("Bo Berg: Ah, there you are")
     assert announced(page)[before:] == ["Bo Berg: Ah, there you are"]
+
+
+def focus_to(page: Page, key: str, selector: str, limit: int = 60) -> None:
+    """Press `key` until the focused element matches `selector`; fail after `limit`."""
+    for _ in range(limit):
+        if page.evaluate("(s) => document.activeElement?.matches(s) === true", selector):
+            return
+        page.keyboard.press(key)
+    focused = page.evaluate("() => document.activeElement?.outerHTML.slice(0, 160)")
+    pytest.fail(f"{key} pressed {limit} times never reached {selector}; the focus is on {focused}")
+
+
+def focus_is_visible(page: Page) -> bool:
+    """The focused element shows it: :focus-visible with an outline (the composer: its row)."""
+    return bool(
+        page.evaluate(
+            """() => {
+                const el = document.activeElement;
+                if (!el || !el.matches(":focus-visible")) return false;
+                const ring = el.id === "composer-input" ? el.closest(".composer-row") : el;
+                const style = getComputedStyle(ring);
+                return el.id === "composer-input"
+                    ? style.borderColor !== getComputedStyle(document.body).color
+                    : style.outlineStyle !== "none" && parseFloat(style.outlineWidth) >= 2;
+            }"""
+        )
+    )
+
+
+def dialog_round_trip(page: Page, opener: str, name: str, first_field: str | None) -> None:
+    """Enter on the focused opener opens the dialog; Escape closes it; the focus is back."""
+    expect(page.locator(opener)).to_be_focused()
+    assert focus_is_visible(page), f"no visible focus on {opener}"
+    page.keyboard.press("Enter")
+    found = dialog(page, name)
+    if first_field is not None:
+        expect(found.get_by_label(first_field, exact=True)).to_be_focused()
+    page.keyboard.press("Escape")
+    expect(found).to_be_hidden()
+    expect(page.locator(opener)).to_be_focused()
+
+
+def test_a_whole_session_works_by_keyboard_alone(web: Web) -> None:
+    """Tried, without the mouse: log in; open and close (Escape) every dialog of the
+    sidebar, the focus back on its opener each time; move in the conversation list with
+    the arrow keys and open a chat; send; reach a message with the arrow keys and edit
+    it, then delete it through its actions and the confirm dialog (Escape first: the
+    focus is back on Delete); the notification menu with arrows and Escape; a group's
+    members and leave dialogs; search and close it. The focus is always visible."""
+    ana = make_person("ana", "Ana Lima")
+    bo = make_person("bo", "Bo Berg")
+    direct, _ = off_loop(services.create_direct_conversation, user=ana, other_user_id=bo.pk)
+    off_loop(services.create_group, creator=ana, title="Book club", member_ids=[bo.pk])
+    off_loop(
+        services.send_message,
+        sender=bo,
+        conversation_id=direct.pk,
+        client_msg_id=test_browser._cmid(1),
+        body="Ping me when you read this",
+    )
+
+    page = web.watch.page(web.context().new_page(), "ana")
+    base = web.url(0)
+    page.goto(f"{base}/accounts/login/")
+    expect(page.get_by_label("Username")).to_be_focused()
+    page.keyboard.type("ana")
+    page.keyboard.press("Tab")
+    page.keyboard.type(PASSWORD)
+    page.keyboard.press("Enter")
+    page.wait_for_url(f"{base}/")
+    online(page)
+
+    # The sidebar's dialogs, each opened and closed from the keyboard.
+    focus_to(page, "Tab", "#new-chat")
+    dialog_round_trip(page, "#new-chat", "New chat", "Find a person")
+    page.keyboard.press("Tab")
+    dialog_round_trip(page, "#new-group", "New group", "Group name")
+    page.keyboard.press("Tab")
+    dialog_round_trip(page, "#browse-groups", "Public groups", "Search groups")
+    page.keyboard.press("Tab")
+    dialog_round_trip(page, "#settings-button", "Settings", "Display name")
+
+    # The conversation list: Tab in, arrows between, Enter opens.
+    focus_to(page, "Tab", "#conversation-list .conv")
+    items = page.locator("#conversation-list .conv")
+    expect(items).to_have_count(2)
+    expect(items.first).to_be_focused()
+    assert focus_is_visible(page)
+    page.keyboard.press("ArrowDown")
+    expect(items.nth(1)).to_be_focused()
+    page.keyboard.press("ArrowDown")  # the last stays
+    expect(items.nth(1)).to_be_focused()
+    page.keyboard.press("Home")
+    expect(items.first).to_be_focused()
+    focus_to(page, "ArrowDown", '#conversation-list .conv[aria-label^="Bo Berg"]', limit=3)
+    page.keyboard.press("Enter")
+    expect(page.locator("#chat-title")).to_have_text("Bo Berg")
+    expect(page.locator("#composer-input")).to_be_focused()
+
+    # Send, then edit the message reached with the arrow keys.
+    page.keyboard.type("Read it, typing with the keyboard")
+    page.keyboard.press("Enter")
+    mine = page.locator("#message-list .msg.own:not(.pending)")
+    expect(mine.locator(".body")).to_have_text(["Read it, typing with the keyboard"])
+    focus_to(page, "Shift+Tab", "#messages")
+    assert focus_is_visible(page)
+    page.keyboard.press("End")
+    expect(mine.last).to_be_focused()
+    assert focus_is_visible(page), "a message focused by the keyboard shows no focus"
+    page.keyboard.press("ArrowUp")
+    expect(page.locator("#message-list .msg.other").last).to_be_focused()
+    page.keyboard.press("ArrowDown")
+    expect(mine.last).to_be_focused()
+    page.keyboard.press("Tab")
+    expect(mine.last.get_by_role("button", name="Edit message")).to_be_focused()
+    expect(mine.last.locator(".actions")).to_have_css("opacity", "1")
+    page.keyboard.press("Enter")
+    expect(page.locator("#editing")).to_be_visible()
+    expect(page.locator("#composer-input")).to_be_focused()
+    page.keyboard.press("ControlOrMeta+A")
+    page.keyboard.type("Read it, edited with the keyboard")
+    page.keyboard.press("Enter")
+    expect(mine.last.locator(".body")).to_have_text("Read it, edited with the keyboard")
+    expect(mine.last.locator(".edited")).to_be_visible()
+
+    # Delete it through its actions; the confirm dialog gives the focus back.
+    focus_to(page, "Shift+Tab", "#messages")
+    page.keyboard.press("End")
+    page.keyboard.press("Tab")
+    page.keyboard.press("Tab")
+    delete = mine.last.get_by_role("button", name="Delete message")
+    expect(delete).to_be_focused()
+    page.keyboard.press("Enter")
+    confirm = dialog(page, "Delete message?")
+    expect(confirm.get_by_role("button", name="Delete")).to_be_focused()
+    page.keyboard.press("Escape")
+    expect(confirm).to_be_hidden()
+    expect(delete).to_be_focused()
+    page.keyboard.press("Enter")
+    confirm.get_by_role("button", name="Delete").press("Enter")
+    expect(mine.last.locator(".body")).to_have_text("This message was deleted.")
+    expect(mine.last).to_be_focused()  # not lost with the button that went away
+    page.keyboard.press("Escape")
+    expect(page.locator("#composer-input")).to_be_focused()
+
+    # The notification menu: arrows in, between its items, Escape out.
+    focus_to(page, "Shift+Tab", "#notify-button")
+    page.keyboard.press("ArrowDown")
+    menu = page.get_by_role("menu")
+    expect(menu).to_be_visible()
+    expect(menu.get_by_role("menuitemradio").first).to_be_focused()
+    page.keyboard.press("ArrowDown")
+    expect(menu.get_by_role("menuitemradio").nth(1)).to_be_focused()
+    assert focus_is_visible(page)
+    page.keyboard.press("Escape")
+    expect(menu).to_be_hidden()
+    expect(page.locator("#notify-button")).to_be_focused()
+
+    # The group: its members and the leave dialog (cancelled), back to where they were.
+    focus_to(page, "Shift+Tab", "#conversation-list .conv")
+    focus_to(page, "ArrowUp", '#conversation-list .conv[aria-label^="Book club"]', limit=3)
+    page.keyboard.press("Enter")
+    expect(page.locator("#chat-title")).to_have_text("Book club")
+    focus_to(page, "Shift+Tab", "#members-button")
+    dialog_round_trip(page, "#members-button", "Members", None)
+    page.keyboard.press("Tab")
+    dialog_round_trip(page, "#leave-button", "Leave Book club?", None)
+
+    # Search: type, Enter, the results; Escape closes them.
+    focus_to(page, "Shift+Tab", "#search-input")
+    page.keyboard.type("Ping")
+    page.keyboard.press("Enter")
+    expect(page.locator("#search-list .result")).to_have_count(1)
+    page.keyboard.press("Escape")
+    expect(page.locator("#search-results")).to_be_hidden()
+    expect(page.locator("#search-input")).to_be_focused()
