@@ -137,8 +137,9 @@ def test_every_screen_has_no_serious_axe_violation(web: Web) -> None:
     conversation, with a direct chat (both sides' messages, a pending one while
     offline, a message request) and a group open; every dialog (new chat with people
     found, new group with a member picked, public groups, members, settings, confirm),
-    the notification menu, the mention list, search results; then the list and a
-    conversation on a phone-sized screen. No serious or critical violation anywhere."""
+    the notification menu, the mention list, search results; then the list, a
+    conversation and two dialogs on a phone-sized screen. No serious or critical
+    violation anywhere."""
     axe = Axe()
     base = web.url(0)
 
@@ -247,6 +248,15 @@ def test_every_screen_has_no_serious_axe_violation(web: Web) -> None:
     conversation(bo_page, "Book club").click()
     expect(bo_page.locator("#chat-title")).to_have_text("Book club")
     axe.check(bo_page, "phone: conversation")
+    bo_page.get_by_role("button", name="Members").click()
+    dialog(bo_page, "Members")
+    axe.check(bo_page, "phone: members dialog")
+    close_dialog(bo_page, "Members")
+    bo_page.get_by_role("button", name="Back to conversations").click()
+    bo_page.get_by_role("button", name="Settings", exact=True).click()
+    expect(dialog(bo_page, "Settings").get_by_label("Display name")).to_be_focused()
+    axe.check(bo_page, "phone: settings dialog")
+    close_dialog(bo_page, "Settings")
 
     axe.assert_clean()
 
