@@ -59,6 +59,10 @@ CHROMIUM := /usr/bin/chromium
 # file and ports; the packaged service must not keep running beside it (it would hold
 # port 80 and serve the default site), so the install stops it if the package started it.
 NGINX := /usr/sbin/nginx
+# The accessibility tests (tests/e2e/test_accessibility.py) inject axe-core, pinned by
+# tests/e2e/package-lock.json and installed with npm (Debian's node and npm, installed
+# once when missing); reinstalled when the lock file changes.
+AXE := tests/e2e/node_modules/axe-core/axe.min.js
 
 # `make bench`: the load benchmark (bench/cli.py); BENCH_ARGS="--smoke" for a quick one.
 BENCH_ARGS ?=
@@ -115,7 +119,14 @@ $(NGINX):
 	if [ -d /run/systemd/system ]; then systemctl disable --now nginx; \
 	elif [ -x /etc/init.d/nginx ]; then /etc/init.d/nginx stop; fi
 
-test: $(STAMP) $(CHROMIUM) $(NGINX)
+/usr/bin/npm:
+	apt-get update && apt-get install -y nodejs npm
+
+$(AXE): tests/e2e/package.json tests/e2e/package-lock.json | /usr/bin/npm
+	npm ci --prefix tests/e2e --no-audit --no-fund
+	@touch $@
+
+test: $(STAMP) $(CHROMIUM) $(NGINX) $(AXE)
 	DATABASE_URL="$${DATABASE_URL:-$(TEST_DATABASE_URL)}" \
 	REDIS_URL="$${REDIS_URL:-$(TEST_REDIS_URL)}" \
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -37,6 +37,7 @@ APP_MODULES = (
     "notify.js",
     "outbox.js",
     "state.js",
+    "ui/announce.js",
     "ui/composer.js",
     "ui/conversation.js",
     "ui/dialogs.js",

@@ -5,7 +5,8 @@
 // The parts, in ui/: list.js (the conversation list), conversation.js (opening one, its
 // header), messages.js (the message list), typing.js, composer.js (writing, editing,
 // mentions, attachments), notifications.js (in-tab notifications, the notify menu),
-// presence.js (presence, my status, idle), dialogs.js, search.js; helpers.js holds
+// presence.js (presence, my status, idle), dialogs.js, search.js, announce.js (what a
+// screen reader is told of new messages); helpers.js holds
 // small shared helpers (toast, avatar, debounce, soon).
 //
 // Shared state lives in one module, ui/shared.js: the client, `me`, `boot`, the `ui`
@@ -23,11 +24,13 @@
 import { api } from "./api.js";
 import { AUTH_FAILED, EVICTED } from "./client.js";
 import * as attention from "./notify.js";
+import * as announce from "./ui/announce.js";
 import * as composer from "./ui/composer.js";
 import * as conversation from "./ui/conversation.js";
 import { closeConversation, openConversation, prefetchDetails, reloadDetails, renderHeader } from "./ui/conversation.js";
 import * as dialogs from "./ui/dialogs.js";
 import { confirmDialog, paintAvatar, soon, toast } from "./ui/helpers.js";
+import * as list from "./ui/list.js";
 import { renderList } from "./ui/list.js";
 import * as messages from "./ui/messages.js";
 import { isAtBottom, markRead, renderMessages } from "./ui/messages.js";
@@ -40,7 +43,7 @@ import { $, boot, client, current, me, store, ui } from "./ui/shared.js";
 import { clearTyping } from "./ui/typing.js";
 import * as typing from "./ui/typing.js";
 
-for (const part of [presence, conversation, messages, typing, composer, notifications, dialogs, search]) part.install();
+for (const part of [presence, list, conversation, messages, typing, composer, notifications, dialogs, search, announce]) part.install();
 
 // ---------------------------------------------------------------- connection status
 

@@ -76,6 +76,18 @@ function conversationItem(id) {
   return h("li", { "data-id": id }, button);
 }
 
+/** Up and Down (Home, End) move between the conversations; Tab leaves the list. */
+export function install() {
+  ui.list.addEventListener("keydown", (event) => {
+    const moves = { ArrowUp: -1, ArrowDown: 1, Home: -Infinity, End: Infinity };
+    if (!(event.key in moves) || !event.target.matches(".conv")) return;
+    const all = [...ui.list.querySelectorAll(".conv")];
+    const at = all.indexOf(event.target) + moves[event.key];
+    event.preventDefault();
+    all[Math.max(0, Math.min(all.length - 1, at))].focus();
+  });
+}
+
 export function renderList() {
   const ids = client.conversationIds();
   const focused = document.activeElement?.closest?.("#conversation-list .conv")?.dataset.id;

@@ -210,7 +210,7 @@ function pendingEl(entry) {
 }
 
 function daySeparator(date) {
-  return h("li", { class: "day", role: "separator" }, h("span", { text: fmt.dayLabel(date) }));
+  return h("li", { class: "day" }, h("span", { text: fmt.dayLabel(date) }));
 }
 
 /**
@@ -268,7 +268,8 @@ export function renderMessages({ stick = false, prepend = false } = {}) {
       if (entry) {
         const focusedAction = entry.el.contains(document.activeElement) ? document.activeElement.dataset.action : null;
         entry.el.replaceWith(el);
-        if (focusedAction) el.querySelector(`[data-action="${focusedAction}"]`)?.focus();
+        // The same button again; or, when it is gone (a message just deleted), the message.
+        if (focusedAction) (el.querySelector(`[data-action="${focusedAction}"]`) || el).focus();
       }
       entry = { el, sig: item.sig };
       rendered.set(item.key, entry);
@@ -359,4 +360,26 @@ export function install() {
   });
 
   ui.loadOlder.addEventListener("click", loadOlder);
+
+  // The keyboard: in the message list Up and Down (Home, End) move from message to
+  // message, Tab reaches the focused message's actions, Escape goes back to writing.
+  ui.messages.addEventListener("keydown", (event) => {
+    const here = event.target.closest?.(".msg");
+    if (event.key === "Escape" && (here || event.target === ui.messages)) {
+      event.preventDefault();
+      ui.input.focus();
+      return;
+    }
+    if (!["ArrowUp", "ArrowDown", "Home", "End"].includes(event.key)) return;
+    if (event.target !== ui.messages && event.target !== here) return; // keys of a button or link
+    const all = [...ui.messageList.querySelectorAll(".msg[tabindex]")];
+    if (!all.length) return;
+    const at = here ? all.indexOf(here) : -1;
+    const moves = { ArrowUp: at < 0 ? all.length - 1 : at - 1, ArrowDown: at + 1, Home: 0, End: all.length - 1 };
+    const next = all[Math.max(0, Math.min(all.length - 1, moves[event.key]))];
+    event.preventDefault();
+    next.focus();
+    next.scrollIntoView({ block: "nearest" });
+    if (next === all[0] && event.key !== "ArrowDown") loadOlder();
+  });
 }
