@@ -28,6 +28,12 @@ from bench.harness import (
     redis_db_url,
 )
 from chatsite.redis import forget_clients
+from tests.e2e.browser import (  # noqa: F401 - fixtures of every module
+    browser,
+    make_web,
+    playwright,
+    web,
+)
 from tests.e2e.mailserver import SmtpServer
 from tests.e2e.pushservice import PushService, vapid_keypair
 from tests.e2e.scenario import Properties

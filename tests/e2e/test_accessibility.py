@@ -7,7 +7,7 @@ phone-sized screen. A `serious` or `critical` violation fails the test, listed w
 rule, help page and the elements at fault. The pages' strict CSP forbids the injected
 script, so these contexts bypass CSP (the other browser tests check the CSP itself).
 
-The browser, the deployments and the helpers are those of `test_browser.py`.
+The browser, the deployments and the helpers are those of `tests/e2e/browser.py`.
 """
 
 from __future__ import annotations
@@ -22,13 +22,13 @@ from playwright.sync_api import Locator, Page, expect
 from accounts.models import User
 from bench.harness import REPO_ROOT
 from messaging import services
-from tests.e2e import test_browser
-from tests.e2e.test_browser import (
+from tests.e2e.browser import (
     DESKTOP,
     PASSWORD,
     PHONE,
     Web,
     bubbles,
+    cmid,
     conversation,
     make_person,
     off_loop,
@@ -37,13 +37,6 @@ from tests.e2e.test_browser import (
 )
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
-
-# test_browser.py's fixtures (Chromium, deployments with browser contexts), which pytest
-# finds by these names in this module.
-playwright = test_browser.playwright
-browser = test_browser.browser
-make_web = test_browser.make_web
-web = test_browser.web
 
 AXE = REPO_ROOT / "tests" / "e2e" / "node_modules" / "axe-core" / "axe.min.js"
 # WCAG 2.1 A and AA, and axe's best practices (landmarks, headings, regions).
@@ -110,15 +103,7 @@ def axe_page(web: Web, name: str, viewport: Any = DESKTOP) -> Page:
 
 def log_in(web: Web, user: User, viewport: Any = DESKTOP) -> Page:
     """Log `user` in through the login page, in a context that lets axe in."""
-    page = axe_page(web, user.username, viewport)
-    base = web.url(0)
-    page.goto(f"{base}/accounts/login/")
-    page.get_by_label("Username").fill(user.username)
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Log in").click()
-    page.wait_for_url(f"{base}/")
-    online(page)
-    return page
+    return web.log_in(user, viewport=viewport, bypass_csp=True)
 
 
 def dialog(page: Page, name: str) -> Locator:
@@ -296,7 +281,7 @@ def test_new_messages_are_announced_but_not_the_catch_up_after_a_reconnect(web: 
             services.send_message,
             sender=person,
             conversation_id=conversation_id,
-            client_msg_id=test_browser._cmid(next(sent)),
+            client_msg_id=cmid(next(sent)),
             body=body,
         )
 
@@ -402,7 +387,7 @@ def test_a_whole_session_works_by_keyboard_alone(web: Web) -> None:
         services.send_message,
         sender=bo,
         conversation_id=direct.pk,
-        client_msg_id=test_browser._cmid(1),
+        client_msg_id=cmid(1),
         body="Ping me when you read this",
     )
 

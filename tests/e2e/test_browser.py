@@ -1,68 +1,48 @@
 """The web app in real Chromium against real gateway processes: chat, outbox, XSS, CSP.
 
-Debian's chromium (`/usr/bin/chromium`; `make test` installs it) driven by Playwright.
-Every page is served by a gateway of a real deployment on the test database; users log
-in through the real login page, and the session cookie authenticates the WebSocket.
-Screenshots go to `test-artifacts/browser/` (gitignored).
+The browser, the deployments and the page helpers are in `tests/e2e/browser.py`.
 """
 
 from __future__ import annotations
 
-import io
 import json
-import os
 import re
-import time
 import uuid
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from django.contrib.auth.hashers import PBKDF2PasswordHasher
-from django.db import connection
 from django.test import Client
-from PIL import Image, ImageDraw
 from playwright.sync_api import (
-    Browser,
-    BrowserContext,
-    ConsoleMessage,
-    Dialog,
     FilePayload,
     Page,
-    Playwright,
-    Response,
-    ViewportSize,
-    WebSocket,
     expect,
-    sync_playwright,
 )
 
 from accounts.models import User
-from bench.harness import REPO_ROOT, Deployment, RedisServer, redis_db_url
+from bench.harness import REPO_ROOT, RedisServer, redis_db_url
 from messaging import services
 from messaging.models import Attachment, Membership, Message
-from tests.e2e.conftest import MakeDeployment, MakeWorkers, fanout_lost
+from tests.e2e.browser import (
+    PASSWORD,
+    PHONE,
+    Web,
+    bubbles,
+    cmid,
+    conversation,
+    make_person,
+    off_loop,
+    online,
+    picture,
+    png,
+    send,
+    shot,
+    wait_until,
+)
+from tests.e2e.conftest import MakeWorkers, fanout_lost
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
-
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-ARTIFACTS = REPO_ROOT / "test-artifacts" / "browser"
-PASSWORD = "correct-horse-77"
-DESKTOP: ViewportSize = {"width": 1280, "height": 800}
-PHONE: ViewportSize = {"width": 360, "height": 740}
-# Presence: a clean close shows `offline` after the grace (1 s instead of 5).
-GATEWAY_ENV = {"PRESENCE_GRACE": "1"}
 
 XSS = [
     "<img src=x onerror=alert(1)>",
@@ -75,225 +55,6 @@ XSS = [
     "{{7*7}} ${alert(8)} <b onmouseover=alert(9)>bold</b>",
     "&lt;script&gt;alert(10)&lt;/script&gt; &amp; <style>*{display:none}</style>",
 ]
-
-expect.set_options(timeout=20_000)
-
-
-@pytest.fixture(scope="module")
-def playwright() -> Iterator[Playwright]:
-    """Start Playwright; Django may be used from this thread meanwhile (see below)."""
-    if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} is missing: `make test` installs it (apt-get install chromium)")
-    # Playwright's sync API runs an asyncio loop in this thread, which makes Django
-    # refuse ORM calls here ("async context"). The test only waits on the browser while
-    # it uses the ORM, so nothing runs concurrently: tell Django so for this module.
-    saved = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
-    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
-    manager = sync_playwright()
-    driver = manager.start()
-    try:
-        yield driver
-    finally:
-        driver.stop()
-        if saved is None:
-            os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
-        else:
-            os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = saved
-
-
-@pytest.fixture(scope="module")
-def browser(playwright: Playwright) -> Iterator[Browser]:
-    chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-    try:
-        yield chromium
-    finally:
-        chromium.close()
-
-
-@dataclass
-class Watch:
-    """What the pages of one test did that they must not: dialogs, errors, missing CSP."""
-
-    dialogs: list[str] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
-    csp_violations: list[str] = field(default_factory=list)
-    documents: list[tuple[str, str | None]] = field(default_factory=list)
-    # The frames each page's sockets sent, parsed, by page name.
-    sent: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
-
-    def page(self, page: Page, name: str) -> Page:
-        def on_dialog(dialog: Dialog) -> None:
-            self.dialogs.append(f"{name}: {dialog.type} {dialog.message!r}")
-            dialog.dismiss()
-
-        def on_console(message: ConsoleMessage) -> None:
-            if "Content Security Policy" in message.text:
-                self.csp_violations.append(f"{name}: {message.text}")
-
-        def on_response(response: Response) -> None:
-            if response.request.resource_type == "document":
-                self.documents.append(
-                    (response.url, response.headers.get("content-security-policy"))
-                )
-
-        sent = self.sent.setdefault(name, [])
-
-        def on_websocket(ws: WebSocket) -> None:
-            ws.on("framesent", lambda data: sent.append(json.loads(data)))
-
-        page.on("websocket", on_websocket)
-        page.on("dialog", on_dialog)
-        page.on("console", on_console)
-        page.on("pageerror", lambda exc: self.errors.append(f"{name}: {exc}"))
-        page.on("response", on_response)
-        return page
-
-    def check(self) -> None:
-        assert self.dialogs == [], "a JavaScript dialog opened"
-        assert self.errors == [], "a page threw"
-        assert self.csp_violations == [], "the pages broke their own CSP"
-        assert self.documents, "no page was loaded"
-        for url, policy in self.documents:
-            assert policy, f"no Content-Security-Policy on {url}"
-            assert "'unsafe-inline'" not in policy and "'unsafe-eval'" not in policy, url
-            assert "script-src 'self'" in policy, url
-
-
-@dataclass
-class Web:
-    """A deployment of two gateways and the browser contexts of one test."""
-
-    deployment: Deployment
-    browser: Browser
-    watch: Watch
-    contexts: list[BrowserContext] = field(default_factory=list)
-
-    def url(self, gateway: int = 0) -> str:
-        return self.deployment.http_urls[gateway]
-
-    def context(self, viewport: ViewportSize = DESKTOP, **options: Any) -> BrowserContext:
-        context = self.browser.new_context(viewport=viewport, **options)
-        self.contexts.append(context)
-        return context
-
-    def log_in(self, user: User, *, gateway: int = 0, viewport: ViewportSize = DESKTOP) -> Page:
-        """Log `user` in through the login page in a new context; wait for the socket."""
-        page = self.watch.page(self.context(viewport).new_page(), user.username)
-        base = self.url(gateway)
-        page.goto(f"{base}/accounts/login/")
-        page.get_by_label("Username").fill(user.username)
-        page.get_by_label("Password").fill(PASSWORD)
-        page.get_by_role("button", name="Log in").click()
-        page.wait_for_url(f"{base}/")
-        online(page)
-        return page
-
-
-@pytest.fixture
-def make_web(make_deployment: MakeDeployment, browser: Browser) -> Iterator[Callable[..., Web]]:
-    """Return a factory of deployments with browser contexts; checks the pages' conduct after."""
-    made: list[Web] = []
-
-    def make(gateways: int = 2, **env: str) -> Web:
-        deployment = make_deployment(gateways=gateways, env={**GATEWAY_ENV, **env})
-        made.append(Web(deployment, browser, Watch()))
-        return made[-1]
-
-    try:
-        yield make
-        for web in made:
-            web.watch.check()
-    finally:
-        for web in made:
-            for context in web.contexts:
-                context.close()
-
-
-@pytest.fixture
-def web(make_web: Callable[..., Web]) -> Web:
-    """Two gateways and a clean set of browser contexts."""
-    return make_web()
-
-
-def off_loop(func: Callable[..., Any], /, **kwargs: Any) -> Any:
-    """Run a service call in a worker thread (its broadcasts need a thread with no loop)."""
-
-    def run() -> Any:
-        try:
-            return func(**kwargs)
-        finally:
-            connection.close()
-
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(run).result()
-
-
-def make_person(username: str, display_name: str) -> User:
-    """Create a user whose password the gateways can check (they hash with PBKDF2)."""
-    # The test process hashes with MD5 for speed; gateway processes do not accept it.
-    hashed = PBKDF2PasswordHasher().encode(PASSWORD, PBKDF2PasswordHasher().salt())
-    return User.objects.create(username=username, display_name=display_name, password=hashed)
-
-
-def online(page: Page) -> None:
-    expect(page.locator("#conn-status")).to_have_attribute("data-state", "online")
-
-
-def shot(page: Page, name: str) -> None:
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
-
-
-def conversation(page: Page, title: str) -> Any:
-    """The conversation list's button whose title is exactly `title`."""
-    return page.locator("#conversation-list .conv").filter(
-        has=page.locator(".conv-title").get_by_text(title, exact=True)
-    )
-
-
-def bubbles(page: Page) -> Any:
-    return page.locator("#message-list .msg:not(.system) .body")
-
-
-def send(page: Page, text: str) -> None:
-    page.locator("#composer-input").fill(text)
-    page.locator("#composer-input").press("Enter")
-
-
-def wait_until(check: Callable[[], bool], timeout: float = 20.0) -> None:
-    """Poll a database condition (the browser side uses Playwright's own waits)."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.1)
-
-
-def picture() -> bytes:
-    """A small landscape: sky, sun, hills (an image to attach)."""
-    image = Image.new("RGB", (640, 400), "#bfdbfe")
-    draw = ImageDraw.Draw(image)
-    for y in range(220):
-        draw.line([(0, y), (640, y)], fill=(191 - y // 4, 219 - y // 6, 254))
-    draw.ellipse((470, 50, 550, 130), fill="#fde68a")
-    draw.polygon(
-        [(0, 400), (0, 250), (160, 190), (330, 260), (460, 210), (640, 270), (640, 400)],
-        fill="#4d7c0f",
-    )
-    draw.polygon(
-        [(0, 400), (0, 320), (220, 270), (420, 330), (640, 300), (640, 400)], fill="#3f6212"
-    )
-    draw.rectangle((280, 250, 360, 320), fill="#fef3c7")
-    draw.polygon([(270, 250), (320, 215), (370, 250)], fill="#b91c1c")
-    out = io.BytesIO()
-    image.save(out, format="PNG")
-    return out.getvalue()
-
-
-def png(color: str) -> bytes:
-    out = io.BytesIO()
-    Image.new("RGB", (64, 48), color).save(out, format="PNG")
-    return out.getvalue()
-
 
 # --------------------------------------------------------------------------- tests
 
@@ -312,7 +73,7 @@ def test_two_users_chat_live_with_typing_receipts_presence_and_search(
             services.send_message,
             sender=cy,
             conversation_id=group.pk,
-            client_msg_id=_cmid(n),
+            client_msg_id=cmid(n),
             body=body,
         )
     off_loop(services.mark_read, user=ana, conversation_id=group.pk, seq=81)  # none unread
@@ -495,7 +256,7 @@ def test_a_live_event_lost_on_the_way_is_shown_within_a_heartbeat(
             services.send_message,
             sender=bo,
             conversation_id=chat.pk,
-            client_msg_id=_cmid(n),
+            client_msg_id=cmid(n),
             body=body,
         )
 
@@ -801,10 +562,6 @@ def test_a_message_request_is_shown_and_accepted_or_declined(web: Web) -> None:
     bo_page.get_by_role("button", name="Decline").click()
     expect(conversation(bo_page, "Cy")).to_have_count(0)
     assert not Membership.objects.filter(conversation=spam, user=bo).exists()
-
-
-def _cmid(n: int) -> str:
-    return f"00000000-0000-4000-8000-{n:012d}"
 
 
 def _pretend_hidden(page: Page) -> None:

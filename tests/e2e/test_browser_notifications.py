@@ -4,7 +4,7 @@ Per-conversation notify level and mute (the header's menu), the settings dialog'
 @mentions (highlighted, autocompleted in the composer), and the service worker showing
 and taking back Web Push notifications, with the tab open and with it closed.
 
-The browser, the deployments and the helpers are those of `test_browser.py`.
+The browser, the deployments and the helpers are those of `tests/e2e/browser.py`.
 """
 
 from __future__ import annotations
@@ -20,10 +20,7 @@ from playwright.sync_api import BrowserContext, CDPSession, Page, Worker, expect
 from accounts.models import User
 from messaging import devices, services
 from messaging.models import Membership
-from tests.e2e import test_browser
-from tests.e2e.conftest import MakeWorkers
-from tests.e2e.pushservice import PushService
-from tests.e2e.test_browser import (
+from tests.e2e.browser import (
     PHONE,
     Web,
     bubbles,
@@ -34,15 +31,10 @@ from tests.e2e.test_browser import (
     shot,
     wait_until,
 )
+from tests.e2e.conftest import MakeWorkers
+from tests.e2e.pushservice import PushService
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
-
-# test_browser.py's fixtures (Chromium, deployments with browser contexts), which pytest
-# finds by these names in this module.
-playwright = test_browser.playwright
-browser = test_browser.browser
-make_web = test_browser.make_web
-web = test_browser.web
 
 
 def test_notify_level_and_mute_are_set_from_the_conversation_header(web: Web) -> None:

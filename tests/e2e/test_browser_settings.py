@@ -4,7 +4,7 @@ A password change signs out the other browsers of the user and keeps the one it 
 made in; busy until a time is shown to a contact and ends by itself; sign out
 everywhere signs out every browser, this one too.
 
-The browser, the deployments and the helpers are those of `test_browser.py`.
+The browser, the deployments and the helpers are those of `tests/e2e/browser.py`.
 """
 
 from __future__ import annotations
@@ -19,8 +19,7 @@ from playwright.sync_api import Locator, Page, expect
 
 from accounts.models import User
 from messaging import services
-from tests.e2e import test_browser
-from tests.e2e.test_browser import (
+from tests.e2e.browser import (
     PASSWORD,
     Web,
     conversation,
@@ -32,13 +31,6 @@ from tests.e2e.test_browser import (
 )
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
-
-# test_browser.py's fixtures (Chromium, deployments with browser contexts), which pytest
-# finds by these names in this module.
-playwright = test_browser.playwright
-browser = test_browser.browser
-make_web = test_browser.make_web
-web = test_browser.web
 
 NEW_PASSWORD = "a brand new passphrase 8"
 LOGIN_PAGE = re.compile(r"/accounts/login/")
