@@ -139,6 +139,43 @@ def _share_redis_with(deployment: Deployment, settings: Any) -> None:
 
 
 @contextlib.contextmanager
+def table_locked(table: str) -> Iterator[None]:
+    """Hold an exclusive lock on `table` of the test database (every query on it waits).
+
+    The gateways' queries on it wait until the block ends: a database that is slow for
+    one kind of work, made real.
+    """
+    import psycopg
+    from django.db import connection
+
+    db = connection.settings_dict
+    with psycopg.connect(
+        dbname=db["NAME"],
+        host=db["HOST"] or "127.0.0.1",
+        port=db["PORT"] or 5432,
+        user=db["USER"],
+        password=db["PASSWORD"],
+        autocommit=True,
+    ) as lock:
+        lock.execute("BEGIN")
+        lock.execute(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
+        try:
+            yield
+        finally:
+            lock.execute("COMMIT")
+
+
+def queries_waiting_on_locks() -> int:
+    """Return how many queries of the test database wait on a lock now."""
+    from django.db import connections
+
+    with connections["default"].cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'")
+        row = cursor.fetchone()
+    return int(row[0]) if row else 0
+
+
+@contextlib.contextmanager
 def fanout_lost(settings: Any) -> Iterator[None]:
     """Make this process's broadcasts go where no gateway listens: live events are lost.
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -40,7 +41,7 @@ from tests.e2e.browser import (
     shot,
     wait_until,
 )
-from tests.e2e.conftest import MakeWorkers, fanout_lost
+from tests.e2e.conftest import MakeWorkers, fanout_lost, table_locked
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -269,6 +270,31 @@ def test_a_live_event_lost_on_the_way_is_shown_within_a_heartbeat(
         ["Are you there?", "This one's event was lost."], timeout=15_000
     )
     assert any(f["type"] == "sync" for f in web.watch.sent["ana"]), "repaired by a sync"
+
+
+def test_a_socket_never_greeted_is_given_up_after_10_s_and_another_is_opened(
+    make_web: Callable[..., Web],
+) -> None:
+    """Tried: Ana's connection drops and the next one is accepted but never greeted (the
+    gateway's read of her memberships waits on a lock of their table), so no
+    `session.ready` comes. The client gives that socket up after 10 s, opens another with
+    its backoff, and is online as soon as the lock goes. (A handshake that is not even
+    accepted is closed by the server's own 10 s opening timeout.)"""
+    web = make_web(gateways=1)
+    ana = make_person("ana", "Ana")
+    page = web.log_in(ana)
+    opened: list[float] = []
+    page.on("websocket", lambda ws: opened.append(time.monotonic()))
+    with table_locked(Membership._meta.db_table):
+        page.context.set_offline(True)
+        page.context.set_offline(False)  # back: the client connects again at once
+        while len(opened) < 2:
+            page.wait_for_timeout(100)
+            assert not opened or time.monotonic() - opened[0] < 40, "no second socket"
+        # The hung socket was kept for the whole 10 s before the client gave up on it.
+        assert opened[1] - opened[0] >= 9.5
+        expect(page.locator("#conn-status")).not_to_have_attribute("data-state", "online")
+    online(page)
 
 
 def test_offline_outbox_sends_each_message_once_in_order(web: Web) -> None:

@@ -16,7 +16,12 @@ from bench.harness import Deployment
 from chatclient import ChatClient, bearer_auth
 from messaging import services
 from messaging.models import Membership
-from tests.e2e.conftest import MakeDeployment, fanout_lost
+from tests.e2e.conftest import (
+    MakeDeployment,
+    fanout_lost,
+    queries_waiting_on_locks,
+    table_locked,
+)
 from tests.e2e.wsclient import bearer, drive, in_thread, open_socket
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -356,24 +361,12 @@ def test_a_handshake_the_gateway_cannot_start_in_time_is_closed_1013_unserved(
     WS_READY_DEADLINE (1 s). Bo's handshake is closed with 1013 without its lookups being
     made (his client gave up long ago), counted on /metrics; Ana's send is stored once
     the lock goes, and the next handshake is served as usual."""
-    import psycopg
-    from django.db import connection
-
     from bench.harness import http_get
     from messaging.models import Message
 
     deployment = make_deployment(gateways=1, env={"WS_DB_THREADS": "1", "WS_READY_DEADLINE": "1"})
     conversation, _ = services.create_direct_conversation(user=ana, other_user_id=bo.pk)
     tokens = {"ana": bearer(ana), "bo": bearer(bo)}
-    db = connection.settings_dict
-    conninfo = {
-        "dbname": db["NAME"],
-        "host": db["HOST"] or "127.0.0.1",
-        "port": db["PORT"] or 5432,
-        "user": db["USER"],
-        "password": db["PASSWORD"],
-        "autocommit": True,
-    }
     url = deployment.urls[0]
 
     def shed_count() -> float:
@@ -391,26 +384,19 @@ def test_a_handshake_the_gateway_cannot_start_in_time_is_closed_1013_unserved(
     async def scenario() -> None:
         ana_socket, _ = await open_socket(url, tokens["ana"])
         assert shed_count() == 0
-        with psycopg.connect(**conninfo) as lock:
-            lock.execute("BEGIN")
-            lock.execute(f"LOCK TABLE {Message._meta.db_table} IN ACCESS EXCLUSIVE MODE")
+        with table_locked(Message._meta.db_table):
             sent = asyncio.create_task(
                 ana_socket.request(timeout=30, **text("behind the lock", conversation.pk))
             )
             # The gateway's only database thread is now waiting on the lock.
-            with psycopg.connect(**conninfo) as watch:
-                for _ in range(200):
-                    row = watch.execute(
-                        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-                    ).fetchone()
-                    if row and row[0] > 0:
-                        break
-                    await asyncio.sleep(0.05)
-                else:
-                    raise AssertionError("the send never waited on the lock")
+            for _ in range(200):
+                if await in_thread(queries_waiting_on_locks):
+                    break
+                await asyncio.sleep(0.05)
+            else:
+                raise AssertionError("the send never waited on the lock")
             bo_opens = asyncio.create_task(open_raw(url, tokens["bo"]))
             await asyncio.sleep(3.0)  # Bo's lookup waits behind the send, past its deadline
-            lock.execute("COMMIT")
         answer = await sent
         assert answer["type"] == "message.sent", answer
         bo_ws = await bo_opens
