@@ -26,3 +26,8 @@ DEVICE_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 # Nesting of a JSON body or frame: arrays and objects inside each other. Real bodies
 # nest a few levels; thousands exhaust the decoder's recursion (a 500 and a traceback).
 MAX_JSON_DEPTH = 32
+# A profile picture upload (`PUT /users/me/avatar`): the file's bytes at most. A photo
+# from a phone camera fits; anything larger is refused while it is read (413).
+MAX_AVATAR_BYTES = 10 * 1024 * 1024
+# The smallest crop square, in the image's pixels: smaller would be a blur at 256 x 256.
+MIN_AVATAR_CROP = 64
