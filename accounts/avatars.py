@@ -87,20 +87,21 @@ def _open(upload: File[bytes], content_type: str) -> Image.Image:
         return Image.open(upload, formats=[content_type.split("/")[1].upper()])
 
 
-def _upright_size(image: Image.Image) -> tuple[int, int]:
-    """Return the size the image has once turned by its EXIF orientation."""
-    width, height = image.size
+def _upright_size(image: Image.Image, size: tuple[int, int]) -> tuple[int, int]:
+    """Return `size` (the image's own, before any draft) once turned by its EXIF orientation."""
+    width, height = size
     orientation = image.getexif().get(0x0112, 1)
     return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
 
 
 def _check_cost(image: Image.Image) -> None:
-    """Refuse a decode (at the scale chosen) that would take more than the decode-cost limit.
+    """Refuse a decode (at the scale chosen) over the pictures' decode-cost limit.
 
-    The header check already did this at the thumbnail's scale; a small square of a
-    large JPEG decodes at a larger scale than a thumbnail does.
+    The header check already applied the attachments' limit at the thumbnail's scale;
+    a small square of a large JPEG decodes at a larger scale than a thumbnail does, and
+    pictures, decoded in the request, have a lower limit (`MAX_AVATAR_DECODE_BYTES`).
     """
-    limit = int(settings.CHAT_MAX_IMAGE_DECODE_BYTES)
+    limit = min(int(settings.CHAT_MAX_IMAGE_DECODE_BYTES), limits.MAX_AVATAR_DECODE_BYTES)
     cost = image.size[0] * image.size[1] * 4
     if cost > limit:
         raise attachments.ImageTooCostly(
@@ -110,17 +111,21 @@ def _check_cost(image: Image.Image) -> None:
         )
 
 
+def _check_crop_size(size: int) -> None:
+    if size < limits.MIN_AVATAR_CROP:
+        raise BadRequest(
+            f"The square must be at least {limits.MIN_AVATAR_CROP} pixels wide"
+            f" (this one is {size}).",
+            details={"field": "size", "min_size": limits.MIN_AVATAR_CROP},
+        )
+
+
 def _check_crop(crop: Crop | None, width: int, height: int) -> Crop:
     """Return the crop asked for (checked against the upright image) or the centred square."""
     if crop is None:
         side = min(width, height)
         crop = Crop((width - side) // 2, (height - side) // 2, side)
-    if crop.size < limits.MIN_AVATAR_CROP:
-        raise BadRequest(
-            f"The square must be at least {limits.MIN_AVATAR_CROP} pixels wide"
-            f" (this one is {crop.size}).",
-            details={"field": "size", "min_size": limits.MIN_AVATAR_CROP},
-        )
+    _check_crop_size(crop.size)
     if crop.x < 0 or crop.y < 0 or crop.x + crop.size > width or crop.y + crop.size > height:
         raise BadRequest(
             f"The square ({crop.x}, {crop.y}, {crop.size} wide) is not inside the"
@@ -143,12 +148,17 @@ def render(upload: File[bytes], crop: Crop | None) -> tuple[dict[int, bytes], st
         raise _not_an_image()
     try:
         with _open(upload, content_type) as image:
-            width, height = _upright_size(image)
-            square = _check_crop(crop, width, height)
             # A JPEG decodes at a reduced scale while the square keeps at least 256 pixels.
-            scale_to = max(1, -(-max(AVATAR_SIZES) * max(width, height) // square.size))
-            image.draft("RGB", (scale_to, scale_to))
+            # The cost is checked first: reading a PNG's EXIF decodes it.
+            if crop is not None:
+                _check_crop_size(crop.size)
+            full = image.size
+            side = max(crop.size if crop else min(full), 1)
+            want = max(AVATAR_SIZES)
+            image.draft("RGB", (-(-want * full[0] // side), -(-want * full[1] // side)))
             _check_cost(image)
+            width, height = _upright_size(image, full)
+            square = _check_crop(crop, width, height)
             image.load()
             upright = ImageOps.exif_transpose(image)
             factor = upright.size[0] / width

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
-from PIL import Image
+from PIL import Image, ImageFile
 from rest_framework.test import APIClient
 
 from accounts import tokens
@@ -122,6 +122,22 @@ def test_a_crop_keeps_exactly_the_square_asked_for(make_user: MakeUser) -> None:
     assert first.json()["avatar_url"] != second.json()["avatar_url"]
 
 
+def test_a_large_jpeg_decoded_at_a_reduced_scale_keeps_the_square_asked_for(
+    make_user: MakeUser,
+) -> None:
+    """Tried: a 2400 x 1200 JPEG (red | blue) with the square x=1500, y=300, 600 wide,
+    which Pillow decodes at half scale (the square still has 300 pixels). The square
+    is taken at that scale's coordinates: all blue, 256 x 256."""
+    client = client_of(make_user("ana"))
+    response = put(client, photo(2400, 1200), x=1500, y=300, size=600)
+    assert response.status_code == 200, response.json()
+    _, square = fetch(client, response.json()["avatar_url"])
+    assert square.size == (256, 256)
+    for corner in ((2, 2), (253, 2), (2, 253), (253, 253)):
+        pixel = pixel_of(square, corner)
+        assert pixel[2] > 200 and pixel[0] < 60, (corner, pixel)
+
+
 def test_exif_orientation_is_applied_then_stripped(make_user: MakeUser) -> None:
     """Tried: a 300 x 100 JPEG (red left, blue right) whose EXIF says "rotate 90° clockwise"
     (orientation 6) and carries a camera maker. Upright it is 100 x 300, red on top and
@@ -169,6 +185,7 @@ def test_a_png_with_transparency_stays_a_png(make_user: MakeUser) -> None:
         ("photo", {"x": -1, "y": 0, "size": 100}, "x", 400),
         ("photo", {"x": 10, "y": 10}, "size", 400),  # a square without its size
         ("bomb", {}, "file", 413),  # 16-bit RGBA: over the decode-cost limit from its header
+        ("wide", {}, "file", 413),  # 5000 x 4000 RGBA: 80 MB decoded, over the pictures' 64 MiB
         ("tiny", {}, "size", 400),  # 40 x 40: its largest square is under the minimum
     ],
 )
@@ -186,6 +203,8 @@ def test_bad_uploads_are_refused_with_a_json_error_and_the_old_picture_stays(
         body = photo(400, 200)
     elif data == "bomb":
         body = pngs.png(6300, 6300, depth=16, colour=pngs.RGBA)
+    elif data == "wide":
+        body = pngs.png(5000, 4000, depth=8, colour=pngs.RGBA)
     elif data == "tiny":
         body = photo(40, 40)
     else:
@@ -201,6 +220,28 @@ def test_bad_uploads_are_refused_with_a_json_error_and_the_old_picture_stays(
     assert ana.avatar_url == before
     assert client.get("/api/v1/users/me").json()["avatar_url"] == before
     assert stored(settings) == files
+
+
+def test_a_picture_over_the_decode_limit_is_refused_before_any_pixel_is_decoded(
+    make_user: MakeUser, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Tried: a 5000 x 4000 RGBA PNG (80 MB decoded, under the attachments' limit, over
+    MAX_AVATAR_DECODE_BYTES), with Pillow's pixel decoding made to fail. The answer is 413
+    naming the limit: the header decided; nothing was decoded."""
+    client = client_of(make_user("ana"))
+    body = pngs.png(5000, 4000, depth=8, colour=pngs.RGBA)
+    tried: list[str] = []
+
+    def refuse(image: ImageFile.ImageFile) -> Any:
+        tried.append(f"{image.format} {image.size}")
+        raise AssertionError("pixels were decoded")
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", refuse)
+    response = put(client, body, "wide.png")
+    assert response.status_code == 413, response.content[:300]
+    details = response.json()["error"]["details"]
+    assert details["max_decode_bytes"] == limits.MAX_AVATAR_DECODE_BYTES
+    assert tried == []
 
 
 def test_a_file_over_the_byte_cap_is_refused_while_it_is_read(
