@@ -5,13 +5,19 @@ Also the account settings: password change and sign out everywhere.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import update_session_auth_hash
-from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema
+from django.http import FileResponse, HttpRequest
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers
+from rest_framework.negotiation import BaseContentNegotiation
+from rest_framework.parsers import BaseParser, MultiPartParser
 from rest_framework.permissions import AllowAny
+from rest_framework.renderers import BaseRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -19,9 +25,9 @@ from rest_framework_simplejwt.exceptions import TokenError
 from rest_framework_simplejwt.serializers import TokenRefreshSerializer
 from rest_framework_simplejwt.tokens import AccessToken, RefreshToken
 
-from accounts import login, selectors, services, tickets, tokens
+from accounts import avatars, login, selectors, services, tickets, tokens
 from accounts.models import User
-from chatsite import rest
+from chatsite import limits, rest
 from chatsite.clientaddr import client_address
 from chatsite.errors import BadRequest
 from chatsite.openapi import AUTHENTICATED, error_responses
@@ -72,6 +78,10 @@ class UserSerializer(serializers.Serializer[Any]):
     id = serializers.IntegerField()
     username = serializers.CharField()
     display_name = serializers.CharField(help_text="The display name, else the username.")
+    avatar_url = serializers.CharField(
+        allow_null=True,
+        help_text="The 256 x 256 picture (`-64.` for `-256.`: 64 x 64); null: show initials.",
+    )
 
 
 class PasswordChangeSerializer(serializers.Serializer[Any]):
@@ -120,6 +130,35 @@ class ProfileUpdateSerializer(serializers.Serializer[Any]):
     )
     email_notifications = rest.StrictBooleanField(required=False)
     group_adds = serializers.ChoiceField(choices=User.GroupAdds.choices, required=False)
+
+
+class AvatarUploadSerializer(serializers.Serializer[Any]):
+    """A picture and, optionally, the square to keep (in the picture's pixels, upright)."""
+
+    file = serializers.FileField(
+        help_text=f"PNG, JPEG, GIF or WebP, at most {limits.MAX_AVATAR_BYTES} bytes."
+    )
+    x = serializers.IntegerField(required=False, min_value=0, max_value=limits.MAX_ID)
+    y = serializers.IntegerField(required=False, min_value=0, max_value=limits.MAX_ID)
+    size = serializers.IntegerField(
+        required=False,
+        max_value=limits.MAX_ID,
+        help_text=(
+            f"The square's side, at least {limits.MIN_AVATAR_CROP}; with `x` and `y`."
+            " Without all three: the centred largest square."
+        ),
+    )
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        """Ask for all of `x`, `y`, `size` or none."""
+        given = [k for k in ("x", "y", "size") if k in attrs]
+        if given and len(given) != 3:
+            missing = next(k for k in ("x", "y", "size") if k not in attrs)
+            raise BadRequest(
+                "Give the square as x, y and size together (or none of them).",
+                details={"field": missing},
+            )
+        return attrs
 
 
 class UserQuerySerializer(serializers.Serializer[Any]):
@@ -343,6 +382,100 @@ class UserMeApi(APIView):
         form.is_valid(raise_exception=True)
         user = services.update_profile(user=request.user, **form.validated_data)  # type: ignore[arg-type]
         return Response(wire.profile_payload(user))
+
+
+class UserAvatarApi(APIView):
+    """The signed-in user's picture: upload one cropped to a square, or remove it."""
+
+    parser_classes = [MultiPartParser]
+    throttle_classes = [rest.UserThrottle, rest.UploadThrottle]
+
+    def initialize_request(self, request: HttpRequest, *args: Any, **kwargs: Any) -> Request:
+        """Put the size-limiting handler first, before anything can read the body."""
+        handlers = list(request.upload_handlers)
+        request.upload_handlers = [avatars.AvatarUploadHandler(request), *handlers]
+        return super().initialize_request(request, *args, **kwargs)
+
+    @extend_schema(
+        operation_id="users_me_avatar_set",
+        tags=["users"],
+        request={"multipart/form-data": AvatarUploadSerializer},
+        responses={200: ProfileSerializer, **error_responses(400, 403, 413, *AUTHENTICATED)},
+    )
+    def put(self, request: Request) -> Response:
+        """Make the picture (cropped to `x`, `y`, `size`) the user's; answer the profile.
+
+        400 for what is not a picture, a square outside it or under the minimum; 413 for
+        a file over the byte cap or an image over the decode-cost limit. A refused
+        upload keeps the picture there was.
+        """
+        if request.FILES.get("file") is None:
+            raise BadRequest(
+                "Send the picture in the multipart field `file`.", details={"field": "file"}
+            )
+        form = AvatarUploadSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        data = form.validated_data
+        crop = avatars.Crop(data["x"], data["y"], data["size"]) if "size" in data else None
+        user = avatars.set_avatar(user=request.user, upload=data["file"], crop=crop)  # type: ignore[arg-type]
+        return Response(wire.profile_payload(user))
+
+    @extend_schema(
+        operation_id="users_me_avatar_delete",
+        tags=["users"],
+        request=None,
+        responses={200: ProfileSerializer, **error_responses(403, *AUTHENTICATED)},
+    )
+    def delete(self, request: Request) -> Response:
+        """Remove the picture (initials again); answer the profile."""
+        user = avatars.remove_avatar(user=request.user)  # type: ignore[arg-type]
+        return Response(wire.profile_payload(user))
+
+
+class _AnyContent(BaseContentNegotiation):
+    """Serve pictures whatever the Accept header says; errors still render as JSON."""
+
+    def select_parser(self, request: Request, parsers: Iterable[BaseParser]) -> BaseParser | None:
+        return next(iter(parsers), None)
+
+    def select_renderer(
+        self,
+        request: Request,
+        renderers: Iterable[BaseRenderer],
+        format_suffix: str | None = None,
+    ) -> tuple[BaseRenderer, str]:
+        renderer = next(iter(renderers))
+        return renderer, str(renderer.media_type)
+
+
+class AvatarApi(APIView):
+    """A stored picture, by its content-hashed name (signed-in users only)."""
+
+    content_negotiation_class = _AnyContent
+
+    @extend_schema(
+        operation_id="avatars_retrieve",
+        tags=["users"],
+        responses={
+            (200, "image/*"): OpenApiResponse(
+                OpenApiTypes.BINARY,
+                description=(
+                    "The JPEG or PNG square; its name holds its hash, so it is cacheable for"
+                    " ever (`immutable`); with `X-Content-Type-Options: nosniff`."
+                ),
+            ),
+            **error_responses(404, *AUTHENTICATED),
+        },
+    )
+    def get(self, request: Request, name: str) -> FileResponse:
+        """Answer the picture; 404 for a name that is not one."""
+        stream, content_type = avatars.open_avatar(name)
+        response = FileResponse(stream, content_type=content_type)
+        response["X-Content-Type-Options"] = "nosniff"
+        response["Content-Security-Policy"] = "default-src 'none'; sandbox"
+        response["Cross-Origin-Resource-Policy"] = "same-origin"
+        response["Cache-Control"] = "private, max-age=31536000, immutable"
+        return response
 
 
 class UserListApi(APIView):

@@ -22,6 +22,17 @@ def status_at(status: str, until: datetime | None, now: datetime | None = None) 
     return status
 
 
+# The squares stored for each picture, in pixels: what lists and headers show (256 for
+# high-density screens, 64 for small ones).
+AVATAR_SIZES = (256, 64)
+
+
+def avatar_path(avatar: str, size: int) -> str:
+    """Return the URL of a stored picture (`User.avatar`, "<sha256>.<ext>") at `size`."""
+    stem, _, ext = avatar.partition(".")
+    return f"/api/v1/avatars/{stem}-{size}.{ext}"
+
+
 class User(AbstractUser):
     """A person who chats; `status` is the sticky do-not-disturb choice."""
 
@@ -50,6 +61,9 @@ class User(AbstractUser):
         max_length=8, choices=GroupAdds.choices, default=GroupAdds.EVERYONE
     )
     last_seen = models.DateTimeField(null=True, blank=True)
+    # The profile picture: the content hash and extension of its stored squares
+    # (`accounts.avatars`), "" for none (clients show initials).
+    avatar = models.CharField(max_length=80, blank=True, default="")
     # Missed-message emails (when `email` is set); turned off by the one-click unsubscribe.
     email_notifications = models.BooleanField(default=True)
     # The display name mixes scripts that look alike (`alice` spelled with a Cyrillic `a`, U+0430):
@@ -75,6 +89,11 @@ class User(AbstractUser):
     def name(self) -> str:
         """Return the name to show: the display name, else the username."""
         return self.display_name or self.username
+
+    @property
+    def avatar_url(self) -> str | None:
+        """Return where the 256 x 256 picture is served, or None without one."""
+        return avatar_path(self.avatar, 256) if self.avatar else None
 
     @property
     def current_status(self) -> str:

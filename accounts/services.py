@@ -23,6 +23,10 @@ from chatsite.errors import BadRequest, DomainError, RetryInMinutes
 # listens (a REST status change must reach presence subscribers like `status.set` does).
 status_changed = Signal()
 
+# Sent after commit when what others see of a user (display name, picture) changed:
+# `user_id`. Messaging listens and tells the user's conversations (`user.updated`).
+profile_changed = Signal()
+
 # The furthest ahead a status may be set to end by itself.
 STATUS_UNTIL_MAX = timedelta(days=30)
 
@@ -167,8 +171,11 @@ def update_profile(
     A status change is announced after commit through `status_changed`.
     """
     fields: list[str] = []
+    renamed = False
     if display_name is not None:
-        user.display_name = _clean_display_name(display_name)
+        name = _clean_display_name(display_name)
+        renamed = name != user.display_name
+        user.display_name = name
         user.name_flagged = text.mixed_scripts(user.display_name)
         fields += ["display_name", "name_flagged"]
     if email is not None:
@@ -195,7 +202,14 @@ def update_profile(
         User.objects.filter(pk=user.pk).update(**{f: getattr(user, f) for f in fields})
         if status_moved:
             _announce_status(user.pk, user.status)
+        if renamed:
+            announce_profile(user.pk)
     return user
+
+
+def announce_profile(user_id: int) -> None:
+    """Send `profile_changed` once the current transaction commits."""
+    transaction.on_commit(lambda: profile_changed.send(sender=User, user_id=user_id))
 
 
 def _check_status_until(status: str, until: datetime | None, now: datetime) -> None:

@@ -13,5 +13,7 @@ urlpatterns = [
     path("ws-tickets", api.WsTicketApi.as_view(), name="ws-tickets"),
     path("users/me", api.UserMeApi.as_view(), name="users-me"),
     path("users/me/password", api.PasswordChangeApi.as_view(), name="users-me-password"),
+    path("users/me/avatar", api.UserAvatarApi.as_view(), name="users-me-avatar"),
+    path("avatars/<str:name>", api.AvatarApi.as_view(), name="avatars"),
     path("users", api.UserListApi.as_view(), name="users"),
 ]

@@ -26,3 +26,13 @@ DEVICE_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 # Nesting of a JSON body or frame: arrays and objects inside each other. Real bodies
 # nest a few levels; thousands exhaust the decoder's recursion (a 500 and a traceback).
 MAX_JSON_DEPTH = 32
+# A profile picture upload (`PUT /users/me/avatar`): the file's bytes at most. A photo
+# from a phone camera fits; anything larger is refused while it is read (413).
+MAX_AVATAR_BYTES = 10 * 1024 * 1024
+# The most bytes a profile picture's pixels may take decoded, at the scale its square
+# needs (a JPEG decodes at 1/2..1/8 when the square is large): unlike attachments,
+# pictures are decoded in the request, so the bound is below CHAT_MAX_IMAGE_DECODE_BYTES.
+# 64 MiB holds a 16-megapixel photo decoded whole.
+MAX_AVATAR_DECODE_BYTES = 64 * 1024 * 1024
+# The smallest crop square, in the image's pixels: smaller would be a blur at 256 x 256.
+MIN_AVATAR_CROP = 64

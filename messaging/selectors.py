@@ -17,7 +17,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from accounts.models import User
+from accounts.models import User, avatar_path
 from chatsite.limits import MAX_SEQ
 from messaging.errors import BadRequest, MessageNotFound, NotAMember
 from messaging.models import (
@@ -194,6 +194,9 @@ def _view(membership: Membership, unread: int, peer: User | None) -> Conversatio
         peer=(peer.pk if peer else membership.user_id)
         if conversation.kind == Conversation.Kind.DIRECT
         else None,
+        peer_avatar_url=(peer or membership.user).avatar_url
+        if conversation.kind == Conversation.Kind.DIRECT
+        else None,
     )
 
 
@@ -219,7 +222,7 @@ SELECT c.id, c.kind, c.title, c.public, c.last_seq, c.member_seq, c.last_activit
          WHERE x.conversation_id = m.conversation_id AND x.seq > m.read_seq
            AND x.kind = %s AND x.deleted = %s
            AND (x.sender_id IS NULL OR x.sender_id <> m.user_id)),
-       peer.id, peer.display_name, peer.username
+       peer.id, peer.display_name, peer.username, peer.avatar
   FROM {Membership._meta.db_table} m
   JOIN {Conversation._meta.db_table} c ON c.id = m.conversation_id
   LEFT JOIN {User._meta.db_table} peer ON c.kind = %s AND peer.id = (
@@ -254,7 +257,7 @@ def list_conversations_for_user(*, user: User) -> list[ConversationView]:
     for (
         cid, kind, title, public, last_seq, member_seq, last_activity_at,
         read_seq, delivered_seq, muted, notify, accepted, unread,
-        peer_id, peer_display, peer_username,
+        peer_id, peer_display, peer_username, peer_avatar,
     ) in rows:  # fmt: skip
         direct = kind == Conversation.Kind.DIRECT
         if direct:
@@ -275,6 +278,13 @@ def list_conversations_for_user(*, user: User) -> list[ConversationView]:
                 last_activity_at=_aware(last_activity_at),
                 member_seq=member_seq,
                 peer=(peer_id if peer_id is not None else user.pk) if direct else None,
+                peer_avatar_url=(
+                    (avatar_path(peer_avatar, 256) if peer_avatar else None)
+                    if peer_id is not None
+                    else user.avatar_url
+                )
+                if direct
+                else None,
             )
         )
     return views

@@ -245,6 +245,7 @@ def _announce_membership(
                 request=user.pk in asked,
                 last_activity_at=conversation.last_activity_at,
                 peer=peer.pk if is_direct else None,
+                peer_avatar_url=peer.avatar_url if is_direct else None,
                 member_seq=conversation.member_seq,
             )
             payload = wire.conversation_payload(view)
@@ -252,6 +253,26 @@ def _announce_membership(
         event = events.user_event(conversation.pk, conversation.member_seq, frame)
         items.append((events.user_group(user.pk), event))
     events.send_events_on_commit(items)
+
+
+def announce_user_updated(user_id: int) -> int:
+    """Tell every conversation of the user what others now see of them (`user.updated`).
+
+    Run when a display name or picture changed (`accounts.services.profile_changed`):
+    the members' clients redraw names and pictures live. Answer how many conversations
+    were told.
+    """
+    user = User.objects.filter(pk=user_id).first()
+    if user is None:
+        return 0
+    frame = wire.user_updated_frame(user)
+    rows = Conversation.objects.filter(memberships__user_id=user_id).values_list("pk", "member_seq")
+    items = [
+        (events.conversation_group(cid), events.conversation_event(cid, member_seq, frame))
+        for cid, member_seq in rows
+    ]
+    events.send_events_on_commit(items)
+    return len(items)
 
 
 # --- conversations ---------------------------------------------------------------------

@@ -71,6 +71,7 @@ def home(request: HttpRequest) -> HttpResponse:
             "id": user.pk,
             "username": user.username,
             "display_name": user.name,
+            "avatar_url": user.avatar_url,
             "status": profile["status"],
             "status_until": profile["status_until"],
         },

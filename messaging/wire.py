@@ -68,6 +68,7 @@ class MemberPayload(TypedDict):
     id: int
     username: str
     display_name: str
+    avatar_url: str | None
     role: str
     read_seq: int
     delivered_seq: int
@@ -97,6 +98,8 @@ class ConversationPayload(ConversationSummary):
     # A message request to this user: accept it (replying accepts too) or decline it.
     request: bool
     peer: NotRequired[int | None]
+    # A direct chat's other person's picture (`UserPayload.avatar_url`).
+    peer_avatar_url: NotRequired[str | None]
     members: NotRequired[list[MemberPayload]]
 
 
@@ -106,6 +109,8 @@ class UserPayload(TypedDict):
     id: int
     username: str
     display_name: str
+    # Their 256 x 256 picture (`-64.` in place of `-256.`: 64 x 64); null: show initials.
+    avatar_url: str | None
 
 
 class ProfilePayload(UserPayload):
@@ -193,6 +198,7 @@ class ConversationView:
     muted: bool
     last_activity_at: datetime | None
     peer: int | None = None
+    peer_avatar_url: str | None = None
     notify: str = "all"
     request: bool = False
     # Routing data, not on the wire: the log number of the latest membership change.
@@ -284,6 +290,7 @@ def conversation_payload(
     }
     if view.kind == "direct":
         payload["peer"] = view.peer
+        payload["peer_avatar_url"] = view.peer_avatar_url
     if members is not None:
         payload["members"] = members
     return payload
@@ -295,6 +302,7 @@ def member_payload(membership: Membership) -> MemberPayload:
         "id": membership.user_id,
         "username": membership.user.username,
         "display_name": membership.user.name,
+        "avatar_url": membership.user.avatar_url,
         "role": membership.role,
         # A pending member's receipts are not shared (message requests).
         "read_seq": membership.read_seq if membership.accepted else 0,
@@ -305,7 +313,12 @@ def member_payload(membership: Membership) -> MemberPayload:
 
 def user_payload(user: User) -> UserPayload:
     """Build a user as others see them."""
-    return {"id": user.pk, "username": user.username, "display_name": user.name}
+    return {
+        "id": user.pk,
+        "username": user.username,
+        "display_name": user.name,
+        "avatar_url": user.avatar_url,
+    }
 
 
 def profile_payload(user: User) -> ProfilePayload:
@@ -316,6 +329,7 @@ def profile_payload(user: User) -> ProfilePayload:
         "id": user.pk,
         "username": user.username,
         "display_name": user.name,
+        "avatar_url": user.avatar_url,
         "status": status,
         "status_until": until,
         "email": user.email,
@@ -492,6 +506,13 @@ class ConversationUpdatedFrame(TypedDict):
     reason: ConversationReason
 
 
+class UserUpdatedFrame(TypedDict):
+    """What others see of a user (display name, picture) changed: to their conversations."""
+
+    type: Literal["user.updated"]
+    user: UserPayload
+
+
 class PresenceChangedFrame(TypedDict):
     """A followed user's derived presence changed (or this user's, answering `status.set`)."""
 
@@ -554,6 +575,7 @@ FRAMES: dict[str, type] = {
     "receipt.updated": ReceiptUpdatedFrame,
     "typing": TypingFrame,
     "conversation.updated": ConversationUpdatedFrame,
+    "user.updated": UserUpdatedFrame,
     "presence.changed": PresenceChangedFrame,
     "presence.snapshot": PresenceSnapshotFrame,
     "pong": PongFrame,
@@ -657,6 +679,11 @@ def conversation_updated_frame(
 ) -> ConversationUpdatedFrame:
     """Build `conversation.updated`."""
     return {"type": "conversation.updated", "conversation": conversation, "reason": reason}
+
+
+def user_updated_frame(user: User) -> UserUpdatedFrame:
+    """Build `user.updated`."""
+    return {"type": "user.updated", "user": user_payload(user)}
 
 
 def presence_changed_frame(

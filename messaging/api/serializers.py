@@ -93,6 +93,7 @@ class MemberSerializer(serializers.Serializer[Any]):
     id = serializers.IntegerField()
     username = serializers.CharField()
     display_name = serializers.CharField()
+    avatar_url = serializers.CharField(allow_null=True, help_text="Null: show initials.")
     role = serializers.ChoiceField(choices=Membership.Role.choices)
     read_seq = serializers.IntegerField(help_text="0 while the member is `pending`.")
     delivered_seq = serializers.IntegerField(help_text="0 while the member is `pending`.")
@@ -123,6 +124,11 @@ class ConversationSerializer(serializers.Serializer[Any]):
     )
     peer = serializers.IntegerField(
         required=False, allow_null=True, help_text="Direct only: the other user's id."
+    )
+    peer_avatar_url = serializers.CharField(
+        required=False,
+        allow_null=True,
+        help_text="Direct only: the other user's picture (`avatar_url`), null for none.",
     )
 
 

@@ -34,17 +34,19 @@ async function failure(response) {
   );
 }
 
-/** Call the API; answer the parsed JSON (null for 204) or throw ApiError. */
+/** Call the API (`body`: JSON, or a FormData sent as multipart); answer the parsed JSON
+ * (null for 204) or throw ApiError. */
 export async function api(path, { method = "GET", body, signal } = {}) {
   const headers = { Accept: "application/json" };
   if (method !== "GET") headers["X-CSRFToken"] = csrfToken();
-  if (body !== undefined) headers["Content-Type"] = "application/json";
+  const form = body instanceof FormData; // multipart: the browser writes its own type
+  if (body !== undefined && !form) headers["Content-Type"] = "application/json";
   let response;
   try {
     response = await fetch(path, {
       method,
       headers,
-      body: body === undefined ? undefined : JSON.stringify(body),
+      body: body === undefined || form ? body : JSON.stringify(body),
       credentials: "same-origin",
       signal,
     });

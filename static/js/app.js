@@ -39,7 +39,7 @@ import { notifyAbout, renderNotifyBanner } from "./ui/notifications.js";
 import * as presence from "./ui/presence.js";
 import { idleTouch, onSessionReady, renderStatus } from "./ui/presence.js";
 import * as search from "./ui/search.js";
-import { $, boot, client, current, me, store, ui } from "./ui/shared.js";
+import { $, boot, client, current, learnPeople, me, store, ui } from "./ui/shared.js";
 import { clearTyping } from "./ui/typing.js";
 import * as typing from "./ui/typing.js";
 
@@ -96,6 +96,15 @@ client.addEventListener("ready", ({ detail }) => {
 });
 
 // ---------------------------------------------------------------- events for several parts
+
+client.addEventListener("user", ({ detail }) => {
+  const user = detail.user;
+  learnPeople([user]);
+  if (user.id === me.id) {
+    Object.assign(me, { display_name: user.display_name, avatar_url: user.avatar_url });
+    paintAvatar(ui.meAvatar, me.display_name, me.id, me.avatar_url);
+  }
+});
 
 client.addEventListener("conversations", () => {
   soon(renderList);
@@ -175,7 +184,7 @@ navigator.serviceWorker?.addEventListener("message", (event) => {
   }
 });
 
-paintAvatar(ui.meAvatar, me.display_name, me.id);
+paintAvatar(ui.meAvatar, me.display_name, me.id, me.avatar_url);
 renderStatus();
 renderNotifyBanner();
 for (const conversation of boot.conversations) client.adopt(conversation);

@@ -138,7 +138,8 @@ class Session {
  * `conversations` {}, `messages` {conversation, messages, via}, `reset` {conversation},
  * `outbox` {conversation}, `receipt` {conversation, user, delivered_seq, read_seq},
  * `typing` {conversation, user, state}, `presence` {user, state, last_seen},
- * `membership` {conversation, reason}, `error` {error}, `stopped` {code}.
+ * `membership` {conversation, reason}, `user` {user} (a name or picture changed),
+ * `error` {error}, `stopped` {code}.
  */
 export class ChatClient extends EventTarget {
   constructor({
@@ -635,6 +636,9 @@ export class ChatClient extends EventTarget {
       case "receipt.updated":
         this.#onReceipt(frame);
         return;
+      case "user.updated":
+        this.#onUserUpdated(frame);
+        return;
       case "typing":
         this.#emit("typing", frame);
         return;
@@ -813,6 +817,26 @@ export class ChatClient extends EventTarget {
       }
     }
     this.#emit("membership", { conversation: id, reason });
+    this.#emit("conversations", {});
+  }
+
+  /** A user's name or picture changed (once per conversation shared with them): update
+   * the members that are that user and the direct chats with them. */
+  #onUserUpdated(frame) {
+    const user = frame.user;
+    if (!user || typeof user !== "object") return;
+    const id = Number(user.id);
+    const seen = { display_name: user.display_name, username: user.username, avatar_url: user.avatar_url ?? null };
+    for (const members of this.members.values()) {
+      const member = members.get(id);
+      if (member) Object.assign(member, seen);
+    }
+    for (const info of this.info.values()) {
+      if (info.kind !== "direct" || Number(info.peer) !== id) continue;
+      info.peer_avatar_url = seen.avatar_url;
+      if (typeof user.display_name === "string") info.title = user.display_name;
+    }
+    this.#emit("user", { user: { id, ...seen } });
     this.#emit("conversations", {});
   }
 

@@ -24,7 +24,12 @@ def test_register_creates_an_account_that_can_log_in(client_for: Client) -> None
 
     assert response.status_code == 201
     user = User.objects.get(username="newbie")
-    assert response.json() == {"id": user.pk, "username": "newbie", "display_name": "New Bie"}
+    assert response.json() == {
+        "id": user.pk,
+        "username": "newbie",
+        "display_name": "New Bie",
+        "avatar_url": None,
+    }
     assert authenticate(username="newbie", password=STRONG) == user
     token = client_for().post(
         "/api/v1/auth/token", {"username": "newbie", "password": STRONG}, format="json"
@@ -57,7 +62,7 @@ def test_register_refuses_weak_passwords_and_odd_names(client_for: Client) -> No
 def test_register_answers_no_more_than_the_public_fields(client_for: Client) -> None:
     response = register(client_for)
 
-    assert set(response.json()) == {"id", "username", "display_name"}
+    assert set(response.json()) == {"id", "username", "display_name", "avatar_url"}
     assert "sessionid" not in response.cookies
 
 
@@ -94,6 +99,7 @@ def test_me_shows_and_changes_the_profile(client_for: Client, ana: User) -> None
         "id": ana.pk,
         "username": "ana",
         "display_name": "Ana",
+        "avatar_url": None,
         "status": "available",
         "status_until": None,
         "email": "",

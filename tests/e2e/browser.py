@@ -40,6 +40,7 @@ from playwright.sync_api import (
 
 from accounts.models import User
 from bench.harness import REPO_ROOT, Deployment
+from messaging import services
 
 if TYPE_CHECKING:
     from tests.e2e.conftest import MakeDeployment
@@ -292,3 +293,17 @@ def png(color: str) -> bytes:
 
 def cmid(n: int) -> str:
     return f"00000000-0000-4000-8000-{n:012d}"
+
+
+def ana_writes_to_bo(web: Web) -> tuple[Page, Page]:
+    """Open a direct chat from Ana to Bo, each logged in on a gateway of their own.
+
+    Return Ana's page, showing the chat, and Bo's.
+    """
+    ana = make_person("ana", "Ana")
+    bo = make_person("bo", "Bo")
+    off_loop(services.create_direct_conversation, user=ana, other_user_id=bo.pk)
+    bo_page = web.log_in(bo, gateway=1)
+    ana_page = web.log_in(ana, gateway=0)
+    conversation(ana_page, "Bo").click()
+    return ana_page, bo_page

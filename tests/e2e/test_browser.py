@@ -29,6 +29,7 @@ from tests.e2e.browser import (
     PASSWORD,
     PHONE,
     Web,
+    ana_writes_to_bo,
     bubbles,
     cmid,
     conversation,
@@ -483,20 +484,6 @@ def test_xss_corpus_renders_as_text_with_csp_on_every_page(web: Web) -> None:
     expect(cy_page).to_have_url(re.compile(r"/accounts/login/$"))
     cy_page.goto(f"{web.url(0)}/")
     expect(cy_page).to_have_url(re.compile(r"/accounts/login/"))
-
-
-def ana_writes_to_bo(web: Web) -> tuple[Page, Page]:
-    """Open a direct chat from Ana to Bo, each logged in on a gateway of their own.
-
-    Return Ana's page, showing the chat, and Bo's.
-    """
-    ana = make_person("ana", "Ana")
-    bo = make_person("bo", "Bo")
-    off_loop(services.create_direct_conversation, user=ana, other_user_id=bo.pk)
-    bo_page = web.log_in(bo, gateway=1)
-    ana_page = web.log_in(ana, gateway=0)
-    conversation(ana_page, "Bo").click()
-    return ana_page, bo_page
 
 
 def test_a_direction_override_in_a_body_is_shown_as_a_mark_and_isolated(web: Web) -> None:

@@ -152,7 +152,7 @@ function renderMentions() {
           onmousedown: (event) => event.preventDefault(),
           onclick: () => insertMention(m),
         },
-        avatar(m.display_name, m.id, "avatar tiny"),
+        avatar(m.display_name, m.id, "avatar tiny", m.avatar_url),
         h("span", { class: "mention-name", text: m.display_name }),
         h("span", { class: "mention-username", text: `@${m.username}` }),
       ),

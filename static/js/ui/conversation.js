@@ -103,7 +103,8 @@ export function renderHeader() {
   const c = client.conversation(current);
   if (!c) return;
   ui.title.textContent = c.title || "Conversation";
-  paintAvatar(ui.chatAvatar, c.title, c.kind === "direct" ? c.peer : c.id);
+  if (c.kind === "direct") paintAvatar(ui.chatAvatar, c.title, c.peer, c.peer_avatar_url);
+  else paintAvatar(ui.chatAvatar, c.title, c.id);
   ui.leaveButton.hidden = c.kind !== "group";
   ui.membersButton.hidden = c.kind !== "group";
   renderNotifyMenu(c);

@@ -1,4 +1,4 @@
-// The dialogs: settings (account: name, busy until, password, sign out everywhere;
+// The dialogs: settings (account: photo, name, busy until, password, sign out everywhere;
 // notifications: email, browser), new chat, new group, browse public groups, the
 // members of a group; and leaving a group.
 
@@ -7,7 +7,7 @@ import { h, icon } from "../dom.js";
 import * as fmt from "../format.js";
 import * as attention from "../notify.js";
 import { closeConversation, openConversation } from "./conversation.js";
-import { avatar, confirmDialog, debounce, problem, toast } from "./helpers.js";
+import { avatar, confirmDialog, debounce, paintAvatar, problem, toast } from "./helpers.js";
 import { enableNotifications } from "./notifications.js";
 import { presence, presenceDot, setMyStatus, updatePresenceSubscription } from "./presence.js";
 import { $, client, current, learnPeople, me, ui } from "./shared.js";
@@ -96,6 +96,269 @@ function busyChoice() {
     default:
       return {};
   }
+}
+
+// ---------------------------------------------------------------- settings: the profile photo
+//
+// "Change photo" picks a file; the crop view shows it upright on a canvas with a square
+// the user drags (inside it: move; its corner handle: resize) or moves with the arrow
+// keys (Shift: faster) and resizes with + and -, beside a live preview. Save sends the
+// file and the square, in the picture's own pixels, to `PUT /users/me/avatar`; the
+// server crops, resizes and re-encodes it. Built here (not in the template) so the
+// settings markup stays as it is.
+
+// The server's rules (chatsite/limits.py): the smallest square and the largest file.
+const MIN_CROP = 64;
+const MAX_PHOTO_BYTES = 10 * 1024 * 1024;
+const VIEW = 320; // the crop canvas's longer side, in CSS pixels
+const HANDLE = 14; // the resize handle's side, in CSS pixels
+
+const photo = {
+  current: h("span", { class: "avatar settings-photo-avatar", "aria-hidden": "true" }),
+  file: h("input", { type: "file", id: "settings-photo-file", accept: "image/png,image/jpeg,image/gif,image/webp", hidden: true }),
+  change: h("button", { type: "button", class: "button", id: "settings-photo-change", text: "Change photo" }),
+  remove: h("button", { type: "button", class: "button", id: "settings-photo-remove", text: "Remove photo" }),
+  canvas: h("canvas", {
+    id: "settings-photo-canvas",
+    class: "photo-crop-canvas",
+    tabindex: "0",
+    role: "application",
+    "aria-label": "Crop: drag the square to move it, its corner to resize it; arrow keys move it, + and - resize it",
+  }),
+  preview: h("canvas", { id: "settings-photo-preview", class: "photo-crop-preview", width: "96", height: "96", "aria-hidden": "true" }),
+  save: h("button", { type: "button", class: "button primary", id: "settings-photo-save", text: "Save photo" }),
+  cancel: h("button", { type: "button", class: "button", id: "settings-photo-cancel", text: "Cancel" }),
+  status: h("p", { class: "help", id: "settings-photo-status", role: "status" }),
+  error: h("p", { class: "field-error", id: "settings-photo-error", role: "alert", hidden: true }),
+  crop: null, // the crop view's element
+  picked: null, // {file, bitmap, width, height, scale, x, y, size, drag}
+};
+photo.crop = h(
+  "div",
+  { class: "photo-crop", id: "settings-photo-crop", hidden: true },
+  h("div", { class: "photo-crop-stage" }, photo.canvas, h("div", { class: "photo-crop-side" }, photo.preview, h("span", { class: "help", text: "Preview" }))),
+  h("div", { class: "photo-crop-actions" }, photo.save, photo.cancel),
+);
+const photoField = h(
+  "div",
+  { class: "field settings-photo", id: "settings-photo-field", role: "group", "aria-labelledby": "settings-photo-label" },
+  h("span", { class: "label", id: "settings-photo-label", text: "Photo" }),
+  h("div", { class: "settings-photo-row" }, photo.current, photo.change, photo.remove, photo.file),
+  photo.crop,
+  photo.status,
+  photo.error,
+);
+
+function renderPhoto(profile) {
+  paintAvatar(photo.current, profile.display_name, profile.id, profile.avatar_url);
+  photo.current.classList.add("settings-photo-avatar");
+  photo.remove.hidden = !profile.avatar_url;
+}
+
+function photoError(message) {
+  photo.error.textContent = message || "";
+  photo.error.hidden = !message;
+}
+
+function closeCrop() {
+  photo.picked?.bitmap.close?.();
+  photo.picked = null;
+  photo.crop.hidden = true;
+  photo.file.value = "";
+}
+
+async function pickPhoto() {
+  const file = photo.file.files?.[0];
+  photoError("");
+  photo.status.textContent = "";
+  if (!file) return;
+  if (file.size > MAX_PHOTO_BYTES) {
+    photo.file.value = "";
+    return photoError(`That file is larger than ${fmt.fileSize(MAX_PHOTO_BYTES)}; choose a smaller picture.`);
+  }
+  let bitmap;
+  try {
+    // Upright, as its EXIF orientation says: the server crops the upright picture too.
+    bitmap = await createImageBitmap(file, { imageOrientation: "from-image" });
+  } catch {
+    photo.file.value = "";
+    return photoError("That file is not a picture this browser can show; choose a PNG, JPEG, GIF or WebP.");
+  }
+  const { width, height } = bitmap;
+  if (Math.min(width, height) < MIN_CROP) {
+    bitmap.close?.();
+    photo.file.value = "";
+    return photoError(`That picture is too small: it needs at least ${MIN_CROP} × ${MIN_CROP} pixels.`);
+  }
+  closeCrop();
+  const scale = Math.min(VIEW / width, VIEW / height);
+  const size = Math.min(width, height);
+  photo.picked = { file, bitmap, width, height, scale, x: Math.floor((width - size) / 2), y: Math.floor((height - size) / 2), size, drag: null };
+  photo.canvas.width = Math.round(width * scale);
+  photo.canvas.height = Math.round(height * scale);
+  photo.crop.hidden = false;
+  drawCrop();
+  photo.canvas.focus();
+}
+
+function drawCrop() {
+  const p = photo.picked;
+  if (!p) return;
+  const ctx = photo.canvas.getContext("2d");
+  const { width: cw, height: ch } = photo.canvas;
+  ctx.clearRect(0, 0, cw, ch);
+  ctx.drawImage(p.bitmap, 0, 0, cw, ch);
+  const [sx, sy, ss] = [p.x * p.scale, p.y * p.scale, p.size * p.scale];
+  ctx.fillStyle = "rgba(0, 0, 0, 0.55)";
+  ctx.beginPath();
+  ctx.rect(0, 0, cw, ch);
+  ctx.rect(sx, sy, ss, ss);
+  ctx.fill("evenodd");
+  ctx.strokeStyle = "#fff";
+  ctx.lineWidth = 2;
+  ctx.strokeRect(sx + 1, sy + 1, ss - 2, ss - 2);
+  ctx.fillStyle = "#fff";
+  ctx.fillRect(sx + ss - HANDLE, sy + ss - HANDLE, HANDLE, HANDLE);
+  const preview = photo.preview.getContext("2d");
+  preview.clearRect(0, 0, photo.preview.width, photo.preview.height);
+  preview.drawImage(p.bitmap, p.x, p.y, p.size, p.size, 0, 0, photo.preview.width, photo.preview.height);
+  photo.canvas.setAttribute("aria-valuetext", `Square of ${p.size} pixels at ${p.x}, ${p.y}`);
+}
+
+/** Put the square at (x, y) with side `size`, kept inside the picture and not under the minimum. */
+function placeSquare(x, y, size) {
+  const p = photo.picked;
+  p.size = Math.round(Math.max(MIN_CROP, Math.min(size, p.width, p.height)));
+  p.x = Math.round(Math.max(0, Math.min(x, p.width - p.size)));
+  p.y = Math.round(Math.max(0, Math.min(y, p.height - p.size)));
+  drawCrop();
+}
+
+function pointInPicture(event) {
+  const rect = photo.canvas.getBoundingClientRect();
+  const p = photo.picked;
+  return {
+    x: ((event.clientX - rect.left) * (photo.canvas.width / rect.width)) / p.scale,
+    y: ((event.clientY - rect.top) * (photo.canvas.height / rect.height)) / p.scale,
+  };
+}
+
+function startDrag(event) {
+  const p = photo.picked;
+  if (!p) return;
+  const at = pointInPicture(event);
+  const handle = (HANDLE + 6) / p.scale;
+  const corner = p.x + p.size;
+  const bottom = p.y + p.size;
+  if (Math.abs(at.x - corner) <= handle && Math.abs(at.y - bottom) <= handle) {
+    p.drag = { mode: "resize" };
+  } else {
+    const inside = at.x >= p.x && at.x <= corner && at.y >= p.y && at.y <= bottom;
+    if (!inside) placeSquare(at.x - p.size / 2, at.y - p.size / 2, p.size);
+    p.drag = { mode: "move", dx: at.x - p.x, dy: at.y - p.y };
+  }
+  photo.canvas.setPointerCapture(event.pointerId);
+  photo.canvas.focus();
+  event.preventDefault();
+}
+
+function moveDrag(event) {
+  const p = photo.picked;
+  if (!p?.drag) return;
+  const at = pointInPicture(event);
+  if (p.drag.mode === "move") placeSquare(at.x - p.drag.dx, at.y - p.drag.dy, p.size);
+  else {
+    // The top-left corner stays; the side follows the pointer, within the picture.
+    const size = Math.min(Math.max(at.x - p.x, at.y - p.y), p.width - p.x, p.height - p.y);
+    placeSquare(p.x, p.y, Math.max(MIN_CROP, size));
+  }
+}
+
+function endDrag(event) {
+  if (!photo.picked?.drag) return;
+  photo.picked.drag = null;
+  if (photo.canvas.hasPointerCapture(event.pointerId)) photo.canvas.releasePointerCapture(event.pointerId);
+}
+
+function cropKey(event) {
+  const p = photo.picked;
+  if (!p) return;
+  const step = Math.max(1, Math.round(Math.min(p.width, p.height) / 50)) * (event.shiftKey ? 10 : 1);
+  const moves = { ArrowLeft: [-step, 0], ArrowRight: [step, 0], ArrowUp: [0, -step], ArrowDown: [0, step] };
+  if (event.key in moves) {
+    const [dx, dy] = moves[event.key];
+    placeSquare(p.x + dx, p.y + dy, p.size);
+  } else if (event.key === "+" || event.key === "=" || event.key === "-" || event.key === "_") {
+    // Resize about the centre: the square grows or shrinks evenly on every side.
+    const grow = event.key === "+" || event.key === "=" ? step : -step;
+    const size = Math.max(MIN_CROP, Math.min(p.size + grow, p.width, p.height));
+    placeSquare(p.x - (size - p.size) / 2, p.y - (size - p.size) / 2, size);
+  } else return;
+  event.preventDefault();
+}
+
+function photoSaved(profile, message) {
+  Object.assign(me, { avatar_url: profile.avatar_url, display_name: profile.display_name });
+  paintAvatar(ui.meAvatar, me.display_name, me.id, me.avatar_url);
+  renderPhoto(profile);
+  photo.status.textContent = message;
+}
+
+async function savePhoto() {
+  const p = photo.picked;
+  if (!p) return;
+  const form = new FormData();
+  form.append("file", p.file, p.file.name || "photo");
+  form.append("x", String(p.x));
+  form.append("y", String(p.y));
+  form.append("size", String(p.size));
+  photoError("");
+  photo.save.disabled = true;
+  photo.status.textContent = "Saving your photo…";
+  try {
+    const profile = await api("/api/v1/users/me/avatar", { method: "PUT", body: form });
+    closeCrop();
+    photoSaved(profile, "Photo saved.");
+    photo.change.focus();
+  } catch (error) {
+    photo.status.textContent = "";
+    photoError(problem(error));
+  } finally {
+    photo.save.disabled = false;
+  }
+}
+
+async function removePhoto() {
+  photoError("");
+  photo.remove.disabled = true;
+  try {
+    const profile = await api("/api/v1/users/me/avatar", { method: "DELETE" });
+    closeCrop();
+    photoSaved(profile, "Photo removed.");
+    photo.change.focus();
+  } catch (error) {
+    photoError(problem(error));
+  } finally {
+    photo.remove.disabled = false;
+  }
+}
+
+function installPhoto() {
+  settings.form.insertBefore(photoField, $("settings-name-field"));
+  photo.change.addEventListener("click", () => photo.file.click());
+  photo.file.addEventListener("change", pickPhoto);
+  photo.remove.addEventListener("click", removePhoto);
+  photo.save.addEventListener("click", savePhoto);
+  photo.cancel.addEventListener("click", () => {
+    closeCrop();
+    photo.change.focus();
+  });
+  photo.canvas.addEventListener("pointerdown", startDrag);
+  photo.canvas.addEventListener("pointermove", moveDrag);
+  photo.canvas.addEventListener("pointerup", endDrag);
+  photo.canvas.addEventListener("pointercancel", endDrag);
+  photo.canvas.addEventListener("keydown", cropKey);
+  settings.dialog.addEventListener("close", closeCrop);
 }
 
 // ---------------------------------------------------------------- change password, sign out everywhere
@@ -189,7 +452,7 @@ function personButton(user, onPick, extra = null) {
     h(
       "button",
       { type: "button", class: "pick", onclick: () => onPick(user) },
-      avatar(user.display_name, user.id),
+      avatar(user.display_name, user.id, "avatar", user.avatar_url),
       h(
         "span",
         { class: "pick-text" },
@@ -342,6 +605,7 @@ async function joinGroup(group) {
 }
 
 export function install() {
+  installPhoto();
   $("settings-button").addEventListener("click", async () => {
     showSettingsError(null);
     renderBrowserNotifications();
@@ -356,6 +620,9 @@ export function install() {
       settings.busyCustom.value = "";
       settings.busyCustomField.hidden = true;
       renderBusyNow(profile);
+      renderPhoto(profile);
+      photo.status.textContent = "";
+      photoError("");
       resetPassword();
       settings.email.value = profile.email || "";
       settings.emailNotifications.checked = Boolean(profile.email_notifications);
@@ -492,7 +759,7 @@ export function install() {
           return h(
             "li",
             { class: "member" },
-            h("span", { class: "avatar-wrap" }, avatar(m.display_name, m.id), m.id !== me.id ? presenceDot(m.id) : null),
+            h("span", { class: "avatar-wrap" }, avatar(m.display_name, m.id, "avatar", m.avatar_url), m.id !== me.id ? presenceDot(m.id) : null),
             h(
               "span",
               { class: "pick-text" },

@@ -6,11 +6,29 @@ import { h } from "../dom.js";
 import * as fmt from "../format.js";
 import { $, ui } from "./shared.js";
 
-export function avatar(name, id, className = "avatar") {
+// A user's picture, when they have one (`avatar_url`, always a path on this site: the
+// CSP allows images from 'self' only); the initials on a colour otherwise.
+function pictureUrl(url) {
+  return typeof url === "string" && url.startsWith("/api/v1/avatars/") ? url : null;
+}
+
+function picture(url) {
+  return h("img", { src: url, alt: "", decoding: "async", loading: "lazy", draggable: "false" });
+}
+
+export function avatar(name, id, className = "avatar", url = null) {
+  const src = pictureUrl(url);
+  if (src) return h("span", { class: `${className} has-picture`, "aria-hidden": "true" }, picture(src));
   return h("span", { class: `${className} ${fmt.avatarHue(id)}`, "aria-hidden": "true", text: fmt.initials(name) });
 }
 
-export function paintAvatar(el, name, id) {
+export function paintAvatar(el, name, id, url = null) {
+  const src = pictureUrl(url);
+  if (src) {
+    el.className = "avatar has-picture";
+    if (el.firstElementChild?.getAttribute("src") !== src) el.replaceChildren(picture(src));
+    return;
+  }
   el.className = `avatar ${fmt.avatarHue(id)}`;
   el.textContent = fmt.initials(name);
 }
