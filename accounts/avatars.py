@@ -19,6 +19,7 @@ import hashlib
 import io
 import logging
 import re
+import threading
 import warnings
 from dataclasses import dataclass
 from typing import IO, Any
@@ -32,7 +33,7 @@ from PIL import Image, ImageOps
 from accounts.models import AVATAR_SIZES, User
 from accounts.services import announce_profile
 from chatsite import limits
-from chatsite.errors import BadRequest, DomainError
+from chatsite.errors import BadRequest, DomainError, Unavailable
 from chatsite.rest import PayloadTooLarge
 from messaging import attachments
 
@@ -46,6 +47,10 @@ CONTENT_TYPES = {"jpg": "image/jpeg", "png": "image/png"}
 
 
 _NOT_AN_IMAGE = (OSError, SyntaxError, ValueError, EOFError, KeyError, IndexError)
+
+# Pictures are decoded in the request, so this process decodes at most
+# `limits.AVATAR_DECODES` of them at once; the others wait their turn.
+_decoding = threading.BoundedSemaphore(limits.AVATAR_DECODES)
 
 
 class AvatarNotFound(DomainError):
@@ -206,7 +211,12 @@ def set_avatar(*, user: User, upload: File[bytes], crop: Crop | None) -> User:
         )
     if not upload.size:
         raise BadRequest("The file is empty.", details={"field": "file"})
-    squares, ext = render(upload, crop)
+    if not _decoding.acquire(timeout=limits.AVATAR_DECODE_WAIT):
+        raise Unavailable("Too many pictures are being processed; try again shortly.")
+    try:
+        squares, ext = render(upload, crop)
+    finally:
+        _decoding.release()
     digest = hashlib.sha256(squares[max(AVATAR_SIZES)]).hexdigest()
     for size, data in squares.items():
         name = _name(digest, size, ext)

@@ -34,5 +34,12 @@ MAX_AVATAR_BYTES = 10 * 1024 * 1024
 # pictures are decoded in the request, so the bound is below CHAT_MAX_IMAGE_DECODE_BYTES.
 # 64 MiB holds a 16-megapixel photo decoded whole.
 MAX_AVATAR_DECODE_BYTES = 64 * 1024 * 1024
+# Profile pictures decoded at once by one process (each thread that answers a request
+# waits its turn): with the bound above, a process holds at most this many times 64 MiB
+# of pixels for pictures however many arrive together (ten attachments decoded at once
+# in the gateway once took it from 436 MB to 3.2 GB). A request that waits longer than
+# AVATAR_DECODE_WAIT seconds for its turn is answered 503 `unavailable`.
+AVATAR_DECODES = 1
+AVATAR_DECODE_WAIT = 10.0
 # The smallest crop square, in the image's pixels: smaller would be a blur at 256 x 256.
 MIN_AVATAR_CROP = 64

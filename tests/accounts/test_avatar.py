@@ -269,6 +269,30 @@ def test_a_missing_file_is_a_clear_error(make_user: MakeUser) -> None:
     assert response.json()["error"]["details"]["field"] == "file"
 
 
+def test_pictures_are_decoded_one_at_a_time_and_a_long_wait_is_a_503(
+    make_user: MakeUser, monkeypatch: pytest.MonkeyPatch, settings: Any
+) -> None:
+    """Tried: an upload while this process's one decode slot is taken by another picture
+    (held here) for longer than the wait allowed. 503 `unavailable`, nothing stored, the
+    old picture kept; once the slot is free the same upload goes through."""
+    from accounts import avatars
+
+    client = client_of(make_user("ana"))
+    assert put(client, photo(300, 300)).status_code == 200
+    before, files = client.get("/api/v1/users/me").json()["avatar_url"], stored(settings)
+    monkeypatch.setattr(limits, "AVATAR_DECODE_WAIT", 0.2)
+    assert avatars._decoding.acquire(timeout=1)  # another picture is being decoded
+    try:
+        response = put(client, photo(400, 200))
+    finally:
+        avatars._decoding.release()
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "unavailable"
+    assert client.get("/api/v1/users/me").json()["avatar_url"] == before
+    assert stored(settings) == files
+    assert put(client, photo(400, 200)).status_code == 200
+
+
 def test_delete_removes_the_picture_and_its_files(make_user: MakeUser, settings: Any) -> None:
     """Tried: upload, then DELETE. The profile's `avatar_url` is null, the stored squares
     are gone and their URL answers 404 (JSON); a second DELETE is harmless."""
