@@ -36,7 +36,7 @@ import { notifyAbout, renderNotifyBanner } from "./ui/notifications.js";
 import * as presence from "./ui/presence.js";
 import { idleTouch, onSessionReady, renderStatus } from "./ui/presence.js";
 import * as search from "./ui/search.js";
-import { $, boot, client, current, me, store, ui } from "./ui/shared.js";
+import { $, boot, client, current, historyStore, me, store, ui } from "./ui/shared.js";
 import { clearTyping } from "./ui/typing.js";
 import * as typing from "./ui/typing.js";
 
@@ -90,6 +90,7 @@ client.addEventListener("stopped", ({ detail }) => {
 client.addEventListener("ready", ({ detail }) => {
   onSessionReady(detail);
   prefetchDetails();
+  markRead(); // what was read offline (stored history) is marked now
 });
 
 // ---------------------------------------------------------------- events for several parts
@@ -149,6 +150,7 @@ $("logout-form").addEventListener("submit", async (event) => {
   client.stop();
   attention.forgetCachedApp();
   await store.clear().catch(() => {});
+  await historyStore.destroy().catch(() => {}); // the next user of this browser sees none of it
   form.dataset.confirmed = "1";
   form.submit();
 });

@@ -1,0 +1,258 @@
+"""Offline history in real Chromium against real gateway processes.
+
+The web client keeps the conversation list and the newest pages of each conversation in
+IndexedDB (static/js/history-store.js): the app opens with history without a network,
+catches up with `after=<stored cursor>` when the network returns, and signing out (or
+another user signing in) leaves none of it behind.
+
+The browser, the deployments and the helpers are those of `test_browser.py`.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from typing import Any
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from accounts.models import User
+from messaging import services
+from messaging.models import Message
+from tests.e2e import test_browser
+from tests.e2e.test_browser import (
+    PASSWORD,
+    Web,
+    bubbles,
+    conversation,
+    make_person,
+    off_loop,
+    online,
+    send,
+    shot,
+    wait_until,
+)
+
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+
+# test_browser.py's fixtures (Chromium, deployments with browser contexts), which pytest
+# finds by these names in this module.
+playwright = test_browser.playwright
+browser = test_browser.browser
+make_web = test_browser.make_web
+web = test_browser.web
+
+# Reads a user's offline history as the page stores it: {conversation id: [bodies or
+# "(deleted)"]}, or null when the database does not exist.
+READ_HISTORY = """async (name) => {
+  const names = (await indexedDB.databases()).map((d) => d.name);
+  if (!names.includes(name)) return null;
+  const db = await new Promise((resolve, reject) => {
+    const open = indexedDB.open(name);
+    open.onsuccess = () => resolve(open.result);
+    open.onerror = () => reject(open.error);
+  });
+  try {
+    if (!db.objectStoreNames.contains("pages")) return {};
+    const pages = await new Promise((resolve, reject) => {
+      const req = db.transaction("pages").objectStore("pages").getAll();
+      req.onsuccess = () => resolve(req.result);
+      req.onerror = () => reject(req.error);
+    });
+    const out = {};
+    for (const page of pages) {
+      out[page.id] = page.messages
+        .filter((m) => m.kind === "text")
+        .map((m) => (m.deleted ? "(deleted)" : m.body));
+    }
+    return out;
+  } finally {
+    db.close();
+  }
+}"""
+
+DATABASES = "async () => (await indexedDB.databases()).map((d) => d.name)"
+
+
+def history_db(user: User) -> str:
+    return f"chat-history-{user.pk}"
+
+
+def stored(page: Page, user: User) -> dict[str, list[str]] | None:
+    result: dict[str, list[str]] | None = page.evaluate(READ_HISTORY, history_db(user))
+    return result
+
+
+def wait_stored(page: Page, user: User, chat_id: int, bodies: list[str]) -> None:
+    """Wait until the page has written `bodies` as the conversation's stored history."""
+    wait_until(lambda: (stored(page, user) or {}).get(str(chat_id)) == bodies)
+
+
+def say(sender: User, chat_id: int, body: str) -> Message:
+    result = off_loop(
+        services.send_message,
+        sender=sender,
+        conversation_id=chat_id,
+        client_msg_id=uuid.uuid4(),
+        body=body,
+    )
+    message: Message = result.message
+    return message
+
+
+def controlled_and_cached(page: Page) -> None:
+    """Wait until the service worker controls the page and has the app page cached."""
+    page.wait_for_function("() => navigator.serviceWorker.controller !== null")
+    cached = "async () => (await caches.match('/', { ignoreVary: true })) !== undefined"
+    wait_until(lambda: bool(page.evaluate(cached)))
+
+
+def fetches(frames: list[dict[str, Any]], chat_id: int) -> list[dict[str, Any]]:
+    return [
+        f for f in frames if f.get("type") == "messages.fetch" and f.get("conversation") == chat_id
+    ]
+
+
+def test_an_offline_reload_shows_history_and_catches_up_after_the_cursor(web: Web) -> None:
+    # Tried: Ana reads her chat with Bo, and a group she is added to while the app is
+    # open arrives live. Offline, she reloads: the chat's history and both conversations
+    # (the group only the store knows: the cached app page predates it) are shown, and a
+    # message she types waits as pending. Bo writes meanwhile. Back online, her message
+    # is stored once, Bo's arrive, and the chat is caught up with `messages.fetch`
+    # `after=<stored cursor>`, never by reloading its newest page.
+    ana = make_person("ana", "Ana")
+    bo = make_person("bo", "Bo")
+    cy = make_person("cy", "Cy")
+    chat, _ = off_loop(services.create_direct_conversation, user=bo, other_user_id=ana.pk)
+    history = ["old one", "old two", "old three"]
+    for body in history:
+        last = say(bo, chat.pk, body)
+
+    ana_page = web.log_in(ana)
+    controlled_and_cached(ana_page)
+    conversation(ana_page, "Bo").click()
+    expect(bubbles(ana_page)).to_have_text(history)
+    group = off_loop(services.create_group, creator=cy, title="Book club", member_ids=[ana.pk])
+    say(cy, group.pk, "welcome to the club")
+    expect(conversation(ana_page, "Book club")).to_be_visible()
+    wait_stored(ana_page, ana, chat.pk, history)
+    wait_stored(ana_page, ana, group.pk, ["welcome to the club"])
+
+    ana_page.context.set_offline(True)
+    expect(ana_page.locator("#conn-status")).to_have_attribute("data-state", "offline")
+    ana_page.reload()  # the app shell from the service worker, history from IndexedDB
+    expect(ana_page.locator("#conn-status")).to_have_attribute("data-state", "offline")
+    expect(bubbles(ana_page)).to_have_text(history)
+    expect(conversation(ana_page, "Bo")).to_be_visible()
+    expect(conversation(ana_page, "Book club")).to_be_visible()
+    send(ana_page, "typed offline")
+    pending = ana_page.locator("#message-list .msg.pending")
+    expect(pending.locator(".body")).to_have_text(["typed offline"])
+    shot(ana_page, "offline-history")
+
+    away = ["while you were away", "and once more"]
+    for body in away:
+        say(bo, chat.pk, body)
+    frames = web.watch.sent.setdefault("ana", [])
+    mark = len(frames)
+
+    ana_page.context.set_offline(False)
+    online(ana_page)
+    expect(pending).to_have_count(0)
+    expect(bubbles(ana_page)).to_have_text([*history, *away, "typed offline"])
+    wait_until(lambda: Message.objects.filter(conversation=chat, body="typed offline").count() == 1)
+    assert Message.objects.filter(conversation=chat, sender=ana).count() == 1
+
+    caught_up = fetches(frames[mark:], chat.pk)
+    assert caught_up, "the chat was not fetched after the network returned"
+    assert all("after" in f for f in caught_up), caught_up  # no newest-page reload
+    assert caught_up[0]["after"] >= last.seq
+    assert caught_up[0]["after"] < Message.objects.get(body=away[0]).seq
+    # The store follows: what arrived after is written too.
+    wait_stored(ana_page, ana, chat.pk, [*history, *away, "typed offline"])
+
+
+def sign_in(page: Page, web: Web, user: User) -> None:
+    page.goto(f"{web.url()}/accounts/login/")
+    page.get_by_label("Username").fill(user.username)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    page.wait_for_url(f"{web.url()}/")
+    online(page)
+
+
+def test_another_user_on_the_same_browser_never_sees_the_stored_history(web: Web) -> None:
+    # Tried: Ana's history is stored, she signs out, Bo signs in in the same browser:
+    # neither the page nor IndexedDB holds anything of Ana's. Then Bo's session ends
+    # without a sign-out (cookies gone) and Cy signs in there: Bo's stored history is
+    # deleted on Cy's start, and Cy's page shows none of it.
+    ana = make_person("ana", "Ana")
+    bo = make_person("bo", "Bo")
+    cy = make_person("cy", "Cy")
+    dee = make_person("dee", "Dee")
+    ana_chat, _ = off_loop(services.create_direct_conversation, user=dee, other_user_id=ana.pk)
+    say(dee, ana_chat.pk, "a secret for ana")
+    bo_chat, _ = off_loop(services.create_direct_conversation, user=dee, other_user_id=bo.pk)
+    say(dee, bo_chat.pk, "a secret for bo")
+
+    page = web.log_in(ana)
+    conversation(page, "Dee").click()
+    expect(bubbles(page)).to_have_text(["a secret for ana"])
+    wait_stored(page, ana, ana_chat.pk, ["a secret for ana"])
+
+    page.get_by_role("button", name="Log out").click()
+    expect(page).to_have_url(re.compile(r"/accounts/login/"))
+    sign_in(page, web, bo)
+    expect(conversation(page, "Dee")).to_be_visible()
+    conversation(page, "Dee").click()
+    expect(bubbles(page)).to_have_text(["a secret for bo"])
+    assert history_db(ana) not in page.evaluate(DATABASES)
+    expect(page.locator("body")).not_to_contain_text("a secret for ana")
+    wait_stored(page, bo, bo_chat.pk, ["a secret for bo"])
+
+    page.context.clear_cookies()  # Bo's session ends elsewhere: no sign-out here
+    sign_in(page, web, cy)
+    wait_until(lambda: history_db(bo) not in page.evaluate(DATABASES))
+    assert history_db(cy) in page.evaluate(DATABASES)
+    expect(page.locator("body")).not_to_contain_text("a secret for bo")
+    expect(page.locator("body")).not_to_contain_text("Dee")
+
+
+def test_an_edit_and_a_delete_show_after_an_offline_reload(web: Web) -> None:
+    # Tried: with the chat open, Bo edits one of his messages and deletes another (live
+    # `message.updated` events); Ana's page reloads offline and shows the edited text
+    # and the deleted notice, not the old versions.
+    ana = make_person("ana", "Ana")
+    bo = make_person("bo", "Bo")
+    chat, _ = off_loop(services.create_direct_conversation, user=bo, other_user_id=ana.pk)
+    keep = say(bo, chat.pk, "a message with a tpyo")
+    drop = say(bo, chat.pk, "a message to take back")
+    say(bo, chat.pk, "the last word")
+
+    ana_page = web.log_in(ana)
+    controlled_and_cached(ana_page)
+    conversation(ana_page, "Bo").click()
+    expect(bubbles(ana_page)).to_have_text(
+        ["a message with a tpyo", "a message to take back", "the last word"]
+    )
+    off_loop(
+        services.edit_message,
+        user=bo,
+        conversation_id=chat.pk,
+        message_id=keep.pk,
+        body="a message without a typo",
+    )
+    off_loop(services.delete_message, user=bo, conversation_id=chat.pk, message_id=drop.pk)
+    after = ["a message without a typo", "This message was deleted.", "the last word"]
+    expect(bubbles(ana_page)).to_have_text(after)
+    wait_stored(ana_page, ana, chat.pk, ["a message without a typo", "(deleted)", "the last word"])
+
+    ana_page.context.set_offline(True)
+    expect(ana_page.locator("#conn-status")).to_have_attribute("data-state", "offline")
+    ana_page.reload()
+    expect(ana_page.locator("#conn-status")).to_have_attribute("data-state", "offline")
+    expect(bubbles(ana_page)).to_have_text(after)
+    expect(ana_page.locator("#message-list .edited")).to_have_count(1)
+    expect(ana_page.locator("#message-list")).not_to_contain_text("tpyo")
+    expect(ana_page.locator("#message-list")).not_to_contain_text("take back")
