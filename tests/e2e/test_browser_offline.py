@@ -256,3 +256,50 @@ def test_an_edit_and_a_delete_show_after_an_offline_reload(web: Web) -> None:
     expect(ana_page.locator("#message-list .edited")).to_have_count(1)
     expect(ana_page.locator("#message-list")).not_to_contain_text("tpyo")
     expect(ana_page.locator("#message-list")).not_to_contain_text("take back")
+
+
+# IndexedDB failing for the offline history only: opening its database throws (private
+# mode), or every write to it throws (quota).
+NO_HISTORY_DB = """(() => {
+  const open = IDBFactory.prototype.open;
+  IDBFactory.prototype.open = function (name, ...rest) {
+    if (String(name).startsWith("chat-history-")) {
+      throw new DOMException("The operation failed.", "UnknownError");
+    }
+    return open.call(this, name, ...rest);
+  };
+})();"""
+FULL_DISK = """(() => {
+  const put = IDBObjectStore.prototype.put;
+  IDBObjectStore.prototype.put = function (...args) {
+    if (this.name === "pages" || this.name === "conversations") {
+      throw new DOMException("The quota has been exceeded.", "QuotaExceededError");
+    }
+    return put.apply(this, args);
+  };
+})();"""
+
+
+@pytest.mark.parametrize("failure", [NO_HISTORY_DB, FULL_DISK], ids=["no-database", "full-disk"])
+def test_the_app_works_as_before_when_indexeddb_fails(web: Web, failure: str) -> None:
+    # Tried: Ana's browser cannot open the history database, or cannot write to it. The
+    # app loads her history from the server, sends and receives, shows no error (no
+    # toast, nothing thrown: the fixture checks), and stores nothing.
+    ana = make_person("ana", "Ana")
+    bo = make_person("bo", "Bo")
+    chat, _ = off_loop(services.create_direct_conversation, user=bo, other_user_id=ana.pk)
+    say(bo, chat.pk, "hello from the server")
+
+    context = web.context()
+    context.add_init_script(failure)
+    page = web.watch.page(context.new_page(), "ana")
+    sign_in(page, web, ana)
+    conversation(page, "Bo").click()
+    expect(bubbles(page)).to_have_text(["hello from the server"])
+    send(page, "an answer")
+    expect(page.locator("#message-list .msg.pending")).to_have_count(0)
+    say(bo, chat.pk, "and a live one")
+    expect(bubbles(page)).to_have_text(["hello from the server", "an answer", "and a live one"])
+    wait_until(lambda: Message.objects.filter(conversation=chat, body="an answer").count() == 1)
+    expect(page.locator("#toast")).to_be_hidden()
+    assert not (stored(page, ana) or {}).get(str(chat.pk))
