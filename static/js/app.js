@@ -36,7 +36,7 @@ import { notifyAbout, renderNotifyBanner } from "./ui/notifications.js";
 import * as presence from "./ui/presence.js";
 import { idleTouch, onSessionReady, renderStatus } from "./ui/presence.js";
 import * as search from "./ui/search.js";
-import { $, boot, client, current, historyStore, me, store, ui } from "./ui/shared.js";
+import { $, boot, client, current, historyStore, learnPeople, me, store, ui } from "./ui/shared.js";
 import { clearTyping } from "./ui/typing.js";
 import * as typing from "./ui/typing.js";
 
@@ -182,6 +182,9 @@ renderList();
 routeFromHash();
 idleTouch();
 client.start().then(() => {
+  // The names of the stored conversations' members, for history shown offline.
+  for (const members of client.members.values()) learnPeople([...members.values()].filter((m) => m.display_name));
+  routeFromHash(); // a conversation only the stored history knows (offline)
   if (current !== null) renderMessages({ stick: true });
 });
 attention.registerServiceWorker().then(() => {

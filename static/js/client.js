@@ -138,7 +138,8 @@ class Session {
  * `conversations` {}, `messages` {conversation, messages, via}, `reset` {conversation},
  * `outbox` {conversation}, `receipt` {conversation, user, delivered_seq, read_seq},
  * `typing` {conversation, user, state}, `presence` {user, state, last_seen},
- * `membership` {conversation, reason}, `error` {error}, `stopped` {code}.
+ * `membership` {conversation, reason}, `members` {conversation}, `error` {error},
+ * `stopped` {code}.
  */
 export class ChatClient extends EventTarget {
   constructor({
@@ -567,6 +568,7 @@ export class ChatClient extends EventTarget {
   /** Record members (with markers) answered by `GET /conversations/{id}`. */
   setMembers(id, members) {
     this.members.set(id, new Map(members.map((m) => [m.id, { ...m }])));
+    this.#emit("members", { conversation: id });
   }
 
   #requireSession() {

@@ -176,10 +176,12 @@ export class HistoryStore {
     const page = ({ detail }) => this.#touch(Number(detail.conversation));
     client.addEventListener("messages", page);
     client.addEventListener("reset", page);
-    client.addEventListener("receipt", ({ detail }) => {
-      this.listDirty = true; // members' markers live with the conversation
-      this.#touch(Number(detail.conversation), false);
-    });
+    const members = () => {
+      this.listDirty = true; // members (names, receipt markers) live with the conversation
+      this.#schedule();
+    };
+    client.addEventListener("receipt", members);
+    client.addEventListener("members", members);
     client.addEventListener("conversations", () => {
       this.listDirty = true;
       this.#schedule();
@@ -194,9 +196,9 @@ export class HistoryStore {
     });
   }
 
-  #touch(id, pageChanged = true) {
+  #touch(id) {
     if (!Number.isInteger(id)) return;
-    if (pageChanged) this.dirty.add(id);
+    this.dirty.add(id);
     this.#schedule();
   }
 

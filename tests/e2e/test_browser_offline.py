@@ -74,6 +74,26 @@ READ_HISTORY = """async (name) => {
 
 DATABASES = "async () => (await indexedDB.databases()).map((d) => d.name)"
 
+# The display names of a stored conversation's members ([] when not stored).
+READ_MEMBER_NAMES = """async ([name, id]) => {
+  const db = await new Promise((resolve, reject) => {
+    const open = indexedDB.open(name);
+    open.onsuccess = () => resolve(open.result);
+    open.onerror = () => reject(open.error);
+  });
+  try {
+    if (!db.objectStoreNames.contains("conversations")) return [];
+    const record = await new Promise((resolve, reject) => {
+      const req = db.transaction("conversations").objectStore("conversations").get(id);
+      req.onsuccess = () => resolve(req.result);
+      req.onerror = () => reject(req.error);
+    });
+    return (record?.members || []).map((m) => m.display_name).filter(Boolean).sort();
+  } finally {
+    db.close();
+  }
+}"""
+
 
 def history_db(user: User) -> str:
     return f"chat-history-{user.pk}"
@@ -116,9 +136,10 @@ def fetches(frames: list[dict[str, Any]], chat_id: int) -> list[dict[str, Any]]:
 
 def test_an_offline_reload_shows_history_and_catches_up_after_the_cursor(web: Web) -> None:
     # Tried: Ana reads her chat with Bo, and a group she is added to while the app is
-    # open arrives live. Offline, she reloads: the chat's history and both conversations
-    # (the group only the store knows: the cached app page predates it) are shown, and a
-    # message she types waits as pending. Bo writes meanwhile. Back online, her message
+    # open arrives live; she opens it. Offline, she reloads: the group (which only the
+    # store knows: the cached app page predates it) is shown with its history and its
+    # sender's name, then the chat with Bo with its history, and a message she types
+    # there waits as pending. Bo writes meanwhile. Back online, her message
     # is stored once, Bo's arrive, and the chat is caught up with `messages.fetch`
     # `after=<stored cursor>`, never by reloading its newest page.
     ana = make_person("ana", "Ana")
@@ -135,17 +156,22 @@ def test_an_offline_reload_shows_history_and_catches_up_after_the_cursor(web: We
     expect(bubbles(ana_page)).to_have_text(history)
     group = off_loop(services.create_group, creator=cy, title="Book club", member_ids=[ana.pk])
     say(cy, group.pk, "welcome to the club")
-    expect(conversation(ana_page, "Book club")).to_be_visible()
+    conversation(ana_page, "Book club").click()
+    expect(ana_page.locator("#message-list .sender")).to_have_text(["Cy"])
     wait_stored(ana_page, ana, chat.pk, history)
     wait_stored(ana_page, ana, group.pk, ["welcome to the club"])
+    names = [history_db(ana), group.pk]
+    wait_until(lambda: ana_page.evaluate(READ_MEMBER_NAMES, names) == ["Ana", "Cy"])
 
     ana_page.context.set_offline(True)
     expect(ana_page.locator("#conn-status")).to_have_attribute("data-state", "offline")
     ana_page.reload()  # the app shell from the service worker, history from IndexedDB
     expect(ana_page.locator("#conn-status")).to_have_attribute("data-state", "offline")
-    expect(bubbles(ana_page)).to_have_text(history)
+    expect(bubbles(ana_page)).to_have_text(["welcome to the club"])
+    expect(ana_page.locator("#message-list .sender")).to_have_text(["Cy"])  # stored names
     expect(conversation(ana_page, "Bo")).to_be_visible()
-    expect(conversation(ana_page, "Book club")).to_be_visible()
+    conversation(ana_page, "Bo").click()
+    expect(bubbles(ana_page)).to_have_text(history)
     send(ana_page, "typed offline")
     pending = ana_page.locator("#message-list .msg.pending")
     expect(pending.locator(".body")).to_have_text(["typed offline"])
