@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from playwright.sync_api import Page, expect
+from pytest_django.fixtures import SettingsWrapper
 
 from accounts.models import User
 from messaging import services
@@ -329,3 +330,41 @@ def test_the_app_works_as_before_when_indexeddb_fails(web: Web, failure: str) ->
     wait_until(lambda: Message.objects.filter(conversation=chat, body="an answer").count() == 1)
     expect(page.locator("#toast")).to_be_hidden()
     assert not (stored(page, ana) or {}).get(str(chat.pk))
+
+
+def test_a_gap_wider_than_the_reset_limit_reloads_the_newest_page(
+    web: Web, settings: SettingsWrapper
+) -> None:
+    # Tried: Ana's chat is stored; while she is offline Bo writes more than the client's
+    # reset limit (1000 log numbers). Back online, the stale stored page is not caught
+    # up message by message: the newest page is loaded instead (`messages.fetch`
+    # without `after`), shown, and stored in place of the old one.
+    settings.CHAT_SEND_BURST = settings.CHAT_SEND_RATE = 100_000.0  # Bo's flood, below
+    ana = make_person("ana", "Ana")
+    bo = make_person("bo", "Bo")
+    chat, _ = off_loop(services.create_direct_conversation, user=bo, other_user_id=ana.pk)
+    say(bo, chat.pk, "before the flood")
+
+    ana_page = web.log_in(ana)
+    controlled_and_cached(ana_page)
+    conversation(ana_page, "Bo").click()
+    expect(bubbles(ana_page)).to_have_text(["before the flood"])
+    wait_stored(ana_page, ana, chat.pk, ["before the flood"])
+
+    ana_page.context.set_offline(True)
+    expect(ana_page.locator("#conn-status")).to_have_attribute("data-state", "offline")
+    ana_page.reload()
+    expect(bubbles(ana_page)).to_have_text(["before the flood"])
+    for n in range(1001):
+        say(bo, chat.pk, f"flood {n}")
+    frames = web.watch.sent.setdefault("ana", [])
+    mark = len(frames)
+
+    ana_page.context.set_offline(False)
+    online(ana_page)
+    expect(bubbles(ana_page).last).to_have_text("flood 1000")
+    expect(ana_page.locator("#message-list")).not_to_contain_text("before the flood")
+    reloads = fetches(frames[mark:], chat.pk)
+    assert reloads and "after" not in reloads[0], reloads  # the newest page, not after=
+    newest = [f"flood {n}" for n in range(1001 - 40, 1001)]
+    wait_stored(ana_page, ana, chat.pk, newest)
