@@ -368,3 +368,75 @@ def test_a_gap_wider_than_the_reset_limit_reloads_the_newest_page(
     assert reloads and "after" not in reloads[0], reloads  # the newest page, not after=
     newest = [f"flood {n}" for n in range(1001 - 40, 1001)]
     wait_stored(ana_page, ana, chat.pk, newest)
+
+
+# The stored conversations: their ids, most recently active first.
+READ_CONVERSATION_IDS = """async (name) => {
+  const db = await new Promise((resolve, reject) => {
+    const open = indexedDB.open(name);
+    open.onsuccess = () => resolve(open.result);
+    open.onerror = () => reject(open.error);
+  });
+  try {
+    const records = await new Promise((resolve, reject) => {
+      const req = db.transaction("conversations").objectStore("conversations").getAll();
+      req.onsuccess = () => resolve(req.result);
+      req.onerror = () => reject(req.error);
+    });
+    return records.map((r) => r.id);
+  } finally {
+    db.close();
+  }
+}"""
+
+
+def test_the_store_keeps_the_newest_200_messages_of_the_100_latest_conversations(
+    web: Web, settings: SettingsWrapper
+) -> None:
+    # Tried: Ana is in 101 groups and a chat with Bo. The store keeps the 100 most
+    # recently active conversations (the oldest group is left out). While she is
+    # offline Bo writes 250 messages; back online they are caught up, and the store
+    # keeps the newest 200 of the chat, which an offline reload shows, with older
+    # messages still to load.
+    settings.CHAT_SEND_BURST = settings.CHAT_SEND_RATE = 100_000.0
+    ana = make_person("ana", "Ana")
+    bo = make_person("bo", "Bo")
+    cy = make_person("cy", "Cy")
+    groups = [
+        off_loop(services.create_group, creator=cy, title=f"Group {n}", member_ids=[ana.pk])
+        for n in range(101)
+    ]
+    chat, _ = off_loop(services.create_direct_conversation, user=bo, other_user_id=ana.pk)
+    say(bo, chat.pk, "hello")
+
+    ana_page = web.log_in(ana)
+    controlled_and_cached(ana_page)
+    conversation(ana_page, "Bo").click()
+    expect(bubbles(ana_page)).to_have_text(["hello"])
+    wait_stored(ana_page, ana, chat.pk, ["hello"])
+
+    def stored_ids() -> set[int]:
+        return set(ana_page.evaluate(READ_CONVERSATION_IDS, history_db(ana)))
+
+    wait_until(lambda: len(stored_ids()) == 100)
+    assert chat.pk in stored_ids()
+    assert groups[0].pk not in stored_ids()  # the least recently active
+    assert groups[-1].pk in stored_ids()
+
+    ana_page.context.set_offline(True)
+    expect(ana_page.locator("#conn-status")).to_have_attribute("data-state", "offline")
+    flood = [f"message {n}" for n in range(250)]
+    for body in flood:
+        say(bo, chat.pk, body)
+    ana_page.context.set_offline(False)
+    online(ana_page)
+    expect(bubbles(ana_page).last).to_have_text("message 249")
+    expect(bubbles(ana_page)).to_have_count(251)  # caught up after the cursor: all of it
+    wait_stored(ana_page, ana, chat.pk, flood[-200:])
+
+    ana_page.context.set_offline(True)
+    expect(ana_page.locator("#conn-status")).to_have_attribute("data-state", "offline")
+    ana_page.reload()
+    expect(bubbles(ana_page)).to_have_count(200)
+    expect(bubbles(ana_page).first).to_have_text("message 50")
+    expect(ana_page.locator("#load-older")).to_be_visible()
