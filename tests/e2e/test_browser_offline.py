@@ -324,10 +324,11 @@ def test_the_app_works_as_before_when_indexeddb_fails(web: Web, failure: str) ->
     conversation(page, "Bo").click()
     expect(bubbles(page)).to_have_text(["hello from the server"])
     send(page, "an answer")
+    wait_until(lambda: Message.objects.filter(conversation=chat, body="an answer").count() == 1)
+    expect(bubbles(page)).to_have_text(["hello from the server", "an answer"])
     expect(page.locator("#message-list .msg.pending")).to_have_count(0)
     say(bo, chat.pk, "and a live one")
     expect(bubbles(page)).to_have_text(["hello from the server", "an answer", "and a live one"])
-    wait_until(lambda: Message.objects.filter(conversation=chat, body="an answer").count() == 1)
     expect(page.locator("#toast")).to_be_hidden()
     assert not (stored(page, ana) or {}).get(str(chat.pk))
 
