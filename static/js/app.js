@@ -183,7 +183,9 @@ routeFromHash();
 idleTouch();
 client.start().then(() => {
   // The names of the stored conversations' members, for history shown offline.
-  for (const members of client.members.values()) learnPeople([...members.values()].filter((m) => m.display_name));
+  for (const members of client.members.values()) {
+    learnPeople([...members.values()].filter((m) => m.display_name));
+  }
   routeFromHash(); // a conversation only the stored history knows (offline)
   if (current !== null) renderMessages({ stick: true });
 });
