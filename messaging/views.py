@@ -34,6 +34,7 @@ APP_MODULES = (
     "client.js",
     "dom.js",
     "format.js",
+    "history-store.js",
     "notify.js",
     "outbox.js",
     "state.js",

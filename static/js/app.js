@@ -39,7 +39,7 @@ import { notifyAbout, renderNotifyBanner } from "./ui/notifications.js";
 import * as presence from "./ui/presence.js";
 import { idleTouch, onSessionReady, renderStatus } from "./ui/presence.js";
 import * as search from "./ui/search.js";
-import { $, boot, client, current, learnPeople, me, store, ui } from "./ui/shared.js";
+import { $, boot, client, current, historyStore, learnPeople, me, store, ui } from "./ui/shared.js";
 import { clearTyping } from "./ui/typing.js";
 import * as typing from "./ui/typing.js";
 
@@ -93,6 +93,7 @@ client.addEventListener("stopped", ({ detail }) => {
 client.addEventListener("ready", ({ detail }) => {
   onSessionReady(detail);
   prefetchDetails();
+  markRead(); // what was read offline (stored history) is marked now
 });
 
 // ---------------------------------------------------------------- events for several parts
@@ -161,6 +162,7 @@ $("logout-form").addEventListener("submit", async (event) => {
   client.stop();
   attention.forgetCachedApp();
   await store.clear().catch(() => {});
+  await historyStore.destroy().catch(() => {}); // the next user of this browser sees none of it
   form.dataset.confirmed = "1";
   form.submit();
 });
@@ -192,6 +194,11 @@ renderList();
 routeFromHash();
 idleTouch();
 client.start().then(() => {
+  // The names of the stored conversations' members, for history shown offline.
+  for (const members of client.members.values()) {
+    learnPeople([...members.values()].filter((m) => m.display_name));
+  }
+  routeFromHash(); // a conversation only the stored history knows (offline)
   if (current !== null) renderMessages({ stick: true });
 });
 attention.registerServiceWorker().then(() => {

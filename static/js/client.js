@@ -3,6 +3,10 @@
 // It ports chatclient/client.py rule by rule (chatclient/README.md says why each rule is
 // there); the UI listens to its events and never touches the socket.
 //
+// Before the first connection, the offline history (history-store.js, optional) puts the
+// stored conversations and their newest pages in place, each with the cursor it is
+// complete up to: the app shows history at once, and step 2 fetches `after=cursor`.
+//
 // What a connection lives through:
 // 1. Open the socket (the session cookie authenticates it; the server checks Origin).
 // 2. Read `session.ready`: note every conversation's `last_seq`; load the newest page of
@@ -138,14 +142,15 @@ class Session {
  * `conversations` {}, `messages` {conversation, messages, via}, `reset` {conversation},
  * `outbox` {conversation}, `receipt` {conversation, user, delivered_seq, read_seq},
  * `typing` {conversation, user, state}, `presence` {user, state, last_seen},
- * `membership` {conversation, reason}, `user` {user} (a name or picture changed),
- * `error` {error}, `stopped` {code}.
+ * `membership` {conversation, reason}, `members` {conversation}, `user` {user} (a name
+ * or picture changed), `error` {error}, `stopped` {code}.
  */
 export class ChatClient extends EventTarget {
   constructor({
     url,
     user,
     store,
+    history = null,
     sendTimeout = 10_000,
     syncInterval = 60_000,
     backoffBase = 500,
@@ -156,6 +161,7 @@ export class ChatClient extends EventTarget {
     this.user = user;
     this.userId = user.id;
     this.store = store;
+    this.history = history; // offline history (history-store.js), or null
     this.sendTimeout = sendTimeout;
     this.syncInterval = syncInterval;
     this.backoffBase = backoffBase;
@@ -184,8 +190,9 @@ export class ChatClient extends EventTarget {
 
   // ---------------------------------------------------------------- lifecycle
 
-  /** Load the persisted outbox and connect. */
+  /** Show the stored history, load the persisted outbox and connect. */
   async start() {
+    if (this.history) await this.history.hydrate(this).catch(() => {});
     for (const row of await this.store.all()) {
       this.entries.set(row.client_msg_id, this.#entry(row));
       this.positions = Math.max(this.positions, row.position);
@@ -505,7 +512,8 @@ export class ChatClient extends EventTarget {
   /** Raise the read marker (and the delivered one) to `seq`. */
   markRead(id, seq) {
     const info = this.info.get(id);
-    if (!info || !(seq > (info.read_seq || 0))) return;
+    // Offline (history from the store) the marker waits: it could not be sent.
+    if (!this.session || !info || !(seq > (info.read_seq || 0))) return;
     // Only others' messages need a receipt: the server raised ours when it stored them.
     const previous = info.read_seq || 0;
     const news = this.#state(id)
@@ -571,6 +579,7 @@ export class ChatClient extends EventTarget {
   /** Record members (with markers) answered by `GET /conversations/{id}`. */
   setMembers(id, members) {
     this.members.set(id, new Map(members.map((m) => [m.id, { ...m }])));
+    this.#emit("members", { conversation: id });
   }
 
   #requireSession() {

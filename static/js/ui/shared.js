@@ -1,10 +1,11 @@
 // What every part of the web app shares: the page's bootstrap (`boot`, `me`), the
-// element map (`ui`), the ChatClient and its outbox store, the names of the people seen
-// so far, and which conversation is open (`current`). `current` is read anywhere (an
+// element map (`ui`), the ChatClient with its outbox and history stores, the names of
+// the people seen so far, and which conversation is open (`current`). `current` is read anywhere (an
 // ES module import is a live binding) and changed only through setCurrent(), which
 // ui/conversation.js calls when it opens or closes a conversation.
 
 import { ChatClient } from "../client.js";
+import { HistoryStore } from "../history-store.js";
 import { OutboxStore } from "../outbox.js";
 
 export const boot = JSON.parse(document.getElementById("bootstrap").textContent);
@@ -70,10 +71,12 @@ export function setCurrent(id) {
 }
 
 export const store = new OutboxStore(me.id);
+export const historyStore = new HistoryStore(me.id);
 export const client = new ChatClient({
   url: `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws/v1/?device=${deviceId()}`,
   user: me,
   store,
+  history: historyStore,
 });
 
 function deviceId() {
