@@ -67,6 +67,13 @@ export class Tabs {
     if (this.mode === "alone") return new WebSocket(url);
     const name = `l${++this.names}`;
     const link = new Link(this, name);
+    if (navigator.onLine === false) {
+      // This page knows it has no network; the shared socket might not (a worker may
+      // not share a page's view of being offline): fail as a socket would, and wait
+      // for `online`.
+      setTimeout(() => link.ended(1006), 0);
+      return link;
+    }
     link.url = url;
     this.links.set(name, link);
     this.post({ op: "open", link: name, url });
