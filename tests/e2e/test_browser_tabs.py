@@ -207,3 +207,37 @@ def test_closing_the_first_tab_mid_conversation_loses_nothing(
     expect(bubbles(second)).to_have_text([*stream, "still here"])
     rows = list(Message.objects.filter(conversation=chat).order_by("seq"))
     assert [m.body for m in rows] == [*stream, "still here"]
+
+
+def test_a_message_notifies_once_per_browser_and_not_while_a_tab_is_visible(
+    make_web: Callable[..., Web], mode: str
+) -> None:
+    """With both tabs hidden, a new message raises one browser notification, not one per
+    tab; with one tab visible, the hidden one raises none (the user sees it already)."""
+    web = make_web()
+    ana = make_person("ana", "Ana")
+    bo = make_person("bo", "Bo")
+    chat, _ = off_loop(services.create_direct_conversation, user=ana, other_user_id=bo.pk)
+    ana_browser = browser_of(web, mode)
+    first = log_in(web, ana_browser, ana, "ana-1")
+    second = new_tab(web, ana_browser, "ana-2")
+    online(second)
+    sockets_become(web, 1)
+    for page in (first, second):
+        test_browser._pretend_hidden(page)
+
+    def settled(page: Page, count: int) -> None:
+        page.wait_for_function(f"() => window.chat.tabs.claimsSettled >= {count}")
+
+    def shown() -> int:
+        return sum(p.evaluate("() => window.__notifications.length") for p in (first, second))
+
+    say(bo, chat.pk, ["are you there?"])
+    settled(first, 1)
+    settled(second, 1)
+    assert shown() == 1, "each hidden tab showed the notification"
+
+    test_browser._pretend_visible(first)
+    say(bo, chat.pk, ["hello?"])
+    settled(second, 2)
+    assert shown() == 1, "a hidden tab notified while another tab was visible"

@@ -51,6 +51,7 @@ export class Tabs {
     this.links = new Map(); // name -> Link
     this.names = 0;
     this.claims = new Map(); // id -> resolve
+    this.claimsSettled = 0; // claims answered or given up on (for tests)
     this.onSignedOut = null;
     this.mode = "alone";
     this.port = null;
@@ -98,10 +99,12 @@ export class Tabs {
     return new Promise((resolve) => {
       const timer = setTimeout(() => {
         this.claims.delete(id);
+        this.claimsSettled += 1;
         resolve(true);
       }, CLAIM_WAIT);
       this.claims.set(id, (granted) => {
         clearTimeout(timer);
+        this.claimsSettled += 1;
         resolve(granted);
       });
       this.post({ op: "claim", key, id });
