@@ -22,6 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from accounts.models import User
 from bench.harness import http_get
 from messaging import services
+from messaging.errors import RateLimited
 from messaging.models import Message
 from tests.e2e import test_browser
 from tests.e2e.test_browser import (
@@ -183,10 +184,16 @@ def test_closing_the_first_tab_mid_conversation_loses_nothing(
     def bo_streams() -> None:
         try:
             for body in stream:
-                services.send_message(
-                    sender=bo, conversation_id=chat.pk, client_msg_id=uuid.uuid4(), body=body
-                )
-                time.sleep(0.05)  # a steady stream, spread over the handover
+                cmid = uuid.uuid4()
+                while True:
+                    try:
+                        services.send_message(
+                            sender=bo, conversation_id=chat.pk, client_msg_id=cmid, body=body
+                        )
+                        break
+                    except RateLimited as error:  # as a client does: later, same id
+                        time.sleep(error.retry_after or 1)
+                time.sleep(0.15)  # a steady stream (about the send rate), over the handover
         finally:
             connection.close()
 

@@ -18,6 +18,7 @@
 // - The real socket closes when the last link closes; when the real socket closes,
 //   every link closes with its code, and each tab reconnects with its own backoff
 //   (catching up with `after=cursor` and resending its outbox with the same ids).
+// - `reconnect` (a draining gateway) is the socket's: the hub leaves after its delay.
 // - `stop` (log out in one tab) closes the socket and tells every tab.
 //
 // Messages from a tab: {op: "open", link, url} | {op: "send", link, data} |
@@ -219,6 +220,15 @@ export class Hub {
         this.#deliver(number, data);
       }
       this.#updateIdle(true);
+      return;
+    }
+    if (frame.type === "reconnect") {
+      // The gateway drains: the socket leaves after the delay it chose, all its links
+      // with it (their clients connect again, through another gateway).
+      const delay = Math.max(0, Number(frame.after_ms) || 0);
+      setTimeout(() => {
+        if (this.ws === ws) this.#dropSocket(4000);
+      }, delay);
       return;
     }
     const ref = typeof frame.ref === "string" ? frame.ref : null;
