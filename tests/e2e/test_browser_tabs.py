@@ -248,3 +248,39 @@ def test_a_message_notifies_once_per_browser_and_not_while_a_tab_is_visible(
     say(bo, chat.pk, ["hello?"])
     settled(second, 2)
     assert shown() == 1, "a hidden tab notified while another tab was visible"
+
+
+def test_the_user_is_away_only_when_every_tab_is_idle(
+    make_web: Callable[..., Web], mode: str
+) -> None:
+    """Presence is the user's, not a tab's: one idle tab leaves Ana online while the other
+    is in use; she is away when both are idle, and online again when one is used. (The
+    server's answer to a presence subscription, sent behind the idle report on the same
+    socket, says what it made of it.)"""
+    web = make_web()
+    ana = make_person("ana", "Ana")
+    ana_browser = browser_of(web, mode)
+    first = log_in(web, ana_browser, ana, "ana-1")
+    second = new_tab(web, ana_browser, "ana-2")
+    online(second)
+    sockets_become(web, 1)
+
+    def my_state(page: Page) -> str:
+        """Ana's presence as the server answers it now (after every frame sent before)."""
+        return str(
+            page.evaluate(
+                """async (me) => {
+                    const answer = await window.chat.client.subscribePresence([me]);
+                    return answer.users.find((u) => u.id === me).state;
+                }""",
+                ana.pk,
+            )
+        )
+
+    assert my_state(first) == "online"
+    first.evaluate("() => window.chat.client.activity(true)")
+    assert my_state(first) == "online", "one idle tab made the user away"
+    second.evaluate("() => window.chat.client.activity(true)")
+    assert my_state(second) == "away"
+    first.evaluate("() => window.chat.client.activity(false)")
+    assert my_state(second) == "online"

@@ -13,7 +13,8 @@
 //   number (`3~r12`), and a reply with such a ref goes to that link only, with its own
 //   ref back. Frames without a ref (live events) go to every link.
 // - `activity` is the user's: idle only when every tab is idle (the hub sends the
-//   change, not each tab's). A browser notification is shown by the first tab that
+//   change, not each tab's). `presence.subscribe` replaces a socket's set, so the hub
+//   subscribes to the union of what the tabs follow. A browser notification is shown by the first tab that
 //   claims it, and by none while a tab is visible.
 // - The real socket closes when the last link closes; when the real socket closes,
 //   every link closes with its code, and each tab reconnects with its own backoff
@@ -30,6 +31,7 @@ const LINK_REF = /^(\d+)~(.*)$/s;
 const HUB_REF = "hub~";
 const TAB_SILENCE = 180_000; // a tab that sent nothing for this long is gone (crashed)
 const CLAIM_MEMORY = 30_000;
+const PRESENCE_MAX = 1000; // users one presence.subscribe may name
 
 export class Hub {
   constructor({ openSocket = (url) => new WebSocket(url) } = {}) {
@@ -160,6 +162,15 @@ export class Hub {
       if (state) state.idle = Boolean(frame.idle);
       this.#updateIdle();
       return;
+    }
+    if (frame.type === "presence.subscribe" && Array.isArray(frame.users)) {
+      // A subscription replaces the socket's set: subscribe to what every tab follows.
+      const state = this.tabs.get(tab);
+      if (state) state.follows = frame.users;
+      const tabs = new Set([...this.links.values()].map((l) => l.tab));
+      const users = new Set();
+      for (const t of tabs) for (const user of this.tabs.get(t)?.follows || []) users.add(user);
+      frame.users = [...users].slice(0, PRESENCE_MAX);
     }
     if (typeof frame.ref === "string") frame.ref = `${number}~${frame.ref}`;
     this.ws.send(JSON.stringify(frame));
