@@ -50,6 +50,9 @@ APP_MODULES = (
     "ui/search.js",
     "ui/shared.js",
     "ui/typing.js",
+    "worker/hub.js",
+    "worker/shared.js",
+    "worker/tabs.js",
 )
 PUBLIC_GROUPS_LIMIT = 50
 

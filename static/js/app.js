@@ -20,6 +20,11 @@
 // Importing a part registers nothing: its install() adds its DOM listeners and the
 // client events only it handles. This file installs them all, handles the client events
 // that concern several parts, the page's own events, logging out, and starts the app.
+//
+// The tabs of a browser share one WebSocket (worker/tabs.js, worker/hub.js): this tab's
+// ChatClient connects through a link to it. What only a page has stays here: REST calls
+// and their CSRF token, `online`/`offline`, visibility and idleness (the hub counts the
+// user active while any tab is), notifications (shown by one tab only).
 
 import { api } from "./api.js";
 import { AUTH_FAILED, EVICTED } from "./client.js";
@@ -42,6 +47,11 @@ import * as search from "./ui/search.js";
 import { $, boot, client, current, historyStore, learnPeople, me, store, ui } from "./ui/shared.js";
 import { clearTyping } from "./ui/typing.js";
 import * as typing from "./ui/typing.js";
+import { Tabs } from "./worker/tabs.js";
+
+const tabs = new Tabs(me.id);
+client.openSocket = (url) => tabs.openSocket(url);
+attention.setNotifyGate((key) => tabs.claim(key));
 
 for (const part of [presence, list, conversation, messages, typing, composer, notifications, dialogs, search, announce]) part.install();
 
@@ -143,12 +153,22 @@ client.addEventListener("error", ({ detail }) => {
 });
 
 document.addEventListener("visibilitychange", () => {
+  tabs.setVisible(document.visibilityState === "visible");
   if (document.visibilityState === "visible") markRead();
   idleTouch();
 });
 addEventListener("focus", () => markRead());
 
 // ---------------------------------------------------------------- log out
+
+let loggingOut = false;
+
+// Signed out in another tab: its socket, which was ours too, is closed.
+tabs.onSignedOut = () => {
+  if (loggingOut) return;
+  client.stop();
+  toLogin();
+};
 
 $("logout-form").addEventListener("submit", async (event) => {
   const form = event.currentTarget;
@@ -159,7 +179,9 @@ $("logout-form").addEventListener("submit", async (event) => {
     const ok = await confirmDialog("Log out?", `${unsent} unsent message${unsent === 1 ? "" : "s"} will be discarded.`, "Log out");
     if (!ok) return;
   }
+  loggingOut = true;
   client.stop();
+  tabs.stop();
   attention.forgetCachedApp();
   await store.clear().catch(() => {});
   await historyStore.destroy().catch(() => {}); // the next user of this browser sees none of it
@@ -204,4 +226,4 @@ client.start().then(() => {
 attention.registerServiceWorker().then(() => {
   if (attention.notificationPermission() === "granted") attention.subscribePush(boot.vapid_public_key);
 });
-window.chat = { client }; // for the browser console and tests
+window.chat = { client, tabs }; // for the browser console and tests

@@ -155,6 +155,7 @@ export class ChatClient extends EventTarget {
     syncInterval = 60_000,
     backoffBase = 500,
     backoffMax = 30_000,
+    openSocket = (socketUrl) => new WebSocket(socketUrl),
   }) {
     super();
     this.url = url;
@@ -166,6 +167,9 @@ export class ChatClient extends EventTarget {
     this.syncInterval = syncInterval;
     this.backoffBase = backoffBase;
     this.backoffMax = backoffMax;
+    // What opens a connection: a WebSocket, or a link to the socket the tabs share
+    // (worker/tabs.js), which behaves as one.
+    this.openSocket = openSocket;
 
     this.states = new Map(); // conversation -> ConversationState
     this.info = new Map(); // conversation -> payload as last known (+ `last`: preview)
@@ -213,7 +217,7 @@ export class ChatClient extends EventTarget {
     this.#setStatus(navigator.onLine === false ? "offline" : "connecting");
     let ws;
     try {
-      ws = new WebSocket(this.url);
+      ws = this.openSocket(this.url);
     } catch {
       this.#scheduleReconnect();
       return;

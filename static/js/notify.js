@@ -21,13 +21,34 @@ export async function requestNotifications() {
   return Notification.requestPermission();
 }
 
+let gate = null;
+
+/**
+ * Ask `claim(key)` (a promise of a boolean) before showing a notification: the tabs of
+ * a browser show each one once, and none while one of them is visible (worker/tabs.js).
+ */
+export function setNotifyGate(claim) {
+  gate = claim;
+}
+
 /**
  * Show a notification for a new message while the tab is hidden. `title` and `body`
  * are plain text (the Notification API never renders markup). Clicking it focuses the
  * tab and calls `onClick`.
  */
 export function notify({ title, body, tag, onClick }) {
-  if (notificationPermission() !== "granted" || !document.hidden) return null;
+  if (notificationPermission() !== "granted" || !document.hidden) return;
+  if (!gate) {
+    show({ title, body, tag, onClick });
+    return;
+  }
+  gate(`${tag}\n${title}\n${body}`).then(
+    (granted) => granted && document.hidden && show({ title, body, tag, onClick }),
+    () => show({ title, body, tag, onClick }),
+  );
+}
+
+function show({ title, body, tag, onClick }) {
   try {
     const notification = new Notification(title, { body, tag, renotify: false, icon: "/static/img/icon.svg" });
     notification.addEventListener("click", () => {

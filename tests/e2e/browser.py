@@ -307,3 +307,35 @@ def ana_writes_to_bo(web: Web) -> tuple[Page, Page]:
     ana_page = web.log_in(ana, gateway=0)
     conversation(ana_page, "Bo").click()
     return ana_page, bo_page
+
+
+def pretend_hidden(page: Page) -> None:
+    """Make the page report itself hidden and record notifications instead of showing them."""
+    page.evaluate(
+        """() => {
+            window.__notifications = [];
+            Object.defineProperty(document, "hidden", {configurable: true, get: () => true});
+            Object.defineProperty(
+                document, "visibilityState", {configurable: true, get: () => "hidden"}
+            );
+            window.Notification = class {
+                static permission = "granted";
+                constructor(title, options) {
+                    window.__notifications.push({title, body: options.body});
+                }
+                addEventListener() {}
+                close() {}
+            };
+            document.dispatchEvent(new Event("visibilitychange"));
+        }"""
+    )
+
+
+def pretend_visible(page: Page) -> None:
+    page.evaluate(
+        """() => {
+            delete document.hidden;
+            delete document.visibilityState;
+            document.dispatchEvent(new Event("visibilitychange"));
+        }"""
+    )
