@@ -168,13 +168,25 @@ class Web:
         *,
         gateway: int = 0,
         viewport: ViewportSize = DESKTOP,
+        context: BrowserContext | None = None,
+        name: str | None = None,
+        socket_in_page: bool = False,
         **options: Any,
     ) -> Page:
         """Log `user` in through the login page in a new context; wait for the socket.
 
-        `options` are the context's (`bypass_csp=True` lets axe-core in).
+        `options` are the new context's (`bypass_csp=True` lets axe-core in); `context`
+        instead opens the page as a new tab of that one (a browser already open), watched
+        under `name` (the username by default). `socket_in_page`: the new context has no
+        SharedWorker, so the tab holds the browser's socket itself (the Web Locks leader)
+        and `watch.sent` sees its frames.
         """
-        page = self.watch.page(self.context(viewport, **options).new_page(), user.username)
+        if context is None:
+            context = self.context(viewport, **options)
+            if socket_in_page:
+                context.add_init_script("delete window.SharedWorker")
+        tab = context.new_page()
+        page = self.watch.page(tab, name or user.username)
         base = self.url(gateway)
         page.goto(f"{base}/accounts/login/")
         page.get_by_label("Username").fill(user.username)

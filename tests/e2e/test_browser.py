@@ -286,7 +286,7 @@ def test_a_socket_never_greeted_is_given_up_after_10_s_and_another_is_opened(
     accepted is closed by the server's own 10 s opening timeout.)"""
     web = make_web(gateways=1)
     ana = make_person("ana", "Ana")
-    page = web.log_in(ana)
+    page = web.log_in(ana, socket_in_page=True)  # so that the page sees its sockets
     opened: list[float] = []
     page.on("websocket", lambda ws: opened.append(time.monotonic()))
     with table_locked(Membership._meta.db_table):

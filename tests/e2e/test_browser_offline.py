@@ -143,7 +143,7 @@ def test_an_offline_reload_shows_history_and_catches_up_after_the_cursor(web: We
     for body in history:
         last = say(bo, chat.pk, body)
 
-    ana_page = web.log_in(ana)
+    ana_page = web.log_in(ana, socket_in_page=True)  # its frames are read below
     controlled_and_cached(ana_page)
     conversation(ana_page, "Bo").click()
     expect(bubbles(ana_page)).to_have_text(history)
@@ -338,7 +338,7 @@ def test_a_gap_wider_than_the_reset_limit_reloads_the_newest_page(
     chat, _ = off_loop(services.create_direct_conversation, user=bo, other_user_id=ana.pk)
     say(bo, chat.pk, "before the flood")
 
-    ana_page = web.log_in(ana)
+    ana_page = web.log_in(ana, socket_in_page=True)  # its frames are read below
     controlled_and_cached(ana_page)
     conversation(ana_page, "Bo").click()
     expect(bubbles(ana_page)).to_have_text(["before the flood"])

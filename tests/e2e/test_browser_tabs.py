@@ -25,7 +25,6 @@ from messaging import services
 from messaging.errors import RateLimited
 from messaging.models import Message
 from tests.e2e.browser import (
-    PASSWORD,
     Web,
     bubbles,
     conversation,
@@ -76,15 +75,7 @@ def browser_of(web: Web, mode: str) -> BrowserContext:
 
 
 def log_in(web: Web, context: BrowserContext, user: User, name: str, gateway: int = 0) -> Page:
-    page = web.watch.page(context.new_page(), name)
-    base = web.url(gateway)
-    page.goto(f"{base}/accounts/login/")
-    page.get_by_label("Username").fill(user.username)
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Log in").click()
-    page.wait_for_url(f"{base}/")
-    online(page)
-    return page
+    return web.log_in(user, gateway=gateway, context=context, name=name)
 
 
 def new_tab(web: Web, context: BrowserContext, name: str, path: str = "/") -> Page:
