@@ -5,7 +5,6 @@ Also the account settings: password change and sign out everywhere.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any
 
 from django.conf import settings
@@ -14,10 +13,8 @@ from django.http import FileResponse, HttpRequest
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers
-from rest_framework.negotiation import BaseContentNegotiation
-from rest_framework.parsers import BaseParser, MultiPartParser
+from rest_framework.parsers import MultiPartParser
 from rest_framework.permissions import AllowAny
-from rest_framework.renderers import BaseRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -432,26 +429,10 @@ class UserAvatarApi(APIView):
         return Response(wire.profile_payload(user))
 
 
-class _AnyContent(BaseContentNegotiation):
-    """Serve pictures whatever the Accept header says; errors still render as JSON."""
-
-    def select_parser(self, request: Request, parsers: Iterable[BaseParser]) -> BaseParser | None:
-        return next(iter(parsers), None)
-
-    def select_renderer(
-        self,
-        request: Request,
-        renderers: Iterable[BaseRenderer],
-        format_suffix: str | None = None,
-    ) -> tuple[BaseRenderer, str]:
-        renderer = next(iter(renderers))
-        return renderer, str(renderer.media_type)
-
-
 class AvatarApi(APIView):
     """A stored picture, by its content-hashed name (signed-in users only)."""
 
-    content_negotiation_class = _AnyContent
+    content_negotiation_class = rest.AnyContent
 
     @extend_schema(
         operation_id="avatars_retrieve",

@@ -6,7 +6,6 @@ from `messaging.events`, so REST answers exactly what the WebSocket carries.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any
 
 from django.conf import settings
@@ -19,10 +18,8 @@ from drf_spectacular.utils import (
     PolymorphicProxySerializer,
     extend_schema,
 )
-from rest_framework.negotiation import BaseContentNegotiation
-from rest_framework.parsers import BaseParser, MultiPartParser
+from rest_framework.parsers import MultiPartParser
 from rest_framework.permissions import AllowAny
-from rest_framework.renderers import BaseRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -503,22 +500,6 @@ class ConversationReadApi(APIView):
 # --- attachments -----------------------------------------------------------------------
 
 
-class _AnyContent(BaseContentNegotiation):
-    """Serve files whatever the Accept header says; errors still render as JSON."""
-
-    def select_parser(self, request: Request, parsers: Iterable[BaseParser]) -> BaseParser | None:
-        return next(iter(parsers), None)
-
-    def select_renderer(
-        self,
-        request: Request,
-        renderers: Iterable[BaseRenderer],
-        format_suffix: str | None = None,
-    ) -> tuple[BaseRenderer, str]:
-        renderer = next(iter(renderers))
-        return renderer, str(renderer.media_type)
-
-
 class AttachmentUploadApi(APIView):
     """Upload a file (multipart field `file`); attach it to messages by id."""
 
@@ -571,7 +552,7 @@ class AttachmentUploadApi(APIView):
 class AttachmentDownloadApi(APIView):
     """Download a file: its uploader and members who can see a message carrying it."""
 
-    content_negotiation_class = _AnyContent
+    content_negotiation_class = rest.AnyContent
 
     @extend_schema(
         operation_id="attachments_download",

@@ -18,6 +18,8 @@
 // IndexedDB, or when it fails (private mode, quota), it does nothing and the client
 // works as without it.
 
+import { done, request } from "./outbox.js";
+
 const DB_PREFIX = "chat-history-";
 const DB_VERSION = 1;
 const CONVERSATIONS = "conversations";
@@ -25,20 +27,6 @@ const PAGES = "pages";
 export const PAGE_CAP = 200; // messages kept per conversation (the newest)
 export const CONVERSATION_CAP = 100; // conversations kept (the most recently active)
 const WRITE_DELAY = 300; // ms: changes are written in batches
-
-function request(req) {
-  return new Promise((resolve, reject) => {
-    req.onsuccess = () => resolve(req.result);
-    req.onerror = () => reject(req.error);
-  });
-}
-
-function done(tx) {
-  return new Promise((resolve, reject) => {
-    tx.oncomplete = () => resolve();
-    tx.onabort = tx.onerror = () => reject(tx.error || new Error("transaction aborted"));
-  });
-}
 
 function deleteDatabase(name, waitMs = 3000) {
   // Resolves when deleted, failed, or after waitMs (another tab may hold it open a

@@ -6,17 +6,19 @@ const DB_NAME = "chat";
 const DB_VERSION = 1;
 const STORE = "outbox";
 
-function request(req) {
+/** Settle with an IndexedDB request's result (also used by history-store.js). */
+export function request(req) {
   return new Promise((resolve, reject) => {
     req.onsuccess = () => resolve(req.result);
     req.onerror = () => reject(req.error);
   });
 }
 
-function done(tx) {
+/** Settle when an IndexedDB transaction is complete, fail when it is aborted. */
+export function done(tx) {
   return new Promise((resolve, reject) => {
     tx.oncomplete = () => resolve();
-    tx.onabort = tx.onerror = () => reject(tx.error);
+    tx.onabort = tx.onerror = () => reject(tx.error || new Error("transaction aborted"));
   });
 }
 

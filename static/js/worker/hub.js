@@ -33,6 +33,17 @@ const TAB_SILENCE = 180_000; // a tab that sent nothing for this long is gone (c
 const CLAIM_MEMORY = 30_000;
 const PRESENCE_MAX = 1000; // users one presence.subscribe may name
 
+/** A frame as an object, or null for anything else (binary, not JSON, not an object). */
+function parseFrame(data) {
+  if (typeof data !== "string") return null;
+  try {
+    const frame = JSON.parse(data);
+    return frame && typeof frame === "object" ? frame : null;
+  } catch {
+    return null;
+  }
+}
+
 export class Hub {
   constructor({ openSocket = (url) => new WebSocket(url) } = {}) {
     this.openSocket = openSocket;
@@ -149,14 +160,9 @@ export class Hub {
   #send(tab, name, data) {
     const number = this.byName.get(`${tab} ${name}`);
     const link = number === undefined ? null : this.links.get(number);
-    if (!link || !link.ready || !this.ws || this.ws.readyState !== 1 || typeof data !== "string") return;
-    let frame;
-    try {
-      frame = JSON.parse(data);
-    } catch {
-      return;
-    }
-    if (!frame || typeof frame !== "object") return;
+    if (!link || !link.ready || !this.ws || this.ws.readyState !== 1) return;
+    const frame = parseFrame(data);
+    if (!frame) return;
     if (frame.type === "activity") {
       const state = this.tabs.get(tab);
       if (state) state.idle = Boolean(frame.idle);
@@ -215,14 +221,9 @@ export class Hub {
   }
 
   #frame(ws, data) {
-    if (this.ws !== ws || typeof data !== "string") return;
-    let frame;
-    try {
-      frame = JSON.parse(data);
-    } catch {
-      return;
-    }
-    if (!frame || typeof frame !== "object") return;
+    if (this.ws !== ws) return;
+    const frame = parseFrame(data);
+    if (!frame) return;
     if (this.ready === null) {
       if (frame.type !== "session.ready") return; // the tabs' clients drop such a socket
       this.ready = frame;
