@@ -50,7 +50,12 @@ def test_session_ready_then_send_reaches_the_other_member_on_the_other_gateway(
     async def scenario() -> None:
         a, ready = await open_socket(deployment.urls[0], tok["ana"], device="phone-1")
         b, _ = await open_socket(deployment.urls[1], tok["bo"])
-        assert ready["user"] == {"id": ana.pk, "username": "ana", "display_name": "Ana"}
+        assert ready["user"] == {
+            "id": ana.pk,
+            "username": "ana",
+            "display_name": "Ana",
+            "avatar_url": None,
+        }
         assert ready["device"] == "phone-1"
         assert ready["heartbeat_interval"] > 0 and ready["server_time"].endswith("Z")
         assert [c["id"] for c in ready["conversations"]] == [conversation.pk]
