@@ -75,6 +75,13 @@ export function confirmDialog(title, text, ok = "OK") {
   dialog.showModal();
   $("confirm-ok").focus();
   return new Promise((resolve) => {
-    dialog.addEventListener("close", () => resolve(dialog.returnValue === "ok"), { once: true });
+    const closed = () => {
+      // The close of an earlier opening (Escape, then at once Enter on the opener again)
+      // can be dispatched after this one began: it is not this opening's answer.
+      if (dialog.open) return;
+      dialog.removeEventListener("close", closed);
+      resolve(dialog.returnValue === "ok");
+    };
+    dialog.addEventListener("close", closed);
   });
 }
