@@ -185,8 +185,12 @@ class Web:
             context = self.context(viewport, **options)
             if socket_in_page:
                 context.add_init_script("delete window.SharedWorker")
-        tab = context.new_page()
-        page = self.watch.page(tab, name or user.username)
+        page = self.watch.page(context.new_page(), name or user.username)
+        self.sign_in(page, user, gateway=gateway)
+        return page
+
+    def sign_in(self, page: Page, user: User, *, gateway: int = 0) -> None:
+        """Sign `user` in on the login page, in `page` (a tab already open); wait for the socket."""
         base = self.url(gateway)
         page.goto(f"{base}/accounts/login/")
         page.get_by_label("Username").fill(user.username)
@@ -194,7 +198,6 @@ class Web:
         page.get_by_role("button", name="Log in").click()
         page.wait_for_url(f"{base}/")
         online(page)
-        return page
 
 
 @pytest.fixture

@@ -22,7 +22,6 @@ from accounts.models import User
 from messaging import services
 from messaging.models import Message
 from tests.e2e.browser import (
-    PASSWORD,
     Web,
     bubbles,
     conversation,
@@ -192,15 +191,6 @@ def test_an_offline_reload_shows_history_and_catches_up_after_the_cursor(web: We
     wait_stored(ana_page, ana, chat.pk, [*history, *away, "typed offline"])
 
 
-def sign_in(page: Page, web: Web, user: User) -> None:
-    page.goto(f"{web.url()}/accounts/login/")
-    page.get_by_label("Username").fill(user.username)
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Log in").click()
-    page.wait_for_url(f"{web.url()}/")
-    online(page)
-
-
 def test_another_user_on_the_same_browser_never_sees_the_stored_history(web: Web) -> None:
     # Tried: Ana's history is stored, she signs out, Bo signs in in the same browser:
     # neither the page nor IndexedDB holds anything of Ana's. Then Bo's session ends
@@ -222,7 +212,7 @@ def test_another_user_on_the_same_browser_never_sees_the_stored_history(web: Web
 
     page.get_by_role("button", name="Log out").click()
     expect(page).to_have_url(re.compile(r"/accounts/login/"))
-    sign_in(page, web, bo)
+    web.sign_in(page, bo)
     expect(conversation(page, "Dee")).to_be_visible()
     conversation(page, "Dee").click()
     expect(bubbles(page)).to_have_text(["a secret for bo"])
@@ -231,7 +221,7 @@ def test_another_user_on_the_same_browser_never_sees_the_stored_history(web: Web
     wait_stored(page, bo, bo_chat.pk, ["a secret for bo"])
 
     page.context.clear_cookies()  # Bo's session ends elsewhere: no sign-out here
-    sign_in(page, web, cy)
+    web.sign_in(page, cy)
     wait_until(lambda: history_db(bo) not in page.evaluate(DATABASES))
     assert history_db(cy) in page.evaluate(DATABASES)
     expect(page.locator("body")).not_to_contain_text("a secret for bo")
@@ -312,7 +302,7 @@ def test_the_app_works_as_before_when_indexeddb_fails(web: Web, failure: str) ->
     context = web.context()
     context.add_init_script(failure)
     page = web.watch.page(context.new_page(), "ana")
-    sign_in(page, web, ana)
+    web.sign_in(page, ana)
     conversation(page, "Bo").click()
     expect(bubbles(page)).to_have_text(["hello from the server"])
     send(page, "an answer")
