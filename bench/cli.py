@@ -73,6 +73,15 @@ def _csv_ints(text: str) -> tuple[int, ...]:
     return values
 
 
+def _setting(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    if not sep or not name.strip() or not name.strip().isupper():
+        raise argparse.ArgumentTypeError(
+            f"expected NAME=VALUE with an upper-case name, got {text!r}"
+        )
+    return name.strip(), value
+
+
 def _scenarios(text: str) -> tuple[str, ...]:
     names = tuple(n.strip() for n in text.split(",") if n.strip())
     unknown = [n for n in names if n not in SCENARIOS]
@@ -146,6 +155,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         type=float,
         default=1.0,
         help="NOTIFY_PUSH_DELAY of the deployment, seconds (default 1; the product's is 10)",
+    )
+    parser.add_argument(
+        "--env",
+        type=_setting,
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a setting of every gateway and worker (repeatable), e.g. WS_READY_DEADLINE=0",
     )
     parser.add_argument(
         "--out", type=Path, help="directory for the results (default bench/results/<time>)"
@@ -239,7 +256,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         push_answer_delay=args.push_answer_ms / 1000,
         notify_push_delay=args.notify_push_delay,
         # A smoke run holds its sockets for 2 s: heartbeat every second so it sees some.
-        extra_env=(("WS_HEARTBEAT_INTERVAL", "1"),) if args.smoke else (),
+        extra_env=(
+            *((("WS_HEARTBEAT_INTERVAL", "1"),) if args.smoke else ()),
+            *args.env,
+        ),
     )
     workdir = Path(tempfile.mkdtemp(prefix="bench-"))
     try:

@@ -515,7 +515,12 @@ class BenchDeployment(Managed):
         sink = self.push_sink
 
         def gateways() -> float:
-            return sum(process_cpu(pid) for pid in self.gateway_pids())
+            # Cumulative across restarts: a restarted gateway's new process starts from 0.
+            assert self.gateways is not None
+            return sum(
+                g.retired_cpu + (process_cpu(g.pid) if g.running else 0.0)
+                for g in self.gateways.gateways
+            )
 
         def postgres() -> float:
             return process_cpu(postmaster, reaped_children=True) + sum(

@@ -198,16 +198,41 @@ def _spawn(
         )
 
 
-def _end(proc: subprocess.Popen[bytes], sig: signal.Signals, timeout: float) -> None:
-    """Send `sig` to `proc`, wait up to `timeout`, then SIGKILL; always reap it."""
-    if proc.poll() is None:
+def _reap(proc: subprocess.Popen[bytes], timeout: float | None) -> float:
+    """Wait up to `timeout` (None: for ever) for `proc` to exit and reap it.
+
+    Return the CPU seconds (user + system) it used in all, which /proc no longer shows
+    once it is gone (0.0 if it was reaped elsewhere); TimeoutExpired if it still runs.
+    """
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while proc.returncode is None:
+        try:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        except ChildProcessError:
+            proc.wait()  # reaped by someone else: let Popen settle its returncode
+            break
+        if pid:
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            return usage.ru_utime + usage.ru_stime
+        if deadline is not None and time.monotonic() >= deadline:
+            raise subprocess.TimeoutExpired(proc.args, timeout or 0.0)
+        time.sleep(0.02)
+    return 0.0
+
+
+def _end(proc: subprocess.Popen[bytes], sig: signal.Signals, timeout: float) -> float:
+    """Send `sig` to `proc`, wait up to `timeout`, then SIGKILL; always reap it.
+
+    Return the CPU seconds it used (see `_reap`).
+    """
+    if proc.returncode is None:
         with contextlib.suppress(ProcessLookupError):
             proc.send_signal(sig)
         try:
-            proc.wait(timeout)
+            return _reap(proc, timeout)
         except subprocess.TimeoutExpired:
             proc.kill()
-    proc.wait()
+    return _reap(proc, None)
 
 
 def _read_log(path: Path) -> str:
@@ -554,6 +579,8 @@ class Gateway(Managed):
         self.log_path = log_dir / f"{name}.log"
         self._proc: subprocess.Popen[bytes] | None = None
         self._stopping = False
+        # CPU seconds of its earlier runs (before a restart), which /proc no longer shows.
+        self.retired_cpu = 0.0
 
     @property
     def ws_url(self) -> str:
@@ -653,13 +680,13 @@ class Gateway(Managed):
         """SIGKILL the process (a crash: no goodbye to clients) and reap it."""
         if self._proc is not None:
             self._stopping = True
-            _end(self._proc, signal.SIGKILL, timeout=10)
+            self.retired_cpu += _end(self._proc, signal.SIGKILL, timeout=10)
 
     def terminate(self, timeout: float = 10.0) -> None:
         """SIGTERM the process (graceful shutdown), SIGKILL it after `timeout`."""
         if self._proc is not None:
             self._stopping = True
-            _end(self._proc, signal.SIGTERM, timeout=timeout)
+            self.retired_cpu += _end(self._proc, signal.SIGTERM, timeout=timeout)
 
     def restart(self, timeout: float = 30.0) -> None:
         """Terminate the process if it runs and start it again on the same port."""

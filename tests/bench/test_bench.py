@@ -301,3 +301,29 @@ def test_profile_summary_charges_each_sample_to_its_innermost_frame() -> None:
         ["json / msgpack", 10.0],
     ]
     assert ["send_message (messaging/services.py)", 90.0] in summary["inclusive_by_function_pct"]
+
+
+def test_a_stopped_process_reports_the_cpu_it_used_and_its_exit_status() -> None:
+    """A restarted gateway's earlier runs count in the CPU split (they went negative).
+
+    Tried: a child that burns about 0.3 s of CPU then waits to be stopped; SIGTERM it.
+    """
+    import signal
+    import subprocess
+    import sys
+
+    from bench.harness import _end
+
+    burn = "import time\nend = time.process_time() + 0.3\nwhile time.process_time() < end: pass\n"
+    child = subprocess.Popen(
+        [sys.executable, "-c", burn + "print('burnt', flush=True)\ntime.sleep(60)"],
+        stdout=subprocess.PIPE,
+    )
+    assert child.stdout is not None
+    with child.stdout:
+        assert child.stdout.readline() == b"burnt\n"
+    used = _end(child, signal.SIGTERM, timeout=10)
+    assert used >= 0.3
+    assert child.returncode == -signal.SIGTERM
+    # Once reaped, stopping again finds nothing more to count.
+    assert _end(child, signal.SIGTERM, timeout=1) == 0.0
