@@ -379,6 +379,22 @@ class ChatClient(CatchUp):
         frame = {"type": "message.delete", "conversation": conversation_id, "message": message_id}
         return await self._change(conversation_id, message_id, frame)
 
+    async def react(
+        self, conversation_id: int, message_id: int, emoji: str, *, add: bool = True
+    ) -> Message:
+        """Add (or, with `add=False`, take back) this user's emoji reaction to a message.
+
+        Return the message as updated: its `reactions` list each emoji with its count and
+        users. Adding a reaction already there (or removing one that is not) is harmless.
+        """
+        frame = {
+            "type": "reaction.add" if add else "reaction.remove",
+            "conversation": conversation_id,
+            "message": message_id,
+            "emoji": emoji,
+        }
+        return await self._change(conversation_id, message_id, frame)
+
     # ------------------------------------------------------------------ the connection loop
 
     async def _run(self) -> None:
@@ -823,6 +839,10 @@ class ChatClient(CatchUp):
             error = answer.exception()
             if error is not None and not isinstance(error, TimeoutError):
                 raise error
+            if error is None and current is not None:
+                answered: Message = answer.result().get("message") or {}
+                if int(answered.get("version", 0)) <= old_version:
+                    return current  # nothing to change (a repeated reaction): no new version
             # Answered but not applied (a gap), or no answer: the log has the truth.
             for _ in range(2):
                 task = self._ensure_catch_up(conversation_id, force=True)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, MutableMapping
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from django.db import connections
 from prometheus_client import (
@@ -91,8 +91,8 @@ HANDSHAKES_SHED = Counter(
 )
 RATE_LIMITED = Counter(
     "chat_rate_limited",
-    "Requests refused by a rate limit, by kind (send, api, upload, search, login, signup, "
-    "frame: a WebSocket frame over its socket's budget).",
+    "Requests refused by a rate limit, by kind (send, react, api, upload, search, login, "
+    "signup, password_reset, frame: a WebSocket frame over its socket's budget).",
     ["kind"],
 )
 
@@ -111,12 +111,9 @@ _dropped = {
 }
 
 RateLimitKind = Literal[
-    "send", "api", "upload", "search", "login", "signup", "frame", "password_reset"
+    "send", "react", "api", "upload", "search", "login", "signup", "frame", "password_reset"
 ]
-_rate_limited = {
-    kind: RATE_LIMITED.labels(kind=kind)
-    for kind in ("send", "api", "upload", "search", "login", "signup", "frame", "password_reset")
-}
+_rate_limited = {kind: RATE_LIMITED.labels(kind=kind) for kind in get_args(RateLimitKind)}
 
 
 class FrameCounter:

@@ -437,6 +437,10 @@ for _name in (
 # Rate limits per user (token buckets shared by all gateways through Redis).
 CHAT_SEND_RATE = env_float("CHAT_SEND_RATE", 5.0)
 CHAT_SEND_BURST = env_float("CHAT_SEND_BURST", 20.0)
+CHAT_REACT_RATE = env_float("CHAT_REACT_RATE", 5.0)
+CHAT_REACT_BURST = env_float("CHAT_REACT_BURST", 20.0)
+# Distinct emoji on one message (each member may use every one of them once).
+CHAT_MAX_REACTIONS = env_int("CHAT_MAX_REACTIONS", 20)
 CHAT_TYPING_RATE = env_float("CHAT_TYPING_RATE", 2.0)
 CHAT_TYPING_BURST = env_float("CHAT_TYPING_BURST", 5.0)
 CHAT_TYPING_MAX_MEMBERS = env_int("CHAT_TYPING_MAX_MEMBERS", 100)

@@ -252,6 +252,7 @@ class MessageAdmin(admin.ModelAdmin[Message]):
         "created_at",
         "edited_at",
         "deleted",
+        "reactions",
     )
     readonly_fields = fields
     raw_id_fields = ("conversation", "sender", "attachments")

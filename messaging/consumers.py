@@ -177,6 +177,21 @@ class ChatConsumer(PresenceMixin, FrameSocket):
 
         await self.send_frame(await db(delete))
 
+    async def react(self, request: frames.Reaction, ref: str | None) -> None:
+        """Add or take back a reaction; the answer and the members' event: `message.updated`."""
+
+        def react() -> wire.MessageUpdatedFrame:
+            message = services.react(
+                user=self.user,
+                conversation_id=request.conversation,
+                message_id=request.message,
+                emoji=request.emoji,
+                add=request.add,
+            )
+            return wire.message_updated_frame(message, ref)
+
+        await self.send_frame(await db(react))
+
     async def receipt(self, request: frames.Receipt, ref: str | None) -> None:
         """Queue a marker raise; a conversation's markers are written at most every 500 ms."""
         self._member_of(request.conversation)
@@ -286,6 +301,8 @@ ChatConsumer.HANDLERS = {
     "messages.fetch": (frames.parse_fetch, ChatConsumer.fetch_messages),
     "message.edit": (frames.parse_edit, ChatConsumer.edit_message),
     "message.delete": (frames.parse_delete, ChatConsumer.delete_message),
+    "reaction.add": (frames.parse_reaction, ChatConsumer.react),
+    "reaction.remove": (frames.parse_reaction, ChatConsumer.react),
     "receipt.delivered": (frames.parse_receipt, ChatConsumer.receipt),
     "receipt.read": (frames.parse_receipt, ChatConsumer.receipt),
     "typing.start": (frames.parse_typing, ChatConsumer.typing_frame),

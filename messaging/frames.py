@@ -66,6 +66,16 @@ class MessageDeleteFrame(TypedDict):
     ref: NotRequired[str]
 
 
+class ReactionFrame(TypedDict):
+    """Add (or take back) this user's emoji reaction; answered by `message.updated`."""
+
+    type: Literal["reaction.add", "reaction.remove"]
+    conversation: int
+    message: int
+    emoji: str
+    ref: NotRequired[str]
+
+
 class ReceiptFrame(TypedDict):
     """Raise this user's delivered (or read, and so delivered) marker; no answer."""
 
@@ -126,6 +136,8 @@ CLIENT_FRAMES: dict[str, type] = {
     "messages.fetch": MessagesFetchFrame,
     "message.edit": MessageEditFrame,
     "message.delete": MessageDeleteFrame,
+    "reaction.add": ReactionFrame,
+    "reaction.remove": ReactionFrame,
     "receipt.delivered": ReceiptFrame,
     "receipt.read": ReceiptFrame,
     "typing.start": TypingFrameIn,
@@ -144,6 +156,8 @@ BUDGET_CLASSES: dict[str, str] = {
     "messages.fetch": "fetch",
     "message.edit": "edit",
     "message.delete": "edit",
+    "reaction.add": "edit",
+    "reaction.remove": "edit",
     "receipt.delivered": "receipt",
     "receipt.read": "receipt",
     "typing.start": "typing",
@@ -202,6 +216,16 @@ class Delete:
 
     conversation: int
     message: int
+
+
+@dataclass(frozen=True)
+class Reaction:
+    """`reaction.add` / `reaction.remove`."""
+
+    conversation: int
+    message: int
+    emoji: str
+    add: bool
 
 
 @dataclass(frozen=True)
@@ -376,6 +400,16 @@ def parse_edit(frame: dict[str, Any]) -> Edit:
 def parse_delete(frame: dict[str, Any]) -> Delete:
     """Parse `message.delete`."""
     return Delete(_required_int(frame, "conversation"), _required_int(frame, "message"))
+
+
+def parse_reaction(frame: dict[str, Any]) -> Reaction:
+    """Parse `reaction.add` / `reaction.remove` (what is an emoji is the service's rule)."""
+    return Reaction(
+        _required_int(frame, "conversation"),
+        _required_int(frame, "message"),
+        _str(frame, "emoji"),
+        add=frame.get("type") == "reaction.add",
+    )
 
 
 def parse_receipt(frame: dict[str, Any]) -> Receipt:

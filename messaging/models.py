@@ -159,6 +159,11 @@ class Message(models.Model):
     deleted = models.BooleanField(default=False)
     # Ids of the members named as `@username` in the body when it was sent.
     mentions = models.JSONField(default=list, blank=True)
+    # Emoji reactions, `[[emoji, [user id, ...]], ...]` in the order each emoji was first
+    # used, its users in the order they reacted (`services.react`). A JSON column, not a
+    # table: changed under the conversation lock with the message's `version`, and read
+    # with the message, so building a page of payloads asks no extra query.
+    reactions = models.JSONField(default=list, blank=True)
     # Not a column: the attachments when read in bulk with the message
     # (`selectors.load_attachments`), so the payload builder asks no query per message.
     loaded_attachments: list[Attachment] | None = None

@@ -24,7 +24,7 @@ from django.utils import timezone
 from accounts.models import User
 from chatsite import metrics, ratelimit, text
 from chatsite.logs import trace
-from messaging import events, selectors, wire
+from messaging import events, reactions, selectors, wire
 from messaging.errors import (
     BadRequest,
     Conflict,
@@ -798,9 +798,9 @@ WITH was AS (
 ), stored AS (
     INSERT INTO {_message_table}
         (conversation_id, seq, version, kind, sender_id, client_msg_id, body, system,
-         created_at, edited_at, deleted, mentions)
+         created_at, edited_at, deleted, mentions, reactions)
     SELECT member.id, member.last_seq, member.last_seq, %(kind)s, %(sender)s, %(cmid)s,
-        %(body)s, NULL, %(now)s, NULL, FALSE, %(mentions)s::jsonb
+        %(body)s, NULL, %(now)s, NULL, FALSE, %(mentions)s::jsonb, '[]'::jsonb
     FROM member
     RETURNING id, seq
 ), due AS (
@@ -855,6 +855,7 @@ def _store_message(
         edited_at=None,
         deleted=False,
         mentions=mentions,
+        reactions=[],
     )
     message._state.adding = False
     message._state.db = connection.alias
@@ -993,13 +994,58 @@ def moderate_delete_message(*, staff: User, message_id: int) -> Message:
         return _delete(conversation, message)
 
 
+def react(
+    *, user: User, conversation_id: int, message_id: int, emoji: str, add: bool = True
+) -> Message:
+    """Add (or remove) the user's `emoji` reaction to a message of the conversation.
+
+    One reaction per emoji per user; a message carries at most `CHAT_MAX_REACTIONS`
+    different emoji. A change takes a new `version` from the log and is broadcast as
+    `message.updated`, so every device converges live or through `after=` sync; adding
+    a reaction already there, or removing one that is not, changes nothing. Rate limited
+    per user (`CHAT_REACT_RATE`/s, bursts of `CHAT_REACT_BURST`).
+    """
+    if not isinstance(emoji, str) or not reactions.is_emoji(emoji):
+        raise BadRequest("emoji must be one emoji.", details={"field": "emoji"})
+    verdict = ratelimit.take(
+        f"react:{user.pk}", rate=settings.CHAT_REACT_RATE, burst=settings.CHAT_REACT_BURST
+    )
+    if not verdict.allowed:
+        metrics.count_rate_limited("react")
+        raise RateLimited(verdict.retry_after, message="Too many reactions; slow down.")
+    with transaction.atomic():
+        conversation = _lock_conversation(conversation_id)
+        membership = _membership(conversation, user)
+        message = _editable_message(conversation, membership, message_id)
+        if message.kind != Message.Kind.TEXT:
+            raise NotAllowed("System messages take no reactions.")
+        if message.deleted:
+            raise NotAllowed("A deleted message takes no reactions.")
+        after = reactions.changed(message.reactions, emoji, user.pk, add=add)
+        if after is None:
+            return message
+        if len(after) > settings.CHAT_MAX_REACTIONS:
+            raise BadRequest(
+                f"A message takes at most {settings.CHAT_MAX_REACTIONS} different emoji.",
+                details={"field": "emoji", "max_reactions": settings.CHAT_MAX_REACTIONS},
+            )
+        message.version = _take_seq(conversation)
+        message.reactions = after
+        _save_message(message, "version", "reactions")
+        events.to_conversation_on_commit(
+            conversation.pk, conversation.member_seq, wire.message_updated_frame(message)
+        )
+    return message
+
+
 def _delete(conversation: Conversation, message: Message) -> Message:
     if message.deleted:
         return message
     message.version = _take_seq(conversation)
     message.deleted = True
     message.body = ""
-    _save_message(message, "version", "deleted", "body")
+    message.reactions = []
+    _save_message(message, "version", "deleted", "body", "reactions")
     message.attachments.clear()
     events.to_conversation_on_commit(
         conversation.pk, conversation.member_seq, wire.message_updated_frame(message)

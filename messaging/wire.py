@@ -43,6 +43,14 @@ class SystemPayload(TypedDict):
     title: NotRequired[str]
 
 
+class ReactionPayload(TypedDict):
+    """One emoji on a message: how many reacted with it, and who (in the order they did)."""
+
+    emoji: str
+    count: int
+    users: list[int]
+
+
 class MessagePayload(TypedDict):
     """A message as REST answers it and `message.created` / `message.updated` carry it."""
 
@@ -59,6 +67,7 @@ class MessagePayload(TypedDict):
     deleted: bool
     attachments: list[AttachmentPayload]
     mentions: list[int]
+    reactions: list[ReactionPayload]
     system: NotRequired[SystemPayload]
 
 
@@ -249,6 +258,14 @@ def message_payload(message: Message) -> MessagePayload:
             [] if message.deleted else [attachment_payload(a) for a in _attachments(message)]
         ),
         "mentions": [] if message.deleted else list(message.mentions or ()),
+        "reactions": (
+            []
+            if message.deleted
+            else [
+                {"emoji": emoji, "count": len(users), "users": list(users)}
+                for emoji, users in message.reactions or ()
+            ]
+        ),
     }
     if message.kind == Message.Kind.SYSTEM and message.system is not None:
         payload["system"] = message.system

@@ -66,6 +66,16 @@ class SystemSerializer(serializers.Serializer[Any]):
     title = serializers.CharField(required=False)
 
 
+class ReactionSerializer(serializers.Serializer[Any]):
+    """One emoji on a message (`wire.ReactionPayload`)."""
+
+    emoji = serializers.CharField()
+    count = serializers.IntegerField()
+    users = serializers.ListField(
+        child=serializers.IntegerField(), help_text="Who reacted, in the order they did."
+    )
+
+
 class MessageSerializer(serializers.Serializer[Any]):
     """A message, exactly as `message.created` carries it (`wire.MessagePayload`)."""
 
@@ -83,6 +93,9 @@ class MessageSerializer(serializers.Serializer[Any]):
     attachments = AttachmentSerializer(many=True)
     mentions = serializers.ListField(
         child=serializers.IntegerField(), help_text="Ids of the members named as @username."
+    )
+    reactions = ReactionSerializer(
+        many=True, help_text="Emoji reactions, in the order each emoji was first used."
     )
     system = SystemSerializer(required=False)
 
@@ -264,6 +277,9 @@ class LimitsSerializer(serializers.Serializer[Any]):
     search_max_results = serializers.IntegerField()
     send_rate = serializers.FloatField(help_text="Sends per second per user, sustained.")
     send_burst = serializers.FloatField(help_text="Sends per user in a burst.")
+    react_rate = serializers.FloatField(help_text="Reaction changes per second per user.")
+    react_burst = serializers.FloatField()
+    max_reactions = serializers.IntegerField(help_text="Different emoji on one message.")
     api_rate = serializers.FloatField(help_text="REST requests per second per user, sustained.")
     api_burst = serializers.FloatField()
     upload_rate = serializers.FloatField()

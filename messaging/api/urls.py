@@ -55,6 +55,11 @@ urlpatterns = [
         name="conversation-message",
     ),
     path(
+        "conversations/<id:conversation_id>/messages/<id:message_id>/reactions/<str:emoji>",
+        views.MessageReactionApi.as_view(),
+        name="conversation-message-reaction",
+    ),
+    path(
         "conversations/<id:conversation_id>/messages/<id:message_id>/notifications",
         views.MessageNotificationsApi.as_view(),
         name="conversation-message-notifications",

@@ -85,6 +85,8 @@ MESSAGE_EXAMPLE = {
     "edited_at": None,
     "deleted": False,
     "attachments": [],
+    "mentions": [],
+    "reactions": [{"emoji": "\N{THUMBS UP SIGN}", "count": 2, "users": [7, 12]}],
 }
 CONVERSATION_EXAMPLE = {
     "id": 3,
@@ -431,6 +433,62 @@ class MessageDetailApi(APIView):
         return Response(wire.message_payload(message))
 
 
+EMOJI = OpenApiParameter(
+    "emoji",
+    {"type": "string", "minLength": 1, "maxLength": 16},
+    OpenApiParameter.PATH,
+    description="One emoji, percent-encoded in UTF-8 (e.g. %F0%9F%91%8D for a thumbs up).",
+)
+
+
+class MessageReactionApi(APIView):
+    """Your emoji reaction to a message: one per emoji; every member sees them."""
+
+    @extend_schema(
+        operation_id="messages_react",
+        tags=["messages"],
+        parameters=[CONVERSATION_ID, MESSAGE_ID, EMOJI],
+        request=None,
+        responses={
+            200: s.MessageSerializer,
+            **error_responses(400, 403, 404, 429, *AUTHENTICATED),
+        },
+    )
+    def put(self, request: Request, conversation_id: int, message_id: int, emoji: str) -> Response:
+        """Add your reaction; answer the message (a new `version` unless it was there)."""
+        message = services.react(
+            user=_user(request),
+            conversation_id=conversation_id,
+            message_id=message_id,
+            emoji=emoji,
+            add=True,
+        )
+        return Response(wire.message_payload(message))
+
+    @extend_schema(
+        operation_id="messages_unreact",
+        tags=["messages"],
+        parameters=[CONVERSATION_ID, MESSAGE_ID, EMOJI],
+        request=None,
+        responses={
+            200: s.MessageSerializer,
+            **error_responses(400, 403, 404, 429, *AUTHENTICATED),
+        },
+    )
+    def delete(
+        self, request: Request, conversation_id: int, message_id: int, emoji: str
+    ) -> Response:
+        """Take your reaction back; answer the message."""
+        message = services.react(
+            user=_user(request),
+            conversation_id=conversation_id,
+            message_id=message_id,
+            emoji=emoji,
+            add=False,
+        )
+        return Response(wire.message_payload(message))
+
+
 class MessageNotificationsApi(APIView):
     """Why you were, or were not, notified of a message: its notification trace."""
 
@@ -761,6 +819,9 @@ def server_limits() -> dict[str, Any]:
         "search_max_results": c.CHAT_SEARCH_MAX_RESULTS,
         "send_rate": c.CHAT_SEND_RATE,
         "send_burst": c.CHAT_SEND_BURST,
+        "react_rate": c.CHAT_REACT_RATE,
+        "react_burst": c.CHAT_REACT_BURST,
+        "max_reactions": c.CHAT_MAX_REACTIONS,
         "api_rate": c.API_THROTTLE_RATE,
         "api_burst": c.API_THROTTLE_BURST,
         "upload_rate": c.API_UPLOAD_RATE,

@@ -179,6 +179,41 @@ def test_others_cannot_edit_and_missing_messages_are_404(
     assert (missing.status_code, error_code(missing)) == (404, "not_found")
 
 
+def test_react_and_take_it_back_with_the_emoji_in_the_path(
+    client_for: Client, ana: User, bo: User, cy: User, group: Conversation
+) -> None:
+    """PUT adds (a repeat is harmless), DELETE takes back; words, a non-member and a
+    missing message are refused with JSON errors and leave the message as it was."""
+    message = send(ana, group, "lunch?")
+    base = f"/api/v1/conversations/{group.pk}/messages/{message.pk}/reactions"
+    thumbs = "%F0%9F%91%8D"  # U+1F44D, percent-encoded UTF-8
+
+    added = client_for(bo).put(f"{base}/{thumbs}")
+    again = client_for(bo).put(f"{base}/{thumbs}")
+    words = client_for(bo).put(f"{base}/yes")
+    outsider = client_for(cy).put(f"{base}/{thumbs}")
+    missing = client_for(bo).put(
+        f"/api/v1/conversations/{group.pk}/messages/{message.pk + 1000}/reactions/{thumbs}"
+    )
+    shown = added.json()
+
+    assert added.status_code == 200
+    assert shown["reactions"] == [{"emoji": "\N{THUMBS UP SIGN}", "count": 1, "users": [bo.pk]}]
+    assert (again.status_code, again.json()["version"]) == (200, shown["version"])
+    assert (words.status_code, error_code(words)) == (400, "bad_request")
+    assert words.json()["error"]["details"] == {"field": "emoji"}
+    assert (outsider.status_code, missing.status_code) == (403, 404)
+    message.refresh_from_db()
+    assert (message.version, message.reactions) == (
+        shown["version"],
+        [["\N{THUMBS UP SIGN}", [bo.pk]]],
+    )
+
+    removed = client_for(bo).delete(f"{base}/{thumbs}")
+    assert removed.status_code == 200
+    assert (removed.json()["reactions"], removed.json()["version"]) == ([], shown["version"] + 1)
+
+
 def test_read_raises_markers_and_never_lowers_them(
     client_for: Client, ana: User, bo: User, group: Conversation
 ) -> None:

@@ -142,6 +142,94 @@ def test_fetch_edit_delete_and_errors_answer_with_the_ref(
     drive(scenario)
 
 
+def test_a_reaction_reaches_every_device_of_every_member_live_and_by_a_cold_sync(
+    deployment: Deployment, ana: User, bo: User, cy: User
+) -> None:
+    """Bo reacts on gateway 1; Ana's two devices (one per gateway) and Cy see it live with
+    the new version; a device that was away catches up with `after=`; a reaction frame
+    with words instead of an emoji is answered with an error and changes nothing."""
+    group = services.create_group(creator=ana, title="Lunch", member_ids=[bo.pk, cy.pk])
+    thumbs = "\N{THUMBS UP SIGN}"
+
+    tok = {u.username: bearer(u) for u in users_of(locals())}
+
+    async def scenario() -> None:
+        phone, _ = await open_socket(deployment.urls[0], tok["ana"], device="phone")
+        laptop, _ = await open_socket(deployment.urls[1], tok["ana"], device="laptop")
+        b, _ = await open_socket(deployment.urls[0], tok["bo"])
+        c, _ = await open_socket(deployment.urls[1], tok["cy"])
+        sent = (await phone.request(**text("pizza?", group.pk)))["message"]
+
+        answer = await b.request(
+            type="reaction.add", conversation=group.pk, message=sent["id"], emoji=thumbs
+        )
+        assert answer["type"] == "message.updated"
+        reacted = answer["message"]
+        assert reacted["version"] == sent["seq"] + 1
+        assert reacted["reactions"] == [{"emoji": thumbs, "count": 1, "users": [bo.pk]}]
+        for device in (phone, laptop, c):
+            live = await device.until(
+                lambda f: f["type"] == "message.updated" and f["message"]["id"] == sent["id"]
+            )
+            assert live["message"] == reacted
+
+        words = await b.request(
+            type="reaction.add", conversation=group.pk, message=sent["id"], emoji="yes"
+        )
+        assert (words["type"], words["code"], words["details"]) == (
+            "error",
+            "bad_request",
+            {"field": "emoji"},
+        )
+        taken_back = await b.request(
+            type="reaction.remove", conversation=group.pk, message=sent["id"], emoji=thumbs
+        )
+        assert taken_back["message"]["reactions"] == []
+
+        # A device that saw only the send catches up on both changes by `after=`.
+        away, _ = await open_socket(deployment.urls[1], tok["cy"], device="tablet")
+        batch = await away.request(type="messages.fetch", conversation=group.pk, after=sent["seq"])
+        assert [(m["id"], m["version"], m["reactions"]) for m in batch["messages"]] == [
+            (sent["id"], sent["seq"] + 2, [])
+        ]
+
+    drive(scenario)
+
+
+def test_the_reference_client_reacts_and_a_repeat_returns_without_a_new_version(
+    deployment: Deployment, ana: User, bo: User
+) -> None:
+    direct, _ = services.create_direct_conversation(user=ana, other_user_id=bo.pk)
+    thumbs = "\N{THUMBS UP SIGN}"
+    tokens = bearer(ana), bearer(bo)
+
+    async def scenario() -> tuple[Any, Any, Any]:
+        a = ChatClient(deployment.urls[:1], bearer_auth(tokens[0]), name="ana")
+        b = ChatClient(deployment.urls[1:], bearer_auth(tokens[1]), name="bo")
+        await a.connect()
+        await b.connect()
+        try:
+            sent = await b.send(direct.pk, "shall we?")
+            await a.wait_for_message(lambda m: m["id"] == sent["id"])
+            reacted = await a.react(direct.pk, sent["id"], thumbs)
+            repeated = await a.react(direct.pk, sent["id"], thumbs)
+            seen = await b.wait_for_message(
+                lambda m: m["id"] == sent["id"] and m["version"] == reacted["version"]
+            )
+            return reacted, repeated, seen
+        finally:
+            await a.close()
+            await b.close()
+
+    results: list[Any] = []
+    drive(lambda: _collect(results, scenario()))
+    reacted, repeated, seen = results[0]
+
+    assert reacted["reactions"] == [{"emoji": thumbs, "count": 1, "users": [ana.pk]}]
+    assert repeated["version"] == reacted["version"]
+    assert seen["reactions"] == reacted["reactions"]
+
+
 def test_read_receipts_are_coalesced_into_one_event_per_burst(
     deployment: Deployment, ana: User, bo: User
 ) -> None:
