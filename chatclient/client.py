@@ -279,9 +279,12 @@ class ChatClient(CatchUp):
         *,
         client_msg_id: str | None = None,
         attachments: Sequence[int] = (),
+        reply_to: int | None = None,
         timeout: float | None = None,
     ) -> Message:
         """Send a message and return it as stored; retry with the same id until answered.
+
+        `reply_to` quotes a message of the conversation (its id).
 
         Retries on `unavailable`, on `rate_limited` (after `retry_after`), on a lost
         connection and on `send_timeout` without a reply. Raises ChatError on any other
@@ -294,7 +297,7 @@ class ChatClient(CatchUp):
         if cmid in self._outbox:
             raise ValueError(f"a send with client_msg_id {cmid} is already in progress")
         invoked_at = self._clock()
-        entry = OutboxEntry(conversation_id, body, cmid, list(attachments))
+        entry = OutboxEntry(conversation_id, body, cmid, list(attachments), reply_to)
         waiter: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
         self._outbox.add(entry)
         self._send_waiters[cmid] = waiter

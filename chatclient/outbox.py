@@ -20,6 +20,7 @@ class OutboxEntry:
     body: str
     client_msg_id: str
     attachments: list[int] = field(default_factory=list)
+    reply_to: int | None = None  # the id of the message this one replies to
     attempts: int = 0  # frames sent so far
     failures: int = 0  # `unavailable` answers so far (drives the retry backoff)
     ref: str | None = None  # the ref of the attempt in flight; None when not in flight
@@ -43,6 +44,8 @@ class OutboxEntry:
         }
         if self.attachments:
             frame["attachments"] = list(self.attachments)
+        if self.reply_to is not None:
+            frame["reply_to"] = self.reply_to
         return frame
 
 

@@ -130,6 +130,7 @@ class ChatConsumer(PresenceMixin, FrameSocket):
                 client_msg_id=request.client_msg_id,
                 body=request.body,
                 attachment_ids=request.attachments,
+                reply_to=request.reply_to,
             )
             return wire.message_sent_frame(ref, str(request.client_msg_id), result.message)
 

@@ -33,6 +33,7 @@ class MessageSendFrame(TypedDict):
     client_msg_id: str
     body: str
     attachments: NotRequired[list[int]]
+    reply_to: NotRequired[int]
     ref: NotRequired[str]
 
 
@@ -189,6 +190,7 @@ class Send:
     client_msg_id: uuid.UUID
     body: str
     attachments: list[int]
+    reply_to: int | None = None
 
 
 @dataclass(frozen=True)
@@ -372,6 +374,7 @@ def parse_send(frame: dict[str, Any]) -> Send:
         _uuid(frame, "client_msg_id"),
         _str(frame, "body"),
         _ids(frame, "attachments"),
+        _int(frame, "reply_to", required=False),
     )
 
 

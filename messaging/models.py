@@ -5,6 +5,10 @@ the transaction that makes it (PROTOCOL.md section 1). Writes go through
 `messaging.services`; nothing else changes these rows.
 """
 
+from __future__ import annotations
+
+from typing import Literal
+
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
@@ -164,9 +168,16 @@ class Message(models.Model):
     # table: changed under the conversation lock with the message's `version`, and read
     # with the message, so building a page of payloads asks no extra query.
     reactions = models.JSONField(default=list, blank=True)
+    # The message this one replies to, of the same conversation (`services.send_message`
+    # checks it). An id, not a foreign key: the partitioned layout keys messages by
+    # (conversation_id, id), and a quoted message may be deleted or purged later.
+    reply_to_id = models.BigIntegerField(null=True, blank=True)
     # Not a column: the attachments when read in bulk with the message
     # (`selectors.load_attachments`), so the payload builder asks no query per message.
     loaded_attachments: list[Attachment] | None = None
+    # Not a column: the message `reply_to_id` names, read in bulk with it
+    # (`selectors.load_for_payload`); `False` when read and found missing.
+    loaded_reply: Message | Literal[False] | None = None
 
     class Meta:
         constraints = [

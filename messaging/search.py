@@ -205,7 +205,7 @@ def _hits(
         pk__in=[pk for pk, _, _ in ranked],
     )
     by_id = {m.pk: m for m in _with_headlines(messages, tsquery)}
-    selectors.load_attachments(list(by_id.values()))
+    selectors.load_for_payload(list(by_id.values()))
     hits = []
     for pk, _, score in ranked:
         message = by_id[pk]
@@ -257,7 +257,7 @@ def _search_fallback(
     for word in words:
         matches = matches.filter(body__icontains=word)
     page = list(matches.order_by("-pk")[offset : offset + count])
-    selectors.load_attachments(page)
+    selectors.load_for_payload(page)
     return [SearchHit(m, _snippet(m.body, [w.lower() for w in words]), 0.0) for m in page]
 
 

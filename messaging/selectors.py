@@ -75,6 +75,34 @@ def _clean_position(value: object, field: str) -> int | None:
     return value
 
 
+def load_for_payload(messages: Sequence[Message]) -> None:
+    """Read what the payloads of `messages` show beyond their own rows, in two queries.
+
+    Their attachments (`load_attachments`) and the messages they reply to.
+    """
+    load_attachments(messages)
+    load_quoted(messages)
+
+
+def load_quoted(messages: Sequence[Message]) -> None:
+    """Read the messages that `messages` reply to in one query; keep each on its reply."""
+    wanted = {(m.conversation_id, m.reply_to_id) for m in messages if m.reply_to_id is not None}
+    if not wanted:
+        return
+    found: dict[int, Message] = {}
+    by_conversation: dict[int, list[int]] = {}
+    for conversation_id, message_id in wanted:
+        by_conversation.setdefault(conversation_id, []).append(message_id)
+    query = Q()
+    for conversation_id, ids in by_conversation.items():
+        query |= Q(conversation_id=conversation_id, pk__in=ids)
+    for quoted in Message.objects.filter(query):
+        found[quoted.pk] = quoted
+    for message in messages:
+        if message.reply_to_id is not None:
+            message.loaded_reply = found.get(message.reply_to_id, False)
+
+
 def load_attachments(messages: Sequence[Message]) -> None:
     """Read the attachments of `messages` in one query and keep them on each message.
 
@@ -130,14 +158,14 @@ def list_messages_for_user(
         )
         has_more = len(rows) > size
         rows = rows[:size]
-        load_attachments(rows)
+        load_for_payload(rows)
         upto = rows[-1].version if has_more else max(last_seq, after_n)
         return MessageBatch(conversation_id, rows, upto, has_more)
     newest = visible.filter(seq__lt=before_n) if before_n is not None else visible
     rows = list(newest.order_by("-seq")[: size + 1])
     has_more = len(rows) > size
     rows = rows[:size]
-    load_attachments(rows)
+    load_for_payload(rows)
     rows.reverse()
     return MessageBatch(conversation_id, rows, None, has_more)
 
@@ -150,7 +178,7 @@ def get_message_for_user(*, user: User, conversation_id: int, message_id: int) -
     ).first()
     if message is None:
         raise MessageNotFound()
-    load_attachments([message])
+    load_for_payload([message])
     return message
 
 

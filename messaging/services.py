@@ -678,13 +678,16 @@ def send_message(
     client_msg_id: uuid.UUID,
     body: str,
     attachment_ids: Sequence[int] = (),
+    reply_to: int | None = None,
 ) -> SendResult:
     """Store a message at the conversation's next seq, or return it again for a replay.
 
-    A replay (same sender and `client_msg_id`, same conversation and body) returns the
-    stored message and broadcasts nothing; the same id with another conversation or
-    body raises Conflict. The broadcast of a new message happens on commit. Sends are
-    rate limited per user (`CHAT_SEND_RATE`/s, bursts of `CHAT_SEND_BURST`).
+    A replay (same sender and `client_msg_id`, same conversation, body and `reply_to`)
+    returns the stored message and broadcasts nothing; the same id with another
+    conversation, body or `reply_to` raises Conflict. `reply_to` quotes a text message
+    of the conversation that the sender can see and that is not deleted. The broadcast
+    of a new message happens on commit. Sends are rate limited per user
+    (`CHAT_SEND_RATE`/s, bursts of `CHAT_SEND_BURST`).
     """
     cmid = client_msg_id
     body = _clean_body(body, allow_empty=bool(attachment_ids))
@@ -695,10 +698,11 @@ def send_message(
         metrics.count_rate_limited("send")
         raise RateLimited(verdict.retry_after)
     attachments = _clean_attachment_ids(sender, attachment_ids)
+    quoted = None if reply_to is None else _quotable(sender, conversation_id, reply_to)
     mentions = _mentioned_members(conversation_id, body)
     try:
         with transaction.atomic():
-            stored = _store_message(conversation_id, sender, cmid, body, mentions)
+            stored = _store_message(conversation_id, sender, cmid, body, mentions, quoted)
             if stored is None:
                 raise NotAMember()
             message, member_seq, accepted_now = stored
@@ -715,7 +719,7 @@ def send_message(
         original = _original(sender, cmid, conversation_id)
         if original is None:
             raise
-        return SendResult(_check_replay(original, conversation_id, body), created=False)
+        return SendResult(_check_replay(original, conversation_id, body, reply_to), created=False)
     if trace.isEnabledFor(logging.INFO):
         trace.info(
             "message stored",
@@ -755,11 +759,42 @@ def _original(sender: User, cmid: uuid.UUID, conversation_id: int) -> Message | 
     return used.filter(conversation_id=conversation_id).first() or used.first()
 
 
-def _check_replay(original: Message, conversation_id: int, body: str) -> Message:
+def _quotable(sender: User, conversation_id: int, message_id: int) -> Message:
+    """Return the message a send replies to, if the sender may quote it, else raise.
+
+    It must be a text message of the same conversation, from the part of the log the
+    sender can see (`visible_from_seq`), and not deleted. A sender who is not a member
+    learns only that (`forbidden`), whatever the id names.
+    """
+    membership = Membership.objects.filter(conversation_id=conversation_id, user=sender).first()
+    if membership is None:
+        raise NotAMember()
+    quoted = Message.objects.filter(
+        conversation_id=conversation_id,
+        pk=message_id,
+        seq__gte=membership.visible_from_seq,
+        kind=Message.Kind.TEXT,
+        deleted=False,
+    ).first()
+    if quoted is None:
+        raise BadRequest(
+            "reply_to must name a message of this conversation that is not deleted.",
+            details={"field": "reply_to"},
+        )
+    return quoted
+
+
+def _check_replay(
+    original: Message, conversation_id: int, body: str, reply_to: int | None
+) -> Message:
     """Return the original of a replay, or raise Conflict if the id was used otherwise."""
     same_place = original.conversation_id == conversation_id
     # A deleted original has an emptied body; a late retry of it is still a replay.
-    if not same_place or (original.body != body and not original.deleted):
+    if (
+        not same_place
+        or (original.body != body and not original.deleted)
+        or original.reply_to_id != reply_to
+    ):
         raise Conflict(details={"client_msg_id": str(original.client_msg_id)})
     return original
 
@@ -798,9 +833,10 @@ WITH was AS (
 ), stored AS (
     INSERT INTO {_message_table}
         (conversation_id, seq, version, kind, sender_id, client_msg_id, body, system,
-         created_at, edited_at, deleted, mentions, reactions)
+         created_at, edited_at, deleted, mentions, reactions, reply_to_id)
     SELECT member.id, member.last_seq, member.last_seq, %(kind)s, %(sender)s, %(cmid)s,
-        %(body)s, NULL, %(now)s, NULL, FALSE, %(mentions)s::jsonb, '[]'::jsonb
+        %(body)s, NULL, %(now)s, NULL, FALSE, %(mentions)s::jsonb, '[]'::jsonb,
+        %(reply_to)s
     FROM member
     RETURNING id, seq
 ), due AS (
@@ -813,7 +849,12 @@ FROM stored, member
 
 
 def _store_message(
-    conversation_id: int, sender: User, cmid: uuid.UUID, body: str, mentions: list[int]
+    conversation_id: int,
+    sender: User,
+    cmid: uuid.UUID,
+    body: str,
+    mentions: list[int],
+    quoted: Message | None = None,
 ) -> tuple[Message, int, bool] | None:
     """Store a text message at the conversation's next seq; None if not a member.
 
@@ -822,7 +863,7 @@ def _store_message(
     have been taken: the caller must roll the transaction back.
     """
     if connection.vendor != "postgresql":
-        return _store_message_portable(conversation_id, sender, cmid, body, mentions)
+        return _store_message_portable(conversation_id, sender, cmid, body, mentions, quoted)
     now = timezone.now()
     with connection.cursor() as cursor:
         cursor.execute(
@@ -836,6 +877,7 @@ def _store_message(
                 "cmid": cmid,
                 "body": body,
                 "mentions": json.dumps(mentions),
+                "reply_to": None if quoted is None else quoted.pk,
             },
         )
         row = cursor.fetchone()
@@ -856,14 +898,21 @@ def _store_message(
         deleted=False,
         mentions=mentions,
         reactions=[],
+        reply_to_id=None if quoted is None else quoted.pk,
     )
+    message.loaded_reply = quoted
     message._state.adding = False
     message._state.db = connection.alias
     return message, int(row[2]), bool(row[3])
 
 
 def _store_message_portable(
-    conversation_id: int, sender: User, cmid: uuid.UUID, body: str, mentions: list[int]
+    conversation_id: int,
+    sender: User,
+    cmid: uuid.UUID,
+    body: str,
+    mentions: list[int],
+    quoted: Message | None,
 ) -> tuple[Message, int, bool] | None:
     """Do what `_STORE_MESSAGE_SQL` does in three statements (SQLite, the embedded default)."""
     with connection.cursor() as cursor:
@@ -894,7 +943,9 @@ def _store_message_portable(
         client_msg_id=cmid,
         body=body,
         mentions=mentions,
+        reply_to_id=None if quoted is None else quoted.pk,
     )
+    message.loaded_reply = quoted
     due_at = _notify_due_at(message.created_at)
     if due_at is not None:
         NotificationDue.objects.create(message=message, due_at=due_at)

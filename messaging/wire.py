@@ -51,6 +51,16 @@ class ReactionPayload(TypedDict):
     users: list[int]
 
 
+class ReplyPayload(TypedDict):
+    """What a reply shows of the message it quotes, as that message is now."""
+
+    id: int
+    seq: int | None  # None: the quoted message is gone (purged)
+    sender: int | None
+    preview: str  # its first REPLY_PREVIEW_LENGTH characters; "" once deleted
+    deleted: bool
+
+
 class MessagePayload(TypedDict):
     """A message as REST answers it and `message.created` / `message.updated` carry it."""
 
@@ -68,6 +78,7 @@ class MessagePayload(TypedDict):
     attachments: list[AttachmentPayload]
     mentions: list[int]
     reactions: list[ReactionPayload]
+    reply_to: ReplyPayload | None
     system: NotRequired[SystemPayload]
 
 
@@ -241,7 +252,7 @@ def attachment_payload(attachment: Attachment) -> AttachmentPayload:
 
 
 def message_payload(message: Message) -> MessagePayload:
-    """Build the one wire form of a message (`selectors.load_attachments` when building many)."""
+    """Build the one wire form of a message (`selectors.load_for_payload` when building many)."""
     payload: MessagePayload = {
         "id": message.pk,
         "conversation": message.conversation_id,
@@ -266,14 +277,47 @@ def message_payload(message: Message) -> MessagePayload:
                 for emoji, users in message.reactions or ()
             ]
         ),
+        "reply_to": None if message.deleted else _reply(message),
     }
     if message.kind == Message.Kind.SYSTEM and message.system is not None:
         payload["system"] = message.system
     return payload
 
 
+REPLY_PREVIEW_LENGTH = 100
+
+
+def _reply(message: Message) -> ReplyPayload | None:
+    if message.reply_to_id is None:
+        return None
+    quoted = message.loaded_reply
+    if quoted is None:  # not read in bulk (`selectors.load_for_payload`): one query
+        quoted = (
+            Message.objects.filter(
+                conversation_id=message.conversation_id, pk=message.reply_to_id
+            ).first()
+            or False
+        )
+        message.loaded_reply = quoted
+    if quoted is False:
+        return {
+            "id": message.reply_to_id,
+            "seq": None,
+            "sender": None,
+            "preview": "",
+            "deleted": True,
+        }
+    return {
+        "id": quoted.pk,
+        "seq": quoted.seq,
+        "sender": quoted.sender_id,
+        "preview": "" if quoted.deleted else quoted.body[:REPLY_PREVIEW_LENGTH],
+        "deleted": quoted.deleted,
+    }
+
+
 def _attachments(message: Message) -> list[Attachment]:
-    # Read with the message (`selectors.load_attachments`) when it was read in bulk:
+    # Read with the message (`selectors.load_for_payload`) when it was read in bulk:
     # `message.attachments.all()` builds a related manager and a query on every call.
     if message.loaded_attachments is not None:
         return message.loaded_attachments

@@ -76,6 +76,18 @@ class ReactionSerializer(serializers.Serializer[Any]):
     )
 
 
+class ReplySerializer(serializers.Serializer[Any]):
+    """What a reply shows of the message it quotes, as it is now (`wire.ReplyPayload`)."""
+
+    id = serializers.IntegerField()
+    seq = serializers.IntegerField(allow_null=True, help_text="Null: the message is gone.")
+    sender = serializers.IntegerField(allow_null=True)
+    preview = serializers.CharField(
+        allow_blank=True, help_text="Its first 100 characters; empty once deleted."
+    )
+    deleted = serializers.BooleanField()
+
+
 class MessageSerializer(serializers.Serializer[Any]):
     """A message, exactly as `message.created` carries it (`wire.MessagePayload`)."""
 
@@ -97,6 +109,7 @@ class MessageSerializer(serializers.Serializer[Any]):
     reactions = ReactionSerializer(
         many=True, help_text="Emoji reactions, in the order each emoji was first used."
     )
+    reply_to = ReplySerializer(allow_null=True, help_text="The message this one replies to.")
     system = SystemSerializer(required=False)
 
 
@@ -350,6 +363,13 @@ class MessageSendSerializer(serializers.Serializer[Any]):
     client_msg_id = rest.StrictUUIDField()
     body = rest.StrictCharField(required=False, default="", allow_blank=True, trim_whitespace=False)
     attachments = serializers.ListField(child=id_field(strict=True), required=False, default=list)
+    reply_to = id_field(
+        strict=True,
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="The id of a message of this conversation to reply to.",
+    )
 
 
 class MessageEditSerializer(serializers.Serializer[Any]):

@@ -87,6 +87,7 @@ MESSAGE_EXAMPLE = {
     "attachments": [],
     "mentions": [],
     "reactions": [{"emoji": "\N{THUMBS UP SIGN}", "count": 2, "users": [7, 12]}],
+    "reply_to": None,
 }
 CONVERSATION_EXAMPLE = {
     "id": 3,
@@ -390,6 +391,7 @@ class MessageListApi(APIView):
             client_msg_id=data["client_msg_id"],
             body=data["body"],
             attachment_ids=data["attachments"],
+            reply_to=data["reply_to"],
         )
         return Response(wire.message_payload(result.message), status=201 if result.created else 200)
 

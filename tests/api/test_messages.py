@@ -179,6 +179,29 @@ def test_others_cannot_edit_and_missing_messages_are_404(
     assert (missing.status_code, error_code(missing)) == (404, "not_found")
 
 
+def test_a_reply_over_rest_quotes_its_message_and_a_bad_reply_to_is_refused(
+    client_for: Client, ana: User, bo: User, group: Conversation
+) -> None:
+    question = send(ana, group, "who brings the cake?")
+    client = client_for(bo)
+
+    answered = post_message(client, group, "me", reply_to=question.pk)
+    as_text = post_message(client, group, "me", reply_to=str(question.pk))
+    missing = post_message(client, group, "me", reply_to=question.pk + 1000)
+
+    assert answered.status_code == 201
+    assert answered.json()["reply_to"]["preview"] == "who brings the cake?"
+    assert (as_text.status_code, as_text.json()["error"]["details"]["field"]) == (
+        400,
+        "reply_to",
+    )
+    assert (missing.status_code, missing.json()["error"]["details"]) == (
+        400,
+        {"field": "reply_to"},
+    )
+    assert Message.objects.filter(conversation=group, sender=bo).count() == 1
+
+
 def test_react_and_take_it_back_with_the_emoji_in_the_path(
     client_for: Client, ana: User, bo: User, cy: User, group: Conversation
 ) -> None:

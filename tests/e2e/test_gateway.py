@@ -196,6 +196,44 @@ def test_a_reaction_reaches_every_device_of_every_member_live_and_by_a_cold_sync
     drive(scenario)
 
 
+def test_a_reply_reaches_the_other_gateway_with_what_it_quotes(
+    deployment: Deployment, ana: User, bo: User
+) -> None:
+    """Bo replies on gateway 2 to Ana's message; Ana sees the quote live on gateway 1; a
+    reply naming a message of no conversation of theirs is an error and stores nothing."""
+    direct, _ = services.create_direct_conversation(user=ana, other_user_id=bo.pk)
+    tok = {u.username: bearer(u) for u in users_of(locals())}
+
+    async def scenario() -> None:
+        a, _ = await open_socket(deployment.urls[0], tok["ana"])
+        b, _ = await open_socket(deployment.urls[1], tok["bo"])
+        question = (await a.request(**text("Friday or Saturday?", direct.pk)))["message"]
+        sent = await b.request(**text("Saturday", direct.pk), reply_to=question["id"])
+        quote = {
+            "id": question["id"],
+            "seq": question["seq"],
+            "sender": ana.pk,
+            "preview": "Friday or Saturday?",
+            "deleted": False,
+        }
+        assert sent["message"]["reply_to"] == quote
+        live = await a.until(
+            lambda f: f["type"] == "message.created" and f["message"]["id"] == sent["message"]["id"]
+        )
+        assert live["message"]["reply_to"] == quote
+
+        wrong = await b.request(**text("?", direct.pk), reply_to=question["id"] + 10_000)
+        assert (wrong["type"], wrong["code"], wrong["details"]) == (
+            "error",
+            "bad_request",
+            {"field": "reply_to"},
+        )
+        batch = await b.request(type="messages.fetch", conversation=direct.pk, after=0)
+        assert [m["body"] for m in batch["messages"]] == ["Friday or Saturday?", "Saturday"]
+
+    drive(scenario)
+
+
 def test_the_reference_client_reacts_and_a_repeat_returns_without_a_new_version(
     deployment: Deployment, ana: User, bo: User
 ) -> None:
@@ -211,6 +249,8 @@ def test_the_reference_client_reacts_and_a_repeat_returns_without_a_new_version(
         try:
             sent = await b.send(direct.pk, "shall we?")
             await a.wait_for_message(lambda m: m["id"] == sent["id"])
+            reply = await a.send(direct.pk, "yes!", reply_to=sent["id"])
+            assert reply["reply_to"]["preview"] == "shall we?"
             reacted = await a.react(direct.pk, sent["id"], thumbs)
             repeated = await a.react(direct.pk, sent["id"], thumbs)
             seen = await b.wait_for_message(
