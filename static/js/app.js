@@ -4,10 +4,10 @@
 //
 // The parts, in ui/: list.js (the conversation list), conversation.js (opening one, its
 // header), messages.js (the message list), typing.js, composer.js (writing, editing,
-// mentions, attachments), notifications.js (in-tab notifications, the notify menu),
-// presence.js (presence, my status, idle), dialogs.js, search.js, announce.js (what a
-// screen reader is told of new messages); helpers.js holds
-// small shared helpers (toast, avatar, debounce, soon).
+// mentions, attachments, drafts), emoji.js (the emoji picker, :shortcode: completion),
+// notifications.js (in-tab notifications, the notify menu), presence.js (presence, my
+// status, idle), dialogs.js, search.js, announce.js (what a screen reader is told of
+// new messages); helpers.js holds small shared helpers (toast, avatar, debounce, soon).
 //
 // Shared state lives in one module, ui/shared.js: the client, `me`, `boot`, the `ui`
 // element map, the names seen, and `current` (the open conversation). The parts import
@@ -34,6 +34,7 @@ import * as composer from "./ui/composer.js";
 import * as conversation from "./ui/conversation.js";
 import { closeConversation, openConversation, prefetchDetails, reloadDetails, renderHeader } from "./ui/conversation.js";
 import * as dialogs from "./ui/dialogs.js";
+import * as emoji from "./ui/emoji.js";
 import { confirmDialog, paintAvatar, soon, toast } from "./ui/helpers.js";
 import * as list from "./ui/list.js";
 import { renderList } from "./ui/list.js";
@@ -53,7 +54,7 @@ const tabs = new Tabs(me.id);
 client.openSocket = (url) => tabs.openSocket(url);
 attention.setNotifyGate((key) => tabs.claim(key));
 
-for (const part of [presence, list, conversation, messages, typing, composer, notifications, dialogs, search, announce]) part.install();
+for (const part of [presence, list, conversation, messages, typing, composer, emoji, notifications, dialogs, search, announce]) part.install();
 
 // ---------------------------------------------------------------- connection status
 
@@ -185,6 +186,7 @@ $("logout-form").addEventListener("submit", async (event) => {
   attention.forgetCachedApp();
   await store.clear().catch(() => {});
   await historyStore.destroy().catch(() => {}); // the next user of this browser sees none of it
+  composer.drafts.clear();
   form.dataset.confirmed = "1";
   form.submit();
 });

@@ -1,10 +1,12 @@
 // The conversation list: one row per conversation (avatar, title, time, preview,
-// unread badge), drawn again whenever the client's conversations change.
+// unread badge), drawn again whenever the client's conversations change. A conversation
+// with a draft (other than the open one) shows "Draft: <text>" instead of its preview.
 
 import { h, icon } from "../dom.js";
 import * as fmt from "../format.js";
 import * as attention from "../notify.js";
 import { openConversation } from "./conversation.js";
+import { drafts } from "./composer.js";
 import { avatar } from "./helpers.js";
 import { presence, presenceDot, updatePresenceSubscription } from "./presence.js";
 import { client, current, me, nameOf, names, ui } from "./shared.js";
@@ -27,6 +29,19 @@ function previewText(conversation) {
   if (m.sender === me.id) return `You: ${text}`;
   const sender = names.get(m.sender);
   return conversation.kind === "group" && sender ? `${sender}: ${text}` : text;
+}
+
+/** The preview line: the draft, marked, or what previewText says. */
+function preview(c) {
+  const typers = typing.get(c.id)?.size;
+  const draft = c.id !== current && !typers ? drafts.get(c.id).trim() : "";
+  if (!draft) return h("span", { class: "conv-preview", id: `conv-preview-${c.id}`, text: previewText(c) });
+  return h(
+    "span",
+    { class: "conv-preview has-draft", id: `conv-preview-${c.id}` },
+    h("span", { class: "draft-label", text: "Draft:" }),
+    ` ${draft.split("\n")[0]}`,
+  );
 }
 
 function conversationItem(id) {
@@ -64,7 +79,7 @@ function conversationItem(id) {
       h(
         "span",
         { class: "conv-bottom" },
-        h("span", { class: "conv-preview", id: `conv-preview-${id}`, text: previewText(c) }),
+        preview(c),
         c.request ? h("span", { class: "request-mark", text: "Request" }) : null,
         c.muted ? h("span", { class: "muted-mark", title: "Muted" }, icon("bell-off"), h("span", { class: "visually-hidden", text: "Muted" })) : null,
         unread
