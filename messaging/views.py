@@ -51,6 +51,7 @@ APP_MODULES = (
     "ui/presence.js",
     "ui/search.js",
     "ui/shared.js",
+    "ui/switcher.js",
     "ui/typing.js",
     "worker/hub.js",
     "worker/shared.js",

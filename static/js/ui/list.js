@@ -91,16 +91,24 @@ function conversationItem(id) {
   return h("li", { "data-id": id }, button);
 }
 
+/**
+ * Move the focus between the `selector` items of `container` with Up and Down (Home,
+ * End); Up on the first goes to `above` if given. Answer whether the key was used.
+ */
+export function arrowKeys(event, container, selector, above = null) {
+  const moves = { ArrowUp: -1, ArrowDown: 1, Home: -Infinity, End: Infinity };
+  if (!(event.key in moves) || !event.target.matches(selector) || event.altKey || event.ctrlKey || event.metaKey) return false;
+  const all = [...container.querySelectorAll(selector)];
+  const at = all.indexOf(event.target) + moves[event.key];
+  event.preventDefault();
+  if (at < 0 && above && event.key === "ArrowUp") above.focus();
+  else all[Math.max(0, Math.min(all.length - 1, at))].focus();
+  return true;
+}
+
 /** Up and Down (Home, End) move between the conversations; Tab leaves the list. */
 export function install() {
-  ui.list.addEventListener("keydown", (event) => {
-    const moves = { ArrowUp: -1, ArrowDown: 1, Home: -Infinity, End: Infinity };
-    if (!(event.key in moves) || !event.target.matches(".conv")) return;
-    const all = [...ui.list.querySelectorAll(".conv")];
-    const at = all.indexOf(event.target) + moves[event.key];
-    event.preventDefault();
-    all[Math.max(0, Math.min(all.length - 1, at))].focus();
-  });
+  ui.list.addEventListener("keydown", (event) => arrowKeys(event, ui.list, ".conv"));
 }
 
 export function renderList() {
