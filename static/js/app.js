@@ -4,10 +4,12 @@
 //
 // The parts, in ui/: list.js (the conversation list), conversation.js (opening one, its
 // header), messages.js (the message list), typing.js, composer.js (writing, editing,
-// mentions, attachments), notifications.js (in-tab notifications, the notify menu),
-// presence.js (presence, my status, idle), dialogs.js, search.js, announce.js (what a
-// screen reader is told of new messages); helpers.js holds
-// small shared helpers (toast, avatar, debounce, soon).
+// mentions, attachments, drafts), emoji.js (the emoji picker, :shortcode: completion),
+// notifications.js (in-tab notifications, the notify menu), presence.js (presence, my
+// status, idle), dialogs.js, switcher.js (the quick switcher, Ctrl+K), search.js,
+// announce.js (what a screen reader is told of new messages); helpers.js holds
+// small shared helpers (toast, avatar, debounce, soon). The keys that work anywhere
+// (Ctrl+K, Escape) are handled here.
 //
 // Shared state lives in one module, ui/shared.js: the client, `me`, `boot`, the `ui`
 // element map, the names seen, and `current` (the open conversation). The parts import
@@ -34,9 +36,10 @@ import * as composer from "./ui/composer.js";
 import * as conversation from "./ui/conversation.js";
 import { closeConversation, openConversation, prefetchDetails, reloadDetails, renderHeader } from "./ui/conversation.js";
 import * as dialogs from "./ui/dialogs.js";
+import * as emoji from "./ui/emoji.js";
 import { confirmDialog, paintAvatar, soon, toast } from "./ui/helpers.js";
 import * as list from "./ui/list.js";
-import { renderList } from "./ui/list.js";
+import { arrowKeys, renderList } from "./ui/list.js";
 import * as messages from "./ui/messages.js";
 import { isAtBottom, markRead, renderMessages } from "./ui/messages.js";
 import * as notifications from "./ui/notifications.js";
@@ -45,6 +48,7 @@ import * as presence from "./ui/presence.js";
 import { idleTouch, onSessionReady, renderStatus } from "./ui/presence.js";
 import * as search from "./ui/search.js";
 import { $, boot, client, current, historyStore, learnPeople, me, store, ui } from "./ui/shared.js";
+import * as switcher from "./ui/switcher.js";
 import { clearTyping } from "./ui/typing.js";
 import * as typing from "./ui/typing.js";
 import { Tabs } from "./worker/tabs.js";
@@ -53,7 +57,7 @@ const tabs = new Tabs(me.id);
 client.openSocket = (url) => tabs.openSocket(url);
 attention.setNotifyGate((key) => tabs.claim(key));
 
-for (const part of [presence, list, conversation, messages, typing, composer, notifications, dialogs, search, announce]) part.install();
+for (const part of [presence, list, conversation, messages, typing, composer, emoji, notifications, dialogs, switcher, search, announce]) part.install();
 
 // ---------------------------------------------------------------- connection status
 
@@ -159,6 +163,44 @@ document.addEventListener("visibilitychange", () => {
 });
 addEventListener("focus", () => markRead());
 
+// ---------------------------------------------------------------- keys that work anywhere
+
+// The phone layout (one pane at a time), as static/css/app.css draws it.
+const phone = matchMedia("(max-width: 47.99em)");
+
+document.addEventListener("keydown", (event) => {
+  if (event.isComposing) return;
+  // Ctrl+K (Cmd+K on a Mac): the quick switcher, from anywhere (the composer too).
+  if ((event.ctrlKey || event.metaKey) && !event.altKey && !event.shiftKey && (event.key || "").toLowerCase() === "k") {
+    event.preventDefault();
+    if (!document.querySelector("dialog[open]:not(#dialog-switcher)")) switcher.openSwitcher();
+    return;
+  }
+  // Escape nobody used (an open dialog closes itself; the menus, lists and the picker
+  // use theirs): on a phone it leaves the conversation, back to the list.
+  if (event.key === "Escape" && !event.defaultPrevented && current !== null && phone.matches && !document.querySelector("dialog[open]")) {
+    event.preventDefault();
+    ui.back.click();
+  }
+});
+
+// Search: Down from the box goes to the first result (or conversation); arrows move
+// between the results; Up from the first, or Escape, goes back to the box.
+ui.searchInput.addEventListener("keydown", (event) => {
+  if (event.key !== "ArrowDown" || event.isComposing) return;
+  const first = !ui.searchResults.hidden ? ui.searchList.querySelector(".result") : !ui.conversations.hidden ? ui.list.querySelector(".conv") : null;
+  if (!first) return;
+  event.preventDefault();
+  first.focus();
+});
+ui.searchList.addEventListener("keydown", (event) => {
+  if (arrowKeys(event, ui.searchList, ".result", ui.searchInput)) return;
+  if (event.key === "Escape") {
+    event.preventDefault();
+    ui.searchInput.focus();
+  }
+});
+
 // ---------------------------------------------------------------- log out
 
 let loggingOut = false;
@@ -185,6 +227,7 @@ $("logout-form").addEventListener("submit", async (event) => {
   attention.forgetCachedApp();
   await store.clear().catch(() => {});
   await historyStore.destroy().catch(() => {}); // the next user of this browser sees none of it
+  composer.drafts.clear();
   form.dataset.confirmed = "1";
   form.submit();
 });

@@ -1,16 +1,72 @@
 // The composer: writing and sending (drafts, Enter to send), editing and deleting my
-// messages, the @mention autocomplete and the attachments tray (pick, drop or paste
-// files; they upload before the message is sent).
+// messages, the completion list (@mentions, emoji :shortcodes:) and the attachments
+// tray (pick, drop or paste files; they upload before the message is sent).
 
 import { uploadAttachment } from "../api.js";
 import { h, icon } from "../dom.js";
 import * as fmt from "../format.js";
-import { avatar, confirmDialog, problem, toast } from "./helpers.js";
+import { shortcodes, replaceTypedShortcode } from "./emoji.js";
+import { avatar, confirmDialog, problem, soon, toast } from "./helpers.js";
+import { renderList } from "./list.js";
 import { scrollToBottom } from "./messages.js";
 import { boot, client, current, me, ui } from "./shared.js";
 import { noteTyping, stopTyping } from "./typing.js";
 
-export const drafts = new Map(); // conversation -> unsent text
+// Drafts: the unsent text of each conversation, kept in localStorage under the user and
+// the conversation, so a draft outlives a reload and the browser's other tabs see it (the
+// `storage` event): their list shows it, and their composer takes it when it shows that
+// conversation. Sending clears it; logging out forgets them all.
+const DRAFT_PREFIX = `chat.draft.${me.id}.`;
+
+export const drafts = {
+  get(id) {
+    try {
+      return localStorage.getItem(DRAFT_PREFIX + id) || "";
+    } catch {
+      return "";
+    }
+  },
+  set(id, text) {
+    if (!text.trim()) return this.delete(id);
+    try {
+      if (localStorage.getItem(DRAFT_PREFIX + id) !== text) localStorage.setItem(DRAFT_PREFIX + id, text);
+    } catch {
+      // storage full or refused: the draft lives as long as the composer shows it
+    }
+  },
+  delete(id) {
+    try {
+      localStorage.removeItem(DRAFT_PREFIX + id);
+    } catch {
+      // nothing stored
+    }
+  },
+  /** Forget every draft of this user (logging out). */
+  clear() {
+    try {
+      const keys = [];
+      for (let i = 0; i < localStorage.length; i += 1) keys.push(localStorage.key(i));
+      for (const key of keys) if (key?.startsWith(DRAFT_PREFIX)) localStorage.removeItem(key);
+    } catch {
+      // nothing stored
+    }
+  },
+};
+
+/** Another tab changed a draft: show it in the list, and here if that conversation is open. */
+function draftChanged(event) {
+  if (event.storageArea !== localStorage) return;
+  if (event.key !== null && !event.key.startsWith(DRAFT_PREFIX)) return;
+  soon(renderList);
+  const id = event.key === null ? current : Number(event.key.slice(DRAFT_PREFIX.length));
+  if (id === null || id !== current || editing) return;
+  const text = drafts.get(id);
+  if (ui.input.value === text) return;
+  ui.input.value = text;
+  autosize();
+  closeMentions();
+}
+
 export let editing = null; // {conversation, id, body}
 let uploads = []; // attachments being uploaded for the next message
 
@@ -21,8 +77,7 @@ export function autosize() {
 
 export function saveDraft() {
   if (current === null || editing) return;
-  if (ui.input.value) drafts.set(current, ui.input.value);
-  else drafts.delete(current);
+  drafts.set(current, ui.input.value);
 }
 
 export function startEdit(message) {
@@ -80,12 +135,13 @@ export async function deleteMessage(message) {
   }
 }
 
-// ---------------------------------------------------------------- mention autocomplete
+// ---------------------------------------------------------------- completion: @mentions, :shortcodes:
 
-// The composer is an ARIA combobox: typing `@` and letters lists matching members of
-// the open conversation; Up/Down choose, Enter or Tab insert `@username `, Escape closes.
+// The composer is an ARIA combobox: what is typed at the caret may open a list of
+// completions from one of the sources below: `@` and letters lists matching members of
+// the open conversation, `:` and two letters emoji by shortcode (ui/emoji.js). Up/Down
+// choose, Enter or Tab insert, Escape closes (and the list stays closed for that word).
 const MAX_MENTION_OPTIONS = 8;
-const mention = { start: -1, options: [], active: 0, dismissed: -1 };
 
 /** Members of the open conversation whose username or a word of whose name starts with `q`. */
 function mentionCandidates(q) {
@@ -107,31 +163,59 @@ function mentionCandidates(q) {
   return ranked.slice(0, MAX_MENTION_OPTIONS).map(({ m }) => m);
 }
 
+// A source: `find(before)` -> {start, query} or null for the text up to the caret;
+// `options(query)`; `key`, `id` and `render(option, query)` of an option; `text(option)`,
+// what replaces the typed word; `spaced`: a space follows it; `picked(option)`, after.
+const mentions = {
+  label: "People to mention",
+  find: fmt.typingMention,
+  options: mentionCandidates,
+  key: (m) => m.id,
+  id: (m) => `mention-option-${m.id}`,
+  render: (m) => [
+    avatar(m.display_name, m.id, "avatar tiny", m.avatar_url),
+    h("span", { class: "mention-name", text: m.display_name }),
+    h("span", { class: "mention-username", text: `@${m.username}` }),
+  ],
+  text: (m) => `@${m.username}`,
+  spaced: true,
+  picked: () => {},
+};
+const SOURCES = [mentions, shortcodes];
+const completion = { source: null, start: -1, query: "", options: [], active: 0, dismissed: -1 };
+
 function updateMentions() {
   const caret = ui.input.selectionStart;
-  const typed = ui.input.selectionEnd === caret ? fmt.typingMention(ui.input.value.slice(0, caret)) : null;
-  if (!typed) mention.dismissed = -1; // Escape holds only while that `@word` is typed
-  if (!typed || typed.start === mention.dismissed) {
+  let source = null;
+  let typed = null;
+  if (ui.input.selectionEnd === caret) {
+    const before = ui.input.value.slice(0, caret);
+    source = SOURCES.find((s) => (typed = s.find(before))) || null;
+  }
+  if (!typed) completion.dismissed = -1; // Escape holds only while that word is typed
+  if (!typed || typed.start === completion.dismissed) {
     closeMentions();
     return;
   }
-  const previous = mention.options[mention.active]?.id;
-  mention.start = typed.start;
-  mention.options = mentionCandidates(typed.query);
-  // Keep the chosen member chosen while the list narrows.
-  mention.active = Math.max(0, mention.options.findIndex((m) => m.id === previous));
+  const previous = completion.source === source ? completion.options[completion.active] : undefined;
+  completion.source = source;
+  completion.start = typed.start;
+  completion.query = typed.query;
+  completion.options = source.options(typed.query);
+  // Keep the chosen option chosen while the list narrows.
+  completion.active = Math.max(0, previous === undefined ? 0 : completion.options.findIndex((o) => source.key(o) === source.key(previous)));
   renderMentions();
 }
 
 export function closeMentions() {
-  if (!mention.options.length && ui.mentionList.hidden) return;
-  mention.options = [];
-  mention.active = 0;
+  if (!completion.options.length && ui.mentionList.hidden) return;
+  completion.options = [];
+  completion.active = 0;
   renderMentions();
 }
 
 function renderMentions() {
-  const open = mention.options.length > 0;
+  const open = completion.options.length > 0;
   ui.mentionList.hidden = !open;
   ui.input.setAttribute("aria-expanded", String(open));
   if (!open) {
@@ -139,52 +223,55 @@ function renderMentions() {
     ui.mentionList.replaceChildren();
     return;
   }
+  const source = completion.source;
+  ui.mentionList.setAttribute("aria-label", source.label);
   ui.mentionList.replaceChildren(
-    ...mention.options.map((m, index) =>
+    ...completion.options.map((o, index) =>
       h(
         "li",
         {
           role: "option",
-          id: `mention-option-${m.id}`,
+          id: source.id(o),
           class: "mention-option",
-          "aria-selected": String(index === mention.active),
+          "aria-selected": String(index === completion.active),
           // Keep the focus (and the caret) in the composer while clicking.
           onmousedown: (event) => event.preventDefault(),
-          onclick: () => insertMention(m),
+          onclick: () => insertCompletion(o),
         },
-        avatar(m.display_name, m.id, "avatar tiny", m.avatar_url),
-        h("span", { class: "mention-name", text: m.display_name }),
-        h("span", { class: "mention-username", text: `@${m.username}` }),
+        source.render(o, completion.query),
       ),
     ),
   );
-  const active = ui.mentionList.children[mention.active];
+  const active = ui.mentionList.children[completion.active];
   ui.input.setAttribute("aria-activedescendant", active.id);
   active.scrollIntoView({ block: "nearest" });
 }
 
-function insertMention(member) {
+function insertCompletion(option) {
+  const source = completion.source;
   const end = ui.input.selectionStart;
-  const spaced = /\s/.test(ui.input.value.charAt(end));
-  ui.input.setRangeText(`@${member.username}${spaced ? "" : " "}`, mention.start, end, "end");
-  if (spaced) ui.input.setSelectionRange(ui.input.selectionEnd + 1, ui.input.selectionEnd + 1);
+  const spaced = !source.spaced || /\s/.test(ui.input.value.charAt(end));
+  ui.input.setRangeText(`${source.text(option)}${spaced ? "" : " "}`, completion.start, end, "end");
+  if (source.spaced && spaced) ui.input.setSelectionRange(ui.input.selectionEnd + 1, ui.input.selectionEnd + 1);
+  source.picked(option);
   closeMentions();
   autosize();
   noteTyping();
+  saveDraft();
   ui.input.focus();
 }
 
 /** Handle a key of the composer while the list is open; answer whether it was used. */
 function mentionKey(event) {
   if (ui.mentionList.hidden || event.isComposing) return false;
-  const count = mention.options.length;
+  const count = completion.options.length;
   if (event.key === "ArrowDown" || event.key === "ArrowUp") {
-    mention.active = (mention.active + (event.key === "ArrowDown" ? 1 : count - 1)) % count;
+    completion.active = (completion.active + (event.key === "ArrowDown" ? 1 : count - 1)) % count;
     renderMentions();
   } else if ((event.key === "Enter" && !event.shiftKey) || (event.key === "Tab" && !event.shiftKey)) {
-    insertMention(mention.options[mention.active]);
+    insertCompletion(completion.options[completion.active]);
   } else if (event.key === "Escape") {
-    mention.dismissed = mention.start;
+    completion.dismissed = completion.start;
     closeMentions();
   } else {
     return false;
@@ -290,11 +377,14 @@ let dragDepth = 0;
 const hasFiles = (event) => [...(event.dataTransfer?.types || [])].includes("Files");
 
 export function install() {
-  ui.input.addEventListener("input", () => {
+  ui.input.addEventListener("input", (event) => {
+    if (!event.isComposing) replaceTypedShortcode();
     autosize();
     noteTyping();
     updateMentions();
+    saveDraft();
   });
+  addEventListener("storage", draftChanged);
 
   ui.input.addEventListener("keydown", (event) => {
     if (mentionKey(event)) return;
@@ -345,6 +435,7 @@ export function install() {
     } catch (error) {
       toast(`Could not queue the message: ${problem(error)}`);
       ui.input.value = text;
+      drafts.set(conversation, text);
     }
     scrollToBottom();
     ui.input.focus();

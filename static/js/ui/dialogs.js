@@ -1,6 +1,6 @@
 // The dialogs: settings (account: photo, name, busy until, password, sign out everywhere;
 // notifications: email, browser), new chat, new group, browse public groups, the
-// members of a group; and leaving a group.
+// members of a group; and leaving a group. startDirectChat() is the quick switcher's too.
 
 import { api, query } from "../api.js";
 import { h, icon } from "../dom.js";
@@ -8,6 +8,7 @@ import * as fmt from "../format.js";
 import * as attention from "../notify.js";
 import { closeConversation, openConversation } from "./conversation.js";
 import { avatar, confirmDialog, debounce, paintAvatar, problem, toast } from "./helpers.js";
+import { arrowKeys } from "./list.js";
 import { enableNotifications } from "./notifications.js";
 import { presence, presenceDot, setMyStatus, updatePresenceSubscription } from "./presence.js";
 import { $, client, current, learnPeople, me, ui } from "./shared.js";
@@ -477,24 +478,75 @@ async function findUsers(q, statusEl) {
   }
 }
 
+// New chat: people found as the query is typed; the first is highlighted, Up and Down
+// move the highlight (or, from a result, the focus), Enter starts a chat with the
+// highlighted person (with the people of what is typed, if their search has not answered
+// yet); Tab reaches the results too.
 const newChat = {
   dialog: $("dialog-new-chat"),
   input: $("new-chat-query"),
   results: $("new-chat-results"),
   status: $("new-chat-status"),
+  users: [], // the people shown
+  shownFor: null, // the query they were found for
+  active: 0,
 };
 
-const searchPeople = debounce(async () => {
-  const users = await findUsers(newChat.input.value.trim(), newChat.status);
-  newChat.results.replaceChildren(...users.map((u) => personButton(u, startDirect)));
-}, 250);
+function renderNewChat() {
+  newChat.results.replaceChildren(
+    ...newChat.users.map((u, index) => {
+      const item = personButton(u, startDirect);
+      const button = item.firstElementChild;
+      button.id = `new-chat-person-${u.id}`;
+      if (index === newChat.active) button.classList.add("active");
+      return item;
+    }),
+  );
+  const active = newChat.users[newChat.active];
+  if (active) newChat.input.setAttribute("aria-activedescendant", `new-chat-person-${active.id}`);
+  else newChat.input.removeAttribute("aria-activedescendant");
+}
+
+async function findNewChatPeople() {
+  const q = newChat.input.value.trim();
+  const users = await findUsers(q, newChat.status);
+  if (newChat.input.value.trim() !== q) return; // typed on meanwhile: a later search shows its own
+  newChat.users = users;
+  newChat.shownFor = q;
+  newChat.active = 0;
+  renderNewChat();
+}
+
+const searchPeople = debounce(findNewChatPeople, 250);
+
+async function newChatKey(event) {
+  if (event.isComposing) return;
+  if ((event.key === "ArrowDown" || event.key === "ArrowUp") && newChat.users.length) {
+    event.preventDefault();
+    const count = newChat.users.length;
+    newChat.active = (newChat.active + (event.key === "ArrowDown" ? 1 : count - 1)) % count;
+    renderNewChat();
+    newChat.results.querySelector(".pick.active")?.scrollIntoView({ block: "nearest" });
+  } else if (event.key === "Enter") {
+    event.preventDefault(); // not the form's submit, which closes the dialog
+    if (newChat.shownFor !== newChat.input.value.trim()) await findNewChatPeople();
+    const user = newChat.users[newChat.active];
+    if (user) startDirect(user);
+  }
+}
+
+/** Open the direct chat with `user`, started if need be; answer its id. */
+export async function startDirectChat(user) {
+  const conversation = await api("/api/v1/conversations", { method: "POST", body: { kind: "direct", user: user.id } });
+  client.adopt(conversation);
+  return conversation.id;
+}
 
 async function startDirect(user) {
   try {
-    const conversation = await api("/api/v1/conversations", { method: "POST", body: { kind: "direct", user: user.id } });
-    client.adopt(conversation);
+    const id = await startDirectChat(user);
     newChat.dialog.close();
-    openConversation(conversation.id);
+    openConversation(id);
   } catch (error) {
     newChat.status.textContent = problem(error);
   }
@@ -686,13 +738,18 @@ export function install() {
 
   $("new-chat").addEventListener("click", () => {
     newChat.input.value = "";
-    newChat.results.replaceChildren();
+    newChat.users = [];
+    newChat.shownFor = null;
+    newChat.active = 0;
+    renderNewChat();
     newChat.status.textContent = "";
     newChat.dialog.showModal();
     newChat.input.focus();
     searchPeople();
   });
   newChat.input.addEventListener("input", searchPeople);
+  newChat.input.addEventListener("keydown", newChatKey);
+  newChat.results.addEventListener("keydown", (event) => arrowKeys(event, newChat.results, ".pick", newChat.input));
 
   $("new-group").addEventListener("click", () => {
     newGroup.title.value = "";

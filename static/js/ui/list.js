@@ -1,10 +1,12 @@
 // The conversation list: one row per conversation (avatar, title, time, preview,
-// unread badge), drawn again whenever the client's conversations change.
+// unread badge), drawn again whenever the client's conversations change. A conversation
+// with a draft (other than the open one) shows "Draft: <text>" instead of its preview.
 
 import { h, icon } from "../dom.js";
 import * as fmt from "../format.js";
 import * as attention from "../notify.js";
 import { openConversation } from "./conversation.js";
+import { drafts } from "./composer.js";
 import { avatar } from "./helpers.js";
 import { presence, presenceDot, updatePresenceSubscription } from "./presence.js";
 import { client, current, me, nameOf, names, ui } from "./shared.js";
@@ -27,6 +29,19 @@ function previewText(conversation) {
   if (m.sender === me.id) return `You: ${text}`;
   const sender = names.get(m.sender);
   return conversation.kind === "group" && sender ? `${sender}: ${text}` : text;
+}
+
+/** The preview line: the draft, marked, or what previewText says. */
+function preview(c) {
+  const typers = typing.get(c.id)?.size;
+  const draft = c.id !== current && !typers ? drafts.get(c.id).trim() : "";
+  if (!draft) return h("span", { class: "conv-preview", id: `conv-preview-${c.id}`, text: previewText(c) });
+  return h(
+    "span",
+    { class: "conv-preview has-draft", id: `conv-preview-${c.id}` },
+    h("span", { class: "draft-label", text: "Draft:" }),
+    ` ${draft.split("\n")[0]}`,
+  );
 }
 
 function conversationItem(id) {
@@ -64,7 +79,7 @@ function conversationItem(id) {
       h(
         "span",
         { class: "conv-bottom" },
-        h("span", { class: "conv-preview", id: `conv-preview-${id}`, text: previewText(c) }),
+        preview(c),
         c.request ? h("span", { class: "request-mark", text: "Request" }) : null,
         c.muted ? h("span", { class: "muted-mark", title: "Muted" }, icon("bell-off"), h("span", { class: "visually-hidden", text: "Muted" })) : null,
         unread
@@ -76,16 +91,24 @@ function conversationItem(id) {
   return h("li", { "data-id": id }, button);
 }
 
+/**
+ * Move the focus between the `selector` items of `container` with Up and Down (Home,
+ * End); Up on the first goes to `above` if given. Answer whether the key was used.
+ */
+export function arrowKeys(event, container, selector, above = null) {
+  const moves = { ArrowUp: -1, ArrowDown: 1, Home: -Infinity, End: Infinity };
+  if (!(event.key in moves) || !event.target.matches(selector) || event.altKey || event.ctrlKey || event.metaKey) return false;
+  const all = [...container.querySelectorAll(selector)];
+  const at = all.indexOf(event.target) + moves[event.key];
+  event.preventDefault();
+  if (at < 0 && above && event.key === "ArrowUp") above.focus();
+  else all[Math.max(0, Math.min(all.length - 1, at))].focus();
+  return true;
+}
+
 /** Up and Down (Home, End) move between the conversations; Tab leaves the list. */
 export function install() {
-  ui.list.addEventListener("keydown", (event) => {
-    const moves = { ArrowUp: -1, ArrowDown: 1, Home: -Infinity, End: Infinity };
-    if (!(event.key in moves) || !event.target.matches(".conv")) return;
-    const all = [...ui.list.querySelectorAll(".conv")];
-    const at = all.indexOf(event.target) + moves[event.key];
-    event.preventDefault();
-    all[Math.max(0, Math.min(all.length - 1, at))].focus();
-  });
+  ui.list.addEventListener("keydown", (event) => arrowKeys(event, ui.list, ".conv"));
 }
 
 export function renderList() {
