@@ -134,6 +134,8 @@ def test_smoke_run_measures_every_scenario_and_writes_its_report(tmp_path: Path)
         for split in result["cpu"].values():
             parts = {"gateways", "postgres", "redis", "celery", "beat", "harness", "machine"}
             assert parts <= set(split)
+            # Cumulative across the drain's restarts: no part ever used negative CPU.
+            assert min(split.values()) >= 0, (name, split)
         assert result["cpu"], f"{name} reported no CPU split"
 
     for plot in ("latency.png", "throughput.png"):
