@@ -36,6 +36,7 @@ APP_MODULES = (
     "emoji-data.js",
     "format.js",
     "history-store.js",
+    "markup.js",
     "notify.js",
     "outbox.js",
     "state.js",

@@ -97,7 +97,11 @@ class MessageSerializer(serializers.Serializer[Any]):
     version = serializers.IntegerField(help_text="The log number of its latest change.")
     kind = serializers.ChoiceField(choices=Message.Kind.choices)
     sender = serializers.IntegerField(allow_null=True)
-    body = serializers.CharField(allow_blank=True, help_text="Plain text; render as text.")
+    body = serializers.CharField(
+        allow_blank=True,
+        help_text="Plain text; never render it as HTML (the web app formats a Markdown "
+        "subset from it by building elements).",
+    )
     client_msg_id = serializers.UUIDField(allow_null=True)
     created_at = serializers.DateTimeField(allow_null=True)
     edited_at = serializers.DateTimeField(allow_null=True)

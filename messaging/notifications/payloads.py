@@ -7,6 +7,7 @@ from django.core import signing
 
 from accounts.models import User
 from messaging import wire
+from messaging.markup import plain_text
 from messaging.models import Conversation, Message
 
 PREVIEW_CHARS = 200
@@ -20,7 +21,7 @@ def conversation_url(conversation_id: int) -> str:
 
 def preview(message: Message, limit: int = PREVIEW_CHARS) -> str:
     """Return the start of a message as plain text (a file's name for an attachment)."""
-    body = " ".join(message.body.split())
+    body = " ".join(plain_text(message.body).split())
     if not body:
         names = [a.filename for a in message.attachments.all()]
         body = "📎 " + ", ".join(names) if names else ""

@@ -96,53 +96,18 @@ function unescapeHtml(text) {
 
 /**
  * Render a search snippet (escaped text with <mark> around matches) as nodes without
- * parsing HTML: split on the two literal tags, decode the escapes, make text nodes.
+ * parsing HTML: split on the two literal tags, decode the escapes, and make each part's
+ * nodes with `format` (text nodes by default; the search formats them like messages).
  */
-export function snippetNodes(snippet) {
+export function snippetNodes(snippet, format = (text) => [document.createTextNode(text)]) {
   const nodes = [];
   const parts = String(snippet).split(/(<mark>|<\/mark>)/);
   let marked = false;
   for (const part of parts) {
     if (part === "<mark>") marked = true;
     else if (part === "</mark>") marked = false;
-    else if (part) nodes.push(marked ? h("mark", { text: unescapeHtml(part) }) : document.createTextNode(unescapeHtml(part)));
+    else if (part) nodes.push(marked ? h("mark", {}, format(unescapeHtml(part))) : format(unescapeHtml(part)));
   }
-  return nodes;
-}
-
-const URL_RE = /\bhttps?:\/\/[^\s<>"']+[^\s<>"'.,;:!?)\]}]/g;
-
-const textNodes = (text) => [document.createTextNode(text)];
-
-// Embeddings and overrides (U+202A-U+202E) make text show in another order than it is
-// written ("annexe.exe" shown as "annexe.jpg"-like tricks): shown as a visible mark.
-const BIDI_OVERRIDE = /([\u202a-\u202e])/;
-
-/**
- * Return text nodes and links for a message body (only http/https become links). The
- * text between links goes through `plain` (text -> nodes), which may mark it up further.
- * Direction overrides become a visible `span.bidi-control` instead of acting.
- */
-export function linkified(text, plain = textNodes) {
-  if (!BIDI_OVERRIDE.test(text)) return linkifiedPart(text, plain);
-  return text.split(BIDI_OVERRIDE).flatMap((part, i) => {
-    if (i % 2 === 0) return part ? linkifiedPart(part, plain) : [];
-    const code = `U+${part.codePointAt(0).toString(16).toUpperCase()}`;
-    return [h("span", { class: "bidi-control", title: `A direction-changing character (${code}) was here`, text: `[${code}]` })];
-  });
-}
-
-function linkifiedPart(text, plain) {
-  const nodes = [];
-  let last = 0;
-  for (const match of text.matchAll(URL_RE)) {
-    const href = safeUrl(match[0]);
-    if (!href) continue;
-    if (match.index > last) nodes.push(...plain(text.slice(last, match.index)));
-    nodes.push(h("a", { href, target: "_blank", rel: "noopener noreferrer nofollow", text: match[0] }));
-    last = match.index + match[0].length;
-  }
-  if (last < text.length) nodes.push(...plain(text.slice(last)));
   return nodes;
 }
 

@@ -7,6 +7,7 @@
 // never read out as a flood. Events that arrive together are gathered for a moment and
 // announced as one text, so a burst is not cut off by the next announcement.
 
+import { plainText } from "../markup.js";
 import { client, current, me, nameOf } from "./shared.js";
 
 const GATHER_MS = 400;
@@ -17,7 +18,7 @@ let queued = []; // {conversation, sender, text}
 let timer = null;
 
 function spoken(m) {
-  const text = m.body || (m.attachments?.length ? `sent ${m.attachments.length === 1 ? "a file" : `${m.attachments.length} files`}` : "");
+  const text = plainText(m.body) || (m.attachments?.length ? `sent ${m.attachments.length === 1 ? "a file" : `${m.attachments.length} files`}` : "");
   return text.length > MAX_SPOKEN ? `${text.slice(0, MAX_SPOKEN)}…` : text;
 }
 

@@ -4,6 +4,7 @@
 
 import { h, icon } from "../dom.js";
 import * as fmt from "../format.js";
+import { plainText } from "../markup.js";
 import * as attention from "../notify.js";
 import { openConversation } from "./conversation.js";
 import { drafts } from "./composer.js";
@@ -19,13 +20,13 @@ function previewText(conversation) {
   if (typers.length && id !== current) return `${nameOf(typers[0])} is typing…`;
   if (waiting.length) {
     const last = waiting[waiting.length - 1];
-    return `${last.status === "failed" ? "Not sent" : "Sending"}: ${last.body || "attachment"}`;
+    return `${last.status === "failed" ? "Not sent" : "Sending"}: ${plainText(last.body) || "attachment"}`;
   }
   const m = conversation.last;
   if (!m) return conversation.last_seq > 0 ? "" : "No messages yet";
   if (m.kind === "system") return m.body;
   if (m.deleted) return "Message deleted";
-  const text = m.body || (m.attachments?.length ? `📎 ${m.attachments[0].filename}` : "");
+  const text = plainText(m.body) || (m.attachments?.length ? `📎 ${m.attachments[0].filename}` : "");
   if (m.sender === me.id) return `You: ${text}`;
   const sender = names.get(m.sender);
   return conversation.kind === "group" && sender ? `${sender}: ${text}` : text;

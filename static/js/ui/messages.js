@@ -2,7 +2,8 @@
 // read marks, day separators, pending sends from the outbox), keeping it in step with
 // the client's view, scrolling, loading older messages and marking them read.
 
-import { h, icon, linkified, safeUrl, spans } from "../dom.js";
+import { h, icon, safeUrl, spans } from "../dom.js";
+import { formatted, hasBlocks } from "../markup.js";
 import * as fmt from "../format.js";
 import { deleteMessage, startEdit } from "./composer.js";
 import { soon, toast } from "./helpers.js";
@@ -115,8 +116,8 @@ function mentionedNames(m) {
 /** A message body as nodes: links, and each mention a `span.mention` (`mention-me`: of me). */
 function bodyNodes(m) {
   const byName = mentionedNames(m);
-  if (!byName.size) return linkified(m.body);
-  return linkified(m.body, (text) =>
+  if (!byName.size) return formatted(m.body);
+  return formatted(m.body, (text) =>
     spans(
       text,
       fmt.findMentions(text, (name) => byName.has(name)).map(({ start, end, name }) => ({
@@ -126,6 +127,11 @@ function bodyNodes(m) {
       })),
     ),
   );
+}
+
+/** The body's element: a paragraph, or a block when it has lists, quotes or code. */
+function bodyEl(text, nodes) {
+  return h(hasBlocks(text) ? "div" : "p", { class: "body", dir: "auto" }, nodes);
 }
 
 function messageEl(m, { run, marks }) {
@@ -148,7 +154,7 @@ function messageEl(m, { run, marks }) {
   if (m.deleted) {
     bubble.append(h("p", { class: "body deleted-text", text: "This message was deleted." }));
   } else {
-    if (m.body) bubble.append(h("p", { class: "body", dir: "auto" }, bodyNodes(m)));
+    if (m.body) bubble.append(bodyEl(m.body, bodyNodes(m)));
     if (m.attachments?.length) bubble.append(h("div", { class: "attachments" }, m.attachments.map(attachmentEl)));
   }
   const date = fmt.toDate(m.created_at);
@@ -183,7 +189,7 @@ function pendingEl(entry) {
     "data-client-msg-id": entry.client_msg_id,
   });
   const bubble = h("div", { class: "bubble" });
-  if (entry.body) bubble.append(h("p", { class: "body", dir: "auto" }, linkified(entry.body)));
+  if (entry.body) bubble.append(bodyEl(entry.body, formatted(entry.body)));
   if (entry.attachment_meta?.length) bubble.append(h("div", { class: "attachments" }, entry.attachment_meta.map(attachmentEl)));
   const date = fmt.toDate(entry.created_at);
   bubble.append(

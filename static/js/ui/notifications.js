@@ -4,6 +4,7 @@
 
 import { api } from "../api.js";
 import { icon } from "../dom.js";
+import { plainText } from "../markup.js";
 import * as attention from "../notify.js";
 import { openConversation } from "./conversation.js";
 import { problem, toast } from "./helpers.js";
@@ -24,7 +25,7 @@ export function notifyAbout(id, messages) {
   const notifying = messages.filter((m) => notifies(c, m));
   if (!notifying.length) return;
   const m = notifying[notifying.length - 1];
-  const text = m.body || (m.attachments?.length ? `📎 ${m.attachments[0].filename}` : "New message");
+  const text = plainText(m.body) || (m.attachments?.length ? `📎 ${m.attachments[0].filename}` : "New message");
   attention.notify({
     title: c.kind === "group" ? `${nameOf(m.sender)} in ${c.title}` : c.title,
     body: text.length > 200 ? `${text.slice(0, 200)}…` : text,

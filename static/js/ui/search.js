@@ -3,6 +3,7 @@
 
 import { api, query } from "../api.js";
 import { h, snippetNodes } from "../dom.js";
+import { inlineFormatted } from "../markup.js";
 import * as fmt from "../format.js";
 import { openConversation } from "./conversation.js";
 import { problem, toast } from "./helpers.js";
@@ -35,7 +36,7 @@ async function runSearch(q) {
               date ? h("time", { datetime: message.created_at, text: fmt.listTime(message.created_at) }) : null,
             ),
             h("span", { class: "result-sender", text: nameOf(message.sender) }),
-            h("span", { class: "result-snippet" }, snippetNodes(snippet)),
+            h("span", { class: "result-snippet" }, snippetNodes(snippet, inlineFormatted)),
           ),
         );
       }),
