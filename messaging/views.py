@@ -54,6 +54,7 @@ APP_MODULES = (
     "ui/shared.js",
     "ui/switcher.js",
     "ui/typing.js",
+    "ui/viewer.js",
     "worker/hub.js",
     "worker/shared.js",
     "worker/tabs.js",

@@ -51,13 +51,14 @@ import { $, boot, client, current, historyStore, learnPeople, me, store, ui } fr
 import * as switcher from "./ui/switcher.js";
 import { clearTyping } from "./ui/typing.js";
 import * as typing from "./ui/typing.js";
+import * as viewer from "./ui/viewer.js";
 import { Tabs } from "./worker/tabs.js";
 
 const tabs = new Tabs(me.id);
 client.openSocket = (url) => tabs.openSocket(url);
 attention.setNotifyGate((key) => tabs.claim(key));
 
-for (const part of [presence, list, conversation, messages, typing, composer, emoji, notifications, dialogs, switcher, search, announce]) part.install();
+for (const part of [presence, list, conversation, messages, typing, composer, emoji, notifications, dialogs, switcher, search, announce, viewer]) part.install();
 
 // ---------------------------------------------------------------- connection status
 

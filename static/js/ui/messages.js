@@ -57,10 +57,18 @@ function marksEl(marks) {
 const THUMBNAIL_RETRY_MS = 2000;
 const THUMBNAIL_TRIES = 15;
 
-function imageEl(url, thumb, a) {
+function imageEl(url, thumb, a, m) {
+  const time = m?.created_at;
   return h(
     "a",
-    { class: "attachment image", href: url, target: "_blank", rel: "noopener" },
+    {
+      class: "attachment image",
+      href: url,
+      target: "_blank",
+      rel: "noopener",
+      "aria-label": `${a.filename || "image"}: open in the viewer`,
+      dataset: { name: a.filename || "image", sender: m ? nameOf(m.sender) : "", time: time || "" },
+    },
     h("img", { src: thumb, alt: a.filename || "image", loading: "lazy", decoding: "async" }),
   );
 }
@@ -75,25 +83,25 @@ function fileEl(url, a) {
   );
 }
 
-function previewWhenReady(el, url, thumb, a, tries = 0) {
+function previewWhenReady(el, url, thumb, a, m, tries = 0) {
   setTimeout(() => {
     if (!el.isConnected) return; // the message was re-rendered, or the conversation left
     const probe = new Image();
-    probe.onload = () => el.replaceWith(imageEl(url, thumb, a));
+    probe.onload = () => el.replaceWith(imageEl(url, thumb, a, m));
     probe.onerror = () => {
-      if (tries + 1 < THUMBNAIL_TRIES) previewWhenReady(el, url, thumb, a, tries + 1);
+      if (tries + 1 < THUMBNAIL_TRIES) previewWhenReady(el, url, thumb, a, m, tries + 1);
     };
     probe.src = thumb;
   }, THUMBNAIL_RETRY_MS);
 }
 
-function attachmentEl(a) {
+function attachmentEl(a, m = null) {
   const url = safeUrl(a.url);
   const thumb = a.thumbnail_url ? safeUrl(a.thumbnail_url) : null;
   if (thumb && /^image\//.test(a.content_type || "")) {
-    if (a.thumbnail !== "pending") return imageEl(url, thumb, a);
+    if (a.thumbnail !== "pending") return imageEl(url, thumb, a, m);
     const el = fileEl(url, a);
-    previewWhenReady(el, url, thumb, a);
+    previewWhenReady(el, url, thumb, a, m);
     return el;
   }
   return fileEl(url, a);
@@ -155,7 +163,7 @@ function messageEl(m, { run, marks }) {
     bubble.append(h("p", { class: "body deleted-text", text: "This message was deleted." }));
   } else {
     if (m.body) bubble.append(bodyEl(m.body, bodyNodes(m)));
-    if (m.attachments?.length) bubble.append(h("div", { class: "attachments" }, m.attachments.map(attachmentEl)));
+    if (m.attachments?.length) bubble.append(h("div", { class: "attachments" }, m.attachments.map((a) => attachmentEl(a, m))));
   }
   const date = fmt.toDate(m.created_at);
   bubble.append(
@@ -190,7 +198,7 @@ function pendingEl(entry) {
   });
   const bubble = h("div", { class: "bubble" });
   if (entry.body) bubble.append(bodyEl(entry.body, formatted(entry.body)));
-  if (entry.attachment_meta?.length) bubble.append(h("div", { class: "attachments" }, entry.attachment_meta.map(attachmentEl)));
+  if (entry.attachment_meta?.length) bubble.append(h("div", { class: "attachments" }, entry.attachment_meta.map((a) => attachmentEl(a))));
   const date = fmt.toDate(entry.created_at);
   bubble.append(
     h(
