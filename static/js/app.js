@@ -5,7 +5,8 @@
 // The parts, in ui/: list.js (the conversation list), conversation.js (opening one, its
 // header), messages.js (the message list), typing.js, composer.js (writing, editing,
 // mentions, attachments), notifications.js (in-tab notifications, the notify menu),
-// presence.js (presence, my status, idle), dialogs.js, search.js, announce.js (what a
+// presence.js (presence, my status, idle), actions.js (the message action menu),
+// dialogs.js, search.js, announce.js (what a
 // screen reader is told of new messages); helpers.js holds
 // small shared helpers (toast, avatar, debounce, soon).
 //
@@ -29,6 +30,7 @@
 import { api } from "./api.js";
 import { AUTH_FAILED, EVICTED } from "./client.js";
 import * as attention from "./notify.js";
+import * as actions from "./ui/actions.js";
 import * as announce from "./ui/announce.js";
 import * as composer from "./ui/composer.js";
 import * as conversation from "./ui/conversation.js";
@@ -53,7 +55,7 @@ const tabs = new Tabs(me.id);
 client.openSocket = (url) => tabs.openSocket(url);
 attention.setNotifyGate((key) => tabs.claim(key));
 
-for (const part of [presence, list, conversation, messages, typing, composer, notifications, dialogs, search, announce]) part.install();
+for (const part of [presence, list, conversation, messages, actions, typing, composer, notifications, dialogs, search, announce]) part.install();
 
 // ---------------------------------------------------------------- connection status
 

@@ -4,6 +4,7 @@
 
 import { h, icon, linkified, safeUrl, spans } from "../dom.js";
 import * as fmt from "../format.js";
+import { moreButton } from "./actions.js";
 import { deleteMessage, startEdit } from "./composer.js";
 import { soon, toast } from "./helpers.js";
 import { $, client, current, isGroup, me, nameOf, names, ui, usernames } from "./shared.js";
@@ -162,13 +163,14 @@ function messageEl(m, { run, marks }) {
     ),
   );
   li.append(bubble);
-  if (own && !m.deleted) {
+  if (!m.deleted) {
     li.append(
       h(
         "div",
         { class: "actions" },
-        h("button", { type: "button", class: "icon-button small", "data-action": "edit", "aria-label": "Edit message", title: "Edit", onclick: () => startEdit(m) }, icon("edit")),
-        h("button", { type: "button", class: "icon-button small", "data-action": "delete", "aria-label": "Delete message", title: "Delete", onclick: () => deleteMessage(m) }, icon("delete")),
+        own ? h("button", { type: "button", class: "icon-button small", "data-action": "edit", "aria-label": "Edit message", title: "Edit", onclick: () => startEdit(m) }, icon("edit")) : null,
+        own ? h("button", { type: "button", class: "icon-button small", "data-action": "delete", "aria-label": "Delete message", title: "Delete", onclick: () => deleteMessage(m) }, icon("delete")) : null,
+        moreButton(m), // the action menu (actions.js)
       ),
     );
   }
