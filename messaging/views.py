@@ -68,7 +68,7 @@ def _user(request: HttpRequest) -> User:
 def home(request: HttpRequest) -> HttpResponse:
     """Render the app with the user and their conversations as a JSON bootstrap."""
     user = _user(request)
-    conversations = selectors.list_conversations_for_user(user=user)
+    conversations = wire.shown(selectors.list_conversations_for_user(user=user))
     profile = wire.profile_payload(user)
     bootstrap = {
         "user": {

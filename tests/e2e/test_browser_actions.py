@@ -16,6 +16,7 @@ import pytest
 from playwright.sync_api import FloatRect, Locator, Page, expect
 
 from messaging import services
+from messaging.models import Conversation, Message
 from tests.e2e.browser import (
     PHONE,
     Web,
@@ -154,3 +155,63 @@ def test_message_actions_open_from_a_menu_beside_the_bubble(web: Web) -> None:
     bo_page.keyboard.press("Escape")
     expect(bo_menu).to_be_hidden()
     axe.assert_clean()
+
+
+def test_a_lone_group_asks_first_a_new_chat_waits_for_its_message_and_readers_who_left_count(
+    web: Web,
+) -> None:
+    """Tried: (b) Ana opens a direct chat with Bo: Bo's list, and his REST list, show
+    nothing until her first message, which lists it for him live. (a) Ana creates a
+    group with nobody else: "Create a group with only you?" asks first; Cancel creates
+    nothing, OK creates it. (c) Bo and Cy read Ana's message in a group ("Read by 2 of
+    2"); Cy leaves: it still says 2 of 2. Before: Bo saw the empty chat at once, the lone
+    group was made without a word, and Cy's leaving made it "Read by 1 of 1"."""
+    ana = make_person("ana", "Ana")
+    bo = make_person("bo", "Bo")
+    cy = make_person("cy", "Cy")
+
+    # (b) A direct chat shows up for the other person with its first message.
+    off_loop(services.create_direct_conversation, user=ana, other_user_id=bo.pk)
+    bo_page = web.log_in(bo, gateway=1)
+    ana_page = web.log_in(ana)
+    expect(conversation(ana_page, "Bo")).to_be_visible()
+    assert bo_page.request.get(f"{web.url(1)}/api/v1/conversations").json()["results"] == []
+    expect(bo_page.locator("#conversation-list .conv")).to_have_count(0)
+    conversation(ana_page, "Bo").click()
+    send(ana_page, "Hi Bo, are you around?")
+    expect(conversation(bo_page, "Ana")).to_be_visible()
+    expect(conversation(bo_page, "Ana")).to_contain_text("1 unread")
+    listed = bo_page.request.get(f"{web.url(1)}/api/v1/conversations").json()["results"]
+    assert [c["title"] for c in listed] == ["Ana"]
+
+    # (a) A group with nobody else asks first.
+    ana_page.get_by_role("button", name="New group").click()
+    ana_page.get_by_label("Group name").fill("Just me")
+    ana_page.get_by_role("button", name="Create group").click()
+    confirm = ana_page.get_by_role("dialog", name="Create a group with only you?")
+    expect(confirm).to_be_visible()
+    confirm.get_by_role("button", name="Cancel").click()
+    expect(confirm).to_be_hidden()
+    expect(ana_page.get_by_role("dialog", name="New group")).to_be_visible()
+    assert not off_loop(lambda: Conversation.objects.filter(title="Just me").exists())
+    ana_page.get_by_role("button", name="Create group").click()
+    confirm.get_by_role("button", name="Create group").click()
+    expect(ana_page.locator("#chat-title")).to_have_text("Just me")
+    assert off_loop(lambda: Conversation.objects.filter(title="Just me").count()) == 1
+
+    # (c) A reader who left still read it.
+    trio = off_loop(services.create_group, creator=ana, title="Trio", member_ids=[bo.pk, cy.pk])
+    conversation(ana_page, "Trio").click()
+    send(ana_page, "Read this, both of you")
+    mine = ana_page.locator("#message-list .msg.own:not(.pending)")
+    expect(mine.locator(".body")).to_have_text(["Read this, both of you"])
+    seq = off_loop(lambda: Message.objects.get(body="Read this, both of you").seq)
+    for reader in (bo, cy):
+        off_loop(services.mark_read, user=reader, conversation_id=trio.pk, seq=seq)
+    marks = mine.locator(".marks.group")
+    expect(marks).to_have_text("Read by 2 of 2")
+    off_loop(services.leave_conversation, user=cy, conversation_id=trio.pk)
+    expect(ana_page.locator("#message-list .msg.system")).to_contain_text(["Cy left."])
+    expect(ana_page.locator("#chat-subtitle")).to_contain_text("2 members")  # Cy is gone
+    expect(marks).to_have_text("Read by 2 of 2")
+    expect(marks).to_have_attribute("data-state", "read")
