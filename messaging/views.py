@@ -38,6 +38,7 @@ APP_MODULES = (
     "notify.js",
     "outbox.js",
     "state.js",
+    "ui/actions.js",
     "ui/announce.js",
     "ui/composer.js",
     "ui/conversation.js",

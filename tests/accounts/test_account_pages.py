@@ -14,7 +14,10 @@ pytestmark = pytest.mark.django_db
 PASSWORD = "a long enough passphrase 5"
 
 
-def test_signup_keeps_an_optional_email_and_refuses_a_bad_one(client: Client) -> None:
+def test_signup_keeps_an_optional_email_and_refuses_a_bad_one(
+    new_address: Callable[[], str],
+) -> None:
+    client = Client(REMOTE_ADDR=new_address())
     fields = {"display_name": "", "password1": PASSWORD, "password2": PASSWORD}
     bad = client.post("/accounts/signup/", {**fields, "username": "neo", "email": "not-mail"})
     assert bad.status_code == 400
@@ -32,8 +35,9 @@ def test_signup_keeps_an_optional_email_and_refuses_a_bad_one(client: Client) ->
 
 
 def test_the_password_change_page_is_the_apps_and_checks_the_current_password(
-    client: Client, make_user: Callable[..., User]
+    make_user: Callable[..., User], new_address: Callable[[], str]
 ) -> None:
+    client = Client(REMOTE_ADDR=new_address())
     user = make_user("ana")
     assert client.get("/accounts/password_change/").status_code == 302  # to log in
     client.force_login(user)
@@ -55,3 +59,21 @@ def test_the_password_change_page_is_the_apps_and_checks_the_current_password(
     assert after.status_code == 200 and b"/admin/" not in after.content
     assert client.get("/").status_code == 200  # this session stays signed in
     assert User.objects.get(pk=user.pk).check_password(PASSWORD)
+
+
+def test_the_rest_sign_up_takes_an_optional_email(new_address: Callable[[], str]) -> None:
+    client = Client(REMOTE_ADDR=new_address())
+    made = client.post(
+        "/api/v1/auth/register",
+        {"username": "neo", "password": PASSWORD, "email": "neo@example.com"},
+        content_type="application/json",
+    )
+    assert made.status_code == 201
+    assert "email" not in made.json()  # others see no address
+    assert User.objects.get(username="neo").email == "neo@example.com"
+    bad = client.post(
+        "/api/v1/auth/register",
+        {"username": "trin", "password": PASSWORD, "email": "nope"},
+        content_type="application/json",
+    )
+    assert bad.status_code == 400 and bad.json()["error"]["details"]["field"] == "email"

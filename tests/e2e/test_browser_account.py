@@ -16,7 +16,7 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from accounts.models import User
-from tests.e2e.browser import Web, off_loop, online, shot
+from tests.e2e.browser import Web, make_person, off_loop, online, shot
 from tests.e2e.mailserver import SmtpServer
 from tests.e2e.test_accessibility import Axe
 
@@ -113,3 +113,31 @@ def test_a_forgotten_password_is_reset_by_email_and_changed_in_the_apps_page(
     other.wait_for_url(f"{base}/")
     online(other)
     axe.assert_clean()
+
+
+def test_notifications_refused_with_not_now_are_turned_on_from_settings(web: Web) -> None:
+    """Tried: Ana answers the app's notification banner "Not now": it goes away and stays
+    away after a reload. In Settings, browser notifications say off, with a button that
+    offers them again; she allows them there (the browser grants), and settings say on.
+    Without it, "Not now" was final: nothing in the app offered notifications again."""
+    ana = make_person("ana", "Ana Lima")
+    page = web.log_in(ana)
+    banner = page.locator("#notify-banner")
+    expect(banner).to_be_visible()
+    banner.get_by_role("button", name="Not now").click()
+    expect(banner).to_be_hidden()
+    page.reload()
+    online(page)
+    expect(banner).to_be_hidden()
+
+    page.get_by_role("button", name="Settings", exact=True).click()
+    dialog = page.get_by_role("dialog", name="Settings")
+    expect(dialog.locator("#settings-browser")).to_have_text(
+        "Browser notifications are off for this browser."
+    )
+    page.context.grant_permissions(["notifications"])
+    dialog.get_by_role("button", name="Turn on browser notifications").click()
+    expect(dialog.locator("#settings-browser")).to_have_text(
+        "Browser notifications are on for this browser."
+    )
+    expect(dialog.get_by_role("button", name="Turn on browser notifications")).to_be_hidden()
