@@ -171,8 +171,8 @@ def test_a_lone_group_asks_first_a_new_chat_waits_for_its_message_and_readers_wh
     cy = make_person("cy", "Cy")
 
     # (b) A direct chat shows up for the other person with its first message.
+    bo_page = web.log_in(bo, gateway=1)  # online already: his gateway is told to follow it
     off_loop(services.create_direct_conversation, user=ana, other_user_id=bo.pk)
-    bo_page = web.log_in(bo, gateway=1)
     ana_page = web.log_in(ana)
     expect(conversation(ana_page, "Bo")).to_be_visible()
     assert bo_page.request.get(f"{web.url(1)}/api/v1/conversations").json()["results"] == []
