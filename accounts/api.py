@@ -60,12 +60,19 @@ class TicketSerializer(serializers.Serializer[Any]):
 
 
 class RegisterSerializer(serializers.Serializer[Any]):
-    """A sign-up: username (ASCII letters, digits, @.+-_), password, display name."""
+    """A sign-up: username (ASCII letters, digits, @.+-_), password, display name, email."""
 
     username = rest.StrictCharField(max_length=150, trim_whitespace=False)
     password = rest.StrictCharField(max_length=4096, trim_whitespace=False, write_only=True)
     display_name = rest.StrictCharField(
         max_length=64, required=False, allow_blank=True, default="", trim_whitespace=False
+    )
+    email = rest.StrictCharField(
+        max_length=254,
+        required=False,
+        allow_blank=True,
+        default="",
+        help_text="Optional: where password reset links and missed-message emails go.",
     )
 
 

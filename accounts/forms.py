@@ -1,4 +1,4 @@
-"""Forms of the account pages: log in (the site's and the admin's), sign-up, password reset."""
+"""Forms of the account pages: log in (the site's, the admin's), sign-up, password reset, change."""
 
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ class StaffLoginForm(LoginForm, AdminAuthenticationForm):
 
 
 class SignupForm(forms.Form):
-    """A new account: username, display name and a password typed twice.
+    """A new account: username, display name, an email (optional), a password typed twice.
 
     Only shapes are checked here; `accounts.services.register_user` applies every rule
     (reserved and taken names, password strength), as it does for the REST sign-up.
@@ -66,6 +66,13 @@ class SignupForm(forms.Form):
         required=False,
         help_text="How others see you (optional).",
         widget=forms.TextInput(attrs={"autocomplete": "name"}),
+    )
+    email = forms.CharField(
+        label="Email address",
+        max_length=254,
+        required=False,
+        help_text="Optional: where a link to set a new password goes if you forget it.",
+        widget=forms.EmailInput(attrs={"autocomplete": "email"}),
     )
     password1 = forms.CharField(
         label="Password",
@@ -96,3 +103,32 @@ class PasswordResetRequestForm(forms.Form):
         max_length=254,
         widget=forms.EmailInput(attrs={"autocomplete": "email", "autofocus": True}),
     )
+
+
+class PasswordChangeForm(forms.Form):
+    """The current password and a new one typed twice (`accounts.login.change_password`)."""
+
+    old_password = forms.CharField(
+        label="Current password",
+        strip=False,
+        widget=forms.PasswordInput(attrs={"autocomplete": "current-password", "autofocus": True}),
+    )
+    new_password1 = forms.CharField(
+        label="New password",
+        strip=False,
+        widget=forms.PasswordInput(attrs={"autocomplete": "new-password"}),
+        help_text="At least 8 characters; not only digits, not a common password.",
+    )
+    new_password2 = forms.CharField(
+        label="New password again",
+        strip=False,
+        widget=forms.PasswordInput(attrs={"autocomplete": "new-password"}),
+    )
+
+    def clean(self) -> dict[str, Any]:
+        """Check that both new passwords are the same."""
+        data = super().clean() or {}
+        first, second = data.get("new_password1"), data.get("new_password2")
+        if first and second and first != second:
+            self.add_error("new_password2", "The two new passwords differ.")
+        return data

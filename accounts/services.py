@@ -100,8 +100,12 @@ def check_signup_budget(address: str) -> None:
         raise TooManySignups(verdict.retry_after)
 
 
-def register_user(*, username: str, password: str, display_name: str = "", address: str) -> User:
+def register_user(
+    *, username: str, password: str, display_name: str = "", email: str = "", address: str
+) -> User:
     """Create an active account, or raise; a taken or reserved name gets one same answer.
+
+    `email` (optional) is where password reset links and missed-message emails go.
 
     Every attempt from `address` (the client's) takes from its sign-up budget, refused
     ones too: probing for taken names costs the same as signing up.
@@ -112,6 +116,7 @@ def register_user(*, username: str, password: str, display_name: str = "", addre
     check_signup_budget(address)
     name = _clean_username(username)
     shown = _clean_display_name(display_name)
+    address_for_mail = _clean_email(email) if email else ""
     if not password:
         raise BadRequest("password is required.", details={"field": "password"})
     try:
@@ -131,6 +136,7 @@ def register_user(*, username: str, password: str, display_name: str = "", addre
                 username=name,
                 password=password,
                 display_name=shown,
+                email=address_for_mail,
                 name_flagged=text.mixed_scripts(shown),
             )
     except IntegrityError as exc:

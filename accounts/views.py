@@ -1,9 +1,12 @@
-"""Account pages: sign-up, log in (Django's view with the lockout's form), password reset."""
+"""Account pages: sign-up, log in (Django's view, the lockout's form), password reset, change."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.conf import settings
-from django.contrib.auth import login
+from django.contrib.auth import login, update_session_auth_hash
+from django.contrib.auth.decorators import login_required
 from django.contrib.auth.views import LoginView
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
@@ -11,8 +14,9 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_protect
 from django.views.decorators.debug import sensitive_post_parameters
 
+from accounts import login as logins
 from accounts import passwordreset, services
-from accounts.forms import LoginForm, PasswordResetRequestForm, SignupForm
+from accounts.forms import LoginForm, PasswordChangeForm, PasswordResetRequestForm, SignupForm
 from chatsite.clientaddr import client_address
 from chatsite.errors import DomainError
 
@@ -20,7 +24,12 @@ from chatsite.errors import DomainError
 login_page = LoginView.as_view(authentication_form=LoginForm)
 
 # The form's field for each field name a service error may point at.
-_FIELDS = {"username": "username", "display_name": "display_name", "password": "password1"}
+_FIELDS = {
+    "username": "username",
+    "display_name": "display_name",
+    "email": "email",
+    "password": "password1",
+}
 
 
 @sensitive_post_parameters("password1", "password2")
@@ -38,6 +47,7 @@ def signup(request: HttpRequest) -> HttpResponse:
                 username=form.cleaned_data["username"],
                 password=form.cleaned_data["password1"],
                 display_name=form.cleaned_data["display_name"],
+                email=form.cleaned_data["email"],
                 address=client_address(request),
             )
         except DomainError as exc:
@@ -49,14 +59,55 @@ def signup(request: HttpRequest) -> HttpResponse:
         else:
             login(request, user, backend="django.contrib.auth.backends.ModelBackend")
             return redirect(settings.LOGIN_REDIRECT_URL)
+    _point_at_errors(form)
+    status = 400 if form.errors else 200
+    return render(request, "registration/signup.html", {"form": form}, status=status)
+
+
+def _point_at_errors(form: Any) -> None:
+    """Point each input with an error at its message (screen readers read it with the field)."""
     for name in form.errors:
         if name in form.fields:
-            # Point the input at its error message (screen readers read it with the field).
             form.fields[name].widget.attrs.update(
                 {"aria-invalid": "true", "aria-describedby": f"id_{name}_error"}
             )
+
+
+# The service's field names on the password change page's.
+_CHANGE_FIELDS = {"current_password": "old_password", "new_password": "new_password1"}
+
+
+@sensitive_post_parameters("old_password", "new_password1", "new_password2")
+@csrf_protect
+@never_cache
+@login_required
+def password_change(request: HttpRequest) -> HttpResponse:
+    """Change the password in the app's own page: every other login ends, this one stays.
+
+    The same service as `POST /api/v1/users/me/password` (a wrong current password is a
+    failed login, under the same lockout).
+    """
+    form = PasswordChangeForm(request.POST if request.method == "POST" else None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            user = logins.change_password(
+                user=request.user,  # type: ignore[arg-type]
+                current_password=form.cleaned_data["old_password"],
+                new_password=form.cleaned_data["new_password1"],
+                address=client_address(request),
+            )
+        except DomainError as exc:
+            field = _CHANGE_FIELDS.get(str(exc.details.get("field", "")))
+            errors = exc.details.get("errors")
+            messages = [str(e) for e in errors] if isinstance(errors, list) else [exc.message]
+            for message in messages:
+                form.add_error(field, message)
+        else:
+            update_session_auth_hash(request, user)
+            return redirect("password_change_done")
+    _point_at_errors(form)
     status = 400 if form.errors else 200
-    return render(request, "registration/signup.html", {"form": form}, status=status)
+    return render(request, "registration/password_change_form.html", {"form": form}, status=status)
 
 
 @csrf_protect

@@ -17,6 +17,8 @@ urlpatterns = [
     path("accounts/login/", account_views.login_page, name="login"),
     # Before Django's own: budgets per address and email, and off without a mail server.
     path("accounts/password_reset/", account_views.password_reset, name="password_reset"),
+    # Before Django's own (the admin's look): the app's page, through the lockout.
+    path("accounts/password_change/", account_views.password_change, name="password_change"),
     path("accounts/", include("django.contrib.auth.urls")),
     path("api/v1/", include("accounts.urls")),
     path("api/v1/", include("presence.urls")),

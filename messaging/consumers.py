@@ -290,6 +290,8 @@ class ChatConsumer(PresenceMixin, FrameSocket):
             await self.layer_groups.drop(conversation)
         else:  # created, joined, accepted
             await self.layer_groups.add(conversation, int(event["member_seq"]))
+        if event.get("follow_only"):
+            return  # a direct chat not shown yet: its first message makes the client sync
         await self.send_frame(frame)
 
     async def connection_evict(self, event: dict[str, Any]) -> None:

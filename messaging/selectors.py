@@ -245,7 +245,7 @@ def _direct_peers(user: User, conversation_ids: list[int]) -> dict[int, User]:
 # 20,000 idle sockets (bench/, `connections`); the SQL is the same, written once.
 _CONVERSATIONS_SQL = f"""
 SELECT c.id, c.kind, c.title, c.public, c.last_seq, c.member_seq, c.last_activity_at,
-       m.read_seq, m.delivered_seq, m.muted, m.notify, m.accepted,
+       c.created_by_id, m.read_seq, m.delivered_seq, m.muted, m.notify, m.accepted,
        (SELECT COUNT(*) FROM {Message._meta.db_table} x
          WHERE x.conversation_id = m.conversation_id AND x.seq > m.read_seq
            AND x.kind = %s AND x.deleted = %s
@@ -273,8 +273,26 @@ def _aware(value: object) -> datetime | None:
     return parsed
 
 
+def _unstarted(kind: str, last_seq: int, created_by: int | None, user_id: int) -> bool:
+    """Whether a conversation is a direct chat someone else opened, with no message yet.
+
+    It is not shown to this user until its first message (`services.send_message` then
+    announces it). `created_by` is cleared once both members opened it.
+    """
+    return (
+        kind == Conversation.Kind.DIRECT
+        and last_seq == 0
+        and created_by is not None
+        and created_by != user_id
+    )
+
+
 def list_conversations_for_user(*, user: User) -> list[ConversationView]:
-    """Return the user's conversations, most recently active first, with unread counts."""
+    """Return the user's conversations, most recently active first, with unread counts.
+
+    Every membership is listed (the gateway follows them all); a direct chat someone
+    else opened that has no message yet is `hidden` (`wire.shown` leaves it out).
+    """
     with connection.cursor() as cursor:
         cursor.execute(
             _CONVERSATIONS_SQL,
@@ -284,7 +302,7 @@ def list_conversations_for_user(*, user: User) -> list[ConversationView]:
     views: list[ConversationView] = []
     for (
         cid, kind, title, public, last_seq, member_seq, last_activity_at,
-        read_seq, delivered_seq, muted, notify, accepted, unread,
+        created_by, read_seq, delivered_seq, muted, notify, accepted, unread,
         peer_id, peer_display, peer_username, peer_avatar,
     ) in rows:  # fmt: skip
         direct = kind == Conversation.Kind.DIRECT
@@ -305,6 +323,7 @@ def list_conversations_for_user(*, user: User) -> list[ConversationView]:
                 request=not accepted,
                 last_activity_at=_aware(last_activity_at),
                 member_seq=member_seq,
+                hidden=_unstarted(kind, last_seq, created_by, user.pk),
                 peer=(peer_id if peer_id is not None else user.pk) if direct else None,
                 peer_avatar_url=(
                     (avatar_path(peer_avatar, 256) if peer_avatar else None)

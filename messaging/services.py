@@ -154,11 +154,14 @@ def _write_system_message(
     users: Sequence[User],
     body: str,
     title: str | None = None,
+    read_seq: int | None = None,
 ) -> Message:
     """Store a system message at `seq` and broadcast it on commit."""
     system: dict[str, Any] = {"event": event, "users": [u.pk for u in users]}
     if title is not None:
         system["title"] = title
+    if read_seq is not None:
+        system["read_seq"] = read_seq
     message = Message.objects.create(
         conversation=conversation,
         seq=seq,
@@ -216,14 +219,18 @@ def _announce_membership(
     reason: wire.ConversationReason,
     *,
     requests: Iterable[int] = (),
+    shown_to: Iterable[int] | None = None,
 ) -> None:
     """Tell each user's connections on commit that they joined or left a conversation.
 
     A newcomer's view needs no query: their markers start at the log's end, nothing is
-    unread. A departing user is told the summary every member may see.
+    unread. A departing user is told the summary every member may see. `shown_to`: only
+    these of `users` get the frame (all by default); the others' gateways just follow
+    the conversation (`follow_only`).
     """
     people = list(users)
     asked = set(requests)
+    shown = None if shown_to is None else set(shown_to)
     items = []
     for user in people:
         payload: wire.ConversationSummary | wire.ConversationPayload
@@ -251,7 +258,27 @@ def _announce_membership(
             payload = wire.conversation_payload(view)
         frame = wire.conversation_updated_frame(payload, reason)
         event = events.user_event(conversation.pk, conversation.member_seq, frame)
+        if shown is not None and user.pk not in shown:
+            event["follow_only"] = True
         items.append((events.user_group(user.pk), event))
+    events.send_events_on_commit(items)
+
+
+def _announce_view(
+    conversation: Conversation, user_ids: Iterable[int], reason: wire.ConversationReason
+) -> None:
+    """Tell these members' connections on commit their view of the conversation as it is now.
+
+    For a conversation they were in but not shown (`selectors._unstarted`): its gateway
+    follows it from this event on, and the client lists it.
+    """
+    items = []
+    for user_id in user_ids:
+        user = User.objects.get(pk=user_id)
+        view = selectors.conversation_view_for_member(conversation, user)
+        frame = wire.conversation_updated_frame(wire.conversation_payload(view), reason)
+        event = events.user_event(conversation.pk, view.member_seq, frame)
+        items.append((events.user_group(user_id), event))
     events.send_events_on_commit(items)
 
 
@@ -293,6 +320,15 @@ def create_direct_conversation(*, user: User, other_user_id: int) -> tuple[Conve
     existing = Conversation.objects.filter(direct_key=key).first()
     if existing is not None:
         _rejoin_direct(existing, user, people)
+        if existing.last_seq == 0 and existing.created_by_id not in (None, user.pk):
+            # The other one opened it first, and it has no message yet: now both did, and
+            # it is listed for both (`selectors._unstarted`); tell this one's devices.
+            with transaction.atomic():
+                cleared = Conversation.objects.filter(
+                    pk=existing.pk, last_seq=0, created_by=existing.created_by_id
+                ).update(created_by=None)
+                if cleared:
+                    _announce_view(existing, [user.pk], "created")
         return existing, False
     welcomed = _welcomed(user, people, direct=True)
     try:
@@ -310,7 +346,11 @@ def create_direct_conversation(*, user: User, other_user_id: int) -> tuple[Conve
                 for p in people
             )
             asked = [p.pk for p in people if p.pk not in welcomed]
-            _announce_membership(conversation, people, "created", requests=asked)
+            # Shown to its creator only: the other person's gateway follows it, and their
+            # client lists it when its first message arrives (then `sync` shows it).
+            _announce_membership(
+                conversation, people, "created", requests=asked, shown_to=[user.pk]
+            )
     except IntegrityError:
         # Both users asked at once; the other request created it first.
         return Conversation.objects.get(direct_key=key), False
@@ -465,6 +505,10 @@ def accept_request(*, user: User, conversation_id: int) -> Conversation:
             return conversation
         membership.accepted = True
         membership.save(update_fields=["accepted"])
+        if conversation.last_seq == 0 and conversation.created_by_id not in (None, user.pk):
+            # Accepted before its first message: it is listed for both from now on.
+            conversation.created_by = None
+            conversation.save(update_fields=["created_by"])
         _announce_accepted(conversation.pk, user)
     return conversation
 
@@ -559,7 +603,16 @@ def _depart(
     """Log a departure, delete the membership, hand ownership on if the owner left."""
     seq = _take_seq(conversation, membership_change=True)
     body = f"{user.name} left." if event == "left" else f"{actor.name} removed {user.name}."
-    _write_system_message(conversation, actor=actor, seq=seq, event=event, users=[user], body=body)
+    # How far they had read: their reads keep counting in "Read by k of N" (the client).
+    _write_system_message(
+        conversation,
+        actor=actor,
+        seq=seq,
+        event=event,
+        users=[user],
+        body=body,
+        read_seq=departing.read_seq,
+    )
     departing.delete()
     if departing.role == Role.OWNER:
         # The longest-standing admin inherits the group, else the longest-standing member.

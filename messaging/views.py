@@ -40,6 +40,7 @@ APP_MODULES = (
     "notify.js",
     "outbox.js",
     "state.js",
+    "ui/actions.js",
     "ui/announce.js",
     "ui/composer.js",
     "ui/conversation.js",
@@ -73,7 +74,7 @@ def _user(request: HttpRequest) -> User:
 def home(request: HttpRequest) -> HttpResponse:
     """Render the app with the user and their conversations as a JSON bootstrap."""
     user = _user(request)
-    conversations = selectors.list_conversations_for_user(user=user)
+    conversations = wire.shown(selectors.list_conversations_for_user(user=user))
     profile = wire.profile_payload(user)
     bootstrap = {
         "user": {

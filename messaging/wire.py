@@ -12,6 +12,7 @@ Nothing here queries the database or talks to the channel layer: builders take m
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, NotRequired, TypedDict, cast
@@ -36,11 +37,16 @@ class AttachmentPayload(TypedDict):
 
 
 class SystemPayload(TypedDict):
-    """What a system message records: the event, the users it concerns, a title."""
+    """What a system message records: the event, the users it concerns, a title.
+
+    `read_seq` (`left`, `removed`): how far the departing member had read, so their
+    reads still count in "Read by k of N" after they are gone.
+    """
 
     event: str
     users: list[int]
     title: NotRequired[str]
+    read_seq: NotRequired[int]
 
 
 class ReactionPayload(TypedDict):
@@ -223,6 +229,14 @@ class ConversationView:
     request: bool = False
     # Routing data, not on the wire: the log number of the latest membership change.
     member_seq: int = 0
+    # Not on the wire: a direct chat the other person opened that has no message yet.
+    # The gateway follows it (its first message must arrive), but it is not listed.
+    hidden: bool = False
+
+
+def shown(views: Iterable[ConversationView]) -> list[ConversationView]:
+    """Return the views a user's list shows (`hidden` ones left out)."""
+    return [view for view in views if not view.hidden]
 
 
 def attachment_payload(attachment: Attachment) -> AttachmentPayload:
@@ -661,7 +675,7 @@ def session_ready_frame(
         "heartbeat_interval": heartbeat_interval,
         "server_time": iso(server_time),
         "status": user.current_status,
-        "conversations": [conversation_payload(v) for v in views],
+        "conversations": [conversation_payload(v) for v in shown(views)],
     }
 
 
@@ -670,7 +684,7 @@ def sync_state_frame(ref: str | None, views: list[ConversationView]) -> SyncStat
     return {
         "type": "sync.state",
         "ref": ref,
-        "conversations": [conversation_payload(v) for v in views],
+        "conversations": [conversation_payload(v) for v in shown(views)],
     }
 
 

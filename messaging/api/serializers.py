@@ -64,6 +64,11 @@ class SystemSerializer(serializers.Serializer[Any]):
     )
     users = serializers.ListField(child=serializers.IntegerField())
     title = serializers.CharField(required=False)
+    read_seq = serializers.IntegerField(
+        required=False,
+        help_text="`left`, `removed`: how far the departing member had read (their reads "
+        "still count in a group's read marks).",
+    )
 
 
 class ReactionSerializer(serializers.Serializer[Any]):

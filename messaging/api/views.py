@@ -136,7 +136,7 @@ class ConversationListApi(APIView):
             request, default=settings.API_PAGE_SIZE, maximum=settings.API_MAX_PAGE_SIZE
         )
         position = rest.decode_cursor(request)
-        views = selectors.list_conversations_for_user(user=_user(request))
+        views = wire.shown(selectors.list_conversations_for_user(user=_user(request)))
         # The selector answers the whole list (as `session.ready` needs it); the page is
         # cut here, after the (activity, id) position the cursor names.
         if position is not None:

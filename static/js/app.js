@@ -6,10 +6,10 @@
 // header), messages.js (the message list), typing.js, composer.js (writing, editing,
 // mentions, attachments, drafts), emoji.js (the emoji picker, :shortcode: completion),
 // notifications.js (in-tab notifications, the notify menu), presence.js (presence, my
-// status, idle), dialogs.js, switcher.js (the quick switcher, Ctrl+K), search.js,
-// announce.js (what a screen reader is told of new messages); helpers.js holds
-// small shared helpers (toast, avatar, debounce, soon). The keys that work anywhere
-// (Ctrl+K, Escape) are handled here.
+// status, idle), actions.js (the message action menu), viewer.js (the image viewer),
+// dialogs.js, switcher.js (the quick switcher, Ctrl+K), search.js, announce.js (what a
+// screen reader is told of new messages); helpers.js holds small shared helpers (toast,
+// avatar, debounce, soon). The keys that work anywhere (Ctrl+K, Escape) are handled here.
 //
 // Shared state lives in one module, ui/shared.js: the client, `me`, `boot`, the `ui`
 // element map, the names seen, and `current` (the open conversation). The parts import
@@ -31,6 +31,7 @@
 import { api } from "./api.js";
 import { AUTH_FAILED, EVICTED } from "./client.js";
 import * as attention from "./notify.js";
+import * as actions from "./ui/actions.js";
 import * as announce from "./ui/announce.js";
 import * as composer from "./ui/composer.js";
 import * as conversation from "./ui/conversation.js";
@@ -58,7 +59,7 @@ const tabs = new Tabs(me.id);
 client.openSocket = (url) => tabs.openSocket(url);
 attention.setNotifyGate((key) => tabs.claim(key));
 
-for (const part of [presence, list, conversation, messages, typing, composer, emoji, notifications, dialogs, switcher, search, announce, viewer]) part.install();
+for (const part of [presence, list, conversation, messages, actions, typing, composer, emoji, notifications, dialogs, switcher, search, announce, viewer]) part.install();
 
 // ---------------------------------------------------------------- connection status
 

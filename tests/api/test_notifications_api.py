@@ -29,6 +29,7 @@ def test_notify_level_is_set_per_member_and_shown_in_the_conversation(
     client_for: Client, ana: User, bo: User
 ) -> None:
     chat, _ = services.create_direct_conversation(user=ana, other_user_id=bo.pk)
+    services.create_direct_conversation(user=bo, other_user_id=ana.pk)  # listed for Bo too
     client = client_for(bo)
 
     changed = client.patch(

@@ -310,6 +310,16 @@ def cmid(n: int) -> str:
     return f"00000000-0000-4000-8000-{n:012d}"
 
 
+def open_direct(user: User, other: User) -> Any:
+    """Open the direct chat of two users as if each had started it (listed for both at once).
+
+    A direct chat one person opened is listed for the other only with its first message.
+    """
+    chat, _ = off_loop(services.create_direct_conversation, user=user, other_user_id=other.pk)
+    off_loop(services.create_direct_conversation, user=other, other_user_id=user.pk)
+    return chat
+
+
 def ana_writes_to_bo(web: Web) -> tuple[Page, Page]:
     """Open a direct chat from Ana to Bo, each logged in on a gateway of their own.
 
@@ -317,7 +327,7 @@ def ana_writes_to_bo(web: Web) -> tuple[Page, Page]:
     """
     ana = make_person("ana", "Ana")
     bo = make_person("bo", "Bo")
-    off_loop(services.create_direct_conversation, user=ana, other_user_id=bo.pk)
+    open_direct(ana, bo)
     bo_page = web.log_in(bo, gateway=1)
     ana_page = web.log_in(ana, gateway=0)
     conversation(ana_page, "Bo").click()

@@ -35,6 +35,7 @@ from tests.e2e.browser import (
     make_person,
     off_loop,
     online,
+    open_direct,
     picture,
     png,
     pretend_hidden,
@@ -304,7 +305,7 @@ def test_a_socket_never_greeted_is_given_up_after_10_s_and_another_is_opened(
 def test_offline_outbox_sends_each_message_once_in_order(web: Web) -> None:
     ana = make_person("ana", "Ana")
     bo = make_person("bo", "Bo")
-    chat, _ = off_loop(services.create_direct_conversation, user=ana, other_user_id=bo.pk)
+    chat = open_direct(ana, bo)
     bo_page = web.log_in(bo, gateway=1)
     ana_page = web.log_in(ana, gateway=0)
     # The service worker must control the page, so a reload without network opens the app.
@@ -597,7 +598,7 @@ def test_an_image_shows_as_a_file_until_the_worker_makes_its_thumbnail(
     web = make_web(gateways=1, **env)
     ana = make_person("ana", "Ana")
     bo = make_person("bo", "Bo")
-    off_loop(services.create_direct_conversation, user=ana, other_user_id=bo.pk)
+    open_direct(ana, bo)
     ana_page = web.log_in(ana)
     bo_page = web.log_in(bo)
     conversation(ana_page, "Bo").click()

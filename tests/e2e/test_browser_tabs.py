@@ -31,6 +31,7 @@ from tests.e2e.browser import (
     make_person,
     off_loop,
     online,
+    open_direct,
     pretend_hidden,
     pretend_visible,
     send,
@@ -150,7 +151,7 @@ def test_closing_the_first_tab_mid_conversation_loses_nothing(
     web = make_web()
     ana = make_person("ana", "Ana")
     bo = make_person("bo", "Bo")
-    chat, _ = off_loop(services.create_direct_conversation, user=ana, other_user_id=bo.pk)
+    chat = open_direct(ana, bo)
     bo_page = log_in(web, browser_of(web, mode), bo, "bo", gateway=1)
     conversation(bo_page, "Ana").click()
 

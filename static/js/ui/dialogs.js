@@ -772,6 +772,13 @@ export function install() {
       newGroup.title.focus();
       return;
     }
+    if (!newGroup.picked.size) {
+      const ok = await confirmDialog("Create a group with only you?", "Nobody else is in it yet: you can add people later from its members.", "Create group");
+      if (!ok) {
+        newGroup.input.focus();
+        return;
+      }
+    }
     try {
       const conversation = await api("/api/v1/conversations", {
         method: "POST",

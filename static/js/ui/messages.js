@@ -5,6 +5,7 @@
 import { h, icon, safeUrl, spans } from "../dom.js";
 import { formatted, hasBlocks } from "../markup.js";
 import * as fmt from "../format.js";
+import { moreButton } from "./actions.js";
 import { deleteMessage, startEdit } from "./composer.js";
 import { soon, toast } from "./helpers.js";
 import { $, client, current, isGroup, me, nameOf, names, ui, usernames } from "./shared.js";
@@ -21,7 +22,18 @@ export function scrollToBottom() {
   ui.jump.hidden = true;
 }
 
-function markState(message) {
+/**
+ * The members who left the open group (or were removed) and how far they had read, by
+ * their departure's system message (`system.read_seq`): a reader who left still read it.
+ */
+function departures() {
+  return client
+    .view(current)
+    .filter((m) => m.kind === "system" && ["left", "removed"].includes(m.system?.event) && Number.isInteger(m.system.read_seq))
+    .map((m) => ({ seq: m.seq, user: m.system.users?.[0], read_seq: m.system.read_seq }));
+}
+
+function markState(message, departed = []) {
   const c = client.conversation(current);
   const members = client.members.get(current);
   if (!members || !c) return { state: "sent" };
@@ -33,8 +45,15 @@ function markState(message) {
     return { state: "sent" };
   }
   const others = [...members.values()].filter((m) => m.id !== me.id);
-  const read = others.filter((m) => m.read_seq >= message.seq).length;
-  return { state: read === others.length && others.length ? "read" : "sent", read, of: others.length };
+  // Who read it and left since still counts, in both numbers (unless back in the group).
+  const gone = new Set(
+    departed
+      .filter((d) => d.seq > message.seq && d.read_seq >= message.seq && d.user !== me.id && !members.has(d.user))
+      .map((d) => d.user),
+  );
+  const read = others.filter((m) => m.read_seq >= message.seq).length + gone.size;
+  const of = others.length + gone.size;
+  return { state: read === of && of ? "read" : "sent", read, of };
 }
 
 function marksEl(marks) {
@@ -176,13 +195,14 @@ function messageEl(m, { run, marks }) {
     ),
   );
   li.append(bubble);
-  if (own && !m.deleted) {
+  if (!m.deleted) {
     li.append(
       h(
         "div",
         { class: "actions" },
-        h("button", { type: "button", class: "icon-button small", "data-action": "edit", "aria-label": "Edit message", title: "Edit", onclick: () => startEdit(m) }, icon("edit")),
-        h("button", { type: "button", class: "icon-button small", "data-action": "delete", "aria-label": "Delete message", title: "Delete", onclick: () => deleteMessage(m) }, icon("delete")),
+        own ? h("button", { type: "button", class: "icon-button small", "data-action": "edit", "aria-label": "Edit message", title: "Edit", onclick: () => startEdit(m) }, icon("edit")) : null,
+        own ? h("button", { type: "button", class: "icon-button small", "data-action": "delete", "aria-label": "Delete message", title: "Delete", onclick: () => deleteMessage(m) }, icon("delete")) : null,
+        moreButton(m), // the action menu (actions.js)
       ),
     );
   }
@@ -242,6 +262,7 @@ export function renderMessages({ stick = false, prepend = false } = {}) {
   const items = [];
   let lastDay = null;
   let prev = null;
+  const departed = isGroup(current) ? departures() : [];
   const addDay = (date) => {
     const key = fmt.dayKey(date);
     if (key === lastDay) return false;
@@ -259,7 +280,7 @@ export function renderMessages({ stick = false, prepend = false } = {}) {
       m.kind === "text" &&
       prev.sender === m.sender &&
       date - fmt.toDate(prev.created_at) < 5 * 60_000;
-    const marks = m.sender === me.id && m.kind === "text" && !m.deleted ? markState(m) : null;
+    const marks = m.sender === me.id && m.kind === "text" && !m.deleted ? markState(m, departed) : null;
     const mentioned = [...mentionedNames(m).keys()].join(" ");
     const sig = `${m.version}|${run}|${JSON.stringify(marks)}|${names.get(m.sender) || ""}|${mentioned}`;
     items.push({ key: `m${m.id}`, sig, make: () => messageEl(m, { run, marks }) });
