@@ -13,19 +13,18 @@ The browser, the deployments and the helpers are those of `tests/e2e/browser.py`
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import Any
 
 import pytest
 from playwright.sync_api import Locator, Page, expect
 
 from accounts.models import User
-from bench.harness import REPO_ROOT
 from messaging import services
 from tests.e2e.browser import (
     DESKTOP,
     PASSWORD,
     PHONE,
+    Axe,
     Web,
     bubbles,
     cmid,
@@ -37,63 +36,6 @@ from tests.e2e.browser import (
 )
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
-
-AXE = REPO_ROOT / "tests" / "e2e" / "node_modules" / "axe-core" / "axe.min.js"
-# WCAG 2.1 A and AA, and axe's best practices (landmarks, headings, regions).
-AXE_TAGS = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "best-practice"]
-FAILING_IMPACTS = {"serious", "critical"}
-
-
-class Axe:
-    """Run axe-core on screens of pages; collect the serious and critical violations."""
-
-    def __init__(self) -> None:
-        if not AXE.exists():
-            pytest.fail(f"{AXE} is missing: `make test` installs it (npm ci --prefix tests/e2e)")
-        self.source: Path = AXE
-        self.screens: list[str] = []
-        self.problems: list[str] = []
-
-    def check(self, page: Page, screen: str) -> None:
-        """Run axe on the page as it is now, as the screen called `screen`."""
-        if not page.evaluate("() => typeof window.axe === 'object'"):
-            page.add_script_tag(path=str(self.source))
-        result: dict[str, Any] = page.evaluate(
-            """async (tags) => {
-                const r = await axe.run(document, {
-                    runOnly: { type: "tag", values: tags },
-                    resultTypes: ["violations"],
-                });
-                return { violations: r.violations.map((v) => ({
-                    id: v.id, impact: v.impact, help: v.help, helpUrl: v.helpUrl,
-                    nodes: v.nodes.map((n) => ({
-                        target: n.target.join(" "), impact: n.impact,
-                        summary: n.failureSummary, html: n.html.slice(0, 200),
-                    })),
-                })) };
-            }""",
-            AXE_TAGS,
-        )
-        self.screens.append(screen)
-        for violation in result["violations"]:
-            nodes = [n for n in violation["nodes"] if n["impact"] in FAILING_IMPACTS]
-            if not nodes:
-                continue
-            lines = [
-                f"[{screen}] {violation['id']} ({violation['impact']}): {violation['help']}",
-                f"    {violation['helpUrl']}",
-            ]
-            for node in nodes:
-                summary = " ".join(node["summary"].split())
-                lines.append(f"    - {node['target']}: {summary}\n      {node['html']}")
-            self.problems.append("\n".join(lines))
-
-    def assert_clean(self) -> None:
-        assert self.screens, "axe ran on no screen"
-        assert not self.problems, (
-            f"{len(self.problems)} serious or critical accessibility violations:\n"
-            + "\n".join(self.problems)
-        )
 
 
 def axe_page(web: Web, name: str, viewport: Any = DESKTOP) -> Page:

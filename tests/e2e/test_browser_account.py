@@ -16,9 +16,8 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from accounts.models import User
-from tests.e2e.browser import Web, make_person, off_loop, online, shot
+from tests.e2e.browser import Axe, Web, make_person, off_loop, online, shot
 from tests.e2e.mailserver import SmtpServer
-from tests.e2e.test_accessibility import Axe
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 

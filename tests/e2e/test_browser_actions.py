@@ -19,6 +19,7 @@ from messaging import services
 from messaging.models import Conversation, Message
 from tests.e2e.browser import (
     PHONE,
+    Axe,
     Web,
     conversation,
     make_person,
@@ -26,7 +27,6 @@ from tests.e2e.browser import (
     send,
     shot,
 )
-from tests.e2e.test_accessibility import Axe
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 

@@ -15,6 +15,7 @@ from playwright.sync_api import Page, expect
 
 from messaging import services
 from tests.e2e.browser import (
+    Axe,
     Web,
     bubbles,
     cmid,
@@ -24,7 +25,6 @@ from tests.e2e.browser import (
     online,
     shot,
 )
-from tests.e2e.test_accessibility import Axe
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 

@@ -17,6 +17,7 @@ from accounts.models import User
 from messaging import services
 from messaging.models import Conversation
 from tests.e2e.browser import (
+    Axe,
     Web,
     ana_writes_to_bo,
     bubbles,
@@ -28,7 +29,6 @@ from tests.e2e.browser import (
     send,
     shot,
 )
-from tests.e2e.test_accessibility import Axe
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 

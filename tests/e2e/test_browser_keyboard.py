@@ -19,6 +19,7 @@ from messaging import services
 from messaging.models import Conversation
 from tests.e2e.browser import (
     PHONE,
+    Axe,
     Web,
     cmid,
     conversation,
@@ -27,7 +28,6 @@ from tests.e2e.browser import (
     shot,
     wait_until,
 )
-from tests.e2e.test_accessibility import Axe
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
