@@ -443,6 +443,19 @@ EMOJI = OpenApiParameter(
 )
 
 
+def _react(
+    request: Request, conversation_id: int, message_id: int, emoji: str, *, add: bool
+) -> Response:
+    message = services.react(
+        user=_user(request),
+        conversation_id=conversation_id,
+        message_id=message_id,
+        emoji=emoji,
+        add=add,
+    )
+    return Response(wire.message_payload(message))
+
+
 class MessageReactionApi(APIView):
     """Your emoji reaction to a message: one per emoji; every member sees them."""
 
@@ -458,14 +471,7 @@ class MessageReactionApi(APIView):
     )
     def put(self, request: Request, conversation_id: int, message_id: int, emoji: str) -> Response:
         """Add your reaction; answer the message (a new `version` unless it was there)."""
-        message = services.react(
-            user=_user(request),
-            conversation_id=conversation_id,
-            message_id=message_id,
-            emoji=emoji,
-            add=True,
-        )
-        return Response(wire.message_payload(message))
+        return _react(request, conversation_id, message_id, emoji, add=True)
 
     @extend_schema(
         operation_id="messages_unreact",
@@ -481,14 +487,7 @@ class MessageReactionApi(APIView):
         self, request: Request, conversation_id: int, message_id: int, emoji: str
     ) -> Response:
         """Take your reaction back; answer the message."""
-        message = services.react(
-            user=_user(request),
-            conversation_id=conversation_id,
-            message_id=message_id,
-            emoji=emoji,
-            add=False,
-        )
-        return Response(wire.message_payload(message))
+        return _react(request, conversation_id, message_id, emoji, add=False)
 
 
 class MessageNotificationsApi(APIView):
