@@ -461,12 +461,16 @@ export class ChatClient extends EventTarget {
     return state.hasOlder;
   }
 
-  /** Queue a message (persisted first, so it survives a reload) and send it when possible. */
-  async send(conversation, body, attachments = []) {
+  /**
+   * Queue a message (persisted first, so it survives a reload) and send it when possible.
+   * `replyTo`: the id of a message of the conversation it replies to.
+   */
+  async send(conversation, body, attachments = [], { replyTo = null } = {}) {
     const row = {
       client_msg_id: uuid4(),
       conversation,
       body,
+      reply_to: replyTo,
       attachments: attachments.map((a) => a.id),
       attachment_meta: attachments,
       created_at: new Date().toISOString(),
@@ -511,6 +515,12 @@ export class ChatClient extends EventTarget {
 
   delete(conversation, message) {
     return this.#request({ type: "message.delete", conversation, message }, "message.updated");
+  }
+
+  /** Add (or, with `add` false, take back) my emoji reaction to a message. */
+  react(conversation, message, emoji, add = true) {
+    const type = add ? "reaction.add" : "reaction.remove";
+    return this.#request({ type, conversation, message, emoji }, "message.updated");
   }
 
   /** Raise the read marker (and the delivered one) to `seq`. */
@@ -1173,6 +1183,7 @@ export class ChatClient extends EventTarget {
         ref,
       };
       if (entry.attachments.length) frame.attachments = entry.attachments;
+      if (entry.reply_to) frame.reply_to = entry.reply_to;
       try {
         session.send(frame);
       } catch {

@@ -1,13 +1,13 @@
-// The message action menu: Reply, Copy text, Edit and Delete (my messages) for one
+// The message action menu: a reaction, Reply, Copy text, Edit and Delete (my messages) for one
 // message, opened from its "⋯" button (hover or keyboard), a right-click on it, or a
 // long press on a touch screen. An ARIA menu: arrows, Home and End move, Enter picks,
 // Escape and Tab close, and the focus goes back where it was. It is placed beside the
 // bubble (then below or above it), never over the message's text.
 
 import { h, icon } from "../dom.js";
-import { autosize, deleteMessage, editing, startEdit } from "./composer.js";
+import { deleteMessage, startEdit, startReply } from "./composer.js";
 import { toast } from "./helpers.js";
-import { $, client, current, me, nameOf, ui } from "./shared.js";
+import { $, client, current, me, ui } from "./shared.js";
 
 const LONG_PRESS_MS = 500;
 const GAP = 6; // px between the bubble and the menu
@@ -54,20 +54,28 @@ function item(label, action, glyph = null) {
   );
 }
 
-function quote(m) {
-  const text = m.body.length > 300 ? `${m.body.slice(0, 300)}…` : m.body;
-  const lines = text.split("\n").map((line) => `> ${line}`);
-  return `${m.sender === me.id ? "" : `${nameOf(m.sender)}:\n`}${lines.join("\n")}\n`;
+function reply(m) {
+  startReply(m);
 }
 
-function reply(m) {
-  if (editing) return;
-  const before = ui.input.value;
-  ui.input.value = `${before && !before.endsWith("\n") ? `${before}\n` : before}${quote(m)}`;
-  autosize();
-  ui.input.focus();
-  ui.input.setSelectionRange(ui.input.value.length, ui.input.value.length);
-  ui.input.dispatchEvent(new Event("input", { bubbles: true })); // the draft keeps it
+// The reactions the menu offers (the emoji picker's full set is for writing).
+export const QUICK_REACTIONS = [
+  ["\u{1F44D}", "thumbs up"],
+  ["\u2764\uFE0F", "heart"],
+  ["\u{1F602}", "tears of joy"],
+  ["\u{1F62E}", "surprise"],
+  ["\u{1F622}", "sad"],
+  ["\u{1F64F}", "thanks"],
+];
+
+/** Add my reaction, or take it back when I already made it. */
+export async function toggleReaction(m, emoji) {
+  const mine = (m.reactions || []).some((r) => r.emoji === emoji && r.users.includes(me.id));
+  try {
+    await client.react(m.conversation, m.id, emoji, !mine);
+  } catch (error) {
+    toast(`Could not react: ${error?.message || error}`);
+  }
 }
 
 async function copy(m) {
@@ -81,6 +89,7 @@ async function copy(m) {
 
 const ACTIONS = {
   reply: (m) => reply(m),
+  ...Object.fromEntries(QUICK_REACTIONS.map(([emoji]) => [`react:${emoji}`, (m) => toggleReaction(m, emoji)])),
   copy: (m) => copy(m),
   edit: (m) => startEdit(m),
   delete: (m) => deleteMessage(m),
@@ -88,8 +97,26 @@ const ACTIONS = {
 
 function fill(m) {
   const own = m.sender === me.id;
+  const reactions = h(
+    "div",
+    { class: "menu-reactions", role: "group", "aria-label": "React" },
+    QUICK_REACTIONS.map(([emoji, name]) => {
+      const mine = (m.reactions || []).some((r) => r.emoji === emoji && r.users.includes(me.id));
+      const button = h("button", {
+        type: "button",
+        class: `menu-item reaction-choice${mine ? " mine" : ""}`,
+        role: "menuitem",
+        tabindex: "-1",
+        "data-menu-action": `react:${emoji}`,
+        "aria-label": mine ? `Take back ${name}` : `React with ${name}`,
+        text: emoji,
+      });
+      return button;
+    }),
+  );
   const all = [
-    m.body ? item("Reply", "reply") : null,
+    reactions,
+    item("Reply", "reply"),
     m.body ? item("Copy text", "copy") : null,
     own && m.body ? item("Edit", "edit", "edit") : null,
     own ? item("Delete", "delete", "delete") : null,

@@ -9,7 +9,8 @@ import { shortcodes, replaceTypedShortcode } from "./emoji.js";
 import { avatar, confirmDialog, problem, soon, toast } from "./helpers.js";
 import { renderList } from "./list.js";
 import { scrollToBottom } from "./messages.js";
-import { boot, client, current, me, ui } from "./shared.js";
+import { plainText } from "../markup.js";
+import { $, boot, client, current, me, nameOf, ui } from "./shared.js";
 import { noteTyping, stopTyping } from "./typing.js";
 
 // Drafts: the unsent text of each conversation, kept in localStorage under the user and
@@ -90,6 +91,24 @@ export function startEdit(message) {
   autosize();
   ui.input.focus();
   ui.input.setSelectionRange(ui.input.value.length, ui.input.value.length);
+}
+
+export let replying = null; // {conversation, id}: the message the next send replies to
+
+/** Reply to `message`: the next message sent here quotes it (a bar above the composer). */
+export function startReply(message) {
+  if (current === null) return;
+  if (editing) cancelEdit();
+  replying = { conversation: current, id: message.id };
+  $("replying-to").textContent = `Replying to ${message.sender === me.id ? "yourself" : nameOf(message.sender)}:`;
+  $("replying-preview").textContent = plainText(message.body).slice(0, 100);
+  $("replying").hidden = false;
+  ui.input.focus();
+}
+
+export function cancelReply() {
+  replying = null;
+  $("replying").hidden = true;
 }
 
 export function cancelEdit() {
@@ -429,9 +448,11 @@ export function install() {
     drafts.delete(conversation);
     stopTyping();
     const attachments = ready.map((u) => u.attachment);
+    const replyTo = replying?.conversation === conversation ? replying.id : null;
     clearUploads();
+    cancelReply();
     try {
-      await client.send(conversation, text, attachments);
+      await client.send(conversation, text, attachments, { replyTo });
     } catch (error) {
       toast(`Could not queue the message: ${problem(error)}`);
       ui.input.value = text;
@@ -439,6 +460,18 @@ export function install() {
     }
     scrollToBottom();
     ui.input.focus();
+  });
+
+  $("cancel-reply").addEventListener("click", () => {
+    cancelReply();
+    ui.input.focus();
+  });
+  ui.input.addEventListener("keydown", (event) => {
+    if (event.key === "Escape" && replying && !editing) {
+      event.preventDefault();
+      event.stopPropagation();
+      cancelReply();
+    }
   });
 
   ui.cancelEdit.addEventListener("click", () => {

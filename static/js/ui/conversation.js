@@ -5,7 +5,7 @@
 import { ApiError, api } from "../api.js";
 import * as fmt from "../format.js";
 import * as attention from "../notify.js";
-import { autosize, cancelEdit, clearUploads, closeMentions, drafts, saveDraft } from "./composer.js";
+import { autosize, cancelEdit, cancelReply, clearUploads, closeMentions, drafts, saveDraft } from "./composer.js";
 import { debounce, paintAvatar, soon, toast } from "./helpers.js";
 import { renderList } from "./list.js";
 import { markRead, renderMessages, rendered, revealMessage } from "./messages.js";
@@ -25,6 +25,7 @@ export async function openConversation(id, { reveal = null } = {}) {
     closeNotifyMenu();
     closeMentions();
     cancelEdit();
+    cancelReply();
     rendered.clear();
     // The whole history is not news: keep screen readers quiet while it is drawn.
     ui.messageList.setAttribute("aria-busy", "true");

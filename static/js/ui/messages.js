@@ -3,9 +3,9 @@
 // the client's view, scrolling, loading older messages and marking them read.
 
 import { h, icon, safeUrl, spans } from "../dom.js";
-import { formatted, hasBlocks } from "../markup.js";
+import { formatted, hasBlocks, plainText } from "../markup.js";
 import * as fmt from "../format.js";
-import { moreButton } from "./actions.js";
+import { moreButton, toggleReaction } from "./actions.js";
 import { deleteMessage, startEdit } from "./composer.js";
 import { soon, toast } from "./helpers.js";
 import { $, client, current, isGroup, me, nameOf, names, ui, usernames } from "./shared.js";
@@ -156,6 +156,55 @@ function bodyNodes(m) {
   );
 }
 
+/** The message `m` replies to, as a button that shows it (my copy of it if I have one). */
+function replyEl(m) {
+  const quoted = m.reply_to;
+  const mine = client.stateOf(m.conversation).get(quoted.id);
+  const deleted = mine ? mine.deleted : quoted.deleted;
+  const sender = mine ? mine.sender : quoted.sender;
+  const text = deleted ? "Deleted message" : mine ? plainText(mine.body).slice(0, 100) : quoted.preview;
+  const who = sender === null ? "" : sender === me.id ? "You" : nameOf(sender);
+  return h(
+    "button",
+    {
+      type: "button",
+      class: `reply-quote${deleted ? " deleted" : ""}`,
+      "aria-label": `In reply to ${who || "a message"}: ${text}. Show it`,
+      onclick: () => {
+        if (quoted.seq === null || deleted) toast("That message is no longer available.");
+        else revealMessage(m.conversation, { id: quoted.id, seq: quoted.seq });
+      },
+    },
+    who ? h("span", { class: "reply-sender", dir: "auto", text: who }) : null,
+    h("span", { class: "reply-preview", dir: "auto", text: text || "Attachment" }),
+  );
+}
+
+/** The reactions under a bubble: one button per emoji (pressed: mine), which toggles it. */
+function reactionsEl(m) {
+  return h(
+    "div",
+    { class: "reactions", role: "group", "aria-label": "Reactions" },
+    m.reactions.map((r) => {
+      const mine = r.users.includes(me.id);
+      const who = r.users.map((id) => (id === me.id ? "you" : nameOf(id))).join(", ");
+      return h(
+        "button",
+        {
+          type: "button",
+          class: `reaction${mine ? " mine" : ""}`,
+          "aria-pressed": mine ? "true" : "false",
+          "aria-label": `${r.emoji} ${r.count}: ${who}`,
+          title: who,
+          onclick: () => toggleReaction(m, r.emoji),
+        },
+        h("span", { class: "reaction-emoji", "aria-hidden": "true", text: r.emoji }),
+        h("span", { class: "reaction-count", "aria-hidden": "true", text: String(r.count) }),
+      );
+    }),
+  );
+}
+
 /** The body's element: a paragraph, or a block when it has lists, quotes or code. */
 function bodyEl(text, nodes) {
   return h(hasBlocks(text) ? "div" : "p", { class: "body", dir: "auto" }, nodes);
@@ -181,6 +230,7 @@ function messageEl(m, { run, marks }) {
   if (m.deleted) {
     bubble.append(h("p", { class: "body deleted-text", text: "This message was deleted." }));
   } else {
+    if (m.reply_to) bubble.append(replyEl(m));
     if (m.body) bubble.append(bodyEl(m.body, bodyNodes(m)));
     if (m.attachments?.length) bubble.append(h("div", { class: "attachments" }, m.attachments.map((a) => attachmentEl(a, m))));
   }
@@ -194,6 +244,7 @@ function messageEl(m, { run, marks }) {
       marksEl(marks),
     ),
   );
+  if (!m.deleted && m.reactions?.length) bubble.append(reactionsEl(m));
   li.append(bubble);
   if (!m.deleted) {
     li.append(
@@ -282,7 +333,9 @@ export function renderMessages({ stick = false, prepend = false } = {}) {
       date - fmt.toDate(prev.created_at) < 5 * 60_000;
     const marks = m.sender === me.id && m.kind === "text" && !m.deleted ? markState(m, departed) : null;
     const mentioned = [...mentionedNames(m).keys()].join(" ");
-    const sig = `${m.version}|${run}|${JSON.stringify(marks)}|${names.get(m.sender) || ""}|${mentioned}`;
+    // A reply shows its quoted message as I have it: drawn again when that one changes.
+    const quoted = m.reply_to ? client.stateOf(m.conversation).get(m.reply_to.id)?.version : "";
+    const sig = `${m.version}|${run}|${JSON.stringify(marks)}|${names.get(m.sender) || ""}|${mentioned}|${quoted ?? ""}`;
     items.push({ key: `m${m.id}`, sig, make: () => messageEl(m, { run, marks }) });
     prev = m;
   }
