@@ -72,10 +72,11 @@ def test_message_actions_open_from_a_menu_beside_the_bubble(web: Web) -> None:
     """Tried: on a desktop, Ana opens the menu of Bo's message from its "⋯" button (by
     the mouse, then by keyboard): a menu, first item focused, arrows move, Escape closes
     and gives the focus back to the button; a right-click on her own message offers
-    Reply, Copy text, Edit, Delete: Copy puts the text on the clipboard, Edit starts an
-    edit, Reply quotes Bo's message in the composer, Delete asks first. On a phone, Bo's
-    long press on Ana's message opens the menu too. Each time the menu is inside the
-    screen and its box does not meet the text's; axe finds nothing serious in it.
+    six reactions, Reply, Copy text, Edit, Delete: Copy puts the text on the clipboard,
+    Edit starts an edit, Reply shows the reply bar for Bo's message, Delete asks first.
+    On a phone, Bo's long press on Ana's message opens the menu too. Each time the menu
+    is inside the screen and its box does not meet the text's; axe finds nothing serious
+    in it.
     Without the menu there is no "More actions" button, no menu on a right-click or a
     long press, and no copy or reply at all."""
     axe = Axe()
@@ -99,12 +100,16 @@ def test_message_actions_open_from_a_menu_beside_the_bubble(web: Web) -> None:
     more.click()
     menu = menu_beside(ana_page, theirs)
     items = menu.get_by_role("menuitem")
-    expect(items).to_have_text(["Reply", "Copy text"])  # not mine: no edit, no delete
+    actions = menu.locator(".menu-item:not(.reaction-choice)")
+    expect(actions).to_have_text(["Reply", "Copy text"])  # not mine: no edit, no delete
+    expect(items).to_have_count(8)  # six reactions come first
     expect(items.first).to_be_focused()
     expect(more).to_have_attribute("aria-expanded", "true")
     axe.check(ana_page, "message action menu")
     ana_page.keyboard.press("ArrowDown")
     expect(items.nth(1)).to_be_focused()
+    ana_page.keyboard.press("End")
+    expect(items.last).to_be_focused()
     ana_page.keyboard.press("ArrowDown")
     expect(items.first).to_be_focused()
     ana_page.keyboard.press("Escape")
@@ -113,19 +118,25 @@ def test_message_actions_open_from_a_menu_beside_the_bubble(web: Web) -> None:
     expect(more).to_have_attribute("aria-expanded", "false")
     more.press("Enter")
     expect(items.first).to_be_focused()
+    ana_page.keyboard.press("End")
+    ana_page.keyboard.press("ArrowUp")
     ana_page.keyboard.press("Enter")  # Reply
     expect(menu).to_be_hidden()
     composer = ana_page.locator("#composer-input")
     expect(composer).to_be_focused()
-    expect(composer).to_have_value("Bo:\n> Yes, see you there\n")
-    composer.fill("")
+    expect(ana_page.locator("#replying")).to_contain_text("Replying to Bo:")
+    expect(ana_page.locator("#replying-preview")).to_have_text("Yes, see you there")
+    composer.press("Escape")
+    expect(ana_page.locator("#replying")).to_be_hidden()
 
     # A right-click on my own message: all four; Copy, then Edit.
     mine.locator(".body").click(button="right")
     menu = menu_beside(ana_page, mine)
-    expect(items).to_have_text(["Reply", "Copy text", "Edit", "Delete"])
+    expect(actions).to_have_text(["Reply", "Copy text", "Edit", "Delete"])
     shot(ana_page, "message-actions")
-    ana_page.keyboard.press("ArrowDown")
+    ana_page.keyboard.press("End")
+    ana_page.keyboard.press("ArrowUp")
+    ana_page.keyboard.press("ArrowUp")
     ana_page.keyboard.press("Enter")
     expect(menu).to_be_hidden()
     expect(ana_page.locator("#toast")).to_have_text("Copied.")
@@ -150,7 +161,7 @@ def test_message_actions_open_from_a_menu_beside_the_bubble(web: Web) -> None:
     expect(bo_theirs.locator(".body")).to_have_text([LONG])
     long_press(bo_page, bo_theirs.locator(".body"))
     bo_menu = menu_beside(bo_page, bo_theirs)
-    expect(bo_menu.get_by_role("menuitem")).to_have_text(["Reply", "Copy text"])
+    expect(bo_menu.locator(".menu-item:not(.reaction-choice)")).to_have_text(["Reply", "Copy text"])
     shot(bo_page, "message-actions-phone")
     bo_page.keyboard.press("Escape")
     expect(bo_menu).to_be_hidden()
