@@ -11,13 +11,14 @@ from __future__ import annotations
 import json
 import logging
 import os
-import threading
 import time
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from django.conf import settings
 
 from messaging.models import Device
@@ -41,7 +42,7 @@ class _ProcessState:
         self.pid = os.getpid()
         self.client: httpx.Client | None = None
         self.tokens: dict[tuple[str, str], tuple[str, float]] = {}
-        self.lock = threading.Lock()
+        self.accounts: dict[str, tuple[int, dict[str, Any]]] = {}
 
 
 _state = _ProcessState()
@@ -67,6 +68,15 @@ def _client() -> httpx.Client:
 
 
 def _load(path: str) -> dict[str, Any]:
+    """Return the service account of `path`, its key parsed (cached per process and mtime).
+
+    Parsing an RSA key checks it, which costs tens of milliseconds: once, not per push.
+    """
+    state = _here()
+    mtime = os.stat(path).st_mtime_ns
+    cached = state.accounts.get(path)
+    if cached is not None and cached[0] == mtime:
+        return cached[1]
     with open(path, encoding="utf-8") as handle:
         data = json.load(handle)
     if not isinstance(data, dict):
@@ -74,6 +84,11 @@ def _load(path: str) -> dict[str, Any]:
     missing = [f for f in _FIELDS if not data.get(f)]
     if missing:
         raise ValueError(f"missing {', '.join(missing)}")
+    key = serialization.load_pem_private_key(data["private_key"].encode(), password=None)
+    if not isinstance(key, rsa.RSAPrivateKey):
+        raise ValueError("private_key is not an RSA key")
+    data["key"] = key
+    state.accounts[path] = (mtime, data)
     return data
 
 
@@ -102,8 +117,7 @@ class FcmBackend:
         if not self.credentials_file:
             return "FCM_CREDENTIALS_FILE is not set"
         try:
-            account = _load(self.credentials_file)
-            jwt.encode({"probe": 1}, account["private_key"], algorithm="RS256")
+            _load(self.credentials_file)
         except (OSError, ValueError, TypeError, jwt.PyJWTError) as exc:
             return f"FCM_CREDENTIALS_FILE is not a usable service-account JSON: {exc}"
         return None
@@ -124,7 +138,7 @@ class FcmBackend:
                 "iat": int(now),
                 "exp": int(now) + ASSERTION_LIFETIME,
             },
-            account["private_key"],
+            account["key"],
             algorithm="RS256",
             headers={"kid": account.get("private_key_id", "")},
         )

@@ -248,6 +248,9 @@ class FcmServer(_Base):
         server = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, as FCM: the client's pool is reused
+            disable_nagle_algorithm = True  # headers and body are two writes
+
             def log_message(self, *_: Any) -> None:
                 pass
 
