@@ -8,6 +8,8 @@ pipeline has settled (`settled`), never by a sleep.
 from __future__ import annotations
 
 import json
+import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,6 +17,7 @@ import pytest
 from accounts.models import User
 from messaging import services
 from messaging.models import Device, Notification
+from messaging.push.fcm import TOKEN_MARGIN, FcmBackend
 from tests.e2e.conftest import MakeDeployment, MakeWorkers
 from tests.e2e.test_notifications import (
     SOON,
@@ -174,3 +177,32 @@ def test_fcm_without_credentials_is_provider_error_with_one_warning_at_worker_st
     assert fcm_server.attempts() == []
     log = eventually(lambda: celery.workers[0].output(), what="the worker log")
     assert log.count("fcm devices will get provider_error: FCM_CREDENTIALS_FILE is not set") == 1
+
+
+def test_fcm_oauth_token_is_reused_until_it_is_about_to_expire(
+    tmp_path: Path, settings: Any
+) -> None:
+    """The backend (in this process, as a pool process runs it) asks the token URI once
+    and reuses the token for every push while it has more than TOKEN_MARGIN left; past
+    that it asks again. The server hands out tokens living TOKEN_MARGIN + 4 s. Without
+    the cache every push would fetch a token; without the expiry check the third push
+    would use the old token."""
+    with FcmServer(tmp_path, token_lifetime=TOKEN_MARGIN + 4) as server:
+        for name, value in server.worker_env().items():
+            setattr(settings, name, value)
+        backend = FcmBackend.from_settings()
+        phone = Device(platform="fcm", token=PHONE)
+        payload = {"type": "remove", "conversation": 1, "up_to_seq": 2}
+
+        def push() -> str:
+            result = backend.send(phone, payload, topic="c1", urgency="normal", ttl=60)
+            assert result.outcome == "sent", result
+            return server.sent()[-1].bearer
+
+        first, second = push(), push()
+        assert first == second
+        assert len(server.token_requests) == 1
+        eventually(lambda: server.tokens[first] - TOKEN_MARGIN < time.time(), timeout=10)
+        assert push() != first
+        assert len(server.token_requests) == 2
+        assert server.rejections == []
