@@ -73,15 +73,16 @@ def _client(ca_file: str) -> httpx.Client:
 
 def apns_body(payload: dict[str, Any], *, thread: str, limit: int = MAX_PAYLOAD) -> bytes:
     """Return the APNs JSON of a push, at most `limit` bytes (the preview cut to fit)."""
-    if payload.get("type") == "message":
+    if payload.get("type") in ("message", "security"):
         extra = {k: v for k, v in payload.items() if k not in ("title", "body", "badge")}
         aps: dict[str, Any] = {
             "alert": {"title": payload.get("title", ""), "body": payload.get("body", "")},
-            "badge": int(payload.get("badge", payload.get("unread", 0))),
             "sound": "default",
             "thread-id": thread,
             "mutable-content": 1,
         }
+        if payload.get("type") == "message":
+            aps["badge"] = int(payload.get("badge", payload.get("unread", 0)))
     else:
         extra = dict(payload)
         aps = {"content-available": 1, "thread-id": thread}
@@ -168,7 +169,7 @@ class ApnsBackend:
         problem = self.problem()
         if problem:
             return PushResult("error", problem)
-        alert = payload.get("type") == "message" or payload.get("type") == "security"
+        alert = payload.get("type") in ("message", "security")
         body = apns_body(payload, thread=topic)
         headers = {
             "apns-topic": self.topic,

@@ -34,7 +34,7 @@ def token(n: int) -> str:
 def test_apns_body_is_cut_to_4_kb_with_the_preview_shortened() -> None:
     """A preview too long for 4 KB is cut (ending in an ellipsis) so the whole JSON fits,
     and the rest of the payload is kept; a short one is left alone. Proves the cut: the
-    uncut body would be over 4 KB."""
+    uncut body would be over 4 KB. A security notice is an alert too (no badge)."""
     payload = {
         "type": "message",
         "conversation": 7,
@@ -55,6 +55,12 @@ def test_apns_body_is_cut_to_4_kb_with_the_preview_shortened() -> None:
     )
     short = json.loads(apns_body({**payload, "body": "hi"}, thread="c7"))
     assert short["aps"]["alert"]["body"] == "hi"
+    notice = json.loads(
+        apns_body(
+            {"type": "security", "title": "A device left", "body": "…", "url": "/"}, thread="x"
+        )
+    )
+    assert notice["aps"]["alert"] == {"title": "A device left", "body": "…"}
 
 
 def test_apns_alerts_carry_the_total_unread_badge_and_a_removal_over_one_connection(
