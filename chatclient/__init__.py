@@ -4,6 +4,7 @@ from chatclient.auth import Auth, bearer_auth, obtain_token
 from chatclient.backoff import full_jitter
 from chatclient.checker import CheckReport, ConversationReport, Stats, check
 from chatclient.client import ChatClient, Update
+from chatclient.devices import register_device
 from chatclient.errors import ChatError, ConnectionLost, SessionClosed
 from chatclient.history import History, ReconnectRecord, RecvRecord, SendRecord, SyncRecord
 from chatclient.outbox import Outbox, OutboxEntry
@@ -32,4 +33,5 @@ __all__ = [
     "check",
     "full_jitter",
     "obtain_token",
+    "register_device",
 ]

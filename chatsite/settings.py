@@ -394,6 +394,8 @@ LOGGING: dict[str, Any] = {
         "celery.worker.strategy": {"level": "INFO" if LOG_CELERY_TASKS else "WARNING"},
         # Nor a line per tick sent by beat (its other lines stay).
         "celery.beat": {"filters": [] if LOG_CELERY_TASKS else ["no_beat_ticks"]},
+        # No line per FCM/APNs request (failed pushes are logged by the notifications).
+        "httpx": {"level": "WARNING"},
         "chat.access": {"level": os.environ.get("LOG_ACCESS", "INFO")},
         "chat.trace": {"level": os.environ.get("LOG_TRACE", "WARNING")},
     },
@@ -594,6 +596,24 @@ CHAT_SEARCH_TIMEOUT_MS = env_int("CHAT_SEARCH_TIMEOUT_MS", 5000)
 WEBPUSH_VAPID_PUBLIC_KEY = os.environ.get("WEBPUSH_VAPID_PUBLIC_KEY", "")
 WEBPUSH_VAPID_PRIVATE_KEY = os.environ.get("WEBPUSH_VAPID_PRIVATE_KEY", "")
 WEBPUSH_VAPID_SUBJECT = os.environ.get("WEBPUSH_VAPID_SUBJECT", "mailto:admin@localhost")
+# FCM HTTP v1 (Android): the service-account JSON from the Firebase console (its
+# `project_id`, `client_email`, `private_key` and `token_uri` are used: OAuth 2 with an
+# RS256 assertion, the token cached until it expires) and the API's origin (tests point
+# it at a local server). Without a credentials file, FCM devices get `provider_error`
+# (one warning per worker).
+FCM_ENDPOINT = os.environ.get("FCM_ENDPOINT", "https://fcm.googleapis.com").rstrip("/")
+FCM_CREDENTIALS_FILE = os.environ.get("FCM_CREDENTIALS_FILE", "")
+# APNs (iOS) over HTTP/2 with token auth: the .p8 signing key, its key id and the Apple
+# team id (the provider JWT is ES256, renewed every 50 minutes), the app's bundle id
+# (`apns-topic`), the endpoint (api.sandbox.push.apple.com for development builds) and
+# an optional CA bundle to trust instead of the system's (tests: a local server).
+# Without key, key id, team id or topic, APNs devices get `provider_error`.
+APNS_ENDPOINT = os.environ.get("APNS_ENDPOINT", "https://api.push.apple.com").rstrip("/")
+APNS_KEY_FILE = os.environ.get("APNS_KEY_FILE", "")
+APNS_KEY_ID = os.environ.get("APNS_KEY_ID", "")
+APNS_TEAM_ID = os.environ.get("APNS_TEAM_ID", "")
+APNS_TOPIC = os.environ.get("APNS_TOPIC", "")
+APNS_CA_FILE = os.environ.get("APNS_CA_FILE", "")
 # Seconds after a message commits before its notifications are decided, and before a
 # missed-message email goes out. Off (no due rows written): NOTIFY_ENABLED=0.
 NOTIFY_ENABLED = env_bool("NOTIFY_ENABLED", True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.core import signing
+from django.db.models import F
 
 from accounts.models import User
 from messaging import wire
@@ -34,6 +35,20 @@ def unread_count(user_id: int, conversation_id: int, read_seq: int) -> int:
         Message.objects.filter(
             conversation_id=conversation_id,
             seq__gt=read_seq,
+            kind=Message.Kind.TEXT,
+            deleted=False,
+        )
+        .exclude(sender_id=user_id)
+        .count()
+    )
+
+
+def total_unread(user_id: int) -> int:
+    """Return how many messages of others the user has not read, in all their conversations."""
+    return (
+        Message.objects.filter(
+            conversation__memberships__user_id=user_id,
+            seq__gt=F("conversation__memberships__read_seq"),
             kind=Message.Kind.TEXT,
             deleted=False,
         )

@@ -119,11 +119,18 @@ def send_push_window(window_id: int) -> None:
     plan = _claim_window(window_id)
     if plan is None:
         return
+    badge: int | None = None
     for push in plan.pushes:
         backend = backend_for(push.device.platform)
+        payload = push.payload
+        if push.device.platform == Device.Platform.APNS and push.kind == "message":
+            # The app icon's badge: everything the member has not read, everywhere.
+            if badge is None:
+                badge = payloads.total_unread(push.device.user_id)
+            payload = {**payload, "badge": badge}
         push.result = backend.send(
             push.device,
-            push.payload,
+            payload,
             topic=payloads.topic(push.rows[0].conversation_id),
             urgency=push.urgency,
             ttl=settings.PUSH_TTL,

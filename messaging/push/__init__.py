@@ -64,4 +64,12 @@ def backend_for(platform: str) -> PushBackend:
         from messaging.push.webpush import WebPushBackend
 
         return WebPushBackend.from_settings()
-    return _Unconfigured(f"{platform} pushes are not supported yet")
+    if platform == Device.Platform.FCM:
+        from messaging.push.fcm import FcmBackend
+
+        return FcmBackend.from_settings()
+    if platform == Device.Platform.APNS:
+        from messaging.push.apns import ApnsBackend
+
+        return ApnsBackend.from_settings()
+    return _Unconfigured(f"{platform} pushes are not supported")
