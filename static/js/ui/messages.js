@@ -294,6 +294,54 @@ function pendingEl(entry) {
   return li;
 }
 
+function unreadDivider(count) {
+  const text = `${count} unread message${count === 1 ? "" : "s"}`;
+  return h("li", { class: "unread-divider", id: "unread-divider" }, h("span", { text }));
+}
+
+// The "N unread messages" divider: set when a conversation is opened with unread
+// messages, above the first of them, for as long as it stays open. While the view is
+// being placed at it, nothing is marked read.
+let divider = null; // {conversation, after (read_seq at open), count}
+let positioning = null; // the conversation being placed at its first unread message
+
+/** Remember, on opening `id`, what was unread then (`after` = its read marker). */
+export function beginUnread(id, after, count) {
+  divider = count > 0 ? { conversation: id, after, count } : null;
+  positioning = divider ? id : null;
+  return Boolean(divider);
+}
+
+/** Load back to the first unread message, show it under the divider, then mark what is visible. */
+export async function showFirstUnread(id) {
+  try {
+    if (!divider || divider.conversation !== id) return;
+    const state = client.stateOf(id);
+    for (let pages = 0; pages < 40 && current === id && client.connected; pages += 1) {
+      if (!state.hasOlder || (state.oldestSeq !== null && state.oldestSeq <= divider.after + 1)) break;
+      if (!(await loadOlder())) break;
+    }
+    if (current !== id) return;
+    renderMessages();
+    const el = $("unread-divider");
+    if (el) ui.messages.scrollTop += el.getBoundingClientRect().top - ui.messages.getBoundingClientRect().top - 8;
+    ui.jump.hidden = isAtBottom();
+  } finally {
+    if (positioning === id) positioning = null;
+  }
+}
+
+/** The seq of the last message shown whole (or 0): what the reader has seen. */
+function lastVisibleSeq() {
+  const view = ui.messages.getBoundingClientRect();
+  const all = ui.messageList.querySelectorAll(".msg[data-seq]");
+  for (let i = all.length - 1; i >= 0; i -= 1) {
+    const box = all[i].getBoundingClientRect();
+    if (box.bottom <= view.bottom + 1) return box.bottom > view.top ? Number(all[i].dataset.seq) : 0;
+  }
+  return 0;
+}
+
 function daySeparator(date) {
   return h("li", { class: "day" }, h("span", { text: fmt.dayLabel(date) }));
 }
@@ -314,6 +362,7 @@ export function renderMessages({ stick = false, prepend = false } = {}) {
   let lastDay = null;
   let prev = null;
   const departed = isGroup(current) ? departures() : [];
+  let dividing = divider && divider.conversation === current;
   const addDay = (date) => {
     const key = fmt.dayKey(date);
     if (key === lastDay) return false;
@@ -323,6 +372,11 @@ export function renderMessages({ stick = false, prepend = false } = {}) {
   };
   for (const m of client.view(current)) {
     const date = fmt.toDate(m.created_at) || new Date();
+    if (dividing && m.seq > divider.after && m.kind === "text" && m.sender !== me.id) {
+      const count = divider.count;
+      items.push({ key: "unread", sig: String(count), make: () => unreadDivider(count) });
+      dividing = false;
+    }
     const newDay = addDay(date);
     const run =
       !newDay &&
@@ -375,11 +429,21 @@ export function renderMessages({ stick = false, prepend = false } = {}) {
   else if (atBottom) scrollToBottom();
 }
 
+function withSeq(el, seq) {
+  el.dataset.seq = seq;
+  return el;
+}
+
+/** Mark read what was shown: all at the bottom, else up to the last message in view. */
 export function markRead() {
-  if (current === null || document.visibilityState !== "visible" || !isAtBottom()) return;
+  if (current === null || positioning === current || document.visibilityState !== "visible") return;
   const state = client.stateOf(current);
   if (!state.loaded) return;
-  client.markRead(current, state.cursor);
+  if (isAtBottom()) client.markRead(current, state.cursor);
+  else {
+    const seq = lastVisibleSeq();
+    if (seq) client.markRead(current, seq);
+  }
 }
 
 let loadingOlder = false;
@@ -434,10 +498,8 @@ export function install() {
   ui.messages.addEventListener(
     "scroll",
     () => {
-      if (isAtBottom()) {
-        ui.jump.hidden = true;
-        markRead();
-      }
+      if (isAtBottom()) ui.jump.hidden = true;
+      markRead();
       if (ui.messages.scrollTop < 80) loadOlder();
     },
     { passive: true },
