@@ -389,8 +389,8 @@ export function renderMessages({ stick = false, prepend = false } = {}) {
     const mentioned = [...mentionedNames(m).keys()].join(" ");
     // A reply shows its quoted message as I have it: drawn again when that one changes.
     const quoted = m.reply_to ? client.stateOf(m.conversation).get(m.reply_to.id)?.version : "";
-    const sig = `${m.version}|${run}|${JSON.stringify(marks)}|${names.get(m.sender) || ""}|${mentioned}|${quoted ?? ""}`;
-    items.push({ key: `m${m.id}`, sig, make: () => messageEl(m, { run, marks }) });
+    const sig = `${m.version}|${m.pending ? `${m.pending}:${m.body}` : ""}|${run}|${JSON.stringify(marks)}|${names.get(m.sender) || ""}|${mentioned}|${quoted ?? ""}`;
+    items.push({ key: `m${m.id}`, sig, make: () => pendingChange(messageEl(m, { run, marks }), m) });
     prev = m;
   }
   const online = client.connected;
@@ -429,8 +429,12 @@ export function renderMessages({ stick = false, prepend = false } = {}) {
   else if (atBottom) scrollToBottom();
 }
 
-function withSeq(el, seq) {
-  el.dataset.seq = seq;
+/** An edit or delete made offline: shown at once, pending until the server has it. */
+function pendingChange(el, m) {
+  if (m.pending) {
+    el.classList.add("pending");
+    el.querySelector(".meta")?.prepend(h("span", { class: "pending-label", text: m.pending === "delete" ? "deleting… " : "saving… " }));
+  }
   return el;
 }
 
