@@ -32,6 +32,7 @@ from tests.e2e.browser import (
     shot,
     wait_until,
 )
+from tests.e2e.test_accessibility import Axe
 from tests.e2e.test_browser_offline import controlled_and_cached, wait_stored
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -87,7 +88,7 @@ def test_opening_starts_at_the_first_unread_and_marks_read_only_what_was_shown(
     Membership.objects.filter(user=ana, conversation=chat).update(read_seq=seen)
     seqs = [say(bo, chat.pk, f"new {n}") for n in range(1, 61)]
 
-    page = web.log_in(ana)
+    page = web.log_in(ana, bypass_csp=True)  # lets axe-core in
     badge = conversation(page, "Bo").locator(".badge")
     expect(badge).to_contain_text("60")
     conversation(page, "Bo").click()
@@ -102,6 +103,9 @@ def test_opening_starts_at_the_first_unread_and_marks_read_only_what_was_shown(
     expect(badge).to_have_text(re.compile(r"^[1-9][0-9]? unread$"))
     page.screenshot(path=str(SCREENSHOTS / "unread-divider.png"))
     shot(page, "unread-divider")
+    axe = Axe()
+    axe.check(page, "unread divider")
+    axe.assert_clean()
 
     page.locator("#messages").evaluate("box => { box.scrollTop = box.scrollHeight; }")
     wait_until(lambda: read_seq(ana, chat.pk) == seqs[-1])
