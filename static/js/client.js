@@ -525,12 +525,18 @@ export class ChatClient extends EventTarget {
    * still in the outbox (`message` is then its `client_msg_id`) changes that send.
    */
   async edit(conversation, message, body) {
-    const unsent = typeof message === "string" ? this.entries.get(message) : null;
-    if (unsent && !unsent.op) {
-      unsent.body = body;
-      await this.store.put(this.#row(unsent));
-      this.#emit("outbox", { conversation });
-      return null;
+    if (typeof message === "string") {
+      const unsent = this.entries.get(message);
+      if (unsent && !unsent.op && !unsent.ref) {
+        unsent.body = body;
+        await this.store.put(this.#row(unsent));
+        this.#emit("outbox", { conversation });
+        return null;
+      }
+      // On its way or sent meanwhile: edit the stored message once it is known.
+      const sent = this.#state(conversation).view().find((m) => m.client_msg_id === message);
+      if (!sent) throw new ChatError("not_found", "The message is being sent: edit it once it is.");
+      message = sent.id;
     }
     if (this.#queues(conversation)) return this.#queue({ op: "edit", conversation, message, body });
     return this.#request({ type: "message.edit", conversation, message, body }, "message.updated");

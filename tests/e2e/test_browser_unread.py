@@ -121,9 +121,10 @@ def test_offline_edits_and_deletes_wait_in_the_outbox_and_ticks_survive_a_reload
     web: Web,
 ) -> None:
     # Tried: Bo has read Ana's three messages (blue ticks). Offline, Ana edits the first
-    # and deletes the second: both show at once, pending, and stay so (with the blue
-    # ticks of the third) across an offline reload; the server has neither. Back online
-    # both are applied once, in order, and the pending style goes. Without the feature
+    # and deletes the second: both show at once, pending; a message she then sends and
+    # edits is sent with the new text. All stay so (with the blue ticks of the third)
+    # across an offline reload; the server has none. Back online they are applied
+    # once, in order, and the pending style goes. Without the feature
     # the edit fails with an error toast and the ticks fall back to grey after a reload.
     ana = make_person("ana", "Ana")
     bo = make_person("bo", "Bo")
@@ -152,16 +153,23 @@ def test_offline_edits_and_deletes_wait_in_the_outbox_and_ticks_survive_a_reload
     page.locator(f"#msg-{drop.pk}").hover()
     page.locator(f"#msg-{drop.pk}").get_by_role("button", name="Delete message").click()
     page.get_by_role("dialog").get_by_role("button", name="Delete", exact=True).click()
-    after = ["no typo here", "This message was deleted.", "the last word"]
+    page.locator("#composer-input").fill("typed offline")
+    page.locator("#composer-input").press("Enter")
+    unsent = page.locator("#message-list .msg.pending[data-client-msg-id]")
+    unsent.hover()
+    unsent.get_by_role("button", name="Edit message").click()
+    page.locator("#composer-input").fill("typed offline, fixed")
+    page.locator("#composer-input").press("Enter")
+    after = ["no typo here", "This message was deleted.", "the last word", "typed offline, fixed"]
     pending = page.locator("#message-list .msg.pending")
     expect(bubbles(page)).to_have_text(after)
-    expect(pending).to_have_count(2)
+    expect(pending).to_have_count(3)
     expect(page.locator("#toast")).to_be_hidden()
 
     page.reload()  # from the service worker's cache: there is no network
     offline(page)
     expect(bubbles(page)).to_have_text(after)
-    expect(pending).to_have_count(2)
+    expect(pending).to_have_count(3)
     expect(ticks).to_have_attribute("data-state", "read", timeout=3_000)
     fix.refresh_from_db()
     drop.refresh_from_db()
@@ -175,6 +183,8 @@ def test_offline_edits_and_deletes_wait_in_the_outbox_and_ticks_survive_a_reload
     drop.refresh_from_db()
     assert (fix.body, drop.deleted) == ("no typo here", True)
     assert fix.version < drop.version  # in the order they were made
+    typed = Message.objects.get(conversation=chat, sender=ana, body="typed offline, fixed")
+    assert drop.version < typed.version
     page.reload()
     online(page)
     expect(bubbles(page)).to_have_text(after)

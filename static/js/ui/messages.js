@@ -281,6 +281,11 @@ function pendingEl(entry) {
     ),
   );
   li.append(bubble);
+  if (!failed) {
+    // Until it is sent, an edit changes the message waiting in the outbox.
+    const edit = () => startEdit({ id: entry.client_msg_id, body: entry.body });
+    li.append(h("div", { class: "actions" }, h("button", { type: "button", class: "icon-button small", "data-action": "edit", "aria-label": "Edit message", title: "Edit", onclick: edit }, icon("edit"))));
+  }
   if (failed) {
     li.append(
       h(
@@ -396,7 +401,7 @@ export function renderMessages({ stick = false, prepend = false } = {}) {
   const online = client.connected;
   for (const entry of client.outbox(current)) {
     addDay(fmt.toDate(entry.created_at) || new Date());
-    const sig = `${entry.status}|${entry.error?.code || ""}|${online}`;
+    const sig = `${entry.status}|${entry.error?.code || ""}|${online}|${entry.body}`;
     items.push({ key: `p${entry.client_msg_id}`, sig, make: () => pendingEl(entry) });
   }
 
