@@ -23,6 +23,7 @@ from bench.harness import REPO_ROOT
 from messaging import services
 from messaging.models import Membership, Message
 from tests.e2e.browser import (
+    Axe,
     Web,
     bubbles,
     conversation,
@@ -32,7 +33,6 @@ from tests.e2e.browser import (
     shot,
     wait_until,
 )
-from tests.e2e.test_accessibility import Axe
 from tests.e2e.test_browser_offline import controlled_and_cached, wait_stored
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
