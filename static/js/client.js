@@ -414,8 +414,18 @@ export class ChatClient extends EventTarget {
     return this.info.get(id) || null;
   }
 
+  /** The conversation's messages, with the edits and deletes still in the outbox applied. */
   view(id) {
-    return this.#state(id).view();
+    const view = this.#state(id).view();
+    const changes = new Map();
+    for (const e of this.entries.values()) if (e.op && e.conversation === id) changes.set(e.message, e);
+    if (!changes.size) return view;
+    return view.map((m) => {
+      const change = changes.get(m.id);
+      if (!change || m.deleted) return m;
+      if (change.op === "delete") return { ...m, deleted: true, body: "", attachments: [], pending: "delete" };
+      return { ...m, body: change.body, edited_at: m.edited_at || change.created_at, pending: "edit" };
+    });
   }
 
   stateOf(id) {
@@ -424,7 +434,7 @@ export class ChatClient extends EventTarget {
 
   /** Return the unsent messages of a conversation, oldest first. */
   outbox(id) {
-    return [...this.entries.values()].filter((e) => e.conversation === id);
+    return [...this.entries.values()].filter((e) => e.conversation === id && !e.op);
   }
 
   totalUnread() {
@@ -509,11 +519,31 @@ export class ChatClient extends EventTarget {
     this.#pump();
   }
 
-  edit(conversation, message, body) {
+  /**
+   * Edit a message. Offline, the edit waits in the outbox (persisted, shown at once) and
+   * is sent in order with the conversation's other unsent changes; the edit of a message
+   * still in the outbox (`message` is then its `client_msg_id`) changes that send.
+   */
+  async edit(conversation, message, body) {
+    if (typeof message === "string") {
+      const unsent = this.entries.get(message);
+      if (unsent && !unsent.op && !unsent.ref) {
+        unsent.body = body;
+        await this.store.put(this.#row(unsent));
+        this.#emit("outbox", { conversation });
+        return null;
+      }
+      // On its way or sent meanwhile: edit the stored message once it is known.
+      const sent = this.#state(conversation).view().find((m) => m.client_msg_id === message);
+      if (!sent) throw new ChatError("not_found", "The message is being sent: edit it once it is.");
+      message = sent.id;
+    }
+    if (this.#queues(conversation)) return this.#queue({ op: "edit", conversation, message, body });
     return this.#request({ type: "message.edit", conversation, message, body }, "message.updated");
   }
 
-  delete(conversation, message) {
+  async delete(conversation, message) {
+    if (this.#queues(conversation)) return this.#queue({ op: "delete", conversation, message, body: "" });
     return this.#request({ type: "message.delete", conversation, message }, "message.updated");
   }
 
@@ -521,6 +551,29 @@ export class ChatClient extends EventTarget {
   react(conversation, message, emoji, add = true) {
     const type = add ? "reaction.add" : "reaction.remove";
     return this.#request({ type, conversation, message, emoji }, "message.updated");
+  }
+
+  /** Changes wait in the outbox offline, and behind unsent ones of the conversation. */
+  #queues(conversation) {
+    return !this.session || [...this.entries.values()].some((e) => e.conversation === conversation);
+  }
+
+  async #queue(change) {
+    const row = {
+      ...change,
+      client_msg_id: `${change.op}-${uuid4()}`,
+      attachments: [],
+      created_at: new Date().toISOString(),
+      position: Math.max(Date.now() * 1000, this.positions + 1),
+      status: "pending",
+      error: null,
+    };
+    this.positions = row.position;
+    await this.store.put(row);
+    this.entries.set(row.client_msg_id, this.#entry(row));
+    this.#emit("outbox", { conversation: change.conversation });
+    this.#pump();
+    return null;
   }
 
   /** Raise the read marker (and the delivered one) to `seq`. */
@@ -645,7 +698,11 @@ export class ChatClient extends EventTarget {
         if (frame.message && typeof frame.message === "object") {
           this.#offer(Number(frame.message.conversation), frame.message, "live");
         }
-        if (typeof frame.ref === "string") this.#resolve(frame);
+        if (typeof frame.ref === "string") {
+          const change = this.#entryByRef(frame.ref);
+          if (change?.op) this.#finish(change.client_msg_id);
+          else this.#resolve(frame);
+        }
         return;
       case "message.sent":
         this.#onSent(frame);
@@ -817,6 +874,11 @@ export class ChatClient extends EventTarget {
         entry.failures += 1;
         entry.notBefore = now + fullJitter(entry.failures - 1, this.backoffBase, this.backoffMax);
       }
+    } else if (entry.op) {
+      // An edit or delete the server refuses (the message is gone): nothing to retry.
+      this.#finish(entry.client_msg_id);
+      this.#emit("error", { error });
+      return;
     } else {
       entry.ref = null;
       entry.status = "failed";
@@ -1175,13 +1237,16 @@ export class ChatClient extends EventTarget {
         continue;
       }
       const ref = `s${++this.refs}`;
-      const frame = {
-        type: "message.send",
-        conversation: entry.conversation,
-        client_msg_id: entry.client_msg_id,
-        body: entry.body,
-        ref,
-      };
+      const frame = entry.op
+        ? { type: `message.${entry.op}`, conversation: entry.conversation, message: entry.message, ref }
+        : {
+            type: "message.send",
+            conversation: entry.conversation,
+            client_msg_id: entry.client_msg_id,
+            body: entry.body,
+            ref,
+          };
+      if (entry.op === "edit") frame.body = entry.body;
       if (entry.attachments.length) frame.attachments = entry.attachments;
       if (entry.reply_to) frame.reply_to = entry.reply_to;
       try {

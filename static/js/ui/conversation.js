@@ -8,7 +8,7 @@ import * as attention from "../notify.js";
 import { autosize, cancelEdit, cancelReply, clearUploads, closeMentions, drafts, saveDraft } from "./composer.js";
 import { debounce, paintAvatar, soon, toast } from "./helpers.js";
 import { renderList } from "./list.js";
-import { markRead, renderMessages, rendered, revealMessage } from "./messages.js";
+import { beginUnread, markRead, renderMessages, rendered, revealMessage, showFirstUnread } from "./messages.js";
 import { closeNotifyMenu, renderNotifyMenu } from "./notifications.js";
 import { presence, resubscribePresence, updatePresenceSubscription } from "./presence.js";
 import { client, current, isGroup, learnPeople, me, setCurrent, ui } from "./shared.js";
@@ -20,6 +20,9 @@ export async function openConversation(id, { reveal = null } = {}) {
     stopTyping();
   }
   const switching = current !== id;
+  // What is unread now: shown under a divider, from the first of them (not the newest).
+  const info = client.conversation(id);
+  const unread = switching && beginUnread(id, info?.read_seq || 0, reveal ? 0 : info?.unread || 0);
   setCurrent(id);
   if (switching) {
     closeNotifyMenu();
@@ -39,7 +42,7 @@ export async function openConversation(id, { reveal = null } = {}) {
   ui.welcome.hidden = true;
   ui.chat.hidden = false;
   renderHeader();
-  renderMessages({ stick: true });
+  renderMessages({ stick: !unread });
   renderTyping();
   soon(renderList);
   // Wide screens: straight to writing. Phones: to the heading (no keyboard popping up).
@@ -49,9 +52,10 @@ export async function openConversation(id, { reveal = null } = {}) {
   attention.dismissShown(`conversation-${id}`); // it is in front of the user now
   await client.open(id);
   if (current !== id) return;
-  renderMessages({ stick: reveal === null });
+  renderMessages({ stick: reveal === null && !unread });
   setTimeout(() => ui.messageList.setAttribute("aria-busy", "false"), 0);
   if (reveal) await revealMessage(id, reveal);
+  else if (unread) await showFirstUnread(id);
   markRead();
 }
 

@@ -281,6 +281,11 @@ function pendingEl(entry) {
     ),
   );
   li.append(bubble);
+  if (!failed) {
+    // Until it is sent, an edit changes the message waiting in the outbox.
+    const edit = () => startEdit({ id: entry.client_msg_id, body: entry.body });
+    li.append(h("div", { class: "actions" }, h("button", { type: "button", class: "icon-button small", "data-action": "edit", "aria-label": "Edit message", title: "Edit", onclick: edit }, icon("edit"))));
+  }
   if (failed) {
     li.append(
       h(
@@ -292,6 +297,54 @@ function pendingEl(entry) {
     );
   }
   return li;
+}
+
+function unreadDivider(count) {
+  const text = `${count} unread message${count === 1 ? "" : "s"}`;
+  return h("li", { class: "unread-divider", id: "unread-divider" }, h("span", { text }));
+}
+
+// The "N unread messages" divider: set when a conversation is opened with unread
+// messages, above the first of them, for as long as it stays open. While the view is
+// being placed at it, nothing is marked read.
+let divider = null; // {conversation, after (read_seq at open), count}
+let positioning = null; // the conversation being placed at its first unread message
+
+/** Remember, on opening `id`, what was unread then (`after` = its read marker). */
+export function beginUnread(id, after, count) {
+  divider = count > 0 ? { conversation: id, after, count } : null;
+  positioning = divider ? id : null;
+  return Boolean(divider);
+}
+
+/** Load back to the first unread message, show it under the divider, then mark what is visible. */
+export async function showFirstUnread(id) {
+  try {
+    if (!divider || divider.conversation !== id) return;
+    const state = client.stateOf(id);
+    for (let pages = 0; pages < 40 && current === id && client.connected; pages += 1) {
+      if (!state.hasOlder || (state.oldestSeq !== null && state.oldestSeq <= divider.after + 1)) break;
+      if (!(await loadOlder())) break;
+    }
+    if (current !== id) return;
+    renderMessages();
+    const el = $("unread-divider");
+    if (el) ui.messages.scrollTop += el.getBoundingClientRect().top - ui.messages.getBoundingClientRect().top - 8;
+    ui.jump.hidden = isAtBottom();
+  } finally {
+    if (positioning === id) positioning = null;
+  }
+}
+
+/** The seq of the last message shown whole (or 0): what the reader has seen. */
+function lastVisibleSeq() {
+  const view = ui.messages.getBoundingClientRect();
+  const all = ui.messageList.querySelectorAll(".msg[data-seq]");
+  for (let i = all.length - 1; i >= 0; i -= 1) {
+    const box = all[i].getBoundingClientRect();
+    if (box.bottom <= view.bottom + 1) return box.bottom > view.top ? Number(all[i].dataset.seq) : 0;
+  }
+  return 0;
 }
 
 function daySeparator(date) {
@@ -314,6 +367,7 @@ export function renderMessages({ stick = false, prepend = false } = {}) {
   let lastDay = null;
   let prev = null;
   const departed = isGroup(current) ? departures() : [];
+  let dividing = divider && divider.conversation === current;
   const addDay = (date) => {
     const key = fmt.dayKey(date);
     if (key === lastDay) return false;
@@ -323,6 +377,11 @@ export function renderMessages({ stick = false, prepend = false } = {}) {
   };
   for (const m of client.view(current)) {
     const date = fmt.toDate(m.created_at) || new Date();
+    if (dividing && m.seq > divider.after && m.kind === "text" && m.sender !== me.id) {
+      const count = divider.count;
+      items.push({ key: "unread", sig: String(count), make: () => unreadDivider(count) });
+      dividing = false;
+    }
     const newDay = addDay(date);
     const run =
       !newDay &&
@@ -335,14 +394,14 @@ export function renderMessages({ stick = false, prepend = false } = {}) {
     const mentioned = [...mentionedNames(m).keys()].join(" ");
     // A reply shows its quoted message as I have it: drawn again when that one changes.
     const quoted = m.reply_to ? client.stateOf(m.conversation).get(m.reply_to.id)?.version : "";
-    const sig = `${m.version}|${run}|${JSON.stringify(marks)}|${names.get(m.sender) || ""}|${mentioned}|${quoted ?? ""}`;
-    items.push({ key: `m${m.id}`, sig, make: () => messageEl(m, { run, marks }) });
+    const sig = `${m.version}|${m.pending ? `${m.pending}:${m.body}` : ""}|${run}|${JSON.stringify(marks)}|${names.get(m.sender) || ""}|${mentioned}|${quoted ?? ""}`;
+    items.push({ key: `m${m.id}`, sig, make: () => pendingChange(messageEl(m, { run, marks }), m) });
     prev = m;
   }
   const online = client.connected;
   for (const entry of client.outbox(current)) {
     addDay(fmt.toDate(entry.created_at) || new Date());
-    const sig = `${entry.status}|${entry.error?.code || ""}|${online}`;
+    const sig = `${entry.status}|${entry.error?.code || ""}|${online}|${entry.body}`;
     items.push({ key: `p${entry.client_msg_id}`, sig, make: () => pendingEl(entry) });
   }
 
@@ -375,11 +434,25 @@ export function renderMessages({ stick = false, prepend = false } = {}) {
   else if (atBottom) scrollToBottom();
 }
 
+/** An edit or delete made offline: shown at once, pending until the server has it. */
+function pendingChange(el, m) {
+  if (m.pending) {
+    el.classList.add("pending");
+    el.querySelector(".meta")?.prepend(h("span", { class: "pending-label", text: m.pending === "delete" ? "deleting… " : "saving… " }));
+  }
+  return el;
+}
+
+/** Mark read what was shown: all at the bottom, else up to the last message in view. */
 export function markRead() {
-  if (current === null || document.visibilityState !== "visible" || !isAtBottom()) return;
+  if (current === null || positioning === current || document.visibilityState !== "visible") return;
   const state = client.stateOf(current);
   if (!state.loaded) return;
-  client.markRead(current, state.cursor);
+  if (isAtBottom()) client.markRead(current, state.cursor);
+  else {
+    const seq = lastVisibleSeq();
+    if (seq) client.markRead(current, seq);
+  }
 }
 
 let loadingOlder = false;
@@ -434,10 +507,8 @@ export function install() {
   ui.messages.addEventListener(
     "scroll",
     () => {
-      if (isAtBottom()) {
-        ui.jump.hidden = true;
-        markRead();
-      }
+      if (isAtBottom()) ui.jump.hidden = true;
+      markRead();
       if (ui.messages.scrollTop < 80) loadOlder();
     },
     { passive: true },

@@ -1,0 +1,191 @@
+"""Unread messages and offline changes in real Chromium against real gateway processes.
+
+Opening a conversation with unread messages starts at the first of them, under an
+"N unread messages" divider, and marks read only what was shown; scrolling down marks
+the rest. An edit or a delete made offline waits in the outbox like a send: shown at
+once as pending, kept across a reload, applied once and in order when the network
+returns; the read ticks shown before an offline reload are the same after it. The
+browser, the deployments and the helpers are those of `tests/e2e/browser.py`.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Page, expect
+from pytest_django.fixtures import SettingsWrapper
+
+from accounts.models import User
+from bench.harness import REPO_ROOT
+from messaging import services
+from messaging.models import Membership, Message
+from tests.e2e.browser import (
+    Axe,
+    Web,
+    bubbles,
+    conversation,
+    make_person,
+    off_loop,
+    online,
+    shot,
+    wait_until,
+)
+from tests.e2e.test_browser_offline import controlled_and_cached, wait_stored
+
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+
+SCREENSHOTS = Path(REPO_ROOT) / "docs" / "screenshots"
+
+
+def say(sender: User, chat_id: int, body: str) -> int:
+    result = off_loop(
+        services.send_message,
+        sender=sender,
+        conversation_id=chat_id,
+        client_msg_id=uuid.uuid4(),
+        body=body,
+    )
+    seq: int = result.message.seq
+    return seq
+
+
+def said(sender: User, chat_id: int, body: str) -> Message:
+    result = off_loop(
+        services.send_message,
+        sender=sender,
+        conversation_id=chat_id,
+        client_msg_id=uuid.uuid4(),
+        body=body,
+    )
+    message: Message = result.message
+    return message
+
+
+def read_seq(user: User, chat_id: int) -> int:
+    return Membership.objects.get(user=user, conversation_id=chat_id).read_seq
+
+
+def test_opening_starts_at_the_first_unread_and_marks_read_only_what_was_shown(
+    web: Web, settings: SettingsWrapper
+) -> None:
+    # Tried: Ana has read Bo's first 30 messages; Bo sends 60 more while she is away
+    # (the first unread one is older than the newest page the client loads). Ana opens
+    # the chat: the divider says "60 unread messages" (not "99+", not "40"), the first
+    # unread message is in view and the newest is not; the server's read marker moved
+    # to what is visible and no further, and the list's badge shows what is left. After
+    # scrolling to the bottom the marker is at the newest and the badge is gone.
+    # Without the feature the chat opens at the newest and marks all 60 read.
+    settings.CHAT_SEND_BURST = 1000
+    ana = make_person("ana", "Ana")
+    bo = make_person("bo", "Bo")
+    chat, _ = off_loop(services.create_direct_conversation, user=ana, other_user_id=bo.pk)
+    seen = 0
+    for n in range(1, 31):
+        seen = say(bo, chat.pk, f"old {n}")
+    Membership.objects.filter(user=ana, conversation=chat).update(read_seq=seen)
+    seqs = [say(bo, chat.pk, f"new {n}") for n in range(1, 61)]
+
+    page = web.log_in(ana, bypass_csp=True)  # lets axe-core in
+    badge = conversation(page, "Bo").locator(".badge")
+    expect(badge).to_contain_text("60")
+    conversation(page, "Bo").click()
+
+    divider = page.locator("#message-list .unread-divider")
+    expect(divider).to_have_text("60 unread messages")
+    expect(divider).to_be_in_viewport()
+    expect(bubbles(page).get_by_text("new 1", exact=True)).to_be_in_viewport()
+    expect(bubbles(page).get_by_text("new 60", exact=True)).not_to_be_in_viewport()
+    wait_until(lambda: read_seq(ana, chat.pk) >= seqs[0])
+    assert read_seq(ana, chat.pk) < seqs[-1]
+    expect(badge).to_have_text(re.compile(r"^[1-9][0-9]? unread$"))
+    page.screenshot(path=str(SCREENSHOTS / "unread-divider.png"))
+    shot(page, "unread-divider")
+    axe = Axe()
+    axe.check(page, "unread divider")
+    axe.assert_clean()
+
+    page.locator("#messages").evaluate("box => { box.scrollTop = box.scrollHeight; }")
+    wait_until(lambda: read_seq(ana, chat.pk) == seqs[-1])
+    expect(badge).to_have_count(0)
+    expect(divider).to_have_text("60 unread messages")  # it stays while the chat is open
+
+
+def offline(page: Page) -> None:
+    expect(page.locator("#conn-status")).to_have_attribute("data-state", "offline")
+
+
+def test_offline_edits_and_deletes_wait_in_the_outbox_and_ticks_survive_a_reload(
+    web: Web,
+) -> None:
+    # Tried: Bo has read Ana's three messages (blue ticks). Offline, Ana edits the first
+    # and deletes the second: both show at once, pending; a message she then sends and
+    # edits is sent with the new text. All stay so (with the blue ticks of the third)
+    # across an offline reload; the server has none. Back online they are applied
+    # once, in order, and the pending style goes. Without the feature
+    # the edit fails with an error toast and the ticks fall back to grey after a reload.
+    ana = make_person("ana", "Ana")
+    bo = make_person("bo", "Bo")
+    chat, _ = off_loop(services.create_direct_conversation, user=ana, other_user_id=bo.pk)
+    off_loop(services.accept_request, user=bo, conversation_id=chat.pk)  # his reads show
+    fix = said(ana, chat.pk, "a tpyo here")
+    drop = said(ana, chat.pk, "take this back")
+    last = said(ana, chat.pk, "the last word")
+
+    page = web.log_in(ana)
+    controlled_and_cached(page)
+    conversation(page, "Bo").click()
+    expect(bubbles(page)).to_have_text(["a tpyo here", "take this back", "the last word"])
+    ticks = page.locator(f"#msg-{last.pk} .marks")
+    expect(ticks).to_have_attribute("data-state", "sent")
+    off_loop(services.mark_read, user=bo, conversation_id=chat.pk, seq=last.seq)  # live
+    expect(ticks).to_have_attribute("data-state", "read")
+    wait_stored(page, ana, chat.pk, ["a tpyo here", "take this back", "the last word"])
+
+    page.context.set_offline(True)
+    offline(page)
+    page.locator(f"#msg-{fix.pk}").hover()
+    page.locator(f"#msg-{fix.pk}").get_by_role("button", name="Edit message").click()
+    page.locator("#composer-input").fill("no typo here")
+    page.locator("#composer-input").press("Enter")
+    page.locator(f"#msg-{drop.pk}").hover()
+    page.locator(f"#msg-{drop.pk}").get_by_role("button", name="Delete message").click()
+    page.get_by_role("dialog").get_by_role("button", name="Delete", exact=True).click()
+    page.locator("#composer-input").fill("typed offline")
+    page.locator("#composer-input").press("Enter")
+    unsent = page.locator("#message-list .msg.pending[data-client-msg-id]")
+    unsent.hover()
+    unsent.get_by_role("button", name="Edit message").click()
+    page.locator("#composer-input").fill("typed offline, fixed")
+    page.locator("#composer-input").press("Enter")
+    after = ["no typo here", "This message was deleted.", "the last word", "typed offline, fixed"]
+    pending = page.locator("#message-list .msg.pending")
+    expect(bubbles(page)).to_have_text(after)
+    expect(pending).to_have_count(3)
+    expect(page.locator("#toast")).to_be_hidden()
+
+    page.reload()  # from the service worker's cache: there is no network
+    offline(page)
+    expect(bubbles(page)).to_have_text(after)
+    expect(pending).to_have_count(3)
+    expect(ticks).to_have_attribute("data-state", "read", timeout=3_000)
+    fix.refresh_from_db()
+    drop.refresh_from_db()
+    assert (fix.body, drop.deleted) == ("a tpyo here", False)
+
+    page.context.set_offline(False)
+    online(page)
+    expect(pending).to_have_count(0)
+    expect(bubbles(page)).to_have_text(after)
+    fix.refresh_from_db()
+    drop.refresh_from_db()
+    assert (fix.body, drop.deleted) == ("no typo here", True)
+    assert fix.version < drop.version  # in the order they were made
+    typed = Message.objects.get(conversation=chat, sender=ana, body="typed offline, fixed")
+    assert drop.version < typed.version
+    page.reload()
+    online(page)
+    expect(bubbles(page)).to_have_text(after)
+    assert Message.objects.get(pk=fix.pk).version == fix.version  # applied once
