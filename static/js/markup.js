@@ -73,10 +73,14 @@ export function hasBlocks(text) {
   return blocks(String(text)).some((b) => b.kind !== "text");
 }
 
-/** Return the body as plain text: markers and fences taken away (previews). */
+// A preview shows the start of a body: parse only that much of a long one (the list is
+// drawn again on every event, and a body may have 100,000 characters).
+const PREVIEW_SOURCE = 1000;
+
+/** Return the start of a body as plain text: markers and fences taken away (previews). */
 export function plainText(text) {
   const parts = [];
-  for (const block of blocks(String(text))) {
+  for (const block of blocks(String(text ?? "").slice(0, PREVIEW_SOURCE))) {
     if (block.kind === "ul" || block.kind === "ol") parts.push(block.items.map(stripInline).join("\n"));
     else if (block.kind === "code") parts.push(block.text);
     else parts.push(stripInline(block.text));

@@ -8,7 +8,6 @@ The browser, the deployments and the helpers are those of `tests/e2e/browser.py`
 from __future__ import annotations
 
 import re
-import uuid
 
 import pytest
 from playwright.sync_api import Dialog, expect
@@ -26,6 +25,7 @@ from tests.e2e.browser import (
     off_loop,
     picture,
     png,
+    say,
     send,
     shot,
 )
@@ -60,16 +60,6 @@ ATTACKS = [
 ]
 
 
-def write(sender: User, conversation_id: int, body: str) -> None:
-    off_loop(
-        services.send_message,
-        sender=sender,
-        conversation_id=conversation_id,
-        client_msg_id=uuid.uuid4(),
-        body=body,
-    )
-
-
 def direct_of(ana: User, bo: User) -> Conversation:
     """The direct conversation of the two (one per pair: asking again finds it)."""
     direct: Conversation = off_loop(
@@ -84,7 +74,7 @@ def test_bold_italic_strike_code_quotes_lists_and_links_without_a_scheme(web: We
     scheme and two that only look like one (`e.g.`, `notes.txt`)."""
     ana_page, bo_page = ana_writes_to_bo(web)
     ana, bo = User.objects.get(username="ana"), User.objects.get(username="bo")
-    write(ana, direct_of(ana, bo).pk, FORMATTED)
+    say(ana, direct_of(ana, bo).pk, FORMATTED)
     conversation(bo_page, "Ana").click()
     body = bubbles(bo_page).last
     expect(body).to_contain_text("Plan for Saturday")
@@ -135,7 +125,7 @@ def test_attacks_written_in_formatting_render_as_text(web: Web) -> None:
 
     bo_page.on("dialog", on_dialog)
     for body in ATTACKS:
-        write(ana, direct.pk, body)
+        say(ana, direct.pk, body)
     conversation(bo_page, "Ana").click()
     shown = bubbles(bo_page)
     expect(shown).to_have_count(len(ATTACKS))
@@ -167,8 +157,8 @@ def test_a_longest_message_of_markers_renders(web: Web) -> None:
     _, bo_page = ana_writes_to_bo(web)
     ana, bo = User.objects.get(username="ana"), User.objects.get(username="bo")
     body = ("*_ ~a" * 20_000)[:100_000]
-    write(ana, direct_of(ana, bo).pk, body)
-    write(ana, direct_of(ana, bo).pk, "after the long one")
+    say(ana, direct_of(ana, bo).pk, body)
+    say(ana, direct_of(ana, bo).pk, "after the long one")
     conversation(bo_page, "Ana").click()
     expect(bubbles(bo_page).last).to_have_text("after the long one", timeout=30_000)
     assert len(bubbles(bo_page).first.inner_text()) > 50_000

@@ -11,115 +11,38 @@ The browser, the deployments and the helpers are those of `tests/e2e/browser.py`
 from __future__ import annotations
 
 import re
-import uuid
 from typing import Any
 
 import pytest
-from playwright.sync_api import Page, expect
+from playwright.sync_api import expect
 from pytest_django.fixtures import SettingsWrapper
 
-from accounts.models import User
 from messaging import services
 from messaging.models import Message
 from tests.e2e.browser import (
+    DATABASES,
+    READ_MEMBER_NAMES,
     Web,
     bubbles,
+    controlled_and_cached,
     conversation,
+    history_db,
     make_person,
     off_loop,
     online,
+    say,
     send,
     shot,
+    stored,
+    wait_stored,
     wait_until,
 )
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
+
 # Reads a user's offline history as the page stores it: {conversation id: [bodies or
 # "(deleted)"]}, or null when the database does not exist.
-READ_HISTORY = """async (name) => {
-  const names = (await indexedDB.databases()).map((d) => d.name);
-  if (!names.includes(name)) return null;
-  const db = await new Promise((resolve, reject) => {
-    const open = indexedDB.open(name);
-    open.onsuccess = () => resolve(open.result);
-    open.onerror = () => reject(open.error);
-  });
-  try {
-    if (!db.objectStoreNames.contains("pages")) return {};
-    const pages = await new Promise((resolve, reject) => {
-      const req = db.transaction("pages").objectStore("pages").getAll();
-      req.onsuccess = () => resolve(req.result);
-      req.onerror = () => reject(req.error);
-    });
-    const out = {};
-    for (const page of pages) {
-      out[page.id] = page.messages
-        .filter((m) => m.kind === "text")
-        .map((m) => (m.deleted ? "(deleted)" : m.body));
-    }
-    return out;
-  } finally {
-    db.close();
-  }
-}"""
-
-DATABASES = "async () => (await indexedDB.databases()).map((d) => d.name)"
-
-# The display names of a stored conversation's members ([] when not stored).
-READ_MEMBER_NAMES = """async ([name, id]) => {
-  const db = await new Promise((resolve, reject) => {
-    const open = indexedDB.open(name);
-    open.onsuccess = () => resolve(open.result);
-    open.onerror = () => reject(open.error);
-  });
-  try {
-    if (!db.objectStoreNames.contains("conversations")) return [];
-    const record = await new Promise((resolve, reject) => {
-      const req = db.transaction("conversations").objectStore("conversations").get(id);
-      req.onsuccess = () => resolve(req.result);
-      req.onerror = () => reject(req.error);
-    });
-    return (record?.members || []).map((m) => m.display_name).filter(Boolean).sort();
-  } finally {
-    db.close();
-  }
-}"""
-
-
-def history_db(user: User) -> str:
-    return f"chat-history-{user.pk}"
-
-
-def stored(page: Page, user: User) -> dict[str, list[str]] | None:
-    result: dict[str, list[str]] | None = page.evaluate(READ_HISTORY, history_db(user))
-    return result
-
-
-def wait_stored(page: Page, user: User, chat_id: int, bodies: list[str]) -> None:
-    """Wait until the page has written `bodies` as the conversation's stored history."""
-    wait_until(lambda: (stored(page, user) or {}).get(str(chat_id)) == bodies)
-
-
-def say(sender: User, chat_id: int, body: str) -> Message:
-    result = off_loop(
-        services.send_message,
-        sender=sender,
-        conversation_id=chat_id,
-        client_msg_id=uuid.uuid4(),
-        body=body,
-    )
-    message: Message = result.message
-    return message
-
-
-def controlled_and_cached(page: Page) -> None:
-    """Wait until the service worker controls the page and has the app page cached."""
-    page.wait_for_function("() => navigator.serviceWorker.controller !== null")
-    cached = "async () => (await caches.match('/', { ignoreVary: true })) !== undefined"
-    wait_until(lambda: bool(page.evaluate(cached)))
-
-
 def fetches(frames: list[dict[str, Any]], chat_id: int) -> list[dict[str, Any]]:
     return [
         f for f in frames if f.get("type") == "messages.fetch" and f.get("conversation") == chat_id

@@ -11,7 +11,6 @@ browser, the deployments and the helpers are those of `tests/e2e/browser.py`.
 from __future__ import annotations
 
 import re
-import uuid
 from pathlib import Path
 
 import pytest
@@ -26,42 +25,20 @@ from tests.e2e.browser import (
     Axe,
     Web,
     bubbles,
+    controlled_and_cached,
     conversation,
     make_person,
     off_loop,
     online,
+    say,
     shot,
+    wait_stored,
     wait_until,
 )
-from tests.e2e.test_browser_offline import controlled_and_cached, wait_stored
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 SCREENSHOTS = Path(REPO_ROOT) / "docs" / "screenshots"
-
-
-def say(sender: User, chat_id: int, body: str) -> int:
-    result = off_loop(
-        services.send_message,
-        sender=sender,
-        conversation_id=chat_id,
-        client_msg_id=uuid.uuid4(),
-        body=body,
-    )
-    seq: int = result.message.seq
-    return seq
-
-
-def said(sender: User, chat_id: int, body: str) -> Message:
-    result = off_loop(
-        services.send_message,
-        sender=sender,
-        conversation_id=chat_id,
-        client_msg_id=uuid.uuid4(),
-        body=body,
-    )
-    message: Message = result.message
-    return message
 
 
 def read_seq(user: User, chat_id: int) -> int:
@@ -84,9 +61,9 @@ def test_opening_starts_at_the_first_unread_and_marks_read_only_what_was_shown(
     chat, _ = off_loop(services.create_direct_conversation, user=ana, other_user_id=bo.pk)
     seen = 0
     for n in range(1, 31):
-        seen = say(bo, chat.pk, f"old {n}")
+        seen = say(bo, chat.pk, f"old {n}").seq
     Membership.objects.filter(user=ana, conversation=chat).update(read_seq=seen)
-    seqs = [say(bo, chat.pk, f"new {n}") for n in range(1, 61)]
+    seqs = [say(bo, chat.pk, f"new {n}").seq for n in range(1, 61)]
 
     page = web.log_in(ana, bypass_csp=True)  # lets axe-core in
     badge = conversation(page, "Bo").locator(".badge")
@@ -130,9 +107,9 @@ def test_offline_edits_and_deletes_wait_in_the_outbox_and_ticks_survive_a_reload
     bo = make_person("bo", "Bo")
     chat, _ = off_loop(services.create_direct_conversation, user=ana, other_user_id=bo.pk)
     off_loop(services.accept_request, user=bo, conversation_id=chat.pk)  # his reads show
-    fix = said(ana, chat.pk, "a tpyo here")
-    drop = said(ana, chat.pk, "take this back")
-    last = said(ana, chat.pk, "the last word")
+    fix = say(ana, chat.pk, "a tpyo here")
+    drop = say(ana, chat.pk, "take this back")
+    last = say(ana, chat.pk, "the last word")
 
     page = web.log_in(ana)
     controlled_and_cached(page)
