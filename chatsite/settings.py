@@ -574,6 +574,8 @@ API_MAX_JSON_BYTES = env_int(
 # Attachments: the size is enforced while the upload is read; images over the pixel
 # count are refused (a decompression bomb), smaller ones get a thumbnail.
 CHAT_MAX_UPLOAD_BYTES = env_int("CHAT_MAX_UPLOAD_BYTES", 25 * 1024 * 1024)
+# An upload no message holds after this many hours is deleted (messaging/housekeeping.py).
+CHAT_ORPHAN_UPLOAD_HOURS = env_int("CHAT_ORPHAN_UPLOAD_HOURS", 24)
 CHAT_MAX_IMAGE_PIXELS = env_int("CHAT_MAX_IMAGE_PIXELS", 40_000_000)
 # Decode cost: width x height x bytes per pixel (Pillow's, or the file's own when larger,
 # e.g. 8 for 16-bit RGBA PNG), read from the header; over it an image is refused (413).
@@ -659,7 +661,9 @@ PASSWORD_RESET_EMAIL_BURST = env_float("PASSWORD_RESET_EMAIL_BURST", 3.0)
 PASSWORD_RESET_EMAIL_INTERVAL = env_float("PASSWORD_RESET_EMAIL_INTERVAL", 1200.0)
 PASSWORD_RESET_TIMEOUT = env_int("PASSWORD_RESET_TIMEOUT", 3600)
 
-# Celery beat: the notification tick, and the daily trace clean-up.
+# Seconds between housekeeping runs (messaging/housekeeping.py; `manage.py housekeeping`).
+HOUSEKEEPING_INTERVAL = env_float("HOUSEKEEPING_INTERVAL", 3600.0)
+# Celery beat: the notification tick, the trace clean-up, housekeeping.
 CELERY_BEAT_SCHEDULE = {
     "notify-tick": {
         "task": "messaging.tasks.notify_tick_task",
@@ -670,6 +674,12 @@ CELERY_BEAT_SCHEDULE = {
     "notify-cleanup": {
         "task": "messaging.tasks.delete_old_notifications_task",
         "schedule": 3600.0,
+    },
+    # Expired tokens, sessions, spent revocations, uploads nobody sent.
+    "housekeeping": {
+        "task": "messaging.tasks.housekeeping_task",
+        "schedule": HOUSEKEEPING_INTERVAL,
+        "options": {"expires": HOUSEKEEPING_INTERVAL},
     },
 }
 

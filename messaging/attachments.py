@@ -389,7 +389,7 @@ def store_attachment(*, uploader: User, upload: File[bytes]) -> Attachment:
         with transaction.atomic():
             attachment.save()
     except (DatabaseError, OSError):
-        _discard_files(attachment)
+        discard_files(attachment)
         raise
     return attachment
 
@@ -461,7 +461,7 @@ def _delete_file(storage: Any, name: str) -> None:
         logger.warning("could not delete orphan file %s: %r", name, exc)
 
 
-def _discard_files(attachment: Attachment) -> None:
+def discard_files(attachment: Attachment) -> None:
     for field in (attachment.file, attachment.thumbnail):
         if field:
             _delete_file(field.storage, field.name)

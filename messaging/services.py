@@ -24,7 +24,7 @@ from django.utils import timezone
 from accounts.models import User
 from chatsite import metrics, ratelimit, text
 from chatsite.logs import trace
-from messaging import events, reactions, selectors, wire
+from messaging import events, housekeeping, reactions, selectors, wire
 from messaging.errors import (
     BadRequest,
     Conflict,
@@ -39,7 +39,6 @@ from messaging.errors import (
 )
 from messaging.mentions import mention_candidates
 from messaging.models import (
-    Attachment,
     Conversation,
     Membership,
     Message,
@@ -712,16 +711,28 @@ def set_notify_level(*, user: User, conversation_id: int, level: NotifyLevel) ->
 # --- messages --------------------------------------------------------------------------
 
 
-def _clean_attachment_ids(sender: User, attachment_ids: Sequence[int]) -> list[int]:
+def _clean_attachment_ids(attachment_ids: Sequence[int]) -> list[int]:
     ids = _distinct(attachment_ids)
     if len(ids) > settings.CHAT_MAX_ATTACHMENTS_PER_MESSAGE:
         raise BadRequest(
             f"At most {settings.CHAT_MAX_ATTACHMENTS_PER_MESSAGE} attachments per message.",
             details={"field": "attachments"},
         )
-    if ids and Attachment.objects.filter(pk__in=ids, uploader=sender).count() != len(ids):
-        raise BadRequest("Attach only files you uploaded.", details={"field": "attachments"})
     return ids
+
+
+def _attach(message: Message, sender: User, attachment_ids: list[int]) -> None:
+    """Attach the sender's uploads to a new message, holding their rows until commit.
+
+    The row locks keep the housekeeping from deleting an upload that is being sent.
+    """
+    if housekeeping.lock_for_send(sender, attachment_ids) != len(attachment_ids):
+        raise BadRequest(
+            "Attach only files you uploaded (uploads not sent within "
+            f"{settings.CHAT_ORPHAN_UPLOAD_HOURS} hours are deleted: upload them again).",
+            details={"field": "attachments"},
+        )
+    message.attachments.set(attachment_ids)
 
 
 def send_message(
@@ -750,7 +761,7 @@ def send_message(
     if not verdict.allowed:
         metrics.count_rate_limited("send")
         raise RateLimited(verdict.retry_after)
-    attachments = _clean_attachment_ids(sender, attachment_ids)
+    attachments = _clean_attachment_ids(attachment_ids)
     quoted = None if reply_to is None else _quotable(sender, conversation_id, reply_to)
     mentions = _mentioned_members(conversation_id, body)
     try:
@@ -762,7 +773,7 @@ def send_message(
             if accepted_now:
                 _announce_accepted(conversation_id, sender)
             if attachments:
-                message.attachments.set(attachments)
+                _attach(message, sender, attachments)
             else:
                 _without_attachments(message)
             events.to_conversation_on_commit(
@@ -1150,7 +1161,8 @@ def _delete(conversation: Conversation, message: Message) -> Message:
     message.body = ""
     message.reactions = []
     _save_message(message, "version", "deleted", "body", "reactions")
-    message.attachments.clear()
+    # Deleted for everyone: its files go too (unless another message holds them).
+    housekeeping.release_attachments(message.pk)
     events.to_conversation_on_commit(
         conversation.pk, conversation.member_seq, wire.message_updated_frame(message)
     )

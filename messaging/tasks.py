@@ -17,7 +17,7 @@ from django.conf import settings
 from django.utils import timezone
 from kombu.exceptions import OperationalError as BrokerError
 
-from messaging import attachments
+from messaging import attachments, housekeeping
 from messaging.devices import device_taken_over
 from messaging.models import Attachment, Device
 from messaging.notifications import decide, sending
@@ -128,3 +128,10 @@ def _warn_about_unconfigured_push(**_: object) -> None:
         problem = backend_for(platform).problem()
         if problem:
             logger.warning("%s devices will get provider_error: %s", platform, problem)
+
+
+@shared_task(ignore_result=True)
+def housekeeping_task() -> None:
+    """Delete expired tokens and sessions, spent revocations, and uploads nobody sent."""
+    counts = housekeeping.run(now=timezone.now())
+    logger.info("housekeeping: %s", ", ".join(f"{name} {count}" for name, count in counts.items()))

@@ -60,9 +60,9 @@ MakeUser = Callable[..., User]
 # send_message, text only: no "@", so no mention lookup; the store is one statement
 # (_STORE_MESSAGE_SQL: next seq, the sender's markers, the message, its NotificationDue).
 SEND_MESSAGE = 1
-# + a COUNT that the files are the sender's uploads, `attachments.set` (the links there
-# already, one INSERT of all the links), and the `message.created` frame reading the
-# attachments back.
+# + the sender's uploads locked (SELECT FOR UPDATE, against the housekeeping),
+# `attachments.set` (the links there already, one INSERT of all the links), and the
+# `message.created` frame reading the attachments back.
 SEND_MESSAGE_WITH_ATTACHMENTS = 5
 # + the members the @mentions name (one SELECT over the conversation's memberships).
 SEND_MESSAGE_WITH_MENTIONS = 2
