@@ -17,7 +17,7 @@ TEST_REDIS_URL ?= redis://127.0.0.1:6379/0
 # converts the fresh test database's table when CHAT_PARTITIONED_MESSAGES=1 (each run has
 # a test database of its own). PARTITIONED_TESTS= (empty) leaves that run out.
 PARTITIONED_TESTS ?= tests/messaging/test_services.py tests/messaging/test_selectors.py \
-	tests/messaging/test_reactions.py tests/messaging/test_replies.py \
+	tests/messaging/test_reactions.py tests/messaging/test_replies.py tests/messaging/test_retention.py \
 	tests/messaging/test_send_concurrency.py tests/messaging/test_consumers.py \
 	tests/messaging/test_admin.py tests/api/test_messages.py tests/api/test_search.py \
 	tests/api/test_attachments.py tests/notifications/test_decide.py tests/test_query_budgets.py

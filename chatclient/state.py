@@ -122,4 +122,16 @@ class ConversationState:
         if current is not None and int(current["version"]) >= int(message["version"]):
             return False
         self._messages[int(message["id"])] = dict(message)
+        self._cut(message)
         return True
+
+    def _cut(self, message: Mapping[str, Any]) -> None:
+        """Drop what a retention notice says the server removed (all up to `through_seq`)."""
+        system = message.get("system")
+        if not isinstance(system, Mapping) or system.get("event") != "retention":
+            return
+        through = int(system.get("through_seq", 0))
+        notice = int(message["id"])
+        for message_id, stored in list(self._messages.items()):
+            if message_id != notice and int(stored["seq"]) <= through:
+                del self._messages[message_id]

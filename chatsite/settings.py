@@ -661,6 +661,11 @@ PASSWORD_RESET_EMAIL_BURST = env_float("PASSWORD_RESET_EMAIL_BURST", 3.0)
 PASSWORD_RESET_EMAIL_INTERVAL = env_float("PASSWORD_RESET_EMAIL_INTERVAL", 1200.0)
 PASSWORD_RESET_TIMEOUT = env_int("PASSWORD_RESET_TIMEOUT", 3600)
 
+# Retention: messages older than this many days are deleted (0: never), unless the
+# conversation says otherwise (`Conversation.retention_days`); checked every
+# RETENTION_INTERVAL seconds (`manage.py retention` does it at once).
+DELETE_AFTER_DAYS = env_int("DELETE_AFTER_DAYS", 0)
+RETENTION_INTERVAL = env_float("RETENTION_INTERVAL", 3600.0)
 # Seconds between housekeeping runs (messaging/housekeeping.py; `manage.py housekeeping`).
 HOUSEKEEPING_INTERVAL = env_float("HOUSEKEEPING_INTERVAL", 3600.0)
 # Celery beat: the notification tick, the trace clean-up, housekeeping.
@@ -674,6 +679,11 @@ CELERY_BEAT_SCHEDULE = {
     "notify-cleanup": {
         "task": "messaging.tasks.delete_old_notifications_task",
         "schedule": 3600.0,
+    },
+    "retention": {
+        "task": "messaging.tasks.retention_task",
+        "schedule": RETENTION_INTERVAL,
+        "options": {"expires": RETENTION_INTERVAL},
     },
     # Expired tokens, sessions, spent revocations, uploads nobody sent.
     "housekeeping": {

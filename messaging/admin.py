@@ -13,6 +13,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 
+from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.contrib.admin.models import LogEntry
@@ -111,6 +112,8 @@ class ConversationAdmin(admin.ModelAdmin[Conversation]):
         "last_seq",
         "member_count",
         "last_activity_at",
+        "retention_days",
+        "purged_count",
         "messages_link",
     )
     list_display_links = ("id", "title")
@@ -127,12 +130,26 @@ class ConversationAdmin(admin.ModelAdmin[Conversation]):
         "created_by",
         "created_at",
         "last_activity_at",
+        "retention_days",
+        "purged_through_seq",
+        "purged_count",
+        "purged_at",
     )
-    readonly_fields = ("last_seq", "member_seq", "direct_key", "created_at", "last_activity_at")
+    readonly_fields = (
+        "last_seq",
+        "member_seq",
+        "direct_key",
+        "created_at",
+        "last_activity_at",
+        "purged_through_seq",
+        "purged_count",
+        "purged_at",
+    )
     raw_id_fields = ("created_by",)
     list_select_related = ("created_by",)
     inlines = (MembershipInline,)
     show_full_result_count = False
+    actions = ("set_retention",)
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Conversation]:
         """Return conversations annotated with their member count."""
@@ -172,6 +189,54 @@ class ConversationAdmin(admin.ModelAdmin[Conversation]):
         """Link to the conversation's messages."""
         url = reverse("admin:messaging_message_changelist")
         return format_html('<a href="{}?conversation__id__exact={}">messages</a>', url, obj.pk)
+
+    def has_retention_permission(self, request: HttpRequest) -> bool:
+        """Let staff who may change conversations set their retention."""
+        return bool(request.user.has_perm("messaging.change_conversation"))
+
+    @admin.action(
+        description="Set the retention of selected conversations", permissions=["retention"]
+    )
+    def set_retention(
+        self, request: HttpRequest, queryset: QuerySet[Conversation]
+    ) -> HttpResponse | None:
+        """Ask for the days of messages to keep, then set them through the services."""
+        ids = list(queryset.values_list("pk", flat=True))
+        error = ""
+        if request.POST.get("post") == "yes":
+            raw = request.POST.get("retention_days", "").strip()
+            try:
+                days = None if raw == "" else int(raw)
+                changed = services.set_retention(
+                    staff=_staff(request), conversation_ids=ids, days=days
+                )
+            except ValueError:
+                error = "Enter a whole number of days, or leave it empty for the site default."
+            except DomainError as exc:
+                error = exc.message
+            else:
+                policy = "the site default" if days is None else f"{days} days"
+                for conversation in queryset:
+                    self.log_change(request, conversation, f"Retention set to {policy}.")
+                self.message_user(
+                    request,
+                    f"Set the retention of {_count(changed, 'conversation')} to {policy}.",
+                    messages.SUCCESS,
+                )
+                return None
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Set the retention of conversations",
+            "subtitle": None,
+            "opts": self.opts,
+            "queryset": queryset,
+            "error": error,
+            "site_days": settings.DELETE_AFTER_DAYS,
+            "action_checkbox_name": ACTION_CHECKBOX_NAME,
+            "media": self.media,
+        }
+        request.current_app = self.admin_site.name
+        return TemplateResponse(request, "admin/messaging/conversation/retention.html", context)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         """Refuse: conversations are created through the app, which logs them."""

@@ -106,18 +106,21 @@ def discard_orphan_uploads(*, now: datetime, dry_run: bool = False) -> int:
     return deleted
 
 
-def release_attachments(message_id: int) -> list[int]:
-    """Detach every file of a message being deleted; they go once the deletion commits.
+def release_attachments(message_ids: Sequence[int]) -> list[int]:
+    """Detach every file of messages being deleted; they go once the deletion commits.
 
     Return the ids detached. One statement: the links are deleted and read back at once.
     """
+    if not message_ids:
+        return []
     links = Message.attachments.through._meta.db_table
+    marks = ", ".join(["%s"] * len(message_ids))
     with connection.cursor() as cursor:
         cursor.execute(
-            f"DELETE FROM {links} WHERE message_id = %s RETURNING attachment_id",  # noqa: S608
-            [message_id],
+            f"DELETE FROM {links} WHERE message_id IN ({marks}) RETURNING attachment_id",  # noqa: S608
+            list(message_ids),
         )
-        held = [row[0] for row in cursor.fetchall()]
+        held = sorted({row[0] for row in cursor.fetchall()})
     if held:
         transaction.on_commit(lambda: discard_if_orphaned(held))
     return held

@@ -37,6 +37,20 @@ class Conversation(models.Model):
     )
     created_at = models.DateTimeField(auto_now_add=True)
     last_activity_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    # Retention (`services.purge_expired`): days of history kept here, overriding the
+    # site's `DELETE_AFTER_DAYS`; 0 keeps everything, None follows the site.
+    retention_days = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Days of messages kept; empty: the site default (DELETE_AFTER_DAYS); "
+        "0: keep every message.",
+    )
+    # Every message up to this seq was removed by retention, but the notice that says so.
+    purged_through_seq = models.BigIntegerField(default=0)
+    purged_count = models.BigIntegerField(default=0)
+    purged_at = models.DateTimeField(null=True, blank=True)
+    # The system message that tells members why history ends (updated by each purge).
+    retention_notice_id = models.BigIntegerField(null=True, blank=True)
 
     class Meta:
         constraints = [

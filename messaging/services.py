@@ -48,6 +48,8 @@ from messaging.models import (
 )
 from messaging.selectors import TypingTarget
 
+logger = logging.getLogger(__name__)
+
 Role = Membership.Role
 
 
@@ -117,14 +119,17 @@ def _lock_conversation(conversation_id: int) -> Conversation:
     return conversation
 
 
-def _take_seq(conversation: Conversation, *, membership_change: bool = False) -> int:
-    """Give the next log number of a conversation locked by this transaction."""
+def _take_seq(
+    conversation: Conversation, *, membership_change: bool = False, activity: bool = True
+) -> int:
+    """Give the next log number of a conversation locked by this transaction.
+
+    `activity=False` leaves `last_activity_at` (the conversation list's order) as it is.
+    """
     conversation.last_seq += 1
-    conversation.last_activity_at = timezone.now()
-    changes: dict[str, Any] = {
-        "last_seq": conversation.last_seq,
-        "last_activity_at": conversation.last_activity_at,
-    }
+    changes: dict[str, Any] = {"last_seq": conversation.last_seq}
+    if activity:
+        conversation.last_activity_at = changes["last_activity_at"] = timezone.now()
     if membership_change:
         conversation.member_seq = changes["member_seq"] = conversation.last_seq
     Conversation.objects.filter(pk=conversation.pk).update(**changes)
@@ -1162,7 +1167,7 @@ def _delete(conversation: Conversation, message: Message) -> Message:
     message.reactions = []
     _save_message(message, "version", "deleted", "body", "reactions")
     # Deleted for everyone: its files go too (unless another message holds them).
-    housekeeping.release_attachments(message.pk)
+    housekeeping.release_attachments([message.pk])
     events.to_conversation_on_commit(
         conversation.pk, conversation.member_seq, wire.message_updated_frame(message)
     )
@@ -1271,3 +1276,182 @@ def mark_delivered(*, user: User, conversation_id: int, seq: int) -> Markers:
 def mark_read(*, user: User, conversation_id: int, seq: int) -> Markers:
     """Raise the user's read marker (and delivered marker) to `seq`."""
     return mark_receipts(user=user, conversation_id=conversation_id, read=seq)
+
+
+# --- retention -------------------------------------------------------------------------
+
+# Messages deleted per transaction (the conversation stays locked for one batch only).
+RETENTION_BATCH = 500
+
+
+# The longest retention a conversation may be given (100 years: "keep" is 0).
+MAX_RETENTION_DAYS = 36_500
+
+
+def set_retention(*, staff: User, conversation_ids: Sequence[int], days: int | None) -> int:
+    """Set how many days of messages conversations keep (None: the site's default; 0: all).
+
+    Staff only; return how many conversations changed. The next retention run applies it.
+    """
+    if not staff.is_staff:
+        raise NotAllowed("Only staff set a conversation's retention.")
+    if days is not None and not 0 <= days <= MAX_RETENTION_DAYS:
+        raise BadRequest(
+            f"Retention is 0 (keep everything) to {MAX_RETENTION_DAYS} days.",
+            details={"field": "retention_days"},
+        )
+    return Conversation.objects.filter(pk__in=list(conversation_ids)).update(retention_days=days)
+
+
+def retention_days(conversation: Conversation) -> int:
+    """Return how many days of messages the conversation keeps (0: all of them)."""
+    if conversation.retention_days is not None:
+        return conversation.retention_days
+    return max(0, int(settings.DELETE_AFTER_DAYS))
+
+
+def conversations_with_retention(now: datetime) -> Iterable[int]:
+    """Yield the ids of conversations that may hold messages past their retention."""
+    default = max(0, int(settings.DELETE_AFTER_DAYS))
+    if default:
+        yield from (
+            Conversation.objects.filter(
+                retention_days__isnull=True, created_at__lt=now - timedelta(days=default)
+            )
+            .order_by("pk")
+            .values_list("pk", flat=True)
+            .iterator()
+        )
+    for pk, days, created_at in (
+        Conversation.objects.filter(retention_days__gt=0)
+        .order_by("pk")
+        .values_list("pk", "retention_days", "created_at")
+        .iterator()
+    ):
+        if days and created_at < now - timedelta(days=days):
+            yield pk
+
+
+def _but_the_notice(messages: Any, conversation: Conversation) -> Any:
+    notice = conversation.retention_notice_id
+    return messages if notice is None else messages.exclude(pk=notice)
+
+
+def _expired_through(conversation: Conversation, cutoff: datetime) -> int:
+    """Return the seq up to which the locked conversation's log is older than `cutoff`."""
+    kept = (
+        _but_the_notice(
+            Message.objects.filter(
+                conversation_id=conversation.pk,
+                seq__gt=conversation.purged_through_seq,
+                created_at__gte=cutoff,
+            ),
+            conversation,
+        )
+        .order_by("seq")
+        .values_list("seq", flat=True)
+        .first()
+    )
+    return conversation.last_seq if kept is None else kept - 1
+
+
+def _purgeable(conversation: Conversation, through: int) -> Any:
+    return _but_the_notice(
+        Message.objects.filter(
+            conversation_id=conversation.pk,
+            seq__gt=conversation.purged_through_seq,
+            seq__lte=through,
+        ),
+        conversation,
+    ).order_by("seq")
+
+
+def purge_expired(*, conversation_id: int, now: datetime, dry_run: bool = False) -> int:
+    """Delete the conversation's messages older than its retention; return how many went.
+
+    Messages go in log order, a batch per transaction under the conversation's lock, so
+    an edit, a delete or a reaction sees a message whole or not at all. Afterwards every
+    message up to `purged_through_seq` is gone but one system message, the retention
+    notice, which says why history ends: posted at the first purge, then updated (a new
+    `version`) by each later one, so devices learn `through_seq` through `after=` sync.
+    """
+    conversation = Conversation.objects.filter(pk=conversation_id).first()
+    if conversation is None:
+        return 0
+    days = retention_days(conversation)
+    if not days:
+        return 0
+    cutoff = now - timedelta(days=days)
+    if dry_run:
+        return int(_purgeable(conversation, _expired_through(conversation, cutoff)).count())
+    removed = 0
+    while True:
+        with transaction.atomic():
+            conversation = _lock_conversation(conversation_id)
+            through = _expired_through(conversation, cutoff)
+            batch = list(
+                _purgeable(conversation, through).values_list("pk", "seq")[:RETENTION_BATCH]
+            )
+            if batch:
+                through = batch[-1][1]
+            if through <= conversation.purged_through_seq:
+                break
+            ids = [pk for pk, _ in batch]
+            housekeeping.release_attachments(ids)
+            Message.objects.filter(conversation_id=conversation_id, pk__in=ids).delete()
+            removed += len(ids)
+            Conversation.objects.filter(pk=conversation_id).update(
+                purged_through_seq=through,
+                purged_count=F("purged_count") + len(ids),
+                purged_at=now,
+            )
+    if removed:
+        _post_retention_notice(conversation_id, days)
+        logger.info(
+            "retention removed %d messages of conversation %d (older than %d days)",
+            removed,
+            conversation_id,
+            days,
+        )
+    return removed
+
+
+def _post_retention_notice(conversation_id: int, days: int) -> None:
+    """Post the conversation's retention notice, or bring the one it has up to date."""
+    with transaction.atomic():
+        conversation = _lock_conversation(conversation_id)
+        unit = "day" if days == 1 else "days"
+        body = f"Messages older than {days} {unit} are removed by the retention policy."
+        system = {
+            "event": "retention",
+            "users": [],
+            "days": days,
+            "through_seq": conversation.purged_through_seq,
+        }
+        notice = (
+            Message.objects.filter(
+                conversation_id=conversation_id, pk=conversation.retention_notice_id
+            ).first()
+            if conversation.retention_notice_id is not None
+            else None
+        )
+        if notice is None:
+            notice = Message.objects.create(
+                conversation=conversation,
+                seq=(seq := _take_seq(conversation, activity=False)),
+                version=seq,
+                kind=Message.Kind.SYSTEM,
+                body=body,
+                system=system,
+            )
+            Conversation.objects.filter(pk=conversation_id).update(retention_notice_id=notice.pk)
+            _without_attachments(notice)
+            frame: Any = wire.message_created_frame(notice)
+        else:
+            notice.version = _take_seq(conversation, activity=False)
+            notice.body = body
+            notice.system = system
+            _save_message(notice, "version", "body", "system")
+            notice.loaded_attachments = []
+            frame = wire.message_updated_frame(notice)
+        events.to_conversation_on_commit(conversation_id, conversation.member_seq, frame)

@@ -17,7 +17,7 @@ from django.conf import settings
 from django.utils import timezone
 from kombu.exceptions import OperationalError as BrokerError
 
-from messaging import attachments, housekeeping
+from messaging import attachments, housekeeping, services
 from messaging.devices import device_taken_over
 from messaging.models import Attachment, Device
 from messaging.notifications import decide, sending
@@ -135,3 +135,16 @@ def housekeeping_task() -> None:
     """Delete expired tokens and sessions, spent revocations, and uploads nobody sent."""
     counts = housekeeping.run(now=timezone.now())
     logger.info("housekeeping: %s", ", ".join(f"{name} {count}" for name, count in counts.items()))
+
+
+@shared_task(ignore_result=True)
+def retention_task() -> None:
+    """Delete messages past their conversation's retention (`DELETE_AFTER_DAYS`)."""
+    now = timezone.now()
+    conversations = removed = 0
+    for conversation_id in services.conversations_with_retention(now):
+        gone = services.purge_expired(conversation_id=conversation_id, now=now)
+        conversations += bool(gone)
+        removed += gone
+    if removed:
+        logger.info("retention: removed %d messages in %d conversations", removed, conversations)

@@ -40,13 +40,17 @@ class SystemPayload(TypedDict):
     """What a system message records: the event, the users it concerns, a title.
 
     `read_seq` (`left`, `removed`): how far the departing member had read, so their
-    reads still count in "Read by k of N" after they are gone.
+    reads still count in "Read by k of N" after they are gone. `days` and `through_seq`
+    (`retention`): the policy in force, and the seq up to which every message but this
+    notice was removed by it.
     """
 
     event: str
     users: list[int]
     title: NotRequired[str]
     read_seq: NotRequired[int]
+    days: NotRequired[int]
+    through_seq: NotRequired[int]
 
 
 class ReactionPayload(TypedDict):

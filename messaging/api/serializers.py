@@ -60,7 +60,7 @@ class SystemSerializer(serializers.Serializer[Any]):
     """What a system message records (`wire.SystemPayload`)."""
 
     event = serializers.ChoiceField(
-        choices=["created", "joined", "added", "left", "removed", "renamed"]
+        choices=["created", "joined", "added", "left", "removed", "renamed", "retention"]
     )
     users = serializers.ListField(child=serializers.IntegerField())
     title = serializers.CharField(required=False)
@@ -68,6 +68,14 @@ class SystemSerializer(serializers.Serializer[Any]):
         required=False,
         help_text="`left`, `removed`: how far the departing member had read (their reads "
         "still count in a group's read marks).",
+    )
+    days = serializers.IntegerField(
+        required=False, help_text="`retention`: the days of messages the conversation keeps."
+    )
+    through_seq = serializers.IntegerField(
+        required=False,
+        help_text="`retention`: every message up to this seq but this notice was removed; "
+        "drop them from local storage.",
     )
 
 

@@ -113,6 +113,15 @@ export class ConversationState {
     const current = this.messages.get(message.id);
     if (current && Number(current.version) >= Number(message.version)) return false;
     this.messages.set(message.id, { ...message });
+    if (message.system?.event === "retention") this.cut(message);
     return true;
+  }
+
+  /** Drop what a retention notice says the server removed (all up to `through_seq`). */
+  cut(notice) {
+    const through = Number(notice.system.through_seq) || 0;
+    for (const [id, m] of this.messages) {
+      if (id !== notice.id && Number(m.seq) <= through) this.messages.delete(id);
+    }
   }
 }

@@ -184,3 +184,19 @@ def test_held_messages_a_fetch_already_covered_are_dropped() -> None:
     state.offer(message(5))
     assert [m["seq"] for m, _ in state.drain()] == [6]
     assert [m["seq"] for m in state.view()] == [1, 2, 3, 4, 5, 6]
+
+
+def test_a_retention_notice_drops_what_it_says_was_removed_and_stays() -> None:
+    state = ConversationState(3)
+    for seq in (1, 2, 3):
+        state.offer(message(seq))
+    notice = message(4, kind="system", body="Messages older than 30 days are removed")
+    notice["system"] = {"event": "retention", "users": [], "days": 30, "through_seq": 2}
+    assert state.offer(notice) is Offer.APPLIED
+    assert [m["seq"] for m in state.view()] == [3, 4]
+
+    # A later purge updates the same notice (a new version) past its own seq.
+    state.offer(message(5))
+    updated = {**notice, "version": 6, "system": {**notice["system"], "through_seq": 5}}
+    assert state.offer(updated) is Offer.APPLIED
+    assert [m["seq"] for m in state.view()] == [4]
