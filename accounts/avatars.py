@@ -244,11 +244,16 @@ def _replace(user: User, avatar: str) -> User:
     return user
 
 
-def _delete_files(avatar: str) -> None:
+def avatar_files(avatar: str) -> list[str]:
+    """Return the stored file names of a picture (`User.avatar`), one per size."""
     digest, _, ext = avatar.partition(".")
-    for size in AVATAR_SIZES:
+    return [_name(digest, size, ext) for size in AVATAR_SIZES] if avatar else []
+
+
+def _delete_files(avatar: str) -> None:
+    for name in avatar_files(avatar):
         try:
-            default_storage.delete(_name(digest, size, ext))
+            default_storage.delete(name)
         except OSError as exc:
             logger.warning("could not delete old picture %s: %r", avatar, exc)
 

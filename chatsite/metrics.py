@@ -111,7 +111,16 @@ _dropped = {
 }
 
 RateLimitKind = Literal[
-    "send", "react", "api", "upload", "search", "login", "signup", "frame", "password_reset"
+    "send",
+    "react",
+    "api",
+    "upload",
+    "search",
+    "login",
+    "signup",
+    "frame",
+    "password_reset",
+    "export",
 ]
 _rate_limited = {kind: RATE_LIMITED.labels(kind=kind) for kind in get_args(RateLimitKind)}
 

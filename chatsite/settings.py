@@ -661,6 +661,9 @@ PASSWORD_RESET_EMAIL_BURST = env_float("PASSWORD_RESET_EMAIL_BURST", 3.0)
 PASSWORD_RESET_EMAIL_INTERVAL = env_float("PASSWORD_RESET_EMAIL_INTERVAL", 1200.0)
 PASSWORD_RESET_TIMEOUT = env_int("PASSWORD_RESET_TIMEOUT", 3600)
 
+# "Download my data" (GET /api/v1/me/export): a burst per user, then one per interval.
+EXPORT_BURST = env_float("EXPORT_BURST", 3.0)
+EXPORT_INTERVAL = env_float("EXPORT_INTERVAL", 3600.0)
 # Retention: messages older than this many days are deleted (0: never), unless the
 # conversation says otherwise (`Conversation.retention_days`); checked every
 # RETENTION_INTERVAL seconds (`manage.py retention` does it at once).

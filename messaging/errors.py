@@ -1,6 +1,6 @@
 """Errors raised by the messaging services; codes are the wire codes of PROTOCOL.md."""
 
-from chatsite.errors import BadRequest, DomainError
+from chatsite.errors import BadRequest, DomainError, RetryInMinutes
 from chatsite.errors import RateLimited as BaseRateLimited
 
 __all__ = [
@@ -85,3 +85,16 @@ class GroupFull(DomainError):
     code = "group_full"
     http_status = 409
     default_message = "The group has reached its member limit."
+
+
+class ImportRefused(DomainError):
+    """An export cannot be written or loaded here (`messaging.portability`)."""
+
+    code = "import_refused"
+    http_status = 409
+
+
+class ExportRateLimited(RetryInMinutes):
+    """A user asked for their data too often (`EXPORT_BURST`, `EXPORT_INTERVAL`)."""
+
+    template = "You downloaded your data a moment ago; try again in {wait}."

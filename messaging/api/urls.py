@@ -88,5 +88,6 @@ urlpatterns = [
     path("search", views.SearchApi.as_view(), name="search"),
     path("devices", views.DeviceRegisterApi.as_view(), name="devices"),
     path("devices/<id:device_id>", views.DeviceRemoveApi.as_view(), name="device"),
+    path("users/me/export", views.OwnDataExportApi.as_view(), name="users-me-export"),
     path("server/limits", views.ServerLimitsApi.as_view(), name="server-limits"),
 ]

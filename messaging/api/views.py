@@ -30,7 +30,17 @@ from chatsite.errors import BadRequest
 from chatsite.limits import MAX_FRAME_BYTES
 from chatsite.openapi import AUTHENTICATED, error_responses
 from chatsite.wire import iso
-from messaging import attachments, devices, frames, search, selectors, services, tasks, wire
+from messaging import (
+    attachments,
+    devices,
+    frames,
+    portability,
+    search,
+    selectors,
+    services,
+    tasks,
+    wire,
+)
 from messaging.api import serializers as s
 from messaging.models import Conversation, NotifyLevel
 
@@ -782,6 +792,38 @@ class DeviceRemoveApi(APIView):
         """Answer 204; someone else's device is 404, like a missing one."""
         devices.remove_device(user=_user(request), device_id=device_id)
         return Response(status=204)
+
+
+# --- your data --------------------------------------------------------------------------
+
+
+class OwnDataExportApi(APIView):
+    """Download your own data: account, memberships, what you sent and uploaded, devices."""
+
+    content_negotiation_class = rest.AnyContent
+
+    @extend_schema(
+        operation_id="me_export",
+        tags=["users"],
+        responses={
+            (200, "application/zip"): OpenApiResponse(
+                OpenApiTypes.BINARY,
+                description=(
+                    "A zip: `data.jsonl` (one object per line), `files/` (your uploads and "
+                    "picture) and `manifest.json` (counts and SHA-256 of each part)."
+                ),
+            ),
+            **error_responses(429, *AUTHENTICATED),
+        },
+    )
+    def get(self, request: Request) -> FileResponse:
+        """Answer the zip; a few downloads per hour (`EXPORT_BURST`, `EXPORT_INTERVAL`)."""
+        data, filename = portability.download_own_data(_user(request))
+        response = FileResponse(
+            data, as_attachment=True, filename=filename, content_type="application/zip"
+        )
+        response["Cache-Control"] = "private, no-store"
+        return response
 
 
 # --- server ----------------------------------------------------------------------------

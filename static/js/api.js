@@ -63,6 +63,20 @@ export async function api(path, { method = "GET", body, signal } = {}) {
 
 export const query = (params) => new URLSearchParams(params).toString();
 
+/** Fetch a file from the API (`GET`); answer `{blob, filename}` or throw ApiError. */
+export async function download(path) {
+  let response;
+  try {
+    response = await fetch(path, { credentials: "same-origin" });
+  } catch {
+    throw new ApiError(0, "network", "You appear to be offline.");
+  }
+  if (!response.ok) throw await failure(response);
+  const disposition = response.headers.get("Content-Disposition") || "";
+  const filename = /filename="([^"]+)"/.exec(disposition)?.[1] || "download";
+  return { blob: await response.blob(), filename };
+}
+
 /**
  * Upload a file to `POST /api/v1/attachments` with progress (XHR: fetch has no upload
  * progress). Answer `{promise, abort}`; `onProgress(fraction)` sees 0..1.

@@ -2,7 +2,7 @@
 // notifications: email, browser), new chat, new group, browse public groups, the
 // members of a group; and leaving a group. startDirectChat() is the quick switcher's too.
 
-import { api, query } from "../api.js";
+import { api, download, query } from "../api.js";
 import { h, icon } from "../dom.js";
 import * as fmt from "../format.js";
 import * as attention from "../notify.js";
@@ -412,6 +412,26 @@ async function changePassword(event) {
   }
 }
 
+async function downloadMyData() {
+  const button = $("export-data");
+  button.disabled = true;
+  settings.error.hidden = true;
+  try {
+    const { blob, filename } = await download("/api/v1/users/me/export");
+    const url = URL.createObjectURL(blob);
+    const link = h("a", { href: url, download: filename, hidden: true });
+    document.body.append(link);
+    link.click();
+    link.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 60_000);
+    toast(`Saved ${filename}`);
+  } catch (error) {
+    showSettingsError(error);
+  } finally {
+    button.disabled = false;
+  }
+}
+
 async function signOutEverywhere() {
   const sure = await confirmDialog(
     "Sign out everywhere?",
@@ -730,6 +750,7 @@ export function install() {
   });
   password.form.addEventListener("submit", changePassword);
   $("logout-all").addEventListener("click", signOutEverywhere);
+  $("export-data").addEventListener("click", downloadMyData);
   $("settings-cancel").addEventListener("click", () => settings.dialog.close());
   settings.enableBrowser.addEventListener("click", async () => {
     await enableNotifications();
