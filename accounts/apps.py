@@ -8,3 +8,9 @@ class AccountsConfig(AppConfig):
 
     name = "accounts"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        """Record the writes that may end logins (`accounts.credentials`)."""
+        from accounts import credentials
+
+        credentials.connect_signals()

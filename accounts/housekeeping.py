@@ -14,6 +14,7 @@ from django.db.models import Model, QuerySet
 from rest_framework_simplejwt.settings import api_settings
 from rest_framework_simplejwt.token_blacklist.models import OutstandingToken
 
+from accounts import credentials
 from accounts.models import RevokedTokenFamily
 
 # Rows deleted per statement.
@@ -60,3 +61,8 @@ def delete_stale_token_families(*, now: datetime, dry_run: bool = False) -> int:
     lifetime = max(api_settings.REFRESH_TOKEN_LIFETIME, api_settings.ACCESS_TOKEN_LIFETIME)
     rows = RevokedTokenFamily.objects.filter(revoked_at__lt=now - lifetime - CLOCK_MARGIN)
     return _delete_in_batches(rows, dry_run=dry_run)
+
+
+def delete_read_credential_changes(*, now: datetime, dry_run: bool = False) -> int:
+    """Delete credential changes every gateway has read long since (`accounts.credentials`)."""
+    return credentials.delete_old(now=now, dry_run=dry_run)

@@ -29,6 +29,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import F
 
+from accounts import credentials
 from accounts.models import User
 from chatsite import metrics, ratelimit
 from chatsite.clientaddr import address_group
@@ -138,6 +139,7 @@ def change_password(*, user: User, current_password: str, new_password: str, add
     user.set_password(new_password)
     with transaction.atomic():
         User.objects.filter(pk=user.pk).update(password=user.password)
+        credentials.record(user_id=user.pk)
     return user
 
 
@@ -149,6 +151,8 @@ def sign_out_everywhere(user: User) -> User:
     gateways compare it on every credential re-check, so everything issued before the
     bump is refused from now on, the caller's own login too.
     """
-    User.objects.filter(pk=user.pk).update(login_epoch=F("login_epoch") + 1)
+    with transaction.atomic():
+        User.objects.filter(pk=user.pk).update(login_epoch=F("login_epoch") + 1)
+        credentials.record(user_id=user.pk)
     user.refresh_from_db(fields=["login_epoch"])
     return user

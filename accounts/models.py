@@ -125,3 +125,20 @@ class RevokedTokenFamily(models.Model):
 
     def __str__(self) -> str:
         return f"token family {self.family} of user {self.user_id}"
+
+
+class CredentialChange(models.Model):
+    """A change that may end logins, so gateways re-check only the sockets it names.
+
+    Written with the change (a password, sign out everywhere, a logout, a deactivation,
+    a session ended); gateways read the recent ones every `WS_AUTH_CHECK_INTERVAL`
+    (`accounts.credentials`). Housekeeping deletes rows older than an hour.
+    """
+
+    # Plain values, not foreign keys: the user or the session may be gone already.
+    user_id = models.BigIntegerField(null=True, blank=True)
+    session_key = models.CharField(max_length=40, blank=True)
+    at = models.DateTimeField(db_index=True)
+
+    def __str__(self) -> str:
+        return f"credential change of user {self.user_id} at {self.at:%Y-%m-%d %H:%M:%S}"

@@ -498,6 +498,9 @@ WS_DRAIN_RATE = env_float("WS_DRAIN_RATE", 100.0)
 WS_DRAIN_MAX_SECONDS = env_float("WS_DRAIN_MAX_SECONDS", 120.0)
 WS_DRAIN_GRACE = env_float("WS_DRAIN_GRACE", 3.0)
 WS_AUTH_CHECK_INTERVAL = env_float("WS_AUTH_CHECK_INTERVAL", 2.0)
+# ... of every socket, also those no recorded change names (a session reaching its
+# expiry date): seconds between such full re-checks (accounts/credentials.py).
+WS_AUTH_FULL_CHECK_INTERVAL = env_float("WS_AUTH_FULL_CHECK_INTERVAL", 60.0)
 WS_GROUP_REFRESH_INTERVAL = env_float("WS_GROUP_REFRESH_INTERVAL", 3.0)
 WS_TICKET_TTL = env_int("WS_TICKET_TTL", 30)
 WS_DB_THREADS = env_int("WS_DB_THREADS", 8)

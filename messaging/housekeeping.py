@@ -43,6 +43,7 @@ def run(
         "expired_tokens": accounts_housekeeping.delete_expired_tokens,
         "expired_sessions": accounts_housekeeping.delete_expired_sessions,
         "spent_token_families": accounts_housekeeping.delete_stale_token_families,
+        "credential_changes": accounts_housekeeping.delete_read_credential_changes,
         "orphan_uploads": discard_orphan_uploads,
     }
     counts = {}

@@ -177,8 +177,9 @@ REST_TOKEN = 2
 # the new outstanding row?, INSERT it).
 REST_TOKEN_REFRESH = 12
 # + the refresh token blacklisted?, its user, its outstanding row, blacklisted already?,
-# INSERT the blacklist row, the family revoked already?, INSERT the revocation.
-REST_LOGOUT = AUTH + 7
+# INSERT the blacklist row, the family revoked already?, INSERT the revocation, INSERT
+# the credential change that tells gateways to re-check this user's sockets.
+REST_LOGOUT = AUTH + 8
 # Authentication only; the ticket lives in Redis.
 REST_WS_TICKET = AUTH
 # Authentication only: the profile is the authenticated user.
@@ -989,7 +990,12 @@ def test_presence_costs_the_same_for_1_user_and_200(ana: User, make_user: MakeUs
 # `last_seen` after a disconnect's grace) use the same pool on their own clock; their
 # statements are set aside by that attribution, so counts never depend on timing.
 _REPO = Path(__file__).resolve().parent.parent
-_TIMERS = {("chatsite/gateway/auth.py", "find_revoked"), ("presence/services.py", "save")}
+_TIMERS = {
+    ("chatsite/gateway/auth.py", "find_revoked"),
+    ("accounts/credentials.py", "changes_since"),
+    ("chatsite/gateway/supervisor.py", "_check_credentials"),
+    ("presence/services.py", "save"),
+}
 
 
 class QueryLog:

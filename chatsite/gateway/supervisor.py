@@ -14,12 +14,15 @@ import contextlib
 import logging
 import time
 import uuid
+from datetime import datetime
 from typing import Protocol
 
 from django.conf import settings
 from django.db import DatabaseError, InterfaceError
+from django.utils import timezone
 from redis.exceptions import RedisError
 
+from accounts import credentials
 from accounts.models import User
 from chatsite import metrics
 from chatsite.gateway.auth import Credential, find_revoked
@@ -54,6 +57,17 @@ class Socket(Protocol):
         """Join the socket's groups again."""
 
 
+def _affected(credential: Credential | None, changes: credentials.Changes, now: float) -> bool:
+    """Return whether a recorded change (or the clock) may have voided this credential."""
+    if credential is None:
+        return False
+    return (
+        credential.user_id in changes.users
+        or (credential.session_key is not None and credential.session_key in changes.sessions)
+        or (credential.expires_at is not None and credential.expires_at <= now)
+    )
+
+
 class Supervisor:
     """The live sockets of this process and the periodic work done for all of them."""
 
@@ -63,6 +77,10 @@ class Supervisor:
         self.instance = uuid.uuid4().hex
         self.sentinel_seen = False
         self.next_auth_check = 0.0
+        # Credential re-checks: all sockets every WS_AUTH_FULL_CHECK_INTERVAL; between
+        # those, only the sockets whose user or session a recorded change names.
+        self.next_full_auth_check = 0.0
+        self.changes_read_until: datetime | None = None
         self.next_group_check = 0.0
         self.next_sweep = 0.0
 
@@ -113,16 +131,37 @@ class Supervisor:
                 logger.warning("ending busy statuses failed: %r", exc)
 
     async def _check_credentials(self) -> None:
+        """Close the sockets whose credential no longer holds.
+
+        Expired tokens are seen here without a query. The database is asked about every
+        socket every `WS_AUTH_FULL_CHECK_INTERVAL`, and in between only about the
+        sockets of users and sessions with a recorded change (`accounts.credentials`):
+        one small query per interval when nothing changed, whatever the socket count.
+        """
         live = [s for s in self.sockets if s.credential is not None]
         if not live:
+            self.changes_read_until = None  # the next socket starts with a full check
             return
-        creds: list[Credential] = [s.credential for s in live]  # type: ignore[misc]
+        now = time.monotonic()
         try:
+            if self.changes_read_until is None or now >= self.next_full_auth_check:
+                # Read the clock before the full check: changes from here on are read next.
+                self.changes_read_until = timezone.now()
+                self.next_full_auth_check = now + settings.WS_AUTH_FULL_CHECK_INTERVAL
+                chosen = live
+            else:
+                changes = await db(credentials.changes_since, since=self.changes_read_until)
+                self.changes_read_until = changes.until
+                wall = time.time()
+                chosen = [s for s in live if _affected(s.credential, changes, wall)]
+            if not chosen:
+                return
+            creds: list[Credential] = [s.credential for s in chosen]  # type: ignore[misc]
             revoked = await db(find_revoked, credentials=creds, now=time.time())
         except (DatabaseError, InterfaceError):
             return  # checked again next time; the database being down revokes nothing
         for index in revoked:
-            await live[index].close_with(CLOSE_UNAUTHENTICATED)
+            await chosen[index].close_with(CLOSE_UNAUTHENTICATED)
 
     def _sentinel_key(self) -> str:
         return f"{settings.REDIS_KEY_PREFIX}:gateway:{self.instance}"

@@ -255,6 +255,7 @@ def test_the_command_prints_each_step_and_a_dry_run_deletes_nothing(ana: User) -
         "expired tokens: would delete 0",
         "expired sessions: would delete 0",
         "spent token families: would delete 0",
+        "credential changes: would delete 0",
         "orphan uploads: would delete 1",
     ]
     assert Attachment.objects.filter(pk=old.pk).exists()
