@@ -43,6 +43,7 @@ DEFAULT_ORDER = (
     "profile",
     "notifications",
     "drain",
+    "mobile",
     "connections",
 )
 

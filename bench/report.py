@@ -116,6 +116,13 @@ def rows(results: Mapping[str, Result]) -> Iterator[tuple[str, str, str]]:
         )
     if "notifications" in results:
         yield from _notification_rows(results["notifications"]["figures"])
+    if "mobile" in results:
+        for run in results["mobile"]["figures"]["runs"]:
+            yield (
+                "mobile",
+                f"{run['platform']} pushes, {run['concurrency']} in flight, 50 ms answers",
+                f"{_fmt(run['per_second'])}/s, {_fmt(run['cpu_ms_per_push'])} ms CPU each",
+            )
 
 
 def _notification_rows(figures: Mapping[str, Any]) -> Iterator[tuple[str, str, str]]:

@@ -97,6 +97,9 @@ class Sizes:
     drain_clients: int = 5000
     drain_seconds: float = 20.0
     drain_rate: float = 100.0  # WS_DRAIN_RATE: reconnects per second a drain aims at
+    # mobile (bench/mobile_push.py): pushes per platform and PUSH_CONCURRENCY, 50 ms answers
+    mobile_pushes: int = 200
+    mobile_concurrency: tuple[int, ...] = (1, 8)
 
 
 FULL = Sizes()
@@ -128,6 +131,8 @@ SMOKE = Sizes(
     notify_ab_seconds=1.5,
     notify_ab_repeats=1,
     drain_clients=40,
+    mobile_pushes=20,
+    mobile_concurrency=(1, 4),
     drain_seconds=2.0,
 )
 
@@ -980,3 +985,44 @@ def drain(ctx: Context) -> Result:
 
 
 SCENARIOS["drain"] = drain
+
+
+def mobile(ctx: Context) -> Result:
+    """FCM and APNs pushes per second of one sending process, and its CPU per push."""
+    from bench.mobile_push import measure
+
+    runs = []
+    cpu = {}
+    for concurrency in ctx.sizes.mobile_concurrency:
+        for platform in ("fcm", "apns"):
+            ctx.progress(f"  mobile: {platform}, {concurrency} in flight")
+            before = ctx.meter.sample()
+            runs.append(measure(platform, ctx.sizes.mobile_pushes, 0.05, concurrency))
+            # The sender is this process ("harness"); the local push server is "other".
+            cpu[f"mobile {platform}, {concurrency} in flight"] = CpuMeter.split(
+                before, ctx.meter.sample()
+            )
+    widest = max(ctx.sizes.mobile_concurrency)
+    return {
+        "figures": {"runs": runs},
+        "targets": [
+            target(
+                f"{r['platform']} pushes/s per process, {widest} in flight, 50 ms answers",
+                float(r["per_second"]),
+                100,
+                "/s",
+                at_most=False,
+            )
+            for r in runs
+            if r["concurrency"] == widest
+        ],
+        "cpu": cpu,
+        "params": {
+            "pushes": ctx.sizes.mobile_pushes,
+            "concurrency": list(ctx.sizes.mobile_concurrency),
+            "server_delay_ms": 50,
+        },
+    }
+
+
+SCENARIOS["mobile"] = mobile

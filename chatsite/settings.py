@@ -637,6 +637,9 @@ PUSH_ENDPOINT_ALLOW = [
 ]
 # Seconds to connect to, and then to hear from, a push service.
 PUSH_TIMEOUT = env_float("PUSH_TIMEOUT", 5.0)
+# Push requests a worker process has in flight at once (messaging.push.send_all): the
+# devices of the windows one task sends, side by side on the process's clients.
+PUSH_CONCURRENCY = env_int("PUSH_CONCURRENCY", 8)
 # Seconds a push message waits at the push service for an offline device (Web Push TTL).
 PUSH_TTL = env_int("PUSH_TTL", 4 * 3600)
 # Links in emails and pushes start here (https in production).

@@ -54,8 +54,7 @@ def notify_tick_task() -> None:
 @shared_task(ignore_result=True)
 def send_push_windows_task(window_ids: list[int]) -> None:
     """Send what these push windows (a member in a conversation each) have due."""
-    for window_id in window_ids:
-        sending.send_push_window(window_id)
+    sending.send_push_windows(window_ids)
 
 
 @shared_task(ignore_result=True)

@@ -9,8 +9,10 @@ same Topic, which replaces the first at the push service.
 
 from __future__ import annotations
 
+import functools
 import logging
 import smtplib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -36,7 +38,7 @@ from messaging.models import (
 )
 from messaging.notifications import payloads
 from messaging.notifications.decide import email_on, suppression
-from messaging.push import PushResult, backend_for
+from messaging.push import PushResult, backend_for, send_all
 
 logger = logging.getLogger(__name__)
 
@@ -116,30 +118,46 @@ class _Plan:
 
 def send_push_window(window_id: int) -> None:
     """Send the pushes and removals a window has due, and record what came of them."""
-    plan = _claim_window(window_id)
-    if plan is None:
-        return
-    badge: int | None = None
-    for push in plan.pushes:
-        backend = backend_for(push.device.platform)
-        payload = push.payload
-        if push.device.platform == Device.Platform.APNS and push.kind == "message":
-            # The app icon's badge: everything the member has not read, everywhere.
-            if badge is None:
-                badge = payloads.total_unread(push.device.user_id)
-            payload = {**payload, "badge": badge}
-        push.result = backend.send(
-            push.device,
-            payload,
-            topic=payloads.topic(push.rows[0].conversation_id),
-            urgency=push.urgency,
-            ttl=settings.PUSH_TTL,
-        )
-        if push.result.outcome != "sent":
-            logger.info(
-                "push to device %s: %s %s", push.device.pk, push.result.outcome, push.result.status
+    send_push_windows([window_id])
+
+
+def send_push_windows(window_ids: Sequence[int]) -> None:
+    """Send what these windows have due, the requests side by side, then record each.
+
+    Claiming and recording stay one window at a time on this thread (PostgreSQL); only
+    the requests run concurrently (`push.send_all`, `PUSH_CONCURRENCY`).
+    """
+    plans = [(window_id, plan) for window_id in window_ids if (plan := _claim_window(window_id))]
+    badges: dict[int, int] = {}
+    sends: list[Callable[[], PushResult]] = []
+    pushes: list[_Push] = []
+    for _, plan in plans:
+        for push in plan.pushes:
+            backend = backend_for(push.device.platform)
+            payload = push.payload
+            if push.device.platform == Device.Platform.APNS and push.kind == "message":
+                # The app icon's badge: everything the member has not read, everywhere.
+                user_id = push.device.user_id
+                if user_id not in badges:
+                    badges[user_id] = payloads.total_unread(user_id)
+                payload = {**payload, "badge": badges[user_id]}
+            sends.append(
+                functools.partial(
+                    backend.send,
+                    push.device,
+                    payload,
+                    topic=payloads.topic(push.rows[0].conversation_id),
+                    urgency=push.urgency,
+                    ttl=settings.PUSH_TTL,
+                )
             )
-    _record_window(window_id, plan)
+            pushes.append(push)
+    for push, result in zip(pushes, send_all(sends), strict=True):
+        push.result = result
+        if result.outcome != "sent":
+            logger.info("push to device %s: %s %s", push.device.pk, result.outcome, result.status)
+    for window_id, plan in plans:
+        _record_window(window_id, plan)
 
 
 def _claim_window(window_id: int) -> _Plan | None:

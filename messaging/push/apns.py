@@ -9,10 +9,13 @@ at once). The payload is at most 4 KB: the preview is cut until it fits.
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import json
 import logging
 import os
 import ssl
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -34,16 +37,25 @@ GONE_REASONS = frozenset({"BadDeviceToken", "Unregistered", "DeviceTokenNotForTo
 
 
 class _ProcessState:
-    """The HTTP/2 client and the provider JWT of this worker process."""
+    """The HTTP/2 client and the provider JWT of this worker process.
+
+    The client is httpx's asyncio one, on an event loop of its own thread: the sync
+    client, used from several threads at once, can send a new stream's HEADERS after a
+    later stream's (h2 `StreamIDTooLowError` at the server: a PROTOCOL_ERROR that ends
+    the connection). On one loop, streams open in order and run side by side on the
+    one connection; sending threads wait for their own answer.
+    """
 
     def __init__(self) -> None:
         self.pid = os.getpid()
-        self.client: httpx.Client | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.client: httpx.AsyncClient | None = None
         self.client_key: tuple[str, float] | None = None
         self.token: tuple[tuple[str, str, str], str, float] | None = None
 
 
 _state = _ProcessState()
+_state_lock = threading.Lock()
 
 
 def _here() -> _ProcessState:
@@ -53,14 +65,24 @@ def _here() -> _ProcessState:
     return _state
 
 
-def _client(ca_file: str) -> httpx.Client:
+def _loop() -> asyncio.AbstractEventLoop:
+    with _state_lock:
+        state = _here()
+        if state.loop is None:
+            state.loop = asyncio.new_event_loop()
+            threading.Thread(target=state.loop.run_forever, name="apns", daemon=True).start()
+        return state.loop
+
+
+def _client(ca_file: str) -> httpx.AsyncClient:
+    """Return the process's client (on its loop: call from a coroutine running there)."""
     state = _here()
     key = (ca_file, settings.PUSH_TIMEOUT)
     if state.client is None or state.client_key != key:
         verify: ssl.SSLContext | bool = True
         if ca_file:
             verify = ssl.create_default_context(cafile=ca_file)
-        state.client = httpx.Client(
+        state.client = httpx.AsyncClient(
             http2=True,
             verify=verify,
             timeout=httpx.Timeout(settings.PUSH_TIMEOUT),
@@ -202,9 +224,18 @@ class ApnsBackend:
         self, url: str, body: bytes, headers: dict[str, str], *, fresh: bool
     ) -> httpx.Response:
         token = self._jwt(fresh=fresh)
-        return _client(self.ca_file).post(
-            url, content=body, headers={**headers, "authorization": f"bearer {token}"}
-        )
+        signed = {**headers, "authorization": f"bearer {token}"}
+
+        async def post() -> httpx.Response:
+            return await _client(self.ca_file).post(url, content=body, headers=signed)
+
+        future = asyncio.run_coroutine_threadsafe(post(), _loop())
+        try:
+            # The client's own timeout ends the request first; this only guards the wait.
+            return future.result(timeout=settings.PUSH_TIMEOUT * 3 + 5)
+        except concurrent.futures.TimeoutError as exc:
+            future.cancel()
+            raise httpx.TimeoutException("no answer from the APNs client") from exc
 
 
 def _reason(answer: httpx.Response) -> str:

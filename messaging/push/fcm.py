@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -55,7 +56,15 @@ def _here() -> _ProcessState:
     return _state
 
 
+_client_lock = threading.Lock()
+
+
 def _client() -> httpx.Client:
+    with _client_lock:  # sends run on several threads (`push.send_all`): one client
+        return _make_client()
+
+
+def _make_client() -> httpx.Client:
     state = _here()
     if state.client is None:
         timeout = httpx.Timeout(settings.PUSH_TIMEOUT)

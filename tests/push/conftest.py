@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.pushfakes import ApnsServer, FcmServer
 from tests.e2e.conftest import (  # noqa: F401 - fixtures and the failure-log hook
     db_url,
     make_deployment,
@@ -12,7 +13,6 @@ from tests.e2e.conftest import (  # noqa: F401 - fixtures and the failure-log ho
     pytest_runtest_makereport,
     redis_server,
 )
-from tests.push.fakes import ApnsServer, FcmServer
 
 
 @pytest.fixture

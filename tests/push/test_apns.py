@@ -1,6 +1,6 @@
 """APNs end to end: a real gateway, Celery worker and beat, a local APNs over TLS + HTTP/2.
 
-The server (`tests.push.fakes.ApnsServer`, built on `h2`) checks the provider JWT
+The server (`bench.pushfakes.ApnsServer`, built on `h2`) checks the provider JWT
 (`kid`, `iss`, `iat`), the headers and the 4 KB limit, answers what each test scripts,
 and counts its TLS connections. The worker trusts its self-signed certificate through
 APNS_CA_FILE.
@@ -15,13 +15,13 @@ from typing import Any
 import pytest
 
 from accounts.models import User
+from bench.pushfakes import Answer, ApnsServer
 from messaging import services
 from messaging.models import Device, Notification
 from messaging.push.apns import MAX_PAYLOAD, apns_body
 from tests.e2e.conftest import MakeDeployment, MakeWorkers
 from tests.e2e.test_notifications import SOON, api, decided_trace, eventually, settled, ws_send
 from tests.e2e.wsclient import bearer
-from tests.push.fakes import Answer, ApnsServer
 from tests.push.stack import PUSH_DELAY, add_device, mobile_env, start
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -202,6 +202,37 @@ def test_apns_error_answers_delete_renew_retry_or_fail(
     busy_answers = [p.status for p in apns_server.attempts(busy.token)]
     assert [s for s in busy_answers if s != 403] == [429, 503, 429, 429]
     assert busy_answers.count(403) <= 1
+    assert apns_server.rejections == []
+
+
+def test_apns_pushes_to_several_devices_go_side_by_side_on_one_connection(
+    make_deployment: MakeDeployment,
+    make_workers: MakeWorkers,
+    apns_server: ApnsServer,
+    settings: Any,
+    ana: User,
+    bo: User,
+) -> None:
+    """Given six iPhones of Bo on a server that answers each request after 0.5 s, one of
+    them 410 Unregistered, when Ana sends, then the worker has several requests in flight
+    at once (PUSH_CONCURRENCY) on its one HTTP/2 connection, each phone gets exactly one
+    request, five are sent and the gone one is deleted, with no protocol error."""
+    env = mobile_env(apns_server.worker_env(), PUSH_CONCURRENCY="8")
+    deployment, _ = start(make_deployment, make_workers, env, settings)
+    chat, _ = services.create_direct_conversation(user=ana, other_user_id=bo.pk)
+    phones = [add_device(bo, "apns", token(n), f"bo-iphone-{n}") for n in range(1, 7)]
+    apns_server.default = Answer(delay=0.5)
+    apns_server.script(phones[0].token, Answer(410, "Unregistered", delay=0.5))
+
+    (message,) = ws_send(deployment.urls[0], bearer(ana), chat.pk, "all of them")
+    decided_trace(deployment.gateways[0], bearer(bo), chat.pk, message["id"], timeout=60)
+    settled()
+
+    assert apns_server.max_in_flight > 1, "the requests went one after another"
+    assert sorted(p.token for p in apns_server.attempts()) == sorted(p.token for p in phones)
+    assert {p.token for p in apns_server.sent()} == {p.token for p in phones[1:]}
+    assert not Device.objects.filter(pk=phones[0].pk).exists()
+    assert apns_server.connections == 1
     assert apns_server.rejections == []
 
 

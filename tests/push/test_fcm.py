@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from accounts.models import User
+from bench.pushfakes import Answer, FcmServer
 from messaging import services
 from messaging.models import Device, Notification
 from messaging.push.fcm import TOKEN_MARGIN, FcmBackend
@@ -29,7 +30,6 @@ from tests.e2e.test_notifications import (
     ws_send,
 )
 from tests.e2e.wsclient import bearer
-from tests.push.fakes import Answer, FcmServer
 from tests.push.stack import PUSH_DELAY, add_device, mobile_env, start
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]

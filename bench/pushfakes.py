@@ -10,7 +10,12 @@ test scripted per registration token (200 by default).
 (ES256, `kid`, `iss`, `iat` within the hour), the headers (`apns-topic`,
 `apns-push-type`, `apns-collapse-id`) and the 4 KB limit, and answers 200, 410, 400
 `BadDeviceToken`, 403 `ExpiredProviderToken` (that JWT is then expired for good), 429,
-503 as scripted per device token. It counts the TLS connections it accepted.
+503 as scripted per device token, each after its delay and side by side with the
+other streams (as APNs does); it counts the TLS connections it accepted and the most
+requests it had in flight at once.
+
+The tests (`tests/push/`) and the benchmark (`python -m bench.mobile_push`, the `mobile`
+scenario of `make bench`) both use them.
 
 Both generate their keys at start (`cryptography`) and write what the worker needs
 (the service-account JSON, the .p8 key, the CA certificate) under a temporary directory;
@@ -38,6 +43,7 @@ from urllib.parse import parse_qs
 import h2.config
 import h2.connection
 import h2.events
+import h2.exceptions
 import jwt
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -337,6 +343,9 @@ class ApnsServer(_Base):
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.url = f"https://127.0.0.1:{self.listener.getsockname()[1]}"
         self.connections = 0
+        # Requests received and not answered yet, now and at most (streams side by side).
+        self.in_flight = 0
+        self.max_in_flight = 0
         self.expired_jwts: set[str] = set()
         self.stopping = False
         self.thread = threading.Thread(target=self._accept, daemon=True)
@@ -385,9 +394,24 @@ class ApnsServer(_Base):
         conn.initiate_connection()
         sock.sendall(conn.data_to_send())
         streams: dict[int, tuple[dict[str, str], bytearray]] = {}
+        # Answers whose delay has not passed yet, by due time: streams are answered side
+        # by side, as APNs does, not one after another.
+        later: list[tuple[float, Callable[[], None]]] = []
         try:
             while not self.stopping:
-                data = sock.recv(65535)
+                now = time.monotonic()
+                due = [entry for entry in later if entry[0] <= now]
+                for entry in due:
+                    later.remove(entry)
+                    entry[1]()
+                if due:
+                    sock.sendall(conn.data_to_send())
+                wait = min((at for at, _ in later), default=now + 0.5) - now
+                sock.settimeout(max(0.001, min(wait, 0.5)))
+                try:
+                    data = sock.recv(65535)
+                except TimeoutError:
+                    continue
                 if not data:
                     return
                 for event in conn.receive_data(data):
@@ -406,12 +430,16 @@ class ApnsServer(_Base):
                         )
                     elif isinstance(event, h2.events.StreamEnded):
                         headers, body = streams.pop(event.stream_id)
-                        self._respond(conn, event.stream_id, headers, bytes(body))
+                        self._respond(conn, event.stream_id, headers, bytes(body), later)
                     elif isinstance(event, h2.events.ConnectionTerminated):
                         sock.sendall(conn.data_to_send())
                         return
                 sock.sendall(conn.data_to_send())
         except (OSError, ssl.SSLError):
+            return
+        except h2.exceptions.ProtocolError as exc:
+            # What APNs answers with GOAWAY PROTOCOL_ERROR: a client bug, made visible.
+            self._reject(f"HTTP/2 protocol error: {exc!r}")
             return
         finally:
             sock.close()
@@ -460,25 +488,51 @@ class ApnsServer(_Base):
         return 200, "", token, payload
 
     def _respond(
-        self, conn: h2.connection.H2Connection, stream: int, headers: dict[str, str], body: bytes
+        self,
+        conn: h2.connection.H2Connection,
+        stream: int,
+        headers: dict[str, str],
+        body: bytes,
+        later: list[tuple[float, Callable[[], None]]],
     ) -> None:
         status, reason, token, payload = self._check(headers, body)
         bearer = headers.get("authorization", "").removeprefix("bearer ")
         answer = Answer(status, reason)
-        if status == 200:
-            answer = self._next(token)
-            status, reason = answer.status, answer.reason
-            if reason == "ExpiredProviderToken":
-                with self.lock:
-                    self.expired_jwts.add(bearer)
-            if answer.delay:
-                time.sleep(answer.delay)
-            self._record(Push(token, status, payload, headers, bearer, time.monotonic()), answer)
-            if answer.hold:
-                return  # never answered: the worker is killed waiting
-        else:
+        if status != 200:
             self._record(Push(token, status, payload, headers, bearer), answer)
-        reply = [(":status", str(status)), ("apns-id", str(uuid.uuid4()))]
+            self._reply(conn, stream, status, reason, answer, headers.get("apns-id"))
+            return
+        answer = self._next(token)
+        if answer.reason == "ExpiredProviderToken":
+            with self.lock:
+                self.expired_jwts.add(bearer)
+        with self.lock:
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+
+        def done() -> None:
+            with self.lock:
+                self.in_flight -= 1
+            push = Push(token, answer.status, payload, headers, bearer, time.monotonic())
+            self._record(push, answer)
+            if not answer.hold:  # held: never answered, the worker is killed waiting
+                self._reply(
+                    conn, stream, answer.status, answer.reason, answer, headers.get("apns-id")
+                )
+
+        later.append((time.monotonic() + answer.delay, done))
+
+    def _reply(
+        self,
+        conn: h2.connection.H2Connection,
+        stream: int,
+        status: int,
+        reason: str,
+        answer: Answer,
+        apns_id: str | None = None,
+    ) -> None:
+        # APNs answers with the request's apns-id when it sent one (clients match on it).
+        reply = [(":status", str(status)), ("apns-id", apns_id or str(uuid.uuid4()))]
         if answer.retry_after is not None:
             reply.append(("retry-after", str(answer.retry_after)))
         if status == 200:
