@@ -4,6 +4,7 @@ import uuid
 from typing import Any
 
 import pytest
+from django.urls import reverse
 
 from accounts.models import User
 from messaging import selectors, services
@@ -308,3 +309,51 @@ def test_hiding_tells_only_the_users_own_devices(ana: User, bo: User, listener: 
         "conversation": chat.pk,
         "message": other.pk,
     }
+
+
+# --- admin ------------------------------------------------------------------------------
+
+
+def test_staff_see_reports_and_blocks_in_the_admin(admin_client: Any, ana: User, bo: User) -> None:
+    chat = direct(ana, bo)
+    message = send(ana, chat, "rude words here")
+    services.report_message(
+        user=bo, conversation_id=chat.pk, message_id=message.pk, reason="abuse", details="mean"
+    )
+    services.block_user(user=bo, other_user_id=ana.pk)
+
+    reports = admin_client.get(reverse("admin:messaging_report_changelist"))
+    blocks = admin_client.get(reverse("admin:messaging_block_changelist"))
+    assert reports.status_code == blocks.status_code == 200
+    page = reports.content.decode()
+    assert "rude words here" in page and "mean" in page and "Harassment or abuse" in page
+    assert [b.pk for b in blocks.context["cl"].result_list] == [Block.objects.get().pk]
+
+
+def test_the_report_action_deletes_the_message_through_moderation(
+    admin_client: Any, ana: User, bo: User, cy: User
+) -> None:
+    team = group(ana, bo, cy)
+    message = send(ana, team, "bad")
+    kept = send(ana, team, "fine")
+    first, _ = services.report_message(
+        user=bo, conversation_id=team.pk, message_id=message.pk, reason="spam"
+    )
+    second, _ = services.report_message(
+        user=cy, conversation_id=team.pk, message_id=message.pk, reason="spam"
+    )
+    other, _ = services.report_message(
+        user=bo, conversation_id=team.pk, message_id=kept.pk, reason="other"
+    )
+    url = reverse("admin:messaging_report_changelist")
+    admin_client.post(
+        url, {"action": "delete_reported_messages", "_selected_action": [str(first.pk)]}
+    )
+    admin_client.post(url, {"action": "dismiss_reports", "_selected_action": [str(other.pk)]})
+
+    message.refresh_from_db()
+    kept.refresh_from_db()
+    assert message.deleted and message.body == ""
+    assert not kept.deleted
+    statuses = dict(Report.objects.values_list("pk", "status"))
+    assert statuses == {first.pk: "actioned", second.pk: "actioned", other.pk: "dismissed"}
