@@ -770,7 +770,8 @@ def send_message(
     if not verdict.allowed:
         metrics.count_rate_limited("send")
         raise RateLimited(verdict.retry_after)
-    _check_not_blocked(sender, conversation_id)
+    if connection.vendor != "postgresql":
+        _check_not_blocked(sender, conversation_id)  # the store's SQL checks it in one go
     attachments = _clean_attachment_ids(attachment_ids)
     quoted = None if reply_to is None else _quotable(sender, conversation_id, reply_to)
     mentions = _mentioned_members(conversation_id, body)
@@ -778,6 +779,7 @@ def send_message(
         with transaction.atomic():
             stored = _store_message(conversation_id, sender, cmid, body, mentions, quoted)
             if stored is None:
+                _check_not_blocked(sender, conversation_id)  # the refusal may be a block
                 raise NotAMember()
             message, member_seq, accepted_now = stored
             if accepted_now:
@@ -877,6 +879,7 @@ _conversation_table = Conversation._meta.db_table
 _membership_table = Membership._meta.db_table
 _message_table = Message._meta.db_table
 _due_table = NotificationDue._meta.db_table
+_block_table = Block._meta.db_table
 
 # One statement, one round trip: note whether the sender had a message request open
 # (`was`: CTEs read the statement's snapshot, so before the update; replying accepts it),
@@ -894,7 +897,15 @@ WITH was AS (
 ), conv AS (
     UPDATE {_conversation_table}
     SET last_seq = last_seq + 1, last_activity_at = %(now)s
-    WHERE id = %(conversation)s
+    WHERE id = %(conversation)s AND NOT (
+        -- a direct chat of a blocked pair takes no message (`CannotSend`)
+        {_conversation_table}.kind = 'direct' AND EXISTS (
+            SELECT 1 FROM {_membership_table} AS other, {_block_table} AS b
+            WHERE other.conversation_id = %(conversation)s AND other.user_id <> %(sender)s
+              AND ((b.blocker_id = %(sender)s AND b.blocked_id = other.user_id)
+                OR (b.blocked_id = %(sender)s AND b.blocker_id = other.user_id))
+        )
+    )
     RETURNING id, last_seq, member_seq
 ), member AS (
     UPDATE {_membership_table} AS m
@@ -931,6 +942,8 @@ def _store_message(
     quoted: Message | None = None,
 ) -> tuple[Message, int, bool] | None:
     """Store a text message at the conversation's next seq; None if not a member.
+
+    None too in a direct chat where one of the pair blocked the other.
 
     Returns the message, the conversation's `member_seq` and whether this send accepted
     the sender's message request (replying accepts). On None the conversation's seq may
