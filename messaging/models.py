@@ -436,7 +436,11 @@ class Report(models.Model):
         DISMISSED = "dismissed", "Dismissed"
         ACTIONED = "actioned", "Message deleted"
 
-    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="reports")
+    # No database constraint: a partitioned message table cannot be referenced by `id`
+    # alone (partition_messages); Django still cascades deletes of messages.
+    message = models.ForeignKey(
+        Message, on_delete=models.CASCADE, related_name="reports", db_constraint=False
+    )
     reporter = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="reports_made"
     )
@@ -461,7 +465,10 @@ class HiddenMessage(models.Model):
     """
 
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
-    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="hidden_by")
+    # No database constraint, as `Report.message`.
+    message = models.ForeignKey(
+        Message, on_delete=models.CASCADE, related_name="hidden_by", db_constraint=False
+    )
     conversation_id = models.BigIntegerField()
     created_at = models.DateTimeField(auto_now_add=True)
 
