@@ -7,7 +7,7 @@ import pytest
 from django.urls import reverse
 
 from accounts.models import User
-from messaging import selectors, services
+from messaging import search, selectors, services
 from messaging.errors import (
     BadRequest,
     CannotSend,
@@ -357,3 +357,16 @@ def test_the_report_action_deletes_the_message_through_moderation(
     assert not kept.deleted
     statuses = dict(Report.objects.values_list("pk", "status"))
     assert statuses == {first.pk: "actioned", second.pk: "actioned", other.pk: "dismissed"}
+
+
+def test_search_leaves_out_what_i_deleted_for_me(ana: User, bo: User) -> None:
+    chat = direct(ana, bo)
+    message = send(ana, chat, "secret pineapple plans")
+    services.hide_message(user=bo, conversation_id=chat.pk, message_id=message.pk)
+
+    def found(user: User) -> list[int]:
+        page = search.search_messages_for_user(user=user, query="pineapple")
+        return [hit.message.pk for hit in page.hits]
+
+    assert found(bo) == []
+    assert found(ana) == [message.pk]
