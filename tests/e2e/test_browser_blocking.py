@@ -9,6 +9,7 @@ import pytest
 from playwright.sync_api import expect
 
 from accounts.models import User
+from messaging import services
 from messaging.models import Block, HiddenMessage, Message, Report
 from tests.e2e.browser import (
     Axe,
@@ -17,9 +18,13 @@ from tests.e2e.browser import (
     bubbles,
     conversation,
     make_person,
+    off_loop,
+    online,
     open_direct,
+    say,
     send,
     shot,
+    wait_stored,
     wait_until,
 )
 
@@ -108,3 +113,29 @@ def test_delete_for_me_hides_on_my_other_tab_only_and_report_goes_to_staff(web: 
         "spam",
         "Sent to everyone",
     )
+
+
+def test_a_browser_that_was_offline_drops_what_another_device_deleted_for_me(web: Web) -> None:
+    """Tried: Bo's browser has the chat stored; it goes offline, and meanwhile another
+    of his devices deletes a message for him. Back online, the browser drops it from
+    the screen and from its stored history (the hidden-ids sync), though the message
+    itself never changed."""
+    ana, bo = make_person("ana", "Ana"), make_person("bo", "Bo")
+    chat = open_direct(ana, bo)
+    history = ["first", "to hide", "last"]
+    for body in history:
+        say(ana, chat.pk, body)
+    bo_page = web.log_in(bo)
+    conversation(bo_page, "Ana").click()
+    expect(bubbles(bo_page)).to_have_text(history)
+    wait_stored(bo_page, bo, chat.pk, history)
+
+    bo_page.context.set_offline(True)
+    expect(bo_page.locator("#conn-status")).to_have_attribute("data-state", "offline")
+    hidden = Message.objects.get(body="to hide")
+    off_loop(services.hide_message, user=bo, conversation_id=chat.pk, message_id=hidden.pk)
+
+    bo_page.context.set_offline(False)
+    online(bo_page)
+    expect(bubbles(bo_page)).to_have_text(["first", "last"])
+    wait_stored(bo_page, bo, chat.pk, ["first", "last"])
