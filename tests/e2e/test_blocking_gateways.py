@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Any
 
@@ -86,10 +87,23 @@ def test_delete_for_me_reaches_the_users_devices_on_both_gateways_and_syncs_late
         laptop, _ = await open_socket(deployment.urls[1], tok["bo"], "laptop")
         ana_ws, _ = await open_socket(deployment.urls[1], tok["ana"])
 
-        hidden = await chatclient.hide(http[0], tok["bo"], chat.pk, message.pk)
-        for device in (phone, laptop):
-            frame = await device.until(lambda f: f["type"] == "message.hidden")
-            assert frame == {"type": "message.hidden", **hidden}
+        tablet = chatclient.ChatClient(
+            deployment.urls[1:], chatclient.bearer_auth(tok["bo"]), name="bo-tablet"
+        )
+        await tablet.connect()
+        try:
+            heard = asyncio.create_task(
+                tablet.wait_for(lambda u: u["type"] == "message.hidden", timeout=10)
+            )
+            await asyncio.sleep(0)  # the wait is registered before the hide
+            hidden = await chatclient.hide(http[0], tok["bo"], chat.pk, message.pk)
+            for device in (phone, laptop):
+                frame = await device.until(lambda f: f["type"] == "message.hidden")
+                assert frame == {"type": "message.hidden", **hidden}
+            assert (await heard)["message"] == message.pk
+            assert tablet.hidden == {(chat.pk, message.pk)}
+        finally:
+            await tablet.close()
         assert await ana_ws.quiet() == []  # others see nothing change
 
         # A device that was offline catches up from its cursor; history leaves it out.
