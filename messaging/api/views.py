@@ -919,7 +919,7 @@ class UserBlockApi(APIView):
         tags=["blocking"],
         parameters=[USER_ID],
         request=None,
-        responses={204: None, **error_responses(429, *AUTHENTICATED)},
+        responses={204: None, **error_responses(404, 429, *AUTHENTICATED)},
     )
     def delete(self, request: Request, user_id: int) -> Response:
         """Unblock the user (nothing happens if you had not blocked them)."""
