@@ -770,12 +770,12 @@ def send_message(
     if not verdict.allowed:
         metrics.count_rate_limited("send")
         raise RateLimited(verdict.retry_after)
-    if connection.vendor != "postgresql":
-        _check_not_blocked(sender, conversation_id)  # the store's SQL checks it in one go
     attachments = _clean_attachment_ids(attachment_ids)
     quoted = None if reply_to is None else _quotable(sender, conversation_id, reply_to)
     mentions = _mentioned_members(conversation_id, body)
     try:
+        if connection.vendor != "postgresql":
+            _check_not_blocked(sender, conversation_id)  # the store's SQL checks it in one go
         with transaction.atomic():
             stored = _store_message(conversation_id, sender, cmid, body, mentions, quoted)
             if stored is None:
@@ -791,7 +791,8 @@ def send_message(
             events.to_conversation_on_commit(
                 conversation_id, member_seq, wire.message_created_frame(message)
             )
-    except IntegrityError:
+    except (IntegrityError, CannotSend):
+        # A replay of a message stored before a block still answers the original.
         original = _original(sender, cmid, conversation_id)
         if original is None:
             raise

@@ -370,3 +370,18 @@ def test_search_leaves_out_what_i_deleted_for_me(ana: User, bo: User) -> None:
 
     assert found(bo) == []
     assert found(ana) == [message.pk]
+
+
+def test_a_replay_of_a_message_sent_before_the_block_answers_the_original(
+    ana: User, bo: User
+) -> None:
+    chat = direct(ana, bo)
+    cmid = uuid.uuid4()
+    first = services.send_message(
+        sender=bo, conversation_id=chat.pk, client_msg_id=cmid, body="sent before"
+    )
+    services.block_user(user=ana, other_user_id=bo.pk)
+    again = services.send_message(
+        sender=bo, conversation_id=chat.pk, client_msg_id=cmid, body="sent before"
+    )
+    assert (again.created, again.message.pk) == (False, first.message.pk)
