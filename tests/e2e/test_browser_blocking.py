@@ -35,8 +35,8 @@ def test_block_shows_a_notice_refuses_the_blocked_one_neutrally_and_unblock_rest
     web: Web,
 ) -> None:
     """Tried: Ana blocks Bo from the chat's header (asked first): her composer gives way
-    to a notice; Bo's message is refused with the neutral words; Ana unblocks, writes,
-    and Bo gets it live."""
+    to a notice, her settings list him; Bo's message is refused with the neutral words;
+    Ana unblocks, writes, and Bo gets it live."""
     axe = Axe()
     ana, bo = make_person("ana", "Ana"), make_person("bo", "Bo")
     open_direct(ana, bo)
@@ -58,6 +58,12 @@ def test_block_shows_a_notice_refuses_the_blocked_one_neutrally_and_unblock_rest
     expect(block).to_have_text("Unblock")
     wait_until(lambda: Block.objects.filter(blocker__username="ana").exists())
     shot(ana_page, "blocked-chat")
+    ana_page.get_by_role("button", name="Settings").click()
+    blocked_list = ana_page.get_by_role("list", name="Blocked people")
+    expect(blocked_list.get_by_role("listitem")).to_have_text(["BoUnblock"])
+    expect(blocked_list.get_by_role("button", name="Unblock Bo")).to_be_visible()
+    axe.check(ana_page, "settings with blocked people")
+    ana_page.locator("#settings-cancel").click()
 
     send(bo_page, "Are you there?")
     failed = bo_page.locator("#message-list .msg.own").filter(has_text="Are you there?")

@@ -7,10 +7,11 @@
 // and a few words for staff).
 
 import { api, query } from "../api.js";
+import { h } from "../dom.js";
 import { confirmDialog, toast } from "./helpers.js";
 import { $, client, current, me, ui } from "./shared.js";
 
-const blocked = new Set(); // the people I blocked
+const blocked = new Map(); // the people I blocked: id -> display name
 const CURSOR_KEY = `chat.hidden-cursor.${me.id}`;
 let reporting = null; // the message the report dialog is about
 
@@ -29,6 +30,38 @@ export function renderBlock() {
   button.title = isBlocked ? "Unblock this person" : "Block this person";
   $("blocked-note").hidden = !isBlocked;
   ui.composer.hidden = isBlocked;
+  renderBlockedList();
+}
+
+/** The settings dialog's list of the people I blocked, each with Unblock. */
+function renderBlockedList() {
+  const rows = [...blocked].map(([id, name]) =>
+    h(
+      "li",
+      { class: "settings-row" },
+      h("p", { text: name }),
+      h("button", {
+        type: "button",
+        class: "button small",
+        text: "Unblock",
+        "aria-label": `Unblock ${name}`,
+        onclick: () => unblock(id, name),
+      }),
+    ),
+  );
+  $("settings-blocked").replaceChildren(...rows);
+  $("settings-blocked-empty").hidden = rows.length > 0;
+}
+
+async function unblock(id, name) {
+  try {
+    await api(`/api/v1/users/${id}/block`, { method: "DELETE" });
+    blocked.delete(id);
+    toast(`${name} is unblocked.`);
+  } catch (error) {
+    toast(`Could not unblock: ${error?.message || error}`);
+  }
+  renderBlock();
 }
 
 async function toggleBlock() {
@@ -37,9 +70,8 @@ async function toggleBlock() {
   const name = client.conversation(current)?.title || "this person";
   try {
     if (blocked.has(other)) {
-      await api(`/api/v1/users/${other}/block`, { method: "DELETE" });
-      blocked.delete(other);
-      toast(`${name} is unblocked.`);
+      await unblock(other, name);
+      return;
     } else {
       const sure = await confirmDialog(
         `Block ${name}?`,
@@ -48,7 +80,7 @@ async function toggleBlock() {
       );
       if (!sure) return;
       await api(`/api/v1/users/${other}/block`, { method: "PUT" });
-      blocked.add(other);
+      blocked.set(other, name);
       toast(`${name} is blocked.`);
     }
   } catch (error) {
@@ -61,7 +93,7 @@ async function loadBlocks() {
   try {
     const answer = await api("/api/v1/blocks");
     blocked.clear();
-    for (const b of answer.results) blocked.add(b.user.id);
+    for (const b of answer.results) blocked.set(b.user.id, b.user.display_name || b.user.username);
     renderBlock();
   } catch {
     // kept as it was; the next connection asks again
@@ -131,8 +163,7 @@ export function install() {
     syncHidden();
   });
   client.addEventListener("block", ({ detail }) => {
-    if (detail.blocked) blocked.add(detail.user);
-    else blocked.delete(detail.user);
-    renderBlock();
+    // Another of my devices blocked or unblocked someone: ask for the names again.
+    if (detail.blocked !== blocked.has(detail.user)) loadBlocks();
   });
 }
