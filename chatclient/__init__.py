@@ -7,6 +7,7 @@ from chatclient.client import ChatClient, Update
 from chatclient.devices import register_device
 from chatclient.errors import ChatError, ConnectionLost, SessionClosed
 from chatclient.history import History, ReconnectRecord, RecvRecord, SendRecord, SyncRecord
+from chatclient.moderation import block, hidden_since, hide, list_blocks, report, unblock
 from chatclient.outbox import Outbox, OutboxEntry
 from chatclient.state import ConversationState, Offer
 
@@ -30,8 +31,14 @@ __all__ = [
     "SyncRecord",
     "Update",
     "bearer_auth",
+    "block",
     "check",
     "full_jitter",
+    "hidden_since",
+    "hide",
+    "list_blocks",
     "obtain_token",
     "register_device",
+    "report",
+    "unblock",
 ]

@@ -117,6 +117,8 @@ class ChatClient(CatchUp):
         self.on_message = on_message
         self.on_event = on_event
         self.user: dict[str, Any] | None = None
+        # (conversation, message) ids this user deleted for themself, heard live.
+        self.hidden: set[tuple[int, int]] = set()
         self.heartbeat_interval: float | None = None
         self.closed_code: int | None = None
         self.gateway_url: str | None = None
@@ -616,6 +618,9 @@ class ChatClient(CatchUp):
             logger.warning("%s: session.ready in the middle of a session; ignored", self.name)
         elif kind == "reconnect":
             self._on_reconnect(frame)
+        elif kind == "message.hidden":
+            # Deleted for me on one of this user's devices; `hidden_since` catches up.
+            self.hidden.add((int(frame["conversation"]), int(frame["message"])))
         elif kind == "pong":
             self._on_pong(frame)
             self._resolve(frame)

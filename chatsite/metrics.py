@@ -121,6 +121,9 @@ RateLimitKind = Literal[
     "frame",
     "password_reset",
     "export",
+    "block",
+    "report",
+    "hide",
 ]
 _rate_limited = {kind: RATE_LIMITED.labels(kind=kind) for kind in get_args(RateLimitKind)}
 

@@ -30,7 +30,16 @@ from accounts.models import User
 from chatsite.errors import DomainError
 from chatsite.limits import MAX_ID
 from messaging import services
-from messaging.models import Attachment, Conversation, Device, Membership, Message, Notification
+from messaging.models import (
+    Attachment,
+    Block,
+    Conversation,
+    Device,
+    Membership,
+    Message,
+    Notification,
+    Report,
+)
 
 # How many ids one error line names before it says "and N more".
 _MAX_IDS_SHOWN = 10
@@ -540,4 +549,106 @@ class NotificationAdmin(admin.ModelAdmin[Notification]):
 
     def has_change_permission(self, request: HttpRequest, obj: Notification | None = None) -> bool:
         """Refuse: the trace records what happened."""
+        return False
+
+
+# --- blocking and reports ---------------------------------------------------------------
+
+
+@admin.register(Report)
+class ReportAdmin(admin.ModelAdmin[Report]):
+    """Reports of messages by members: read them, delete the message (moderation) or dismiss."""
+
+    list_display = (
+        "id",
+        "message_link",
+        "short_body",
+        "reporter",
+        "reason",
+        "details",
+        "status",
+        "created_at",
+    )
+    list_filter = ("status", "reason", "created_at")
+    search_fields = ("reporter__username", "message__body", "details")
+    fields = ("message", "reporter", "reason", "details", "status", "created_at")
+    readonly_fields = fields
+    raw_id_fields = ("message", "reporter")
+    list_select_related = ("message", "reporter")
+    actions = ("delete_reported_messages", "dismiss_reports")
+
+    @admin.display(description="message")
+    def message_link(self, obj: Report) -> str:
+        """Link to the reported message."""
+        url = reverse("admin:messaging_message_change", args=[obj.message_id])
+        return format_html('<a href="{}">#{}</a>', url, obj.message_id)
+
+    @admin.display(description="body")
+    def short_body(self, obj: Report) -> str:
+        """Return the first line of the reported message, shortened."""
+        if obj.message.deleted:
+            return "(deleted)"
+        return Truncator(obj.message.body.split("\n", 1)[0]).chars(80)
+
+    def get_actions(
+        self, request: HttpRequest
+    ) -> dict[str, tuple[Callable[..., str], str, str] | None]:
+        """Return the actions without Django's delete_selected (reports are kept)."""
+        actions = super().get_actions(request)
+        actions.pop("delete_selected", None)
+        return actions
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        """Refuse: members make reports."""
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Report | None = None) -> bool:
+        """Refuse: a report is kept as the record of what staff did."""
+        return False
+
+    def _resolve(self, request: HttpRequest, queryset: QuerySet[Report], *, delete: bool) -> None:
+        staff = _staff(request)
+        done = 0
+        for report_id in queryset.values_list("pk", flat=True):
+            try:
+                services.resolve_report(staff=staff, report_id=report_id, delete_message=delete)
+            except DomainError as exc:
+                self.message_user(request, f"Report {report_id}: {exc.message}", messages.ERROR)
+                continue
+            done += 1
+        verb = "Deleted the messages of" if delete else "Dismissed"
+        self.message_user(request, f"{verb} {_count(done, 'report')}.", messages.SUCCESS)
+
+    @admin.action(description="Delete the reported messages (moderation)", permissions=["change"])
+    def delete_reported_messages(self, request: HttpRequest, queryset: QuerySet[Report]) -> None:
+        """Delete each reported message for everyone through `moderate_delete_message`."""
+        self._resolve(request, queryset, delete=True)
+
+    @admin.action(description="Dismiss the selected reports", permissions=["change"])
+    def dismiss_reports(self, request: HttpRequest, queryset: QuerySet[Report]) -> None:
+        """Close the reports and keep the messages."""
+        self._resolve(request, queryset, delete=False)
+
+
+@admin.register(Block)
+class BlockAdmin(admin.ModelAdmin[Block]):
+    """Who blocked whom (view only: people block and unblock themselves)."""
+
+    list_display = ("id", "blocker", "blocked", "created_at")
+    search_fields = ("blocker__username", "blocked__username")
+    list_filter = ("created_at",)
+    readonly_fields = ("blocker", "blocked", "created_at")
+    fields = readonly_fields
+    list_select_related = ("blocker", "blocked")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        """Refuse: blocks are made by people (`PUT /api/v1/users/{id}/block`)."""
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Block | None = None) -> bool:
+        """Refuse: view only."""
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Block | None = None) -> bool:
+        """Refuse: only the blocker unblocks (their devices are told)."""
         return False

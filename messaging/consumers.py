@@ -58,6 +58,8 @@ class ChatConsumer(PresenceMixin, FrameSocket):
             self._relay_typing, rate=settings.CHAT_TYPING_RATE, burst=settings.CHAT_TYPING_BURST
         )
         self.following = set()
+        self.presence_wanted = set()
+        self.blocked = set()
 
     @property
     def groups_joined_at(self) -> float:
@@ -67,6 +69,11 @@ class ChatConsumer(PresenceMixin, FrameSocket):
         """Subscribe, read the snapshot, send `session.ready` (in that order)."""
         await supervisor.ensure_sentinel()
         await self.layer_groups.join_user(self.user.pk)
+        # Who this user blocked or was blocked by: typing and presence filters (kept
+        # current by `block.event`, so no query per event).
+        self.blocked = await db_by(
+            self.scope.get("ready_by"), selectors.block_set, user_id=self.user.pk
+        )
         # Dropped (`Shed`, close 1013) if the gateway is too far behind to start in time.
         start_by = self.scope.get("ready_by")
         ids = await db_by(start_by, selectors.list_conversation_ids_for_user, user=self.user)
@@ -263,7 +270,9 @@ class ChatConsumer(PresenceMixin, FrameSocket):
         """Forward a conversation's frame if this socket's user is (still) a member."""
         conversation = int(event["conversation"])
         frame = event["frame"]
-        if frame["type"] == "typing" and frame["user"] == self.user.pk:
+        if frame["type"] == "typing" and (
+            frame["user"] == self.user.pk or frame["user"] in self.blocked
+        ):
             return
 
         def current_member_seq() -> Awaitable[int | None]:
@@ -293,6 +302,21 @@ class ChatConsumer(PresenceMixin, FrameSocket):
         if event.get("follow_only"):
             return  # a direct chat not shown yet: its first message makes the client sync
         await self.send_frame(frame)
+
+    async def block_event(self, event: dict[str, Any]) -> None:
+        """Update the filters when a block with another user began or ended; tell the blocker."""
+        other = int(event["user"])
+        if event["blocked"]:
+            self.blocked.add(other)
+        else:
+            self.blocked.discard(other)
+        await self.presence_block_changed(other, blocked=bool(event["blocked"]))
+        if event.get("frame") is not None:
+            await self.send_frame(event["frame"])
+
+    async def own_event(self, event: dict[str, Any]) -> None:
+        """Forward a frame meant for this user's devices only (`message.hidden`)."""
+        await self.send_frame(event["frame"])
 
     async def connection_evict(self, event: dict[str, Any]) -> None:
         """Close: the user opened more than WS_MAX_CONNECTIONS_PER_USER connections."""

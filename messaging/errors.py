@@ -5,6 +5,7 @@ from chatsite.errors import RateLimited as BaseRateLimited
 
 __all__ = [
     "BadRequest",
+    "CannotSend",
     "Conflict",
     "EmptyMessage",
     "GroupFull",
@@ -98,3 +99,14 @@ class ExportRateLimited(RetryInMinutes):
     """A user asked for their data too often (`EXPORT_BURST`, `EXPORT_INTERVAL`)."""
 
     template = "You downloaded your data a moment ago; try again in {wait}."
+
+
+class CannotSend(DomainError):
+    """A direct message between a blocked pair.
+
+    The same words in both directions, so a block is never told apart from other refusals.
+    """
+
+    code = "cannot_send"
+    http_status = 403
+    default_message = "You cannot send messages to this conversation."

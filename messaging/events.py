@@ -147,3 +147,26 @@ async def leave_groups(layer: Any, channel: str, groups: Iterable[str]) -> None:
 async def send_to_channel(layer: Any, channel: str, event: Event) -> None:
     """Send one event to one connection's channel."""
     await layer.send(channel, event)
+
+
+# --- blocking and delete for me -----------------------------------------------------------
+
+
+def block_event(other_user_id: int, *, blocked: bool, frame: Mapping[str, Any] | None) -> Event:
+    """Tell a user's connections a block with `other_user_id` began or ended.
+
+    Both sides' gateways update their block set (presence and typing filters); only
+    the blocker's get a `frame` (`block.updated`) to forward: the blocked person is
+    never told.
+    """
+    return {
+        "type": "block.event",
+        "user": other_user_id,
+        "blocked": blocked,
+        "frame": dict(frame) if frame is not None else None,
+    }
+
+
+def own_event(frame: Mapping[str, Any]) -> Event:
+    """Wrap a frame for one user's own connections only (`message.hidden`)."""
+    return {"type": "own.event", "frame": dict(frame)}

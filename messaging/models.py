@@ -393,3 +393,89 @@ class Notification(models.Model):
 
     def __str__(self) -> str:
         return f"{self.channel} {self.decision} for user {self.user_id}, message {self.message_id}"
+
+
+# --- blocking, reports, delete for me ---------------------------------------------------
+
+
+class Block(models.Model):
+    """`blocker` blocked `blocked`: no direct messages, presence or typing between them."""
+
+    blocker = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="blocks_made"
+    )
+    blocked = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="blocks_received"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["blocker", "blocked"], name="block_unique"),
+            models.CheckConstraint(
+                condition=~models.Q(blocker=models.F("blocked")), name="block_not_self"
+            ),
+        ]
+        indexes = [models.Index(fields=["blocked"], name="block_blocked_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.blocker_id} blocks {self.blocked_id}"
+
+
+class Report(models.Model):
+    """A member reported a message to staff, with a reason."""
+
+    class Reason(models.TextChoices):
+        SPAM = "spam", "Spam"
+        ABUSE = "abuse", "Harassment or abuse"
+        ILLEGAL = "illegal", "Illegal content"
+        OTHER = "other", "Other"
+
+    class Status(models.TextChoices):
+        OPEN = "open", "Open"
+        DISMISSED = "dismissed", "Dismissed"
+        ACTIONED = "actioned", "Message deleted"
+
+    # No database constraint: a partitioned message table cannot be referenced by `id`
+    # alone (partition_messages); Django still cascades deletes of messages.
+    message = models.ForeignKey(
+        Message, on_delete=models.CASCADE, related_name="reports", db_constraint=False
+    )
+    reporter = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="reports_made"
+    )
+    reason = models.CharField(max_length=8, choices=Reason.choices)
+    details = models.TextField(blank=True)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.OPEN)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["message", "reporter"], name="report_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"report {self.pk} of message {self.message_id}"
+
+
+class HiddenMessage(models.Model):
+    """A message the user deleted for themself: hidden on all of their devices only.
+
+    The id is the user's cursor for syncing hidden ids (`GET /api/v1/hidden-messages`).
+    """
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    # No database constraint, as `Report.message`.
+    message = models.ForeignKey(
+        Message, on_delete=models.CASCADE, related_name="hidden_by", db_constraint=False
+    )
+    conversation_id = models.BigIntegerField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["user", "message"], name="hidden_message_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"message {self.message_id} hidden for {self.user_id}"

@@ -54,6 +54,9 @@ MODELS = [
     "messaging.Attachment",
     "messaging.Message",
     "messaging.Device",
+    "messaging.Block",
+    "messaging.Report",
+    "messaging.HiddenMessage",
 ]
 # Models of our apps that an export leaves out, and why (a test checks every model of
 # `accounts` and `messaging` is in one list or the other).
@@ -136,6 +139,11 @@ def user_scope(user_id: int) -> Scope:
         "messaging.Attachment": Attachment.objects.filter(uploader_id=user_id),
         "messaging.Message": Message.objects.filter(sender_id=user_id),
         "messaging.Device": _model("messaging.Device")._default_manager.filter(user_id=user_id),
+        "messaging.Block": _model("messaging.Block")._default_manager.filter(blocker_id=user_id),
+        "messaging.Report": _model("messaging.Report")._default_manager.filter(reporter_id=user_id),
+        "messaging.HiddenMessage": _model("messaging.HiddenMessage")._default_manager.filter(
+            user_id=user_id
+        ),
     }
     fields = {"accounts.User": [name for name in account if name not in PRIVATE_USER_FIELDS]}
     return Scope(f"user {user_id}", rows, fields)

@@ -40,7 +40,7 @@ from django.db.models.functions import Replace
 from accounts.models import User
 from chatsite.errors import BadRequest
 from messaging import selectors
-from messaging.models import Membership, Message
+from messaging.models import HiddenMessage, Membership, Message
 
 MAX_TERMS = 8
 WORDS, APPROXIMATE = 1, 2
@@ -95,14 +95,17 @@ def _clean_query(query: str) -> tuple[str, list[str]]:
 
 
 def _readable_messages(user: User, conversation_id: int | None) -> QuerySet[Message]:
-    """Return the text messages `user` may read (member, from `visible_from_seq` on)."""
+    """Return the text messages `user` may read (member, from `visible_from_seq` on, not hidden)."""
     may_read = Membership.objects.filter(
         conversation_id=OuterRef("conversation_id"),
         user=user,
         visible_from_seq__lte=OuterRef("seq"),
     )
-    messages = Message.objects.filter(kind=Message.Kind.TEXT, deleted=False).filter(
-        Exists(may_read)
+    hidden = HiddenMessage.objects.filter(user=user, message_id=OuterRef("pk"))
+    messages = (
+        Message.objects.filter(kind=Message.Kind.TEXT, deleted=False)
+        .filter(Exists(may_read))
+        .exclude(Exists(hidden))  # deleted for me
     )
     if conversation_id is not None:
         messages = messages.filter(conversation_id=conversation_id)

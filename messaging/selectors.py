@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 
 from django.conf import settings
 from django.db import connection
-from django.db.models import Count, IntegerField, OuterRef, Q, Subquery, Sum, Value
+from django.db.models import Count, Exists, IntegerField, OuterRef, Q, Subquery, Sum, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
@@ -22,8 +22,10 @@ from chatsite.limits import MAX_SEQ
 from messaging.errors import BadRequest, MessageNotFound, NotAMember
 from messaging.models import (
     Attachment,
+    Block,
     Conversation,
     Device,
+    HiddenMessage,
     Membership,
     Message,
     Notification,
@@ -149,7 +151,7 @@ def list_messages_for_user(
     last_seq = membership.conversation.last_seq
     visible = Message.objects.filter(
         conversation_id=conversation_id, seq__gte=membership.visible_from_seq
-    )
+    ).exclude(_hidden_for(user))
     if after_n is not None:
         rows = list(
             visible.filter(version__gt=after_n, version__lte=last_seq).order_by("version")[
@@ -432,8 +434,11 @@ def contacts_among(*, user: User, user_ids: Sequence[int]) -> set[int]:
 
 
 def filter_visible_users(*, user: User, user_ids: list[int]) -> set[int]:
-    """Return which of `user_ids` may see each other's presence with `user`: its contacts."""
-    shared = contacts_among(user=user, user_ids=user_ids)
+    """Return which of `user_ids` may see each other's presence with `user`.
+
+    Its contacts, but for a pair where one blocked the other.
+    """
+    shared = _unblocked_contacts_among(user=user, user_ids=user_ids)
     if user.pk in user_ids:
         shared.add(user.pk)
     return shared
@@ -498,3 +503,54 @@ def list_notifications_for_user(
 def list_devices_for_user(*, user: User) -> list[Device]:
     """Return the user's push targets, newest first."""
     return list(Device.objects.filter(user=user).order_by("-created_at", "-pk"))
+
+
+# --- blocking, reports, delete for me ---------------------------------------------------
+
+
+def is_blocked_pair(user_id: int, other_id: int) -> bool:
+    """Return whether either of two users blocked the other."""
+    return Block.objects.filter(
+        Q(blocker_id=user_id, blocked_id=other_id) | Q(blocker_id=other_id, blocked_id=user_id)
+    ).exists()
+
+
+def block_set(*, user_id: int) -> set[int]:
+    """Return the users `user_id` blocked or was blocked by (one query; both directions)."""
+    made = Block.objects.filter(blocker_id=user_id).values_list("blocked_id", flat=True)
+    received = Block.objects.filter(blocked_id=user_id).values_list("blocker_id", flat=True)
+    return set(made.union(received))
+
+
+def list_blocks(*, user: User) -> list[Block]:
+    """Return the people `user` blocked, newest first."""
+    return list(
+        Block.objects.filter(blocker=user).select_related("blocked").order_by("-created_at", "-pk")
+    )
+
+
+def list_hidden_messages(*, user: User, after: int, limit: int) -> list[HiddenMessage]:
+    """Return the user's hidden messages with an id past `after`, in id order."""
+    return list(HiddenMessage.objects.filter(user=user, pk__gt=after).order_by("pk")[:limit])
+
+
+def _hidden_for(user: User) -> Exists:
+    """Match the messages `user` deleted for themself."""
+    return Exists(HiddenMessage.objects.filter(user=user, message_id=OuterRef("pk")))
+
+
+def _unblocked_contacts_among(*, user: User, user_ids: Sequence[int]) -> set[int]:
+    """Return `contacts_among` but a pair where one blocked the other (in one query)."""
+    if not user_ids:
+        return set()
+    mine = Membership.objects.filter(user=user, accepted=True).values("conversation_id")
+    blocked = Block.objects.filter(blocker=user).values("blocked_id")
+    blocked_by = Block.objects.filter(blocked=user).values("blocker_id")
+    return set(
+        Membership.objects.filter(conversation_id__in=mine, user_id__in=user_ids, accepted=True)
+        .exclude(user=user)
+        .exclude(user_id__in=blocked)
+        .exclude(user_id__in=blocked_by)
+        .values_list("user_id", flat=True)
+        .distinct()
+    )

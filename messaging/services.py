@@ -27,6 +27,7 @@ from chatsite.logs import trace
 from messaging import events, housekeeping, reactions, selectors, wire
 from messaging.errors import (
     BadRequest,
+    CannotSend,
     Conflict,
     EmptyMessage,
     GroupFull,
@@ -39,12 +40,15 @@ from messaging.errors import (
 )
 from messaging.mentions import mention_candidates
 from messaging.models import (
+    Block,
     Conversation,
+    HiddenMessage,
     Membership,
     Message,
     NotificationDue,
     NotifyLevel,
     PushWindow,
+    Report,
 )
 from messaging.selectors import TypingTarget
 
@@ -770,9 +774,12 @@ def send_message(
     quoted = None if reply_to is None else _quotable(sender, conversation_id, reply_to)
     mentions = _mentioned_members(conversation_id, body)
     try:
+        if connection.vendor != "postgresql":
+            _check_not_blocked(sender, conversation_id)  # the store's SQL checks it in one go
         with transaction.atomic():
             stored = _store_message(conversation_id, sender, cmid, body, mentions, quoted)
             if stored is None:
+                _check_not_blocked(sender, conversation_id)  # the refusal may be a block
                 raise NotAMember()
             message, member_seq, accepted_now = stored
             if accepted_now:
@@ -784,7 +791,8 @@ def send_message(
             events.to_conversation_on_commit(
                 conversation_id, member_seq, wire.message_created_frame(message)
             )
-    except IntegrityError:
+    except (IntegrityError, CannotSend):
+        # A replay of a message stored before a block still answers the original.
         original = _original(sender, cmid, conversation_id)
         if original is None:
             raise
@@ -872,6 +880,7 @@ _conversation_table = Conversation._meta.db_table
 _membership_table = Membership._meta.db_table
 _message_table = Message._meta.db_table
 _due_table = NotificationDue._meta.db_table
+_block_table = Block._meta.db_table
 
 # One statement, one round trip: note whether the sender had a message request open
 # (`was`: CTEs read the statement's snapshot, so before the update; replying accepts it),
@@ -889,7 +898,15 @@ WITH was AS (
 ), conv AS (
     UPDATE {_conversation_table}
     SET last_seq = last_seq + 1, last_activity_at = %(now)s
-    WHERE id = %(conversation)s
+    WHERE id = %(conversation)s AND NOT (
+        -- a direct chat of a blocked pair takes no message (`CannotSend`)
+        {_conversation_table}.kind = 'direct' AND EXISTS (
+            SELECT 1 FROM {_membership_table} AS other, {_block_table} AS b
+            WHERE other.conversation_id = %(conversation)s AND other.user_id <> %(sender)s
+              AND ((b.blocker_id = %(sender)s AND b.blocked_id = other.user_id)
+                OR (b.blocked_id = %(sender)s AND b.blocker_id = other.user_id))
+        )
+    )
     RETURNING id, last_seq, member_seq
 ), member AS (
     UPDATE {_membership_table} AS m
@@ -926,6 +943,8 @@ def _store_message(
     quoted: Message | None = None,
 ) -> tuple[Message, int, bool] | None:
     """Store a text message at the conversation's next seq; None if not a member.
+
+    None too in a direct chat where one of the pair blocked the other.
 
     Returns the message, the conversation's `member_seq` and whether this send accepted
     the sender's message request (replying accepts). On None the conversation's seq may
@@ -1455,3 +1474,176 @@ def _post_retention_notice(conversation_id: int, days: int) -> None:
             notice.loaded_attachments = []
             frame = wire.message_updated_frame(notice)
         events.to_conversation_on_commit(conversation_id, conversation.member_seq, frame)
+
+
+# --- blocking, reports, delete for me ---------------------------------------------------
+
+# Blocks and unblocks per user: 1 every 2 s, bursts of 10 (each one is fanned out live).
+BLOCK_RATE, BLOCK_BURST = 0.5, 10.0
+# Reports per user: 1 a minute, bursts of 5.
+REPORT_RATE, REPORT_BURST = 1 / 60, 5.0
+MAX_REPORT_DETAILS = 1000
+
+
+def _check_not_blocked(sender: User, conversation_id: int) -> None:
+    """Refuse a direct message between a blocked pair, the same way in both directions."""
+    key = (
+        Conversation.objects.filter(pk=conversation_id, kind=Conversation.Kind.DIRECT)
+        .values_list("direct_key", flat=True)
+        .first()
+    )
+    if not key:
+        return  # a group (blocks do not apply) or no such conversation (the store refuses)
+    pair = [int(part) for part in key.split(":")]
+    if sender.pk not in pair:
+        return  # not a member: the store answers NotAMember
+    other = pair[1] if pair[0] == sender.pk else pair[0]
+    if other != sender.pk and selectors.is_blocked_pair(sender.pk, other):
+        raise CannotSend()
+
+
+def _take_budget(
+    key: str, rate: float, burst: float, kind: metrics.RateLimitKind, message: str
+) -> None:
+    verdict = ratelimit.take(key, rate=rate, burst=burst)
+    if not verdict.allowed:
+        metrics.count_rate_limited(kind)
+        raise RateLimited(verdict.retry_after, message=message)
+
+
+def _announce_block(blocker: User, blocked_id: int, *, blocked: bool) -> None:
+    frame = wire.block_updated_frame(blocked_id, blocked=blocked)
+    events.send_events_on_commit(
+        [
+            (
+                events.user_group(blocker.pk),
+                events.block_event(blocked_id, blocked=blocked, frame=frame),
+            ),
+            (
+                events.user_group(blocked_id),
+                events.block_event(blocker.pk, blocked=blocked, frame=None),
+            ),
+        ]
+    )
+
+
+def block_user(*, user: User, other_user_id: int) -> Block:
+    """Block a user: no direct messages, presence or typing between the two, both ways.
+
+    Idempotent (blocking again returns the block). Groups are unaffected. Both users'
+    gateways learn it live (`block.event`); only the blocker's devices get a frame.
+    Rate limited per user (`BLOCK_RATE`/s, bursts of `BLOCK_BURST`).
+    """
+    if other_user_id == user.pk:
+        raise BadRequest("You cannot block yourself.", details={"field": "user"})
+    (other,) = _active_users([other_user_id])
+    _take_budget(
+        f"block:{user.pk}", BLOCK_RATE, BLOCK_BURST, "block", "Too many blocks; slow down."
+    )
+    with transaction.atomic():
+        block, created = Block.objects.get_or_create(blocker=user, blocked=other)
+        if created:
+            _announce_block(user, other.pk, blocked=True)
+    return block
+
+
+def unblock_user(*, user: User, other_user_id: int) -> bool:
+    """Lift the user's block of another; return whether there was one. Restores live."""
+    _take_budget(
+        f"block:{user.pk}", BLOCK_RATE, BLOCK_BURST, "block", "Too many blocks; slow down."
+    )
+    with transaction.atomic():
+        removed, _ = Block.objects.filter(blocker=user, blocked_id=other_user_id).delete()
+        if removed:
+            _announce_block(user, other_user_id, blocked=False)
+    return bool(removed)
+
+
+def report_message(
+    *, user: User, conversation_id: int, message_id: int, reason: str, details: str = ""
+) -> tuple[Report, bool]:
+    """Report a message the user can see to staff, with a reason; return (report, created).
+
+    Only members who can read the message may report it; a second report of the same
+    message by the same person returns the first. Rate limited per user (`REPORT_RATE`/s,
+    bursts of `REPORT_BURST`).
+    """
+    if reason not in Report.Reason.values:
+        raise BadRequest(
+            f"reason must be one of {', '.join(Report.Reason.values)}.",
+            details={"field": "reason"},
+        )
+    details = details.strip()
+    if len(details) > MAX_REPORT_DETAILS:
+        raise BadRequest(
+            f"details take at most {MAX_REPORT_DETAILS} characters.",
+            details={"field": "details", "max": MAX_REPORT_DETAILS},
+        )
+    message = selectors.get_message_for_user(
+        user=user, conversation_id=conversation_id, message_id=message_id
+    )
+    if message.kind != Message.Kind.TEXT:
+        raise NotAllowed("System messages cannot be reported.")
+    existing = Report.objects.filter(message=message, reporter=user).first()
+    if existing is not None:
+        return existing, False
+    _take_budget(
+        f"report:{user.pk}", REPORT_RATE, REPORT_BURST, "report", "Too many reports; slow down."
+    )
+    try:
+        with transaction.atomic():
+            report = Report.objects.create(
+                message=message, reporter=user, reason=reason, details=details
+            )
+    except IntegrityError:
+        return Report.objects.get(message=message, reporter=user), False
+    return report, True
+
+
+def resolve_report(*, staff: User, report_id: int, delete_message: bool) -> Report:
+    """Close a report as staff: delete its message (`moderate_delete_message`) or dismiss it."""
+    if not (staff.is_active and staff.is_staff):
+        raise NotAllowed("Only staff can handle reports.")
+    report = Report.objects.filter(pk=report_id).first()
+    if report is None:
+        raise MessageNotFound("No such report.")
+    if delete_message:
+        moderate_delete_message(staff=staff, message_id=report.message_id)
+        status = Report.Status.ACTIONED
+        # every open report of that message is handled by the delete
+        Report.objects.filter(message_id=report.message_id, status=Report.Status.OPEN).update(
+            status=status
+        )
+    else:
+        status = Report.Status.DISMISSED
+        Report.objects.filter(pk=report.pk).update(status=status)
+    report.status = status
+    return report
+
+
+def hide_message(*, user: User, conversation_id: int, message_id: int) -> HiddenMessage:
+    """Delete a message for the user only: hidden on all of their devices, no one else's.
+
+    Any message the user can read (own or others'). Idempotent. The user's devices hear
+    `message.hidden` live; one that was offline catches up with `GET /hidden-messages`,
+    and history fetches leave hidden messages out. Rate limited like reactions.
+    """
+    message = selectors.get_message_for_user(
+        user=user, conversation_id=conversation_id, message_id=message_id
+    )
+    _take_budget(
+        f"hide:{user.pk}",
+        settings.CHAT_REACT_RATE,
+        settings.CHAT_REACT_BURST,
+        "hide",
+        "Too many deletes; slow down.",
+    )
+    with transaction.atomic():
+        hidden, created = HiddenMessage.objects.get_or_create(
+            user=user, message=message, defaults={"conversation_id": conversation_id}
+        )
+        if created:
+            events.send_event_on_commit(
+                events.user_group(user.pk), events.own_event(wire.message_hidden_frame(hidden))
+            )
+    return hidden

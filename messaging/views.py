@@ -42,6 +42,7 @@ APP_MODULES = (
     "state.js",
     "ui/actions.js",
     "ui/announce.js",
+    "ui/blocking.js",
     "ui/composer.js",
     "ui/conversation.js",
     "ui/dialogs.js",

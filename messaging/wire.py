@@ -19,7 +19,16 @@ from typing import Any, Literal, NotRequired, TypedDict, cast
 
 from accounts.models import User
 from chatsite.wire import iso, iso_from_epoch
-from messaging.models import Attachment, Device, Membership, Message, Notification
+from messaging.models import (
+    Attachment,
+    Block,
+    Device,
+    HiddenMessage,
+    Membership,
+    Message,
+    Notification,
+    Report,
+)
 
 # --- payloads: the things frames and REST bodies carry -----------------------------------
 
@@ -818,3 +827,92 @@ def error_frame(
     if client_msg_id is not None:
         frame["client_msg_id"] = client_msg_id
     return frame
+
+
+# --- blocking, reports, delete for me ---------------------------------------------------
+
+
+class BlockPayload(TypedDict):
+    """A person the caller blocked (`GET /api/v1/blocks`)."""
+
+    user: UserPayload
+    created_at: str | None
+
+
+class ReportPayload(TypedDict):
+    """A report the caller made (`POST .../messages/{id}/report`)."""
+
+    id: int
+    conversation: int
+    message: int
+    reason: str
+    details: str
+    status: str
+    created_at: str | None
+
+
+class HiddenPayload(TypedDict):
+    """A message the caller deleted for themself; `id` is the sync cursor."""
+
+    id: int
+    conversation: int
+    message: int
+
+
+class BlockUpdatedFrame(TypedDict):
+    """The caller blocked or unblocked `user` (sent to all of the blocker's devices only)."""
+
+    type: Literal["block.updated"]
+    user: int
+    blocked: bool
+
+
+class MessageHiddenFrame(TypedDict):
+    """The caller deleted a message for themself (sent to all of their devices only)."""
+
+    type: Literal["message.hidden"]
+    id: int
+    conversation: int
+    message: int
+
+
+FRAMES["block.updated"] = BlockUpdatedFrame
+FRAMES["message.hidden"] = MessageHiddenFrame
+
+
+def block_payload(block: Block) -> BlockPayload:
+    """Describe a block the caller made."""
+    return {"user": user_payload(block.blocked), "created_at": iso(block.created_at)}
+
+
+def report_payload(report: Report) -> ReportPayload:
+    """Describe a report to its reporter."""
+    return {
+        "id": report.pk,
+        "conversation": report.message.conversation_id,
+        "message": report.message_id,
+        "reason": report.reason,
+        "details": report.details,
+        "status": report.status,
+        "created_at": iso(report.created_at),
+    }
+
+
+def hidden_payload(hidden: HiddenMessage) -> HiddenPayload:
+    """Describe a hidden message (its id is the cursor of `GET /api/v1/hidden-messages`)."""
+    return {"id": hidden.pk, "conversation": hidden.conversation_id, "message": hidden.message_id}
+
+
+def block_updated_frame(user_id: int, *, blocked: bool) -> BlockUpdatedFrame:
+    """Build `block.updated` for the blocker's devices."""
+    return {"type": "block.updated", "user": user_id, "blocked": blocked}
+
+
+def message_hidden_frame(hidden: HiddenMessage) -> MessageHiddenFrame:
+    """Build `message.hidden` for the user's devices."""
+    return {
+        "type": "message.hidden",
+        "id": hidden.pk,
+        "conversation": hidden.conversation_id,
+        "message": hidden.message_id,
+    }

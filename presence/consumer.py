@@ -34,6 +34,10 @@ class PresenceMixin:
     idle = False
     presence_written_at = 0.0
     following: set[int]
+    # The users of the last `presence.subscribe`, and who is in a block with this user
+    # (either way): they read offline, never seen.
+    presence_wanted: set[int]
+    blocked: set[int]
 
     if TYPE_CHECKING:
 
@@ -112,6 +116,7 @@ class PresenceMixin:
         never seen, and are not followed: presence is visible only to contacts.
         """
         wanted = request.users
+        self.presence_wanted = set(wanted)
         visible = await db(selectors.filter_visible_users, user=self.user, user_ids=wanted)
         await events.follow(
             self.channel_layer,
@@ -131,8 +136,28 @@ class PresenceMixin:
 
     async def presence_event(self, event: dict[str, Any]) -> None:
         """Forward `presence.changed` of a followed user."""
-        if event["user"] in self.following:
+        if event["user"] in self.following and event["user"] not in self.blocked:
             await self.send_frame(event["frame"])
+
+    async def presence_block_changed(self, other: int, *, blocked: bool) -> None:
+        """Show `other` offline when a block began, and as they are when it ended."""
+        if other not in self.presence_wanted:
+            return
+        if blocked:
+            await events.follow(self.channel_layer, self.channel_name, add=(), drop=[other])
+            self.following.discard(other)
+            entry = services.hidden_entry(other)
+            await self.send_frame(wire.presence_changed_frame(other, entry["state"], None))
+            return
+        visible = await db(selectors.filter_visible_users, user=self.user, user_ids=[other])
+        if other not in visible:
+            return
+        await events.follow(self.channel_layer, self.channel_name, add=[other], drop=())
+        self.following.add(other)
+        (shown,) = await services.snapshot(get_store(), [other], now=time.time())
+        frame = wire.presence_changed_frame(other, shown["state"], None)
+        frame["last_seen"] = shown["last_seen"]
+        await self.send_frame(frame)
 
 
 def parse_presence_subscribe(frame: dict[str, Any]) -> frames.PresenceSubscribe:

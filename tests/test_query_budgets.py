@@ -193,9 +193,10 @@ REST_PRESENCE = AUTH + VISIBLE_USERS
 
 # --- budgets: the WebSocket consumer (every connection, see `every_connection`) ---------
 
-# The handshake's user and its login family (chatsite.gateway.auth), the ids of the
+# The handshake's user and its login family (chatsite.gateway.auth), the socket's block
+# set (its typing and presence filters, then kept current by events), the ids of the
 # user's conversations (to join their groups), the snapshot for `session.ready`.
-WS_CONNECT = 2 + 1 + LIST_CONVERSATIONS
+WS_CONNECT = 2 + 1 + 1 + LIST_CONVERSATIONS
 # `sync`: the snapshot again.
 WS_SYNC = LIST_CONVERSATIONS
 # `messages.fetch`: list_messages_for_user.

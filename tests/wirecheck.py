@@ -34,6 +34,8 @@ def check_frame(frame: Any) -> dict[str, Any]:
 
 def check_event(event: dict[str, Any]) -> dict[str, Any]:
     """Check a channel-layer event's frame (`conv.event`, `user.event`, `presence.event`)."""
-    if event.get("type") in ("conv.event", "user.event", "presence.event"):
+    if event.get("type") in ("conv.event", "user.event", "presence.event", "own.event"):
+        check_frame(event["frame"])
+    if event.get("type") == "block.event" and event["frame"] is not None:
         check_frame(event["frame"])
     return event

@@ -21,6 +21,7 @@ from messaging.models import (
     Message,
     Notification,
     NotifyLevel,
+    Report,
 )
 
 # Re-exported for the views and URL converters that name them.
@@ -451,3 +452,69 @@ class UploadSerializer(serializers.Serializer[Any]):
     """A multipart upload: the file in field `file`."""
 
     file = serializers.FileField(allow_empty_file=True, use_url=False)
+
+
+# --- blocking, reports, delete for me ---------------------------------------------------
+
+
+class BlockedUserSerializer(serializers.Serializer[Any]):
+    """A user as others see them (`wire.UserPayload`)."""
+
+    id = serializers.IntegerField()
+    username = serializers.CharField()
+    display_name = serializers.CharField()
+    avatar_url = serializers.CharField(allow_null=True)
+
+
+class BlockSerializer(serializers.Serializer[Any]):
+    """A person you blocked (`wire.BlockPayload`)."""
+
+    user = BlockedUserSerializer()
+    created_at = serializers.DateTimeField(allow_null=True)
+
+
+class BlockListSerializer(serializers.Serializer[Any]):
+    """The people you blocked, newest first."""
+
+    results = BlockSerializer(many=True)
+
+
+class ReportSerializer(serializers.Serializer[Any]):
+    """A report you made (`wire.ReportPayload`)."""
+
+    id = serializers.IntegerField()
+    conversation = serializers.IntegerField()
+    message = serializers.IntegerField()
+    reason = serializers.ChoiceField(choices=Report.Reason.choices)
+    details = serializers.CharField(allow_blank=True)
+    status = serializers.ChoiceField(choices=Report.Status.choices)
+    created_at = serializers.DateTimeField(allow_null=True)
+
+
+class ReportCreateSerializer(serializers.Serializer[Any]):
+    """Why you report a message: a reason and, optionally, a few words."""
+
+    reason = serializers.ChoiceField(choices=Report.Reason.choices)
+    details = serializers.CharField(required=False, allow_blank=True, max_length=1000, default="")
+
+
+class HiddenSerializer(serializers.Serializer[Any]):
+    """A message you deleted for yourself (`wire.HiddenPayload`); `id` is the cursor."""
+
+    id = serializers.IntegerField()
+    conversation = serializers.IntegerField()
+    message = serializers.IntegerField()
+
+
+class HiddenPageSerializer(serializers.Serializer[Any]):
+    """Hidden messages past `after`, in id order; ask again `after=cursor` while `has_more`."""
+
+    results = HiddenSerializer(many=True)
+    cursor = serializers.IntegerField()
+    has_more = serializers.BooleanField()
+
+
+class HiddenQuerySerializer(serializers.Serializer[Any]):
+    """Where to continue: the last `id` (cursor) you have."""
+
+    after = serializers.IntegerField(required=False, min_value=0, max_value=MAX_ID, default=0)

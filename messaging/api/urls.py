@@ -90,4 +90,18 @@ urlpatterns = [
     path("devices/<id:device_id>", views.DeviceRemoveApi.as_view(), name="device"),
     path("users/me/export", views.OwnDataExportApi.as_view(), name="users-me-export"),
     path("server/limits", views.ServerLimitsApi.as_view(), name="server-limits"),
+    # blocking, reports, delete for me
+    path("users/<id:user_id>/block", views.UserBlockApi.as_view(), name="user-block"),
+    path("blocks", views.BlockListApi.as_view(), name="blocks"),
+    path(
+        "conversations/<id:conversation_id>/messages/<id:message_id>/report",
+        views.MessageReportApi.as_view(),
+        name="conversation-message-report",
+    ),
+    path(
+        "conversations/<id:conversation_id>/messages/<id:message_id>/hide",
+        views.MessageHideApi.as_view(),
+        name="conversation-message-hide",
+    ),
+    path("hidden-messages", views.HiddenMessageListApi.as_view(), name="hidden-messages"),
 ]

@@ -891,3 +891,122 @@ def server_limits() -> dict[str, Any]:
         },
         "jwt_access_seconds": int(c.SIMPLE_JWT["ACCESS_TOKEN_LIFETIME"].total_seconds()),
     }
+
+
+# --- blocking, reports, delete for me ---------------------------------------------------
+
+USER_ID = _path_id("user_id", "A user.")
+HIDDEN_LIMIT = 500
+
+
+class UserBlockApi(APIView):
+    """Block a person: no direct messages, presence or typing between you, both ways."""
+
+    @extend_schema(
+        operation_id="users_block",
+        tags=["blocking"],
+        parameters=[USER_ID],
+        request=None,
+        responses={200: s.BlockSerializer, **error_responses(400, 404, 429, *AUTHENTICATED)},
+    )
+    def put(self, request: Request, user_id: int) -> Response:
+        """Block the user (idempotent); answer the block."""
+        block = services.block_user(user=_user(request), other_user_id=user_id)
+        return Response(wire.block_payload(block))
+
+    @extend_schema(
+        operation_id="users_unblock",
+        tags=["blocking"],
+        parameters=[USER_ID],
+        request=None,
+        responses={204: None, **error_responses(404, 429, *AUTHENTICATED)},
+    )
+    def delete(self, request: Request, user_id: int) -> Response:
+        """Unblock the user (nothing happens if you had not blocked them)."""
+        services.unblock_user(user=_user(request), other_user_id=user_id)
+        return Response(status=204)
+
+
+class BlockListApi(APIView):
+    """The people you blocked."""
+
+    @extend_schema(
+        operation_id="blocks_list",
+        tags=["blocking"],
+        responses={200: s.BlockListSerializer, **error_responses(*AUTHENTICATED)},
+    )
+    def get(self, request: Request) -> Response:
+        """Answer `{results}`, newest first."""
+        blocks = selectors.list_blocks(user=_user(request))
+        return Response({"results": [wire.block_payload(b) for b in blocks]})
+
+
+class MessageReportApi(APIView):
+    """Report a message to staff with a reason."""
+
+    @extend_schema(
+        operation_id="messages_report",
+        tags=["messages"],
+        parameters=[CONVERSATION_ID, MESSAGE_ID],
+        request=s.ReportCreateSerializer,
+        responses={
+            201: s.ReportSerializer,
+            200: s.ReportSerializer,
+            **error_responses(400, 403, 404, 429, *AUTHENTICATED),
+        },
+    )
+    def post(self, request: Request, conversation_id: int, message_id: int) -> Response:
+        """Answer the report: 201 when new, 200 when you had reported it already."""
+        data = _valid(s.ReportCreateSerializer, request.data)
+        report, created = services.report_message(
+            user=_user(request),
+            conversation_id=conversation_id,
+            message_id=message_id,
+            reason=data["reason"],
+            details=data["details"],
+        )
+        return Response(wire.report_payload(report), status=201 if created else 200)
+
+
+class MessageHideApi(APIView):
+    """Delete a message for yourself: hidden on all of your devices, nobody else's."""
+
+    @extend_schema(
+        operation_id="messages_hide",
+        tags=["messages"],
+        parameters=[CONVERSATION_ID, MESSAGE_ID],
+        request=None,
+        responses={200: s.HiddenSerializer, **error_responses(403, 404, 429, *AUTHENTICATED)},
+    )
+    def post(self, request: Request, conversation_id: int, message_id: int) -> Response:
+        """Hide the message (idempotent); answer the hidden record (its `id` is a cursor)."""
+        hidden = services.hide_message(
+            user=_user(request), conversation_id=conversation_id, message_id=message_id
+        )
+        return Response(wire.hidden_payload(hidden))
+
+
+class HiddenMessageListApi(APIView):
+    """The messages you deleted for yourself, for a device catching up."""
+
+    @extend_schema(
+        operation_id="hidden_messages_list",
+        tags=["messages"],
+        parameters=[s.HiddenQuerySerializer],
+        responses={200: s.HiddenPageSerializer, **error_responses(400, *AUTHENTICATED)},
+    )
+    def get(self, request: Request) -> Response:
+        """Answer `{results, cursor, has_more}`: hidden messages with an id past `after`."""
+        after = _valid(s.HiddenQuerySerializer, request.query_params)["after"]
+        rows = selectors.list_hidden_messages(
+            user=_user(request), after=after, limit=HIDDEN_LIMIT + 1
+        )
+        has_more = len(rows) > HIDDEN_LIMIT
+        rows = rows[:HIDDEN_LIMIT]
+        return Response(
+            {
+                "results": [wire.hidden_payload(h) for h in rows],
+                "cursor": rows[-1].pk if rows else after,
+                "has_more": has_more,
+            }
+        )

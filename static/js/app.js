@@ -33,6 +33,7 @@ import { AUTH_FAILED, EVICTED } from "./client.js";
 import * as attention from "./notify.js";
 import * as actions from "./ui/actions.js";
 import * as announce from "./ui/announce.js";
+import * as blocking from "./ui/blocking.js";
 import * as composer from "./ui/composer.js";
 import * as conversation from "./ui/conversation.js";
 import { closeConversation, openConversation, prefetchDetails, reloadDetails, renderHeader } from "./ui/conversation.js";
@@ -59,7 +60,7 @@ const tabs = new Tabs(me.id);
 client.openSocket = (url) => tabs.openSocket(url);
 attention.setNotifyGate((key) => tabs.claim(key));
 
-for (const part of [presence, list, conversation, messages, actions, typing, composer, emoji, notifications, dialogs, switcher, search, announce, viewer]) part.install();
+for (const part of [presence, list, conversation, messages, actions, typing, composer, emoji, notifications, dialogs, switcher, search, announce, viewer, blocking]) part.install();
 
 // ---------------------------------------------------------------- connection status
 

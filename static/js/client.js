@@ -432,6 +432,14 @@ export class ChatClient extends EventTarget {
     return this.#state(id);
   }
 
+  /** Drop a message deleted for me on this and every later load (`message.hidden`, or
+   * the hidden-ids sync of a device that was away); the history store rewrites its page. */
+  forgetMessage(conversation, message) {
+    const id = Number(conversation);
+    this.#state(id).hide(Number(message));
+    this.#emit("messages", { conversation: id, messages: [], via: "hidden" });
+  }
+
   /** Return the unsent messages of a conversation, oldest first. */
   outbox(id) {
     return [...this.entries.values()].filter((e) => e.conversation === id && !e.op);
@@ -732,6 +740,12 @@ export class ChatClient extends EventTarget {
         return;
       case "reconnect":
         this.#onReconnect(frame);
+        return;
+      case "message.hidden":
+        this.forgetMessage(frame.conversation, frame.message);
+        return;
+      case "block.updated":
+        this.#emit("block", frame);
         return;
       default:
         this.#resolve(frame); // messages.batch, sync.state, presence.snapshot

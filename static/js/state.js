@@ -22,6 +22,7 @@ export class ConversationState {
     this.loaded = false; // the newest page was fetched; cursor rules apply
     this.oldestSeq = null; // the lowest seq in the window (null: nothing loaded)
     this.hasOlder = false; // older messages exist before the window
+    this.hidden = new Set(); // ids deleted for me: never stored again
   }
 
   get behind() {
@@ -107,6 +108,7 @@ export class ConversationState {
 
   /** Store `message` by id unless a copy with the same or a newer version is stored. */
   upsert(message) {
+    if (this.hidden.has(message.id)) return false; // deleted for me
     if (this.oldestSeq !== null && this.hasOlder && Number(message.seq) < this.oldestSeq) {
       return false; // outside the window: scrollback fetches its current version
     }
@@ -115,6 +117,12 @@ export class ConversationState {
     this.messages.set(message.id, { ...message });
     if (message.system?.event === "retention") this.cut(message);
     return true;
+  }
+
+  /** Drop a message deleted for me and keep it out (`message.hidden`); return whether it was stored. */
+  hide(id) {
+    this.hidden.add(id);
+    return this.messages.delete(id);
   }
 
   /** Drop what a retention notice says the server removed (all up to `through_seq`). */

@@ -72,8 +72,9 @@ def test_message_actions_open_from_a_menu_beside_the_bubble(web: Web) -> None:
     """Tried: on a desktop, Ana opens the menu of Bo's message from its "⋯" button (by
     the mouse, then by keyboard): a menu, first item focused, arrows move, Escape closes
     and gives the focus back to the button; a right-click on her own message offers
-    six reactions, Reply, Copy text, Edit, Delete: Copy puts the text on the clipboard,
-    Edit starts an edit, Reply shows the reply bar for Bo's message, Delete asks first.
+    six reactions, Reply, Copy text, Edit, Delete, Delete for me (hers: no Report): Copy
+    puts the text on the clipboard, Edit starts an edit, Reply shows the reply bar for
+    Bo's message, Delete asks first.
     On a phone, Bo's long press on Ana's message opens the menu too. Each time the menu
     is inside the screen and its box does not meet the text's; axe finds nothing serious
     in it.
@@ -101,8 +102,9 @@ def test_message_actions_open_from_a_menu_beside_the_bubble(web: Web) -> None:
     menu = menu_beside(ana_page, theirs)
     items = menu.get_by_role("menuitem")
     actions = menu.locator(".menu-item:not(.reaction-choice)")
-    expect(actions).to_have_text(["Reply", "Copy text"])  # not mine: no edit, no delete
-    expect(items).to_have_count(8)  # six reactions come first
+    # Not mine: no edit, no delete for everyone; delete for me and report.
+    expect(actions).to_have_text(["Reply", "Copy text", "Delete for me", "Report…"])
+    expect(items).to_have_count(10)  # six reactions come first
     expect(items.first).to_be_focused()
     expect(more).to_have_attribute("aria-expanded", "true")
     axe.check(ana_page, "message action menu")
@@ -119,7 +121,8 @@ def test_message_actions_open_from_a_menu_beside_the_bubble(web: Web) -> None:
     more.press("Enter")
     expect(items.first).to_be_focused()
     ana_page.keyboard.press("End")
-    ana_page.keyboard.press("ArrowUp")
+    for _ in range(3):
+        ana_page.keyboard.press("ArrowUp")
     ana_page.keyboard.press("Enter")  # Reply
     expect(menu).to_be_hidden()
     composer = ana_page.locator("#composer-input")
@@ -129,14 +132,14 @@ def test_message_actions_open_from_a_menu_beside_the_bubble(web: Web) -> None:
     composer.press("Escape")
     expect(ana_page.locator("#replying")).to_be_hidden()
 
-    # A right-click on my own message: all four; Copy, then Edit.
+    # A right-click on my own message: all of them but Report; Copy, then Edit.
     mine.locator(".body").click(button="right")
     menu = menu_beside(ana_page, mine)
-    expect(actions).to_have_text(["Reply", "Copy text", "Edit", "Delete"])
+    expect(actions).to_have_text(["Reply", "Copy text", "Edit", "Delete", "Delete for me"])
     shot(ana_page, "message-actions")
     ana_page.keyboard.press("End")
-    ana_page.keyboard.press("ArrowUp")
-    ana_page.keyboard.press("ArrowUp")
+    for _ in range(3):
+        ana_page.keyboard.press("ArrowUp")
     ana_page.keyboard.press("Enter")
     expect(menu).to_be_hidden()
     expect(ana_page.locator("#toast")).to_have_text("Copied.")
@@ -149,7 +152,8 @@ def test_message_actions_open_from_a_menu_beside_the_bubble(web: Web) -> None:
     expect(ana_page.locator("#editing")).to_be_hidden()
     mine.locator(".body").click(button="right")
     ana_page.keyboard.press("End")
-    expect(menu.get_by_role("menuitem", name="Delete")).to_be_focused()
+    ana_page.keyboard.press("ArrowUp")
+    expect(menu.get_by_role("menuitem", name="Delete", exact=True)).to_be_focused()
     ana_page.keyboard.press("Enter")
     confirm = ana_page.get_by_role("dialog", name="Delete message?")
     expect(confirm).to_be_visible()
@@ -161,7 +165,9 @@ def test_message_actions_open_from_a_menu_beside_the_bubble(web: Web) -> None:
     expect(bo_theirs.locator(".body")).to_have_text([LONG])
     long_press(bo_page, bo_theirs.locator(".body"))
     bo_menu = menu_beside(bo_page, bo_theirs)
-    expect(bo_menu.locator(".menu-item:not(.reaction-choice)")).to_have_text(["Reply", "Copy text"])
+    expect(bo_menu.locator(".menu-item:not(.reaction-choice)")).to_have_text(
+        ["Reply", "Copy text", "Delete for me", "Report…"]
+    )
     shot(bo_page, "message-actions-phone")
     bo_page.keyboard.press("Escape")
     expect(bo_menu).to_be_hidden()

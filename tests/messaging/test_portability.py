@@ -72,6 +72,11 @@ def site(make_user: Callable[..., User]) -> dict[str, Any]:
     devices.register_device(
         user=bo, platform="fcm", token="fcm-registration-token-1", name="Bo's phone"
     )
+    services.block_user(user=cy, other_user_id=bo.pk)
+    services.report_message(
+        user=cy, conversation_id=team.pk, message_id=reply.pk, reason="spam", details="again"
+    )
+    services.hide_message(user=bo, conversation_id=team.pk, message_id=hello.pk)
     return {"ana": ana, "bo": bo, "cy": cy, "team": team, "direct": direct}
 
 
@@ -204,4 +209,5 @@ def test_a_user_export_holds_their_own_data_without_secrets(
     assert "password" not in account["fields"] and "is_superuser" not in account["fields"]
     assert {m["fields"]["body"] for m in by_model["messaging.message"]} == {"hi all", "lunch?"}
     assert [d["fields"]["name"] for d in by_model["messaging.device"]] == ["Bo's phone"]
+    assert len(by_model["messaging.hiddenmessage"]) == 1 and "messaging.block" not in by_model
     assert len(by_model["messaging.membership"]) == 2

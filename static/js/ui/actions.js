@@ -1,10 +1,12 @@
-// The message action menu: a reaction, Reply, Copy text, Edit and Delete (my messages) for one
+// The message action menu: a reaction, Reply, Copy text, Edit and Delete (my messages),
+// Delete for me and Report… (others' messages; blocking.js does both) for one
 // message, opened from its "⋯" button (hover or keyboard), a right-click on it, or a
 // long press on a touch screen. An ARIA menu: arrows, Home and End move, Enter picks,
 // Escape and Tab close, and the focus goes back where it was. It is placed beside the
 // bubble (then below or above it), never over the message's text.
 
 import { h, icon } from "../dom.js";
+import { hideForMe, openReport } from "./blocking.js";
 import { deleteMessage, startEdit, startReply } from "./composer.js";
 import { toast } from "./helpers.js";
 import { $, client, current, me, ui } from "./shared.js";
@@ -93,6 +95,8 @@ const ACTIONS = {
   copy: (m) => copy(m),
   edit: (m) => startEdit(m),
   delete: (m) => deleteMessage(m),
+  hide: (m) => hideForMe(m),
+  report: (m) => openReport(m),
 };
 
 function fill(m) {
@@ -120,6 +124,8 @@ function fill(m) {
     m.body ? item("Copy text", "copy") : null,
     own && m.body ? item("Edit", "edit", "edit") : null,
     own ? item("Delete", "delete", "delete") : null,
+    item("Delete for me", "hide"),
+    !own && m.kind === "text" ? item("Report…", "report") : null,
   ];
   menu.replaceChildren(...all.filter(Boolean));
 }

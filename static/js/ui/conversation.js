@@ -13,6 +13,7 @@ import { closeNotifyMenu, renderNotifyMenu } from "./notifications.js";
 import { presence, resubscribePresence, updatePresenceSubscription } from "./presence.js";
 import { client, current, isGroup, learnPeople, me, setCurrent, ui } from "./shared.js";
 import { renderTyping, stopTyping } from "./typing.js";
+import { renderBlock } from "./blocking.js";
 
 export async function openConversation(id, { reveal = null } = {}) {
   if (current !== null && current !== id) {
@@ -114,6 +115,7 @@ export function renderHeader() {
   ui.membersButton.hidden = c.kind !== "group";
   renderNotifyMenu(c);
   renderRequest(c);
+  renderBlock();
   const members = client.members.get(current);
   if (c.kind === "direct") {
     ui.subtitle.textContent = c.peer === me.id ? "Notes to yourself" : fmt.presenceText(presence.get(c.peer)) || "";
