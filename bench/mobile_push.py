@@ -20,12 +20,14 @@ FCM.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
 import multiprocessing
 import os
 import tempfile
 import time
+from collections.abc import Iterator
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -64,6 +66,28 @@ def _serve(platform: str, directory: str, delay: float, pipe: Connection) -> Non
         )
 
 
+@contextlib.contextmanager
+def _local_server(platform: str, delay: float) -> Iterator[tuple[dict[str, str], dict[str, Any]]]:
+    """Run a local push server in a child process; yield its settings and what it saw.
+
+    What it saw (pushes, connections, requests in flight at most, rejections) is filled
+    in when the block ends.
+    """
+    seen: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as directory:
+        parent, child = multiprocessing.Pipe()
+        server = multiprocessing.get_context("spawn").Process(
+            target=_serve, args=(platform, directory, delay, child), daemon=True
+        )
+        server.start()
+        try:
+            yield parent.recv(), seen
+        finally:
+            parent.send("done")
+            seen.update(parent.recv())
+            server.join(10)
+
+
 def measure(platform: str, count: int, delay: float, concurrency: int = 1) -> dict[str, Any]:
     """Send `count` pushes to one platform's local server, `concurrency` at a time."""
     import django
@@ -74,13 +98,7 @@ def measure(platform: str, count: int, delay: float, concurrency: int = 1) -> di
     from messaging.models import Device
     from messaging.push import backend_for, send_all
 
-    with tempfile.TemporaryDirectory() as directory:
-        parent, child = multiprocessing.Pipe()
-        server = multiprocessing.get_context("spawn").Process(
-            target=_serve, args=(platform, directory, delay, child), daemon=True
-        )
-        server.start()
-        env: dict[str, str] = parent.recv()
+    with _local_server(platform, delay) as (env, seen):
         for name, value in env.items():
             setattr(settings, name, value)
         backend = backend_for(platform)
@@ -105,9 +123,6 @@ def measure(platform: str, count: int, delay: float, concurrency: int = 1) -> di
             if result.outcome != "sent":
                 problems[result.status] = problems.get(result.status, 0) + 1
         cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
-        parent.send("done")
-        seen = parent.recv()
-        server.join(10)
     sent = count - 1
     return {
         "platform": platform,
@@ -139,13 +154,7 @@ def measure_aioapns(count: int, delay: float, concurrency: int) -> dict[str, Any
 
     from messaging.push.apns import apns_body
 
-    with tempfile.TemporaryDirectory() as directory:
-        parent, child = multiprocessing.Pipe()
-        server = multiprocessing.get_context("spawn").Process(
-            target=_serve, args=("apns", directory, delay, child), daemon=True
-        )
-        server.start()
-        env: dict[str, str] = parent.recv()
+    with _local_server("apns", delay) as (env, seen):
         host, port = env["APNS_ENDPOINT"].removeprefix("https://").split(":")
         APNsProductionClientProtocol.APNS_SERVER = host
         APNsProductionClientProtocol.APNS_PORT = int(port)
@@ -187,9 +196,6 @@ def measure_aioapns(count: int, delay: float, concurrency: int) -> dict[str, Any
             return outcomes, time.process_time() - cpu, time.perf_counter() - wall
 
         outcomes, cpu, wall = asyncio.run(run())
-        parent.send("done")
-        seen = parent.recv()
-        server.join(10)
     sent = count - 1
     return {
         "platform": "apns",

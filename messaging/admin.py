@@ -12,13 +12,14 @@ from __future__ import annotations
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterable
+from typing import TypeVar
 
 from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.contrib.admin.models import LogEntry
 from django.core.exceptions import PermissionDenied
-from django.db.models import Count, IntegerField, OuterRef, QuerySet, Subquery
+from django.db.models import Count, IntegerField, Model, OuterRef, QuerySet, Subquery
 from django.db.models.functions import Coalesce
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
@@ -295,8 +296,23 @@ class MembershipAdmin(admin.ModelAdmin[Membership]):
         return False
 
 
+_Row = TypeVar("_Row", bound=Model)
+
+
+class _NoBulkDelete(admin.ModelAdmin[_Row]):
+    """An admin without Django's delete_selected: its rows go through the services, or stay."""
+
+    def get_actions(
+        self, request: HttpRequest
+    ) -> dict[str, tuple[Callable[..., str], str, str] | None]:
+        """Return the actions without delete_selected."""
+        actions = super().get_actions(request)
+        actions.pop("delete_selected", None)
+        return actions
+
+
 @admin.register(Message)
-class MessageAdmin(admin.ModelAdmin[Message]):
+class MessageAdmin(_NoBulkDelete[Message]):
     """Read the log and moderate it: deleting a message is a soft delete through the services."""
 
     list_display = (
@@ -349,14 +365,6 @@ class MessageAdmin(admin.ModelAdmin[Message]):
         if cmid is not None:
             found = found | queryset.filter(client_msg_id=cmid)
         return found, may_have_duplicates
-
-    def get_actions(
-        self, request: HttpRequest
-    ) -> dict[str, tuple[Callable[..., str], str, str] | None]:
-        """Return the actions without Django's delete_selected (moderation replaces it)."""
-        actions = super().get_actions(request)
-        actions.pop("delete_selected", None)
-        return actions
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         """Refuse: messages are only ever sent by their senders, through the services."""
@@ -556,7 +564,7 @@ class NotificationAdmin(admin.ModelAdmin[Notification]):
 
 
 @admin.register(Report)
-class ReportAdmin(admin.ModelAdmin[Report]):
+class ReportAdmin(_NoBulkDelete[Report]):
     """Reports of messages by members: read them, delete the message (moderation) or dismiss."""
 
     list_display = (
@@ -589,14 +597,6 @@ class ReportAdmin(admin.ModelAdmin[Report]):
         if obj.message.deleted:
             return "(deleted)"
         return Truncator(obj.message.body.split("\n", 1)[0]).chars(80)
-
-    def get_actions(
-        self, request: HttpRequest
-    ) -> dict[str, tuple[Callable[..., str], str, str] | None]:
-        """Return the actions without Django's delete_selected (reports are kept)."""
-        actions = super().get_actions(request)
-        actions.pop("delete_selected", None)
-        return actions
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         """Refuse: members make reports."""
