@@ -549,7 +549,17 @@ SPECTACULAR_SETTINGS: dict[str, Any] = {
         "DirectKindEnum": ["direct"],
         "GroupKindEnum": ["group"],
         "MemberRoleEnum": "messaging.models.Membership.Role",
-        "SystemEventEnum": ["created", "joined", "added", "left", "removed", "renamed"],
+        "SystemEventEnum": [
+            "created",
+            "joined",
+            "added",
+            "left",
+            "removed",
+            "renamed",
+            "retention",
+        ],
+        "NotificationReasonEnum": "messaging.models.Notification.Reason",
+        "ReportReasonEnum": "messaging.models.Report.Reason",
     },
     # Swagger UI and Redoc from the drf-spectacular-sidecar package: no CDN.
     "SWAGGER_UI_DIST": "SIDECAR",
