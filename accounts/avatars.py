@@ -199,10 +199,12 @@ def _name(digest: str, size: int, ext: str) -> str:
     return f"{_FOLDER}/{digest}-{size}.{ext}"
 
 
-def set_avatar(*, user: User, upload: File[bytes], crop: Crop | None) -> User:
-    """Make the upload (cropped to `crop`, else its centred square) the user's picture.
+def store_picture(upload: File[bytes], crop: Crop | None, *, namespace: bytes = b"") -> str:
+    """Check, decode, crop, resize and store a picture; return its name "<sha256>.<ext>".
 
-    The previous picture stays until the new one is stored and saved; any refusal keeps it.
+    The name hashes `namespace` and the largest square's bytes: a group's pictures
+    (`namespace=b"group"`) never share files with a person's, so the one may be deleted
+    without asking whether the other still shows it.
     """
     if int(upload.size or 0) > limits.MAX_AVATAR_BYTES:
         raise PayloadTooLarge(
@@ -217,12 +219,20 @@ def set_avatar(*, user: User, upload: File[bytes], crop: Crop | None) -> User:
         squares, ext = render(upload, crop)
     finally:
         _decoding.release()
-    digest = hashlib.sha256(squares[max(AVATAR_SIZES)]).hexdigest()
+    digest = hashlib.sha256(namespace + squares[max(AVATAR_SIZES)]).hexdigest()
     for size, data in squares.items():
         name = _name(digest, size, ext)
         if not default_storage.exists(name):
             default_storage.save(name, ContentFile(data))
-    return _replace(user, f"{digest}.{ext}")
+    return f"{digest}.{ext}"
+
+
+def set_avatar(*, user: User, upload: File[bytes], crop: Crop | None) -> User:
+    """Make the upload (cropped to `crop`, else its centred square) the user's picture.
+
+    The previous picture stays until the new one is stored and saved; any refusal keeps it.
+    """
+    return _replace(user, store_picture(upload, crop))
 
 
 def remove_avatar(*, user: User) -> User:
@@ -240,7 +250,7 @@ def _replace(user: User, avatar: str) -> User:
         announce_profile(user.pk)
     user.avatar = avatar
     if old and not User.objects.filter(avatar=old).exists():
-        _delete_files(old)
+        delete_picture_files(old)
     return user
 
 
@@ -250,7 +260,8 @@ def avatar_files(avatar: str) -> list[str]:
     return [_name(digest, size, ext) for size in AVATAR_SIZES] if avatar else []
 
 
-def _delete_files(avatar: str) -> None:
+def delete_picture_files(avatar: str) -> None:
+    """Delete a picture's stored files (the caller knows nobody shows it any more)."""
     for name in avatar_files(avatar):
         try:
             default_storage.delete(name)

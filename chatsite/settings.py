@@ -309,6 +309,7 @@ if CHAT_MAX_MESSAGE_LENGTH * JSON_BYTES_PER_CHARACTER + JSON_ENVELOPE_BYTES > MA
     )
 CHAT_MAX_GROUP_MEMBERS = env_int("CHAT_MAX_GROUP_MEMBERS", 1000)
 CHAT_MAX_TITLE_LENGTH = 200
+CHAT_MAX_DESCRIPTION_LENGTH = 2000
 CHAT_MAX_ATTACHMENTS_PER_MESSAGE = env_int("CHAT_MAX_ATTACHMENTS_PER_MESSAGE", 10)
 CHAT_FETCH_DEFAULT_LIMIT = 100
 CHAT_FETCH_MAX_LIMIT = 200
@@ -557,7 +558,13 @@ SPECTACULAR_SETTINGS: dict[str, Any] = {
             "removed",
             "renamed",
             "retention",
+            "description",
+            "picture",
+            "post_policy",
+            "role",
         ],
+        "PostPolicyEnum": "messaging.models.Conversation.PostPolicy",
+        "RoleChangeEnum": "messaging.api.serializers.ROLE_CHANGES",
         "NotificationReasonEnum": "messaging.models.Notification.Reason",
         "ReportReasonEnum": "messaging.models.Report.Reason",
     },

@@ -110,3 +110,11 @@ class CannotSend(DomainError):
     code = "cannot_send"
     http_status = 403
     default_message = "You cannot send messages to this conversation."
+
+
+class AdminsOnly(DomainError):
+    """A group where only admins may send (an announcement group), to a plain member."""
+
+    code = "admins_only"
+    http_status = 403
+    default_message = "Only the group's admins can send messages here."

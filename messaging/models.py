@@ -13,6 +13,8 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
+from accounts.models import avatar_path
+
 
 class Conversation(models.Model):
     """A direct (two people) or group conversation with one gap-free log counter."""
@@ -52,6 +54,20 @@ class Conversation(models.Model):
     # The system message that tells members why history ends (updated by each purge).
     retention_notice_id = models.BigIntegerField(null=True, blank=True)
 
+    class PostPolicy(models.TextChoices):
+        """Who may send messages in a group."""
+
+        EVERYONE = "everyone", "Everyone"
+        ADMINS = "admins", "Admins only"
+
+    # Group settings, changed by its owner and admins (`services.update_group`).
+    description = models.TextField(blank=True, default="")
+    # A stored picture, "<sha256>.<ext>" as `User.avatar` (`accounts.avatars`).
+    picture = models.CharField(max_length=80, blank=True, default="")
+    post_policy = models.CharField(
+        max_length=8, choices=PostPolicy.choices, default=PostPolicy.EVERYONE
+    )
+
     class Meta:
         constraints = [
             models.CheckConstraint(
@@ -62,6 +78,11 @@ class Conversation(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} #{self.pk}: {self.title}" if self.title else f"{self.kind} #{self.pk}"
+
+    @property
+    def picture_url(self) -> str | None:
+        """Return where the group's 256 x 256 picture is served, or None without one."""
+        return avatar_path(self.picture, 256) if self.picture else None
 
 
 class NotifyLevel(models.TextChoices):

@@ -221,6 +221,10 @@ def _view(membership: Membership, unread: int, peer: User | None) -> Conversatio
         request=not membership.accepted,
         last_activity_at=conversation.last_activity_at,
         member_seq=conversation.member_seq,
+        role=membership.role,
+        description=conversation.description,
+        picture_url=conversation.picture_url,
+        post_policy=conversation.post_policy,
         peer=(peer.pk if peer else membership.user_id)
         if conversation.kind == Conversation.Kind.DIRECT
         else None,
@@ -248,6 +252,7 @@ def _direct_peers(user: User, conversation_ids: list[int]) -> dict[int, User]:
 _CONVERSATIONS_SQL = f"""
 SELECT c.id, c.kind, c.title, c.public, c.last_seq, c.member_seq, c.last_activity_at,
        c.created_by_id, m.read_seq, m.delivered_seq, m.muted, m.notify, m.accepted,
+       m.role, c.description, c.picture, c.post_policy,
        (SELECT COUNT(*) FROM {Message._meta.db_table} x
          WHERE x.conversation_id = m.conversation_id AND x.seq > m.read_seq
            AND x.kind = %s AND x.deleted = %s
@@ -304,7 +309,8 @@ def list_conversations_for_user(*, user: User) -> list[ConversationView]:
     views: list[ConversationView] = []
     for (
         cid, kind, title, public, last_seq, member_seq, last_activity_at,
-        created_by, read_seq, delivered_seq, muted, notify, accepted, unread,
+        created_by, read_seq, delivered_seq, muted, notify, accepted,
+        role, description, picture, post_policy, unread,
         peer_id, peer_display, peer_username, peer_avatar,
     ) in rows:  # fmt: skip
         direct = kind == Conversation.Kind.DIRECT
@@ -325,6 +331,10 @@ def list_conversations_for_user(*, user: User) -> list[ConversationView]:
                 request=not accepted,
                 last_activity_at=_aware(last_activity_at),
                 member_seq=member_seq,
+                role=role,
+                description=description,
+                picture_url=avatar_path(picture, 256) if picture else None,
+                post_policy=post_policy,
                 hidden=_unstarted(kind, last_seq, created_by, user.pk),
                 peer=(peer_id if peer_id is not None else user.pk) if direct else None,
                 peer_avatar_url=(

@@ -21,11 +21,13 @@ from django.db.models import F, OuterRef, Q, Subquery, Value
 from django.db.models.functions import Greatest, Least, Lower
 from django.utils import timezone
 
+from accounts import avatars
 from accounts.models import User
 from chatsite import metrics, ratelimit, text
 from chatsite.logs import trace
 from messaging import events, housekeeping, reactions, selectors, wire
 from messaging.errors import (
+    AdminsOnly,
     BadRequest,
     CannotSend,
     Conflict,
@@ -163,9 +165,10 @@ def _write_system_message(
     body: str,
     title: str | None = None,
     read_seq: int | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> Message:
-    """Store a system message at `seq` and broadcast it on commit."""
-    system: dict[str, Any] = {"event": event, "users": [u.pk for u in users]}
+    """Store a system message at `seq` and broadcast it on commit (`extra`: more facts)."""
+    system: dict[str, Any] = {"event": event, "users": [u.pk for u in users], **(extra or {})}
     if title is not None:
         system["title"] = title
     if read_seq is not None:
@@ -197,6 +200,9 @@ def _summary(conversation: Conversation) -> wire.ConversationSummary:
         title=conversation.title,
         public=conversation.public,
         last_seq=conversation.last_seq,
+        description=conversation.description,
+        picture_url=conversation.picture_url,
+        post_policy=conversation.post_policy,
     )
 
 
@@ -262,6 +268,13 @@ def _announce_membership(
                 peer=peer.pk if is_direct else None,
                 peer_avatar_url=peer.avatar_url if is_direct else None,
                 member_seq=conversation.member_seq,
+                # Only a group's creator is anything but a plain member on arrival.
+                role=Role.OWNER
+                if reason == "created" and not is_direct and user.pk == conversation.created_by_id
+                else Role.MEMBER,
+                description=conversation.description,
+                picture_url=conversation.picture_url,
+                post_policy=conversation.post_policy,
             )
             payload = wire.conversation_payload(view)
         frame = wire.conversation_updated_frame(payload, reason)
@@ -699,6 +712,175 @@ def rename_conversation(*, actor: User, conversation_id: int, title: str) -> Con
     return conversation
 
 
+def _group_admin(conversation_id: int, actor: User, doing: str) -> tuple[Conversation, Membership]:
+    """Lock a group and return it with the actor's membership, if they may manage it."""
+    conversation = _lock_conversation(conversation_id)
+    membership = _membership(conversation, actor)
+    if conversation.kind != Conversation.Kind.GROUP:
+        raise BadRequest("Only groups have settings.")
+    if not membership.is_admin:
+        raise NotAllowed(f"Only the group's owner and admins can {doing}.")
+    return conversation, membership
+
+
+def _announce_settings(conversation: Conversation) -> None:
+    """Tell every member's connections on commit the group's settings as they are now."""
+    events.to_conversation_on_commit(
+        conversation.pk,
+        conversation.member_seq,
+        wire.conversation_updated_frame(_summary(conversation), "settings"),
+    )
+
+
+def _clean_description(description: str) -> str:
+    limit = settings.CHAT_MAX_DESCRIPTION_LENGTH
+    if len(description) > limit:
+        raise BadRequest(
+            f"The description is longer than {limit} characters.",
+            details={"field": "description", "max_length": limit},
+        )
+    if "\x00" in description:
+        raise BadRequest(
+            "description must not contain NUL characters.", details={"field": "description"}
+        )
+    return description.strip()
+
+
+def update_group(
+    *,
+    actor: User,
+    conversation_id: int,
+    description: str | None = None,
+    post_policy: str | None = None,
+) -> Conversation:
+    """Change a group's description or who may post (owners and admins).
+
+    Each change that changes something is a system message in the log (`description`,
+    `post_policy`) and a `conversation.updated` (`settings`) to every member.
+    """
+    if description is not None:
+        description = _clean_description(description)
+    if post_policy is not None and post_policy not in Conversation.PostPolicy.values:
+        raise BadRequest(
+            "post_policy must be one of: everyone, admins.", details={"field": "post_policy"}
+        )
+    with transaction.atomic():
+        conversation, _ = _group_admin(conversation_id, actor, "change its settings")
+        changed = False
+        if description is not None and description != conversation.description:
+            seq = _take_seq(conversation, activity=False)
+            conversation.description = description
+            Conversation.objects.filter(pk=conversation.pk).update(description=description)
+            said = "changed" if description else "removed"
+            _write_system_message(
+                conversation,
+                actor=actor,
+                seq=seq,
+                event="description",
+                users=[],
+                body=f"{actor.name} {said} the group description.",
+            )
+            changed = True
+        if post_policy is not None and post_policy != conversation.post_policy:
+            seq = _take_seq(conversation, activity=False)
+            conversation.post_policy = post_policy
+            Conversation.objects.filter(pk=conversation.pk).update(post_policy=post_policy)
+            who = "only admins" if post_policy == Conversation.PostPolicy.ADMINS else "everyone"
+            _write_system_message(
+                conversation,
+                actor=actor,
+                seq=seq,
+                event="post_policy",
+                users=[],
+                body=f"{actor.name} changed who can send messages: {who}.",
+                extra={"post_policy": post_policy},
+            )
+            changed = True
+        if changed:
+            _announce_settings(conversation)
+    return conversation
+
+
+def set_group_picture(
+    *, actor: User, conversation_id: int, upload: Any = None, crop: Any = None
+) -> Conversation:
+    """Set (`upload`, cropped like a profile picture) or remove (None) a group's picture.
+
+    The picture is checked and stored before the group is locked; a refused upload, or
+    an actor who may not change it, leaves the picture there was.
+    """
+    with transaction.atomic():
+        _group_admin(conversation_id, actor, "change its picture")  # before any decoding
+    picture = "" if upload is None else avatars.store_picture(upload, crop, namespace=b"group")
+    with transaction.atomic():
+        conversation, _ = _group_admin(conversation_id, actor, "change its picture")
+        old = conversation.picture
+        if picture == old:
+            return conversation
+        seq = _take_seq(conversation, activity=False)
+        conversation.picture = picture
+        Conversation.objects.filter(pk=conversation.pk).update(picture=picture)
+        said = "changed" if picture else "removed"
+        _write_system_message(
+            conversation,
+            actor=actor,
+            seq=seq,
+            event="picture",
+            users=[],
+            body=f"{actor.name} {said} the group picture.",
+        )
+        _announce_settings(conversation)
+    if old and not Conversation.objects.filter(picture=old).exists():
+        avatars.delete_picture_files(old)
+    return conversation
+
+
+def set_role(*, actor: User, conversation_id: int, user_id: int, role: str) -> Membership:
+    """Make a member an admin, or an admin a plain member again.
+
+    Owners and admins may make members admins; the owner may dismiss any admin, and an
+    admin may step down. The owner's own role does not change here (they hand the
+    group on by leaving it). The log records each change (`role`).
+    """
+    if role not in (Role.ADMIN, Role.MEMBER):
+        raise BadRequest("role must be one of: admin, member.", details={"field": "role"})
+    with transaction.atomic():
+        conversation, membership = _group_admin(conversation_id, actor, "change roles")
+        target = (
+            Membership.objects.select_related("user")
+            .filter(conversation=conversation, user_id=user_id)
+            .first()
+        )
+        if target is None:
+            raise UserNotFound("That user is not a member of this group.")
+        if target.role == Role.OWNER:
+            raise NotAllowed("The owner's role cannot be changed.")
+        if target.role == role:
+            return target
+        if role == Role.MEMBER and membership.role != Role.OWNER and target.user_id != actor.pk:
+            raise NotAllowed("Only the owner can dismiss another admin.")
+        seq = _take_seq(conversation, activity=False)
+        target.role = role
+        target.save(update_fields=["role"])
+        if role == Role.ADMIN:
+            body = f"{actor.name} made {target.user.name} an admin."
+        elif target.user_id == actor.pk:
+            body = f"{actor.name} is no longer an admin."
+        else:
+            body = f"{actor.name} dismissed {target.user.name} as admin."
+        _write_system_message(
+            conversation,
+            actor=actor,
+            seq=seq,
+            event="role",
+            users=[target.user],
+            body=body,
+            extra={"role": role},
+        )
+        _announce_view(conversation, [target.user_id], "role")
+    return target
+
+
 def set_muted(*, user: User, conversation_id: int, muted: bool) -> None:
     """Mute or unmute a conversation for one user (no push while muted)."""
     updated = Membership.objects.filter(conversation_id=conversation_id, user=user).update(
@@ -775,11 +957,14 @@ def send_message(
     mentions = _mentioned_members(conversation_id, body)
     try:
         if connection.vendor != "postgresql":
-            _check_not_blocked(sender, conversation_id)  # the store's SQL checks it in one go
+            # The store's SQL checks both in one go.
+            _check_not_blocked(sender, conversation_id)
+            _check_may_post(sender, conversation_id)
         with transaction.atomic():
             stored = _store_message(conversation_id, sender, cmid, body, mentions, quoted)
             if stored is None:
                 _check_not_blocked(sender, conversation_id)  # the refusal may be a block
+                _check_may_post(sender, conversation_id)  # or an announcement group
                 raise NotAMember()
             message, member_seq, accepted_now = stored
             if accepted_now:
@@ -791,8 +976,9 @@ def send_message(
             events.to_conversation_on_commit(
                 conversation_id, member_seq, wire.message_created_frame(message)
             )
-    except (IntegrityError, CannotSend):
-        # A replay of a message stored before a block still answers the original.
+    except (IntegrityError, CannotSend, AdminsOnly):
+        # A replay of a message stored before a block (or before the group became
+        # admins-only) still answers the original.
         original = _original(sender, cmid, conversation_id)
         if original is None:
             raise
@@ -884,8 +1070,9 @@ _block_table = Block._meta.db_table
 
 # One statement, one round trip: note whether the sender had a message request open
 # (`was`: CTEs read the statement's snapshot, so before the update; replying accepts it),
-# take the next seq (the UPDATE locks the conversation row until commit), raise the
-# sender's markers, insert the message and the row that has its
+# refuse a blocked pair's direct message and a plain member's message to a group where
+# only admins may send, take the next seq (the UPDATE locks the conversation row until
+# commit), raise the sender's markers, insert the message and the row that has its
 # notifications decided later (in the same transaction, so no process can lose it). The
 # membership UPDATE joins the locked conversation row, so it runs after the lock is held
 # and, in READ COMMITTED, skips a membership row deleted by a removal that committed
@@ -907,7 +1094,7 @@ WITH was AS (
                 OR (b.blocked_id = %(sender)s AND b.blocker_id = other.user_id))
         )
     )
-    RETURNING id, last_seq, member_seq
+    RETURNING id, last_seq, member_seq, post_policy
 ), member AS (
     UPDATE {_membership_table} AS m
     SET read_seq = GREATEST(m.read_seq, conv.last_seq),
@@ -915,6 +1102,8 @@ WITH was AS (
         accepted = TRUE
     FROM conv
     WHERE m.conversation_id = conv.id AND m.user_id = %(sender)s
+      -- an announcement group takes messages from its owner and admins only (`AdminsOnly`)
+      AND (conv.post_policy = 'everyone' OR m.role IN ('owner', 'admin'))
     RETURNING conv.id, conv.last_seq, conv.member_seq
 ), stored AS (
     INSERT INTO {_message_table}
@@ -1006,7 +1195,7 @@ def _store_message_portable(
     with connection.cursor() as cursor:
         cursor.execute(
             f"UPDATE {_conversation_table} SET last_seq = last_seq + 1, last_activity_at = %s "  # noqa: S608 - table name is ours
-            "WHERE id = %s RETURNING last_seq, member_seq",
+            "WHERE id = %s RETURNING last_seq, member_seq, post_policy",
             [timezone.now(), conversation_id],
         )
         row = cursor.fetchone()
@@ -1016,6 +1205,8 @@ def _store_message_portable(
     # Raising the sender's markers doubles as the membership check, under the
     # conversation lock, so no send lands after the sender's removal.
     membership = Membership.objects.filter(conversation_id=conversation_id, user=sender)
+    if row[2] == Conversation.PostPolicy.ADMINS:
+        membership = membership.filter(role__in=[Role.OWNER, Role.ADMIN])
     accepted_now = membership.filter(accepted=False).exists()
     if not membership.update(
         accepted=True,
@@ -1483,6 +1674,20 @@ BLOCK_RATE, BLOCK_BURST = 0.5, 10.0
 # Reports per user: 1 a minute, bursts of 5.
 REPORT_RATE, REPORT_BURST = 1 / 60, 5.0
 MAX_REPORT_DETAILS = 1000
+
+
+def _check_may_post(sender: User, conversation_id: int) -> None:
+    """Refuse a plain member's message to a group where only admins may send."""
+    membership = (
+        Membership.objects.filter(conversation_id=conversation_id, user=sender)
+        .values_list("role", "conversation__post_policy")
+        .first()
+    )
+    if membership is None:
+        return  # not a member: the store answers NotAMember
+    role, policy = membership
+    if policy == Conversation.PostPolicy.ADMINS and role not in (Role.OWNER, Role.ADMIN):
+        raise AdminsOnly()
 
 
 def _check_not_blocked(sender: User, conversation_id: int) -> None:

@@ -45,13 +45,32 @@ class AttachmentPayload(TypedDict):
     thumbnail_url: str | None
 
 
+# The events a system message records (`SystemPayload.event`).
+SYSTEM_EVENTS = (
+    "created",
+    "joined",
+    "added",
+    "left",
+    "removed",
+    "renamed",
+    "retention",
+    "description",
+    "picture",
+    "post_policy",
+    "role",
+)
+PostPolicy = Literal["everyone", "admins"]
+MemberRole = Literal["owner", "admin", "member"]
+
+
 class SystemPayload(TypedDict):
     """What a system message records: the event, the users it concerns, a title.
 
     `read_seq` (`left`, `removed`): how far the departing member had read, so their
     reads still count in "Read by k of N" after they are gone. `days` and `through_seq`
     (`retention`): the policy in force, and the seq up to which every message but this
-    notice was removed by it.
+    notice was removed by it. `role` (`role`): the role the member now has (`admin` or
+    `member`). `post_policy` (`post_policy`): who may send now (`everyone`, `admins`).
     """
 
     event: str
@@ -60,6 +79,8 @@ class SystemPayload(TypedDict):
     read_seq: NotRequired[int]
     days: NotRequired[int]
     through_seq: NotRequired[int]
+    role: NotRequired[str]
+    post_policy: NotRequired[str]
 
 
 class ReactionPayload(TypedDict):
@@ -116,13 +137,21 @@ class MemberPayload(TypedDict):
 
 
 class ConversationSummary(TypedDict):
-    """What is the same for every member: `conversation.updated` of a departure or rename."""
+    """What is the same for every member: `conversation.updated` of a departure or rename.
+
+    `description`, `picture_url` and `post_policy` are a group's settings (a direct chat:
+    empty, null, `everyone`); `post_policy` `admins` means only its owner and admins may
+    send (an announcement group).
+    """
 
     id: int
     kind: str
     title: str
     public: bool
     last_seq: int
+    description: str
+    picture_url: str | None
+    post_policy: PostPolicy
 
 
 class ConversationPayload(ConversationSummary):
@@ -134,6 +163,8 @@ class ConversationPayload(ConversationSummary):
     muted: bool
     notify: str
     last_activity_at: str | None
+    # This member's role: `owner` and `admin` manage a group (settings, members, roles).
+    role: MemberRole
     # A message request to this user: accept it (replying accepts too) or decline it.
     request: bool
     peer: NotRequired[int | None]
@@ -240,6 +271,10 @@ class ConversationView:
     peer_avatar_url: str | None = None
     notify: str = "all"
     request: bool = False
+    role: str = "member"
+    description: str = ""
+    picture_url: str | None = None
+    post_policy: str = "everyone"
     # Routing data, not on the wire: the log number of the latest membership change.
     member_seq: int = 0
     # Not on the wire: a direct chat the other person opened that has no message yet.
@@ -352,10 +387,27 @@ def _attachments(message: Message) -> list[Attachment]:
 
 
 def conversation_summary(
-    *, id: int, kind: str, title: str, public: bool, last_seq: int
+    *,
+    id: int,
+    kind: str,
+    title: str,
+    public: bool,
+    last_seq: int,
+    description: str = "",
+    picture_url: str | None = None,
+    post_policy: str = "everyone",
 ) -> ConversationSummary:
     """Build what every member may be told of a conversation."""
-    return {"id": id, "kind": kind, "title": title, "public": public, "last_seq": last_seq}
+    return {
+        "id": id,
+        "kind": kind,
+        "title": title,
+        "public": public,
+        "last_seq": last_seq,
+        "description": description,
+        "picture_url": picture_url,
+        "post_policy": cast(PostPolicy, post_policy),
+    }
 
 
 def conversation_payload(
@@ -375,6 +427,10 @@ def conversation_payload(
         "notify": view.notify,
         "last_activity_at": iso(view.last_activity_at),
         "request": view.request,
+        "description": view.description,
+        "picture_url": view.picture_url,
+        "post_policy": cast(PostPolicy, view.post_policy),
+        "role": cast(MemberRole, view.role),
     }
     if view.kind == "direct":
         payload["peer"] = view.peer
@@ -508,7 +564,9 @@ def security_push(*, title: str, body: str, url: str) -> SecurityPush:
 
 # --- server frames -----------------------------------------------------------------------
 
-ConversationReason = Literal["created", "joined", "left", "removed", "renamed", "accepted"]
+ConversationReason = Literal[
+    "created", "joined", "left", "removed", "renamed", "accepted", "settings", "role"
+]
 PresenceState = Literal["online", "away", "busy", "offline"]
 
 

@@ -14,6 +14,7 @@ from rest_framework import serializers
 
 from chatsite import rest
 from chatsite.limits import MAX_ID, MAX_SEQ
+from messaging import wire
 from messaging.models import (
     Conversation,
     Device,
@@ -26,6 +27,9 @@ from messaging.models import (
 
 # Re-exported for the views and URL converters that name them.
 __all__ = ["MAX_ID", "MAX_SEQ"]
+
+# The roles a member may be given (the owner's passes on only when they leave).
+ROLE_CHANGES = [(Membership.Role.ADMIN.value, "Admin"), (Membership.Role.MEMBER.value, "Member")]
 
 
 def id_field(*, strict: bool = False, **kwargs: Any) -> serializers.IntegerField:
@@ -60,9 +64,7 @@ class AttachmentSerializer(serializers.Serializer[Any]):
 class SystemSerializer(serializers.Serializer[Any]):
     """What a system message records (`wire.SystemPayload`)."""
 
-    event = serializers.ChoiceField(
-        choices=["created", "joined", "added", "left", "removed", "renamed", "retention"]
-    )
+    event = serializers.ChoiceField(choices=wire.SYSTEM_EVENTS)
     users = serializers.ListField(child=serializers.IntegerField())
     title = serializers.CharField(required=False)
     read_seq = serializers.IntegerField(
@@ -77,6 +79,16 @@ class SystemSerializer(serializers.Serializer[Any]):
         required=False,
         help_text="`retention`: every message up to this seq but this notice was removed; "
         "drop them from local storage.",
+    )
+    role = serializers.ChoiceField(
+        choices=ROLE_CHANGES,
+        required=False,
+        help_text="`role`: the role the member (`users[0]`) has now.",
+    )
+    post_policy = serializers.ChoiceField(
+        choices=Conversation.PostPolicy.choices,
+        required=False,
+        help_text="`post_policy`: who may send messages now.",
     )
 
 
@@ -154,6 +166,18 @@ class ConversationSerializer(serializers.Serializer[Any]):
     title = serializers.CharField(allow_blank=True, help_text="Direct: the other user's name.")
     public = serializers.BooleanField()
     last_seq = serializers.IntegerField()
+    description = serializers.CharField(allow_blank=True, help_text="A group's description.")
+    picture_url = serializers.CharField(
+        allow_null=True, help_text="A group's picture (256 x 256); null: show initials."
+    )
+    post_policy = serializers.ChoiceField(
+        choices=Conversation.PostPolicy.choices,
+        help_text="Who may send: everyone, or only the group's owner and admins.",
+    )
+    role = serializers.ChoiceField(
+        choices=Membership.Role.choices,
+        help_text="Your role: a group's owner and admins change its settings and members.",
+    )
     read_seq = serializers.IntegerField()
     delivered_seq = serializers.IntegerField()
     unread = serializers.IntegerField()
@@ -362,11 +386,21 @@ class ConversationKindSerializer(serializers.Serializer[Any]):
 
 
 class ConversationUpdateSerializer(serializers.Serializer[Any]):
-    """Rename a group (owners and admins) and/or mute it for yourself."""
+    """Change a group's settings (owners and admins) and/or your own notifications."""
 
     title = rest.StrictCharField(required=False, max_length=1000, trim_whitespace=False)
+    description = rest.StrictCharField(
+        required=False, allow_blank=True, max_length=100_000, trim_whitespace=False
+    )
+    post_policy = serializers.ChoiceField(choices=Conversation.PostPolicy.choices, required=False)
     muted = rest.StrictBooleanField(required=False)
     notify = serializers.ChoiceField(choices=NotifyLevel.choices, required=False)
+
+
+class MemberRoleSerializer(serializers.Serializer[Any]):
+    """A member's new role: `admin`, or `member` to dismiss an admin."""
+
+    role = serializers.ChoiceField(choices=ROLE_CHANGES)
 
 
 class MembersAddSerializer(serializers.Serializer[Any]):

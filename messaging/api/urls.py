@@ -40,6 +40,11 @@ urlpatterns = [
         name="conversation-members",
     ),
     path(
+        "conversations/<id:conversation_id>/picture",
+        views.GroupPictureApi.as_view(),
+        name="conversation-picture",
+    ),
+    path(
         "conversations/<id:conversation_id>/members/<id:user_id>",
         views.MemberRemoveApi.as_view(),
         name="conversation-member",

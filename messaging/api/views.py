@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
+from django.db import transaction
 from django.http import FileResponse, HttpRequest
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
@@ -24,6 +25,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from accounts import avatars
+from accounts.api import AvatarUploadSerializer
 from accounts.models import User
 from chatsite import rest
 from chatsite.errors import BadRequest
@@ -230,16 +233,35 @@ class ConversationDetailApi(APIView):
             200: s.ConversationDetailSerializer,
             **error_responses(400, 403, 404, *AUTHENTICATED),
         },
-        examples=[OpenApiExample("rename", value={"title": "Team 2"}, request_only=True)],
+        examples=[
+            OpenApiExample("rename", value={"title": "Team 2"}, request_only=True),
+            OpenApiExample(
+                "announcements only",
+                value={"description": "News from the board", "post_policy": "admins"},
+                request_only=True,
+            ),
+        ],
     )
     def patch(self, request: Request, conversation_id: int) -> Response:
-        """Rename (owners and admins), set your own `muted` / `notify`; answer the conversation."""
+        """Change a group's settings or your own notifications; answer the conversation.
+
+        `title`, `description`, `post_policy`: owners and admins, each change logged;
+        `muted`, `notify`: your own.
+        """
         user = _user(request)
         data = _valid(s.ConversationUpdateSerializer, request.data)
-        if "title" in data:
-            services.rename_conversation(
-                actor=user, conversation_id=conversation_id, title=data["title"]
-            )
+        with transaction.atomic():  # all of the changes asked for, or none
+            if "title" in data:
+                services.rename_conversation(
+                    actor=user, conversation_id=conversation_id, title=data["title"]
+                )
+            if "description" in data or "post_policy" in data:
+                services.update_group(
+                    actor=user,
+                    conversation_id=conversation_id,
+                    description=data.get("description"),
+                    post_policy=data.get("post_policy"),
+                )
         if "muted" in data:
             services.set_muted(user=user, conversation_id=conversation_id, muted=data["muted"])
         if "notify" in data:
@@ -280,7 +302,31 @@ class MemberAddApi(APIView):
 
 
 class MemberRemoveApi(APIView):
-    """Leave a group (your own id) or remove a member (owners and admins)."""
+    """Leave a group (your own id), remove a member or change their role (owners, admins)."""
+
+    @extend_schema(
+        operation_id="conversations_members_role",
+        tags=["conversations"],
+        parameters=[CONVERSATION_ID, _path_id("user_id", "The member whose role changes.")],
+        request=s.MemberRoleSerializer,
+        responses={
+            200: s.ConversationDetailSerializer,
+            **error_responses(400, 403, 404, *AUTHENTICATED),
+        },
+        examples=[OpenApiExample("make admin", value={"role": "admin"}, request_only=True)],
+    )
+    def patch(self, request: Request, conversation_id: int, user_id: int) -> Response:
+        """Make a member an admin or dismiss one (`member`); answer the conversation.
+
+        Owners and admins make admins; only the owner dismisses another admin; an
+        admin may step down. The owner's role does not change.
+        """
+        user = _user(request)
+        data = _valid(s.MemberRoleSerializer, request.data)
+        services.set_role(
+            actor=user, conversation_id=conversation_id, user_id=user_id, role=data["role"]
+        )
+        return Response(_detail_by_id(conversation_id, user))
 
     @extend_schema(
         operation_id="conversations_members_remove",
@@ -295,6 +341,65 @@ class MemberRemoveApi(APIView):
             actor=_user(request), conversation_id=conversation_id, user_id=user_id
         )
         return Response(status=204)
+
+
+class GroupPictureApi(APIView):
+    """A group's picture (owners and admins): upload one cropped to a square, or remove it."""
+
+    parser_classes = [MultiPartParser]
+    throttle_classes = [rest.UserThrottle, rest.UploadThrottle]
+
+    def initialize_request(self, request: HttpRequest, *args: Any, **kwargs: Any) -> Request:
+        """Put the size-limiting handler first, before anything can read the body."""
+        handlers = list(request.upload_handlers)
+        request.upload_handlers = [avatars.AvatarUploadHandler(request), *handlers]
+        return super().initialize_request(request, *args, **kwargs)
+
+    @extend_schema(
+        operation_id="conversations_picture_set",
+        tags=["conversations"],
+        parameters=[CONVERSATION_ID],
+        request={"multipart/form-data": AvatarUploadSerializer},
+        responses={
+            200: s.ConversationDetailSerializer,
+            **error_responses(400, 403, 404, 413, *AUTHENTICATED),
+        },
+    )
+    def put(self, request: Request, conversation_id: int) -> Response:
+        """Make the picture (cropped to `x`, `y`, `size`) the group's; answer the conversation.
+
+        As a profile picture: 400 for what is not a picture, 413 past the byte cap or
+        the decode-cost limit; a refused upload keeps the picture there was.
+        """
+        user = _user(request)
+        if request.FILES.get("file") is None:
+            raise BadRequest(
+                "Send the picture in the multipart field `file`.", details={"field": "file"}
+            )
+        form = AvatarUploadSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        data = form.validated_data
+        crop = avatars.Crop(data["x"], data["y"], data["size"]) if "size" in data else None
+        services.set_group_picture(
+            actor=user, conversation_id=conversation_id, upload=data["file"], crop=crop
+        )
+        return Response(_detail_by_id(conversation_id, user))
+
+    @extend_schema(
+        operation_id="conversations_picture_delete",
+        tags=["conversations"],
+        parameters=[CONVERSATION_ID],
+        request=None,
+        responses={
+            200: s.ConversationDetailSerializer,
+            **error_responses(403, 404, *AUTHENTICATED),
+        },
+    )
+    def delete(self, request: Request, conversation_id: int) -> Response:
+        """Remove the group's picture (initials again); answer the conversation."""
+        user = _user(request)
+        services.set_group_picture(actor=user, conversation_id=conversation_id, upload=None)
+        return Response(_detail_by_id(conversation_id, user))
 
 
 class RequestAcceptApi(APIView):

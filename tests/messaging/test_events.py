@@ -154,6 +154,7 @@ def test_membership_changes_reach_the_users_own_group(
     assert created["conversation"]["id"] == group.pk
     assert created["conversation"]["last_seq"] == 1
     assert created["conversation"]["unread"] == 0 and created["conversation"]["read_seq"] == 1
+    assert created["conversation"]["role"] == "member"  # bo; ana is the owner
     # A departure is told what every member may see of the conversation.
     assert removed == {
         "type": "conversation.updated",
@@ -163,6 +164,9 @@ def test_membership_changes_reach_the_users_own_group(
             "title": "Team",
             "public": False,
             "last_seq": 2,
+            "description": "",
+            "picture_url": None,
+            "post_policy": "everyone",
         },
         "reason": "removed",
     }
