@@ -1,5 +1,6 @@
 """The reference Python client of the chat protocol, its history recorder and the checker."""
 
+from chatclient import groups
 from chatclient.auth import Auth, bearer_auth, obtain_token
 from chatclient.backoff import full_jitter
 from chatclient.checker import CheckReport, ConversationReport, Stats, check
@@ -34,6 +35,7 @@ __all__ = [
     "block",
     "check",
     "full_jitter",
+    "groups",
     "hidden_since",
     "hide",
     "list_blocks",
