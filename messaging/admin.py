@@ -127,13 +127,16 @@ class ConversationAdmin(admin.ModelAdmin[Conversation]):
         "messages_link",
     )
     list_display_links = ("id", "title")
-    list_filter = ("kind", "public", "created_at")
+    list_filter = ("kind", "public", "post_policy", "created_at")
     search_fields = ("title",)
     ordering = ("-last_activity_at",)
     fields = (
         "kind",
         "title",
         "public",
+        "description",
+        "picture",
+        "post_policy",
         "last_seq",
         "member_seq",
         "direct_key",
@@ -146,6 +149,10 @@ class ConversationAdmin(admin.ModelAdmin[Conversation]):
         "purged_at",
     )
     readonly_fields = (
+        # A group's settings change through its admins (`services.update_group`), logged.
+        "description",
+        "picture",
+        "post_policy",
         "last_seq",
         "member_seq",
         "direct_key",

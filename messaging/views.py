@@ -47,6 +47,7 @@ APP_MODULES = (
     "ui/conversation.js",
     "ui/dialogs.js",
     "ui/emoji.js",
+    "ui/group-settings.js",
     "ui/helpers.js",
     "ui/list.js",
     "ui/messages.js",

@@ -39,6 +39,7 @@ import * as conversation from "./ui/conversation.js";
 import { closeConversation, openConversation, prefetchDetails, reloadDetails, renderHeader } from "./ui/conversation.js";
 import * as dialogs from "./ui/dialogs.js";
 import * as emoji from "./ui/emoji.js";
+import * as groupSettings from "./ui/group-settings.js";
 import { confirmDialog, paintAvatar, soon, toast } from "./ui/helpers.js";
 import * as list from "./ui/list.js";
 import { arrowKeys, renderList } from "./ui/list.js";
@@ -60,7 +61,7 @@ const tabs = new Tabs(me.id);
 client.openSocket = (url) => tabs.openSocket(url);
 attention.setNotifyGate((key) => tabs.claim(key));
 
-for (const part of [presence, list, conversation, messages, actions, typing, composer, emoji, notifications, dialogs, switcher, search, announce, viewer, blocking]) part.install();
+for (const part of [presence, list, conversation, messages, actions, typing, composer, emoji, notifications, dialogs, groupSettings, switcher, search, announce, viewer, blocking]) part.install();
 
 // ---------------------------------------------------------------- connection status
 

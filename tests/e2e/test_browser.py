@@ -436,8 +436,8 @@ def test_xss_corpus_renders_as_text_with_csp_on_every_page(web: Web) -> None:
     bo_page.get_by_label("Search messages").press("Enter")
     expect(bo_page.locator("#search-list .result").first.locator("mark").first).to_be_visible()
 
-    # Members dialog: names as text.
-    bo_page.get_by_role("button", name="Members").click()
+    # Group info: members' names as text.
+    bo_page.get_by_role("button", name="Group info").click()
     expect(bo_page.locator("#member-list .pick-name")).to_have_text([XSS[0], f"{XSS[2]} (you)"])
     bo_page.keyboard.press("Escape")
 

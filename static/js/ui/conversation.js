@@ -11,7 +11,7 @@ import { renderList } from "./list.js";
 import { beginUnread, markRead, renderMessages, rendered, revealMessage, showFirstUnread } from "./messages.js";
 import { closeNotifyMenu, renderNotifyMenu } from "./notifications.js";
 import { presence, resubscribePresence, updatePresenceSubscription } from "./presence.js";
-import { client, current, isGroup, learnPeople, me, setCurrent, ui } from "./shared.js";
+import { $, client, current, isGroup, learnPeople, me, setCurrent, ui } from "./shared.js";
 import { renderTyping, stopTyping } from "./typing.js";
 import { renderBlock } from "./blocking.js";
 
@@ -110,12 +110,13 @@ export function renderHeader() {
   if (!c) return;
   ui.title.textContent = c.title || "Conversation";
   if (c.kind === "direct") paintAvatar(ui.chatAvatar, c.title, c.peer, c.peer_avatar_url);
-  else paintAvatar(ui.chatAvatar, c.title, c.id);
+  else paintAvatar(ui.chatAvatar, c.title, c.id, c.picture_url);
   ui.leaveButton.hidden = c.kind !== "group";
   ui.membersButton.hidden = c.kind !== "group";
   renderNotifyMenu(c);
   renderRequest(c);
   renderBlock();
+  renderPostPolicy(c);
   const members = client.members.get(current);
   if (c.kind === "direct") {
     ui.subtitle.textContent = c.peer === me.id ? "Notes to yourself" : fmt.presenceText(presence.get(c.peer)) || "";
@@ -126,6 +127,13 @@ export function renderHeader() {
   } else {
     ui.subtitle.textContent = c.public ? "Public group" : "Group";
   }
+}
+
+/** The composer of an admins-only group is replaced by a note for plain members. */
+function renderPostPolicy(c) {
+  const closed = c.kind === "group" && c.post_policy === "admins" && !["owner", "admin"].includes(c.role);
+  $("admins-only-note").hidden = !closed;
+  if (closed) ui.composer.hidden = true;
 }
 
 /** A message request: say what accepting shares, offer accept and decline. */

@@ -1,6 +1,7 @@
 // The dialogs: settings (account: photo, name, busy until, password, sign out everywhere;
-// notifications: email, browser), new chat, new group, browse public groups, the
-// members of a group; and leaving a group. startDirectChat() is the quick switcher's too.
+// notifications: email, browser), new chat, new group, browse public groups, and leaving
+// a group (group info is ui/group-settings.js). startDirectChat() is the quick switcher's
+// too; findUsers() and personButton() group info's too.
 
 import { api, download, query } from "../api.js";
 import { h, icon } from "../dom.js";
@@ -10,7 +11,7 @@ import { closeConversation, openConversation } from "./conversation.js";
 import { avatar, confirmDialog, debounce, paintAvatar, problem, toast } from "./helpers.js";
 import { arrowKeys } from "./list.js";
 import { enableNotifications } from "./notifications.js";
-import { presence, presenceDot, setMyStatus, updatePresenceSubscription } from "./presence.js";
+import { setMyStatus } from "./presence.js";
 import { $, client, current, learnPeople, me, ui } from "./shared.js";
 
 // ---------------------------------------------------------------- settings (account, notifications)
@@ -466,7 +467,7 @@ function renderBrowserNotifications() {
 
 // ---------------------------------------------------------------- people and groups
 
-function personButton(user, onPick, extra = null) {
+export function personButton(user, onPick, extra = null) {
   return h(
     "li",
     {},
@@ -485,7 +486,7 @@ function personButton(user, onPick, extra = null) {
   );
 }
 
-async function findUsers(q, statusEl) {
+export async function findUsers(q, statusEl) {
   statusEl.textContent = "Searching…";
   try {
     const page = await api(`/api/v1/users?${query({ q, limit: 20 })}`);
@@ -823,43 +824,7 @@ export function install() {
   });
   browse.input.addEventListener("input", searchGroups);
 
-  // ---------------------------------------------------------------- members and leaving
-
-  ui.membersButton.addEventListener("click", async () => {
-    if (current === null) return;
-    const dialog = $("dialog-members");
-    const list = $("member-list");
-    const status = $("members-status");
-    status.textContent = "Loading…";
-    list.replaceChildren();
-    dialog.showModal();
-    try {
-      const detail = await api(`/api/v1/conversations/${current}`);
-      client.setMembers(current, detail.members || []);
-      status.textContent = `${detail.members.length} member${detail.members.length === 1 ? "" : "s"}`;
-      list.replaceChildren(
-        ...detail.members.map((m) => {
-          learnPeople([m]);
-          const entry = presence.get(m.id);
-          return h(
-            "li",
-            { class: "member" },
-            h("span", { class: "avatar-wrap" }, avatar(m.display_name, m.id, "avatar", m.avatar_url), m.id !== me.id ? presenceDot(m.id) : null),
-            h(
-              "span",
-              { class: "pick-text" },
-              h("span", { class: "pick-name", text: m.id === me.id ? `${m.display_name} (you)` : m.display_name }),
-              h("span", { class: "pick-sub", text: m.id === me.id ? `@${m.username}` : `@${m.username} · ${fmt.presenceText(entry) || "Offline"}` }),
-            ),
-            m.role !== "member" ? h("span", { class: "role", text: m.role }) : null,
-          );
-        }),
-      );
-      updatePresenceSubscription();
-    } catch (error) {
-      status.textContent = problem(error);
-    }
-  });
+  // ---------------------------------------------------------------- leaving (ui/group-settings.js: group info)
 
   ui.leaveButton.addEventListener("click", async () => {
     if (current === null) return;

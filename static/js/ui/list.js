@@ -49,7 +49,7 @@ function conversationItem(id) {
   const c = client.conversation(id);
   const title = c.title || "Conversation";
   const unread = c.unread || 0;
-  const pic = h("span", { class: "avatar-wrap" }, c.kind === "direct" ? avatar(title, c.peer, "avatar", c.peer_avatar_url) : avatar(title, id));
+  const pic = h("span", { class: "avatar-wrap" }, c.kind === "direct" ? avatar(title, c.peer, "avatar", c.peer_avatar_url) : avatar(title, id, "avatar", c.picture_url));
   if (c.kind === "group") pic.append(h("span", { class: "kind-icon", "aria-hidden": "true" }, icon("group")));
   if (c.kind === "direct" && c.peer !== undefined && c.peer !== me.id) pic.append(presenceDot(c.peer));
   const state = c.kind === "direct" && c.peer !== me.id ? presence.get(c.peer)?.state : null;
