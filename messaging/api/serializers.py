@@ -315,6 +315,7 @@ class LimitsSerializer(serializers.Serializer[Any]):
 
     max_message_length = serializers.IntegerField(help_text="Characters per message body.")
     max_title_length = serializers.IntegerField(help_text="Characters per group title.")
+    max_description_length = serializers.IntegerField(help_text="Characters per group description.")
     max_group_members = serializers.IntegerField()
     max_attachments_per_message = serializers.IntegerField()
     max_upload_bytes = serializers.IntegerField(help_text="Bytes per attachment.")

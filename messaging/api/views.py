@@ -952,6 +952,7 @@ def server_limits() -> dict[str, Any]:
     return {
         "max_message_length": c.CHAT_MAX_MESSAGE_LENGTH,
         "max_title_length": c.CHAT_MAX_TITLE_LENGTH,
+        "max_description_length": c.CHAT_MAX_DESCRIPTION_LENGTH,
         "max_group_members": c.CHAT_MAX_GROUP_MEMBERS,
         "max_attachments_per_message": c.CHAT_MAX_ATTACHMENTS_PER_MESSAGE,
         "max_upload_bytes": c.CHAT_MAX_UPLOAD_BYTES,
