@@ -6,7 +6,7 @@ The browser, the deployments and the helpers are those of `tests/e2e/browser.py`
 from __future__ import annotations
 
 import pytest
-from playwright.sync_api import expect
+from playwright.sync_api import FilePayload, expect
 
 from messaging import services
 from messaging.models import Conversation, Membership, Message
@@ -58,9 +58,8 @@ def test_an_owner_manages_the_group_and_members_see_it_live(web: Web) -> None:
     )
     with ana_page.expect_file_chooser() as chooser:
         panel.get_by_role("button", name="Change picture").click()
-    chooser.value.set_files(
-        files=[{"name": "board.png", "mimeType": "image/png", "buffer": picture()}]
-    )
+    board: FilePayload = {"name": "board.png", "mimeType": "image/png", "buffer": picture()}
+    chooser.value.set_files(files=[board])
     expect(panel.locator("#group-picture img")).to_be_visible()
     expect(panel.get_by_role("button", name="Remove picture")).to_be_visible()
     axe.check(ana_page, "group info, owner")
@@ -148,9 +147,8 @@ def test_a_refused_change_shows_why_and_keeps_the_settings(web: Web) -> None:
 
     with page.expect_file_chooser() as chooser:
         panel.get_by_role("button", name="Change picture").click()
-    chooser.value.set_files(
-        files=[{"name": "notes.png", "mimeType": "image/png", "buffer": b"just some text"}]
-    )
+    notes: FilePayload = {"name": "notes.png", "mimeType": "image/png", "buffer": b"just text"}
+    chooser.value.set_files(files=[notes])
     expect(panel.get_by_role("alert")).to_contain_text("Could not change the picture")
     expect(panel.get_by_role("alert")).to_contain_text("not a picture")
     stored = Conversation.objects.get(pk=group.pk)
