@@ -604,6 +604,12 @@ CHAT_MAX_IMAGE_PIXELS = env_int("CHAT_MAX_IMAGE_PIXELS", 40_000_000)
 # JPEGs count their full-size coefficients (docs/operations.md, "Security").
 CHAT_MAX_IMAGE_DECODE_BYTES = env_int("CHAT_MAX_IMAGE_DECODE_BYTES", 128 * 1024 * 1024)
 CHAT_THUMBNAIL_SIZE = env_int("CHAT_THUMBNAIL_SIZE", 320)
+# Images with a side longer than this are scaled down to it by the thumbnail worker
+# (upright, metadata dropped); GIFs are kept as they are (animations).
+CHAT_MAX_IMAGE_EDGE = env_int("CHAT_MAX_IMAGE_EDGE", 2048)
+# The longest voice message, and the longest duration an audio or video upload may declare.
+CHAT_MAX_VOICE_SECONDS = env_int("CHAT_MAX_VOICE_SECONDS", 300)
+CHAT_MAX_MEDIA_SECONDS = env_int("CHAT_MAX_MEDIA_SECONDS", 6 * 3600)
 CHAT_MAX_DEVICES_PER_USER = env_int("CHAT_MAX_DEVICES_PER_USER", 20)
 # Search: PostgreSQL full text plus trigram matching; bounded in query size and time.
 CHAT_SEARCH_MAX_QUERY_LENGTH = 200

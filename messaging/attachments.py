@@ -19,9 +19,11 @@ import hashlib
 import io
 import logging
 import os
+import re
 import unicodedata
 import uuid
 import warnings
+import wave
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -42,14 +44,37 @@ logger = logging.getLogger(__name__)
 
 OCTET_STREAM = "application/octet-stream"
 TEXT = "text/plain"
-# Raster images browsers render without running anything: the only types served inline.
+# Raster images browsers render without running anything: shown inline.
 INLINE_TYPES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp"})
+# Audio and video the browsers play with their own controls: served inline too (the
+# response's sandbox CSP and nosniff still hold), never run as a page.
+MEDIA_TYPES = frozenset(
+    {
+        "audio/webm",
+        "audio/ogg",
+        "audio/mpeg",
+        "audio/mp4",
+        "audio/wav",
+        "video/webm",
+        "video/ogg",
+        "video/mp4",
+    }
+)
+AUDIO_TYPES = frozenset(t for t in MEDIA_TYPES if t.startswith("audio/"))
 _PIL_FORMATS = {"image/png": "PNG", "image/jpeg": "JPEG", "image/gif": "GIF", "image/webp": "WEBP"}
 _EXTENSIONS = {
     "image/png": ".png",
     "image/jpeg": ".jpg",
     "image/gif": ".gif",
     "image/webp": ".webp",
+    "audio/webm": ".webm",
+    "audio/ogg": ".ogg",
+    "audio/mpeg": ".mp3",
+    "audio/mp4": ".m4a",
+    "audio/wav": ".wav",
+    "video/webm": ".webm",
+    "video/ogg": ".ogv",
+    "video/mp4": ".mp4",
     "application/pdf": ".pdf",
     "application/zip": ".zip",
     TEXT: ".txt",
@@ -194,9 +219,110 @@ def detect_content_type(stream: IO[bytes]) -> str:
         return "image/webp"
     if head.startswith(b"%PDF-"):
         return "application/pdf"
+    media = _media_type(head, stream)
+    if media is not None:
+        return media
     if head[:4] in (b"PK\x03\x04", b"PK\x05\x06", b"PK\x07\x08"):
         return "application/zip"
     return TEXT if _is_text(stream) else OCTET_STREAM
+
+
+# How far into a file its media header is looked for (tracks, codec headers).
+_MEDIA_HEAD = 64 * 1024
+_EBML = b"\x1a\x45\xdf\xa3"
+_MP3_SYNC = frozenset({0xFB, 0xFA, 0xF3, 0xF2, 0xE3, 0xE2})
+
+
+def _media_type(head: bytes, stream: IO[bytes]) -> str | None:
+    """Return the audio or video type named by the magic number, None for anything else.
+
+    WebM (Matroska) and Ogg say from their first 64 KiB whether they carry video (a
+    video track; a Theora stream); MP4 says audio only by its `M4A ` brand.
+    """
+    if head.startswith(_EBML):
+        stream.seek(0)
+        tracks = _matroska_track_types(stream.read(_MEDIA_HEAD))
+        if tracks is None:
+            return None
+        return "video/webm" if 1 in tracks else "audio/webm"
+    if head.startswith(b"OggS"):
+        stream.seek(0)
+        return "video/ogg" if b"\x80theora" in stream.read(_MEDIA_HEAD) else "audio/ogg"
+    if head[4:8] == b"ftyp":
+        brand = head[8:12]
+        if brand in (b"M4A ", b"M4B "):
+            return "audio/mp4"
+        if brand in (b"isom", b"iso2", b"iso5", b"iso6", b"mp41", b"mp42", b"avc1", b"dash"):
+            return "video/mp4"
+        return None
+    if head[:4] == b"RIFF" and head[8:12] == b"WAVE":
+        return "audio/wav"
+    if head.startswith(b"ID3") or (len(head) > 1 and head[0] == 0xFF and head[1] in _MP3_SYNC):
+        return "audio/mpeg"
+    return None
+
+
+def _ebml_number(data: bytes, at: int, *, keep_marker: bool) -> tuple[int, int] | None:
+    """Read an EBML variable-length number at `at`; answer (value, next offset)."""
+    if at >= len(data) or data[at] == 0:
+        return None
+    first = data[at]
+    length = 8 - first.bit_length() + 1
+    if at + length > len(data):
+        return None
+    value = first if keep_marker else first & (0xFF >> length)
+    for byte in data[at + 1 : at + length]:
+        value = (value << 8) | byte
+    return value, at + length
+
+
+# Matroska element ids (with their length marker, as written).
+_SEGMENT, _TRACKS, _TRACK_ENTRY, _TRACK_TYPE = 0x18538067, 0x1654AE6B, 0xAE, 0x83
+_DOC_TYPE, _EBML_ID = 0x4282, 0x1A45DFA3
+_UNKNOWN_SIZES = frozenset((1 << (7 * n)) - 1 for n in range(1, 9))
+
+
+def _matroska_track_types(data: bytes) -> set[int] | None:
+    """Return the track types (1 video, 2 audio) of a WebM's head; None if it is not WebM.
+
+    Walks the elements of the EBML header (its DocType must be `webm` or `matroska`), the
+    Segment (often of unknown size, as recorders write it) and its Tracks; anything else
+    is skipped by its size. An empty set: the tracks were not within the head.
+    """
+    at, doc_type, types = 0, b"", set()
+    containers = {_SEGMENT, _TRACKS, _TRACK_ENTRY, _EBML_ID}
+    while at < len(data):
+        element = _ebml_number(data, at, keep_marker=True)
+        if element is None:
+            break
+        element_id, at = element
+        size_field = _ebml_number(data, at, keep_marker=False)
+        if size_field is None:
+            break
+        size, at = size_field
+        if element_id in containers:
+            continue  # step into it
+        if size in _UNKNOWN_SIZES or at + size > len(data):
+            break
+        if element_id == _DOC_TYPE:
+            doc_type = data[at : at + size]
+        elif element_id == _TRACK_TYPE:
+            types.add(int.from_bytes(data[at : at + size], "big"))
+        at += size
+    if doc_type.rstrip(b"\x00") not in (b"webm", b"matroska"):
+        return None
+    return types
+
+
+def wav_duration_ms(stream: IO[bytes]) -> int | None:
+    """Return a WAV file's length in milliseconds from its header, None if unreadable."""
+    stream.seek(0)
+    try:
+        with wave.open(stream, "rb") as wav:
+            rate = wav.getframerate()
+            return round(wav.getnframes() * 1000 / rate) if rate else None
+    except (wave.Error, EOFError, OSError):
+        return None
 
 
 def _is_text(stream: IO[bytes]) -> bool:
@@ -354,8 +480,47 @@ def render_thumbnail(stream: IO[bytes], content_type: str) -> tuple[bytes, str] 
         return None
 
 
-def store_attachment(*, uploader: User, upload: File[bytes]) -> Attachment:
-    """Store an uploaded file for `uploader` (who may then attach it to a message)."""
+def _check_media(
+    content_type: str, upload: File[bytes], *, voice: bool, duration_ms: int | None
+) -> int | None:
+    """Apply the voice and duration rules; return the duration to store (None: none)."""
+    if voice and content_type not in AUDIO_TYPES:
+        raise BadRequest(
+            "A voice message must be audio (WebM or Ogg Opus, MP3, M4A or WAV); "
+            f"this file is {content_type}.",
+            details={"field": "voice", "content_type": content_type},
+        )
+    if content_type not in MEDIA_TYPES:
+        if duration_ms is not None:
+            raise BadRequest(
+                "Only audio and video have a duration.", details={"field": "duration_ms"}
+            )
+        return None
+    if content_type == "audio/wav":
+        duration_ms = wav_duration_ms(upload) or duration_ms  # the header knows better
+    limit = settings.CHAT_MAX_VOICE_SECONDS if voice else settings.CHAT_MAX_MEDIA_SECONDS
+    if duration_ms is not None and duration_ms > limit * 1000:
+        what = "A voice message" if voice else "An audio or video file"
+        raise BadRequest(
+            f"{what} may last at most {limit} seconds.",
+            details={"field": "duration_ms", "max_seconds": limit},
+        )
+    return duration_ms
+
+
+def store_attachment(
+    *,
+    uploader: User,
+    upload: File[bytes],
+    voice: bool = False,
+    duration_ms: int | None = None,
+) -> Attachment:
+    """Store an uploaded file for `uploader` (who may then attach it to a message).
+
+    `voice`: audio recorded in the app, shown as a voice message; `duration_ms`: what
+    the client measured of audio or video (a WAV's header overrides it), at most
+    `CHAT_MAX_VOICE_SECONDS` for a voice message, `CHAT_MAX_MEDIA_SECONDS` otherwise.
+    """
     limit = int(settings.CHAT_MAX_UPLOAD_BYTES)
     size = int(upload.size or 0)
     if size > limit:
@@ -372,6 +537,7 @@ def store_attachment(*, uploader: User, upload: File[bytes]) -> Attachment:
             content_type = OCTET_STREAM
         else:
             status = Attachment.Thumbnail.PENDING
+    duration_ms = _check_media(content_type, upload, voice=voice, duration_ms=duration_ms)
     attachment = Attachment(
         uploader=uploader,
         filename=filename,
@@ -379,6 +545,8 @@ def store_attachment(*, uploader: User, upload: File[bytes]) -> Attachment:
         size=size,
         sha256=_sha256(upload),
         thumbnail_status=status,
+        duration_ms=duration_ms,
+        voice=voice,
     )
     # The stored name is ours (random, with the detected type's extension); the client's
     # name is only ever shown, never used as a path.
@@ -432,9 +600,70 @@ def make_thumbnail(attachment_id: int) -> str:
     return status
 
 
+def _downscaled(stream: IO[bytes], content_type: str) -> bytes | None:
+    """Return the image scaled down to `CHAT_MAX_IMAGE_EDGE`, or None if it fits already.
+
+    Turned upright by its EXIF orientation and encoded again in its own format, so none
+    of its metadata survives. GIFs are left as they are (their frames would be lost).
+    """
+    edge = int(settings.CHAT_MAX_IMAGE_EDGE)
+    if content_type == "image/gif" or edge <= 0:
+        return None
+    if inspect_image(stream, content_type) is None:  # over the limits, or unreadable
+        return None
+    with _open_image(stream, content_type) as image:
+        if max(image.size) <= edge:  # the file's own size, not a JPEG's reduced decode
+            return None
+        image.draft(image.mode, (edge, edge))  # a JPEG decodes at the smallest scale that will do
+        upright = ImageOps.exif_transpose(image)
+        upright.thumbnail((edge, edge), Image.Resampling.LANCZOS)
+        if content_type == "image/jpeg" and upright.mode not in ("RGB", "L"):
+            upright = upright.convert("RGB")
+        out = io.BytesIO()
+        options: dict[str, Any] = {"quality": 88} if content_type != "image/png" else {}
+        upright.save(out, format=_PIL_FORMATS[content_type], **options)
+    return out.getvalue()
+
+
+def _replace_with_downscaled(attachment: Attachment) -> Attachment:
+    """Store the scaled-down copy of an image over its side limit in place of the file."""
+    with attachment.file.open("rb") as stream:
+        data = _downscaled(stream, attachment.content_type)
+    if data is None:
+        return attachment
+    old = attachment.file.name
+    storage = attachment.file.storage
+    stem = uuid.uuid4().hex
+    name = storage.save(
+        attachment.file.field.generate_filename(
+            attachment, stem + _EXTENSIONS[attachment.content_type]
+        ),
+        ContentFile(data),
+    )
+    digest = hashlib.sha256(data).hexdigest()
+    done = Attachment.objects.filter(
+        pk=attachment.pk, thumbnail_status=Attachment.Thumbnail.WORKING
+    ).update(file=name, size=len(data), sha256=digest)
+    if not done:  # deleted meanwhile
+        _delete_file(storage, name)
+        return attachment
+    _delete_file(storage, old)
+    logger.info(
+        "attachment %d scaled down to %d px: %d -> %d bytes",
+        attachment.pk,
+        settings.CHAT_MAX_IMAGE_EDGE,
+        attachment.size,
+        len(data),
+    )
+    return Attachment.objects.get(pk=attachment.pk)
+
+
 def _store_thumbnail(attachment_id: int) -> str:
-    """Decode the claimed attachment and store its thumbnail; return the status reached."""
-    attachment = Attachment.objects.get(pk=attachment_id)
+    """Decode the claimed attachment and store its thumbnail; return the status reached.
+
+    An image over `CHAT_MAX_IMAGE_EDGE` is first scaled down in place (`_downscaled`).
+    """
+    attachment = _replace_with_downscaled(Attachment.objects.get(pk=attachment_id))
     with attachment.file.open("rb") as stream:
         thumbnail = render_thumbnail(stream, attachment.content_type)
     if thumbnail is None:
@@ -490,6 +719,44 @@ def get_attachment_for_user(*, user: User, attachment_id: int) -> Attachment:
     return attachment
 
 
+_RANGE = re.compile(r"bytes=(\d*)-(\d*)")
+
+
+class RangeNotSatisfiable(DomainError):
+    """A `Range` that starts past the end of the file (416)."""
+
+    code = "range_not_satisfiable"
+    http_status = 416
+    default_message = "The requested range is outside the file."
+
+
+def byte_range(header: str, size: int) -> tuple[int, int] | None:
+    """Return the (first, last) byte a one-part `Range` header asks for, None to send all.
+
+    Only `bytes=a-b`, `bytes=a-` and `bytes=-n` are honoured; anything else (several
+    ranges, other units, garbage) is answered with the whole file, as HTTP allows. A
+    start past the end raises RangeNotSatisfiable.
+    """
+    match = _RANGE.fullmatch(header.strip())
+    if match is None or size <= 0:
+        return None
+    first, last = match.groups()
+    if not first and not last:
+        return None
+    if not first:  # the last n bytes
+        n = int(last)
+        if n == 0:
+            raise RangeNotSatisfiable(details={"size": size})
+        return max(0, size - n), size - 1
+    start = int(first)
+    if start >= size:
+        raise RangeNotSatisfiable(details={"size": size})
+    end = min(int(last), size - 1) if last else size - 1
+    if end < start:
+        return None
+    return start, end
+
+
 def open_download(attachment: Attachment, *, thumbnail: bool = False) -> Download:
     """Open the attachment (or its thumbnail) for sending, with how it may be shown."""
     if thumbnail:
@@ -505,7 +772,7 @@ def open_download(attachment: Attachment, *, thumbnail: bool = False) -> Downloa
         stem = os.path.splitext(attachment.filename)[0] or "file"
         return Download(attachment.thumbnail.open("rb"), kind, f"{stem}-thumbnail{ext}", True)
     content_type = attachment.content_type
-    inline = content_type in INLINE_TYPES
+    inline = content_type in INLINE_TYPES or content_type in MEDIA_TYPES
     if content_type == TEXT:
         content_type = "text/plain; charset=utf-8"
     return Download(attachment.file.open("rb"), content_type, attachment.filename, inline)

@@ -162,6 +162,10 @@ class Attachment(models.Model):
     filename = models.CharField(max_length=255)
     content_type = models.CharField(max_length=100)
     size = models.BigIntegerField()
+    # Audio and video: the length the client declared (WAV: read from its header);
+    # a voice message is audio recorded in the app, shown as a voice note.
+    duration_ms = models.PositiveIntegerField(null=True, blank=True)
+    voice = models.BooleanField(default=False)
     sha256 = models.CharField(max_length=64, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 

@@ -154,6 +154,8 @@ def _files_of(obj: models.Model) -> list[str]:
         return [f.name for f in (obj.file, obj.thumbnail) if f]
     if isinstance(obj, User):
         return avatar_files(obj.avatar)
+    if isinstance(obj, Conversation):
+        return avatar_files(obj.picture)  # a group's picture
     return []
 
 

@@ -43,6 +43,9 @@ class AttachmentPayload(TypedDict):
     url: str
     thumbnail: Literal["pending", "ready", "none"]
     thumbnail_url: str | None
+    # Audio and video: their length, if known; `voice`: a voice message recorded in an app.
+    duration_ms: int | None
+    voice: bool
 
 
 # The events a system message records (`SystemPayload.event`).
@@ -310,6 +313,8 @@ def attachment_payload(attachment: Attachment) -> AttachmentPayload:
         "thumbnail_url": (
             None if thumbnail == "none" else f"/api/v1/attachments/{attachment.pk}?thumbnail=1"
         ),
+        "duration_ms": attachment.duration_ms,
+        "voice": attachment.voice,
     }
 
 

@@ -59,6 +59,10 @@ class AttachmentSerializer(serializers.Serializer[Any]):
     thumbnail_url = serializers.CharField(
         allow_null=True, help_text="Images (pending or ready) only, else null."
     )
+    duration_ms = serializers.IntegerField(
+        allow_null=True, help_text="Audio and video: their length in ms, if known; else null."
+    )
+    voice = serializers.BooleanField(help_text="A voice message recorded in an app.")
 
 
 class SystemSerializer(serializers.Serializer[Any]):
@@ -324,6 +328,16 @@ class LimitsSerializer(serializers.Serializer[Any]):
         help_text="Width x height x bytes per pixel of an image upload (413 past it)."
     )
     thumbnail_size = serializers.IntegerField(help_text="Longest side of a thumbnail, pixels.")
+    max_image_edge = serializers.IntegerField(
+        help_text="Longest side of a stored image, pixels: larger ones are scaled down."
+    )
+    max_voice_seconds = serializers.IntegerField(help_text="Length of a voice message.")
+    max_media_seconds = serializers.IntegerField(
+        help_text="Length an audio or video upload may declare."
+    )
+    media_types = serializers.ListField(
+        child=serializers.CharField(), help_text="Audio and video types played inline."
+    )
     max_json_bytes = serializers.IntegerField(help_text="Bytes per JSON request body.")
     fetch_default_limit = serializers.IntegerField()
     fetch_max_limit = serializers.IntegerField()
@@ -484,9 +498,21 @@ class DownloadQuerySerializer(serializers.Serializer[Any]):
 
 
 class UploadSerializer(serializers.Serializer[Any]):
-    """A multipart upload: the file in field `file`."""
+    """A multipart upload: the file in field `file`; audio or video may say how long it is."""
 
     file = serializers.FileField(allow_empty_file=True, use_url=False)
+    voice = serializers.BooleanField(
+        required=False,
+        default=False,
+        help_text="A voice message recorded in the app (audio only; at most `max_voice_seconds`).",
+    )
+    duration_ms = serializers.IntegerField(
+        required=False,
+        min_value=1,
+        max_value=MAX_ID,
+        help_text="Audio or video: its length as the client measured it (a WAV's header "
+        "is read instead).",
+    )
 
 
 # --- blocking, reports, delete for me ---------------------------------------------------

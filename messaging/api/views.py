@@ -6,11 +6,19 @@ from `messaging.events`, so REST answers exactly what the WebSocket carries.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
 from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.http import FileResponse, HttpRequest
+from django.http import (
+    FileResponse,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseBase,
+    StreamingHttpResponse,
+)
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiExample,
@@ -702,6 +710,8 @@ class AttachmentUploadApi(APIView):
                     "url": "/api/v1/attachments/55",
                     "thumbnail": "pending",
                     "thumbnail_url": "/api/v1/attachments/55?thumbnail=1",
+                    "duration_ms": None,
+                    "voice": False,
                 },
                 response_only=True,
                 status_codes=["201"],
@@ -709,16 +719,24 @@ class AttachmentUploadApi(APIView):
         ],
     )
     def post(self, request: Request) -> Response:
-        """Answer 201 `{id, filename, content_type, size, url, thumbnail, thumbnail_url}`.
+        """Answer 201 with the attachment (`AttachmentSerializer`).
 
-        An image's thumbnail is made by the Celery worker afterwards: `pending` here.
+        An image's thumbnail is made by the Celery worker afterwards: `pending` here (an
+        image over `max_image_edge` is scaled down by it too). `voice` and `duration_ms`:
+        400 for a voice message that is not audio or is too long.
         """
         upload = request.FILES.get("file")
         if upload is None:
             raise BadRequest(
                 "Send the file in the multipart field `file`.", details={"field": "file"}
             )
-        attachment = attachments.store_attachment(uploader=_user(request), upload=upload)
+        data = _valid(s.UploadSerializer, request.data)
+        attachment = attachments.store_attachment(
+            uploader=_user(request),
+            upload=upload,
+            voice=data["voice"],
+            duration_ms=data.get("duration_ms"),
+        )
         tasks.queue_thumbnail(attachment)
         return Response(wire.attachment_payload(attachment), status=201)
 
@@ -747,24 +765,61 @@ class AttachmentDownloadApi(APIView):
             **error_responses(400, 404, *AUTHENTICATED),
         },
     )
-    def get(self, request: Request, attachment_id: int) -> FileResponse:
-        """Answer the file; 404 for non-members exactly as for a missing id."""
+    def get(self, request: Request, attachment_id: int) -> HttpResponseBase:
+        """Answer the file (one `Range`: 206); 404 for non-members exactly as for a missing id."""
         thumbnail = _valid(s.DownloadQuerySerializer, request.query_params)["thumbnail"]
         attachment = attachments.get_attachment_for_user(
             user=_user(request), attachment_id=attachment_id
         )
         download = attachments.open_download(attachment, thumbnail=thumbnail)
-        response = FileResponse(
+        response: HttpResponseBase = FileResponse(
             download.file,
             as_attachment=not download.inline,
             filename=download.filename,
             content_type=download.content_type,
         )
+        response["Accept-Ranges"] = "bytes"
+        wanted = request.headers.get("Range")
+        if wanted:
+            response = _partial(response, download.file, wanted)
         response["X-Content-Type-Options"] = "nosniff"
         response["Content-Security-Policy"] = "default-src 'none'; sandbox"
         response["Cross-Origin-Resource-Policy"] = "same-origin"
         response["Cache-Control"] = "private, max-age=300"
         return response
+
+
+def _partial(full: HttpResponseBase, file: Any, header: str) -> HttpResponseBase:
+    """Answer one byte range of a download (206), so players can seek; else `full`."""
+    file.seek(0, os.SEEK_END)
+    size = file.tell()
+    try:
+        span = attachments.byte_range(header, size)
+    except attachments.RangeNotSatisfiable:
+        file.close()  # not `full.close()`: that ends the request (closes the database)
+        refused = HttpResponse(status=416)
+        refused["Content-Range"] = f"bytes */{size}"
+        return refused
+    if span is None:
+        file.seek(0)
+        return full
+    start, end = span
+    file.seek(start)
+
+    def chunks(left: int = end - start + 1) -> Iterator[bytes]:
+        try:
+            while left > 0 and (chunk := file.read(min(64 * 1024, left))):
+                left -= len(chunk)
+                yield chunk
+        finally:
+            file.close()
+
+    partial = StreamingHttpResponse(chunks(), status=206, content_type=full["Content-Type"])
+    partial["Content-Range"] = f"bytes {start}-{end}/{size}"
+    partial["Content-Length"] = str(end - start + 1)
+    partial["Content-Disposition"] = full["Content-Disposition"]
+    partial["Accept-Ranges"] = "bytes"
+    return partial
 
 
 # --- search ----------------------------------------------------------------------------
@@ -959,6 +1014,10 @@ def server_limits() -> dict[str, Any]:
         "max_image_pixels": c.CHAT_MAX_IMAGE_PIXELS,
         "max_image_decode_bytes": c.CHAT_MAX_IMAGE_DECODE_BYTES,
         "thumbnail_size": c.CHAT_THUMBNAIL_SIZE,
+        "max_image_edge": c.CHAT_MAX_IMAGE_EDGE,
+        "max_voice_seconds": c.CHAT_MAX_VOICE_SECONDS,
+        "max_media_seconds": c.CHAT_MAX_MEDIA_SECONDS,
+        "media_types": sorted(attachments.MEDIA_TYPES),
         "max_json_bytes": c.API_MAX_JSON_BYTES,
         "fetch_default_limit": c.CHAT_FETCH_DEFAULT_LIMIT,
         "fetch_max_limit": c.CHAT_FETCH_MAX_LIMIT,

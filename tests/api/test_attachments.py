@@ -90,6 +90,8 @@ def test_png_upload_is_typed_stored_and_thumbnailed(
         # Tests run Celery eagerly (as `make run` does): the task ran before the answer.
         "thumbnail": "ready",
         "thumbnail_url": f"/api/v1/attachments/{attachment.pk}?thumbnail=1",
+        "duration_ms": None,
+        "voice": False,
     }
     assert len(attachment.sha256) == 64
     with attachment.thumbnail.open("rb") as stored, Image.open(stored) as thumb:
