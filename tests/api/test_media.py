@@ -62,6 +62,11 @@ def wav(seconds: float, rate: int = 8000) -> bytes:
     return out.getvalue()
 
 
+def body(response: Any) -> bytes:
+    """The bytes of a streamed (file or range) response."""
+    return b"".join(response.streaming_content)
+
+
 def upload(client: Any, name: str, data: bytes, **fields: Any) -> Any:
     f = io.BytesIO(data)
     f.name = name
@@ -155,15 +160,15 @@ def test_audio_is_served_inline_and_in_byte_ranges(client_for: Client, ana: User
     assert whole.status_code == 200 and whole["Accept-Ranges"] == "bytes"
     assert whole["Content-Disposition"].startswith("inline")
     assert whole["Content-Type"] == "audio/wav"
-    assert head.status_code == 206 and b"".join(head.streaming_content) == data[:10]
+    assert head.status_code == 206 and body(head) == data[:10]
     assert head["Content-Range"] == f"bytes 0-9/{len(data)}"
     assert head["Content-Length"] == "10" and head["X-Content-Type-Options"] == "nosniff"
-    assert b"".join(tail.streaming_content) == data[-4:]
-    assert b"".join(open_ended.streaming_content) == data[-3:]
+    assert body(tail) == data[-4:]
+    assert body(open_ended) == data[-3:]
     assert past_the_end.status_code == 416
     assert past_the_end["Content-Range"] == f"bytes */{len(data)}"
     assert several.status_code == 200  # several ranges: the whole file, as HTTP allows
-    assert b"".join(several.streaming_content) == data
+    assert body(several) == data
 
 
 def test_an_image_over_the_edge_limit_is_scaled_down_upright_and_keeps_its_thumbnail(
@@ -191,7 +196,7 @@ def test_an_image_over_the_edge_limit_is_scaled_down_upright_and_keeps_its_thumb
         assert not scaled.getexif()
     assert (stored.size, stored.sha256) == (len(data), hashlib.sha256(data).hexdigest())
     served = client_for(ana).get(f"/api/v1/attachments/{stored.pk}")
-    assert b"".join(served.streaming_content) == data
+    assert body(served) == data
 
 
 def test_an_image_within_the_edge_limit_is_kept_byte_for_byte(
