@@ -57,6 +57,7 @@ APP_MODULES = (
     "ui/shared.js",
     "ui/switcher.js",
     "ui/typing.js",
+    "ui/voice.js",
     "ui/viewer.js",
     "worker/hub.js",
     "worker/shared.js",
@@ -92,6 +93,7 @@ def home(request: HttpRequest) -> HttpResponse:
         "max_message_length": settings.CHAT_MAX_MESSAGE_LENGTH,
         "max_upload_bytes": settings.CHAT_MAX_UPLOAD_BYTES,
         "max_attachments": settings.CHAT_MAX_ATTACHMENTS_PER_MESSAGE,
+        "max_voice_seconds": settings.CHAT_MAX_VOICE_SECONDS,
     }
     return render(request, "messaging/app.html", {"bootstrap": bootstrap})
 

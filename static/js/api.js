@@ -79,9 +79,10 @@ export async function download(path) {
 
 /**
  * Upload a file to `POST /api/v1/attachments` with progress (XHR: fetch has no upload
- * progress). Answer `{promise, abort}`; `onProgress(fraction)` sees 0..1.
+ * progress). Answer `{promise, abort}`; `onProgress(fraction)` sees 0..1. `fields` go
+ * with the file (a voice message: `{voice: "true", duration_ms}`).
  */
-export function uploadAttachment(file, onProgress) {
+export function uploadAttachment(file, onProgress, fields = {}) {
   const xhr = new XMLHttpRequest();
   const promise = new Promise((resolve, reject) => {
     xhr.open("POST", "/api/v1/attachments");
@@ -105,6 +106,7 @@ export function uploadAttachment(file, onProgress) {
     xhr.addEventListener("error", () => reject(new ApiError(0, "network", "The upload failed: no connection.")));
     xhr.addEventListener("abort", () => reject(new ApiError(0, "aborted", "Upload cancelled.")));
     const form = new FormData();
+    for (const [key, value] of Object.entries(fields)) form.append(key, String(value));
     form.append("file", file, file.name);
     xhr.send(form);
   });

@@ -55,13 +55,14 @@ import * as switcher from "./ui/switcher.js";
 import { clearTyping } from "./ui/typing.js";
 import * as typing from "./ui/typing.js";
 import * as viewer from "./ui/viewer.js";
+import * as voice from "./ui/voice.js";
 import { Tabs } from "./worker/tabs.js";
 
 const tabs = new Tabs(me.id);
 client.openSocket = (url) => tabs.openSocket(url);
 attention.setNotifyGate((key) => tabs.claim(key));
 
-for (const part of [presence, list, conversation, messages, actions, typing, composer, emoji, notifications, dialogs, groupSettings, switcher, search, announce, viewer, blocking]) part.install();
+for (const part of [presence, list, conversation, messages, actions, typing, composer, emoji, notifications, dialogs, groupSettings, switcher, search, announce, viewer, blocking, voice]) part.install();
 
 // ---------------------------------------------------------------- connection status
 

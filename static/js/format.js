@@ -51,6 +51,16 @@ export function initials(name) {
 /** One of eight avatar colours, stable per id (all pass AA with white text). */
 export const avatarHue = (id) => `hue-${Math.abs(Number(id) || 0) % 8}`;
 
+/** A media length for people: "0:07", "12:03", "1:02:03" (null for an unknown one). */
+export function duration(ms) {
+  if (!Number.isFinite(ms) || ms < 0) return null;
+  const total = Math.round(ms / 1000);
+  const h = Math.floor(total / 3600);
+  const m = Math.floor((total % 3600) / 60);
+  const s = String(total % 60).padStart(2, "0");
+  return h ? `${h}:${String(m).padStart(2, "0")}:${s}` : `${m}:${s}`;
+}
+
 export function fileSize(bytes) {
   if (!(bytes >= 0)) return "";
   if (bytes < 1024) return `${bytes} B`;

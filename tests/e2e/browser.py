@@ -89,9 +89,19 @@ def playwright() -> Iterator[Playwright]:
             os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = saved
 
 
+# A fake microphone and camera (a tone, a test pattern) that need no permission prompt.
+FAKE_MEDIA_ARGS = ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]
+
+
+def launch_chromium(playwright: Playwright, extra_args: list[str] | None = None) -> Browser:
+    """Start the Debian Chromium headless with our flags (and `extra_args`)."""
+    args = [*CHROMIUM_ARGS, *(extra_args or [])]
+    return playwright.chromium.launch(executable_path=str(CHROMIUM), args=args)
+
+
 @pytest.fixture(scope="module")
 def browser(playwright: Playwright) -> Iterator[Browser]:
-    chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+    chromium = launch_chromium(playwright)
     try:
         yield chromium
     finally:

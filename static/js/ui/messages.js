@@ -75,6 +75,7 @@ function marksEl(marks) {
 // meanwhile and try the preview again a few times (docs/protocol.md, Attachments).
 const THUMBNAIL_RETRY_MS = 2000;
 const THUMBNAIL_TRIES = 15;
+const MEDIA = /^(audio|video)\//;
 
 function imageEl(url, thumb, a, m) {
   const time = m?.created_at;
@@ -114,8 +115,29 @@ function previewWhenReady(el, url, thumb, a, m, tries = 0) {
   }, THUMBNAIL_RETRY_MS);
 }
 
+/** Audio and video play inline with the browser's own controls; a voice message says so. */
+function mediaEl(url, a) {
+  const audio = (a.content_type || "").startsWith("audio/");
+  const name = a.voice ? "Voice message" : a.filename || (audio ? "Audio" : "Video");
+  const length = fmt.duration(a.duration_ms);
+  const label = length ? `${name}, ${length}` : name;
+  return h(
+    "figure",
+    { class: `attachment media ${audio ? "audio" : "video"}${a.voice ? " voice" : ""}` },
+    h(audio ? "audio" : "video", { controls: true, preload: "metadata", src: url, "aria-label": label }),
+    h(
+      "figcaption",
+      {},
+      h("span", { class: "media-name", text: name }),
+      length ? h("span", { class: "media-length", text: length }) : null,
+      h("a", { class: "media-download", href: url, download: a.filename || "media", "aria-label": `Download ${label}` }, "Download"),
+    ),
+  );
+}
+
 function attachmentEl(a, m = null) {
   const url = safeUrl(a.url);
+  if (url && MEDIA.test(a.content_type || "")) return mediaEl(url, a);
   const thumb = a.thumbnail_url ? safeUrl(a.thumbnail_url) : null;
   if (thumb && /^image\//.test(a.content_type || "")) {
     if (a.thumbnail !== "pending") return imageEl(url, thumb, a, m);
