@@ -1,6 +1,6 @@
 """The reference Python client of the chat protocol, its history recorder and the checker."""
 
-from chatclient import groups
+from chatclient import groups, media
 from chatclient.auth import Auth, bearer_auth, obtain_token
 from chatclient.backoff import full_jitter
 from chatclient.checker import CheckReport, ConversationReport, Stats, check
@@ -39,6 +39,7 @@ __all__ = [
     "hidden_since",
     "hide",
     "list_blocks",
+    "media",
     "obtain_token",
     "register_device",
     "report",

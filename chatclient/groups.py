@@ -13,13 +13,9 @@ A plain member sending to an admins-only group gets the error `admins_only` (403
 
 from __future__ import annotations
 
-import asyncio
-import urllib.parse
-import urllib.request
-import uuid
 from typing import Any, Literal
 
-from chatclient.moderation import Token, _call, _send
+from chatclient.rest import Token, _call, _upload
 
 PostPolicy = Literal["everyone", "admins"]
 Role = Literal["admin", "member"]
@@ -78,32 +74,8 @@ async def set_picture(
     filename: str = "picture.png",
 ) -> dict[str, Any]:
     """Upload a group picture (its centred square is kept); return the conversation."""
-    boundary = uuid.uuid4().hex
-    safe_name = filename.replace('"', "").replace("\r", "").replace("\n", "")
-    body = b"".join(
-        [
-            f"--{boundary}\r\n".encode(),
-            f'Content-Disposition: form-data; name="file"; filename="{safe_name}"\r\n'.encode(),
-            b"Content-Type: application/octet-stream\r\n\r\n",
-            image,
-            f"\r\n--{boundary}--\r\n".encode(),
-        ]
-    )
-    url = http_base.rstrip("/") + f"/api/v1/conversations/{int(conversation_id)}/picture"
-    if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
-        raise ValueError(f"http_base must be an http(s) URL, not {http_base!r}")
-    access = access_token if isinstance(access_token, str) else access_token["access"]
-    request = urllib.request.Request(  # noqa: S310 (the scheme is checked above)
-        url,
-        data=body,
-        method="PUT",
-        headers={
-            "Content-Type": f"multipart/form-data; boundary={boundary}",
-            "Accept": "application/json",
-            "Authorization": f"Bearer {access}",
-        },
-    )
-    return await asyncio.to_thread(_send, request, 30.0)
+    path = f"/api/v1/conversations/{int(conversation_id)}/picture"
+    return await _upload(http_base, access_token, "PUT", path, image, filename)
 
 
 async def remove_picture(

@@ -8,19 +8,11 @@ that was offline asks `hidden_since(cursor)` after it connects.
 
 from __future__ import annotations
 
-import asyncio
-import json
-import urllib.error
-import urllib.parse
-import urllib.request
-from collections.abc import Mapping
 from typing import Any, Literal
 
-from chatclient.auth import _rest_error
-from chatclient.errors import ChatError
+from chatclient.rest import Token, _call
 
 ReportReason = Literal["spam", "abuse", "illegal", "other"]
-Token = str | Mapping[str, str]
 
 
 async def block(http_base: str, access_token: Token, user_id: int) -> dict[str, Any]:
@@ -74,40 +66,3 @@ async def hidden_since(
         cursor = int(page["cursor"])
         if not page["has_more"]:
             return found, cursor
-
-
-async def _call(
-    http_base: str,
-    access_token: Token,
-    method: str,
-    path: str,
-    body: Mapping[str, Any] | None = None,
-    timeout: float = 10.0,
-) -> dict[str, Any]:
-    url = http_base.rstrip("/") + path
-    if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
-        raise ValueError(f"http_base must be an http(s) URL, not {http_base!r}")
-    access = access_token if isinstance(access_token, str) else access_token["access"]
-    request = urllib.request.Request(  # noqa: S310 (the scheme is checked above)
-        url,
-        data=None if body is None else json.dumps(dict(body)).encode(),
-        method=method,
-        headers={
-            "Content-Type": "application/json",
-            "Accept": "application/json",
-            "Authorization": f"Bearer {access}",
-        },
-    )
-    return await asyncio.to_thread(_send, request, timeout)
-
-
-def _send(request: urllib.request.Request, timeout: float) -> dict[str, Any]:
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
-            raw = response.read()
-            answer: dict[str, Any] = json.loads(raw) if raw else {}
-            return answer
-    except urllib.error.HTTPError as exc:
-        raise _rest_error(exc) from exc
-    except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
-        raise ChatError("unavailable", f"Cannot reach {request.full_url}: {exc}") from exc
