@@ -478,8 +478,8 @@ class MessageAdmin(_NoBulkDelete[Message]):
 class AttachmentAdmin(admin.ModelAdmin[Attachment]):
     """Find uploaded files by name, uploader or checksum (view-only)."""
 
-    list_display = ("id", "filename", "content_type", "size", "uploader", "created_at")
-    list_filter = ("created_at",)
+    list_display = ("id", "filename", "content_type", "size", "voice", "uploader", "created_at")
+    list_filter = ("voice", "created_at")
     search_fields = ("filename", "uploader__username", "=sha256")
     fields = (
         "uploader",
@@ -490,6 +490,8 @@ class AttachmentAdmin(admin.ModelAdmin[Attachment]):
         "content_type",
         "size",
         "sha256",
+        "duration_ms",
+        "voice",
     )
     readonly_fields = fields
     raw_id_fields = ("uploader",)

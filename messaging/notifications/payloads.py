@@ -24,8 +24,11 @@ def preview(message: Message, limit: int = PREVIEW_CHARS) -> str:
     """Return the start of a message as plain text (a file's name for an attachment)."""
     body = " ".join(plain_text(message.body).split())
     if not body:
-        names = [a.filename for a in message.attachments.all()]
-        body = "📎 " + ", ".join(names) if names else ""
+        files = list(message.attachments.all())
+        if files and files[0].voice:
+            body = "🎤 Voice message"
+        elif files:
+            body = "📎 " + ", ".join(a.filename for a in files)
     return body if len(body) <= limit else body[: limit - 1] + "…"
 
 

@@ -3,9 +3,11 @@
 import uuid
 
 import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
 
 from accounts.models import User
 from messaging import services
+from messaging.attachments import store_attachment
 from messaging.markup import plain_text
 from messaging.notifications.payloads import preview
 
@@ -45,3 +47,27 @@ def test_a_push_or_email_preview_of_a_formatted_message_is_plain(ana: User, bo: 
     ).message
 
     assert preview(message) == "Lunch at noon"
+
+
+@pytest.mark.django_db
+def test_a_voice_message_is_previewed_as_one_and_a_file_by_its_name(
+    ana: User, bo: User, settings: object, tmp_path: object
+) -> None:
+    settings.MEDIA_ROOT = tmp_path  # type: ignore[attr-defined]
+    direct, _ = services.create_direct_conversation(user=ana, other_user_id=bo.pk)
+
+    def sent(name: str, data: bytes, *, voice: bool) -> str:
+        upload = SimpleUploadedFile(name, data)
+        stored = store_attachment(uploader=ana, upload=upload, voice=voice)
+        message = services.send_message(
+            sender=ana,
+            conversation_id=direct.pk,
+            client_msg_id=uuid.uuid4(),
+            body="",
+            attachment_ids=[stored.pk],
+        ).message
+        return preview(message)
+
+    ogg = b"OggS\x00\x02" + b"\x00" * 20 + b"\x13OpusHead\x01\x01"
+    assert sent("rec.ogg", ogg, voice=True) == "🎤 Voice message"
+    assert sent("notes.txt", b"plain words", voice=False) == "📎 notes.txt"

@@ -26,7 +26,8 @@ function previewText(conversation) {
   if (!m) return conversation.last_seq > 0 ? "" : "No messages yet";
   if (m.kind === "system") return m.body;
   if (m.deleted) return "Message deleted";
-  const text = plainText(m.body) || (m.attachments?.length ? `📎 ${m.attachments[0].filename}` : "");
+  const file = m.attachments?.[0];
+  const text = plainText(m.body) || (file ? (file.voice ? "🎤 Voice message" : `📎 ${file.filename}`) : "");
   if (m.sender === me.id) return `You: ${text}`;
   const sender = names.get(m.sender);
   return conversation.kind === "group" && sender ? `${sender}: ${text}` : text;
