@@ -30,6 +30,7 @@ const RETRYABLE = new Set(["unavailable", "rate_limited"]);
 const FETCH_LIMIT = 200; // catch-up pages (after=cursor)
 const PAGE_LIMIT = 40; // the newest page of a conversation
 const OLDER_LIMIT = 50; // scrollback pages (before=seq)
+const JUMP_LIMIT = 200; // pages loaded to reach a quoted message (the server's most)
 const EAGER_LOADS = 100; // conversations whose newest page loads on connect
 const FETCH_CONCURRENCY = 4;
 const RESET_GAP = 1000; // a gap wider than this reloads the newest page instead
@@ -477,6 +478,32 @@ export class ChatClient extends EventTarget {
     const changed = state.applyOlder(batch.messages || [], batch.has_more);
     this.#emit("messages", { conversation: id, messages: changed, via: "older" });
     return state.hasOlder;
+  }
+
+  /**
+   * Load older pages until the message at `seq` is in the window (a quoted message far
+   * back); answer whether it is. `shouldStop()` ends it early (the user went elsewhere),
+   * `onProgress(loaded)` hears each page; one `messages` event (`older`) tells the rest.
+   */
+  async loadThrough(id, seq, { shouldStop = () => false, onProgress = () => {} } = {}) {
+    const state = this.#state(id);
+    const changed = [];
+    try {
+      while (state.loaded && state.hasOlder && state.oldestSeq !== null && state.oldestSeq > seq && !shouldStop()) {
+        const session = this.#requireSession();
+        const batch = await this.#requestOn(
+          session,
+          { type: "messages.fetch", conversation: id, before: state.oldestSeq, limit: JUMP_LIMIT },
+          "messages.batch",
+          { conversation: id },
+        );
+        changed.push(...state.applyOlder(batch.messages || [], batch.has_more));
+        onProgress(changed.length);
+      }
+    } finally {
+      if (changed.length) this.#emit("messages", { conversation: id, messages: changed, via: "older" });
+    }
+    return state.oldestSeq !== null && state.oldestSeq <= seq;
   }
 
   /**

@@ -6,12 +6,25 @@ The browser, the deployments and the helpers are those of `tests/e2e/browser.py`
 from __future__ import annotations
 
 import re
+import uuid
+from typing import Any
 
 import pytest
 from playwright.sync_api import expect
 
+from messaging import services
 from messaging.models import Message
-from tests.e2e.browser import Web, ana_writes_to_bo, bubbles, conversation, send, shot
+from tests.e2e.browser import (
+    Web,
+    ana_writes_to_bo,
+    bubbles,
+    conversation,
+    make_person,
+    off_loop,
+    open_direct,
+    send,
+    shot,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -72,3 +85,48 @@ def test_a_reply_quotes_its_message_and_a_reaction_is_toggled_by_everyone(web: W
     reply = Message.objects.get(body="Yes, see you there")
     assert original.reactions == [[THUMBS, [reply.sender_id]]]
     expect(bubbles(ana_page)).to_have_count(2)
+
+
+def test_a_quote_far_back_loads_the_history_between_and_shows_the_original(
+    web: Web, settings: Any
+) -> None:
+    """Tried: a reply to a question 2,100 messages back (past the 40 pages of 50 the app
+    once gave up after). Ana opens the chat (its newest page only) and clicks the quote:
+    the pages between load, and the question shows highlighted with the focus on it."""
+    settings.CHAT_SEND_RATE = settings.CHAT_SEND_BURST = 1_000_000.0  # seeding, not a user
+    ana, bo = make_person("ana", "Ana"), make_person("bo", "Bo")
+    chat = open_direct(ana, bo)
+
+    def seed() -> None:
+        ask = services.send_message(
+            sender=ana, conversation_id=chat.pk, client_msg_id=uuid.uuid4(), body="Which day?"
+        ).message
+        for n in range(2_100):
+            services.send_message(
+                sender=ana if n % 2 else bo,
+                conversation_id=chat.pk,
+                client_msg_id=uuid.uuid4(),
+                body=f"chatter {n}",
+            )
+        services.send_message(
+            sender=bo,
+            conversation_id=chat.pk,
+            client_msg_id=uuid.uuid4(),
+            body="Tuesday, as you asked",
+            reply_to=ask.pk,
+        )
+
+    off_loop(seed)
+    question = Message.objects.get(body="Which day?")
+    ana_page = web.log_in(ana, gateway=0)
+    conversation(ana_page, "Bo").click()
+    quote = ana_page.locator("#message-list .msg").filter(has_text="Tuesday, as you asked")
+    expect(quote.locator(".reply-preview")).to_have_text("Which day?")
+    assert ana_page.locator(f"#msg-{question.pk}").count() == 0  # not loaded yet
+
+    quote.locator(".reply-quote").click()
+
+    shown = ana_page.locator(f"#msg-{question.pk}")
+    expect(shown).to_have_class(re.compile(r"\bhighlight\b"), timeout=60_000)
+    expect(shown).to_be_focused()
+    expect(shown).to_be_in_viewport()

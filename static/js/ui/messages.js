@@ -495,13 +495,35 @@ async function loadOlder() {
   }
 }
 
-/** Scroll back until the message is loaded, then show it highlighted. */
+// How far back a quoted message may be loaded to show it (the browser holds every
+// message between it and the newest); past that, search finds it.
+const REVEAL_MAX_MESSAGES = 20_000;
+
+/** Load back until the message is in the window, then show it highlighted. */
 export async function revealMessage(id, message) {
   const state = client.stateOf(id);
-  for (let pages = 0; pages < 40 && current === id; pages += 1) {
-    if (state.get(message.id) || !state.hasOlder || (state.oldestSeq !== null && state.oldestSeq <= message.seq)) break;
-    await loadOlder();
+  if (!state.get(message.id) && state.oldestSeq !== null && state.oldestSeq > message.seq) {
+    if (state.oldestSeq - message.seq > REVEAL_MAX_MESSAGES) {
+      toast("That message is too far back to show here; search for its words to find it.");
+      return;
+    }
+    loadingOlder = true;
+    ui.loadOlder.textContent = "Loading…";
+    try {
+      await client.loadThrough(id, message.seq, {
+        shouldStop: () => current !== id,
+        onProgress: (loaded) => {
+          ui.loadOlder.textContent = `Loading… (${loaded} older messages)`;
+        },
+      });
+    } catch {
+      toast("Could not load older messages.");
+    } finally {
+      loadingOlder = false;
+      ui.loadOlder.textContent = "Load older messages";
+    }
   }
+  if (current !== id) return;
   renderMessages();
   const el = $(`msg-${message.id}`);
   if (!el) {
