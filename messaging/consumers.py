@@ -69,14 +69,11 @@ class ChatConsumer(PresenceMixin, FrameSocket):
         """Subscribe, read the snapshot, send `session.ready` (in that order)."""
         await supervisor.ensure_sentinel()
         await self.layer_groups.join_user(self.user.pk)
-        # Who this user blocked or was blocked by: typing and presence filters (kept
-        # current by `block.event`, so no query per event).
-        self.blocked = await db_by(
-            self.scope.get("ready_by"), selectors.block_set, user_id=self.user.pk
-        )
         # Dropped (`Shed`, close 1013) if the gateway is too far behind to start in time.
         start_by = self.scope.get("ready_by")
-        ids = await db_by(start_by, selectors.list_conversation_ids_for_user, user=self.user)
+        # The conversations to follow, and who this user blocked or was blocked by: the
+        # typing and presence filters (kept current by `block.event`, no query per event).
+        ids, self.blocked = await db_by(start_by, selectors.connect_facts, user_id=self.user.pk)
         await self.layer_groups.join(ids)
         views = await db_by(start_by, selectors.list_conversations_for_user, user=self.user)
         await self.layer_groups.settle(views, joined=ids)  # changes made between the two reads

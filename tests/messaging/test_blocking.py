@@ -125,6 +125,22 @@ def test_the_block_set_holds_both_directions(ana: User, bo: User, cy: User) -> N
     assert [b.blocked_id for b in selectors.list_blocks(user=ana)] == [bo.pk]
 
 
+def test_a_connect_reads_its_conversations_and_block_set_in_one_query(
+    ana: User, bo: User, cy: User, django_assert_num_queries: Any
+) -> None:
+    group = services.create_group(creator=ana, title="T", member_ids=[bo.pk])
+    chat, _ = services.create_direct_conversation(user=ana, other_user_id=cy.pk)
+    services.block_user(user=ana, other_user_id=bo.pk)
+    services.block_user(user=cy, other_user_id=ana.pk)
+
+    with django_assert_num_queries(1):
+        ids, blocked = selectors.connect_facts(user_id=ana.pk)
+
+    assert sorted(ids) == sorted([group.pk, chat.pk])
+    assert blocked == selectors.block_set(user_id=ana.pk) == {bo.pk, cy.pk}
+    assert selectors.connect_facts(user_id=bo.pk) == ([group.pk], {ana.pk})
+
+
 def test_a_blocked_pair_does_not_see_each_others_presence(ana: User, bo: User, cy: User) -> None:
     direct(ana, bo)
     direct(ana, cy)
