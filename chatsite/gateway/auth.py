@@ -86,8 +86,8 @@ def _from_access_token(raw: str) -> Authenticated | None:
         token = AccessToken(raw)  # type: ignore[arg-type]
     except TokenError:
         return None
-    user = User.objects.filter(pk=token.get("user_id")).first()
-    if user is None or not tokens.token_still_valid_for(token, user):
+    user = tokens.user_behind(token)
+    if user is None:
         return None
     return Authenticated(
         user,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from django.contrib.sessions.backends.db import SessionStore
@@ -70,3 +71,46 @@ def test_reads_overlap_the_previous_one_and_old_changes_are_cleaned_up(
     assert credentials.delete_old(now=timezone.now(), dry_run=True) == 1
     assert credentials.delete_old(now=timezone.now()) == 1
     assert CredentialChange.objects.count() == 1
+
+
+def test_a_handshake_reads_the_user_behind_a_token_in_one_query(
+    make_user: Callable[..., User], django_assert_num_queries: Any
+) -> None:
+    """Tried: a valid token, then the same token after a logout of its login, a password
+    change, a deactivation, a sign out everywhere, and for a user deleted since."""
+    from rest_framework_simplejwt.tokens import AccessToken
+
+    ana, bo, cy, dee, eve = (make_user(n) for n in ("ana", "bo", "cy", "dee", "eve"))
+
+    def access(user: User) -> tuple[AccessToken, str]:
+        pair = tokens.issue_pair(user)
+        return AccessToken(pair["access"]), pair["refresh"]  # type: ignore[arg-type]
+
+    token, refresh = access(ana)
+    with django_assert_num_queries(1):
+        assert tokens.user_behind(token) == ana
+    tokens.revoke(refresh, ana)
+    assert tokens.user_behind(token) is None
+    assert tokens.user_behind(access(ana)[0]) == ana  # a new login is fine
+
+    token, _ = access(bo)
+    login.change_password(
+        user=bo,
+        current_password="pw-secret-1",
+        new_password="a brand new passphrase 8",
+        address="127.0.0.1",
+    )
+    assert tokens.user_behind(token) is None
+
+    token, _ = access(cy)
+    cy.is_active = False
+    cy.save()
+    assert tokens.user_behind(token) is None
+
+    token, _ = access(dee)
+    login.sign_out_everywhere(dee)
+    assert tokens.user_behind(token) is None
+
+    token, _ = access(eve)
+    eve.delete()
+    assert tokens.user_behind(token) is None
