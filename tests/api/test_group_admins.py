@@ -2,6 +2,7 @@
 
 import io
 import uuid
+from typing import Any
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
@@ -162,6 +163,8 @@ def test_group_picture_upload_and_removal(
     assert picture_url and picture_url.startswith("/api/v1/avatars/")
     served = client_for(bo).get(picture_url)
     assert served.status_code == 200 and served["Content-Type"] in ("image/jpeg", "image/png")
+    streamed: Any = served
+    assert b"".join(streamed.streaming_content).startswith(b"\xff\xd8")  # read (and closed)
 
     removed = client_for(ana).delete(url)
     assert removed.status_code == 200 and removed.json()["picture_url"] is None

@@ -157,6 +157,7 @@ def test_audio_is_served_inline_and_in_byte_ranges(client_for: Client, ana: User
     past_the_end = client.get(url, HTTP_RANGE=f"bytes={len(data)}-")
     several = client.get(url, HTTP_RANGE="bytes=0-1,5-6")
 
+    assert body(whole) == data
     assert whole.status_code == 200 and whole["Accept-Ranges"] == "bytes"
     assert whole["Content-Disposition"].startswith("inline")
     assert whole["Content-Type"] == "audio/wav"
