@@ -73,9 +73,14 @@ function step(by) {
   }
 }
 
+/** The factor "fit" shows the image at, from its natural size and the stage's (not from
+ * its laid-out width: right after a switch to another image that can still be the
+ * previous image's, and a zoom key then found no larger step and did nothing). */
 function fitFactor() {
   const img = viewer.image;
-  return img.naturalWidth ? img.clientWidth / img.naturalWidth : 1;
+  if (!img.naturalWidth || !img.naturalHeight) return 1;
+  const stage = viewer.stage.getBoundingClientRect();
+  return Math.min(1, stage.width / img.naturalWidth, stage.height / img.naturalHeight);
 }
 
 /** Open the viewer at the thumbnail link `link` (one of the open conversation's). */
