@@ -388,8 +388,8 @@ class UserMeApi(APIView):
         return Response(wire.profile_payload(user))
 
 
-class UserAvatarApi(APIView):
-    """The signed-in user's picture: upload one cropped to a square, or remove it."""
+class PictureUploadApi(APIView):
+    """A view that takes a picture (multipart `file`, `x`, `y`, `size`): a person's, a group's."""
 
     parser_classes = [MultiPartParser]
     throttle_classes = [rest.UserThrottle, rest.UploadThrottle]
@@ -399,6 +399,22 @@ class UserAvatarApi(APIView):
         handlers = list(request.upload_handlers)
         request.upload_handlers = [avatars.AvatarUploadHandler(request), *handlers]
         return super().initialize_request(request, *args, **kwargs)
+
+    def picture(self, request: Request) -> tuple[Any, avatars.Crop | None]:
+        """Return the uploaded file and the square asked for (None: the centred one)."""
+        if request.FILES.get("file") is None:
+            raise BadRequest(
+                "Send the picture in the multipart field `file`.", details={"field": "file"}
+            )
+        form = AvatarUploadSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        data = form.validated_data
+        crop = avatars.Crop(data["x"], data["y"], data["size"]) if "size" in data else None
+        return data["file"], crop
+
+
+class UserAvatarApi(PictureUploadApi):
+    """The signed-in user's picture: upload one cropped to a square, or remove it."""
 
     @extend_schema(
         operation_id="users_me_avatar_set",
@@ -413,15 +429,8 @@ class UserAvatarApi(APIView):
         a file over the byte cap or an image over the decode-cost limit. A refused
         upload keeps the picture there was.
         """
-        if request.FILES.get("file") is None:
-            raise BadRequest(
-                "Send the picture in the multipart field `file`.", details={"field": "file"}
-            )
-        form = AvatarUploadSerializer(data=request.data)
-        form.is_valid(raise_exception=True)
-        data = form.validated_data
-        crop = avatars.Crop(data["x"], data["y"], data["size"]) if "size" in data else None
-        user = avatars.set_avatar(user=request.user, upload=data["file"], crop=crop)  # type: ignore[arg-type]
+        upload, crop = self.picture(request)
+        user = avatars.set_avatar(user=request.user, upload=upload, crop=crop)  # type: ignore[arg-type]
         return Response(wire.profile_payload(user))
 
     @extend_schema(

@@ -746,6 +746,24 @@ def _clean_description(description: str) -> str:
     return description.strip()
 
 
+def _log_setting(
+    conversation: Conversation,
+    actor: User,
+    field: str,
+    value: str,
+    body: str,
+    *,
+    extra: dict[str, Any] | None = None,
+) -> None:
+    """Set one of a locked group's settings and log it (event `field`) at the next seq."""
+    seq = _take_seq(conversation, activity=False)
+    setattr(conversation, field, value)
+    Conversation.objects.filter(pk=conversation.pk).update(**{field: value})
+    _write_system_message(
+        conversation, actor=actor, seq=seq, event=field, users=[], body=body, extra=extra
+    )
+
+
 def update_group(
     *,
     actor: User,
@@ -768,31 +786,23 @@ def update_group(
         conversation, _ = _group_admin(conversation_id, actor, "change its settings")
         changed = False
         if description is not None and description != conversation.description:
-            seq = _take_seq(conversation, activity=False)
-            conversation.description = description
-            Conversation.objects.filter(pk=conversation.pk).update(description=description)
             said = "changed" if description else "removed"
-            _write_system_message(
+            _log_setting(
                 conversation,
-                actor=actor,
-                seq=seq,
-                event="description",
-                users=[],
-                body=f"{actor.name} {said} the group description.",
+                actor,
+                "description",
+                description,
+                f"{actor.name} {said} the group description.",
             )
             changed = True
         if post_policy is not None and post_policy != conversation.post_policy:
-            seq = _take_seq(conversation, activity=False)
-            conversation.post_policy = post_policy
-            Conversation.objects.filter(pk=conversation.pk).update(post_policy=post_policy)
             who = "only admins" if post_policy == Conversation.PostPolicy.ADMINS else "everyone"
-            _write_system_message(
+            _log_setting(
                 conversation,
-                actor=actor,
-                seq=seq,
-                event="post_policy",
-                users=[],
-                body=f"{actor.name} changed who can send messages: {who}.",
+                actor,
+                "post_policy",
+                post_policy,
+                f"{actor.name} changed who can send messages: {who}.",
                 extra={"post_policy": post_policy},
             )
             changed = True
@@ -817,17 +827,9 @@ def set_group_picture(
         old = conversation.picture
         if picture == old:
             return conversation
-        seq = _take_seq(conversation, activity=False)
-        conversation.picture = picture
-        Conversation.objects.filter(pk=conversation.pk).update(picture=picture)
         said = "changed" if picture else "removed"
-        _write_system_message(
-            conversation,
-            actor=actor,
-            seq=seq,
-            event="picture",
-            users=[],
-            body=f"{actor.name} {said} the group picture.",
+        _log_setting(
+            conversation, actor, "picture", picture, f"{actor.name} {said} the group picture."
         )
         _announce_settings(conversation)
     if old and not Conversation.objects.filter(picture=old).exists():

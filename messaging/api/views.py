@@ -33,8 +33,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts import avatars
-from accounts.api import AvatarUploadSerializer
+from accounts.api import AvatarUploadSerializer, PictureUploadApi
 from accounts.models import User
 from chatsite import rest
 from chatsite.errors import BadRequest
@@ -351,17 +350,8 @@ class MemberRemoveApi(APIView):
         return Response(status=204)
 
 
-class GroupPictureApi(APIView):
+class GroupPictureApi(PictureUploadApi):
     """A group's picture (owners and admins): upload one cropped to a square, or remove it."""
-
-    parser_classes = [MultiPartParser]
-    throttle_classes = [rest.UserThrottle, rest.UploadThrottle]
-
-    def initialize_request(self, request: HttpRequest, *args: Any, **kwargs: Any) -> Request:
-        """Put the size-limiting handler first, before anything can read the body."""
-        handlers = list(request.upload_handlers)
-        request.upload_handlers = [avatars.AvatarUploadHandler(request), *handlers]
-        return super().initialize_request(request, *args, **kwargs)
 
     @extend_schema(
         operation_id="conversations_picture_set",
@@ -380,16 +370,9 @@ class GroupPictureApi(APIView):
         the decode-cost limit; a refused upload keeps the picture there was.
         """
         user = _user(request)
-        if request.FILES.get("file") is None:
-            raise BadRequest(
-                "Send the picture in the multipart field `file`.", details={"field": "file"}
-            )
-        form = AvatarUploadSerializer(data=request.data)
-        form.is_valid(raise_exception=True)
-        data = form.validated_data
-        crop = avatars.Crop(data["x"], data["y"], data["size"]) if "size" in data else None
+        upload, crop = self.picture(request)
         services.set_group_picture(
-            actor=user, conversation_id=conversation_id, upload=data["file"], crop=crop
+            actor=user, conversation_id=conversation_id, upload=upload, crop=crop
         )
         return Response(_detail_by_id(conversation_id, user))
 
