@@ -97,7 +97,8 @@ def test_a_voice_message_is_recorded_sent_and_played_on_the_other_side(web: Web)
     recorder.get_by_role("button", name="Send voice message").click()
     expect(recorder).to_be_hidden()
 
-    wait_until(lambda: Attachment.objects.filter(voice=True).exists())
+    # The upload lands before the message that carries it: wait for the message.
+    wait_until(lambda: Message.objects.filter(attachments__voice=True).exists())
     voice = Attachment.objects.get(voice=True)
     assert voice.content_type in ("audio/webm", "audio/ogg"), voice.content_type
     assert voice.duration_ms is not None and 1500 <= voice.duration_ms <= 10_000
