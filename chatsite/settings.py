@@ -209,8 +209,32 @@ DEFAULT_STORAGE: dict[str, Any] = (
     if AWS_STORAGE_BUCKET_NAME
     else {"BACKEND": "django.core.files.storage.FileSystemStorage"}
 )
+# The archive of old messages (messaging/archive.py): a local folder, or an S3 bucket of
+# its own (ARCHIVE_BUCKET; the same endpoint and credentials as the uploads' bucket).
+ARCHIVE_ROOT = Path(os.environ.get("ARCHIVE_ROOT", str(BASE_DIR / "archive")))
+ARCHIVE_BUCKET = os.environ.get("ARCHIVE_BUCKET", "")
+ARCHIVE_STORAGE: dict[str, Any] = (
+    {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": ARCHIVE_BUCKET,
+            "location": os.environ.get("ARCHIVE_PREFIX", "archive"),
+            "region_name": os.environ.get("AWS_S3_REGION_NAME") or None,
+            "endpoint_url": os.environ.get("AWS_S3_ENDPOINT_URL") or None,
+            "default_acl": "private",
+            # Names are chosen by the archiver (they end in the content's hash).
+            "file_overwrite": True,
+        },
+    }
+    if ARCHIVE_BUCKET
+    else {
+        "BACKEND": "django.core.files.storage.FileSystemStorage",
+        "OPTIONS": {"location": ARCHIVE_ROOT, "base_url": None},
+    }
+)
 STORAGES: dict[str, dict[str, Any]] = {
     "default": DEFAULT_STORAGE,
+    "archive": ARCHIVE_STORAGE,
     "staticfiles": {
         "BACKEND": (
             "django.contrib.staticfiles.storage.StaticFilesStorage"
@@ -686,6 +710,16 @@ EXPORT_INTERVAL = env_float("EXPORT_INTERVAL", 3600.0)
 # RETENTION_INTERVAL seconds (`manage.py retention` does it at once).
 DELETE_AFTER_DAYS = env_int("DELETE_AFTER_DAYS", 0)
 RETENTION_INTERVAL = env_float("RETENTION_INTERVAL", 3600.0)
+# Archiving (messaging/archive.py; `manage.py archive`): messages older than this many
+# days move from the table into compressed segments in the archive storage (0: never),
+# every ARCHIVE_INTERVAL seconds (nightly by default). A segment holds at most
+# ARCHIVE_SEGMENT_MESSAGES messages and ARCHIVE_SEGMENT_BYTES bytes of JSON; a process
+# keeps the last ARCHIVE_CACHE_SEGMENTS segments it read.
+ARCHIVE_AFTER_DAYS = env_int("ARCHIVE_AFTER_DAYS", 0)
+ARCHIVE_INTERVAL = env_float("ARCHIVE_INTERVAL", 86400.0)
+ARCHIVE_SEGMENT_MESSAGES = env_int("ARCHIVE_SEGMENT_MESSAGES", 1000)
+ARCHIVE_SEGMENT_BYTES = env_int("ARCHIVE_SEGMENT_BYTES", 8 * 1024 * 1024)
+ARCHIVE_CACHE_SEGMENTS = env_int("ARCHIVE_CACHE_SEGMENTS", 32)
 # Seconds between housekeeping runs (messaging/housekeeping.py; `manage.py housekeeping`).
 HOUSEKEEPING_INTERVAL = env_float("HOUSEKEEPING_INTERVAL", 3600.0)
 # Celery beat: the notification tick, the trace clean-up, housekeeping.
@@ -704,6 +738,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": "messaging.tasks.retention_task",
         "schedule": RETENTION_INTERVAL,
         "options": {"expires": RETENTION_INTERVAL},
+    },
+    "archive": {
+        "task": "messaging.tasks.archive_task",
+        "schedule": ARCHIVE_INTERVAL,
+        "options": {"expires": ARCHIVE_INTERVAL},
     },
     # Expired tokens, sessions, spent revocations, uploads nobody sent.
     "housekeeping": {

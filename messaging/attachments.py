@@ -38,7 +38,7 @@ from accounts.models import User
 from chatsite.errors import BadRequest, DomainError
 from chatsite.rest import PayloadTooLarge
 from chatsite.text import is_hidden_character
-from messaging.models import Attachment, Membership, Message
+from messaging.models import ArchivedAttachment, Attachment, Membership, Message
 
 logger = logging.getLogger(__name__)
 
@@ -709,9 +709,17 @@ def get_attachment_for_user(*, user: User, attachment_id: int) -> Attachment:
     posted = Message.objects.filter(attachments=OuterRef("pk"), deleted=False).filter(
         Exists(may_see)
     )
+    may_see_archived = Membership.objects.filter(
+        conversation_id=OuterRef("conversation_id"),
+        user=user,
+        visible_from_seq__lte=OuterRef("seq"),
+    )
+    archived = ArchivedAttachment.objects.filter(attachment=OuterRef("pk")).filter(
+        Exists(may_see_archived)
+    )
     attachment = (
         Attachment.objects.filter(pk=attachment_id)
-        .filter(Q(uploader=user) | Exists(posted))
+        .filter(Q(uploader=user) | Exists(posted) | Exists(archived))
         .first()
     )
     if attachment is None:

@@ -4,11 +4,13 @@ from chatsite.errors import BadRequest, DomainError, RetryInMinutes
 from chatsite.errors import RateLimited as BaseRateLimited
 
 __all__ = [
+    "ArchiveUnavailable",
     "BadRequest",
     "CannotSend",
     "Conflict",
     "EmptyMessage",
     "GroupFull",
+    "MessageArchived",
     "MessageNotFound",
     "MessageTooLong",
     "NotAMember",
@@ -40,6 +42,22 @@ class MessageNotFound(DomainError):
     code = "not_found"
     http_status = 404
     default_message = "No such message in this conversation."
+
+
+class MessageArchived(DomainError):
+    """The message was moved to the archive, where history is read-only."""
+
+    code = "message_archived"
+    http_status = 409
+    default_message = "This message is archived; archived messages cannot be changed."
+
+
+class ArchiveUnavailable(DomainError):
+    """A segment of the archive could not be read, or did not match its checksum."""
+
+    code = "archive_unavailable"
+    http_status = 503
+    default_message = "This part of the history is archived and cannot be read right now."
 
 
 class UserNotFound(DomainError):

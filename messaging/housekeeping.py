@@ -24,7 +24,7 @@ from django.db.models import Exists, OuterRef, QuerySet
 from accounts import housekeeping as accounts_housekeeping
 from accounts.models import User
 from messaging.attachments import discard_files
-from messaging.models import Attachment, Message
+from messaging.models import ArchivedAttachment, Attachment, Message
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +56,8 @@ def run(
 
 def _unheld() -> QuerySet[Attachment]:
     held = Message.attachments.through.objects.filter(attachment_id=OuterRef("pk"))
-    return Attachment.objects.filter(~Exists(held))
+    archived = ArchivedAttachment.objects.filter(attachment_id=OuterRef("pk"))
+    return Attachment.objects.filter(~Exists(held), ~Exists(archived))
 
 
 def lock_for_send(uploader: User, attachment_ids: Sequence[int]) -> int:

@@ -7,6 +7,7 @@ the transaction that makes it (PROTOCOL.md section 1). Writes go through
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 from django.conf import settings
@@ -53,6 +54,9 @@ class Conversation(models.Model):
     purged_at = models.DateTimeField(null=True, blank=True)
     # The system message that tells members why history ends (updated by each purge).
     retention_notice_id = models.BigIntegerField(null=True, blank=True)
+    # Archiving (`messaging.archive`): the log up to this seq was moved into segments in
+    # the archive storage (but the few messages kept in the table, see `archive`).
+    archived_through_seq = models.BigIntegerField(default=0)
 
     class PostPolicy(models.TextChoices):
         """Who may send messages in a group."""
@@ -217,6 +221,10 @@ class Message(models.Model):
     # Not a column: the message `reply_to_id` names, read in bulk with it
     # (`selectors.load_for_payload`); `False` when read and found missing.
     loaded_reply: Message | Literal[False] | None = None
+    # Not columns: a message read back from the archive (`messaging.archive`) is an
+    # unsaved instance with `archived` set and the ids of the files it carried.
+    archived: bool = False
+    archived_attachment_ids: Sequence[int] = ()
 
     class Meta:
         constraints = [
@@ -504,3 +512,64 @@ class HiddenMessage(models.Model):
 
     def __str__(self) -> str:
         return f"message {self.message_id} hidden for {self.user_id}"
+
+
+class ArchiveSegment(models.Model):
+    """Old messages of one conversation, moved out of the table into the archive storage.
+
+    The object under `key` is gzip-compressed JSON lines, one message row per line in
+    seq order (`messaging.archive`); `sha256` is of the stored bytes, checked after the
+    write and on every read. Segments never change: a retention purge that cuts one
+    writes its remainder as a new segment and deletes the old.
+    """
+
+    conversation = models.ForeignKey(
+        Conversation, on_delete=models.CASCADE, related_name="archive_segments"
+    )
+    first_seq = models.BigIntegerField()
+    last_seq = models.BigIntegerField()
+    # The range of the rows' versions and ids: `after=` sync and reply previews find the
+    # segments that may hold what they look for without reading the others.
+    min_version = models.BigIntegerField()
+    max_version = models.BigIntegerField()
+    min_id = models.BigIntegerField()
+    max_id = models.BigIntegerField()
+    # When its newest message was sent: retention finds what it may purge without
+    # reading segments it must keep.
+    newest_at = models.DateTimeField()
+    count = models.PositiveIntegerField()
+    size = models.BigIntegerField()
+    key = models.CharField(max_length=200, unique=True)
+    sha256 = models.CharField(max_length=64)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["conversation", "first_seq"], name="archive_segment_unique"
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["conversation", "max_version"], name="archive_segment_version"),
+            models.Index(fields=["conversation", "min_id"], name="archive_segment_id"),
+        ]
+
+    def __str__(self) -> str:
+        return f"conversation {self.conversation_id}, seq {self.first_seq}-{self.last_seq}"
+
+
+class ArchivedAttachment(models.Model):
+    """A file an archived message carries: who may download it, and a hold against clean-up.
+
+    Takes the place of the message's link row (`Message.attachments`) once the message
+    row is archived; goes with its segment.
+    """
+
+    segment = models.ForeignKey(ArchiveSegment, on_delete=models.CASCADE, related_name="+")
+    attachment = models.ForeignKey(Attachment, on_delete=models.CASCADE, related_name="+")
+    conversation_id = models.BigIntegerField()
+    message_id = models.BigIntegerField()
+    seq = models.BigIntegerField()
+
+    def __str__(self) -> str:
+        return f"attachment {self.attachment_id} of archived message {self.message_id}"

@@ -19,6 +19,7 @@ from django.utils.dateparse import parse_datetime
 
 from accounts.models import User, avatar_path
 from chatsite.limits import MAX_SEQ
+from messaging import archive
 from messaging.errors import BadRequest, MessageNotFound, NotAMember
 from messaging.models import (
     Attachment,
@@ -100,6 +101,10 @@ def load_quoted(messages: Sequence[Message]) -> None:
         query |= Q(conversation_id=conversation_id, pk__in=ids)
     for quoted in Message.objects.filter(query):
         found[quoted.pk] = quoted
+    for conversation_id, ids in by_conversation.items():
+        missing = [pk for pk in ids if pk not in found]
+        if missing:  # perhaps archived (`messaging.archive`)
+            found.update(archive.find(conversation_id, missing))
     for message in messages:
         if message.reply_to_id is not None:
             message.loaded_reply = found.get(message.reply_to_id, False)
@@ -112,7 +117,7 @@ def load_attachments(messages: Sequence[Message]) -> None:
     one query too, but builds a related manager and clones two querysets per message:
     most of the CPU of fetching a page of 200 messages without any attachment.
     """
-    found: dict[int, list[Attachment]] = {message.pk: [] for message in messages}
+    found: dict[int, list[Attachment]] = {m.pk: [] for m in messages if not m.archived}
     if found:
         links = (
             Message.attachments.through.objects.filter(message_id__in=found)
@@ -122,7 +127,8 @@ def load_attachments(messages: Sequence[Message]) -> None:
         for link in links:
             found[link.message_id].append(link.attachment)
     for message in messages:
-        message.loaded_attachments = found[message.pk]
+        if not message.archived:  # an archived one got its own with it (`archive.attach`)
+            message.loaded_attachments = found[message.pk]
 
 
 def list_messages_for_user(
@@ -152,12 +158,20 @@ def list_messages_for_user(
     visible = Message.objects.filter(
         conversation_id=conversation_id, seq__gte=membership.visible_from_seq
     ).exclude(_hidden_for(user))
+    archived = archive.has_segments(membership.conversation)
+    window = _archive_window(membership) if archived else None
     if after_n is not None:
         rows = list(
             visible.filter(version__gt=after_n, version__lte=last_seq).order_by("version")[
                 : size + 1
             ]
         )
+        if window is not None:  # merge what the archive holds (each message is in one)
+            bound = rows[size].version if len(rows) > size else None
+            rows += archive.after(
+                window, after_version=after_n, upto=last_seq, want=size + 1, bound=bound
+            )
+            rows = sorted(rows, key=lambda message: message.version)[: size + 1]
         has_more = len(rows) > size
         rows = rows[:size]
         load_for_payload(rows)
@@ -165,11 +179,24 @@ def list_messages_for_user(
         return MessageBatch(conversation_id, rows, upto, has_more)
     newest = visible.filter(seq__lt=before_n) if before_n is not None else visible
     rows = list(newest.order_by("-seq")[: size + 1])
+    if window is not None:
+        above = rows[size].seq if len(rows) > size else 0
+        rows += archive.before(window, before_seq=before_n, want=size + 1, above_seq=above)
+        rows = sorted(rows, key=lambda message: -message.seq)[: size + 1]
     has_more = len(rows) > size
     rows = rows[:size]
     load_for_payload(rows)
     rows.reverse()
     return MessageBatch(conversation_id, rows, None, has_more)
+
+
+def _archive_window(membership: Membership) -> archive.Window:
+    hidden = HiddenMessage.objects.filter(
+        user_id=membership.user_id, conversation_id=membership.conversation_id
+    ).values_list("message_id", flat=True)
+    return archive.Window(
+        membership.conversation_id, membership.visible_from_seq, frozenset(hidden)
+    )
 
 
 def get_message_for_user(*, user: User, conversation_id: int, message_id: int) -> Message:
@@ -178,6 +205,10 @@ def get_message_for_user(*, user: User, conversation_id: int, message_id: int) -
     message = Message.objects.filter(
         pk=message_id, conversation_id=conversation_id, seq__gte=membership.visible_from_seq
     ).first()
+    if message is None and archive.has_segments(membership.conversation):
+        message = archive.find_one(
+            conversation_id, message_id, floor_seq=membership.visible_from_seq
+        )
     if message is None:
         raise MessageNotFound()
     load_for_payload([message])

@@ -25,7 +25,7 @@ from accounts import avatars
 from accounts.models import User
 from chatsite import metrics, ratelimit, text
 from chatsite.logs import trace
-from messaging import events, housekeeping, reactions, selectors, wire
+from messaging import archive, events, housekeeping, reactions, selectors, wire
 from messaging.errors import (
     AdminsOnly,
     BadRequest,
@@ -33,6 +33,7 @@ from messaging.errors import (
     Conflict,
     EmptyMessage,
     GroupFull,
+    MessageArchived,
     MessageNotFound,
     MessageTooLong,
     NotAllowed,
@@ -1041,6 +1042,10 @@ def _quotable(sender: User, conversation_id: int, message_id: int) -> Message:
         kind=Message.Kind.TEXT,
         deleted=False,
     ).first()
+    if quoted is None:  # perhaps archived
+        found = archive.find_one(conversation_id, message_id, floor_seq=membership.visible_from_seq)
+        if found is not None and found.kind == Message.Kind.TEXT and not found.deleted:
+            quoted = found
     if quoted is None:
         raise BadRequest(
             "reply_to must name a message of this conversation that is not deleted.",
@@ -1257,6 +1262,8 @@ def _editable_message(
         .first()
     )
     if message is None:
+        if archive.find_one(conversation.pk, message_id, floor_seq=membership.visible_from_seq):
+            raise MessageArchived()
         raise MessageNotFound()
     return message
 
@@ -1564,7 +1571,9 @@ def _expired_through(conversation: Conversation, cutoff: datetime) -> int:
         .values_list("seq", flat=True)
         .first()
     )
-    return conversation.last_seq if kept is None else kept - 1
+    through = conversation.last_seq if kept is None else kept - 1
+    archived = archive.first_newer(conversation, cutoff)
+    return through if archived is None else min(through, archived - 1)
 
 
 def _purgeable(conversation: Conversation, through: int) -> Any:
@@ -1595,7 +1604,9 @@ def purge_expired(*, conversation_id: int, now: datetime, dry_run: bool = False)
         return 0
     cutoff = now - timedelta(days=days)
     if dry_run:
-        return int(_purgeable(conversation, _expired_through(conversation, cutoff)).count())
+        through = _expired_through(conversation, cutoff)
+        archived = archive.count_through(conversation, through)
+        return int(_purgeable(conversation, through).count()) + archived
     removed = 0
     while True:
         with transaction.atomic():
@@ -1616,6 +1627,14 @@ def purge_expired(*, conversation_id: int, now: datetime, dry_run: bool = False)
                 purged_through_seq=through,
                 purged_count=F("purged_count") + len(ids),
                 purged_at=now,
+            )
+    with transaction.atomic():  # the archived part of what expired
+        conversation = _lock_conversation(conversation_id)
+        gone = archive.purge(conversation, conversation.purged_through_seq)
+        if gone:
+            removed += gone
+            Conversation.objects.filter(pk=conversation_id).update(
+                purged_count=F("purged_count") + gone, purged_at=now
             )
     if removed:
         _post_retention_notice(conversation_id, days)
@@ -1791,6 +1810,8 @@ def report_message(
     )
     if message.kind != Message.Kind.TEXT:
         raise NotAllowed("System messages cannot be reported.")
+    if message.archived:  # staff act on reported messages in the table
+        raise MessageArchived("This message is archived; it can no longer be reported.")
     existing = Report.objects.filter(message=message, reporter=user).first()
     if existing is not None:
         return existing, False

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from datetime import timedelta
 
 from celery import shared_task
 from celery.signals import worker_ready
@@ -17,7 +18,7 @@ from django.conf import settings
 from django.utils import timezone
 from kombu.exceptions import OperationalError as BrokerError
 
-from messaging import attachments, housekeeping, services
+from messaging import archive, attachments, housekeeping, services
 from messaging.devices import device_taken_over
 from messaging.models import Attachment, Device
 from messaging.notifications import decide, sending
@@ -134,6 +135,22 @@ def housekeeping_task() -> None:
     """Delete expired tokens and sessions, spent revocations, and uploads nobody sent."""
     counts = housekeeping.run(now=timezone.now())
     logger.info("housekeeping: %s", ", ".join(f"{name} {count}" for name, count in counts.items()))
+
+
+@shared_task(ignore_result=True)
+def archive_task() -> None:
+    """Move messages older than `ARCHIVE_AFTER_DAYS` into the archive storage."""
+    days = settings.ARCHIVE_AFTER_DAYS
+    if not days:
+        return
+    cutoff = timezone.now() - timedelta(days=days)
+    conversations = moved = 0
+    for conversation_id in archive.conversations_to_archive(cutoff):
+        count = archive.archive_conversation(conversation_id, cutoff=cutoff)
+        conversations += bool(count)
+        moved += count
+    if moved:
+        logger.info("archive: moved %d messages of %d conversations", moved, conversations)
 
 
 @shared_task(ignore_result=True)
