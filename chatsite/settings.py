@@ -720,6 +720,9 @@ ARCHIVE_INTERVAL = env_float("ARCHIVE_INTERVAL", 86400.0)
 ARCHIVE_SEGMENT_MESSAGES = env_int("ARCHIVE_SEGMENT_MESSAGES", 1000)
 ARCHIVE_SEGMENT_BYTES = env_int("ARCHIVE_SEGMENT_BYTES", 8 * 1024 * 1024)
 ARCHIVE_CACHE_SEGMENTS = env_int("ARCHIVE_CACHE_SEGMENTS", 32)
+# Search reads at most this many of the newest archived segments of the conversations
+# it searches (the archive has no search index).
+ARCHIVE_SEARCH_SEGMENTS = env_int("ARCHIVE_SEARCH_SEGMENTS", 64)
 # Seconds between housekeeping runs (messaging/housekeeping.py; `manage.py housekeeping`).
 HOUSEKEEPING_INTERVAL = env_float("HOUSEKEEPING_INTERVAL", 3600.0)
 # Celery beat: the notification tick, the trace clean-up, housekeeping.

@@ -7,8 +7,13 @@ An export is a folder (or, for a user downloading their data, the same layout in
   `MODELS` order, rows in primary key order;
 - `files/<stored name>`: every stored file the rows name (attachments, thumbnails,
   profile pictures), under the name the rows use;
+- `archive/<key>`: the archive segments the `ArchiveSegment` rows name (site and
+  conversation exports; `messaging.archive`), as stored;
 - `manifest.json`: the format, the scope, the count per model and the SHA-256 of
-  `data.jsonl` and of each file.
+  `data.jsonl`, of each file and of each segment.
+
+A user's own download holds the messages they sent, archived ones included (read back
+from their segments, as `messaging.Message` rows), not segments.
 
 Nothing in it depends on when or where it was made, so exporting, importing into an
 empty database and exporting again gives the same bytes. What a running server only
@@ -20,6 +25,7 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import itertools
 import json
 import tempfile
 import zipfile
@@ -41,8 +47,16 @@ from django.db.models import Prefetch, Q, QuerySet
 from accounts.avatars import avatar_files
 from accounts.models import User
 from chatsite import ratelimit
+from messaging import archive
 from messaging.errors import ExportRateLimited, ImportRefused
-from messaging.models import Attachment, Conversation, Membership, Message
+from messaging.models import (
+    ArchivedAttachment,
+    ArchiveSegment,
+    Attachment,
+    Conversation,
+    Membership,
+    Message,
+)
 
 FORMAT = 1
 # Exported models, in an order where every reference points to an earlier model.
@@ -57,6 +71,8 @@ MODELS = [
     "messaging.Block",
     "messaging.Report",
     "messaging.HiddenMessage",
+    "messaging.ArchiveSegment",
+    "messaging.ArchivedAttachment",
 ]
 # Models of our apps that an export leaves out, and why (a test checks every model of
 # `accounts` and `messaging` is in one list or the other).
@@ -88,6 +104,8 @@ class Scope:
     name: str
     rows: dict[str, QuerySet[Any]]
     fields: dict[str, list[str]] = field(default_factory=dict)
+    # Rows not in the table, written after a model's queryset (archived messages).
+    more: dict[str, Callable[[], Iterator[list[Any]]]] = field(default_factory=dict)
 
 
 class _Encoder(DjangoJSONEncoder):
@@ -112,11 +130,15 @@ def site_scope() -> Scope:
 def conversation_scope(conversation_id: int) -> Scope:
     """One conversation: its members (public fields), log, memberships and files."""
     messages = Message.objects.filter(conversation_id=conversation_id)
-    files = Attachment.objects.filter(messages__conversation_id=conversation_id).distinct()
+    archived = ArchivedAttachment.objects.filter(conversation_id=conversation_id)
+    files = Attachment.objects.filter(
+        Q(messages__conversation_id=conversation_id) | Q(pk__in=archived.values("attachment_id"))
+    ).distinct()
     people = User.objects.filter(
         Q(memberships__conversation_id=conversation_id)
         | Q(pk__in=messages.exclude(sender=None).values("sender_id"))
         | Q(pk__in=files.values("uploader_id"))
+        | Q(pk__in=_archived_senders(conversation_id))
     ).distinct()
     rows: dict[str, QuerySet[Any]] = {
         "accounts.User": people,
@@ -124,8 +146,27 @@ def conversation_scope(conversation_id: int) -> Scope:
         "messaging.Membership": Membership.objects.filter(conversation_id=conversation_id),
         "messaging.Attachment": files,
         "messaging.Message": messages,
+        "messaging.ArchiveSegment": ArchiveSegment.objects.filter(conversation_id=conversation_id),
+        "messaging.ArchivedAttachment": archived,
     }
     return Scope(f"conversation {conversation_id}", rows, {"accounts.User": PUBLIC_USER_FIELDS})
+
+
+def _archived_senders(conversation_id: int) -> set[int]:
+    return {
+        row["sender"]
+        for segment in ArchiveSegment.objects.filter(conversation_id=conversation_id)
+        for row in archive.segment_rows(segment)
+        if row["sender"] is not None
+    }
+
+
+def _archived_messages_of(user_id: int) -> Iterator[list[Message]]:
+    """Yield the archived messages `user_id` sent, a segment at a time."""
+    for segment in ArchiveSegment.objects.order_by("pk").iterator():
+        rows = [row for row in archive.segment_rows(segment) if row["sender"] == user_id]
+        if rows:
+            yield [archive.message_of(segment.conversation_id, row) for row in rows]
 
 
 def user_scope(user_id: int) -> Scope:
@@ -146,7 +187,12 @@ def user_scope(user_id: int) -> Scope:
         ),
     }
     fields = {"accounts.User": [name for name in account if name not in PRIVATE_USER_FIELDS]}
-    return Scope(f"user {user_id}", rows, fields)
+    more = {"messaging.Message": lambda: _archived_messages_of(user_id)}
+    return Scope(f"user {user_id}", rows, fields, more)
+
+
+def _archive_keys_of(obj: models.Model) -> list[str]:
+    return [obj.key] if isinstance(obj, ArchiveSegment) else []
 
 
 def _files_of(obj: models.Model) -> list[str]:
@@ -172,9 +218,18 @@ class _Digest:
         self.out.write(data)
 
 
-def _serialize(scope: Scope, sink: _Digest, progress: Progress) -> tuple[dict[str, int], set[str]]:
-    counts: dict[str, int] = {}
-    names: set[str] = set()
+@dataclass
+class _Written:
+    """What `_serialize` wrote: rows per model, and the stored files and segments named."""
+
+    counts: dict[str, int] = field(default_factory=dict)
+    names: set[str] = field(default_factory=set)
+    segments: set[str] = field(default_factory=set)
+
+
+def _serialize(scope: Scope, sink: _Digest, progress: Progress) -> _Written:
+    written = _Written()
+    counts, names = written.counts, written.names
     for label in MODELS:
         queryset = scope.rows.get(label)
         if queryset is None:
@@ -186,7 +241,9 @@ def _serialize(scope: Scope, sink: _Digest, progress: Progress) -> tuple[dict[st
             for m2m in model._meta.many_to_many
             if scope.fields.get(label) is None or m2m.name in scope.fields[label]
         ]
-        for batch in _batches(queryset.order_by("pk").prefetch_related(*ordered)):
+        more = scope.more.get(label)
+        batches = _batches(queryset.order_by("pk").prefetch_related(*ordered))
+        for batch in itertools.chain(batches, more() if more is not None else ()):
             text = serializers.serialize(
                 "jsonl",
                 batch,
@@ -199,12 +256,13 @@ def _serialize(scope: Scope, sink: _Digest, progress: Progress) -> tuple[dict[st
             sink.write_text(text)
             for obj in batch:
                 names.update(_files_of(obj))
+                written.segments.update(_archive_keys_of(obj))
             count += len(batch)
             progress(f"{label.lower()}: {count}")
         counts[label] = count
         if not count:
             progress(f"{label.lower()}: 0")
-    return counts, names
+    return written
 
 
 def _batches(queryset: QuerySet[Any]) -> Iterator[list[Any]]:
@@ -226,15 +284,26 @@ def _sha256_file(name: str) -> str:
     return digest.hexdigest()
 
 
-def _manifest(scope: Scope, counts: dict[str, int], data_sha: str, files: dict[str, str]) -> bytes:
+def _manifest(
+    scope: Scope, written: _Written, data_sha: str, files: dict[str, str], segments: dict[str, str]
+) -> bytes:
     manifest = {
         "format": FORMAT,
         "scope": scope.name,
-        "counts": counts,
+        "counts": written.counts,
         "data_sha256": data_sha,
         "files": dict(sorted(files.items())),
+        "archive": dict(sorted(segments.items())),
     }
     return (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
+
+
+def _copy(stream: IO[bytes], copy: IO[bytes]) -> str:
+    digest = hashlib.sha256()
+    for chunk in iter(lambda: stream.read(1 << 20), b""):
+        digest.update(chunk)
+        copy.write(chunk)
+    return digest.hexdigest()
 
 
 def export_to_folder(
@@ -246,7 +315,8 @@ def export_to_folder(
         raise ImportRefused(f"{out} is not empty; export into a new folder.")
     with (out / "data.jsonl").open("wb") as data:
         sink = _Digest(data)
-        counts, names = _serialize(scope, sink, progress)
+        written = _serialize(scope, sink, progress)
+    names = written.names
     files: dict[str, str] = {}
     missing = []
     for n, name in enumerate(sorted(names), 1):
@@ -256,35 +326,49 @@ def export_to_folder(
         target = out / "files" / name
         target.parent.mkdir(parents=True, exist_ok=True)
         with default_storage.open(name, "rb") as stream, target.open("wb") as copy:
-            for chunk in iter(lambda: stream.read(1 << 20), b""):
-                copy.write(chunk)
-        files[name] = hashlib.sha256(target.read_bytes()).hexdigest()
+            files[name] = _copy(stream, copy)
         if n % 100 == 0 or n == len(names):
             progress(f"files: {n}/{len(names)}")
     for name in missing:
         progress(f"missing file, left out: {name}")
-    (out / "manifest.json").write_bytes(_manifest(scope, counts, sink.sha.hexdigest(), files))
-    return counts
+    segments: dict[str, str] = {}
+    for n, key in enumerate(sorted(written.segments), 1):
+        target = out / "archive" / key
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with archive.storage().open(key, "rb") as stream, target.open("wb") as copy:
+            segments[key] = _copy(stream, copy)
+        if n % 100 == 0 or n == len(written.segments):
+            progress(f"archive segments: {n}/{len(written.segments)}")
+    manifest = _manifest(scope, written, sink.sha.hexdigest(), files, segments)
+    (out / "manifest.json").write_bytes(manifest)
+    return written.counts
 
 
 def export_to_zip(scope: Scope, out: IO[bytes]) -> None:
     """Write `scope` as a zip (the layout of a folder export) into `out`."""
-    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-        with archive.open("data.jsonl", "w") as data:
+    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as bundle:
+        with bundle.open("data.jsonl", "w") as data:
             sink = _Digest(data)
-            counts, names = _serialize(scope, sink, lambda _: None)
+            written = _serialize(scope, sink, lambda _: None)
         files: dict[str, str] = {}
-        for name in sorted(names):
+        for name in sorted(written.names):
             if not default_storage.exists(name):
                 continue
-            files[name] = _sha256_file(name)
             with (
                 default_storage.open(name, "rb") as stream,
-                archive.open(f"files/{name}", "w") as copy,
+                bundle.open(f"files/{name}", "w") as copy,
             ):
-                for chunk in iter(lambda: stream.read(1 << 20), b""):
-                    copy.write(chunk)
-        archive.writestr("manifest.json", _manifest(scope, counts, sink.sha.hexdigest(), files))
+                files[name] = _copy(stream, copy)
+        segments: dict[str, str] = {}
+        for key in sorted(written.segments):
+            with (
+                archive.storage().open(key, "rb") as stream,
+                bundle.open(f"archive/{key}", "w") as copy,
+            ):
+                segments[key] = _copy(stream, copy)
+        bundle.writestr(
+            "manifest.json", _manifest(scope, written, sink.sha.hexdigest(), files, segments)
+        )
 
 
 # --- import ------------------------------------------------------------------------------
@@ -314,6 +398,10 @@ def _check(folder: Path, manifest: dict[str, Any], progress: Progress) -> None:
         path = folder / "files" / name
         if not path.is_file() or hashlib.sha256(path.read_bytes()).hexdigest() != sha:
             raise ImportRefused(f"files/{name} is missing or does not match the manifest.")
+    for key, sha in manifest.get("archive", {}).items():
+        path = folder / "archive" / key
+        if not path.is_file() or hashlib.sha256(path.read_bytes()).hexdigest() != sha:
+            raise ImportRefused(f"archive/{key} is missing or does not match the manifest.")
     progress("checked: data and files match the manifest")
 
 
@@ -396,7 +484,24 @@ def import_folder(folder: Path, progress: Progress = lambda _: None) -> dict[str
             raise ImportRefused(f"Storage stored {name} as {saved}.")
         if n % 100 == 0 or n == len(manifest["files"]):
             progress(f"files: {n}/{len(manifest['files'])}")
+    segments = manifest.get("archive", {})
+    for n, key in enumerate(sorted(segments), 1):
+        _store_segment(key, (folder / "archive" / key).read_bytes(), segments[key])
+        if n % 100 == 0 or n == len(segments):
+            progress(f"archive segments: {n}/{len(segments)}")
     return counts
+
+
+def _store_segment(key: str, data: bytes, sha: str) -> None:
+    """Put an imported segment into the archive storage under its key, and check it."""
+    store = archive.storage()
+    if store.exists(key):
+        with store.open(key, "rb") as stream:
+            if hashlib.sha256(stream.read()).hexdigest() != sha:
+                raise ImportRefused(f"The archive storage already holds a different {key}.")
+        return
+    if store.save(key, ContentFile(data)) != key:
+        raise ImportRefused(f"The archive storage stored {key} under another name.")
 
 
 # --- a user's own download ---------------------------------------------------------------

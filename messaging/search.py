@@ -12,6 +12,11 @@ GIN index:
    query approximately (`pg_trgm` word similarity: "ference", "conferense"), by
    similarity.
 
+3. archived matches, once both are exhausted: messages moved to the archive
+   (`messaging.archive`) that hold every query word as a substring, newest first,
+   found by reading the newest `ARCHIVE_SEARCH_SEGMENTS` segments of the conversations
+   searched (the archive has no index: it is history that is rarely searched).
+
 A word match always outranks an approximate one, and keeping the tiers apart lets each
 query use its index (an OR of the two makes PostgreSQL compute the similarity of every
 message). Only text messages, not deleted, in conversations the user belongs to, from
@@ -39,11 +44,11 @@ from django.db.models.functions import Replace
 
 from accounts.models import User
 from chatsite.errors import BadRequest
-from messaging import selectors
-from messaging.models import HiddenMessage, Membership, Message
+from messaging import archive, selectors
+from messaging.models import ArchiveSegment, HiddenMessage, Membership, Message
 
 MAX_TERMS = 8
-WORDS, APPROXIMATE = 1, 2
+WORDS, APPROXIMATE, ARCHIVED = 1, 2, 3
 # Query words shorter than this match whole words only (a one-letter prefix matches
 # half the dictionary).
 _MIN_PREFIX = 2
@@ -134,22 +139,82 @@ def search_messages_for_user(
     start = position or Position()
     size = int(limit or settings.CHAT_SEARCH_PAGE_SIZE)
     cap = int(settings.CHAT_SEARCH_MAX_RESULTS)
-    if start.tier not in (WORDS, APPROXIMATE) or not 0 <= start.offset < cap:
+    if start.tier not in (WORDS, APPROXIMATE, ARCHIVED) or not 0 <= start.offset < cap:
         return SearchPage([], None)
     size = min(size, cap - start.offset)
+    words = terms or [text.lower()]
+    if start.tier == ARCHIVED:
+        found = _search_archive(user, conversation_id, words, start.offset, size + 1)
+        more = len(found) > size and start.offset + size < cap
+        return SearchPage(found[:size], Position(ARCHIVED, start.offset + size) if more else None)
     readable = _readable_messages(user, conversation_id)
     if connection.vendor != "postgresql":
         hits = _search_fallback(readable, text, terms, start.offset, size + 1)
         more = len(hits) > size and start.offset + size < cap
-        return SearchPage(hits[:size], Position(WORDS, start.offset + size) if more else None)
-    with transaction.atomic():
-        with connection.cursor() as cursor:
-            # Bounded: a pathological query is cut off (`unavailable`), not left running.
-            cursor.execute(
-                "SELECT set_config('statement_timeout', %s, true)",
-                [str(int(settings.CHAT_SEARCH_TIMEOUT_MS))],
-            )
-        return _search_postgresql(readable, text, terms, start, size)
+        page = SearchPage(hits[:size], Position(WORDS, start.offset + size) if more else None)
+    else:
+        with transaction.atomic():
+            with connection.cursor() as cursor:
+                # Bounded: a pathological query is cut off (`unavailable`), not left running.
+                cursor.execute(
+                    "SELECT set_config('statement_timeout', %s, true)",
+                    [str(int(settings.CHAT_SEARCH_TIMEOUT_MS))],
+                )
+            page = _search_postgresql(readable, text, terms, start, size)
+    room = size - len(page.hits)
+    if page.next is not None or room <= 0:
+        return page
+    # The table's matches are exhausted: the archive's follow.
+    found = _search_archive(user, conversation_id, words, 0, room + 1)
+    following = Position(ARCHIVED, room) if len(found) > room else None
+    return SearchPage(page.hits + found[:room], following)
+
+
+def _search_archive(
+    user: User, conversation_id: int | None, words: list[str], offset: int, count: int
+) -> list[SearchHit]:
+    """Return archived text messages holding every word, newest first (`ARCHIVED` tier)."""
+    memberships = Membership.objects.filter(user=user)
+    if conversation_id is not None:
+        memberships = memberships.filter(conversation_id=conversation_id)
+    floors = dict(memberships.values_list("conversation_id", "visible_from_seq"))
+    if not floors:
+        return []
+    segments = list(
+        ArchiveSegment.objects.filter(conversation_id__in=floors).order_by("-newest_at", "-pk")[
+            : settings.ARCHIVE_SEARCH_SEGMENTS
+        ]
+    )
+    if not segments:
+        return []
+    hidden = set(
+        HiddenMessage.objects.filter(
+            user=user, conversation_id__in={s.conversation_id for s in segments}
+        ).values_list("message_id", flat=True)
+    )
+    matches: list[Message] = []
+    wanted = offset + count
+    for segment in segments:
+        window = archive.Window(segment.conversation_id, floors[segment.conversation_id])
+        for row in reversed(archive.segment_rows(segment)):
+            if (
+                row["kind"] != Message.Kind.TEXT
+                or row["deleted"]
+                or row["id"] in hidden
+                or not window.shows(row)
+            ):
+                continue
+            body = row["body"].lower()
+            if all(word in body for word in words):
+                matches.append(archive.message_of(segment.conversation_id, row))
+                if len(matches) >= wanted:
+                    break
+        if len(matches) >= wanted:
+            break
+    page = matches[offset:wanted]
+    archive.attach(page)
+    selectors.load_for_payload(page)
+    return [SearchHit(m, _snippet(m.body, words), 0.0) for m in page]
 
 
 def _search_postgresql(

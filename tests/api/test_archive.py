@@ -4,9 +4,10 @@ an S3-compatible server, moto's server mode) and read back exactly as before."""
 from __future__ import annotations
 
 import gzip
-import io
 import hashlib
+import io
 import json
+import shutil
 import socket
 import subprocess
 import sys
@@ -23,7 +24,7 @@ from django.core.management import CommandError, call_command
 from django.utils import timezone
 
 from accounts.models import User
-from messaging import archive, selectors, services, wire
+from messaging import archive, portability, selectors, services, wire
 from messaging.models import ArchivedAttachment, ArchiveSegment, Conversation, Message
 from tests.api.conftest import Client, error_code
 from tests.api.test_attachments import download, png, upload
@@ -474,3 +475,115 @@ def test_the_segment_format_round_trips_and_is_deterministic(chat: Conversation,
     short = gzip.decompress(archive.encode(chat.pk, rows)).splitlines()[:-1]
     with pytest.raises(ValueError, match="fewer rows"):
         archive.decode(gzip.compress(b"\n".join(short)))
+
+
+def test_export_import_export_carries_the_archive_and_a_user_gets_their_archived_messages(
+    settings: Any, tmp_path: Path, client_for: Client, chat: Conversation, ana: User, bo: User
+) -> None:
+    """Tried: a site with an archived conversation is exported, the database and the
+    archive folder emptied, the export imported and exported again: the two exports are
+    the same bytes (segments included) and every page reads as before. Bo's own download
+    holds the messages he sent that are archived."""
+    settings.ARCHIVE_SEGMENT_MESSAGES = 7
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "archive": {
+            "BACKEND": "django.core.files.storage.FileSystemStorage",
+            "OPTIONS": {"location": tmp_path / "archive"},
+        },
+    }
+    archive.cache.clear()
+    busy_history(client_for, chat, ana, bo)
+    age_all(chat, 40)
+    run_archive(chat)
+    sent_by_bo = {
+        row["body"]
+        for s in ArchiveSegment.objects.all()
+        for row in archive.segment_rows(s)
+        if row["sender"] == bo.pk
+    }
+    assert len(sent_by_bo) > 10
+    before = history(client_for(bo), bo, chat)
+    first, second = tmp_path / "first", tmp_path / "second"
+    call_command("export", str(first), stdout=io.StringIO())
+    manifest = json.loads((first / "manifest.json").read_text())
+    assert sorted(manifest["archive"]) == sorted(
+        ArchiveSegment.objects.values_list("key", flat=True)
+    )
+
+    Message.objects.all().delete()
+    Conversation.objects.all().delete()
+    User.objects.all().delete()
+    shutil.rmtree(tmp_path / "archive")
+    archive.cache.clear()
+    out = io.StringIO()
+    call_command("import", str(first), stdout=out)
+    assert f"archive segments: {len(manifest['archive'])}/" in out.getvalue()
+    call_command("export", str(second), stdout=io.StringIO())
+
+    def tree(folder: Path) -> dict[str, bytes]:
+        return {
+            str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()
+        }
+
+    assert tree(first) == tree(second)
+    bo = User.objects.get(username="bo")
+    assert history(client_for(bo), bo, Conversation.objects.get(pk=chat.pk)) == before
+
+    mine = tmp_path / "mine"
+    portability.export_to_folder(portability.user_scope(bo.pk), mine)
+    rows = [json.loads(line) for line in (mine / "data.jsonl").read_text().splitlines()]
+    bodies = {r["fields"]["body"] for r in rows if r["model"] == "messaging.message"}
+    assert sent_by_bo <= bodies
+
+
+def test_search_finds_archived_messages_after_the_table_s_own(
+    store: str, client_for: Client, chat: Conversation, ana: User, bo: User, cy: User
+) -> None:
+    """Tried: "harbour" is in archived messages and in one new message: the new one comes
+    first (word match), then the archived ones newest first, across pages by the
+    cursor; deleted, hidden and other people's conversations' archived messages are not
+    found; a member who joined later does not find what came before."""
+    for n in range(12):
+        say(ana, chat, f"the harbour trip {n}" if n % 3 == 0 else f"something else {n}")
+    gone = say(ana, chat, "harbour deleted")
+    services.delete_message(user=ana, conversation_id=chat.pk, message_id=gone.pk)
+    hidden = say(ana, chat, "harbour hidden from bo")
+    services.hide_message(user=bo, conversation_id=chat.pk, message_id=hidden.pk)
+    other = services.create_group(creator=cy, title="Other", member_ids=[ana.pk])
+    say(cy, other, "harbour elsewhere")
+    age_all(chat, 40)
+    age_all(other, 40)
+    run_archive(chat)
+    run_archive(other)
+    fresh = say(ana, chat, "harbour today")
+
+    def search(user: User, **params: Any) -> Any:
+        response = client_for(user).get("/api/v1/search", {"q": "harbour", **params})
+        assert response.status_code == 200, response.content
+        return response.json()
+
+    first = search(bo, limit=3)
+    ids = [hit["message"]["id"] for hit in first["results"]]
+    assert ids[0] == fresh.pk
+    response = client_for(bo).get(first["next"])
+    assert response.status_code == 200, response.content
+    rest = response.json()
+    bodies = [hit["message"]["body"] for hit in first["results"] + rest["results"]]
+    assert bodies == [
+        "harbour today",
+        "the harbour trip 9",
+        "the harbour trip 6",
+        "the harbour trip 3",
+        "the harbour trip 0",
+    ]
+    assert rest["next"] is None
+    assert "<mark>harbour</mark>" in rest["results"][0]["snippet"]
+    # Ana sees the one she did not hide, and the other group's (she is a member there).
+    mine = [hit["message"]["body"] for hit in search(ana, limit=20)["results"]]
+    assert "harbour hidden from bo" in mine and "harbour elsewhere" in mine
+    assert "harbour deleted" not in mine
+    # Someone added later reads from their joining on: nothing before, archived or not.
+    dee = User.objects.create_user(username="dee", password="pw-dee-123456")
+    services.add_members(actor=ana, conversation_id=chat.pk, user_ids=[dee.pk])
+    assert search(dee)["results"] == []
