@@ -24,14 +24,16 @@ from django.db.models.functions import Coalesce
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 from django.utils.text import Truncator
 
 from accounts.models import User
 from chatsite.errors import DomainError
 from chatsite.limits import MAX_ID
-from messaging import services
+from messaging import archive, services
+from messaging.errors import ArchiveUnavailable
 from messaging.models import (
+    ArchiveSegment,
     Attachment,
     Block,
     Conversation,
@@ -147,6 +149,8 @@ class ConversationAdmin(admin.ModelAdmin[Conversation]):
         "purged_through_seq",
         "purged_count",
         "purged_at",
+        "archived_through_seq",
+        "archive_link",
     )
     readonly_fields = (
         # A group's settings change through its admins (`services.update_group`), logged.
@@ -161,6 +165,8 @@ class ConversationAdmin(admin.ModelAdmin[Conversation]):
         "purged_through_seq",
         "purged_count",
         "purged_at",
+        "archived_through_seq",
+        "archive_link",
     )
     raw_id_fields = ("created_by",)
     list_select_related = ("created_by",)
@@ -206,6 +212,20 @@ class ConversationAdmin(admin.ModelAdmin[Conversation]):
         """Link to the conversation's messages."""
         url = reverse("admin:messaging_message_changelist")
         return format_html('<a href="{}?conversation__id__exact={}">messages</a>', url, obj.pk)
+
+    @admin.display(description="archive")
+    def archive_link(self, obj: Conversation) -> str:
+        """Link to the conversation's archive segments, with how many messages they hold."""
+        segments = ArchiveSegment.objects.filter(conversation=obj)
+        count = sum(segments.values_list("count", flat=True))
+        url = reverse("admin:messaging_archivesegment_changelist")
+        return format_html(
+            '<a href="{}?conversation__id__exact={}">{} archived in {}</a>',
+            url,
+            obj.pk,
+            _count(count, "message"),
+            _count(segments.count(), "segment"),
+        )
 
     def has_retention_permission(self, request: HttpRequest) -> bool:
         """Let staff who may change conversations set their retention."""
@@ -472,6 +492,99 @@ class MessageAdmin(_NoBulkDelete[Message]):
             self.message_user(
                 request, f"Not deleted ({noun} {shown}{more}): {reason}", level=messages.ERROR
             )
+
+
+@admin.register(ArchiveSegment)
+class ArchiveSegmentAdmin(admin.ModelAdmin[ArchiveSegment]):
+    """Read the archive: each segment's record, and its messages read back from storage."""
+
+    list_display = (
+        "id",
+        "conversation",
+        "first_seq",
+        "last_seq",
+        "count",
+        "size",
+        "newest_at",
+        "created_at",
+    )
+    list_filter = ("created_at",)
+    search_fields = ("key",)
+    fields = (
+        "conversation",
+        "first_seq",
+        "last_seq",
+        "min_version",
+        "max_version",
+        "min_id",
+        "max_id",
+        "count",
+        "size",
+        "newest_at",
+        "key",
+        "sha256",
+        "created_at",
+        "messages_shown",
+    )
+    readonly_fields = fields
+    raw_id_fields = ("conversation",)
+    list_select_related = ("conversation",)
+    ordering = ("conversation", "first_seq")
+    show_full_result_count = False
+
+    @admin.display(description="messages")
+    def messages_shown(self, obj: ArchiveSegment) -> str:
+        """Return the segment's messages as a table, read from the archive and checked."""
+        try:
+            rows = archive.segment_rows(obj)
+        except ArchiveUnavailable:
+            return "This segment cannot be read, or does not match its SHA-256 (see the logs)."
+        lines = format_html_join(
+            "",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            (
+                (
+                    row["seq"],
+                    row["id"],
+                    row["sender"] or "",
+                    row["created_at"],
+                    "deleted" if row["deleted"] else row["kind"],
+                    Truncator(row["body"]).chars(120),
+                )
+                for row in rows
+            ),
+        )
+        return format_html(
+            "<table><thead><tr><th>seq</th><th>id</th><th>sender</th><th>sent</th>"
+            "<th>kind</th><th>body</th></tr></thead><tbody>{}</tbody></table>",
+            lines,
+        )
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[ArchiveSegment], search_term: str
+    ) -> tuple[QuerySet[ArchiveSegment], bool]:
+        """Match keys, or the segments of the conversation whose id is the search term."""
+        found, may_have_duplicates = super().get_search_results(request, queryset, search_term)
+        pk = _as_id(search_term)
+        if pk is not None:
+            found = found | queryset.filter(conversation_id=pk)
+        return found, may_have_duplicates
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        """Refuse: segments are written by the archiver only."""
+        return False
+
+    def has_change_permission(
+        self, request: HttpRequest, obj: ArchiveSegment | None = None
+    ) -> bool:
+        """Refuse: a segment never changes."""
+        return False
+
+    def has_delete_permission(
+        self, request: HttpRequest, obj: ArchiveSegment | None = None
+    ) -> bool:
+        """Refuse: archived history goes by the retention policy only."""
+        return False
 
 
 @admin.register(Attachment)

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 from django.core.files.storage import FileSystemStorage
 from django.core.management import CommandError, call_command
+from django.urls import reverse
 from django.utils import timezone
 
 from accounts.models import User
@@ -587,3 +588,36 @@ def test_search_finds_archived_messages_after_the_table_s_own(
     dee = User.objects.create_user(username="dee", password="pw-dee-123456")
     services.add_members(actor=ana, conversation_id=chat.pk, user_ids=[dee.pk])
     assert search(dee)["results"] == []
+
+
+def test_staff_read_archived_messages_in_the_admin(
+    store: str, admin_client: Any, chat: Conversation, ana: User
+) -> None:
+    """Tried: the conversation's admin page counts its archived messages and links to its
+    segments; a segment's page shows its messages read back from storage (escaped); the
+    admin offers no way to change or delete a segment."""
+    for n in range(9):
+        say(ana, chat, f"<b>old</b> message {n}")
+    age_all(chat, 40)
+    run_archive(chat)
+    segments = list(ArchiveSegment.objects.filter(conversation=chat).order_by("first_seq"))
+    total = sum(s.count for s in segments)
+
+    page = admin_client.get(reverse("admin:messaging_conversation_change", args=[chat.pk]))
+    assert page.status_code == 200
+    assert f"{total} messages archived in {len(segments)} segments" in page.content.decode()
+    listing = admin_client.get(
+        reverse("admin:messaging_archivesegment_changelist"), {"q": str(chat.pk)}
+    )
+    assert {s.pk for s in listing.context["cl"].result_list} == {s.pk for s in segments}
+
+    last = segments[-1]
+    page = admin_client.get(reverse("admin:messaging_archivesegment_change", args=[last.pk]))
+    body = page.content.decode()
+    assert page.status_code == 200
+    assert "&lt;b&gt;old&lt;/b&gt; message 8" in body and "<b>old</b>" not in body
+    assert 'name="_save"' not in body and "deletelink" not in body
+    assert (
+        admin_client.post(reverse("admin:messaging_archivesegment_delete", args=[last.pk]))
+    ).status_code == 403
+    assert ArchiveSegment.objects.filter(pk=last.pk).exists()
