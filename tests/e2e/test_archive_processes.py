@@ -1,0 +1,179 @@
+"""Archiving with real processes: an archiver killed with SIGKILL, again and again, and
+gateways that serve archived history over WebSocket as they served it from the table."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.utils import timezone
+
+from accounts.models import User
+from bench.harness import Deployment
+from messaging import archive, services
+from messaging.models import ArchiveSegment, Conversation, Message
+from tests.e2e.wsclient import bearer, drive, open_socket
+
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+
+ROOT = Path(__file__).resolve().parents[2]
+SERVICE_VARS = ("DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL", "PRESENCE_STORE")
+
+
+def folder_storage(settings: Any, root: Path) -> None:
+    settings.CHAT_SEND_BURST = 10_000.0  # the history is written at once
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "archive": {
+            "BACKEND": "django.core.files.storage.FileSystemStorage",
+            "OPTIONS": {"location": root},
+        },
+    }
+    archive.cache.clear()
+
+
+def old_group(ana: User, bo: User, count: int) -> Conversation:
+    chat = services.create_group(creator=ana, title="Old times", member_ids=[bo.pk])
+    for n in range(count):
+        services.send_message(
+            sender=ana if n % 2 else bo,
+            conversation_id=chat.pk,
+            client_msg_id=uuid.uuid4(),
+            body=f"message {n}",
+        )
+    Message.objects.filter(conversation=chat).update(created_at=timezone.now() - timedelta(40))
+    return chat
+
+
+def archiver(db_url: str, root: Path) -> subprocess.Popen[str]:
+    env = {k: v for k, v in os.environ.items() if k not in SERVICE_VARS}
+    env.update(
+        DJANGO_SETTINGS_MODULE="chatsite.settings",
+        DATABASE_URL=db_url,
+        ARCHIVE_ROOT=str(root),
+        ARCHIVE_SEGMENT_MESSAGES="4",
+        PYTHONUNBUFFERED="1",
+    )
+    return subprocess.Popen(  # our own manage.py, with our own interpreter
+        [sys.executable, "manage.py", "archive", "--older-than", "30"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def test_an_archiver_killed_again_and_again_loses_and_duplicates_nothing(
+    db_url: str, settings: Any, tmp_path: Path, ana: User, bo: User
+) -> None:
+    """Tried: `manage.py archive` (segments of 4) is SIGKILLed after its 1st, 3rd, 5th
+    ... progress line, with a random few milliseconds more each time, six times, then
+    run to its end. Every message is then in exactly one place (table or one segment),
+    every object in the folder is a recorded segment whose bytes match its SHA-256,
+    and the history reads in order without a gap."""
+    root = tmp_path / "archive"
+    folder_storage(settings, root)
+    chat = old_group(ana, bo, 160)
+    ids = set(Message.objects.filter(conversation=chat).values_list("pk", flat=True))
+
+    kills = 0
+    for round_ in range(6):
+        process = archiver(db_url, root)
+        assert process.stdout is not None
+        lines = 0
+        for line in process.stdout:
+            if line.startswith("  ") and "messages (" in line:
+                lines += 1
+                if lines >= 1 + 2 * (round_ % 3):
+                    time.sleep(int.from_bytes(os.urandom(1)) / 255 * 0.02)
+                    process.send_signal(signal.SIGKILL)
+                    kills += 1
+                    break
+        process.stdout.close()
+        process.wait(timeout=60)
+    finished = archiver(db_url, root)
+    output, _ = finished.communicate(timeout=120)
+    assert finished.returncode == 0, output
+    assert kills == 6
+
+    segments = list(ArchiveSegment.objects.filter(conversation=chat).order_by("first_seq"))
+    archived = [row["id"] for s in segments for row in archive.segment_rows(s)]
+    in_table = list(Message.objects.filter(conversation=chat).values_list("pk", flat=True))
+    assert len(archived) == len(set(archived))
+    assert set(archived).isdisjoint(in_table)
+    assert set(archived) | set(in_table) == ids
+    assert sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()) == sorted(
+        s.key for s in segments
+    )
+    for segment in segments:
+        data = (root / segment.key).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == segment.sha256
+    seqs = [row["seq"] for s in segments for row in archive.segment_rows(s)]
+    assert seqs == sorted(seqs) and seqs == list(range(seqs[0], seqs[0] + len(seqs)))
+
+
+def test_gateways_serve_archived_history_as_they_served_it_from_the_table(
+    make_deployment: Any, settings: Any, tmp_path: Path, ana: User, bo: User
+) -> None:
+    """Tried: Bo's device fetches the whole history over WebSocket (`messages.fetch`
+    with `before` pages and with `after` pages) through one gateway; 60 messages are
+    then archived; the same fetches through the other gateway answer the same frames."""
+    root = tmp_path / "archive"
+    folder_storage(settings, root)
+    settings.ARCHIVE_SEGMENT_MESSAGES = 9
+    chat = old_group(ana, bo, 60)
+    deployment: Deployment = make_deployment(env={"ARCHIVE_ROOT": str(root)})
+    token = bearer(bo)
+
+    async def read_all(url: str) -> list[dict[str, Any]]:
+        socket, _ = await open_socket(url, token)
+        answers: list[dict[str, Any]] = []
+        before = None
+        while True:
+            frame: dict[str, Any] = {"conversation": chat.pk, "limit": 7}
+            if before is not None:
+                frame["before"] = before
+            answer = await socket.request(type="messages.fetch", **frame)
+            answers.append({k: v for k, v in answer.items() if k != "ref"})
+            if not answer["has_more"]:
+                break
+            before = answer["messages"][0]["seq"]
+        after = 0
+        while True:
+            answer = await socket.request(
+                type="messages.fetch", conversation=chat.pk, after=after, limit=7
+            )
+            answers.append({k: v for k, v in answer.items() if k != "ref"})
+            after = answer["upto"]
+            if not answer["has_more"]:
+                break
+        await socket.ws.close()
+        return answers
+
+    results: dict[str, list[dict[str, Any]]] = {}
+
+    async def before_archiving() -> None:
+        results["before"] = await read_all(deployment.urls[0])
+
+    async def after_archiving() -> None:
+        results["after"] = await read_all(deployment.urls[1])
+
+    drive(before_archiving)
+    count = Message.objects.filter(conversation=chat).count()  # 60 and the group's first line
+    moved = archive.archive_conversation(chat.pk, cutoff=timezone.now() - timedelta(30))
+    assert moved == count > 60
+    assert not Message.objects.filter(conversation=chat).exists()
+    drive(after_archiving)
+
+    assert results["after"] == results["before"]
+    assert sum(len(a["messages"]) for a in results["before"]) == 2 * count
