@@ -19,12 +19,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from django.core.files.base import ContentFile
 from django.core.files.storage import FileSystemStorage
 from django.core.management import CommandError, call_command
 from django.urls import reverse
 from django.utils import timezone
+from storages.backends.s3 import S3Storage
 
 from accounts.models import User
+from chatsite.celery import app as celery_app
 from messaging import archive, portability, selectors, services, wire
 from messaging.models import ArchivedAttachment, ArchiveSegment, Conversation, Message
 from tests.api.conftest import Client, error_code
@@ -36,15 +39,24 @@ DAY = timedelta(days=1)
 MOTO = Path(sys.executable).parent / "moto_server"
 
 
+def _flipped(content: Any) -> ContentFile[bytes]:
+    data = bytearray(content.read())
+    data[len(data) // 2] ^= 0x01
+    return ContentFile(bytes(data))
+
+
 class FlippingStorage(FileSystemStorage):
     """A folder that stores every file with one byte changed: a storage that corrupts."""
 
-    def _save(self, name: str, content: Any) -> str:
-        data = bytearray(content.read())
-        data[len(data) // 2] ^= 0x01
-        from django.core.files.base import ContentFile
+    def save(self, name: str | None, content: Any, max_length: int | None = None) -> str:
+        return super().save(name, _flipped(content), max_length)
 
-        return super()._save(name, ContentFile(bytes(data)))
+
+class FlippingS3Storage(S3Storage):  # type: ignore[misc] # django-storages has no types
+    """The S3 backend, but one byte of every object changes on the way to the bucket."""
+
+    def save(self, name: str | None, content: Any, max_length: int | None = None) -> str:
+        return str(super().save(name, _flipped(content), max_length))
 
 
 @pytest.fixture(scope="module")
@@ -95,10 +107,10 @@ def store(request: Any, settings: Any, tmp_path: Path, monkeypatch: Any) -> str:
         "AWS_DEFAULT_REGION": "us-east-1",
     }.items():
         monkeypatch.setenv(name, value)
-    import boto3
-
     bucket = f"archive-{uuid.uuid4().hex[:12]}"
-    boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket=bucket)
+    S3Storage(
+        bucket_name=bucket, endpoint_url=endpoint, region_name="us-east-1"
+    ).connection.meta.client.create_bucket(Bucket=bucket)
     settings.STORAGES = {
         **settings.STORAGES,
         "archive": {
@@ -246,7 +258,8 @@ def test_archived_messages_are_read_only_but_can_be_quoted_and_their_files_fetch
     store: str, client_for: Client, chat: Conversation, ana: User, bo: User, cy: User
 ) -> None:
     """Tried: an edit, a delete, a reaction and a report of an archived message answer
-    409 `message_archived` and change nothing; a reply to it works and shows its
+    409 `message_archived` and change nothing; hiding it for oneself works; a reply to
+    it works and shows its
     preview; the archived message's file still downloads for members, not for others;
     housekeeping keeps it."""
     made = busy_history(client_for, chat, ana, bo)
@@ -268,6 +281,12 @@ def test_archived_messages_are_read_only_but_can_be_quoted_and_their_files_fetch
     assert list(ArchiveSegment.objects.values_list("key", "sha256")) == segments
     # Not found stays not found.
     assert client.patch(f"{url}/99999999", {"body": "x"}, format="json").status_code == 404
+    # Deleting it for yourself works: it is yours to hide, on your devices.
+    hidden = client_for(cy).post(f"{url}/{first.pk}/hide")
+    assert hidden.status_code in (200, 201), hidden.content
+    pages = client_for(cy).get(url, {"limit": 200}).json()["messages"]
+    assert first.pk not in [m["id"] for m in pages]
+    assert first.pk in [m["id"] for m in client.get(url, {"limit": 200}).json()["messages"]]
 
     reply = say(cy, chat, "answering an old one", reply_to=first.pk)
     payload = wire.message_payload(
@@ -293,18 +312,16 @@ def test_archived_messages_are_read_only_but_can_be_quoted_and_their_files_fetch
 
 
 def test_a_flipped_byte_in_storage_is_caught_before_any_row_is_deleted(
-    settings: Any, tmp_path: Path, chat: Conversation, ana: User
+    store: str, settings: Any, chat: Conversation, ana: User
 ) -> None:
     """Tried: the storage changes one byte of what it stores. The archiver reads the
     segment back, sees the SHA-256 differ, deletes the object and stops: every message
     is still in the table, no segment is recorded, no object is left."""
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "archive": {
-            "BACKEND": "tests.api.test_archive.FlippingStorage",
-            "OPTIONS": {"location": tmp_path / "archive"},
-        },
-    }
+    if store == "folder":
+        settings.STORAGES["archive"]["BACKEND"] = "tests.api.test_archive.FlippingStorage"
+    else:
+        settings.STORAGES["archive"]["BACKEND"] = "tests.api.test_archive.FlippingS3Storage"
+    settings.STORAGES = {**settings.STORAGES}  # tell the storages handler
     for n in range(10):
         say(ana, chat, f"message {n}")
     age_all(chat, 40)
@@ -317,7 +334,11 @@ def test_a_flipped_byte_in_storage_is_caught_before_any_row_is_deleted(
     assert not ArchiveSegment.objects.exists()
     chat.refresh_from_db()
     assert chat.archived_through_seq == 0
-    assert [p for p in (tmp_path / "archive").rglob("*") if p.is_file()] == []
+    try:
+        _folders, left = archive.storage().listdir(str(chat.pk))
+    except FileNotFoundError:
+        left = []
+    assert left == []
 
 
 def test_a_corrupted_segment_is_refused_on_read(
@@ -621,3 +642,23 @@ def test_staff_read_archived_messages_in_the_admin(
         admin_client.post(reverse("admin:messaging_archivesegment_delete", args=[last.pk]))
     ).status_code == 403
     assert ArchiveSegment.objects.filter(pk=last.pk).exists()
+
+
+def test_beat_runs_the_archive_task_only_when_archiving_is_on(
+    store: str, settings: Any, chat: Conversation, ana: User
+) -> None:
+    """Tried: the beat entry's task with ARCHIVE_AFTER_DAYS unset (nothing moves), then
+    set to 30 (the old messages move, the new one stays)."""
+    entry = settings.CELERY_BEAT_SCHEDULE["archive"]
+    for n in range(5):
+        say(ana, chat, f"old {n}")
+    age_all(chat, 40)
+    fresh = say(ana, chat, "fresh")
+    settings.ARCHIVE_AFTER_DAYS = 0
+    celery_app.tasks[entry["task"]].apply()
+    assert not ArchiveSegment.objects.exists()
+
+    settings.ARCHIVE_AFTER_DAYS = 30
+    celery_app.tasks[entry["task"]].apply()
+    assert list(Message.objects.filter(conversation=chat)) == [fresh]
+    assert sum(ArchiveSegment.objects.values_list("count", flat=True)) >= 5
