@@ -13,7 +13,9 @@ groups, and measures:
 - the size ratio: bytes of all segments over the table's size before;
 - the same pages read from the archive (after a VACUUM of the table, as autovacuum
   soon does), cold (each page's segments read from the folder and checked) and warm
-  (the same pages again, their segments in the process's cache).
+  (the same pages again, their segments in the process's cache);
+- a search that matches nothing, so it reads all the `ARCHIVE_SEARCH_SEGMENTS` newest
+  segments it may, cold and warm.
 
     python -m bench.archive_cost                  # 1,000,000 messages
     python -m bench.archive_cost --messages 50000 --keep
@@ -126,6 +128,26 @@ def time_pages(reader: Any, pages: list[tuple[int, int]], cold: bool) -> list[fl
     return timings
 
 
+def time_searches(reader: Any) -> dict[str, Any]:
+    """Time a search that reads every segment it may (a word no message holds)."""
+    from django.conf import settings
+
+    from messaging import archive, search
+
+    figures: dict[str, Any] = {"segments_read": settings.ARCHIVE_SEARCH_SEGMENTS}
+    for label, cold in (("cold_ms", True), ("warm_ms", False)):
+        runs = []
+        for _ in range(3):
+            if cold:
+                archive.cache.clear()
+            started = time.perf_counter()
+            page = search.search_messages_for_user(user=reader, query="zzzqqq")
+            runs.append((time.perf_counter() - started) * 1000)
+            assert page.hits == []
+        figures[label] = round(statistics.median(runs), 1)
+    return figures
+
+
 def summary(timings: list[float]) -> dict[str, float]:
     ordered = sorted(timings)
     return {
@@ -181,6 +203,7 @@ def run(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
         settings.ARCHIVE_CACHE_SEGMENTS = len(pages) * 2
         time_pages(reader, pages, cold=False)
     warm = time_pages(reader, pages, cold=False) if done else []
+    searches = time_searches(reader) if done else {}
     return {
         "messages": args.messages,
         "groups": args.groups,
@@ -195,6 +218,7 @@ def run(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
         "page_from_table": summary(from_table),
         "page_from_archive_cold": summary(cold) if cold else None,
         "page_from_archive_warm": summary(warm) if warm else None,
+        "search_archive": searches,
     }
 
 
