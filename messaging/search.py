@@ -177,16 +177,19 @@ def _search_archive(
     memberships = Membership.objects.filter(user=user)
     if conversation_id is not None:
         memberships = memberships.filter(conversation_id=conversation_id)
-    floors = dict(memberships.values_list("conversation_id", "visible_from_seq"))
-    if not floors:
-        return []
+    # One query when nothing the user reads is archived (the usual case).
     segments = list(
-        ArchiveSegment.objects.filter(conversation_id__in=floors).order_by("-newest_at", "-pk")[
-            : settings.ARCHIVE_SEARCH_SEGMENTS
-        ]
+        ArchiveSegment.objects.filter(
+            conversation_id__in=memberships.values("conversation_id")
+        ).order_by("-newest_at", "-pk")[: settings.ARCHIVE_SEARCH_SEGMENTS]
     )
     if not segments:
         return []
+    floors = dict(
+        memberships.filter(conversation_id__in={s.conversation_id for s in segments}).values_list(
+            "conversation_id", "visible_from_seq"
+        )
+    )
     hidden = set(
         HiddenMessage.objects.filter(
             user=user, conversation_id__in={s.conversation_id for s in segments}

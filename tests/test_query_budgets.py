@@ -155,8 +155,9 @@ REST_UPLOAD = AUTH + 1
 # + the attachment, if the caller uploaded it or may see a message carrying it.
 REST_DOWNLOAD = AUTH + 1
 # + statement_timeout (set_config), the word matches, the approximate matches, the hits
-# with their headlines, their attachments.
-REST_SEARCH = AUTH + 5
+# with their headlines, their attachments; and, when a page is not full, the archived
+# segments of the user's conversations (none here).
+REST_SEARCH = AUTH + 6
 # + the devices.
 REST_DEVICES_LIST = AUTH + 1
 # + get_or_create under a row lock (SELECT FOR UPDATE, INSERT), the devices past the
