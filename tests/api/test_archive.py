@@ -59,6 +59,18 @@ class FlippingS3Storage(S3Storage):  # type: ignore[misc] # django-storages has 
         return str(super().save(name, _flipped(content), max_length))
 
 
+def use_archive_folder(settings: Any, root: Path) -> None:
+    """Point the archive storage at the folder `root` (and forget cached segments)."""
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "archive": {
+            "BACKEND": "django.core.files.storage.FileSystemStorage",
+            "OPTIONS": {"location": root},
+        },
+    }
+    archive.cache.clear()
+
+
 @pytest.fixture(scope="module")
 def s3_endpoint() -> Iterator[str]:
     """Start moto's S3-compatible server on a free local port; stop it afterwards."""
@@ -92,13 +104,7 @@ def store(request: Any, settings: Any, tmp_path: Path, monkeypatch: Any) -> str:
     archive.cache.clear()
     settings.ARCHIVE_SEGMENT_MESSAGES = 7
     if request.param == "folder":
-        settings.STORAGES = {
-            **settings.STORAGES,
-            "archive": {
-                "BACKEND": "django.core.files.storage.FileSystemStorage",
-                "OPTIONS": {"location": tmp_path / "archive"},
-            },
-        }
+        use_archive_folder(settings, tmp_path / "archive")
         return "folder"
     endpoint = request.getfixturevalue("s3_endpoint")
     for name, value in {
@@ -347,14 +353,7 @@ def test_a_corrupted_segment_is_refused_on_read(
     """Tried: a segment's stored bytes change after it was archived. Reading that part of
     history answers 503 `archive_unavailable`; the newer messages still read."""
     settings.ARCHIVE_SEGMENT_MESSAGES = 5
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "archive": {
-            "BACKEND": "django.core.files.storage.FileSystemStorage",
-            "OPTIONS": {"location": tmp_path / "archive"},
-        },
-    }
-    archive.cache.clear()
+    use_archive_folder(settings, tmp_path / "archive")
     for n in range(10):
         say(ana, chat, f"message {n}")
     age_all(chat, 40)
@@ -507,14 +506,7 @@ def test_export_import_export_carries_the_archive_and_a_user_gets_their_archived
     the same bytes (segments included) and every page reads as before. Bo's own download
     holds the messages he sent that are archived."""
     settings.ARCHIVE_SEGMENT_MESSAGES = 7
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "archive": {
-            "BACKEND": "django.core.files.storage.FileSystemStorage",
-            "OPTIONS": {"location": tmp_path / "archive"},
-        },
-    }
-    archive.cache.clear()
+    use_archive_folder(settings, tmp_path / "archive")
     busy_history(client_for, chat, ana, bo)
     age_all(chat, 40)
     run_archive(chat)

@@ -21,6 +21,7 @@ from accounts.models import User
 from bench.harness import Deployment
 from messaging import archive, services
 from messaging.models import ArchiveSegment, Conversation, Message
+from tests.api.test_archive import use_archive_folder
 from tests.e2e.wsclient import bearer, drive, open_socket
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -31,14 +32,7 @@ SERVICE_VARS = ("DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL", "PRESENCE_STOR
 
 def folder_storage(settings: Any, root: Path) -> None:
     settings.CHAT_SEND_BURST = 10_000.0  # the history is written at once
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "archive": {
-            "BACKEND": "django.core.files.storage.FileSystemStorage",
-            "OPTIONS": {"location": root},
-        },
-    }
-    archive.cache.clear()
+    use_archive_folder(settings, root)
 
 
 def old_group(ana: User, bo: User, count: int) -> Conversation:

@@ -14,6 +14,7 @@ from playwright.sync_api import expect
 
 from messaging import archive, services
 from messaging.models import ArchiveSegment, Message
+from tests.api.test_archive import use_archive_folder
 from tests.e2e.browser import Web, bubbles, conversation, make_person, off_loop, say
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -29,14 +30,7 @@ def test_an_archived_chat_reads_as_before_and_its_messages_cannot_be_edited(
     root = tmp_path / "archive"
     settings.CHAT_SEND_BURST = 10_000.0
     settings.ARCHIVE_SEGMENT_MESSAGES = 25
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "archive": {
-            "BACKEND": "django.core.files.storage.FileSystemStorage",
-            "OPTIONS": {"location": root},
-        },
-    }
-    archive.cache.clear()
+    use_archive_folder(settings, root)
     ana, bo = make_person("ana", "Ana"), make_person("bo", "Bo")
     chat, _ = off_loop(services.create_direct_conversation, user=ana, other_user_id=bo.pk)
     sent = [say(ana if n % 2 else bo, chat.pk, f"line {n:03d}") for n in range(120)]
