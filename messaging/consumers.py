@@ -280,7 +280,7 @@ class ChatConsumer(PresenceMixin, FrameSocket):
         member_seq = int(event["member_seq"])
         if not await self.layer_groups.admits(conversation, member_seq, current_member_seq):
             return
-        if not await self.send_frame(frame):
+        if not await self.send_frame(frame, shared=True):
             return
         if frame["type"] == "message.created":
             metrics.observe_delivery(frame["message"]["created_at"])

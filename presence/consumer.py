@@ -41,7 +41,7 @@ class PresenceMixin:
 
     if TYPE_CHECKING:
 
-        async def send_frame(self, frame: Any) -> bool:
+        async def send_frame(self, frame: Any, *, shared: bool = False) -> bool:
             """Send a frame (the socket's); return whether it went out."""
 
     async def _presence(self, work: Awaitable[Any]) -> None:
@@ -137,7 +137,7 @@ class PresenceMixin:
     async def presence_event(self, event: dict[str, Any]) -> None:
         """Forward `presence.changed` of a followed user."""
         if event["user"] in self.following and event["user"] not in self.blocked:
-            await self.send_frame(event["frame"])
+            await self.send_frame(event["frame"], shared=True)
 
     async def presence_block_changed(self, other: int, *, blocked: bool) -> None:
         """Show `other` offline when a block began, and as they are when it ended."""

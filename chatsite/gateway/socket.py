@@ -20,6 +20,7 @@ import logging
 import re
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar
 
@@ -58,6 +59,35 @@ Handler = Callable[[Any, Any, str | None], Awaitable[None]]
 
 _frames_in = metrics.FrameCounter(metrics.FRAMES_RECEIVED, frames.CLIENT_FRAMES)
 _frames_out = metrics.FrameCounter(metrics.FRAMES_SENT, wire.FRAMES)
+
+
+def encode(frame: Any) -> str:
+    """Return the JSON text of a frame as it goes on the wire."""
+    return json.dumps(frame, ensure_ascii=False, separators=(",", ":"))
+
+
+# The JSON of the frames encoded last for many sockets, by the frame object's identity.
+# The pub/sub channel layer decodes an event once per process and hands the same dict to
+# every local socket of the group: a message to a group of 1,000 is encoded once per
+# gateway, not once per member. Holding the frame keeps its id from being reused.
+_SHARED: OrderedDict[int, tuple[Any, str]] = OrderedDict()
+_SHARED_SIZE = 256
+
+
+def encode_shared(frame: Any) -> str:
+    """Return `encode(frame)`, computed once for a frame object sent to many sockets.
+
+    The frame must not change after its first send (events from the layer never do).
+    """
+    key = id(frame)
+    hit = _SHARED.get(key)
+    if hit is not None and hit[0] is frame:
+        return hit[1]
+    data = encode(frame)
+    _SHARED[key] = (frame, data)
+    if len(_SHARED) > _SHARED_SIZE:
+        _SHARED.popitem(last=False)
+    return data
 
 
 class FrameSocket(AsyncWebsocketConsumer):  # type: ignore[misc]
@@ -168,14 +198,16 @@ class FrameSocket(AsyncWebsocketConsumer):  # type: ignore[misc]
         except Exception:  # noqa: BLE001 - the socket may already be gone
             logger.debug("close %s failed", code, exc_info=True)
 
-    async def send_frame(self, frame: Any) -> bool:
+    async def send_frame(self, frame: Any, *, shared: bool = False) -> bool:
         """Send a frame; a client that does not read within WS_SEND_TIMEOUT is closed (4429).
 
-        Return whether it went out.
+        `shared`: the frame is one object handed to many sockets of this process (a
+        channel-layer event), encoded once for all of them (`encode_shared`). Return
+        whether it went out.
         """
         if self.closing:
             return False
-        data = json.dumps(frame, ensure_ascii=False, separators=(",", ":"))
+        data = encode_shared(frame) if shared else encode(frame)
         try:
             # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation.
             async with asyncio.timeout(settings.WS_SEND_TIMEOUT):
