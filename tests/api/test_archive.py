@@ -71,6 +71,35 @@ def use_archive_folder(settings: Any, root: Path) -> None:
     archive.cache.clear()
 
 
+def use_archive_bucket(settings: Any, endpoint: str, monkeypatch: Any) -> str:
+    """Point the archive storage at a fresh bucket of the S3 server; return its name."""
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(name, value)
+    bucket = f"archive-{uuid.uuid4().hex[:12]}"
+    S3Storage(
+        bucket_name=bucket, endpoint_url=endpoint, region_name="us-east-1"
+    ).connection.meta.client.create_bucket(Bucket=bucket)
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "archive": {
+            "BACKEND": "storages.backends.s3.S3Storage",
+            "OPTIONS": {
+                "bucket_name": bucket,
+                "location": "archive",
+                "endpoint_url": endpoint,
+                "region_name": "us-east-1",
+                "file_overwrite": True,
+            },
+        },
+    }
+    archive.cache.clear()
+    return bucket
+
+
 @pytest.fixture(scope="module")
 def s3_endpoint() -> Iterator[str]:
     """Start moto's S3-compatible server on a free local port; stop it afterwards."""
@@ -107,29 +136,7 @@ def store(request: Any, settings: Any, tmp_path: Path, monkeypatch: Any) -> str:
         use_archive_folder(settings, tmp_path / "archive")
         return "folder"
     endpoint = request.getfixturevalue("s3_endpoint")
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }.items():
-        monkeypatch.setenv(name, value)
-    bucket = f"archive-{uuid.uuid4().hex[:12]}"
-    S3Storage(
-        bucket_name=bucket, endpoint_url=endpoint, region_name="us-east-1"
-    ).connection.meta.client.create_bucket(Bucket=bucket)
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "archive": {
-            "BACKEND": "storages.backends.s3.S3Storage",
-            "OPTIONS": {
-                "bucket_name": bucket,
-                "location": "archive",
-                "endpoint_url": endpoint,
-                "region_name": "us-east-1",
-                "file_overwrite": True,
-            },
-        },
-    }
+    use_archive_bucket(settings, endpoint, monkeypatch)
     return "s3"
 
 

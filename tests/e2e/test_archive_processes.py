@@ -21,7 +21,11 @@ from accounts.models import User
 from bench.harness import Deployment
 from messaging import archive, services
 from messaging.models import ArchiveSegment, Conversation, Message
-from tests.api.test_archive import use_archive_folder
+from tests.api.test_archive import (  # noqa: F401 - s3_endpoint is a fixture
+    s3_endpoint,
+    use_archive_bucket,
+    use_archive_folder,
+)
 from tests.e2e.wsclient import bearer, drive, open_socket
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -48,14 +52,14 @@ def old_group(ana: User, bo: User, count: int) -> Conversation:
     return chat
 
 
-def archiver(db_url: str, root: Path) -> subprocess.Popen[str]:
+def archiver(db_url: str, storage_env: dict[str, str]) -> subprocess.Popen[str]:
     env = {k: v for k, v in os.environ.items() if k not in SERVICE_VARS}
     env.update(
         DJANGO_SETTINGS_MODULE="chatsite.settings",
         DATABASE_URL=db_url,
-        ARCHIVE_ROOT=str(root),
         ARCHIVE_SEGMENT_MESSAGES="4",
         PYTHONUNBUFFERED="1",
+        **storage_env,
     )
     return subprocess.Popen(  # our own manage.py, with our own interpreter
         [sys.executable, "manage.py", "archive", "--older-than", "30"],
@@ -67,22 +71,41 @@ def archiver(db_url: str, root: Path) -> subprocess.Popen[str]:
     )
 
 
+def archive_store(kind: str, settings: Any, tmp_path: Path, request: Any) -> dict[str, str]:
+    """Point this process at a fresh folder or bucket; return what the archiver's env needs."""
+    settings.CHAT_SEND_BURST = 10_000.0  # the history is written at once
+    if kind == "folder":
+        root = tmp_path / "archive"
+        use_archive_folder(settings, root)
+        return {"ARCHIVE_ROOT": str(root)}
+    endpoint = request.getfixturevalue("s3_endpoint")
+    bucket = use_archive_bucket(settings, endpoint, request.getfixturevalue("monkeypatch"))
+    return {
+        "ARCHIVE_BUCKET": bucket,
+        "AWS_S3_ENDPOINT_URL": endpoint,
+        "AWS_S3_REGION_NAME": "us-east-1",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+    }
+
+
+@pytest.mark.parametrize("kind", ["folder", "s3"])
 def test_an_archiver_killed_again_and_again_loses_and_duplicates_nothing(
-    db_url: str, settings: Any, tmp_path: Path, ana: User, bo: User
+    kind: str, db_url: str, settings: Any, tmp_path: Path, request: Any, ana: User, bo: User
 ) -> None:
-    """Tried: `manage.py archive` (segments of 4) is SIGKILLed after its 1st, 3rd, 5th
-    ... progress line, with a random few milliseconds more each time, six times, then
-    run to its end. Every message is then in exactly one place (table or one segment),
-    every object in the folder is a recorded segment whose bytes match its SHA-256,
-    and the history reads in order without a gap."""
-    root = tmp_path / "archive"
-    folder_storage(settings, root)
+    """Tried: `manage.py archive` (segments of 4), into a folder or an S3 bucket (moto's
+    server), is SIGKILLed after its 1st, 3rd, 5th ... progress line, with a random few
+    milliseconds more each time, six times, then run to its end. Every message is then
+    in exactly one place (table or one segment), every stored object is a recorded
+    segment whose bytes match its SHA-256, and the history reads in order without a
+    gap."""
+    storage_env = archive_store(kind, settings, tmp_path, request)
     chat = old_group(ana, bo, 160)
     ids = set(Message.objects.filter(conversation=chat).values_list("pk", flat=True))
 
     kills = 0
     for round_ in range(6):
-        process = archiver(db_url, root)
+        process = archiver(db_url, storage_env)
         assert process.stdout is not None
         lines = 0
         for line in process.stdout:
@@ -95,7 +118,7 @@ def test_an_archiver_killed_again_and_again_loses_and_duplicates_nothing(
                     break
         process.stdout.close()
         process.wait(timeout=60)
-    finished = archiver(db_url, root)
+    finished = archiver(db_url, storage_env)
     output, _ = finished.communicate(timeout=120)
     assert finished.returncode == 0, output
     assert kills == 6
@@ -106,12 +129,11 @@ def test_an_archiver_killed_again_and_again_loses_and_duplicates_nothing(
     assert len(archived) == len(set(archived))
     assert set(archived).isdisjoint(in_table)
     assert set(archived) | set(in_table) == ids
-    assert sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()) == sorted(
-        s.key for s in segments
-    )
+    _folders, names = archive.storage().listdir(str(chat.pk))
+    assert sorted(f"{chat.pk}/{name}" for name in names) == sorted(s.key for s in segments)
     for segment in segments:
-        data = (root / segment.key).read_bytes()
-        assert hashlib.sha256(data).hexdigest() == segment.sha256
+        with archive.storage().open(segment.key, "rb") as stored:
+            assert hashlib.sha256(stored.read()).hexdigest() == segment.sha256
     seqs = [row["seq"] for s in segments for row in archive.segment_rows(s)]
     assert seqs == sorted(seqs) and seqs == list(range(seqs[0], seqs[0] + len(seqs)))
 
