@@ -8,6 +8,7 @@ the microphone is a tone, and no permission prompt shows. The rest is as in
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from playwright.sync_api import Browser, FilePayload, Locator, Page, Playwright, expect
@@ -154,3 +155,24 @@ def test_video_and_audio_files_play_inline(web: Web) -> None:
         expect(page.locator("#message-list .attachment.media .media-download")).to_have_attribute(
             "download", "clip.webm"
         )
+
+
+def test_a_recording_at_the_limit_is_sent_and_accepted(make_web: Any) -> None:
+    """Tried: with a 2-second limit, Ana starts a recording and waits. The app stops and
+    sends it at the limit by itself; the server accepts it (before, the stop came on a
+    250 ms display tick past the limit and the server refused the length: "Could not
+    send the voice message")."""
+    web: Web = make_web(CHAT_MAX_VOICE_SECONDS="2")
+    ana, bo = make_person("ana", "Ana"), make_person("bo", "Bo")
+    open_direct(ana, bo)
+    page = web.log_in(ana, bypass_csp=True)
+    conversation(page, "Bo").click()
+
+    page.get_by_role("button", name="Record a voice message").click()
+    expect(page.get_by_role("group", name="Voice message")).to_be_visible()
+    expect(page.locator("#toast")).to_contain_text("Voice messages are at most 0:02")
+    wait_until(lambda: Message.objects.filter(attachments__voice=True).exists())
+    voice = Attachment.objects.get(voice=True)
+    assert voice.duration_ms is not None and 1500 <= voice.duration_ms <= 2000
+    expect(page.locator("#message-list .attachment.media.voice")).to_have_count(1)
+    expect(page.locator("#toast")).not_to_contain_text("Could not send")

@@ -23,7 +23,7 @@ const bar = {
   button: $("record"),
 };
 
-let take = null; // {recorder, stream, chunks, started, timer, conversation, send}
+let take = null; // {recorder, stream, chunks, started, timer, cutoff, conversation, send, duration}
 
 function supported() {
   return typeof MediaRecorder === "function" && Boolean(navigator.mediaDevices?.getUserMedia);
@@ -32,6 +32,7 @@ function supported() {
 function release() {
   if (!take) return;
   clearInterval(take.timer);
+  clearTimeout(take.cutoff);
   for (const track of take.stream.getTracks()) track.stop();
   take = null;
   bar.box.hidden = true;
@@ -42,12 +43,18 @@ function release() {
 
 function tick() {
   if (!take) return;
-  const elapsed = performance.now() - take.started;
-  bar.time.textContent = fmt.duration(elapsed);
-  if (elapsed >= boot.max_voice_seconds * 1000) {
-    toast(`Voice messages are at most ${fmt.duration(boot.max_voice_seconds * 1000)}: sending it now.`);
-    finish(true);
-  }
+  bar.time.textContent = fmt.duration(Math.min(performance.now() - take.started, limitMs()));
+}
+
+function limitMs() {
+  return boot.max_voice_seconds * 1000;
+}
+
+// At the limit, to the millisecond (the 250 ms display tick would overshoot it, and the
+// server refuses a voice message declared longer than its limit).
+function atLimit() {
+  toast(`Voice messages are at most ${fmt.duration(limitMs())}: sending it now.`);
+  finish(true);
 }
 
 async function start() {
@@ -66,7 +73,7 @@ async function start() {
   }
   const mimeType = TYPES.find((t) => MediaRecorder.isTypeSupported(t));
   const recorder = new MediaRecorder(stream, mimeType ? { mimeType } : undefined);
-  take = { recorder, stream, chunks: [], started: performance.now(), timer: 0, conversation: current, send: false };
+  take = { recorder, stream, chunks: [], started: performance.now(), timer: 0, cutoff: 0, conversation: current, send: false };
   const mine = take;
   recorder.addEventListener("dataavailable", (event) => {
     if (event.data.size) mine.chunks.push(event.data);
@@ -74,6 +81,7 @@ async function start() {
   recorder.addEventListener("stop", () => stopped(mine));
   recorder.start(1000);
   take.timer = setInterval(tick, 250);
+  take.cutoff = setTimeout(atLimit, limitMs());
   bar.time.textContent = "0:00";
   bar.box.hidden = false;
   ui.composer.querySelector(".composer-row").hidden = true;
@@ -83,7 +91,7 @@ async function start() {
 function finish(send) {
   if (!take || take.recorder.state === "inactive") return;
   take.send = send;
-  take.duration = performance.now() - take.started;
+  take.duration = Math.min(performance.now() - take.started, limitMs());
   bar.send.disabled = true;
   take.recorder.stop(); // `stop` follows the last `dataavailable`
 }
