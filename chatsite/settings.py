@@ -723,6 +723,17 @@ ARCHIVE_CACHE_SEGMENTS = env_int("ARCHIVE_CACHE_SEGMENTS", 32)
 # Search reads at most this many of the newest archived segments of the conversations
 # it searches (the archive has no search index).
 ARCHIVE_SEARCH_SEGMENTS = env_int("ARCHIVE_SEARCH_SEGMENTS", 64)
+for _name, _low in (
+    ("ARCHIVE_AFTER_DAYS", 0),
+    ("ARCHIVE_SEGMENT_MESSAGES", 1),
+    ("ARCHIVE_SEGMENT_BYTES", 1024),
+    ("ARCHIVE_CACHE_SEGMENTS", 0),
+    ("ARCHIVE_SEARCH_SEGMENTS", 0),
+):
+    if globals()[_name] < _low:
+        raise ImproperlyConfigured(f"{_name} must be at least {_low}.")
+if ARCHIVE_INTERVAL <= 0:
+    raise ImproperlyConfigured("ARCHIVE_INTERVAL must be a number of seconds above 0.")
 # Seconds between housekeeping runs (messaging/housekeeping.py; `manage.py housekeeping`).
 HOUSEKEEPING_INTERVAL = env_float("HOUSEKEEPING_INTERVAL", 3600.0)
 # Celery beat: the notification tick, the trace clean-up, housekeeping.

@@ -128,6 +128,17 @@ def test_a_malformed_boolean_is_a_clear_error() -> None:
     assert "DJANGO_DEBUG='maybe' is not a boolean" in result.stderr
 
 
+def test_archive_settings_out_of_range_are_a_clear_error() -> None:
+    """Tried: a segment of 0 messages (it would mark history archived and move nothing)
+    and a negative age."""
+    result = run({"ARCHIVE_SEGMENT_MESSAGES": "0"}, "manage.py", "check")
+    assert result.returncode != 0
+    assert "ARCHIVE_SEGMENT_MESSAGES must be at least 1." in result.stderr
+    result = run({"ARCHIVE_AFTER_DAYS": "-3"}, "manage.py", "check")
+    assert result.returncode != 0
+    assert "ARCHIVE_AFTER_DAYS must be at least 0." in result.stderr
+
+
 def test_a_login_failure_limit_below_one_is_a_clear_error() -> None:
     result = run({"LOGIN_STAFF_FAILURE_LIMIT": "0"}, "manage.py", "check")
 
