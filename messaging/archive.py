@@ -9,7 +9,7 @@ per segment: read the rows, write the object, read it back and compare its SHA-2
 what was written (the storage's own checksum is not trusted), then record the segment,
 move the message's attachment links to `ArchivedAttachment`, delete the rows and advance
 `Conversation.archived_through_seq`. A run killed before the commit leaves at most an
-object nobody recorded; the next run deletes such objects (`sweep`) before it writes, so a
+object nobody recorded; the next run deletes such objects before it writes there, so a
 run can stop anywhere and the next one resumes without losing, duplicating or leaking.
 
 A few messages stay in the table though older: the retention notice (it changes with
@@ -328,16 +328,10 @@ def _lock(conversation_id: int) -> Conversation | None:
     return Conversation.objects.select_for_update().filter(pk=conversation_id).first()
 
 
-def sweep(conversation_id: int) -> int:
-    """Delete the conversation's objects that no segment records (left by a killed run)."""
-    with transaction.atomic():
-        if _lock(conversation_id) is None:
-            return 0
-        return _sweep_locked(conversation_id)
-
-
 def _sweep_locked(conversation_id: int) -> int:
-    """`sweep` with the conversation locked by the caller.
+    """Delete the conversation's objects no segment records (left by a killed run).
+
+    The caller holds the conversation's lock.
 
     A writer holds the lock from its write to its commit, so an object being written now
     is never taken for a leftover.
@@ -621,5 +615,5 @@ def _delete_objects(keys: Sequence[str]) -> None:
     for key in keys:
         try:
             storage().delete(key)
-        except OSError as exc:  # `sweep` deletes it on the next run
+        except OSError as exc:  # the next run's sweep deletes it
             logger.warning("archive: could not delete %s: %r", key, exc)
