@@ -37,6 +37,9 @@ RESULTS = Path(__file__).resolve().parent / "results"
 DEFAULT_ORDER = (
     "latency",
     "throughput",
+    # Right after `throughput`: its figures and the baselines' are divided in the report,
+    # so they are measured back to back, on the machine in the same state.
+    "baselines",
     "fanout",
     "storm",
     "catchup",

@@ -66,6 +66,10 @@ class Sizes:
     fanout_members: int = 1000
     fanout_repeats: int = 20
     connections: tuple[int, ...] = (10_000, 20_000)
+    # baselines (bench/baselines/drive.py): idle sockets held by each baseline server, and
+    # its pauses (between ramp steps, around the idle sockets) and warm-ups, as ours: 1 s
+    baseline_idle_sockets: int = 5_000
+    baseline_pause_seconds: float = 1.0
     connect_concurrency: int = 200
     hold_seconds: float = 30.0
     storm_clients: int = 2000
@@ -115,6 +119,8 @@ SMOKE = Sizes(
     fanout_members=20,
     fanout_repeats=3,
     connections=(60,),
+    baseline_idle_sockets=50,
+    baseline_pause_seconds=0.2,
     connect_concurrency=20,
     hold_seconds=2.0,
     storm_clients=20,
@@ -1026,3 +1032,13 @@ def mobile(ctx: Context) -> Result:
 
 
 SCENARIOS["mobile"] = mobile
+
+
+def baselines(ctx: Context) -> Result:
+    """Drive the Channels tutorial chat (both layers) and a raw relay with our load."""
+    from bench.baselines.drive import baselines as run
+
+    return run(ctx)
+
+
+SCENARIOS["baselines"] = baselines
