@@ -315,6 +315,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         }
         for name, r in results.items()
     }
+    document["side_by_side"] = report.side_by_side(results)
     report.write_json(out / "results.json", document)
     (out / "latencies.json").write_text(json.dumps(latencies))
     (out / "summary.md").write_text(report.markdown(results))

@@ -11,6 +11,17 @@ from typing import Any
 Result = dict[str, Any]
 
 CPU_PARTS = ("gateways", "postgres", "redis", "celery", "beat", "harness", "other", "machine")
+# The `baselines` scenario's servers, in column order, and which are the Channels tutorial.
+BASELINES = (
+    ("tutorial_memory", "tutorial, in-memory"),
+    ("tutorial_redis", "tutorial, Redis"),
+    ("relay", "websockets relay"),
+)
+TUTORIALS = ("tutorial_memory", "tutorial_redis")
+# The issue's goals against the tutorial server, same run: ours at least 3 times its
+# direct-chat throughput, and less RSS per idle socket.
+DIRECT_RATIO_GOAL = 3.0
+RSS_RATIO_GOAL = 1.0
 
 
 def strip_private(value: Any) -> Any:
@@ -65,6 +76,8 @@ def rows(results: Mapping[str, Result]) -> Iterator[tuple[str, str, str]]:
                 f"{_fmt(figures[key])}  (stopped at {last['offered_deliveries_per_s']:,.0f} "
                 f"offered: p99 {_fmt(last['latency_ms'].get('p99'))} ms, lost {last['lost']})",
             )
+    if "baselines" in results:
+        yield from _baseline_rows(results["baselines"])
     if "fanout" in results:
         figures = results["fanout"]["figures"]
         members = results["fanout"]["params"]["members"]
@@ -123,6 +136,169 @@ def rows(results: Mapping[str, Result]) -> Iterator[tuple[str, str, str]]:
                 f"{run['platform']} pushes, {run['concurrency']} in flight, 50 ms answers",
                 f"{_fmt(run['per_second'])}/s, {_fmt(run['cpu_ms_per_push'])} ms CPU each",
             )
+
+
+def _baseline_rows(result: Result) -> Iterator[tuple[str, str, str]]:
+    for name, label in BASELINES:
+        figures = result["figures"].get(name)
+        if figures is None:
+            continue
+        fanout = figures["fanout"]
+        yield (
+            "baselines",
+            label,
+            f"direct {_fmt(figures['direct_max_msgs_per_s'])}"
+            f"{'' if figures['direct_stopped'] else '+'} msg/s, groups "
+            f"{_fmt(figures['groups_max_deliveries_per_s'])}"
+            f"{'' if figures['groups_stopped'] else '+'} deliveries/s, "
+            f"{_fmt(figures['rss_per_socket_kb'])} KB per idle socket, fan-out to "
+            f"{fanout['members']:,} p50 / p99 {_fmt(fanout['last_member_ms'].get('p50'))} / "
+            f"{_fmt(fanout['last_member_ms'].get('p99'))} ms",
+        )
+
+
+def _ratio(ours: float | None, theirs: float | None) -> float:
+    """Return ours / theirs to two decimals, NaN when either is missing or theirs is 0."""
+    if ours is None or theirs is None or math.isnan(ours) or math.isnan(theirs) or not theirs:
+        return math.nan
+    return round(ours / theirs, 2)
+
+
+def side_by_side(results: Mapping[str, Result]) -> dict[str, Any]:
+    """Return our figures beside each baseline's of the same run, ours / theirs, two targets.
+
+    A row per figure both sides measured: direct and group throughput (`throughput`),
+    RSS per idle socket (`connections`' largest step) and fan-out's last member p50 and
+    p99. `at_least` marks a ramp whose top step passed: that server was not saturated.
+    The targets compare ours with the stricter tutorial variant: the faster one for
+    throughput, the leaner one for RSS.
+    """
+    from bench.scenarios import target
+
+    if "baselines" not in results:
+        return {"rows": [], "targets": []}
+    theirs = results["baselines"]["figures"]
+    measured = [(name, theirs[name]) for name, _label in BASELINES if name in theirs]
+    table: list[dict[str, Any]] = []
+
+    def add(
+        figure: str,
+        unit: str,
+        better: str,
+        ours: tuple[float | None, bool],
+        values: Mapping[str, tuple[float | None, bool]],
+    ) -> None:
+        table.append(
+            {
+                "figure": figure,
+                "unit": unit,
+                "better": better,
+                "ours": ours[0],
+                "ours_at_least": ours[1],
+                "baselines": {
+                    name: {
+                        "value": value,
+                        "at_least": at_least,
+                        "ours_over_it": _ratio(ours[0], value),
+                    }
+                    for name, (value, at_least) in values.items()
+                },
+            }
+        )
+
+    if "throughput" in results:
+        figures = results["throughput"]["figures"]
+        add(
+            "direct chats, max sustained",
+            "msg/s",
+            "higher",
+            (figures["direct_max_msgs_per_s"], figures["direct_steps"][-1]["passed"]),
+            {n: (f["direct_max_msgs_per_s"], not f["direct_stopped"]) for n, f in measured},
+        )
+        add(
+            f"groups of {results['throughput']['params']['group_size']}, max sustained",
+            "deliveries/s",
+            "higher",
+            (figures["groups_max_deliveries_per_s"], figures["group_steps"][-1]["passed"]),
+            {n: (f["groups_max_deliveries_per_s"], not f["groups_stopped"]) for n, f in measured},
+        )
+    if "connections" in results:
+        largest = results["connections"]["figures"]["steps"][-1]
+        add(
+            "RSS per idle socket",
+            "KB",
+            "lower",
+            (largest["rss_per_socket_kb"], False),
+            {n: (f["rss_per_socket_kb"], False) for n, f in measured},
+        )
+    if "fanout" in results:
+        members = results["fanout"]["params"]["members"]
+        ours = results["fanout"]["figures"]["last_member_ms"]
+        for q in ("p50", "p99"):
+            add(
+                f"fan-out to {members:,}, last member {q}",
+                "ms",
+                "lower",
+                (ours.get(q), False),
+                {n: (f["fanout"]["last_member_ms"].get(q), False) for n, f in measured},
+            )
+
+    goals = []
+    for row in table:
+        tutorials = {
+            n: v["value"]
+            for n, v in row["baselines"].items()
+            if n in TUTORIALS and v["value"] is not None and not math.isnan(v["value"])
+        }
+        if row["unit"] == "msg/s":
+            strictest = max(tutorials.values(), default=math.nan)
+            goals.append(
+                target(
+                    "direct chats max sustained, ours / the faster tutorial layer, same run",
+                    _ratio(row["ours"], strictest),
+                    DIRECT_RATIO_GOAL,
+                    "x",
+                    at_most=False,
+                )
+            )
+        elif row["unit"] == "KB":
+            strictest = min(tutorials.values(), default=math.nan)
+            goals.append(
+                target(
+                    "RSS per idle socket, ours / the leaner tutorial layer, same run",
+                    _ratio(row["ours"], strictest),
+                    RSS_RATIO_GOAL,
+                    "x",
+                    at_most=True,
+                )
+            )
+    return {"rows": table, "targets": goals}
+
+
+def side_by_side_table(results: Mapping[str, Result]) -> tuple[list[str], list[list[str]]]:
+    """Return the header and body of the side-by-side table (no body: nothing to compare)."""
+    header = ["figure", "ours"]
+    for _name, label in BASELINES:
+        header += [label, "ours / it"]
+    body = []
+    for row in side_by_side(results)["rows"]:
+        cells = [f"{row['figure']} ({row['unit']}, {row['better']} is better)"]
+        cells.append(_fmt(row["ours"]) + ("+" if row["ours_at_least"] else ""))
+        for name, _label in BASELINES:
+            theirs = row["baselines"].get(name)
+            if theirs is None:
+                cells += ["-", "-"]
+                continue
+            cells.append(_fmt(theirs["value"]) + ("+" if theirs["at_least"] else ""))
+            ratio = theirs["ours_over_it"]
+            cells.append("-" if math.isnan(ratio) else f"{ratio:.2f}x")
+        body.append(cells)
+    return header, body
+
+
+SIDE_BY_SIDE_NOTE = (
+    "+: the ramp's top step passed too, so that server was not saturated (at least this much)."
+)
 
 
 def _notification_rows(figures: Mapping[str, Any]) -> Iterator[tuple[str, str, str]]:
@@ -190,23 +366,35 @@ def _table(header: Sequence[str], body: Sequence[Sequence[str]]) -> str:
 
 
 def targets(results: Mapping[str, Result]) -> list[dict[str, Any]]:
-    """Return every scenario's targets, in run order."""
-    return [t for r in results.values() for t in r.get("targets", [])]
+    """Return every scenario's targets, in run order, then the side-by-side ones."""
+    compared: list[dict[str, Any]] = side_by_side(results)["targets"]
+    return [t for r in results.values() for t in r.get("targets", [])] + compared
+
+
+def cpu_parts(results: Mapping[str, Result]) -> tuple[str, ...]:
+    """Return the CPU table's columns: CPU_PARTS, and `baseline` if a baseline server ran."""
+    if any("baseline" in split for r in results.values() for split in r.get("cpu", {}).values()):
+        return (*CPU_PARTS[:5], "baseline", *CPU_PARTS[5:])
+    return CPU_PARTS
 
 
 def cpu_rows(results: Mapping[str, Result]) -> list[list[str]]:
     """Return one row per measured phase: % of one core used by each part."""
+    parts = cpu_parts(results)
     body = []
     for scenario, result in results.items():
         for phase, split in result.get("cpu", {}).items():
             if split:
-                body.append([f"{scenario}: {phase}", *(_fmt(split.get(p)) for p in CPU_PARTS)])
+                body.append([f"{scenario}: {phase}", *(_fmt(split.get(p)) for p in parts)])
     return body
 
 
 def terminal(results: Mapping[str, Result]) -> str:
-    """Return the text report: figures, targets, CPU split."""
+    """Return the text report: figures, side by side with the baselines, targets, CPU split."""
     figures = _table(["scenario", "figure", "value"], [list(r) for r in rows(results)])
+    header, body = side_by_side_table(results)
+    if body:
+        figures += f"\n\nSide by side (same run)\n{_table(header, body)}\n{SIDE_BY_SIDE_NOTE}"
     goals = _table(
         ["target", "goal", "measured", "met"],
         [
@@ -214,7 +402,7 @@ def terminal(results: Mapping[str, Result]) -> str:
             for t in targets(results)
         ],
     )
-    cpu = _table(["CPU, % of one core", *CPU_PARTS], cpu_rows(results))
+    cpu = _table(["CPU, % of one core", *cpu_parts(results)], cpu_rows(results))
     return f"{figures}\n\n{goals}\n\n{cpu}\n"
 
 
@@ -226,9 +414,12 @@ def markdown(results: Mapping[str, Result]) -> str:
         lines += ["| " + " | ".join(c.replace("|", "/") for c in r) + " |" for r in body]
         return "\n".join(lines)
 
+    header, body = side_by_side_table(results)
+    compared = f"**Side by side (same run)**\n\n{md(header, body)}\n\n{SIDE_BY_SIDE_NOTE}\n\n"
     return (
         md(["scenario", "figure", "value"], [list(r) for r in rows(results)])
         + "\n\n"
+        + (compared if body else "")
         + md(
             ["target", "goal", "measured", "met"],
             [
@@ -237,7 +428,7 @@ def markdown(results: Mapping[str, Result]) -> str:
             ],
         )
         + "\n\n"
-        + md(["CPU, % of one core", *CPU_PARTS], cpu_rows(results))
+        + md(["CPU, % of one core", *cpu_parts(results)], cpu_rows(results))
         + "\n"
     )
 

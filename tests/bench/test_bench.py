@@ -15,11 +15,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from py_vapid import Vapid  # type: ignore[import-untyped,unused-ignore]
 from pywebpush import WebPusher  # type: ignore[import-untyped,unused-ignore]
 
+from bench import report
 from bench.cli import DEFAULT_ORDER, parse_args
 from bench.deploy import CpuMeter, CpuSample
 from bench.drain import AcceptSampler, window_peak
@@ -329,3 +331,90 @@ def test_a_stopped_process_reports_the_cpu_it_used_and_its_exit_status() -> None
     assert child.returncode == -signal.SIGTERM
     # Once reaped, stopping again finds nothing more to count.
     assert _end(child, signal.SIGTERM, timeout=1) == 0.0
+
+
+def _ramp_step(rate: float, passed: bool) -> dict[str, Any]:
+    return {
+        "offered_deliveries_per_s": rate,
+        "deliveries_per_s": rate,
+        "latency_ms": {"p99": 5.0},
+        "lost": 0,
+        "passed": passed,
+    }
+
+
+def _baseline(
+    direct: float, groups: float, rss: float, p99: float, *, saturated: bool
+) -> dict[str, Any]:
+    return {
+        "direct_max_msgs_per_s": direct,
+        "direct_stopped": saturated,
+        "groups_max_deliveries_per_s": groups,
+        "groups_stopped": True,
+        "rss_per_socket_kb": rss,
+        "fanout": {"members": 1000, "last_member_ms": {"p50": p99 / 2, "p99": p99}},
+    }
+
+
+def test_side_by_side_divides_ours_by_each_baseline_and_holds_the_stricter_tutorial() -> None:
+    """Ours 600 msg/s against tutorials at 800 (in-memory) and 250 (Redis): 0.75x the faster."""
+    results: dict[str, Any] = {
+        "throughput": {
+            "figures": {
+                "direct_max_msgs_per_s": 600.0,
+                "groups_max_deliveries_per_s": 3000.0,
+                "direct_steps": [_ramp_step(600, True), _ramp_step(800, False)],
+                "group_steps": [_ramp_step(3000, True)],  # never stopped: at least 3,000
+            },
+            "params": {"group_size": 10},
+        },
+        "baselines": {
+            "figures": {
+                "tutorial_memory": _baseline(800.0, 2000.0, 30.0, 100.0, saturated=True),
+                "tutorial_redis": _baseline(250.0, 1500.0, 25.0, 120.0, saturated=True),
+                "relay": _baseline(2000.0, 3600.0, 0.0, 10.0, saturated=False),
+            },
+            "cpu": {"relay, fan-out": {"gateways": 0.0, "baseline": 12.5}},
+        },
+        "connections": {"figures": {"steps": [{"rss_per_socket_kb": 20.0}]}},
+        "fanout": {"params": {"members": 1000}, "figures": {"last_member_ms": {"p99": 300.0}}},
+    }
+    compared = report.side_by_side(results)
+    by_figure = {row["figure"]: row for row in compared["rows"]}
+    direct = by_figure["direct chats, max sustained"]
+    assert direct["ours"] == 600.0 and direct["ours_at_least"] is False
+    assert {n: b["ours_over_it"] for n, b in direct["baselines"].items()} == {
+        "tutorial_memory": 0.75,
+        "tutorial_redis": 2.4,
+        "relay": 0.3,
+    }
+    assert direct["baselines"]["relay"]["at_least"] is True
+    assert by_figure["groups of 10, max sustained"]["ours_at_least"] is True
+    rss = by_figure["RSS per idle socket"]["baselines"]
+    # A baseline that grew by nothing gives no ratio rather than a division by zero.
+    assert (rss["tutorial_redis"]["ours_over_it"], math.isnan(rss["relay"]["ours_over_it"])) == (
+        0.8,
+        True,
+    )
+    p50 = by_figure["fan-out to 1,000, last member p50"]
+    assert p50["ours"] is None and math.isnan(p50["baselines"]["relay"]["ours_over_it"])
+    assert (
+        by_figure["fan-out to 1,000, last member p99"]["baselines"]["tutorial_memory"][
+            "ours_over_it"
+        ]
+        == 3.0
+    )
+    # Throughput against the faster tutorial (800), RSS against the leaner one (25 KB).
+    assert [(t["value"], t["goal"], t["met"]) for t in compared["targets"]] == [
+        (0.75, ">= 3 x", False),
+        (0.8, "<= 1 x", True),
+    ]
+    header, body = report.side_by_side_table(results)
+    assert header[1:4] == ["ours", "tutorial, in-memory", "ours / it"]
+    assert body[0][1:] == ["600.0", "800.0", "0.75x", "250.0", "2.40x", "2,000.0+", "0.30x"]
+    assert report.cpu_parts(results)[5] == "baseline"
+    # Without the baselines in the run there is nothing to compare and no target.
+    assert report.side_by_side({"throughput": results["throughput"]}) == {
+        "rows": [],
+        "targets": [],
+    }
