@@ -70,6 +70,33 @@ def test_smoke_run_measures_every_scenario_and_writes_its_report(tmp_path: Path)
     assert throughput["direct_max_msgs_per_s"] > 0
     assert throughput["groups_max_deliveries_per_s"] > 0
 
+    # The three baseline servers got the same load and delivered every message of it.
+    baselines = results["baselines"]["figures"]
+    assert list(baselines) == ["tutorial_memory", "tutorial_redis", "relay"]
+    for name, server in baselines.items():
+        for steps in (server["direct_steps"], server["group_steps"]):
+            assert steps, name
+            for s in steps:
+                assert s["sends_failed"] == s["lost"] == 0, (name, s)
+                assert s["delivered"] == s["deliveries_expected"] > 0, (name, s)
+        # Rooms of 5: the tutorial's echo to the sender is not a delivery.
+        assert (
+            server["group_steps"][0]["deliveries_expected"] == 4 * server["group_steps"][0]["sends"]
+        )
+        assert server["direct_max_msgs_per_s"] > 0 and server["groups_max_deliveries_per_s"] > 0
+        assert server["idle"]["connected"] == 50 and server["rss_per_socket_kb"] > 0, name
+        assert server["fanout"]["incomplete_repeats"] == 0
+        assert all(r["received"] == 19 for r in server["fanout"]["repeats"]), name
+    assert all("baseline" in split for split in results["baselines"]["cpu"].values())
+    compared = document["side_by_side"]
+    assert len(compared["rows"]) == 5  # direct, groups, RSS, fan-out p50 and p99
+    for row in compared["rows"]:
+        assert all(b["ours_over_it"] > 0 for b in row["baselines"].values()), row
+    assert [t["goal"] for t in compared["targets"]] == [">= 3 x", "<= 1 x"]
+    assert all(t["value"] > 0 for t in compared["targets"])
+    assert "Side by side (same run)" in proc.stdout
+    assert "Side by side (same run)" in (out / "summary.md").read_text()
+
     fanout = results["fanout"]["figures"]
     assert fanout["incomplete_repeats"] == 0
     assert all(r["received"] == 19 for r in fanout["repeats"])
