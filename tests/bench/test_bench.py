@@ -440,6 +440,16 @@ def test_side_by_side_divides_ours_by_each_baseline_and_holds_the_stricter_tutor
     assert header[1:4] == ["ours", "tutorial, in-memory", "ours / it"]
     assert body[0][1:] == ["600.0", "800.0", "0.75x", "250.0", "2.40x", "2,000.0+", "0.30x"]
     assert report.cpu_parts(results)[5] == "baseline"
+    # A tutorial the ramp did not saturate bounds the ratio from above: a pass is unproven.
+    results["throughput"]["figures"]["direct_max_msgs_per_s"] = 3000.0
+    results["baselines"]["figures"]["tutorial_memory"]["direct_stopped"] = False
+    direct_goal = report.side_by_side(results)["targets"][0]
+    assert (direct_goal["value"], direct_goal["met"], direct_goal["undecided"]) == (
+        3.75,
+        False,
+        True,
+    )
+    assert "undecided" in report.terminal({k: results[k] for k in ("throughput", "baselines")})
     # Without the baselines in the run there is nothing to compare and no target.
     assert report.side_by_side({"throughput": results["throughput"]}) == {
         "rows": [],
