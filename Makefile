@@ -74,7 +74,7 @@ help:
 	@echo "make run    - install, migrate, create demo users, serve http://$(HOST):$(PORT) (embedded defaults)"
 	@echo "make serve  - two gateways (ports $(GATEWAY_PORTS)), a Celery worker, a thumbnail worker and beat on the local PostgreSQL and Redis"
 	@echo "make test   - the whole suite against PostgreSQL and Redis, then the message tests on a partitioned message table"
-	@echo "make bench  - the load benchmark on its own PostgreSQL, Redis, Celery and gateways (~14 min)"
+	@echo "make bench  - the load benchmark on its own PostgreSQL, Redis, Celery and gateways, beside baseline servers (~22 min)"
 	@echo "make check  - ruff, mypy, import contracts, makemigrations --check, tests"
 	@echo "make fmt    - rewrite the code with ruff (format and safe fixes)"
 	@echo "make hooks  - run the fast checks (lint, types, contracts, migrations) before each commit"

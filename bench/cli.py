@@ -1,6 +1,6 @@
 """`python -m bench`: bring up a deployment, run the scenarios, report.
 
-    python -m bench                          # everything (`make bench`), about 10 minutes
+    python -m bench                          # everything (`make bench`), about 22 minutes
     python -m bench --smoke                  # every scenario, tiny (the test suite's run)
     python -m bench --scenarios latency,fanout --gateways 2
     python -m bench --connections 5000 --scenarios connections
@@ -105,7 +105,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
             "and beat, a local Web Push endpoint and N gateway processes on 127.0.0.1, "
             "drives them with the reference client (chatclient), and reports latency, "
             "throughput, fan-out, idle sockets, reconnect storm, catch-up, presence cost "
-            "and offline notifications with the CPU split of each."
+            "and offline notifications with the CPU split of each, and throughput, idle "
+            "sockets and fan-out beside baseline servers that store nothing."
         ),
         epilog=f"Scenarios, in run order: {', '.join(DEFAULT_ORDER)}.",
     )
