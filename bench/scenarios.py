@@ -16,7 +16,7 @@ import functools
 import math
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -323,18 +323,23 @@ def latency(ctx: Context) -> Result:
 # --- throughput ---------------------------------------------------------------------------
 
 
-async def _ramp(
+async def ramp(
     ctx: Context,
-    senders: Sequence[tuple[ChatClient, int]],
-    recipients: dict[int, list[str]],
-    history: History,
     rates: Sequence[int],
     label: str,
+    run: Callable[[int], Awaitable[Result]],
+    pause: float = 1.0,
 ) -> list[Result]:
+    """Run `run(rate)` for each rate in turn, `pause` s apart, and print each step.
+
+    The ramp stops after the first step whose p99 passes `RAMP_P99_LIMIT_MS` or that
+    loses or fails anything; each step gets `passed`.
+    """
     steps = []
-    await _step(ctx, senders, recipients, history, 20, 1.0, f"{label}-warm-up")
-    for rate in rates:
-        step = await _step(ctx, senders, recipients, history, rate, ctx.sizes.ramp_seconds, label)
+    for n, rate in enumerate(rates):
+        if n:
+            await asyncio.sleep(pause)
+        step = await run(rate)
         p99 = step["latency_ms"].get("p99", math.nan)
         passed = step["lost"] == 0 and step["sends_failed"] == 0 and p99 <= RAMP_P99_LIMIT_MS
         step["passed"] = passed
@@ -346,8 +351,23 @@ async def _ramp(
         )
         if not passed:
             break
-        await asyncio.sleep(1.0)
     return steps
+
+
+async def _ramp(
+    ctx: Context,
+    senders: Sequence[tuple[ChatClient, int]],
+    recipients: dict[int, list[str]],
+    history: History,
+    rates: Sequence[int],
+    label: str,
+) -> list[Result]:
+    await _step(ctx, senders, recipients, history, 20, 1.0, f"{label}-warm-up")
+
+    def run(rate: int) -> Awaitable[Result]:
+        return _step(ctx, senders, recipients, history, rate, ctx.sizes.ramp_seconds, label)
+
+    return await ramp(ctx, rates, label, run)
 
 
 def _best(steps: Sequence[Result]) -> Result | None:

@@ -39,7 +39,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -61,7 +61,7 @@ from bench.harness import (
     port_accepts,
     redis_db_url,
 )
-from bench.scenarios import RAMP_P99_LIMIT_MS, Context, Result
+from bench.scenarios import RAMP_P99_LIMIT_MS, Context, Result, ramp
 
 # The Redis layer's database on the deployment's Redis (0 is our layer's, 1 the broker's).
 REDIS_DB = 7
@@ -345,25 +345,13 @@ async def _ramp(
     label: str,
 ) -> list[Result]:
     """Ramp through `rates` until a step's p99 passes the limit or it loses anything."""
-    steps = []
     pause = ctx.sizes.baseline_pause_seconds
     await _step(meter, members, tally, 20, pause)  # warm-up
-    for n, rate in enumerate(rates):
-        if n:
-            await asyncio.sleep(pause)
-        step = await _step(meter, members, tally, rate, ctx.sizes.ramp_seconds)
-        p99 = step["latency_ms"].get("p99", math.nan)
-        passed = step["lost"] == 0 and step["sends_failed"] == 0 and p99 <= RAMP_P99_LIMIT_MS
-        step["passed"] = passed
-        steps.append(step)
-        ctx.progress(
-            f"  {label}: offered {rate} msg/s ({step['offered_deliveries_per_s']} deliveries/s)"
-            f" -> {step['deliveries_per_s']} deliveries/s, p99 {p99} ms, lost {step['lost']}"
-            f"{'' if passed else '  [stop]'}"
-        )
-        if not passed:
-            break
-    return steps
+
+    def run(rate: int) -> Awaitable[Result]:
+        return _step(meter, members, tally, rate, ctx.sizes.ramp_seconds)
+
+    return await ramp(ctx, rates, label, run, pause)
 
 
 def _best(steps: Sequence[Result]) -> Result | None:
