@@ -16,7 +16,7 @@ import math
 import multiprocessing
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
@@ -223,14 +223,10 @@ def members_by_conversation(clients: Mapping[str, Sequence[int]]) -> dict[int, l
     return dict(result)
 
 
-async def offer_load(
-    senders: Sequence[tuple[ChatClient, int]],
-    rate: float,
-    duration: float,
-    *,
-    tag: str,
+async def open_loop(
+    rate: float, duration: float, send: Callable[[int], Coroutine[Any, Any, Any]]
 ) -> list[asyncio.Task[Any]]:
-    """Start sends at `rate` per second for `duration` s, round-robin over `senders`.
+    """Start `send(0)`, `send(1)`, ... as tasks, `rate` per second for `duration` s.
 
     Open loop: a send starts when its time comes whether or not earlier ones were
     answered, so a slow server shows up as latency, not as a lower offered rate.
@@ -243,17 +239,26 @@ async def offer_load(
     while issued < total:
         due = min(total, int((time.monotonic() - started) * rate) + 1)
         while issued < due:
-            client, conversation = senders[issued % len(senders)]
-            tasks.append(
-                asyncio.create_task(
-                    client.send(conversation, f"{tag} {issued}", timeout=30.0),
-                    name=f"send {tag} {issued}",
-                )
-            )
+            tasks.append(asyncio.create_task(send(issued), name=f"send {issued}"))
             issued += 1
-        next_at = started + issued / rate
-        await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+        await asyncio.sleep(max(0.0, started + issued / rate - time.monotonic()))
     return tasks
+
+
+async def offer_load(
+    senders: Sequence[tuple[ChatClient, int]],
+    rate: float,
+    duration: float,
+    *,
+    tag: str,
+) -> list[asyncio.Task[Any]]:
+    """Send `open_loop` at `rate` per second for `duration` s, round-robin over `senders`."""
+
+    def send(n: int) -> Coroutine[Any, Any, Any]:
+        client, conversation = senders[n % len(senders)]
+        return client.send(conversation, f"{tag} {n}", timeout=30.0)
+
+    return await open_loop(rate, duration, send)
 
 
 async def settle(tasks: Sequence[asyncio.Task[Any]], timeout: float) -> int:

@@ -42,12 +42,13 @@ import time
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from bench.deploy import CpuMeter, process_cpu, rss_bytes
-from bench.fleet import CONNECT_TIMEOUT, settle, summary_ms
+from bench.fleet import CONNECT_TIMEOUT, open_loop, settle, summary_ms
 from bench.harness import (
     _LIVE,
     LOCALHOST,
@@ -292,19 +293,9 @@ async def _fleet(
 
 async def _offer(
     members: Sequence[Member], tally: Tally, rate: float, duration: float
-) -> list[asyncio.Task[None]]:
+) -> list[asyncio.Task[Any]]:
     """Start sends at `rate` per second for `duration` s, round robin, open loop."""
-    tasks: list[asyncio.Task[None]] = []
-    total = max(1, round(rate * duration))
-    started = time.monotonic()
-    issued = 0
-    while issued < total:
-        due = min(total, int((time.monotonic() - started) * rate) + 1)
-        while issued < due:
-            tasks.append(asyncio.create_task(members[issued % len(members)].send(tally)))
-            issued += 1
-        await asyncio.sleep(max(0.0, started + issued / rate - time.monotonic()))
-    return tasks
+    return await open_loop(rate, duration, lambda n: members[n % len(members)].send(tally))
 
 
 async def _step(
