@@ -11,19 +11,33 @@ Redis restarts: redis-py's pub/sub connection re-subscribes every channel and gr
 it reconnects, and `receive` waits on an in-process queue, so open sockets survive; what
 was published while Redis was away is lost and clients repair it from the log.
 
-The one change: channels-redis gives each socket an unbounded in-process queue. Here it
-holds at most `capacity` events (CHANNEL_LAYER_CAPACITY, default 1,000) and drops the
-oldest beyond that (a socket that far behind is about to be closed 4429 anyway), counted
-as `chat_fanout_events_dropped_total{reason="inbox_full"}`.
+Two changes:
+- channels-redis gives each socket an unbounded in-process queue. Here it holds at most
+  `capacity` events (CHANNEL_LAYER_CAPACITY, default 1,000) and drops the oldest beyond
+  that (a socket that far behind is about to be closed 4429 anyway), counted as
+  `chat_fanout_events_dropped_total{reason="inbox_full"}`.
+- channels-redis runs every PUBLISH, SUBSCRIBE and UNSUBSCRIBE of a shard one at a time
+  under one `asyncio.Lock`: a round trip per publish, a write per subscribe, and, with
+  hundreds of handshakes waiting, a lock whose every acquire scans all its waiters.
+  Here (`_Shard`) they join one ordered queue that a single task drains: what waits
+  goes out together, consecutive publishes as one pipeline, consecutive subscribes as
+  one SUBSCRIBE. The order of the operations is the order they were asked in, as with
+  the lock (a group's events leave in commit order), and a subscribe to a channel the
+  shard already has costs nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 from typing import Any
 
 from channels_redis.core import BoundedQueue
-from channels_redis.pubsub import RedisPubSubChannelLayer, RedisPubSubLoopLayer
+from channels_redis.pubsub import (
+    RedisPubSubChannelLayer,
+    RedisPubSubLoopLayer,
+    RedisSingleShardConnection,
+)
 
 from chatsite import metrics
 
@@ -37,10 +51,113 @@ class _CountingQueue(BoundedQueue):  # type: ignore[misc]
         super().put_nowait(item)
 
 
+# Operations sent in one round trip at most (a pipeline of publishes, one SUBSCRIBE).
+BATCH = 500
+
+_Op = tuple[str, str, Any, "asyncio.Future[None]"]
+
+
+class _Shard(RedisSingleShardConnection):  # type: ignore[misc]
+    """One Redis shard's connection whose operations are queued, not locked one by one."""
+
+    def __init__(self, host: Any, channel_layer: Any) -> None:
+        super().__init__(host, channel_layer)
+        self._ops: list[_Op] = []
+        self._queued: dict[str, int] = {}  # channel -> its (un)subscribes still queued
+        self._drainer: asyncio.Task[None] | None = None
+
+    async def publish(self, channel: str, message: Any) -> None:
+        await self._enqueue("publish", channel, message)
+
+    async def subscribe(self, channel: str) -> None:
+        if channel in self._subscribed_to and channel not in self._queued:
+            return  # already subscribed, and no unsubscribe waits ahead of this
+        await self._enqueue("subscribe", channel)
+
+    async def unsubscribe(self, channel: str) -> None:
+        if channel not in self._subscribed_to and channel not in self._queued:
+            return
+        await self._enqueue("unsubscribe", channel)
+
+    def _enqueue(self, kind: str, channel: str, message: Any = None) -> asyncio.Future[None]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        self._ops.append((kind, channel, message, future))
+        if kind != "publish":
+            self._queued[channel] = self._queued.get(channel, 0) + 1
+        if self._drainer is None or self._drainer.done():
+            self._drainer = loop.create_task(self._drain())
+        return future
+
+    async def _drain(self) -> None:
+        try:
+            async with self._lock:  # `flush` (the layer's reset) takes it too
+                while self._ops:
+                    ops, self._ops = self._ops[:BATCH], self._ops[BATCH:]
+                    for kind, run in itertools.groupby(ops, key=lambda op: op[0]):
+                        await self._run(kind, list(run))
+        except asyncio.CancelledError:
+            # The loop is shutting down: nobody is left to send what still waits.
+            for *_rest, future in self._ops:
+                future.cancel()
+            self._ops, self._queued = [], {}
+            raise
+
+    async def _run(self, kind: str, ops: list[_Op]) -> None:
+        # A publish or subscribe whose caller stopped waiting (a timeout) is dropped, as
+        # one still waiting for the lock was; an unsubscribe is cleanup and always runs.
+        todo = [op for op in ops if kind == "unsubscribe" or not op[3].cancelled()]
+        try:
+            if todo:
+                self._ensure_redis()
+                if kind == "publish":
+                    pipe = self._redis.pipeline(transaction=False)
+                    for _kind, channel, message, _future in todo:
+                        pipe.publish(channel, message)
+                    await pipe.execute()
+                else:
+                    await self._resubscribe(kind, [op[1] for op in todo])
+        except Exception as exc:  # noqa: BLE001 - each caller gets its operation's failure
+            for *_rest, future in ops:
+                if not future.done():
+                    future.set_exception(exc)
+        except BaseException:
+            for *_rest, future in ops:
+                future.cancel()
+            raise
+        else:
+            for *_rest, future in ops:
+                if not future.done():
+                    future.set_result(None)
+        finally:
+            if kind != "publish":
+                for _kind, channel, _message, _future in ops:
+                    left = self._queued[channel] - 1
+                    if left:
+                        self._queued[channel] = left
+                    else:
+                        del self._queued[channel]
+
+    async def _resubscribe(self, kind: str, channels: list[str]) -> None:
+        """SUBSCRIBE what is not subscribed yet, or UNSUBSCRIBE what is, in one command."""
+        wanted = kind == "subscribe"
+        names = [c for c in dict.fromkeys(channels) if (c in self._subscribed_to) != wanted]
+        if not names:
+            return
+        self._ensure_receiver()
+        if kind == "subscribe":
+            await self._pubsub.subscribe(*names)
+            self._subscribed_to.update(names)
+        else:  # never with no names: that would unsubscribe from everything
+            await self._pubsub.unsubscribe(*names)
+            self._subscribed_to.difference_update(names)
+
+
 class _BoundedLoopLayer(RedisPubSubLoopLayer):  # type: ignore[misc]
     def __init__(self, *args: Any, capacity: int = 1000, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.capacity = capacity
+        self._shards = [_Shard(s.host, self) for s in self._shards]  # type: ignore[has-type]
 
     async def _subscribe_to_channel(self, channel: str) -> None:
         self.channels[channel] = _CountingQueue(self.capacity)

@@ -1,0 +1,180 @@
+"""The gateways' channel layer on the real Redis: queued shard operations.
+
+Each shard's PUBLISH, SUBSCRIBE and UNSUBSCRIBE calls go through one ordered queue
+(`chatsite.layers._Shard`). What the tests hold it to: the order of the calls is the
+order of the effects (a group's events arrive in the order they were sent, a leave
+then a join ends subscribed), concurrent handshakes share SUBSCRIBE commands, and a
+failure reaches the callers whose operations it hit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from django.conf import settings
+from redis import asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from chatsite.layers import BoundedPubSubChannelLayer
+
+T = TypeVar("T")
+
+
+def run(scenario: Callable[[], Awaitable[T]]) -> T:
+    return asyncio.run(scenario())  # type: ignore[arg-type]
+
+
+def make_layer(prefix: str, url: str | None = None) -> BoundedPubSubChannelLayer:
+    return BoundedPubSubChannelLayer(hosts=[url or settings.REDIS_URL], prefix=prefix)
+
+
+async def receive_all(layer: Any, channel: str, count: int) -> list[Any]:
+    return [await asyncio.wait_for(layer.receive(channel), 5) for _ in range(count)]
+
+
+async def count_subscribes(prefix: str, during: Callable[[], Awaitable[None]]) -> int:
+    """Run `during` and count the SUBSCRIBE commands naming `prefix` that Redis saw."""
+    seen = 0
+    client = aioredis.from_url(settings.REDIS_URL)  # type: ignore[no-untyped-call]
+    try:
+        async with client.monitor() as monitor:
+            await asyncio.sleep(0.1)  # MONITOR is on before the first command
+            done = asyncio.ensure_future(during())
+            while True:
+                try:
+                    command = await asyncio.wait_for(monitor.next_command(), 1.0)
+                except TimeoutError:
+                    break  # 1 s without a command after `during`: nothing more comes
+                text = command["command"]
+                if text.startswith("SUBSCRIBE ") and prefix in text:
+                    seen += 1
+            await done
+    finally:
+        await client.aclose()
+    return seen
+
+
+def test_a_thousand_concurrent_group_sends_arrive_complete_and_in_order() -> None:
+    prefix = f"layer-{uuid.uuid4().hex[:8]}"
+
+    async def scenario() -> list[Any]:
+        sender, receiver = make_layer(prefix), make_layer(prefix)
+        channel = await receiver.new_channel()
+        await receiver.group_add("conv.1", channel)
+        # Sent all at once, as the fan-out queues and sockets of a busy gateway do.
+        await asyncio.gather(
+            *(sender.group_send("conv.1", {"type": "e", "n": n}) for n in range(1000))
+        )
+        got = await receive_all(receiver, channel, 1000)
+        await sender.flush()
+        await receiver.flush()
+        return [m["n"] for m in got]
+
+    assert run(scenario) == list(range(1000))
+
+
+def test_three_hundred_handshakes_at_once_share_few_subscribe_commands() -> None:
+    prefix = f"layer-{uuid.uuid4().hex[:8]}"
+    channels: list[str] = []
+
+    async def scenario() -> list[Any]:
+        layer, sender = make_layer(prefix), make_layer(prefix)
+
+        async def handshake(n: int) -> None:
+            channel = await layer.new_channel()
+            await layer.group_add(f"user.{n}", channel)
+            await layer.group_add("conv.shared", channel)  # mostly subscribed already
+            channels.append(channel)
+
+        async def all_handshakes() -> None:
+            await asyncio.gather(*(handshake(n) for n in range(300)))
+
+        commands = await count_subscribes(prefix, all_handshakes)
+        await sender.group_send("conv.shared", {"type": "e", "n": 1})
+        for n in range(300):
+            await sender.group_send(f"user.{n}", {"type": "e", "n": n})
+        got = [await receive_all(layer, channel, 2) for channel in channels]
+        await layer.flush()
+        await sender.flush()
+        return [commands, got]
+
+    commands, got = run(scenario)
+    # 300 sockets: 300 own channels, 300 user groups and one shared group, 601 channels.
+    assert len(got) == 300
+    assert all(first == {"type": "e", "n": 1} for first, _ in got)
+    assert sorted(second["n"] for _, second in got) == list(range(300))
+    # channels-redis sent one SUBSCRIBE per channel (601); queued, they share commands.
+    assert 1 <= commands <= 60, commands
+
+
+def test_leaving_and_joining_a_group_at_once_ends_in_the_group() -> None:
+    prefix = f"layer-{uuid.uuid4().hex[:8]}"
+
+    async def scenario() -> list[Any]:
+        layer, sender = make_layer(prefix), make_layer(prefix)
+        channel = await layer.new_channel()
+        await layer.group_add("conv.9", channel)
+        # The last member leaves (UNSUBSCRIBE queued) and joins again before it ran.
+        leave = asyncio.ensure_future(layer.group_discard("conv.9", channel))
+        join = asyncio.ensure_future(layer.group_add("conv.9", channel))
+        await asyncio.gather(leave, join)
+        await sender.group_send("conv.9", {"type": "e", "n": 9})
+        got = await receive_all(layer, channel, 1)
+        # And the other way round: joined, then the leave is the last word.
+        await asyncio.gather(
+            layer.group_add("conv.9", channel), layer.group_discard("conv.9", channel)
+        )
+        await sender.group_send("conv.9", {"type": "e", "n": 10})
+        await sender.send(channel, {"type": "e", "n": 11})
+        got += await receive_all(layer, channel, 1)
+        await layer.flush()
+        await sender.flush()
+        return got
+
+    assert run(scenario) == [{"type": "e", "n": 9}, {"type": "e", "n": 11}]
+
+
+def test_a_publish_to_an_unreachable_redis_fails_its_caller_and_the_next_one_too() -> None:
+    prefix = f"layer-{uuid.uuid4().hex[:8]}"
+
+    async def scenario() -> list[Any]:
+        # Nothing listens on port 9 of 127.0.0.1 (discard): every connect is refused.
+        layer = make_layer(prefix, "redis://127.0.0.1:9/0")
+        outcomes = []
+        for _attempt in range(2):
+            try:
+                await asyncio.wait_for(layer.group_send("conv.1", {"type": "e"}), 10)
+            except (RedisConnectionError, OSError) as exc:
+                outcomes.append(type(exc).__name__)
+        await layer.flush()
+        return outcomes
+
+    # Tried: a group send with Redis down; the caller hears the failure (the fan-out
+    # counts it as publish_failed) instead of waiting forever, and the queue goes on.
+    assert len(run(scenario)) == 2
+
+
+def test_a_caller_that_stops_waiting_drops_its_publish_and_the_queue_goes_on() -> None:
+    prefix = f"layer-{uuid.uuid4().hex[:8]}"
+
+    async def scenario() -> list[Any]:
+        sender, receiver = make_layer(prefix), make_layer(prefix)
+        channel = await receiver.new_channel()
+        await receiver.group_add("conv.2", channel)
+        # Cancelled before the drain ran: never published (a fan-out timeout).
+        dropped = [asyncio.ensure_future(sender.group_send("conv.2", {"n": -1})) for _ in range(2)]
+        kept = asyncio.ensure_future(sender.group_send("conv.2", {"type": "e", "n": 1}))
+        await asyncio.sleep(0)  # all three are queued; the queue has not run yet
+        for future in dropped:
+            future.cancel()
+        await kept
+        await sender.group_send("conv.2", {"type": "e", "n": 2})
+        got = await receive_all(receiver, channel, 2)
+        await sender.flush()
+        await receiver.flush()
+        return got
+
+    assert run(scenario) == [{"type": "e", "n": 1}, {"type": "e", "n": 2}]
