@@ -20,11 +20,18 @@ It also turns uvicorn's reading of `X-Forwarded-For`/`X-Forwarded-Proto` off (as
 header on any connection from 127.0.0.1, so any local process could choose the address
 the sign-up and login budgets count. The application reads the header itself, as the
 settings say (`chatsite.clientaddr`: `API_NUM_PROXIES`, `API_TRUSTED_PROXIES`).
+
+And it spares each WebSocket upgrade a signature inspection: the `websockets` legacy
+server asks `inspect.signature` of uvicorn's handler, twice, on every connection (and
+warns that the handler takes a path), 5% of a gateway's CPU while clients connect.
+The answer depends only on the handler's function, so it is asked once per function.
 """
 
 from __future__ import annotations
 
 import asyncio
+import warnings
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import h11
@@ -33,6 +40,36 @@ from uvicorn.config import Config
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.server import ServerState
+
+with warnings.catch_warnings():
+    # The implementation uvicorn's `--ws websockets` runs on (the gateways' default);
+    # importing it warns that it is deprecated, once per process.
+    warnings.simplefilter("ignore", DeprecationWarning)
+    from websockets.legacy import server as legacy_server
+
+_inspect_handler = legacy_server.remove_path_argument
+_takes_path: dict[Any, bool] = {}
+Handler = Callable[..., Awaitable[Any]]
+
+
+def _remove_path_argument(ws_handler: Handler) -> Handler:
+    """`websockets`' own `remove_path_argument`, with its answer kept per function."""
+    function = getattr(ws_handler, "__func__", None)
+    if function is None:
+        return _inspect_handler(ws_handler)
+    takes_path = _takes_path.get(function)
+    if takes_path is None:
+        takes_path = _takes_path[function] = _inspect_handler(ws_handler) is not ws_handler
+    if not takes_path:
+        return ws_handler
+
+    async def without_path(websocket: Any) -> Any:
+        return await ws_handler(websocket, websocket.path)
+
+    return without_path
+
+
+legacy_server.remove_path_argument = _remove_path_argument
 
 # The request is still arriving in these states of the client's side.
 _RECEIVING = (h11.IDLE, h11.SEND_BODY)

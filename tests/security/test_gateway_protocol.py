@@ -1,5 +1,7 @@
 """The gateway's uvicorn protocol ignores uvicorn's proxy-headers option.
 
+(And it spares every WebSocket upgrade the inspection of uvicorn's handler.)
+
 Tried: a gateway command line without `--no-proxy-headers` (uvicorn's default trusts
 X-Forwarded-For from 127.0.0.1, and `--forwarded-allow-ips '*'` from anyone). The
 protocol class every gateway runs takes uvicorn's middleware off before the first
@@ -12,6 +14,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
 from uvicorn.config import Config
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 from uvicorn.server import ServerState
@@ -44,3 +47,36 @@ def test_uvicorns_proxy_headers_are_taken_off_whatever_the_command_line_says(
     assert config.proxy_headers is False
     assert protocol.app is config.loaded_app
     assert protocol.timeout_keep_alive == 7.0
+
+
+class Handlers:
+    """Stand-ins for uvicorn's handler (socket and path) and a newer one (socket only)."""
+
+    async def with_path(self, websocket: Any, path: str) -> tuple[Any, str]:
+        return websocket, path
+
+    async def without_path(self, websocket: Any) -> Any:
+        return websocket
+
+
+class Socket:
+    path = "/ws/v1/"
+
+
+def test_a_handlers_signature_is_inspected_once_per_function_not_per_connection() -> None:
+    # websockets' legacy server (uvicorn's `--ws websockets`) calls this for every
+    # connection; its own version inspects the signature and warns each time.
+    # Imported (its deprecation warning silenced) by chatsite.gateway.http, above.
+    from websockets.legacy import server as legacy_server
+
+    remove_path_argument: Any = legacy_server.remove_path_argument
+    first, second = Handlers(), Handlers()
+    with pytest.warns(DeprecationWarning, match="remove second argument"):
+        wrapped = remove_path_argument(first.with_path)
+    # A second connection: no inspection, so no warning (the suite turns one into an error).
+    again = remove_path_argument(second.with_path)
+    socket = Socket()
+    assert asyncio.run(wrapped(socket)) == (socket, "/ws/v1/")
+    assert asyncio.run(again(socket)) == (socket, "/ws/v1/")
+    assert remove_path_argument(first.without_path) == first.without_path
+    assert remove_path_argument(second.without_path) == second.without_path
