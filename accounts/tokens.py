@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from django.db.models import Exists
 from rest_framework_simplejwt.exceptions import TokenError
 from rest_framework_simplejwt.settings import api_settings
 from rest_framework_simplejwt.tokens import AccessToken, RefreshToken
@@ -64,24 +63,36 @@ def token_still_valid_for(token: AccessToken | RefreshToken, user: User) -> bool
     return not (family and revoked_families([family]))
 
 
+# The user, and whether the token's login family was revoked (a logout), in one query.
+_USER_BEHIND_SQL = f"""
+SELECT u.*, EXISTS (
+    SELECT 1 FROM {RevokedTokenFamily._meta.db_table} f WHERE f.family = %s
+) AS family_revoked
+FROM {User._meta.db_table} u WHERE u.id = %s
+"""  # noqa: S608 - table names are ours; values are parameters
+
+
 def user_behind(token: AccessToken) -> User | None:
     """Return the user who still stands behind `token` (`token_still_valid_for`), in one query.
 
     The handshake's check: the user and whether the token's login was logged out are read
-    together (two ORM queries cost a connect two compiles and two round trips).
+    together, in SQL written once (two ORM queries cost a connect two compiles and two
+    round trips; one ORM query still cost a compile, 8% of a gateway's CPU per connect).
     """
-    family = family_of(token)
-    users = User.objects.filter(pk=token.get(api_settings.USER_ID_CLAIM))
-    if family:
-        users = users.annotate(
-            family_revoked=Exists(RevokedTokenFamily.objects.filter(family=family))
-        )
-    user = users.first()
-    if user is None or not user.is_active or epoch_of(token) != user.login_epoch:
+    try:
+        user_id = int(token.get(api_settings.USER_ID_CLAIM))
+    except (TypeError, ValueError):
+        return None
+    family = family_of(token) or ""
+    found = list(User.objects.raw(_USER_BEHIND_SQL, [family, user_id]))
+    if not found:
+        return None
+    user = found[0]
+    if not user.is_active or epoch_of(token) != user.login_epoch:
         return None
     if token.get(api_settings.REVOKE_TOKEN_CLAIM) != get_md5_hash_password(user.password):
         return None
-    if family and user.family_revoked:  # type: ignore[attr-defined]
+    if user.family_revoked:  # type: ignore[attr-defined]
         return None
     return user
 
