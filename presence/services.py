@@ -1,8 +1,9 @@
 """Presence rules over a store: heartbeats, idle, busy, the grace on disconnect, the sweep.
 
 Called by the gateway (`messaging.consumers`), the only module that uses both apps.
-Every publish goes through `_publish_state` (mostly by `publish_if_changed`), so
-subscribers hear about a user only when the derived state changes. All functions take
+Every publish goes through `_announce`, after the state it publishes was swapped in
+(`publish_if_changed`, or a new connection's one round trip), so subscribers hear
+about a user only when the derived state changes. All functions take
 `now` (epoch seconds).
 """
 
@@ -41,31 +42,33 @@ async def publish_if_changed(store: PresenceStore, user_id: int, *, now: float) 
     connections = (await store.connections([user_id]))[user_id]
     busy = user_id in await store.busy([user_id])
     state = derive(connections, busy=busy, now=now, window=window())
-    return await _publish_state(store, user_id, state, now=now)
-
-
-async def _publish_state(store: PresenceStore, user_id: int, state: str, *, now: float) -> str:
-    """Store `state` as the user's published one; publish it if it differs."""
     previous = await store.swap_state(user_id, state)
+    await _announce(user_id, previous, state, now=now, store=store)
+    return state
+
+
+async def _announce(
+    user_id: int, previous: str | None, state: str, *, now: float, store: PresenceStore
+) -> None:
+    """Publish `state` if it differs from the one published before (`previous`)."""
     if (previous or OFFLINE) != state:
         last_seen = now if state != OFFLINE else (await store.last_seen([user_id])).get(user_id)
         await events.publish(user_id, state, last_seen)
-    return state
 
 
 async def connection_opened(
     store: PresenceStore, user_id: int, connection: str, *, busy: bool, now: float
 ) -> None:
     """Record a new connection (dropping ones that expired) and publish any change."""
-    known = (await store.connections([user_id]))[user_id]
+    # A connection that just beat, not idle, decides the state whatever the others say
+    # (`derive`), so the state is known before anything is written: one round trip.
+    state = derive({connection: Beat(now, False)}, busy=busy, now=now, window=window())
+    known, previous = await store.open_connection(
+        user_id, connection, busy=busy, now=now, state=state
+    )
     expired = [name for name in known if name not in live(known, now=now, window=window())]
     await store.remove(user_id, expired)
-    await store.set_busy(user_id, busy)
-    await store.beat(user_id, connection, idle=False, now=now)
-    # A connection that just beat, not idle, decides the state whatever the others say
-    # (`derive`), so it is not read back: two round trips fewer per connect.
-    state = derive({connection: Beat(now, False)}, busy=busy, now=now, window=window())
-    await _publish_state(store, user_id, state, now=now)
+    await _announce(user_id, previous, state, now=now, store=store)
 
 
 async def heartbeat(

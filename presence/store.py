@@ -16,7 +16,7 @@ import contextlib
 import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Iterable
-from typing import cast
+from typing import Any, cast
 
 from django.conf import settings
 from redis.asyncio import Redis
@@ -31,6 +31,16 @@ class PresenceStore(ABC):
     @abstractmethod
     async def beat(self, user_id: int, connection: str, *, idle: bool, now: float) -> None:
         """Record a heartbeat of one connection (creating it if new)."""
+
+    @abstractmethod
+    async def open_connection(
+        self, user_id: int, connection: str, *, busy: bool, now: float, state: str
+    ) -> tuple[dict[str, Beat], str | None]:
+        """Record a new connection at once: its first beat, the busy flag, the state.
+
+        Returns the user's connections as they were before, and the state `state`
+        replaced (`swap_state`).
+        """
 
     @abstractmethod
     async def remove(self, user_id: int, connections: Iterable[str]) -> None:
@@ -88,6 +98,15 @@ class MemoryPresenceStore(PresenceStore):
         """Record a heartbeat of one connection (creating it if new)."""
         self._connections.setdefault(user_id, {})[connection] = Beat(now, idle)
         self._live[user_id] = max(self._live.get(user_id, 0.0), now)
+
+    async def open_connection(
+        self, user_id: int, connection: str, *, busy: bool, now: float, state: str
+    ) -> tuple[dict[str, Beat], str | None]:
+        """Record a new connection at once: its first beat, the busy flag, the state."""
+        known = (await self.connections([user_id]))[user_id]
+        await self.set_busy(user_id, busy)
+        await self.beat(user_id, connection, idle=False, now=now)
+        return known, await self.swap_state(user_id, state)
 
     async def remove(self, user_id: int, connections: Iterable[str]) -> None:
         """Forget connections of a user."""
@@ -197,6 +216,25 @@ class RedisPresenceStore(PresenceStore):
             pipe.zadd(self._key("live"), {str(user_id): now}, gt=True)
             await pipe.execute()
 
+    async def open_connection(
+        self, user_id: int, connection: str, *, busy: bool, now: float, state: str
+    ) -> tuple[dict[str, Beat], str | None]:
+        """Record a new connection in one round trip (a pipeline of six)."""
+        key = self._key("c", user_id)
+        async with self._client(user_id).pipeline(transaction=False) as pipe:
+            pipe.hgetall(key)
+            if busy:
+                pipe.set(self._key("busy", user_id), "1")
+            else:
+                pipe.delete(self._key("busy", user_id))
+            pipe.hset(key, connection, f"{now:.3f}|0")
+            pipe.expire(key, self._ttl)
+            pipe.zadd(self._key("live"), {str(user_id): now}, gt=True)
+            pipe.getset(self._key("state", user_id), state)
+            replies = await pipe.execute()
+        previous = replies[-1]
+        return _beats(replies[0]), (_text(previous) if previous is not None else None)
+
     async def remove(self, user_id: int, connections: Iterable[str]) -> None:
         """Forget connections of a user."""
         names = list(connections)
@@ -213,11 +251,7 @@ class RedisPresenceStore(PresenceStore):
                     pipe.hgetall(self._key("c", uid))
                 replies = await pipe.execute()
             for uid, raw in zip(ids, replies, strict=True):
-                beats: dict[str, Beat] = {}
-                for name, value in raw.items():
-                    at, _, idle = _text(value).partition("|")
-                    beats[_text(name)] = Beat(float(at), idle == "1")
-                result[uid] = beats
+                result[uid] = _beats(raw)
         return result
 
     async def set_busy(self, user_id: int, busy: bool) -> None:
@@ -273,6 +307,15 @@ class RedisPresenceStore(PresenceStore):
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+def _beats(raw: dict[Any, Any]) -> dict[str, Beat]:
+    """Parse a user's connection hash (`name -> "at|idle"`)."""
+    beats: dict[str, Beat] = {}
+    for name, value in raw.items():
+        at, _, idle = _text(value).partition("|")
+        beats[_text(name)] = Beat(float(at), idle == "1")
+    return beats
 
 
 _memory = MemoryPresenceStore()

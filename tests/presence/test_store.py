@@ -71,6 +71,33 @@ def test_removing_connections_forgets_only_those(make_store) -> None:
     assert run(make_store, work) == {7: {"b": Beat(1.0, False)}}
 
 
+def test_opening_a_connection_beats_sets_busy_and_swaps_the_state_at_once(make_store) -> None:
+    async def work(store: PresenceStore) -> Any:
+        await store.beat(7, "old", idle=True, now=5.0)
+        await store.set_busy(7, True)
+        first = await store.open_connection(7, "new", busy=False, now=9.5, state="online")
+        second = await store.open_connection(7, "newer", busy=True, now=10.0, state="busy")
+        return (
+            first,
+            second,
+            await store.connections([7]),
+            await store.busy([7]),
+            await store.stale_users(before=9.9),
+            await store.swap_state(7, "online"),
+        )
+
+    first, second, connections, busy, stale, state = run(make_store, work)
+    # What was there before each open, and the state each one replaced.
+    assert first == ({"old": Beat(5.0, True)}, None)
+    assert second == ({"old": Beat(5.0, True), "new": Beat(9.5, False)}, "online")
+    assert connections == {
+        7: {"old": Beat(5.0, True), "new": Beat(9.5, False), "newer": Beat(10.0, False)}
+    }
+    assert busy == {7}  # the last open said busy
+    assert stale == []  # the open counts as the user's latest heartbeat
+    assert state == "busy"
+
+
 def test_busy_is_sticky_until_cleared(make_store) -> None:
     async def work(store: PresenceStore) -> Any:
         await store.set_busy(1, True)
