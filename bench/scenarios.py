@@ -206,15 +206,34 @@ def _fleet(
     ]
 
 
-async def _wait_quiet(history: History, seconds: float, limit: float) -> None:
-    """Wait until no message has arrived for `seconds`, at most `limit` seconds."""
+async def _drained(
+    history: History,
+    recipients: dict[int, list[str]],
+    since: float,
+    quiet: float = 0.5,
+    limit: float = 15.0,
+) -> None:
+    """Wait until every delivery arrived, or none did for `quiet` s (at most `limit`).
+
+    Run once the sends settled, so what they call for is known. Receipts are counted as
+    they come, every 10 ms; `deliveries` matches them only once there are enough.
+    """
     deadline = time.monotonic() + limit
-    count = -1
+    expected = deliveries(history, recipients, since=since).expected
+    seen = received = 0
+    changed = time.monotonic()
     while time.monotonic() < deadline:
-        if len(history.recvs) == count:
+        recvs = history.recvs
+        if len(recvs) != seen:
+            received += sum(1 for r in recvs[seen:] if r.via != "reply")
+            seen, changed = len(recvs), time.monotonic()
+            if received >= expected and (
+                deliveries(history, recipients, since=since).delivered >= expected
+            ):
+                return
+        elif time.monotonic() - changed > quiet:
             return
-        count = len(history.recvs)
-        await asyncio.sleep(seconds)
+        await asyncio.sleep(0.01)
 
 
 async def _step(
@@ -234,7 +253,7 @@ async def _step(
     tasks = await offer_load(senders, rate, duration, tag=tag)
     after = ctx.meter.sample()
     failed = await settle(tasks, timeout=35.0)
-    await _wait_quiet(history, 0.5, 15.0)
+    await _drained(history, recipients, started)
     got = deliveries(history, recipients, since=started)
     span = (got.last_receipt - started) if got.delivered else math.nan
     return {
