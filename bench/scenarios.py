@@ -77,6 +77,7 @@ class Sizes:
     )
     ramp_group: tuple[int, ...] = (20, 40, 60, 80, 100, 130, 170, 220, 280, 340, 400, 500, 650)
     ramp_seconds: float = 5.0
+    ramp_pause_seconds: float = 1.0  # between two steps of the ramp
     group_size: int = 10
     fanout_members: int = 1000
     fanout_repeats: int = 20
@@ -127,9 +128,10 @@ SMOKE = Sizes(
     latency_seconds=1.0,
     latency_min_samples=10,
     direct_clients=10,
-    ramp_direct=(20, 40),
-    ramp_group=(4, 8),
-    ramp_seconds=1.0,
+    ramp_direct=(40, 80),
+    ramp_group=(8, 16),
+    ramp_seconds=0.5,
+    ramp_pause_seconds=0.2,
     group_size=5,
     fanout_members=20,
     fanout_repeats=3,
@@ -386,7 +388,7 @@ async def _ramp(
     def run(rate: int) -> Awaitable[Result]:
         return _step(ctx, senders, recipients, history, rate, ctx.sizes.ramp_seconds, label)
 
-    return await ramp(ctx, rates, label, run)
+    return await ramp(ctx, rates, label, run, ctx.sizes.ramp_pause_seconds)
 
 
 def _best(steps: Sequence[Result]) -> Result | None:
