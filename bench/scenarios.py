@@ -77,6 +77,7 @@ class Sizes:
     )
     ramp_group: tuple[int, ...] = (20, 40, 60, 80, 100, 130, 170, 220, 280, 340, 400, 500, 650)
     ramp_seconds: float = 5.0
+    ramp_pause_seconds: float = 1.0  # between two steps of the ramp
     group_size: int = 10
     fanout_members: int = 1000
     fanout_repeats: int = 20
@@ -127,9 +128,10 @@ SMOKE = Sizes(
     latency_seconds=1.0,
     latency_min_samples=10,
     direct_clients=10,
-    ramp_direct=(20, 40),
-    ramp_group=(4, 8),
-    ramp_seconds=1.0,
+    ramp_direct=(40, 80),
+    ramp_group=(8, 16),
+    ramp_seconds=0.5,
+    ramp_pause_seconds=0.2,
     group_size=5,
     fanout_members=20,
     fanout_repeats=3,
@@ -142,14 +144,14 @@ SMOKE = Sizes(
     catchup_messages=100,
     catchup_conversations=5,
     catchup_repeats=1,
-    profile_rate=20,
-    profile_seconds=2.0,
+    profile_rate=40,
+    profile_seconds=1.0,
     notify_senders=5,
     notify_recipients=20,
-    notify_latency_runs=((20, 2.0, "prefork", 2, "chatsite"),),
+    notify_latency_runs=((40, 1.0, "prefork", 2, "chatsite"),),
     notify_pools=(("threads", 16, "bench.workerapp", 40, 30.0),),
-    notify_ab_rate=40,
-    notify_ab_seconds=1.5,
+    notify_ab_rate=60,
+    notify_ab_seconds=1.0,
     notify_ab_repeats=1,
     drain_clients=40,
     mobile_pushes=20,
@@ -206,15 +208,34 @@ def _fleet(
     ]
 
 
-async def _wait_quiet(history: History, seconds: float, limit: float) -> None:
-    """Wait until no message has arrived for `seconds`, at most `limit` seconds."""
+async def _drained(
+    history: History,
+    recipients: dict[int, list[str]],
+    since: float,
+    quiet: float = 0.5,
+    limit: float = 15.0,
+) -> None:
+    """Wait until every delivery arrived, or none did for `quiet` s (at most `limit`).
+
+    Run once the sends settled, so what they call for is known. Receipts are counted as
+    they come, every 10 ms; `deliveries` matches them only once there are enough.
+    """
     deadline = time.monotonic() + limit
-    count = -1
+    expected = deliveries(history, recipients, since=since).expected
+    seen = received = 0
+    changed = time.monotonic()
     while time.monotonic() < deadline:
-        if len(history.recvs) == count:
+        recvs = history.recvs
+        if len(recvs) != seen:
+            received += sum(1 for r in recvs[seen:] if r.via != "reply")
+            seen, changed = len(recvs), time.monotonic()
+            if received >= expected and (
+                deliveries(history, recipients, since=since).delivered >= expected
+            ):
+                return
+        elif time.monotonic() - changed > quiet:
             return
-        count = len(history.recvs)
-        await asyncio.sleep(seconds)
+        await asyncio.sleep(0.01)
 
 
 async def _step(
@@ -234,7 +255,7 @@ async def _step(
     tasks = await offer_load(senders, rate, duration, tag=tag)
     after = ctx.meter.sample()
     failed = await settle(tasks, timeout=35.0)
-    await _wait_quiet(history, 0.5, 15.0)
+    await _drained(history, recipients, started)
     got = deliveries(history, recipients, since=started)
     span = (got.last_receipt - started) if got.delivered else math.nan
     return {
@@ -367,7 +388,7 @@ async def _ramp(
     def run(rate: int) -> Awaitable[Result]:
         return _step(ctx, senders, recipients, history, rate, ctx.sizes.ramp_seconds, label)
 
-    return await ramp(ctx, rates, label, run)
+    return await ramp(ctx, rates, label, run, ctx.sizes.ramp_pause_seconds)
 
 
 def _best(steps: Sequence[Result]) -> Result | None:

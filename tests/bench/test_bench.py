@@ -123,7 +123,7 @@ def test_smoke_run_measures_every_scenario_and_writes_its_report(tmp_path: Path)
     assert profile["gateway_cpu_ms_per_send"] > 0
 
     notifications = results["notifications"]["figures"]
-    # 20 msg/s for 2 s, each message to its own offline recipient's conversation: every
+    # 40 msg/s for 1 s, each message to its own offline recipient's conversation: every
     # one pushed exactly once, decrypted at the endpoint, no sooner than NOTIFY_PUSH_DELAY.
     (run,) = notifications["latency"]
     assert run["sends"] == run["messages"] == run["pushed"] == 40

@@ -488,6 +488,8 @@ def test_a_message_to_a_closed_tab_is_pushed_by_the_worker_and_shown_by_the_serv
     here. Bo reading on another device then takes the notification back the same way.
     """
     settings.PUSH_ENDPOINT_ALLOW = [push_service.origin]
+    # The send below is made here: its notification is due after this process's delay.
+    settings.NOTIFY_PUSH_DELAY = 1.0
     make_workers(
         web.deployment,
         env={**push_service.worker_env(), "NOTIFY_PUSH_DELAY": "1", "NOTIFY_POLL_INTERVAL": "0.5"},
