@@ -12,12 +12,14 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from django.db import connection
 from rest_framework_simplejwt.exceptions import TokenError
 from rest_framework_simplejwt.settings import api_settings
 from rest_framework_simplejwt.tokens import AccessToken, RefreshToken
 from rest_framework_simplejwt.utils import get_md5_hash_password
 
 from accounts.models import RevokedTokenFamily, User
+from chatsite.sql import any_of
 
 FAMILY_CLAIM = "fam"
 EPOCH_CLAIM = "ep"
@@ -48,9 +50,13 @@ def revoked_families(families: Iterable[str]) -> set[str]:
     wanted = {f for f in families if f}
     if not wanted:
         return set()
-    return set(
-        RevokedTokenFamily.objects.filter(family__in=wanted).values_list("family", flat=True)
-    )
+    condition, params = any_of("family", wanted)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT family FROM {RevokedTokenFamily._meta.db_table} WHERE {condition}",  # noqa: S608
+            params,
+        )
+        return {family for (family,) in cursor}
 
 
 def token_still_valid_for(token: AccessToken | RefreshToken, user: User) -> bool:

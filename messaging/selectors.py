@@ -12,13 +12,14 @@ from datetime import UTC, datetime
 
 from django.conf import settings
 from django.db import connection
-from django.db.models import Count, Exists, IntegerField, OuterRef, Q, Subquery, Sum, Value
+from django.db.models import Count, Exists, IntegerField, OuterRef, Q, Subquery, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from accounts.models import User, avatar_path
 from chatsite.limits import MAX_SEQ
+from chatsite.sql import any_of
 from messaging import archive
 from messaging.errors import BadRequest, MessageNotFound, NotAMember
 from messaging.models import (
@@ -510,13 +511,15 @@ def get_log_positions(*, user_ids: list[int]) -> dict[int, int]:
     It only grows while the user's conversations do, and changes with every change in
     any of them, so a client whose own sum differs has missed an event (`pong`).
     """
-    rows = (
-        Membership.objects.filter(user_id__in=user_ids)
-        .order_by()
-        .values("user_id")
-        .annotate(position=Sum("conversation__last_seq"))
-        .values_list("user_id", "position")
-    )
+    condition, params = any_of("m.user_id", user_ids)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT m.user_id, SUM(c.last_seq) FROM {Membership._meta.db_table} m"  # noqa: S608 - our tables
+            f" JOIN {Conversation._meta.db_table} c ON c.id = m.conversation_id"
+            f" WHERE {condition} GROUP BY m.user_id",
+            params,
+        )
+        rows = cursor.fetchall()
     positions = {user_id: 0 for user_id in user_ids}
     positions.update({user_id: int(position or 0) for user_id, position in rows})
     return positions

@@ -26,8 +26,9 @@ from PIL import Image
 from rest_framework.test import APIClient
 
 from accounts.models import User
-from accounts.tokens import issue_pair
+from accounts.tokens import issue_pair, revoked_families
 from chatsite.asgi import application
+from chatsite.gateway.auth import Credential, find_revoked
 from messaging import search, selectors, services
 from messaging.errors import NotAMember
 from messaging.models import EmailDigest, Message, Notification, NotificationDue
@@ -85,6 +86,24 @@ def test_the_conversation_list_and_pages_read_the_same_on_sqlite(ana: User, bo: 
     assert ([m.body for m in after.messages], after.upto) == (["m3", "m4"], 5)
     before = selectors.list_messages_for_user(user=ana, conversation_id=chat.pk, before=3, limit=1)
     assert ([m.body for m in before.messages], before.has_more) == (["m1"], True)
+
+
+def test_log_positions_and_credential_rechecks_read_many_ids_on_sqlite(ana: User, bo: User) -> None:
+    """The hand-written `IN` of the SQLite branch (PostgreSQL takes one array)."""
+    chat, _ = services.create_direct_conversation(user=ana, other_user_id=bo.pk)
+    send(bo, chat.pk, "one")
+    nobody = 10**9
+    assert selectors.get_log_positions(user_ids=[ana.pk, bo.pk, nobody]) == {
+        ana.pk: 1,
+        bo.pk: 1,
+        nobody: 0,
+    }
+    assert selectors.get_log_positions(user_ids=[]) == {}
+    good = Credential("jwt", ana.pk, ana.password, epoch=ana.login_epoch)
+    stale = Credential("jwt", bo.pk, "an old password hash", epoch=bo.login_epoch)
+    gone = Credential("jwt", nobody, "", family="never-revoked")
+    assert find_revoked([good, stale, gone], now=0.0) == {1, 2}
+    assert revoked_families(["never-revoked", ""]) == set()
 
 
 def test_search_finds_every_word_as_a_substring_on_sqlite(ana: User, bo: User) -> None:
