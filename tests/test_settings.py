@@ -205,3 +205,16 @@ def test_a_bucket_name_selects_s3_storage_for_uploads() -> None:
         "S3Storage",
         "chat-uploads",
     ]
+
+
+def test_a_gateway_sets_its_gc_thresholds_and_bad_ones_are_a_clear_error() -> None:
+    """Tried: loading the gateway's application with the default and with a chosen
+    setting; then two numbers, a word and a zero."""
+    code = "import gc, chatsite.asgi; print(gc.get_threshold())"
+    assert run({}, "-c", code).stdout.strip() == "(50000, 50, 10)"
+    chosen = run({"GATEWAY_GC_THRESHOLDS": "700,10,10"}, "-c", code)
+    assert chosen.stdout.strip() == "(700, 10, 10)"
+    for raw in ("50000,50", "many,50,10", "50000,0,10"):
+        result = run({"GATEWAY_GC_THRESHOLDS": raw}, "manage.py", "check")
+        assert result.returncode != 0
+        assert f"GATEWAY_GC_THRESHOLDS={raw!r} is not three positive integers" in result.stderr
