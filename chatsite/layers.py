@@ -90,6 +90,7 @@ class _Shard(RedisSingleShardConnection):  # type: ignore[misc]
         return future
 
     async def _drain(self) -> None:
+        ops: list[_Op] = []
         try:
             async with self._lock:  # `flush` (the layer's reset) takes it too
                 while self._ops:
@@ -98,8 +99,8 @@ class _Shard(RedisSingleShardConnection):  # type: ignore[misc]
                         await self._run(kind, list(run))
         except asyncio.CancelledError:
             # The loop is shutting down: nobody is left to send what still waits.
-            for *_rest, future in self._ops:
-                future.cancel()
+            for *_rest, future in [*ops, *self._ops]:
+                future.cancel()  # a no-op for those already answered
             self._ops, self._queued = [], {}
             raise
 
