@@ -83,7 +83,7 @@ def user_behind(token: AccessToken) -> User | None:
 
     The handshake's check: the user and whether the token's login was logged out are read
     together, in SQL written once (two ORM queries cost a connect two compiles and two
-    round trips; one ORM query still cost a compile, 8% of a gateway's CPU per connect).
+    round trips; one ORM query still cost a compile per connect).
     """
     try:
         user_id = int(token.get(api_settings.USER_ID_CLAIM))
