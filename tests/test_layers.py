@@ -31,6 +31,15 @@ def make_layer(prefix: str, url: str | None = None) -> BoundedPubSubChannelLayer
     return BoundedPubSubChannelLayer(hosts=[url or settings.REDIS_URL], prefix=prefix)
 
 
+async def in_group(group: str) -> tuple[Any, Any, str]:
+    """Return a sending layer, a receiving layer and its channel in `group` (own prefix)."""
+    prefix = f"layer-{uuid.uuid4().hex[:8]}"
+    sender, receiver = make_layer(prefix), make_layer(prefix)
+    channel = await receiver.new_channel()
+    await receiver.group_add(group, channel)
+    return sender, receiver, channel
+
+
 async def receive_all(layer: Any, channel: str, count: int) -> list[Any]:
     return [await asyncio.wait_for(layer.receive(channel), 5) for _ in range(count)]
 
@@ -58,12 +67,8 @@ async def count_subscribes(prefix: str, during: Callable[[], Awaitable[None]]) -
 
 
 def test_a_thousand_concurrent_group_sends_arrive_complete_and_in_order() -> None:
-    prefix = f"layer-{uuid.uuid4().hex[:8]}"
-
     async def scenario() -> list[Any]:
-        sender, receiver = make_layer(prefix), make_layer(prefix)
-        channel = await receiver.new_channel()
-        await receiver.group_add("conv.1", channel)
+        sender, receiver, channel = await in_group("conv.1")
         # Sent all at once, as the fan-out queues and sockets of a busy gateway do.
         await asyncio.gather(
             *(sender.group_send("conv.1", {"type": "e", "n": n}) for n in range(1000))
@@ -111,12 +116,8 @@ def test_three_hundred_handshakes_at_once_share_few_subscribe_commands() -> None
 
 
 def test_leaving_and_joining_a_group_at_once_ends_in_the_group() -> None:
-    prefix = f"layer-{uuid.uuid4().hex[:8]}"
-
     async def scenario() -> list[Any]:
-        layer, sender = make_layer(prefix), make_layer(prefix)
-        channel = await layer.new_channel()
-        await layer.group_add("conv.9", channel)
+        sender, layer, channel = await in_group("conv.9")
         # The last member leaves (UNSUBSCRIBE queued) and joins again before it ran.
         leave = asyncio.ensure_future(layer.group_discard("conv.9", channel))
         join = asyncio.ensure_future(layer.group_add("conv.9", channel))
@@ -158,12 +159,8 @@ def test_a_publish_to_an_unreachable_redis_fails_its_caller_and_the_next_one_too
 
 
 def test_a_caller_that_stops_waiting_drops_its_publish_and_the_queue_goes_on() -> None:
-    prefix = f"layer-{uuid.uuid4().hex[:8]}"
-
     async def scenario() -> list[Any]:
-        sender, receiver = make_layer(prefix), make_layer(prefix)
-        channel = await receiver.new_channel()
-        await receiver.group_add("conv.2", channel)
+        sender, receiver, channel = await in_group("conv.2")
         # Cancelled before the drain ran: never published (a fan-out timeout).
         dropped = [asyncio.ensure_future(sender.group_send("conv.2", {"n": -1})) for _ in range(2)]
         kept = asyncio.ensure_future(sender.group_send("conv.2", {"type": "e", "n": 1}))
