@@ -1,14 +1,19 @@
 """Presence cost per heartbeat at 10,000 connected users: Redis commands, Redis CPU, our CPU.
 
-    python -m bench.presence_cost [--users 10000] [--rounds 3]
+    python -m bench.presence_cost [--users 10000] [--rounds 3] [--gateways 2]
 
 Starts its own redis-server on a free loopback port, connects every user (one socket
 each) through `presence.services.connection_opened`, then runs `--rounds` rounds in
 which every connection sends one heartbeat, as a socket does every
-PRESENCE_WRITE_INTERVAL (12.5 s) in steady state, through the same code the gateway
-runs (`presence.services.heartbeat`). Reports per heartbeat: Redis commands and round
-trips, Redis CPU (from INFO), and the CPU of this process (the gateway's share).
-The socket-side work per frame before that (a clock comparison) is not included.
+PRESENCE_WRITE_INTERVAL (12.5 s) in steady state. Each round is run twice:
+- one by one (`presence.services.heartbeat`, a pipeline per heartbeat: what the
+  gateway did before it gathered them), and
+- gathered, through the gateway's own code path (`presence.beats.BeatBatch`), in
+  batches of the size a gateway gathers in steady state: the users' heartbeats per
+  second, shared by `--gateways`, times `PRESENCE_WRITE_WINDOW`.
+Reports per heartbeat: Redis commands, Redis CPU (from INFO), and the CPU of this
+process (the gateway's share). The socket-side work per frame before that (a clock
+comparison) is not included.
 """
 
 from __future__ import annotations
@@ -29,12 +34,20 @@ def redis_cpu(info: dict[str, Any]) -> float:
     return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
 
 
-async def measure(url: str, users: int, rounds: int) -> dict[str, Any]:
+async def measure(url: str, users: int, rounds: int, gateways: int) -> dict[str, Any]:
+    from django.conf import settings
     from redis.asyncio import Redis
 
+    from chatsite.redis import async_clients
     from presence import services
+    from presence.beats import BeatBatch
     from presence.store import RedisPresenceStore
 
+    # The gathered path writes through the gateway's store: point it at this server.
+    settings.REDIS_URL, settings.REDIS_SHARDS, settings.REDIS_KEY_PREFIX = url, [], "bench"
+    settings.PRESENCE_STORE = "redis"
+    window = settings.PRESENCE_WRITE_WINDOW
+    batch_size = max(1, round(users / settings.PRESENCE_WRITE_INTERVAL / gateways * window))
     client = Redis.from_url(url)
     store = RedisPresenceStore(clients=[client], prefix="bench")
     now = time.time()
@@ -45,12 +58,9 @@ async def measure(url: str, users: int, rounds: int) -> dict[str, Any]:
             await services.connection_opened(store, uid, f"conn-{uid}", busy=False, now=now)
 
     await asyncio.gather(*(opened(u) for u in range(1, users + 1)))
-    sys.stderr.write(f"{users} users connected\n")
-    figures = []
-    for round_no in range(1, rounds + 1):
-        before = await client.info()
-        cpu0, wall0 = time.process_time(), time.perf_counter()
+    sys.stderr.write(f"{users} users connected; gathered batches of {batch_size}\n")
 
+    async def one_by_one() -> None:
         async def beat(uid: int) -> None:
             async with sem:
                 await services.heartbeat(
@@ -58,22 +68,46 @@ async def measure(url: str, users: int, rounds: int) -> dict[str, Any]:
                 )
 
         await asyncio.gather(*(beat(u) for u in range(1, users + 1)))
-        cpu1, wall1 = time.process_time(), time.perf_counter()
-        after = await client.info()
-        commands = int(after["total_commands_processed"]) - int(before["total_commands_processed"])
-        figures.append(
-            {
-                "round": round_no,
-                "heartbeats": users,
-                "redis_commands_per_heartbeat": (commands - 1) / users,  # minus the INFO
-                "redis_cpu_us_per_heartbeat": (redis_cpu(after) - redis_cpu(before)) / users * 1e6,
-                "client_cpu_us_per_heartbeat": (cpu1 - cpu0) / users * 1e6,
-                "wall_s": wall1 - wall0,
-            }
-        )
-        sys.stderr.write(f"round {round_no}: {json.dumps(figures[-1])}\n")
+
+    async def gathered() -> None:
+        settings.PRESENCE_WRITE_WINDOW = 0.001  # CPU depends on the batch size, not the wait
+        beats = BeatBatch()
+        for first in range(1, users + 1, batch_size):
+            for uid in range(first, min(users + 1, first + batch_size)):
+                beats.queue(uid, f"conn-{uid}", lambda: False)
+            while beats.pending or beats.writing:
+                await asyncio.sleep(0.001)
+        settings.PRESENCE_WRITE_WINDOW = window
+
+    figures = []
+    for round_no in range(1, rounds + 1):
+        for mode, run in (("one by one", one_by_one), ("gathered", gathered)):
+            before = await client.info()
+            cpu0, wall0 = time.process_time(), time.perf_counter()
+            await run()
+            cpu1, wall1 = time.process_time(), time.perf_counter()
+            after = await client.info()
+            commands = int(after["total_commands_processed"]) - int(
+                before["total_commands_processed"]
+            )
+            figures.append(
+                {
+                    "round": round_no,
+                    "mode": mode,
+                    "heartbeats": users,
+                    "redis_commands_per_heartbeat": (commands - 1) / users,  # minus the INFO
+                    "redis_cpu_us_per_heartbeat": (redis_cpu(after) - redis_cpu(before))
+                    / users
+                    * 1e6,
+                    "client_cpu_us_per_heartbeat": (cpu1 - cpu0) / users * 1e6,
+                    "wall_s": wall1 - wall0,
+                }
+            )
+            sys.stderr.write(f"round {round_no}: {json.dumps(figures[-1])}\n")
+    for shared in async_clients():
+        await shared.aclose()
     await client.aclose()
-    return {"users": users, "round_trips_per_heartbeat": 1, "rounds": figures}
+    return {"users": users, "batch_size": batch_size, "rounds": figures}
 
 
 def main() -> None:
@@ -82,6 +116,7 @@ def main() -> None:
     )
     parser.add_argument("--users", type=int, default=10_000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--gateways", type=int, default=2, help="gateways sharing the users")
     parser.add_argument("--out", type=Path, default=Path("bench/results/presence_cost.json"))
     args = parser.parse_args()
 
@@ -91,22 +126,22 @@ def main() -> None:
     from bench.harness import RedisServer
 
     with RedisServer() as redis_server:
-        result = asyncio.run(measure(redis_server.url, args.users, args.rounds))
-    rows = result["rounds"]
-    median = sorted(rows, key=lambda r: r["redis_cpu_us_per_heartbeat"])[len(rows) // 2]
-    print(f"presence cost at {args.users} connected users (median of {len(rows)} rounds)")
-    print(
-        f"  Redis commands per heartbeat: {median['redis_commands_per_heartbeat']:.2f}"
-        " (1 round trip)"
-    )
-    print(f"  Redis CPU per heartbeat:      {median['redis_cpu_us_per_heartbeat']:.1f} us")
-    print(f"  gateway CPU per heartbeat:    {median['client_cpu_us_per_heartbeat']:.1f} us")
+        result = asyncio.run(measure(redis_server.url, args.users, args.rounds, args.gateways))
+    print(f"presence cost at {args.users} connected users (median of {args.rounds} rounds)")
     steady = args.users / 12.5
-    print(
-        f"  steady state ({args.users} users, a write per 12.5 s): {steady:.0f} heartbeats/s, "
-        f"Redis {steady * median['redis_cpu_us_per_heartbeat'] / 1e4:.2f}% of a core, "
-        f"gateways {steady * median['client_cpu_us_per_heartbeat'] / 1e4:.2f}% of a core"
-    )
+    for mode in ("one by one", "gathered"):
+        rows = [r for r in result["rounds"] if r["mode"] == mode]
+        median = sorted(rows, key=lambda r: r["client_cpu_us_per_heartbeat"])[len(rows) // 2]
+        label = mode if mode == "one by one" else f"gathered, {result['batch_size']} a batch"
+        print(f"  {label}:")
+        print(f"    Redis commands per heartbeat: {median['redis_commands_per_heartbeat']:.2f}")
+        print(f"    Redis CPU per heartbeat:      {median['redis_cpu_us_per_heartbeat']:.1f} us")
+        print(f"    gateway CPU per heartbeat:    {median['client_cpu_us_per_heartbeat']:.1f} us")
+        print(
+            f"    steady state ({args.users} users, a write per 12.5 s): {steady:.0f} "
+            f"heartbeats/s, Redis {steady * median['redis_cpu_us_per_heartbeat'] / 1e4:.2f}% "
+            f"of a core, gateways {steady * median['client_cpu_us_per_heartbeat'] / 1e4:.2f}%"
+        )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
 

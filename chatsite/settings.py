@@ -556,6 +556,9 @@ WS_READY_DEADLINE = env_float("WS_READY_DEADLINE", 10.0)
 
 # Presence (docs/protocol.md): a connection is live for 3 heartbeats after its last frame.
 PRESENCE_WRITE_INTERVAL = env_float("PRESENCE_WRITE_INTERVAL", WS_HEARTBEAT_INTERVAL / 2)
+# A gateway gathers its sockets' heartbeat writes for this long: one Redis round trip per
+# shard per window (presence/beats.py).
+PRESENCE_WRITE_WINDOW = env_float("PRESENCE_WRITE_WINDOW", 0.25)
 PRESENCE_GRACE = env_float("PRESENCE_GRACE", 5.0)
 PRESENCE_SWEEP_INTERVAL = env_float("PRESENCE_SWEEP_INTERVAL", 10.0)
 PRESENCE_MAX_SUBSCRIPTIONS = env_int("PRESENCE_MAX_SUBSCRIPTIONS", 1000)

@@ -117,7 +117,7 @@ class ChatConsumer(PresenceMixin, FrameSocket):
     async def frame_arrived(self) -> None:
         """Any frame is a heartbeat: of the socket, and of the user's presence."""
         await super().frame_arrived()
-        await self.presence_heartbeat()
+        self.presence_heartbeat()
 
     def _member_of(self, conversation: int) -> None:
         """Refuse at once what concerns a conversation this socket's user is not in."""

@@ -19,6 +19,7 @@ from accounts.models import User
 from chatsite.gateway.dbthreads import db
 from messaging import frames, selectors, wire
 from presence import events, services
+from presence.beats import beats
 from presence.store import get_store
 
 logger = logging.getLogger(__name__)
@@ -63,6 +64,7 @@ class PresenceMixin:
 
     async def presence_closed(self) -> None:
         """Stop following anyone and count this connection gone."""
+        await beats.forget(self.channel_name)
         try:
             await events.follow(self.channel_layer, self.channel_name, add=(), drop=self.following)
         except (RedisError, OSError, TimeoutError) as exc:
@@ -73,21 +75,12 @@ class PresenceMixin:
             )
         )
 
-    async def presence_heartbeat(self) -> None:
-        """Any frame is a heartbeat; the store is written at most every half heartbeat."""
+    def presence_heartbeat(self) -> None:
+        """Any frame is a heartbeat; it is queued at most every half heartbeat (`beats`)."""
         if self.last_frame_at - self.presence_written_at < settings.PRESENCE_WRITE_INTERVAL:
             return
         self.presence_written_at = self.last_frame_at
-        await self._presence(
-            services.heartbeat(
-                get_store(),
-                self.user.pk,
-                self.channel_name,
-                idle=self.idle,
-                changed=False,
-                now=time.time(),
-            )
-        )
+        beats.queue(self.user.pk, self.channel_name, lambda: self.idle)
 
     async def activity(self, request: frames.Activity, ref: str | None) -> None:
         """Record whether the user is idle on this device (all devices idle: `away`)."""

@@ -196,9 +196,10 @@ async def rebuild(
     store: PresenceStore, entries: Iterable[tuple[int, str, bool, bool]], *, now: float
 ) -> None:
     """Write back live connections after Redis lost them: (user, connection, idle, busy)."""
-    for user_id, connection, idle, busy in entries:
+    entries = list(entries)
+    for user_id, _, _, busy in entries:
         await store.set_busy(user_id, busy)
-        await store.beat(user_id, connection, idle=idle, now=now)
+    await store.beat_many([(user, name, Beat(now, idle)) for user, name, idle, _ in entries])
 
 
 def on_status_changed(sender: object, *, user_id: int, status: str, **kwargs: Any) -> None:

@@ -12,10 +12,11 @@ Redis keys (prefix `REDIS_KEY_PREFIX`): `pres:c:<user>` hash connection -> "at|i
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Awaitable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Iterable, Sequence
 from typing import Any, cast
 
 from django.conf import settings
@@ -31,6 +32,11 @@ class PresenceStore(ABC):
     @abstractmethod
     async def beat(self, user_id: int, connection: str, *, idle: bool, now: float) -> None:
         """Record a heartbeat of one connection (creating it if new)."""
+
+    async def beat_many(self, beats: Sequence[tuple[int, str, Beat]]) -> None:
+        """Record the heartbeats of many connections: (user, connection, beat) each."""
+        for user_id, connection, beat in beats:
+            await self.beat(user_id, connection, idle=beat.idle, now=beat.at)
 
     @abstractmethod
     async def open_connection(
@@ -215,6 +221,29 @@ class RedisPresenceStore(PresenceStore):
             pipe.expire(key, self._ttl)
             pipe.zadd(self._key("live"), {str(user_id): now}, gt=True)
             await pipe.execute()
+
+    async def beat_many(self, beats: Sequence[tuple[int, str, Beat]]) -> None:
+        """Record many heartbeats: one round trip per shard, whatever their number.
+
+        Per user one HSET of all its connections and one EXPIRE; per shard one ZADD of
+        every user's latest beat.
+        """
+        fields: dict[int, dict[str, str]] = {}
+        latest: dict[int, float] = {}
+        for user_id, connection, beat in beats:
+            fields.setdefault(user_id, {})[connection] = f"{beat.at:.3f}|{int(beat.idle)}"
+            latest[user_id] = max(latest.get(user_id, beat.at), beat.at)
+
+        async def write(shard: int, user_ids: list[int]) -> None:
+            async with self.clients[shard].pipeline(transaction=False) as pipe:
+                for uid in user_ids:
+                    key = self._key("c", uid)
+                    pipe.hset(key, mapping=fields[uid])
+                    pipe.expire(key, self._ttl)
+                pipe.zadd(self._key("live"), {str(uid): latest[uid] for uid in user_ids}, gt=True)
+                await pipe.execute()
+
+        await asyncio.gather(*(write(s, ids) for s, ids in self._by_shard(list(fields)).items()))
 
     async def open_connection(
         self, user_id: int, connection: str, *, busy: bool, now: float, state: str

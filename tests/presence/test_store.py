@@ -60,6 +60,29 @@ def test_beats_are_kept_per_connection_with_their_idle_flag(make_store) -> None:
     }
 
 
+def test_many_beats_are_kept_as_one_by_one_and_index_each_users_latest(make_store) -> None:
+    async def work(store: PresenceStore) -> Any:
+        await store.beat(7, "old", idle=False, now=50.0)
+        await store.beat_many(
+            [
+                (7, "a", Beat(100.0, False)),
+                (7, "b", Beat(101.5, True)),
+                *((uid, f"c{uid}", Beat(90.0 + uid, False)) for uid in range(20, 40)),
+            ]
+        )
+        await store.beat_many([])
+        return await store.connections([7, 20, 39]), sorted(await store.stale_users(before=101.0))
+
+    connections, stale = run(make_store, work)
+
+    assert connections == {
+        7: {"old": Beat(50.0, False), "a": Beat(100.0, False), "b": Beat(101.5, True)},
+        20: {"c20": Beat(110.0, False)},
+        39: {"c39": Beat(129.0, False)},
+    }
+    assert stale == [], "user 7's latest beat (101.5) indexes them, not their oldest"
+
+
 def test_removing_connections_forgets_only_those(make_store) -> None:
     async def work(store: PresenceStore) -> Any:
         await store.beat(7, "a", idle=False, now=1.0)
