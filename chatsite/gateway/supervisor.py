@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 import uuid
 from datetime import datetime
@@ -36,8 +37,12 @@ logger = logging.getLogger(__name__)
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_IDLE = 4408
 # channels-redis forgets group members after `group_expiry` (a day): sockets older than
-# half of it join their groups again.
+# half of it join their groups again. Looked for every 10 minutes, not at every check.
 GROUP_REJOIN_AFTER = 12 * 3600
+STALE_GROUPS_SCAN_INTERVAL = 600.0
+# Silent sockets are looked for this many times per idle limit (3 heartbeats): a silent
+# socket is closed at most a fifteenth of the limit late.
+IDLE_SCANS_PER_LIMIT = 15
 
 
 class Socket(Protocol):
@@ -81,12 +86,20 @@ class Supervisor:
         # those, only the sockets whose user or session a recorded change names.
         self.next_full_auth_check = 0.0
         self.changes_read_until: datetime | None = None
+        # The earliest expiry (epoch seconds) of a tracked credential not yet checked:
+        # between full checks, sockets are scanned only for a change or by this time.
+        self.next_expiry = math.inf
         self.next_group_check = 0.0
+        self.next_stale_groups_scan = 0.0
+        self.next_idle_scan = 0.0
         self.next_sweep = 0.0
 
     def add(self, socket: Socket) -> None:
         """Track a socket; start the periodic task on first use in this loop."""
         self.sockets.add(socket)
+        credential = socket.credential
+        if credential is not None and credential.expires_at is not None:
+            self.next_expiry = min(self.next_expiry, credential.expires_at)
         metrics.OPEN_SOCKETS.set(len(self.sockets))
         if self.task is None or self.task.done():
             self.task = asyncio.get_running_loop().create_task(self._run())
@@ -110,8 +123,10 @@ class Supervisor:
     async def _tick(self) -> None:
         now = time.monotonic()
         idle_limit = settings.WS_HEARTBEAT_INTERVAL * settings.WS_IDLE_TIMEOUT_FACTOR
-        for socket in list(self.sockets):
-            if now - socket.last_frame_at > idle_limit:
+        if now >= self.next_idle_scan:
+            self.next_idle_scan = now + idle_limit / IDLE_SCANS_PER_LIMIT
+            silent = [s for s in self.sockets if now - s.last_frame_at > idle_limit]
+            for socket in silent:
                 await socket.close_with(CLOSE_IDLE)
         if now >= self.next_auth_check:
             self.next_auth_check = now + settings.WS_AUTH_CHECK_INTERVAL
@@ -138,30 +153,45 @@ class Supervisor:
         sockets of users and sessions with a recorded change (`accounts.credentials`):
         one small query per interval when nothing changed, whatever the socket count.
         """
-        live = [s for s in self.sockets if s.credential is not None]
-        if not live:
+        if not any(s.credential is not None for s in self.sockets):
             self.changes_read_until = None  # the next socket starts with a full check
             return
-        now = time.monotonic()
+        now, wall = time.monotonic(), time.time()
         try:
             if self.changes_read_until is None or now >= self.next_full_auth_check:
                 # Read the clock before the full check: changes from here on are read next.
                 self.changes_read_until = timezone.now()
                 self.next_full_auth_check = now + settings.WS_AUTH_FULL_CHECK_INTERVAL
-                chosen = live
+                chosen = [s for s in self.sockets if s.credential is not None]
             else:
                 changes = await db(credentials.changes_since, since=self.changes_read_until)
                 self.changes_read_until = changes.until
                 wall = time.time()
-                chosen = [s for s in live if _affected(s.credential, changes, wall)]
+                if not changes.users and not changes.sessions and wall < self.next_expiry:
+                    return  # nothing recorded, nothing expired: no socket to look at
+                chosen = [s for s in self.sockets if _affected(s.credential, changes, wall)]
             if not chosen:
+                self._note_expiries(wall)  # the earliest may have been a closed socket's
                 return
             creds: list[Credential] = [s.credential for s in chosen]  # type: ignore[misc]
-            revoked = await db(find_revoked, credentials=creds, now=time.time())
+            revoked = await db(find_revoked, credentials=creds, now=wall)
         except (DatabaseError, InterfaceError):
             return  # checked again next time; the database being down revokes nothing
+        self._note_expiries(wall)
         for index in revoked:
             await chosen[index].close_with(CLOSE_UNAUTHENTICATED)
+
+    def _note_expiries(self, wall: float) -> None:
+        """Remember the earliest credential expiry after `wall` (those before are checked now)."""
+        self.next_expiry = min(
+            (
+                c.expires_at
+                for s in self.sockets
+                if (c := s.credential) is not None and c.expires_at is not None
+                if c.expires_at > wall
+            ),
+            default=math.inf,
+        )
 
     def _sentinel_key(self) -> str:
         return f"{settings.REDIS_KEY_PREFIX}:gateway:{self.instance}"
@@ -194,10 +224,13 @@ class Supervisor:
         if lost:
             logger.warning("a Redis shard lost this gateway's groups; re-joining them")
         self.sentinel_seen = True
-        stale_before = time.monotonic() - GROUP_REJOIN_AFTER
-        for socket in list(self.sockets):
-            if lost or socket.groups_joined_at < stale_before:
-                await socket.rejoin_groups()
+        now = time.monotonic()
+        if lost or now >= self.next_stale_groups_scan:
+            self.next_stale_groups_scan = now + STALE_GROUPS_SCAN_INTERVAL
+            stale_before = now - GROUP_REJOIN_AFTER
+            for socket in list(self.sockets):
+                if lost or socket.groups_joined_at < stale_before:
+                    await socket.rejoin_groups()
         if lost:
             # Presence lived in the Redis that was lost: write back this process's sockets.
             live = [s for s in self.sockets if s.credential is not None]
