@@ -38,9 +38,11 @@ logger = logging.getLogger(__name__)
 CLOSE_EVICTED = 4409
 TYPING_TARGET_TTL = 30.0
 
-# Pings arrive at every socket's own pace; their log positions are read together.
+# Pings arrive at every socket's own pace; their log positions are read together, one
+# query per 100 ms per gateway (a pong waits at most that long; clients only compare the
+# position, never time the pong).
 _log_positions: Coalescer[int, int] = Coalescer(
-    lambda user_ids: selectors.get_log_positions(user_ids=user_ids), window=0.02
+    lambda user_ids: selectors.get_log_positions(user_ids=user_ids), window=0.1
 )
 
 
