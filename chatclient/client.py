@@ -8,7 +8,7 @@ What it does, in the order a connection lives (README.md in this package says wh
 3. Flush the outbox: (re)send every unacknowledged `message.send` with its original
    `client_msg_id`, which makes the retry safe.
 4. While open: apply live events through the cursor rules (`state.py`), fetch on a gap,
-   send `ping` every `heartbeat_interval` and `sync` every `sync_interval`.
+   send `ping` every `heartbeat_interval` and `sync` about every `sync_interval`.
 5. On a lost connection: wait a full-jitter backoff and go to 1 (except after close
    codes 4401 and 4409, which stop the client).
 
@@ -58,6 +58,10 @@ Update = dict[str, Any]
 
 AUTH_FAILED = 4401
 EVICTED = 4409
+# Seconds between periodic `sync`s (on average; see `_periodic_sync`). A lost message is
+# found sooner, by the `pong`'s log position, within a heartbeat.
+SYNC_INTERVAL = 300.0
+
 # Close codes after which reconnecting cannot help (4429 too slow and 4408 idle can).
 TERMINAL_CLOSE_CODES = frozenset({AUTH_FAILED, EVICTED})
 # Handshake statuses that mean "your credentials were refused": a consumer that closes
@@ -91,7 +95,7 @@ class ChatClient(CatchUp):
         backoff_base: float = 0.2,
         backoff_max: float = 5.0,
         send_timeout: float = 10.0,
-        sync_interval: float = 60.0,
+        sync_interval: float = SYNC_INTERVAL,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
         on_message: Callable[[Message, Via], None] | None = None,
@@ -548,9 +552,14 @@ class ChatClient(CatchUp):
                 return
 
     async def _periodic_sync(self, session: Session) -> None:
-        """Send `sync` every `sync_interval` seconds (it catches a lost last message)."""
+        """Send `sync` about every `sync_interval` seconds (0.5 to 1.5 of it, at random).
+
+        The safety net for what the `pong`'s log position cannot show: a lost change of
+        the user's own conversation state (a mute, a read on another device). Spread at
+        random, so clients that connected together (after a restart) do not sync together.
+        """
         while True:
-            await asyncio.sleep(self._sync_interval)
+            await asyncio.sleep(self._sync_interval * self._rng.uniform(0.5, 1.5))
             try:
                 await self._sync_on(session)
             except (TimeoutError, ChatError) as exc:

@@ -153,7 +153,7 @@ export class ChatClient extends EventTarget {
     store,
     history = null,
     sendTimeout = 10_000,
-    syncInterval = 60_000,
+    syncInterval = 300_000,
     backoffBase = 500,
     backoffMax = 30_000,
     openSocket = (socketUrl) => new WebSocket(socketUrl),
@@ -340,10 +340,24 @@ export class ChatClient extends EventTarget {
     this.#emit("ready", { user: this.user, status: ready.status });
     const beat = setInterval(() => this.#beat(session), Math.max(1000, this.heartbeat * 1000));
     session.timers.push(beat);
-    if (this.syncInterval > 0) {
-      session.timers.push(setInterval(() => this.#syncOn(session), this.syncInterval));
-    }
+    if (this.syncInterval > 0) this.#scheduleSync(session);
     this.#resume(session);
+  }
+
+  /**
+   * `sync` about every `syncInterval` (0.5 to 1.5 of it, at random): the safety net for
+   * what the pong's log position cannot show (a lost mute, a read on another device),
+   * spread so that tabs that connected together (after a restart) do not sync together.
+   */
+  #scheduleSync(session) {
+    const delay = this.syncInterval * (0.5 + Math.random());
+    const timer = setTimeout(() => {
+      session.timers = session.timers.filter((t) => t !== timer);
+      if (!session.alive) return;
+      this.#syncOn(session);
+      this.#scheduleSync(session);
+    }, delay);
+    session.timers.push(timer);
   }
 
   #beat(session) {
