@@ -340,7 +340,7 @@ export class ChatClient extends EventTarget {
     this.#emit("ready", { user: this.user, status: ready.status });
     const beat = setInterval(() => this.#beat(session), Math.max(1000, this.heartbeat * 1000));
     session.timers.push(beat);
-    if (this.syncInterval > 0) this.#scheduleSync(session);
+    if (this.syncInterval > 0) this.#schedulePeriodicSync(session);
     this.#resume(session);
   }
 
@@ -349,13 +349,13 @@ export class ChatClient extends EventTarget {
    * what the pong's log position cannot show (a lost mute, a read on another device),
    * spread so that tabs that connected together (after a restart) do not sync together.
    */
-  #scheduleSync(session) {
+  #schedulePeriodicSync(session) {
     const delay = this.syncInterval * (0.5 + Math.random());
     const timer = setTimeout(() => {
       session.timers = session.timers.filter((t) => t !== timer);
       if (!session.alive) return;
       this.#syncOn(session);
-      this.#scheduleSync(session);
+      this.#schedulePeriodicSync(session);
     }, delay);
     session.timers.push(timer);
   }
