@@ -22,6 +22,13 @@ def _short_window(settings: Any) -> None:
     settings.REDIS_KEY_PREFIX = f"{settings.REDIS_KEY_PREFIX}-{uuid.uuid4().hex[:8]}"
 
 
+async def settled(batch: BeatBatch) -> None:
+    """Return once `batch` has nothing queued and no write under way."""
+    async with asyncio.timeout(10):
+        while batch.pending or batch.writing:
+            await asyncio.sleep(0.005)
+
+
 async def _close_clients() -> None:
     for client in async_clients():
         await client.aclose()
@@ -34,7 +41,7 @@ def test_queued_beats_are_written_together_once_the_window_ends() -> None:
             batch.queue(uid, f"conn-{uid}", lambda: False)
         batch.queue(1, "conn-1b", lambda: True)
         early = await get_store().connections([1, 50])
-        await asyncio.sleep(WINDOW * 4)
+        await settled(batch)
         late = await get_store().connections([1, 50])
         await _close_clients()
         return early, late
@@ -54,7 +61,7 @@ def test_a_queued_beat_writes_the_idle_flag_as_it_is_when_written() -> None:
         batch = BeatBatch()
         batch.queue(7, "phone", lambda: idle["now"])
         idle["now"] = True  # the socket reported idle before the window ended
-        await asyncio.sleep(WINDOW * 4)
+        await settled(batch)
         beat = (await get_store().connections([7]))[7]["phone"]
         await _close_clients()
         return beat
@@ -68,7 +75,7 @@ def test_a_forgotten_beat_is_never_written() -> None:
         batch.queue(8, "closing", lambda: False)
         batch.queue(8, "staying", lambda: False)
         await batch.forget("closing")
-        await asyncio.sleep(WINDOW * 4)
+        await settled(batch)
         found = (await get_store().connections([8]))[8]
         await _close_clients()
         return found
@@ -88,7 +95,7 @@ def test_forget_waits_for_a_write_of_the_connection_already_under_way() -> None:
         await batch.forget("closing")
         after_forget = (await get_store().connections([9]))[9]
         await get_store().remove(9, ["closing"])  # what the close does next
-        await asyncio.sleep(WINDOW * 4)
+        await settled(batch)
         final = (await get_store().connections([9]))[9]
         await _close_clients()
         return under_way, after_forget, final
@@ -110,11 +117,11 @@ def test_a_write_that_fails_is_logged_and_the_next_window_writes_again(
         batch = BeatBatch()
         settings.REDIS_URL = "redis://127.0.0.1:1/0"  # nothing listens on port 1
         batch.queue(10, "phone", lambda: False)
-        await asyncio.sleep(WINDOW * 4)
+        await settled(batch)
         await _close_clients()
         settings.REDIS_URL = working
         batch.queue(10, "phone", lambda: False)
-        await asyncio.sleep(WINDOW * 4)
+        await settled(batch)
         found = (await get_store().connections([10]))[10]
         await _close_clients()
         return found
