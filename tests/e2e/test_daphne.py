@@ -11,12 +11,13 @@ reordered.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
 import pytest
 from websockets.asyncio.client import connect
-from websockets.exceptions import InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from accounts.tokens import issue_pair
 from bench.harness import Deployment, http_get
@@ -69,7 +70,10 @@ class TestUnderDaphne:
             codes = []
             for size in (FRAME_LIMIT + 1, 1536 * 1024, 4 * 1024 * 1024):
                 ws = await connect_ready(url, token=token)
-                await ws.send(padded_ping(size))
+                # Daphne may close (1009) and reset the socket before a 4 MiB frame is all
+                # written: the send then raises, and the close code is what counts.
+                with contextlib.suppress(ConnectionClosed):
+                    await ws.send(padded_ping(size))
                 codes.append(await close_code(ws))
             async with await connect_ready(url, token=token) as fresh:
                 pong = await reply_to(fresh, {"type": "ping"})
