@@ -46,21 +46,29 @@ async def receive_all(layer: Any, channel: str, count: int) -> list[Any]:
 
 async def count_subscribes(prefix: str, during: Callable[[], Awaitable[None]]) -> int:
     """Run `during` and count the SUBSCRIBE commands naming `prefix` that Redis saw."""
-    seen = 0
     client = aioredis.from_url(settings.REDIS_URL)  # type: ignore[no-untyped-call]
     try:
         async with client.monitor() as monitor:
             await asyncio.sleep(0.1)  # MONITOR is on before the first command
-            done = asyncio.ensure_future(during())
-            while True:
-                try:
-                    command = await asyncio.wait_for(monitor.next_command(), 1.0)
-                except TimeoutError:
-                    break  # 1 s without a command after `during`: nothing more comes
-                text = command["command"]
-                if text.startswith("SUBSCRIBE ") and prefix in text:
-                    seen += 1
-            await done
+            # MONITOR shows every client's commands, other test runs' too (tests/shards.py
+            # runs several at once): read until an ECHO sent 1 s after `during` comes through.
+            end = f"ECHO {prefix}-end"
+            commands: list[str] = []
+
+            async def read() -> None:
+                while (text := (await monitor.next_command())["command"]) != end:
+                    commands.append(text)
+
+            reader = asyncio.ensure_future(read())
+            await during()
+            await asyncio.sleep(1.0)  # a SUBSCRIBE still on its way gets counted
+            marker = aioredis.from_url(settings.REDIS_URL)  # type: ignore[no-untyped-call]
+            try:
+                await marker.echo(end.removeprefix("ECHO "))
+            finally:
+                await marker.aclose()
+            await asyncio.wait_for(reader, 30)
+            seen = sum(1 for text in commands if text.startswith("SUBSCRIBE ") and prefix in text)
     finally:
         await client.aclose()
     return seen

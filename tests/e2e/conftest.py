@@ -170,7 +170,10 @@ def queries_waiting_on_locks() -> int:
     from django.db import connections
 
     with connections["default"].cursor() as cursor:
-        cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'")
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE wait_event_type = 'Lock' AND datname = current_database()"
+        )
         row = cursor.fetchone()
     return int(row[0]) if row else 0
 
