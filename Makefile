@@ -12,6 +12,12 @@ PORT ?= 8000
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/0
 
+# `make test` deals the suite's test files out to TEST_SHARDS pytest processes that run
+# side by side (tests/shards.py; logs in test-artifacts/shards/). PYTEST_ARGS=... runs
+# one pytest process with those arguments instead, e.g. PYTEST_ARGS=tests/api.
+TEST_SHARDS ?= 2
+PYTEST_ARGS ?=
+
 # After the whole suite, `make test` runs the message tests again on the partitioned
 # message table (`manage.py partition_messages`, docs/scaling.md): tests/conftest.py
 # converts the fresh test database's table when CHAT_PARTITIONED_MESSAGES=1 (each run has
@@ -130,7 +136,7 @@ $(AXE): tests/e2e/package.json tests/e2e/package-lock.json | /usr/bin/npm
 test: $(STAMP) $(CHROMIUM) $(NGINX) $(AXE)
 	DATABASE_URL="$${DATABASE_URL:-$(TEST_DATABASE_URL)}" \
 	REDIS_URL="$${REDIS_URL:-$(TEST_REDIS_URL)}" \
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(if $(strip $(PYTEST_ARGS)),$(PY) -m pytest $(PYTEST_ARGS),$(PY) -m tests.shards --shards $(TEST_SHARDS))
 	@if [ -n "$(strip $(PARTITIONED_TESTS))" ]; then \
 		echo "The message tests on the partitioned message table (CHAT_PARTITIONED_MESSAGES=1):"; \
 		DATABASE_URL="$${DATABASE_URL:-$(TEST_DATABASE_URL)}" \

@@ -90,6 +90,20 @@ _PORT_RNG = random.Random()
 _PORT_FLOOR = 15000
 
 
+def _port_range() -> tuple[int, int]:
+    """Return the ports `free_port` draws from: [floor, end).
+
+    `CHAT_TEST_PORTS=LOW-HIGH` narrows them to that slice: the suite's concurrent pytest
+    processes (tests/shards.py) each get their own, so no two of them hand out one port.
+    """
+    low, _high = _ephemeral_port_range()
+    given = os.environ.get("CHAT_TEST_PORTS", "")
+    if given:
+        first, _, last = given.partition("-")
+        return int(first), int(last) + 1
+    return _PORT_FLOOR, low
+
+
 def free_port() -> int:
     """Return a TCP port on 127.0.0.1 that is free now and below the ephemeral range.
 
@@ -98,10 +112,10 @@ def free_port() -> int:
     fail with EADDRINUSE. Below that range only a server binding it could; we check that
     none has. Falls back to binding port 0 when the range leaves no room below it.
     """
-    low, _high = _ephemeral_port_range()
-    if low - _PORT_FLOOR >= 1000:
+    floor, low = _port_range()
+    if low - floor >= 1000:
         for _ in range(500):
-            port = _PORT_RNG.randrange(_PORT_FLOOR, low)
+            port = _PORT_RNG.randrange(floor, low)
             if port not in _HANDED_OUT and _bindable(port):
                 _HANDED_OUT.add(port)
                 return port
