@@ -18,7 +18,7 @@ TEST_REDIS_URL ?= redis://127.0.0.1:6379/0
 TEST_SHARDS ?= 2
 PYTEST_ARGS ?=
 
-# After the whole suite, `make test` runs the message tests again on the partitioned
+# While the suite ends, `make test` runs the message tests again on the partitioned
 # message table (`manage.py partition_messages`, docs/scaling.md): tests/conftest.py
 # converts the fresh test database's table when CHAT_PARTITIONED_MESSAGES=1 (each run has
 # a test database of its own). PARTITIONED_TESTS= (empty) leaves that run out.
@@ -134,15 +134,21 @@ $(AXE): tests/e2e/package.json tests/e2e/package-lock.json | /usr/bin/npm
 	@touch $@
 
 test: $(STAMP) $(CHROMIUM) $(NGINX) $(AXE)
+ifeq ($(strip $(PYTEST_ARGS)),)
 	DATABASE_URL="$${DATABASE_URL:-$(TEST_DATABASE_URL)}" \
 	REDIS_URL="$${REDIS_URL:-$(TEST_REDIS_URL)}" \
-	$(if $(strip $(PYTEST_ARGS)),$(PY) -m pytest $(PYTEST_ARGS),$(PY) -m tests.shards --shards $(TEST_SHARDS))
+	$(PY) -m tests.shards --shards $(TEST_SHARDS) --partitioned $(PARTITIONED_TESTS)
+else
+	DATABASE_URL="$${DATABASE_URL:-$(TEST_DATABASE_URL)}" \
+	REDIS_URL="$${REDIS_URL:-$(TEST_REDIS_URL)}" \
+	$(PY) -m pytest $(PYTEST_ARGS)
 	@if [ -n "$(strip $(PARTITIONED_TESTS))" ]; then \
 		echo "The message tests on the partitioned message table (CHAT_PARTITIONED_MESSAGES=1):"; \
 		DATABASE_URL="$${DATABASE_URL:-$(TEST_DATABASE_URL)}" \
 		REDIS_URL="$${REDIS_URL:-$(TEST_REDIS_URL)}" \
 		CHAT_PARTITIONED_MESSAGES=1 $(PY) -m pytest -q $(PARTITIONED_TESTS); \
 	fi
+endif
 
 bench: $(STAMP)
 	$(PY) -m bench $(BENCH_ARGS)

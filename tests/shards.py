@@ -12,11 +12,16 @@ Each process gets:
   `bench.harness.free_port`), so no two processes can hand out the same port;
 - its own log, `test-artifacts/shards/shard-N.log`, and JUnit file beside it.
 
+`--partitioned FILE...` runs those files once more on the hash-partitioned message table
+(`CHAT_PARTITIONED_MESSAGES=1`) in one more process, started when the first shard ends,
+on that shard's ports.
+
 While they run, a progress line every 30 s. At the end, each process's summary line and,
 for a process that failed, its failures and short summary; the exit status is 1 if any
 process failed. `--record` rewrites `tests/durations.json` from this run's JUnit files.
 
-Usage: python -m tests.shards [--shards N] [--record] [-- extra pytest arguments]
+Usage: python -m tests.shards [--shards N] [--record] [--partitioned FILE...]
+       [-- extra pytest arguments]
 """
 
 from __future__ import annotations
@@ -40,7 +45,9 @@ UNKNOWN_FILE_SECONDS = 10.0
 PROGRESS_EVERY = 30.0
 # The loopback ports dealt out to the shards: from here to the ephemeral range's start.
 PORT_FLOOR = 15000
-SUMMARY = re.compile(r"^=+ (.*(passed|failed|error|skipped|no tests ran).*) in [\d.]+s.*=+$")
+# pytest's last line: "===== 3 failed, 790 passed in 780.12s (0:13:00) =====", or with
+# -q "280 passed in 35.25s".
+SUMMARY = re.compile(r"^=*\s*((?:\d+ [a-z ]+?|no tests ran)(?:, \d+ [a-z ]+?)*) in [\d.]+s\b")
 PERCENT = re.compile(r"\[\s*(\d+)%\]\s*$")
 
 
@@ -48,6 +55,8 @@ PERCENT = re.compile(r"\[\s*(\d+)%\]\s*$")
 class Shard:
     number: int
     files: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)  # set for this process only
+    ports: int = 0  # whose slice of ports it uses (its own number unless set)
     seconds: float = 0.0
     process: subprocess.Popen[bytes] | None = None
     started: float = 0.0
@@ -115,7 +124,8 @@ def port_slice(number: int, count: int) -> str:
 
 
 def start(shard: Shard, count: int, extra: list[str]) -> None:
-    env = {**os.environ, "CHAT_TEST_PORTS": port_slice(shard.number, count)}
+    ports = port_slice(shard.ports or shard.number, count)
+    env = {**os.environ, **shard.env, "CHAT_TEST_PORTS": ports}
     command = [
         sys.executable,
         "-m",
@@ -128,7 +138,8 @@ def start(shard: Shard, count: int, extra: list[str]) -> None:
         *shard.files,
     ]
     with shard.log.open("wb") as log:
-        log.write(f"$ CHAT_TEST_PORTS={env['CHAT_TEST_PORTS']} {' '.join(command)}\n".encode())
+        settings = " ".join(f"{k}={v}" for k, v in {**shard.env, "CHAT_TEST_PORTS": ports}.items())
+        log.write(f"$ {settings} {' '.join(command)}\n".encode())
         log.flush()
         shard.process = subprocess.Popen(
             command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
@@ -192,15 +203,29 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--shards", type=int, default=int(os.environ.get("TEST_SHARDS", 2)))
     parser.add_argument("--record", action="store_true", help="rewrite tests/durations.json")
+    parser.add_argument(
+        "--partitioned",
+        nargs="*",
+        default=[],
+        metavar="FILE",
+        help="run these files once more on the partitioned message table "
+        "(CHAT_PARTITIONED_MESSAGES=1), in a process started when the first shard ends",
+    )
     parser.add_argument("pytest_args", nargs="*", help="after --: passed to every pytest")
     args = parser.parse_args(argv)
     if args.shards < 1:
         parser.error("--shards must be at least 1")
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     shards = [s for s in deal(test_files(), args.shards, recorded_seconds()) if s.files]
+    count = len(shards)
+    pending = []
+    if args.partitioned:
+        pending.append(
+            Shard(count + 1, sorted(args.partitioned), env={"CHAT_PARTITIONED_MESSAGES": "1"})
+        )
     began = time.monotonic()
     for shard in shards:
-        start(shard, len(shards), args.pytest_args)
+        start(shard, count, args.pytest_args)
         print(
             f"shard {shard.number}: {len(shard.files)} files, ~{shard.seconds / 60:.0f} min "
             f"alone; log {shard.log.relative_to(ROOT)}",
@@ -219,6 +244,17 @@ def main(argv: list[str]) -> int:
                         f"{summary_line(shard)}",
                         flush=True,
                     )
+                    if pending:  # the partitioned run takes the ended shard's ports
+                        extra = pending.pop()
+                        extra.ports = shard.ports or shard.number
+                        start(extra, count, ["-q", *args.pytest_args])
+                        shards.append(extra)
+                        print(
+                            f"shard {extra.number}: the partitioned message table "
+                            f"(CHAT_PARTITIONED_MESSAGES=1), {len(extra.files)} files; "
+                            f"log {extra.log.relative_to(ROOT)}",
+                            flush=True,
+                        )
             if time.monotonic() >= next_report and any(s.ended is None for s in shards):
                 next_report += PROGRESS_EVERY
                 elapsed = time.monotonic() - began
@@ -238,7 +274,7 @@ def main(argv: list[str]) -> int:
         )
         print(failure_report(shard))
     if args.record:
-        record(shards)
+        record([shard for shard in shards if not shard.env])
     took = time.monotonic() - began
     verdict = "FAILED" if failed else "passed"
     print(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from bench import harness
@@ -49,3 +51,29 @@ def test_port_slices_are_disjoint_and_free_port_keeps_to_its_slice(
     low, high = bounds[1]
     drawn = [harness.free_port() for _ in range(50)]
     assert all(low <= port <= high for port in drawn), drawn
+
+
+def test_a_shards_summary_and_failures_are_read_from_its_log(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Tried: a log ending as a failed run does, one as a passed -q run does, and one cut off.
+    monkeypatch.setattr(shards, "ARTIFACTS", tmp_path)
+    failed, quiet, cut = shards.Shard(1), shards.Shard(2), shards.Shard(3)
+    failed.log.write_text(
+        "....F.\n"
+        "=================================== FAILURES ===================================\n"
+        "___ test_x ___\nE   assert 1 == 2\n"
+        "=========================== short test summary info ============================\n"
+        "FAILED tests/test_x.py::test_x - assert 1 == 2\n"
+        "========= 1 failed, 5 passed, 2 subtests passed in 12.34s (0:00:12) =========\n"
+    )
+    quiet.log.write_text("....\n280 passed in 35.25s\n")
+    cut.log.write_text("......  [ 50%]\n")
+
+    assert shards.summary_line(failed) == "1 failed, 5 passed, 2 subtests passed"
+    assert shards.summary_line(quiet) == "280 passed"
+    assert shards.summary_line(cut) == "no summary line (see the log)"
+    report = shards.failure_report(failed)
+    assert report.splitlines()[0].strip("= ") == "FAILURES"
+    assert "FAILED tests/test_x.py::test_x" in report
+    assert shards.progress(cut) == "shard 3: 50%"
