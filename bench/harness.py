@@ -104,6 +104,18 @@ def _port_range() -> tuple[int, int]:
     return _PORT_FLOOR, low
 
 
+def port_slice(number: int, count: int) -> str:
+    """Return slice `number` (1-based) of `count` of the ports `free_port` draws from.
+
+    As `LOW-HIGH`, the form `CHAT_TEST_PORTS` takes (tests/shards.py gives one to each of
+    the suite's concurrent pytest processes).
+    """
+    low, _high = _ephemeral_port_range()
+    width = (low - _PORT_FLOOR) // count
+    start = _PORT_FLOOR + (number - 1) * width
+    return f"{start}-{start + width - 1}"
+
+
 def free_port() -> int:
     """Return a TCP port on 127.0.0.1 that is free now and below the ephemeral range.
 

@@ -37,14 +37,14 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench import harness
+
 ROOT = Path(__file__).resolve().parent.parent
 DURATIONS = ROOT / "tests" / "durations.json"
 ARTIFACTS = ROOT / "test-artifacts" / "shards"
 # Files not in tests/durations.json yet (a new test file) count as this many seconds.
 UNKNOWN_FILE_SECONDS = 10.0
 PROGRESS_EVERY = 30.0
-# The loopback ports dealt out to the shards: from here to the ephemeral range's start.
-PORT_FLOOR = 15000
 # pytest's last line: "===== 3 failed, 790 passed in 780.12s (0:13:00) =====", or with
 # -q "280 passed in 35.25s".
 SUMMARY = re.compile(r"^=*\s*((?:\d+ [a-z ]+?|no tests ran)(?:, \d+ [a-z ]+?)*) in [\d.]+s\b")
@@ -113,18 +113,8 @@ def deal(files: list[str], count: int, seconds: dict[str, float]) -> list[Shard]
     return shards
 
 
-def port_slice(number: int, count: int) -> str:
-    try:
-        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        low = 32768
-    width = (low - PORT_FLOOR) // count
-    start = PORT_FLOOR + (number - 1) * width
-    return f"{start}-{start + width - 1}"
-
-
 def start(shard: Shard, count: int, extra: list[str]) -> None:
-    ports = port_slice(shard.ports or shard.number, count)
+    ports = harness.port_slice(shard.ports or shard.number, count)
     env = {**os.environ, **shard.env, "CHAT_TEST_PORTS": ports}
     command = [
         sys.executable,

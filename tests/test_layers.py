@@ -51,7 +51,9 @@ async def count_subscribes(prefix: str, during: Callable[[], Awaitable[None]]) -
         async with client.monitor() as monitor:
             await asyncio.sleep(0.1)  # MONITOR is on before the first command
             # MONITOR shows every client's commands, other test runs' too (tests/shards.py
-            # runs several at once): read until an ECHO sent 1 s after `during` comes through.
+            # runs several at once): read until an ECHO sent after `during` comes through.
+            # `during` awaits its subscribes, and the ECHO goes on a connection opened after
+            # they were written, so Redis logs it after them.
             end = f"ECHO {prefix}-end"
             commands: list[str] = []
 
@@ -61,7 +63,6 @@ async def count_subscribes(prefix: str, during: Callable[[], Awaitable[None]]) -
 
             reader = asyncio.ensure_future(read())
             await during()
-            await asyncio.sleep(1.0)  # a SUBSCRIBE still on its way gets counted
             marker = aioredis.from_url(settings.REDIS_URL)  # type: ignore[no-untyped-call]
             try:
                 await marker.echo(end.removeprefix("ECHO "))
