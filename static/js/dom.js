@@ -32,6 +32,80 @@ export function append(el, children) {
   return el;
 }
 
+/**
+ * Make `el` look like `fresh` (an element of the same tag), keeping every node of `el`
+ * that has a counterpart in the same place: attributes and text change in place. A
+ * press on a row drawn again between the button going down and up must still click it,
+ * and the browser clicks only when both land on nodes still in the page. The event
+ * listeners of `fresh`'s descendants are not carried over (only nodes that are new are
+ * taken, with theirs).
+ */
+export function morph(el, fresh) {
+  for (const name of el.getAttributeNames()) if (!fresh.hasAttribute(name)) el.removeAttribute(name);
+  for (const name of fresh.getAttributeNames()) {
+    const value = fresh.getAttribute(name);
+    if (el.getAttribute(name) !== value) el.setAttribute(name, value);
+  }
+  const have = [...el.childNodes];
+  const want = [...fresh.childNodes];
+  want.forEach((node, at) => {
+    const old = have[at];
+    if (!old) el.append(node);
+    else if (old.nodeName !== node.nodeName) old.replaceWith(node);
+    else if (node.nodeType === Node.ELEMENT_NODE) morph(old, node);
+    else if (old.nodeValue !== node.nodeValue) old.nodeValue = node.nodeValue;
+  });
+  for (const old of have.slice(want.length)) old.remove();
+  return el;
+}
+
+/** Make `container`'s children exactly `items`, in order, moving only those out of place. */
+export function placeChildren(container, items) {
+  let node = container.firstChild;
+  for (const item of items) {
+    if (item === node) node = node.nextSibling;
+    else container.insertBefore(item, node);
+  }
+  while (node) {
+    const next = node.nextSibling;
+    node.remove();
+    node = next;
+  }
+}
+
+/**
+ * The rows of a list drawn again and again (conversations, a group's members): each key
+ * keeps its row, changed in place by `morph`, so a click that spans a redraw is not
+ * lost. A row's own listeners stay those it was first drawn with: act on its key, or
+ * listen on the container.
+ */
+export class Rows {
+  #drawn = new Map();
+
+  constructor(container) {
+    this.container = container;
+  }
+
+  /** Show a row for each of `keys`, in order; `make(key)` draws it afresh. */
+  draw(keys, make) {
+    const rows = keys.map((key) => {
+      const fresh = make(key);
+      const row = this.#drawn.get(key);
+      if (row && row.nodeName === fresh.nodeName) return morph(row, fresh);
+      this.#drawn.set(key, fresh);
+      return fresh;
+    });
+    const kept = new Set(keys);
+    for (const key of this.#drawn.keys()) if (!kept.has(key)) this.#drawn.delete(key);
+    placeChildren(this.container, rows);
+  }
+
+  clear() {
+    this.#drawn.clear();
+    this.container.replaceChildren();
+  }
+}
+
 export function clear(el) {
   el.replaceChildren();
   return el;

@@ -166,3 +166,30 @@ def test_offline_edits_and_deletes_wait_in_the_outbox_and_ticks_survive_a_reload
     online(page)
     expect(bubbles(page)).to_have_text(after)
     assert Message.objects.get(pk=fix.pk).version == fix.version  # applied once
+
+
+def test_a_click_on_a_conversation_holds_while_a_message_redraws_the_list(web: Web) -> None:
+    # Tried: Ana presses the mouse button on Bo's row; before she lets go, Bo's next
+    # message arrives and the list is drawn again (the row's preview and badge change).
+    # Then she lets go: the chat opens. The browser clicks only when the press and the
+    # release land on one element still in the page; a list that made new rows on each
+    # redraw lost such a click (the chat stayed shut and nothing said why).
+    ana, bo = make_person("ana", "Ana"), make_person("bo", "Bo")
+    chat, _ = off_loop(services.create_direct_conversation, user=ana, other_user_id=bo.pk)
+    say(bo, chat.pk, "Are you there?")
+    page = web.log_in(ana)
+    row = conversation(page, "Bo")
+    expect(row.locator(".conv-preview")).to_have_text("Are you there?")
+    first_drawn = row.element_handle()
+    box = row.bounding_box()
+    assert box is not None
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.mouse.down()
+    say(bo, chat.pk, "Call me back")
+    expect(row.locator(".conv-preview")).to_have_text("Call me back")
+    expect(row.locator(".badge")).to_contain_text("2")
+    page.mouse.up()
+
+    expect(page.locator("#chat-title")).to_have_text("Bo")
+    expect(bubbles(page).get_by_text("Call me back", exact=True)).to_be_visible()
+    assert first_drawn.evaluate("row => row.isConnected")  # the row was kept, not redrawn

@@ -5,7 +5,7 @@
 // `conversation.updated` (`settings`, `role`) and from the member list read again.
 
 import { api } from "../api.js";
-import { h } from "../dom.js";
+import { Rows, h } from "../dom.js";
 import * as fmt from "../format.js";
 import { findUsers, personButton } from "./dialogs.js";
 import { avatar, debounce, paintAvatar, problem, toast } from "./helpers.js";
@@ -37,6 +37,8 @@ const panel = {
 let shown = null; // the conversation the panel shows
 let detail = null; // its last `GET /conversations/{id}`
 
+/** The member rows, kept from one redraw to the next (see `Rows`). */
+const memberRows = new Rows(panel.list);
 const isAdmin = (role) => role === "owner" || role === "admin";
 
 function showError(text) {
@@ -66,14 +68,15 @@ function memberRow(m, myRole) {
   const entry = presence.get(m.id);
   const actions = [];
   const mine = m.id === me.id;
+  // The buttons say what they do in `data-action`; the list listens (its rows are kept).
   if (isAdmin(myRole) && m.role !== "owner") {
     if (m.role === "member") {
-      actions.push(h("button", { type: "button", class: "button small", "aria-label": `Make ${m.display_name} an admin`, onclick: () => setRole(m, "admin") }, "Make admin"));
+      actions.push(h("button", { type: "button", class: "button small", "aria-label": `Make ${m.display_name} an admin`, "data-action": "admin" }, "Make admin"));
     } else if (myRole === "owner" || mine) {
-      actions.push(h("button", { type: "button", class: "button small", "aria-label": mine ? "Stop being an admin" : `Dismiss ${m.display_name} as admin`, onclick: () => setRole(m, "member") }, mine ? "Step down" : "Dismiss as admin"));
+      actions.push(h("button", { type: "button", class: "button small", "aria-label": mine ? "Stop being an admin" : `Dismiss ${m.display_name} as admin`, "data-action": "member" }, mine ? "Step down" : "Dismiss as admin"));
     }
     if (!mine && (m.role === "member" || myRole === "owner")) {
-      actions.push(h("button", { type: "button", class: "button small danger-ghost", "aria-label": `Remove ${m.display_name} from the group`, onclick: () => removeMember(m) }, "Remove"));
+      actions.push(h("button", { type: "button", class: "button small danger-ghost", "aria-label": `Remove ${m.display_name} from the group`, "data-action": "remove" }, "Remove"));
     }
   }
   return h(
@@ -97,7 +100,19 @@ function render() {
   renderSettings(c);
   const members = detail.members || [];
   panel.status.textContent = `${members.length} member${members.length === 1 ? "" : "s"}`;
-  panel.list.replaceChildren(...members.map((m) => memberRow(m, c.role)));
+  const byId = new Map(members.map((m) => [m.id, m]));
+  memberRows.draw([...byId.keys()], (id) => memberRow(byId.get(id), c.role));
+}
+
+/** A member row's button was pressed: do what its `data-action` says, to that member. */
+function onMemberAction(event) {
+  const button = event.target.closest("button[data-action]");
+  const id = Number(button?.closest(".member")?.dataset.user);
+  const member = (detail?.members || []).find((m) => m.id === id);
+  if (!member) return;
+  const action = button.dataset.action;
+  if (action === "remove") removeMember(member);
+  else setRole(member, action);
 }
 
 async function load(id) {
@@ -208,7 +223,7 @@ export function install() {
     detail = null;
     showError(null);
     panel.status.textContent = "Loading…";
-    panel.list.replaceChildren();
+    memberRows.clear();
     panel.addQuery.value = "";
     panel.addResults.replaceChildren();
     panel.addStatus.textContent = "";
@@ -241,6 +256,7 @@ export function install() {
     render();
   });
   panel.addQuery.addEventListener("input", searchPeople);
+  panel.list.addEventListener("click", onMemberAction);
   // Another device or admin changed the group: redraw, and read the members again.
   client.addEventListener("membership", ({ detail: change }) => {
     if (change.conversation !== shown) return;

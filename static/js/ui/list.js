@@ -1,8 +1,10 @@
 // The conversation list: one row per conversation (avatar, title, time, preview,
 // unread badge), drawn again whenever the client's conversations change. A conversation
 // with a draft (other than the open one) shows "Draft: <text>" instead of its preview.
+// Each conversation keeps its row: a redraw updates it in place and moves only the rows
+// whose place changed, so a click that spans a redraw (a message arriving) is not lost.
 
-import { h, icon } from "../dom.js";
+import { Rows, h, icon } from "../dom.js";
 import * as fmt from "../format.js";
 import { plainText } from "../markup.js";
 import * as attention from "../notify.js";
@@ -113,10 +115,13 @@ export function install() {
   ui.list.addEventListener("keydown", (event) => arrowKeys(event, ui.list, ".conv"));
 }
 
+/** Each conversation's row, kept from one redraw to the next. */
+const rows = new Rows(ui.list);
+
 export function renderList() {
   const ids = client.conversationIds();
   const focused = document.activeElement?.closest?.("#conversation-list .conv")?.dataset.id;
-  ui.list.replaceChildren(...ids.map(conversationItem));
+  rows.draw(ids, conversationItem);
   ui.emptyList.hidden = ids.length > 0;
   if (focused) ui.list.querySelector(`.conv[data-id="${Number(focused)}"]`)?.focus();
   attention.setTitleCount(client.totalUnread());
