@@ -57,7 +57,9 @@ BEAT = $(PY) -m celery -A chatsite beat --loglevel=INFO -s $(VENV)/celerybeat-sc
 # One gateway process. --ws-max-size enforces the 1.25 MiB frame limit (close 1009);
 # pings are the protocol's own (`ping` frames, heartbeat timeout), not the server's.
 GATEWAY = $(PY) -m uvicorn chatsite.asgi:application --host $(HOST) \
-	--http chatsite.gateway:H11WithHandshakeDeadline --no-proxy-headers --ws websockets --ws-max-size 1310720 --ws-ping-interval 86400 --no-access-log --lifespan off --log-level warning
+	--http chatsite.gateway:H11WithHandshakeDeadline --no-proxy-headers \
+	--ws chatsite.gateway:FlowControlledWebSocket --ws-max-size 1310720 --ws-ping-interval 86400 \
+	--no-access-log --lifespan off --log-level warning
 
 # Browser tests (tests/e2e/test_browser.py) drive Debian's chromium; Playwright cannot
 # download its own browsers here. Installed once, when missing (CI runs as root).

@@ -30,6 +30,7 @@ from typing import Any
 
 from bench import report
 from bench.deploy import BenchDeployment, DeployOptions, raise_open_file_limit
+from bench.harness import GATEWAY_WS
 from bench.layers import code_version, machine
 from bench.scenarios import FULL, SCENARIOS, SMOKE, Context, Result, Sizes
 
@@ -144,10 +145,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--ws",
-        choices=("websockets", "websockets-sansio"),
-        default="websockets",
-        help="uvicorn's WebSocket implementation in the gateways (default websockets, as "
-        "the Makefile runs them)",
+        choices=(GATEWAY_WS, "websockets", "websockets-sansio"),
+        default=GATEWAY_WS,
+        help=f"uvicorn's WebSocket implementation in the gateways (default {GATEWAY_WS}, as "
+        "the Makefile runs them; `websockets` is uvicorn's default, the legacy server)",
     )
     parser.add_argument(
         "--push-answer-ms",

@@ -33,6 +33,7 @@ from typing import Any
 import redis
 
 from bench.harness import (
+    GATEWAY_WS,
     REPO_ROOT,
     Deployment,
     HarnessError,
@@ -184,7 +185,7 @@ class DeployOptions:
     gateways: int = 2
     durability: str = "full"  # full | relaxed (synchronous_commit=off)
     db_threads: int | None = None
-    ws: str = "websockets"  # uvicorn's --ws implementation
+    ws: str = GATEWAY_WS  # uvicorn's --ws implementation
     extra_env: tuple[tuple[str, str], ...] = ()
     # The Celery worker as `make serve` runs it, and what the push endpoint does.
     worker_pool: str = "prefork"

@@ -38,6 +38,8 @@ from psycopg import sql
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 LOCALHOST = "127.0.0.1"
+# The gateways' WebSocket implementation (uvicorn's `--ws`), as `make serve` runs them.
+GATEWAY_WS = "chatsite.gateway:FlowControlledWebSocket"
 
 # Environment variables a gateway inherits from the test process; everything else
 # (DATABASE_URL, REDIS_URL, CELERY_BROKER_URL ...) must come from the caller explicitly.
@@ -586,7 +588,7 @@ class Gateway(Managed):
         *,
         name: str = "gateway",
         port: int | None = None,
-        ws: str = "websockets",
+        ws: str = GATEWAY_WS,
         server: str = "uvicorn",
     ) -> None:
         """Prepare a gateway; `env` (DATABASE_URL, REDIS_URL ...) is merged over a clean base.
@@ -1047,7 +1049,7 @@ class Deployment:
         gateways: int = 2,
         env: Mapping[str, str] | None = None,
         channel_layer_prefix: str | None = None,
-        ws: str = "websockets",
+        ws: str = GATEWAY_WS,
         server: str = "uvicorn",
         workers: int = 0,
         beat: bool = False,

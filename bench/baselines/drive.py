@@ -103,7 +103,11 @@ class BaselineServer(Managed):
         self._proc: subprocess.Popen[bytes] | None = None
 
     def command(self) -> list[str]:
-        """Return the server's command line (the tutorial: our gateways' uvicorn options)."""
+        """Return the server's command line.
+
+        The tutorial runs on uvicorn's default WebSocket implementation (`websockets`,
+        the legacy server), as the tutorial has it, with our gateways' other options.
+        """
         if self.baseline.layer is None:
             return [sys.executable, "-m", "bench.baselines.relay", "--port", str(self.port)]
         return [

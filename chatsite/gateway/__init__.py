@@ -3,6 +3,7 @@
 | module | holds |
 |---|---|
 | `http` | uvicorn's h11 protocol with a deadline for the first request |
+| `websocket` | uvicorn's sans-I/O WebSocket protocol, with flow control (slow readers) |
 | `auth` | the handshake: Origin check, then JWT, ticket or session; credential re-checks |
 | `dbthreads` | the database thread pool every ORM call of async code runs on |
 | `fanout` | the per-process queues that hand committed events to the channel layer |
@@ -12,16 +13,21 @@
 
 The consumer (`messaging.consumers`) is a table from frame type to one service call; it
 uses this package for socket lifetime. Gateways start with
-`--http chatsite.gateway:H11WithHandshakeDeadline` (re-exported here for that flag).
+`--http chatsite.gateway:H11WithHandshakeDeadline --ws chatsite.gateway:FlowControlledWebSocket`
+(both re-exported here for those flags).
 """
 
 from typing import Any
 
 
 def __getattr__(name: str) -> Any:
-    """Hand out `H11WithHandshakeDeadline` lazily: only uvicorn's `--http` needs it."""
+    """Hand out the protocols lazily: only uvicorn's `--http` and `--ws` need them."""
     if name == "H11WithHandshakeDeadline":
         from chatsite.gateway.http import H11WithHandshakeDeadline
 
         return H11WithHandshakeDeadline
+    if name == "FlowControlledWebSocket":
+        from chatsite.gateway.websocket import FlowControlledWebSocket
+
+        return FlowControlledWebSocket
     raise AttributeError(name)

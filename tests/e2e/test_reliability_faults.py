@@ -763,6 +763,78 @@ async def _drain(raw: RawSocket, timeout: float) -> tuple[int, int | None]:
         return frames, None
 
 
+def _server_side_open(server_port: int, client_port: int) -> bool:
+    """Answer whether a process (the gateway) still holds its end of this TCP connection.
+
+    A socket closed with data the peer never took stays in the kernel for a while as an
+    orphan (FIN_WAIT1, no inode): it no longer costs the gateway a file descriptor.
+    """
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as rows:
+            next(rows)
+            for row in rows:
+                fields = row.split()
+                local, remote, inode = fields[1], fields[2], fields[9]
+                ports = int(local.rsplit(":", 1)[1], 16), int(remote.rsplit(":", 1)[1], 16)
+                if ports == (server_port, client_port) and inode != "0":
+                    return True
+    return False
+
+
+def test_r9_a_client_that_never_reads_again_loses_its_connection_after_the_close(
+    make_deployment: MakeDeployment, make_user: Any
+) -> None:
+    # Tried: a client stops reading for good while a group's messages pile up for it.
+    # The gateway closes it 4429, and the close frame waits behind megabytes the client
+    # will never read. The gateway must not hold that connection (a file descriptor and
+    # its buffer) for ever: it aborts it CLOSE_TIMEOUT seconds after the close. Without
+    # the abort the gateway's end stays open as long as the client's.
+    from chatsite.gateway.websocket import CLOSE_TIMEOUT
+
+    sender, slow = make_user("r9psender"), make_user("r9pslow")
+    group = services.create_group(creator=sender, title="r9p", member_ids=[slow.pk]).pk
+    deployment = make_deployment(gateways=1, env={**FAST_SENDS, "WS_SEND_TIMEOUT": "2"})
+    gateway = deployment.gateways[0]
+    server_port = urllib.parse.urlsplit(gateway.ws_url).port
+    assert server_port is not None
+    writing, stuck = party(sender), party(slow)
+
+    async def scenario() -> tuple[bool, float | None, float | None]:
+        writer = make_client([gateway.ws_url], writing, History())
+        await writer.connect()
+        raw, _ = await open_raw(gateway.ws_url, stuck.token, rcvbuf=32 * 1024)
+        client_port = raw.ws.transport.get_extra_info("sockname")[1]
+        raw.ws.transport.pause_reading()
+        log_offset = len(gateway.output())
+        closed = asyncio.create_task(
+            wait_for_log(gateway, "outbound queue full", after=log_offset, timeout=120)
+        )
+        padding = "z" * 8192
+        number = 0
+        while not closed.done() and number < 2000:  # ~16 MB at most
+            number += 1
+            await writer.send(group, f"{number} {padding}", timeout=60)
+        closed_at = await closed
+        held_after_close = _server_side_open(server_port, client_port)
+        gone_at = None
+        deadline = time.monotonic() + CLOSE_TIMEOUT + 20
+        while time.monotonic() < deadline:
+            if not _server_side_open(server_port, client_port):
+                gone_at = time.time()
+                break
+            await asyncio.sleep(0.2)
+        raw.ws.transport.abort()
+        await writer.close()
+        return held_after_close, closed_at, gone_at
+
+    held_after_close, closed_at, gone_at = asyncio.run(scenario())
+    assert closed_at is not None, "the client that stopped reading was never closed 4429"
+    # The close was queued behind unread data, so the connection outlived the close...
+    assert held_after_close
+    # ...and then the gateway let it go, without the client's help.
+    assert gone_at is not None, f"the gateway still held the connection {CLOSE_TIMEOUT + 20} s on"
+
+
 # --- R11 -------------------------------------------------------------------------------
 
 
