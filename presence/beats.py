@@ -4,7 +4,7 @@ Any frame is a heartbeat, and a socket writes one at most every half heartbeat i
 (`PRESENCE_WRITE_INTERVAL`). Written one by one, that was a Redis pipeline per socket
 per heartbeat: at 10,000 idle sockets 400 round trips a second, the largest part of the
 gateways' idle CPU. Queued here for `PRESENCE_WRITE_WINDOW` seconds, they go out as one
-pipeline per shard (`PresenceStore.beat_many`). A beat a little late changes nothing: a
+script call per shard (`PresenceStore.beat_many`). A beat a little late changes nothing: a
 connection stays live for three heartbeats.
 
 Two orderings are kept:

@@ -83,6 +83,29 @@ def test_many_beats_are_kept_as_one_by_one_and_index_each_users_latest(make_stor
     assert stale == [], "user 7's latest beat (101.5) indexes them, not their oldest"
 
 
+def test_many_beats_reach_a_redis_that_forgot_the_script_and_keep_their_ttl() -> None:
+    # Tried: Redis lost its scripts (a restart, SCRIPT FLUSH) between two gathered
+    # writes. The second write loads the script again instead of failing, and every
+    # user's connections hash expires as a single beat's does.
+    prefix = f"{settings.REDIS_KEY_PREFIX}-{uuid.uuid4().hex[:8]}"
+
+    async def work(store: PresenceStore) -> Any:
+        assert isinstance(store, RedisPresenceStore)
+        await store.beat_many([(5, "a", Beat(10.0, False))])
+        await store.clients[0].script_flush()
+        await store.beat_many([(5, "b", Beat(11.0, True)), (6, "c", Beat(12.0, False))])
+        ttls = [await store.clients[0].ttl(f"{prefix}:pres:c:{uid}") for uid in (5, 6)]
+        return await store.connections([5, 6]), ttls, store._ttl
+
+    connections, ttls, ttl = run(lambda: RedisPresenceStore(prefix=prefix), work)
+
+    assert connections == {
+        5: {"a": Beat(10.0, False), "b": Beat(11.0, True)},
+        6: {"c": Beat(12.0, False)},
+    }
+    assert all(ttl - 5 <= left <= ttl for left in ttls), (ttls, ttl)
+
+
 def test_removing_connections_forgets_only_those(make_store) -> None:
     async def work(store: PresenceStore) -> Any:
         await store.beat(7, "a", idle=False, now=1.0)
