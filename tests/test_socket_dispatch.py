@@ -1,0 +1,76 @@
+"""`dispatch_in_turn`: a socket's frames and events, handled one at a time, until it stops."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from channels.exceptions import StopConsumer
+
+from chatsite.gateway.socket import dispatch_in_turn
+
+
+def test_frames_and_events_are_handled_one_at_a_time_in_arrival_order() -> None:
+    # Tried: frames and events arrive on both sources while a slow handler is busy. No
+    # two messages are ever handled at once, each source's order is kept, and the loop
+    # ends with the disconnect's StopConsumer, after which nothing is handled.
+    async def scenario() -> tuple[list[Any], int]:
+        frames: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        handled: list[Any] = []
+        busy = 0
+        most = 0
+
+        async def dispatch(message: dict[str, Any]) -> None:
+            nonlocal busy, most
+            busy += 1
+            most = max(most, busy)
+            await asyncio.sleep(0.01)  # a handler that waits (a database call, a send)
+            handled.append(message["n"])
+            busy -= 1
+            if message["n"] == "bye":
+                raise StopConsumer
+
+        for n in range(5):
+            frames.put_nowait({"n": f"f{n}"})
+            events.put_nowait({"n": f"e{n}"})
+        frames.put_nowait({"n": "bye"})
+        for n in range(5, 8):
+            events.put_nowait({"n": f"e{n}"})
+        with pytest.raises(StopConsumer):
+            await asyncio.wait_for(dispatch_in_turn([frames.get, events.get], dispatch), 5)
+        return handled, most
+
+    handled, most = asyncio.run(scenario())
+
+    assert most == 1
+    assert [n for n in handled if n[0] == "f"] == [f"f{n}" for n in range(5)]
+    events_seen = [n for n in handled if n[0] == "e"]
+    assert events_seen == [f"e{n}" for n in range(len(events_seen))]
+    assert handled[-1] == "bye", "nothing is handled after the disconnect"
+
+
+def test_a_failing_handler_ends_the_loop_with_its_error_and_cancels_the_sources() -> None:
+    # Tried: a handler raises (a bug). The error comes out of the loop, and the source
+    # that was still waiting is cancelled (channels-redis unsubscribes on that).
+    async def scenario() -> bool:
+        frames: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        cancelled = asyncio.Event()
+
+        async def never() -> dict[str, Any]:
+            try:
+                await asyncio.Event().wait()
+            finally:
+                cancelled.set()
+            raise AssertionError("unreachable")
+
+        async def dispatch(message: dict[str, Any]) -> None:
+            raise ValueError(message["n"])
+
+        frames.put_nowait({"n": "boom"})
+        with pytest.raises(ValueError, match="boom"):
+            await dispatch_in_turn([frames.get, never], dispatch)
+        return cancelled.is_set()
+
+    assert asyncio.run(scenario())
