@@ -21,10 +21,12 @@ header on any connection from 127.0.0.1, so any local process could choose the a
 the sign-up and login budgets count. The application reads the header itself, as the
 settings say (`chatsite.clientaddr`: `API_NUM_PROXIES`, `API_TRUSTED_PROXIES`).
 
-And it spares each WebSocket upgrade a signature inspection: the `websockets` legacy
-server asks `inspect.signature` of uvicorn's handler, twice, on every connection (and
-warns that the handler takes a path), 5% of a gateway's CPU while clients connect.
-The answer depends only on the handler's function, so it is asked once per function.
+And, for a gateway run with `--ws websockets` (the legacy `websockets` server, which
+the gateways used before `chatsite.gateway.websocket`), it spares each WebSocket
+upgrade a signature inspection: that server asks `inspect.signature` of uvicorn's
+handler, twice, on every connection (and warns that the handler takes a path), 5% of
+a gateway's CPU while clients connect. The answer depends only on the handler's
+function, so it is asked once per function.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.server import ServerState
 
 with warnings.catch_warnings():
-    # The implementation uvicorn's `--ws websockets` runs on (the gateways' default);
+    # The implementation uvicorn's `--ws websockets` runs on (uvicorn's default);
     # importing it warns that it is deprecated, once per process.
     warnings.simplefilter("ignore", DeprecationWarning)
     from websockets.legacy import server as legacy_server
