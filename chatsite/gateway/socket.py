@@ -60,7 +60,9 @@ CLOSE_TOO_SLOW = 4429
 CLOSE_TRY_LATER = 1013
 Parser = Callable[[dict[str, Any]], Any]
 Handler = Callable[[Any, Any, str | None], Awaitable[None]]
-Handler1 = Callable[[dict[str, Any]], Awaitable[None]]
+# A socket's sources (the client's frames, the channel layer's events) and its dispatch.
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Dispatch = Callable[[dict[str, Any]], Awaitable[None]]
 
 _frames_in = metrics.FrameCounter(metrics.FRAMES_RECEIVED, frames.CLIENT_FRAMES)
 _frames_out = metrics.FrameCounter(metrics.FRAMES_SENT, wire.FRAMES)
@@ -95,18 +97,14 @@ def encode_shared(frame: Any) -> str:
     return data
 
 
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-
-
-async def dispatch_in_turn(sources: list[Receive], dispatch: Handler1) -> None:
+async def dispatch_in_turn(sources: list[Receive], dispatch: Dispatch) -> None:
     """Hand what each source receives to `dispatch`, one message at a time, until it stops.
 
     What Channels' `await_many_dispatch` does, with one long-lived task per source: that
     loop makes a new task per message and waits on all of them again each time (about
-    10 µs more per message, a frame in or an event out to one socket: 15 µs against
-    5 µs in a loop of queued messages). The first
-    exception `dispatch` raises (`StopConsumer` at the disconnect) ends the loop, and no
-    message is dispatched after it.
+    10 µs more per message, a frame in or an event out to one socket: 15 µs against 5 µs
+    in a loop of queued messages). The first exception `dispatch` raises (`StopConsumer`
+    at the disconnect) ends the loop, and no message is dispatched after it.
     """
     turn = asyncio.Lock()
     stopped = False
