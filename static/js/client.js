@@ -693,8 +693,23 @@ export class ChatClient extends EventTarget {
   }
 
   /** Record members (with markers) answered by `GET /conversations/{id}`. */
+  /**
+   * Take a conversation's members as the server listed them. A member's markers only
+   * move forward: a list read before a `receipt.updated` that came in while it was on
+   * its way must not take that receipt back.
+   */
   setMembers(id, members) {
-    this.members.set(id, new Map(members.map((m) => [m.id, { ...m }])));
+    const known = this.members.get(id);
+    const merged = members.map((m) => {
+      const member = { ...m };
+      const had = known?.get(m.id);
+      if (had) {
+        member.read_seq = Math.max(had.read_seq || 0, m.read_seq || 0);
+        member.delivered_seq = Math.max(had.delivered_seq || 0, m.delivered_seq || 0);
+      }
+      return [m.id, member];
+    });
+    this.members.set(id, new Map(merged));
     this.#emit("members", { conversation: id });
   }
 

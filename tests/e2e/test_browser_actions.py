@@ -232,3 +232,42 @@ def test_a_lone_group_asks_first_a_new_chat_waits_for_its_message_and_readers_wh
     expect(ana_page.locator("#chat-subtitle")).to_contain_text("2 members")  # Cy is gone
     expect(marks).to_have_text("Read by 2 of 2")
     expect(marks).to_have_attribute("data-state", "read")
+
+
+def test_a_member_list_read_before_a_receipt_does_not_take_the_receipt_back(web: Web) -> None:
+    # Tried: Ana's client asks for the group's members (opening it again) and the answer
+    # is read from the database, but held on its way; meanwhile Bo and Cy read her
+    # message and she sees "Read by 2 of 2" live. Then the held answer arrives, with the
+    # markers as they were before. Before: it replaced the members, and the message
+    # said "Read by 0 of 2" until the next receipt or sync (CI saw "1 of 2" when the
+    # answer of a reload crossed the receipts).
+    ana, bo, cy = make_person("ana", "Ana"), make_person("bo", "Bo"), make_person("cy", "Cy")
+    trio = off_loop(services.create_group, creator=ana, title="Trio", member_ids=[bo.pk, cy.pk])
+    page = web.log_in(ana)
+    conversation(page, "Trio").click()
+    send(page, "Read this, both of you")
+    mine = page.locator("#message-list .msg.own:not(.pending)")
+    expect(mine.locator(".body")).to_have_text(["Read this, both of you"])
+    marks = mine.locator(".marks.group")
+    expect(marks).to_have_text("Read by 0 of 2")
+
+    held: list[Any] = []
+
+    def hold(route: Any) -> None:
+        held.append((route, route.fetch()))  # the server's answer, read now, sent later
+
+    page.route(f"**/api/v1/conversations/{trio.pk}", hold)
+    conversation(page, "Trio").click()  # opening it again reads its members again
+    while not held:
+        page.wait_for_timeout(50)
+    seq = off_loop(lambda: Message.objects.get(body="Read this, both of you").seq)
+    for reader in (bo, cy):
+        off_loop(services.mark_read, user=reader, conversation_id=trio.pk, seq=seq)
+    expect(marks).to_have_text("Read by 2 of 2")
+
+    route, answer = held[0]
+    with page.expect_response(f"**/api/v1/conversations/{trio.pk}"):
+        route.fulfill(response=answer)
+    page.wait_for_timeout(300)  # the client applies the answer within a task or two
+    expect(marks).to_have_text("Read by 2 of 2")
+    expect(marks).to_have_attribute("data-state", "read")
