@@ -257,9 +257,13 @@ def test_a_member_list_read_before_a_receipt_does_not_take_the_receipt_back(web:
         held.append((route, route.fetch()))  # the server's answer, read now, sent later
 
     page.route(f"**/api/v1/conversations/{trio.pk}", hold)
-    conversation(page, "Trio").click()  # opening it again reads its members again
-    while not held:
+    with page.expect_request(f"**/api/v1/conversations/{trio.pk}"):
+        conversation(page, "Trio").click()  # opening it again reads its members again
+    for _ in range(100):  # the route handler runs while Playwright dispatches events
+        if held:
+            break
         page.wait_for_timeout(50)
+    assert held, "the members were not read again"
     seq = off_loop(lambda: Message.objects.get(body="Read this, both of you").seq)
     for reader in (bo, cy):
         off_loop(services.mark_read, user=reader, conversation_id=trio.pk, seq=seq)
