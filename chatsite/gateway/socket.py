@@ -49,6 +49,7 @@ from chatsite.gateway.auth import Credential
 from chatsite.gateway.budgets import FrameBudgets
 from chatsite.gateway.dbthreads import Shed
 from chatsite.gateway.supervisor import CLOSE_UNAUTHENTICATED, supervisor
+from chatsite.gateway.websocket import SEND_TIMEOUT_EXTENSION
 from chatsite.limits import DEVICE_ID_PATTERN, MAX_FRAME_BYTES
 from chatsite.logs import correlation_id, new_id, trace
 from messaging import frames, wire
@@ -155,6 +156,9 @@ class FrameSocket(AsyncWebsocketConsumer):  # type: ignore[misc]
     last_frame_at = 0.0
     ready = False  # the first frame (the subclass's greeting) has gone out
     budgets: FrameBudgets
+    send_timeout = 5.0  # WS_SEND_TIMEOUT, read once per socket
+    # The server times a send's wait for room itself (`FlowControlledWebSocket`).
+    server_times_sends = False
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Any) -> None:
         """Run the socket: Channels' `AsyncConsumer.__call__`, with `dispatch_in_turn`."""
@@ -175,6 +179,8 @@ class FrameSocket(AsyncWebsocketConsumer):  # type: ignore[misc]
         self.closed_with = None
         self.last_frame_at = time.monotonic()
         self.budgets = FrameBudgets(settings.WS_FRAME_BUDGETS)
+        self.send_timeout = settings.WS_SEND_TIMEOUT
+        self.server_times_sends = SEND_TIMEOUT_EXTENSION in (self.scope.get("extensions") or {})
         self.prepare()
         await self.accept()
         auth = self.scope.get("auth")
@@ -191,6 +197,11 @@ class FrameSocket(AsyncWebsocketConsumer):  # type: ignore[misc]
             await self._close_now(1008)
             return
         self.user, self.credential, self.device = auth.user, auth.credential, device
+        # Nothing reads the handshake's headers again (the credential among them): free
+        # them for the socket's lifetime, in the one list every copy of the scope shares.
+        headers = self.scope.get("headers")
+        if isinstance(headers, list):
+            headers.clear()
         supervisor.add(self)
         try:
             await self.greet()
@@ -269,9 +280,15 @@ class FrameSocket(AsyncWebsocketConsumer):  # type: ignore[misc]
             return False
         data = encode_shared(frame) if shared else encode(frame)
         try:
-            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation.
-            async with asyncio.timeout(settings.WS_SEND_TIMEOUT):
-                await self.send(text_data=data)
+            if self.server_times_sends:
+                # No timer per send: the server starts one only for a send that waits.
+                await self.base_send(
+                    {"type": "websocket.send", "text": data, "timeout": self.send_timeout}
+                )
+            else:
+                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation.
+                async with asyncio.timeout(self.send_timeout):
+                    await self.send(text_data=data)
         except (ClientDisconnected, ConnectionError, RuntimeError):
             # The client left while we answered. Returning quietly lets the consumer take
             # the `websocket.disconnect` that follows, so `disconnect()` cleans up.

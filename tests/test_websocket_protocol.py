@@ -1,0 +1,154 @@
+"""The gateway's WebSocket protocol (`FlowControlledWebSocket`) on real sockets.
+
+A uvicorn server runs in the test's event loop with the protocol and a small ASGI
+application of the test's own, so the test decides when the application takes frames;
+the client is the `websockets` library over loopback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import uvicorn
+from websockets.asyncio.client import connect
+
+from chatsite.gateway.websocket import (
+    READ_AHEAD_BYTES,
+    SEND_TIMEOUT_EXTENSION,
+    FlowControlledWebSocket,
+)
+
+App = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
+# Small kernel buffers on both ends (they also turn off Linux's autotuning, up to 32 MB
+# here), so what the server does not read backs up to the client after a few hundred KB.
+KERNEL_BUFFER = 64 * 1024
+
+
+@asynccontextmanager
+async def serving(app: App) -> AsyncIterator[str]:
+    """Serve `app` with the gateway's protocol on a loopback port; yield its URL."""
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, KERNEL_BUFFER)
+    listener.bind(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    config = uvicorn.Config(
+        app, ws=FlowControlledWebSocket, lifespan="off", log_level="warning", ws_max_size=2**20
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve(sockets=[listener]))
+    try:
+        while not server.started:
+            await asyncio.sleep(0.01)
+        yield f"ws://127.0.0.1:{port}/"
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 10)
+        listener.close()
+
+
+def client_socket(port_url: str) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, KERNEL_BUFFER)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, KERNEL_BUFFER)
+    host, port = port_url.removeprefix("ws://").rstrip("/").split(":")
+    sock.connect((host, int(port)))
+    sock.setblocking(False)
+    return sock
+
+
+def test_a_client_faster_than_its_application_is_read_only_a_bounded_way_ahead() -> None:
+    # Tried: a client sends 16 MB in 64 KB frames while the application takes none of
+    # them. The server stops reading after READ_AHEAD_BYTES (plus the kernel buffers),
+    # so the client's sends back up instead of the server's memory growing; once the
+    # application reads again every frame arrives, in order, none lost.
+    frame_size, count = 64 * 1024, 256
+    release = asyncio.Event()
+    received: list[str] = []
+    scope_extensions: dict[str, Any] = {}
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        assert (await receive())["type"] == "websocket.connect"
+        scope_extensions.update(scope["extensions"])
+        await send({"type": "websocket.accept"})
+        await release.wait()
+        while len(received) < count:
+            message = await receive()
+            assert message["type"] == "websocket.receive"
+            received.append(message["text"])
+        await send({"type": "websocket.send", "text": "all"})
+        await receive()  # the client's close
+
+    async def scenario() -> tuple[int, int]:
+        async with serving(app) as url:
+            sock = client_socket(url)
+            async with connect(url, sock=sock, max_size=None, compression=None) as ws:
+                sent = 0
+
+                async def flood() -> None:
+                    nonlocal sent
+                    for number in range(count):
+                        await ws.send(f"{number:08d}".ljust(frame_size, "x"))
+                        sent += 1
+
+                flooding = asyncio.create_task(flood())
+                # Wait until the sends stop making progress.
+                last = -1
+                while sent != last and not flooding.done():
+                    last = sent
+                    await asyncio.sleep(0.5)
+                held = sent
+                release.set()
+                await asyncio.wait_for(flooding, 30)
+                answer = await asyncio.wait_for(ws.recv(), 30)
+                assert answer == "all"
+                return held, sent
+
+    held, sent = asyncio.run(scenario())
+    assert sent == count
+    taken = held * frame_size
+    # Read ahead, the kernel buffers of both ends and the client's own write buffer: well
+    # under a megabyte here. Reading everything would have taken all 16 MB.
+    assert taken < READ_AHEAD_BYTES + 2 * 1024 * 1024, f"the server took {taken} bytes unread"
+    assert [int(text[:8]) for text in received] == list(range(count))
+    assert SEND_TIMEOUT_EXTENSION in scope_extensions
+
+
+def test_a_send_that_finds_no_room_raises_timeout_error_when_its_timeout_runs_out() -> None:
+    # Tried: the application sends 256 KB frames to a client that never reads, each send
+    # with a 0.5 s timeout. Once the buffers are full a send waits for room, and gives up
+    # with TimeoutError after its timeout instead of waiting for ever.
+    outcome: dict[str, Any] = {}
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        loop = asyncio.get_running_loop()
+        sent = 0
+        try:
+            while sent < 1000:
+                started = loop.time()
+                await send({"type": "websocket.send", "text": "y" * 256 * 1024, "timeout": 0.5})
+                sent += 1
+        except TimeoutError:
+            outcome["waited"] = loop.time() - started
+        outcome["sent"] = sent
+        await send({"type": "websocket.close", "code": 4429})
+
+    async def scenario() -> None:
+        async with serving(app) as url:
+            sock = client_socket(url)
+            async with connect(url, sock=sock, max_size=None, compression=None) as ws:
+                ws.transport.pause_reading()
+                for _ in range(100):
+                    if "sent" in outcome:
+                        break
+                    await asyncio.sleep(0.1)
+                ws.transport.abort()
+
+    asyncio.run(scenario())
+    assert outcome.get("sent", 1000) < 1000, "every send found room: the client read them"
+    assert 0.4 < outcome["waited"] < 5
