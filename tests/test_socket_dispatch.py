@@ -74,3 +74,62 @@ def test_a_failing_handler_ends_the_loop_with_its_error_and_cancels_the_sources(
         return cancelled.is_set()
 
     assert asyncio.run(scenario())
+
+
+def test_a_failure_on_another_source_ends_the_loop_while_the_first_source_waits() -> None:
+    # Tried: the first source (read in the caller's own task) has nothing to give; an
+    # event on the second source makes the handler raise. The loop ends with that
+    # error at once, and the first source's wait is cancelled.
+    async def scenario() -> bool:
+        events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        cancelled = asyncio.Event()
+
+        async def never() -> dict[str, Any]:
+            try:
+                await asyncio.Event().wait()
+            finally:
+                cancelled.set()
+            raise AssertionError("unreachable")
+
+        async def dispatch(message: dict[str, Any]) -> None:
+            raise StopConsumer
+
+        events.put_nowait({"n": "evicted"})
+        loop = asyncio.ensure_future(dispatch_in_turn([never, events.get], dispatch))
+        done, _ = await asyncio.wait([loop], timeout=5)
+        assert loop in done, "the loop went on waiting on the first source"
+        with pytest.raises(StopConsumer):
+            loop.result()
+        return cancelled.is_set()
+
+    assert asyncio.run(scenario())
+
+
+def test_a_loop_cancelled_from_outside_stops_every_source() -> None:
+    # Tried: the server cancels a socket's task (shutdown). The cancellation comes out
+    # of the loop (not swallowed) and the other source's task is cancelled too.
+    async def scenario() -> bool:
+        cancelled = asyncio.Event()
+
+        async def never() -> dict[str, Any]:
+            await asyncio.Event().wait()
+            raise AssertionError("unreachable")
+
+        async def never_either() -> dict[str, Any]:
+            try:
+                await asyncio.Event().wait()
+            finally:
+                cancelled.set()
+            raise AssertionError("unreachable")
+
+        async def dispatch(message: dict[str, Any]) -> None:
+            raise AssertionError("nothing arrives")
+
+        task = asyncio.ensure_future(dispatch_in_turn([never, never_either], dispatch))
+        await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return cancelled.is_set()
+
+    assert asyncio.run(scenario())

@@ -101,14 +101,21 @@ def encode_shared(frame: Any) -> str:
 async def dispatch_in_turn(sources: list[Receive], dispatch: Dispatch) -> None:
     """Hand what each source receives to `dispatch`, one message at a time, until it stops.
 
-    What Channels' `await_many_dispatch` does, with one long-lived task per source: that
+    What Channels' `await_many_dispatch` does, with one long-lived loop per source: that
     loop makes a new task per message and waits on all of them again each time (about
     10 µs more per message, a frame in or an event out to one socket: 15 µs against 5 µs
-    in a loop of queued messages). The first exception `dispatch` raises (`StopConsumer`
-    at the disconnect) ends the loop, and no message is dispatched after it.
+    in a loop of queued messages). The first source is read in the calling task, each
+    other in a task of its own (a socket: the caller's task and one more, no task
+    waiting on both). The first exception `dispatch` raises (`StopConsumer` at the
+    disconnect) ends the loop, and no message is dispatched after it.
     """
     turn = asyncio.Lock()
     stopped = False
+    here = asyncio.current_task()
+    if here is None:
+        raise RuntimeError("dispatch_in_turn runs in a task")
+    failure: list[BaseException] = []
+    pumping = True  # the caller's own loop is still running
 
     async def pump(receive: Receive) -> None:
         nonlocal stopped
@@ -127,15 +134,36 @@ async def dispatch_in_turn(sources: list[Receive], dispatch: Dispatch) -> None:
             # that a message started (a receipt's first write) begins before the next.
             await asyncio.sleep(0)
 
-    tasks = [asyncio.ensure_future(pump(receive)) for receive in sources]
+    def ended(task: asyncio.Task[None]) -> None:
+        # Another source's loop failed while the caller's waits: stop it with the failure.
+        if pumping and not failure and not task.cancelled():
+            error = task.exception()
+            if error is not None:
+                failure.append(error)
+                here.cancel()
+
+    others = [asyncio.ensure_future(pump(receive)) for receive in sources[1:]]
+    for task in others:
+        task.add_done_callback(ended)
     try:
-        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-        for task in done:
-            task.result()
+        # Let the other loops start waiting on their sources first: a source cleans up
+        # when its wait is cancelled (channels-redis unsubscribes the socket's channel).
+        await asyncio.sleep(0)
+        await pump(sources[0])
+    except asyncio.CancelledError:
+        if not failure:
+            raise  # cancelled from outside (the server shuts down)
+        here.uncancel()
+        raise failure[0] from None
     finally:
-        for task in tasks:
+        pumping = False
+        for task in others:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        results = await asyncio.gather(*others, return_exceptions=True)
+    # The caller's loop saw another's failure first (and stopped): raise that failure.
+    for result in results:
+        if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
+            raise result
 
 
 class FrameSocket(AsyncWebsocketConsumer):  # type: ignore[misc]
