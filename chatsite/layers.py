@@ -32,7 +32,6 @@ import asyncio
 import itertools
 from typing import Any
 
-from channels_redis.core import BoundedQueue
 from channels_redis.pubsub import (
     RedisPubSubChannelLayer,
     RedisPubSubLoopLayer,
@@ -40,14 +39,21 @@ from channels_redis.pubsub import (
 )
 
 from chatsite import metrics
+from chatsite.gateway.inbox import Inbox
 
 
-class _CountingQueue(BoundedQueue):  # type: ignore[misc]
-    """channels-redis's bounded queue (full: the oldest goes), counting what it drops."""
+class _CountingQueue(Inbox):
+    """channels-redis's bounded queue (full: the oldest goes), counting what it drops.
+
+    An `Inbox`, not channels-redis's `asyncio.Queue`: 3.5 KB less per socket.
+    """
+
+    __slots__ = ()
 
     def put_nowait(self, item: Any) -> None:
         if self.full():
             metrics.count_dropped("inbox_full")
+            self.get_nowait()
         super().put_nowait(item)
 
 

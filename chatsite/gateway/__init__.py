@@ -4,6 +4,7 @@
 |---|---|
 | `http` | uvicorn's h11 protocol with a deadline for the first request |
 | `websocket` | uvicorn's sans-I/O WebSocket protocol, with flow control (slow readers) |
+| `inbox` | a socket's queues and its send flag, lighter than asyncio's |
 | `auth` | the handshake: Origin check, then JWT, ticket or session; credential re-checks |
 | `dbthreads` | the database thread pool every ORM call of async code runs on |
 | `fanout` | the per-process queues that hand committed events to the channel layer |

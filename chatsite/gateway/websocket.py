@@ -40,6 +40,8 @@ from typing import Any
 from uvicorn.protocols.utils import ClientDisconnected
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
+from chatsite.gateway.inbox import Flag, Inbox
+
 # Seconds a closed connection may take to hand its last bytes to the client (the legacy
 # server's close timeout).
 CLOSE_TIMEOUT = 10.0
@@ -63,6 +65,10 @@ class FlowControlledWebSocket(WebSocketsSansIOProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._unread = 0  # characters (text) or bytes of the frames queued for the application
+        # The same, in a fraction of the memory (`chatsite.gateway.inbox`).
+        self.queue = Inbox()  # type: ignore[assignment]
+        self.writable = Flag()  # type: ignore[assignment]
+        self.writable.set()
 
     def handle_connect(self, event: Any) -> None:
         """Accept as uvicorn does, and say in the scope that sends may carry a timeout."""
