@@ -14,12 +14,11 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatsite.settings")
 # Load Django (apps, models) before anything that imports models.
 django_asgi_app = get_asgi_application()
 
-from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from channels.routing import ProtocolTypeRouter  # noqa: E402
 from django.conf import settings  # noqa: E402
-from django.urls import path  # noqa: E402
 
 from chatsite.bodylimit import BodySizeLimit  # noqa: E402
-from chatsite.gateway.auth import WebSocketAuthMiddleware  # noqa: E402
+from chatsite.gateway.auth import Receive, Scope, Send, WebSocketAuthMiddleware  # noqa: E402
 from chatsite.gateway.drain import DrainOnSigterm  # noqa: E402
 from chatsite.gateway.fanout import StartFanout  # noqa: E402
 from chatsite.metrics import MetricsEndpoint  # noqa: E402
@@ -28,15 +27,30 @@ from messaging.consumers import ChatConsumer  # noqa: E402
 # A gateway holds millions of long-lived objects (GATEWAY_GC_THRESHOLDS).
 gc.set_threshold(*settings.GATEWAY_GC_THRESHOLDS)
 
+SOCKET_PATH = "/ws/v1/"
+
+
+async def chat_socket(scope: Scope, receive: Receive, send: Send) -> None:
+    """Serve `/ws/v1/` with a `ChatConsumer`; refuse any other path before accept (403).
+
+    In place of Channels' `URLRouter` and `as_asgi()`: each of those keeps a copy of the
+    scope (about 1.2 KB) and a coroutine for as long as the socket is open.
+    """
+    if scope["path"] != SOCKET_PATH:
+        message = await receive()
+        if message["type"] == "websocket.connect":
+            await send({"type": "websocket.close", "code": 1008})
+        return
+    await ChatConsumer()(scope, receive, send)
+
+
 application = MetricsEndpoint(
     DrainOnSigterm(
         StartFanout(
             ProtocolTypeRouter(
                 {
                     "http": BodySizeLimit(django_asgi_app),
-                    "websocket": WebSocketAuthMiddleware(
-                        URLRouter([path("ws/v1/", ChatConsumer.as_asgi())])
-                    ),
+                    "websocket": WebSocketAuthMiddleware(chat_socket),
                 }
             )
         )

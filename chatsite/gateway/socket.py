@@ -23,7 +23,7 @@ import re
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, ClassVar
 
 from channels.consumer import get_handler_name
@@ -188,7 +188,7 @@ class FrameSocket(AsyncWebsocketConsumer):  # type: ignore[misc]
     # The server times a send's wait for room itself (`FlowControlledWebSocket`).
     server_times_sends = False
 
-    async def __call__(self, scope: dict[str, Any], receive: Receive, send: Any) -> None:
+    async def __call__(self, scope: MutableMapping[str, Any], receive: Receive, send: Any) -> None:
         """Run the socket: Channels' `AsyncConsumer.__call__`, with `dispatch_in_turn`."""
         self.scope = scope
         self.channel_layer = get_channel_layer(self.channel_layer_alias)

@@ -406,6 +406,34 @@ def test_a_ticket_opens_one_socket_once(deployment: Deployment, ana: User) -> No
     drive(scenario)
 
 
+def test_a_socket_on_any_other_path_is_refused_before_accept(
+    deployment: Deployment, ana: User
+) -> None:
+    # Tried: a valid token on paths that are not `/ws/v1/` (another version, a longer
+    # path, no trailing slash). Each handshake is answered 403, and `/ws/v1/` with the
+    # same token still opens.
+    from websockets.exceptions import InvalidStatus
+
+    access = bearer(ana)
+    base = deployment.urls[0].split("/ws/v1/")[0]
+
+    statuses: list[int] = []
+
+    async def scenario() -> None:
+        for path in ("/ws/v2/", "/ws/v1/extra/", "/ws/v1", "/"):
+            with pytest.raises(InvalidStatus) as refused:
+                ws = await connect(
+                    base + path, additional_headers={"Authorization": f"Bearer {access}"}
+                )
+                await ws.close()
+            statuses.append(refused.value.response.status_code)
+        _socket, ready = await open_socket(deployment.urls[0], access)
+        assert ready["user"]["id"] == ana.pk
+
+    drive(scenario)
+    assert statuses == [403, 403, 403, 403]
+
+
 def test_pong_carries_the_users_log_position_across_conversations(
     deployment: Deployment, ana: User, bo: User, cy: User
 ) -> None:
