@@ -8,7 +8,21 @@ from typing import Any
 import pytest
 from channels.exceptions import StopConsumer
 
-from chatsite.gateway.socket import dispatch_in_turn
+from chatsite.gateway.socket import Receive, dispatch_in_turn
+
+
+def waits_forever(cancelled: asyncio.Event | None = None) -> Receive:
+    """Return a source that never gives a message; it sets `cancelled` when its wait ends."""
+
+    async def receive() -> dict[str, Any]:
+        try:
+            await asyncio.Event().wait()
+        finally:
+            if cancelled is not None:
+                cancelled.set()
+        raise AssertionError("unreachable")
+
+    return receive
 
 
 def test_frames_and_events_are_handled_one_at_a_time_in_arrival_order() -> None:
@@ -58,19 +72,12 @@ def test_a_failing_handler_ends_the_loop_with_its_error_and_cancels_the_sources(
         frames: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         cancelled = asyncio.Event()
 
-        async def never() -> dict[str, Any]:
-            try:
-                await asyncio.Event().wait()
-            finally:
-                cancelled.set()
-            raise AssertionError("unreachable")
-
         async def dispatch(message: dict[str, Any]) -> None:
             raise ValueError(message["n"])
 
         frames.put_nowait({"n": "boom"})
         with pytest.raises(ValueError, match="boom"):
-            await dispatch_in_turn([frames.get, never], dispatch)
+            await dispatch_in_turn([frames.get, waits_forever(cancelled)], dispatch)
         return cancelled.is_set()
 
     assert asyncio.run(scenario())
@@ -84,18 +91,13 @@ def test_a_failure_on_another_source_ends_the_loop_while_the_first_source_waits(
         events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         cancelled = asyncio.Event()
 
-        async def never() -> dict[str, Any]:
-            try:
-                await asyncio.Event().wait()
-            finally:
-                cancelled.set()
-            raise AssertionError("unreachable")
-
         async def dispatch(message: dict[str, Any]) -> None:
             raise StopConsumer
 
         events.put_nowait({"n": "evicted"})
-        loop = asyncio.ensure_future(dispatch_in_turn([never, events.get], dispatch))
+        loop = asyncio.ensure_future(
+            dispatch_in_turn([waits_forever(cancelled), events.get], dispatch)
+        )
         done, _ = await asyncio.wait([loop], timeout=5)
         assert loop in done, "the loop went on waiting on the first source"
         with pytest.raises(StopConsumer):
@@ -111,21 +113,12 @@ def test_a_loop_cancelled_from_outside_stops_every_source() -> None:
     async def scenario() -> bool:
         cancelled = asyncio.Event()
 
-        async def never() -> dict[str, Any]:
-            await asyncio.Event().wait()
-            raise AssertionError("unreachable")
-
-        async def never_either() -> dict[str, Any]:
-            try:
-                await asyncio.Event().wait()
-            finally:
-                cancelled.set()
-            raise AssertionError("unreachable")
-
         async def dispatch(message: dict[str, Any]) -> None:
             raise AssertionError("nothing arrives")
 
-        task = asyncio.ensure_future(dispatch_in_turn([never, never_either], dispatch))
+        task = asyncio.ensure_future(
+            dispatch_in_turn([waits_forever(), waits_forever(cancelled)], dispatch)
+        )
         await asyncio.sleep(0.01)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):

@@ -16,6 +16,16 @@ import contextlib
 from typing import Any
 
 
+def _new_waiter(
+    waiters: list[asyncio.Future[None]] | None,
+) -> tuple[list[asyncio.Future[None]], asyncio.Future[None]]:
+    """Return `waiters` (made if None) with a new future of the running loop at its end."""
+    waiters = [] if waiters is None else waiters
+    waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    waiters.append(waiter)
+    return waiters, waiter
+
+
 def _wake_one(waiters: list[asyncio.Future[None]]) -> None:
     while waiters:
         waiter = waiters.pop(0)
@@ -65,10 +75,7 @@ class Inbox:
     async def get(self) -> Any:
         """Remove and return the first item, waiting for one if there is none."""
         while not self._items:
-            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            if self._waiters is None:
-                self._waiters = []
-            self._waiters.append(waiter)
+            self._waiters, waiter = _new_waiter(self._waiters)
             try:
                 await waiter
             except BaseException:
@@ -110,10 +117,7 @@ class Flag:
         """Return at once if set, else when the flag is next set."""
         if self._set:
             return True
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        if self._waiters is None:
-            self._waiters = []
-        self._waiters.append(waiter)
+        self._waiters, waiter = _new_waiter(self._waiters)
         try:
             await waiter
         finally:
