@@ -15,7 +15,7 @@ TEST_REDIS_URL ?= redis://127.0.0.1:6379/0
 # `make test` deals the suite's test files out to TEST_SHARDS pytest processes that run
 # side by side (tests/shards.py; logs in test-artifacts/shards/). PYTEST_ARGS=... runs
 # one pytest process with those arguments instead, e.g. PYTEST_ARGS=tests/api.
-TEST_SHARDS ?= 3
+TEST_SHARDS ?= 2
 PYTEST_ARGS ?=
 
 # While the suite ends, `make test` runs the message tests again on the partitioned

@@ -191,7 +191,7 @@ def record(shards: list[Shard]) -> None:
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--shards", type=int, default=int(os.environ.get("TEST_SHARDS", 3)))
+    parser.add_argument("--shards", type=int, default=int(os.environ.get("TEST_SHARDS", 2)))
     parser.add_argument("--record", action="store_true", help="rewrite tests/durations.json")
     parser.add_argument(
         "--partitioned",
