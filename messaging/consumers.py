@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable
-from typing import Any
+from typing import Any, cast
 
 from django.conf import settings
 from django.db import DatabaseError, InterfaceError, OperationalError
@@ -31,7 +31,7 @@ from messaging import events, frames, selectors, services, wire
 from messaging.errors import NotAMember
 from messaging.groups import SocketGroups
 from presence import connections
-from presence.consumer import PresenceMixin, parse_presence_subscribe
+from presence.consumer import NOBODY, PresenceMixin, parse_presence_subscribe
 
 logger = logging.getLogger(__name__)
 
@@ -51,17 +51,18 @@ class ChatConsumer(PresenceMixin, FrameSocket):
 
     # --- lifetime -----------------------------------------------------------------------
 
+    def init_state(self) -> None:
+        """Give this socket its attributes before `prepare` (see `FrameSocket.__init__`)."""
+        self.layer_groups = cast(SocketGroups, None)  # set by `prepare`
+        # Made by the socket's first receipt or typing frame: most sockets never send one.
+        self.receipts: ReceiptBatcher | None = None
+        self.typing: TypingBudget | None = None
+        self.typing_targets: dict[int, tuple[float, selectors.TypingTarget]] | None = None
+        self.init_presence()
+
     def prepare(self) -> None:
-        """Set up this socket's state: its groups and its receipt and typing pacing."""
+        """Set up this socket's groups."""
         self.layer_groups = SocketGroups(self.channel_layer, self.channel_name)
-        self.typing_targets: dict[int, tuple[float, selectors.TypingTarget]] = {}
-        self.receipts = ReceiptBatcher(self._write_receipts, settings.CHAT_RECEIPT_COALESCE)
-        self.typing = TypingBudget(
-            self._relay_typing, rate=settings.CHAT_TYPING_RATE, burst=settings.CHAT_TYPING_BURST
-        )
-        self.following = set()
-        self.presence_wanted = set()
-        self.blocked = set()
 
     @property
     def groups_joined_at(self) -> float:
@@ -75,7 +76,8 @@ class ChatConsumer(PresenceMixin, FrameSocket):
         start_by = self.scope.get("ready_by")
         # The conversations to follow, and who this user blocked or was blocked by: the
         # typing and presence filters (kept current by `block.event`, no query per event).
-        ids, self.blocked = await db_by(start_by, selectors.connect_facts, user_id=self.user.pk)
+        ids, blocked = await db_by(start_by, selectors.connect_facts, user_id=self.user.pk)
+        self.blocked = blocked or NOBODY
         await self.layer_groups.join(ids)
         views = await db_by(start_by, selectors.list_conversations_for_user, user=self.user)
         await self.layer_groups.settle(views, joined=ids)  # changes made between the two reads
@@ -97,8 +99,10 @@ class ChatConsumer(PresenceMixin, FrameSocket):
 
     def release(self) -> None:
         """Drop pending receipt writes and typing relays."""
-        self.receipts.cancel()
-        self.typing.cancel()
+        if self.receipts is not None:
+            self.receipts.cancel()
+        if self.typing is not None:
+            self.typing.cancel()
 
     async def goodbye(self) -> None:
         """Leave every group and forget the connection."""
@@ -202,6 +206,8 @@ class ChatConsumer(PresenceMixin, FrameSocket):
     async def receipt(self, request: frames.Receipt, ref: str | None) -> None:
         """Queue a marker raise; a conversation's markers are written at most every 500 ms."""
         self._member_of(request.conversation)
+        if self.receipts is None:
+            self.receipts = ReceiptBatcher(self._write_receipts, settings.CHAT_RECEIPT_COALESCE)
         self.receipts.add(request.conversation, request.seq, read=request.read)
 
     async def _write_receipts(self, conversation: int, delivered: int, read: int) -> None:
@@ -221,10 +227,16 @@ class ChatConsumer(PresenceMixin, FrameSocket):
     async def typing_frame(self, request: frames.Typing, ref: str | None) -> None:
         """Relay typing to the other members (never stored; within the socket's budget)."""
         self._member_of(request.conversation)
+        if self.typing is None:
+            self.typing = TypingBudget(
+                self._relay_typing, rate=settings.CHAT_TYPING_RATE, burst=settings.CHAT_TYPING_BURST
+            )
         await self.typing.offer(request.conversation, request.state)
 
     async def _relay_typing(self, conversation: int, state: str) -> None:
         now = time.monotonic()
+        if self.typing_targets is None:
+            self.typing_targets = {}
         cached = self.typing_targets.get(conversation)
         if cached is None or now - cached[0] > TYPING_TARGET_TTL:
             target = await db(
@@ -306,9 +318,9 @@ class ChatConsumer(PresenceMixin, FrameSocket):
         """Update the filters when a block with another user began or ended; tell the blocker."""
         other = int(event["user"])
         if event["blocked"]:
-            self.blocked.add(other)
+            self.blocked = self.blocked | {other}
         else:
-            self.blocked.discard(other)
+            self.blocked = self.blocked - {other}
         await self.presence_block_changed(other, blocked=bool(event["blocked"]))
         if event.get("frame") is not None:
             await self.send_frame(event["frame"])

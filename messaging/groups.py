@@ -32,6 +32,8 @@ class MemberView(Protocol):
 class SocketGroups:
     """The groups of one connection (`layer`, `channel`); its user is set by `join_user`."""
 
+    __slots__ = ("channel", "joined_at", "known", "layer", "user_id")  # one per socket
+
     def __init__(self, layer: Any, channel: str) -> None:
         self.layer = layer
         self.channel = channel

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable
+from collections.abc import Set as AbstractSet
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
@@ -24,6 +25,9 @@ from presence.store import get_store
 
 logger = logging.getLogger(__name__)
 
+# The empty set every socket starts with (the sets are replaced, never changed in place).
+NOBODY: frozenset[int] = frozenset()
+
 
 class PresenceMixin:
     """Presence for a `chatsite.gateway.socket.FrameSocket` of one user."""
@@ -34,16 +38,28 @@ class PresenceMixin:
     last_frame_at: float
     idle = False
     presence_written_at = 0.0
-    following: set[int]
+    following: AbstractSet[int]
     # The users of the last `presence.subscribe`, and who is in a block with this user
     # (either way): they read offline, never seen.
-    presence_wanted: set[int]
-    blocked: set[int]
+    presence_wanted: AbstractSet[int]
+    blocked: AbstractSet[int]
 
     if TYPE_CHECKING:
 
         async def send_frame(self, frame: Any, *, shared: bool = False) -> bool:
             """Send a frame (the socket's); return whether it went out."""
+
+    def init_presence(self) -> None:
+        """Give the presence attributes their first values (from the socket's `__init__`).
+
+        The three sets start as one shared empty set (`NOBODY`) and are replaced, never
+        changed in place: most sockets follow nobody and block nobody.
+        """
+        self.idle = False
+        self.presence_written_at = 0.0
+        self.following = NOBODY
+        self.presence_wanted = NOBODY
+        self.blocked = NOBODY
 
     async def _presence(self, work: Awaitable[Any]) -> None:
         """Run a presence update; presence is a hint, so a Redis failure is only logged."""
@@ -138,7 +154,7 @@ class PresenceMixin:
             return
         if blocked:
             await events.follow(self.channel_layer, self.channel_name, add=(), drop=[other])
-            self.following.discard(other)
+            self.following = self.following - {other}
             entry = services.hidden_entry(other)
             await self.send_frame(wire.presence_changed_frame(other, entry["state"], None))
             return
@@ -146,7 +162,7 @@ class PresenceMixin:
         if other not in visible:
             return
         await events.follow(self.channel_layer, self.channel_name, add=[other], drop=())
-        self.following.add(other)
+        self.following = self.following | {other}
         (shown,) = await services.snapshot(get_store(), [other], now=time.time())
         frame = wire.presence_changed_frame(other, shown["state"], None)
         frame["last_seen"] = shown["last_seen"]

@@ -15,11 +15,16 @@ from typing import Any
 
 import uvicorn
 from websockets.asyncio.client import connect
+from websockets.frames import Frame, Opcode
+from websockets.http11 import Request
+from websockets.protocol import Protocol
+from websockets.server import ServerProtocol
 
 from chatsite.gateway.websocket import (
     READ_AHEAD_BYTES,
     SEND_TIMEOUT_EXTENSION,
     FlowControlledWebSocket,
+    forget_handshake,
 )
 
 App = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
@@ -48,6 +53,76 @@ async def serving(app: App) -> AsyncIterator[str]:
         server.should_exit = True
         await asyncio.wait_for(task, 10)
         listener.close()
+
+
+HANDSHAKE = (
+    b"GET /ws/v1/ HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+    b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+    b"Sec-WebSocket-Version: 13\r\nAuthorization: Bearer secret-token\r\n\r\n"
+)
+
+
+def accepted_connection() -> ServerProtocol:
+    """A sans-I/O server connection that has read HANDSHAKE and answered 101."""
+    conn = ServerProtocol()
+    conn.receive_data(HANDSHAKE)
+    [request] = conn.events_received()
+    assert isinstance(request, Request)
+    conn.send_response(conn.accept(request))
+    conn.data_to_send()
+    return conn
+
+
+def masked_text(text: str) -> bytes:
+    """A client's text frame, as it goes over the wire (masked)."""
+    frame = Frame(Opcode.TEXT, text.encode())
+    return frame.serialize(mask=True)
+
+
+def texts(conn: ServerProtocol) -> list[str]:
+    """The text frames the connection has parsed since last asked."""
+    return [bytes(e.data).decode() for e in conn.events_received() if isinstance(e, Frame)]
+
+
+def holds_a_request(conn: ServerProtocol) -> bool:
+    """Whether anything the connection's parser chain keeps is the handshake's request."""
+    generator: Any = conn.parser
+    while generator is not None:
+        frame = generator.gi_frame
+        if frame is not None and any(isinstance(v, Request) for v in frame.f_locals.values()):
+            return True
+        generator = generator.gi_yieldfrom
+    return False
+
+
+def test_after_the_handshake_the_parser_keeps_no_request_and_still_reads_frames() -> None:
+    # Tried: a connection whose handshake carried a bearer token. websockets' parser keeps
+    # the request (the token among its headers) for the connection's lifetime;
+    # `forget_handshake` swaps it for a frame parser, and frames, one whole and one that
+    # arrives a byte at a time, are read exactly as before.
+    conn = accepted_connection()
+    assert holds_a_request(conn), "websockets no longer keeps the request: drop the swap"
+    assert forget_handshake(conn)
+    assert not holds_a_request(conn)
+    assert conn.parser.gi_code is Protocol.parse.__code__  # type: ignore[attr-defined]
+    conn.receive_data(masked_text("hello"))
+    for byte in masked_text("one byte at a time"):
+        conn.receive_data(bytes([byte]))
+    assert texts(conn) == ["hello", "one byte at a time"]
+    assert conn.parser_exc is None
+    assert conn.available_extensions == []
+
+
+def test_a_parser_in_the_middle_of_a_frame_is_left_as_it_is() -> None:
+    # Tried: the client's first frame arrives split, and the swap is asked for between
+    # the two halves. Replacing the parser then would lose the half already read, so it
+    # is left alone (and keeps the request), and the frame arrives whole.
+    conn = accepted_connection()
+    frame = masked_text("split in two")
+    conn.receive_data(frame[:3])
+    assert not forget_handshake(conn)
+    conn.receive_data(frame[3:])
+    assert texts(conn) == ["split in two"]
 
 
 def client_socket(port_url: str) -> socket.socket:

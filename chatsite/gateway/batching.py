@@ -23,6 +23,8 @@ class ReceiptBatcher:
     so members get one `receipt.updated` per interval at most.
     """
 
+    __slots__ = ("flush", "flushed_at", "interval", "pending", "tasks")
+
     def __init__(self, flush: ReceiptFlush, interval: float) -> None:
         self.flush = flush
         self.interval = interval
@@ -64,6 +66,8 @@ class TypingBudget:
     dropped `start` would leave the others never seeing the typing, a dropped `stop` would
     leave it on for 10 s.
     """
+
+    __slots__ = ("at", "burst", "pending", "rate", "relay", "task", "tokens")
 
     def __init__(self, relay: TypingRelay, *, rate: float, burst: float) -> None:
         self.relay = relay

@@ -19,6 +19,8 @@ from collections.abc import Mapping
 class FrameBudgets:
     """A socket's buckets, by frame class; a class without a budget is not limited."""
 
+    __slots__ = ("buckets", "budgets")  # one per socket: no dict of its own
+
     def __init__(self, budgets: Mapping[str, tuple[float, float]]) -> None:
         self.budgets = budgets  # class -> (rate per second, burst)
         self.buckets: dict[str, tuple[float, float]] = {}  # class -> (tokens, at)

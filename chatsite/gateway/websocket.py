@@ -39,6 +39,9 @@ from typing import Any
 
 from uvicorn.protocols.utils import ClientDisconnected
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.protocol import Protocol
+from websockets.server import ServerProtocol
+from websockets.streams import StreamReader
 
 from chatsite.gateway.inbox import Flag, Inbox
 
@@ -142,6 +145,7 @@ class FlowControlledWebSocket(WebSocketsSansIOProtocol):
         if message["type"] == "websocket.accept":
             # The handshake's request and response (their headers) are not needed again.
             self.request = self.response = None  # type: ignore[assignment]
+            forget_handshake(self.conn)
 
     def _open(self) -> bool:
         """Answer whether the handshake is done and neither side has closed."""
@@ -166,3 +170,31 @@ class FlowControlledWebSocket(WebSocketsSansIOProtocol):
         self._abort_timer = None
         if not self._lost:
             self.transport.abort()
+
+
+def forget_handshake(conn: ServerProtocol) -> bool:
+    """Drop what the connection keeps of its handshake; return whether its parser was swapped.
+
+    `ServerProtocol.parse` reads the handshake's request into a local variable and then
+    parses frames for the connection's lifetime with `yield from Protocol.parse(...)`,
+    so the request (every header, the credential among them) lives as long as the
+    socket: about 1.5 KB, more for a browser. While that parser waits for the first byte
+    of a frame (nothing of one read yet), a fresh `Protocol.parse` in its place is the
+    same parser without the request. A parser in any other state is left as it is.
+    The extensions offered in the handshake are not needed after it either.
+    """
+    conn.available_extensions = []
+    outer = conn.parser
+    inner = getattr(outer, "gi_yieldfrom", None)
+    waiting = getattr(inner, "gi_yieldfrom", None)
+    if (
+        getattr(outer, "gi_code", None) is not ServerProtocol.parse.__code__
+        or getattr(inner, "gi_code", None) is not Protocol.parse.__code__
+        or getattr(waiting, "gi_code", None) is not StreamReader.at_eof.__code__
+        or conn.reader.buffer
+    ):
+        return False
+    parser = Protocol.parse(conn)
+    next(parser)  # to its first wait for data, as the old one was
+    conn.parser = parser
+    return True
