@@ -29,6 +29,7 @@ Two changes:
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 from typing import Any
 
@@ -174,6 +175,14 @@ class _BoundedLoopLayer(RedisPubSubLoopLayer):  # type: ignore[misc]
 
 class BoundedPubSubChannelLayer(RedisPubSubChannelLayer):  # type: ignore[misc]
     """`RedisPubSubChannelLayer` whose per-socket queues are bounded."""
+
+    def receiver(self, channel: str) -> Any:
+        """Return what `receive(channel)` is, bound to this loop's layer.
+
+        `receive` goes through channels-redis's proxy, a coroutine more that a socket
+        waiting for its next event holds for its whole life (about 250 bytes).
+        """
+        return functools.partial(self._get_layer().receive, channel)
 
     def _get_layer(self) -> Any:
         loop = asyncio.get_running_loop()

@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Mu
 from datetime import datetime
 from typing import Any, Literal, get_args
 
+from asgiref.sync import markcoroutinefunction
 from django.db import connections
 from prometheus_client import (
     REGISTRY,
@@ -297,11 +298,20 @@ class MetricsEndpoint:
         self.app = app
         self.metrics = make_asgi_app(registry)
 
-    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
-        """Serve the scrape, or hand the request to the application."""
+    @markcoroutinefunction
+    def __call__(self, scope: Scope, receive: Any, send: Any) -> Awaitable[None]:
+        """Serve the scrape, or hand the request to the application.
+
+        Returns the application's awaitable instead of awaiting it in a coroutine of its
+        own, which every open socket would hold for its lifetime (about 250 bytes). Marked
+        as a coroutine function, so that servers see an ASGI 3 application.
+        """
         if scope["type"] != "http" or scope["path"] != "/metrics":
-            await self.app(scope, receive, send)
-            return
+            return self.app(scope, receive, send)
+        return self.scrape(scope, receive, send)
+
+    async def scrape(self, scope: Scope, receive: Any, send: Any) -> None:
+        """Answer `GET /metrics` (and HEAD); 405 for any other method."""
         if scope["method"] not in ("GET", "HEAD"):
             await send(
                 {

@@ -17,6 +17,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from asgiref.compatibility import is_double_callable
 from channels.layers import InMemoryChannelLayer
 from channels.testing import HttpCommunicator, WebsocketCommunicator
 from django.conf import settings
@@ -104,6 +105,33 @@ def test_metrics_takes_only_get_and_passes_other_paths_on() -> None:
         return post["status"], other["status"]
 
     assert run(scenario) == (405, 404)
+
+
+def test_the_application_is_asgi_3_to_both_servers_and_hands_on_without_a_coroutine() -> None:
+    # Tried: what uvicorn and Daphne (asgiref) check to tell ASGI 3 from ASGI 2, on the
+    # gateway's application, whose middlewares return the inner application's awaitable
+    # instead of awaiting it. Taken for ASGI 2, every request would fail.
+    assert asyncio.iscoroutinefunction(application.__call__)  # uvicorn's check (3.11)
+    assert not is_double_callable(application)  # type: ignore[no-untyped-call]
+
+    async def scenario() -> str:
+        # A socket on an unknown path: the awaitable handed back is the first one that
+        # has work to do (the handshake check), not a coroutine of a middleware in front.
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        await queue.put({"type": "websocket.connect"})
+        sent: list[dict[str, Any]] = []
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        scope = {"type": "websocket", "path": "/ws/other/", "headers": [], "query_string": b""}
+        awaitable = application(scope, queue.get, send)
+        name = awaitable.__qualname__  # type: ignore[attr-defined]
+        await awaitable
+        assert sent == [{"type": "websocket.close", "code": 1008}]
+        return str(name)
+
+    assert run(scenario) == "WebSocketAuthMiddleware.__call__"
 
 
 @pytest.mark.django_db(transaction=True)

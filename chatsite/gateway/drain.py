@@ -76,11 +76,15 @@ class DrainOnSigterm:
     def __init__(self, app: Any) -> None:
         self.app = app
 
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        """Install once (a cheap check afterwards), then serve."""
+    def __call__(self, scope: Any, receive: Any, send: Any) -> Any:
+        """Install once (a cheap check afterwards), then serve.
+
+        Returns the application's awaitable: no coroutine of its own for an open socket
+        to hold (`chatsite.metrics.MetricsEndpoint.__call__`).
+        """
         if not state.installed and scope["type"] in ("http", "websocket"):
             install()
-        await self.app(scope, receive, send)
+        return self.app(scope, receive, send)
 
 
 def install() -> None:

@@ -94,11 +94,15 @@ class StartFanout:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
-    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
-        """Make sure the queues run on this loop, then serve."""
+    def __call__(self, scope: Scope, receive: Any, send: Any) -> Awaitable[None]:
+        """Make sure the queues run on this loop, then serve (the application's awaitable).
+
+        Called in the server's task, so the loop is running: no coroutine of its own for
+        an open socket to hold (`chatsite.metrics.MetricsEndpoint.__call__`).
+        """
         if scope["type"] in ("http", "websocket"):
             start()
-        await self.app(scope, receive, send)
+        return self.app(scope, receive, send)
 
 
 def offer(layer: Any, batch: Batch) -> bool:

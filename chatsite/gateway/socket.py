@@ -232,7 +232,12 @@ class FrameSocket(AsyncWebsocketConsumer):  # type: ignore[misc]
         sources = [receive]
         if self.channel_layer is not None:
             self.channel_name = await self.channel_layer.new_channel()
-            self.channel_receive = functools.partial(self.channel_layer.receive, self.channel_name)
+            receiver = getattr(self.channel_layer, "receiver", None)  # chatsite.layers
+            self.channel_receive = (
+                receiver(self.channel_name)
+                if receiver is not None
+                else functools.partial(self.channel_layer.receive, self.channel_name)
+            )
             sources.append(self.channel_receive)
         self.base_send = send
         with contextlib.suppress(StopConsumer):
