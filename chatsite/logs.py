@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import re
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar, Token
 from datetime import UTC, datetime
@@ -41,8 +41,14 @@ _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
 
 
 def new_id() -> str:
-    """Return a fresh correlation id (16 hex digits)."""
-    return uuid.uuid4().hex[:16]
+    """Return a fresh correlation id (16 hex digits).
+
+    From `random`, not `uuid4`: an id only has to differ from the others in the logs,
+    and a gateway makes one per frame (`uuid4` read the kernel's random source each
+    time: about 3% of an idle gateway's time). The module reseeds in a forked child, so
+    worker processes do not repeat each other's ids.
+    """
+    return f"{random.getrandbits(64):016x}"
 
 
 class CorrelationFilter(logging.Filter):
