@@ -199,8 +199,9 @@ class FrameSocket(AsyncWebsocketConsumer):  # type: ignore[misc]
         names plus a small array of values each, as long as the names are added while the
         table has room, and every instance created takes a little of that room. A name
         first set later, in `connect`, after hundreds of sockets were created in a burst of
-        handshakes, gives each socket a dict of its own instead: 832 bytes, against about
-        200 (measured). So anything set on a socket later must get a value here first
+        handshakes, gives each socket a dict of its own instead: 832 bytes for its 24
+        attributes, against 296 even when the shared form is turned into a dict
+        (measured). So anything set on a socket later must get a value here first
         (subclasses: `init_state`).
         """
         super().__init__()
