@@ -208,6 +208,11 @@ def test_images_open_in_a_viewer_with_zoom_next_previous_and_download(web: Web) 
     bo_page.keyboard.press("ArrowRight")
     expect(bo_page.get_by_role("dialog", name="teal.png")).to_be_visible()
     expect(box.locator("#viewer-position")).to_have_text("2 of 2")
+    # The zoom steps are factors of the image's natural size: pressed before teal.png has
+    # loaded, both steps are of a 0-pixel-wide image and measure the same 2 px (it is
+    # sized again once loaded), which is what this test would then be measuring.
+    expect(full).to_have_js_property("naturalWidth", 64)
+    expect(full).to_have_js_property("complete", True)
     bo_page.keyboard.press("+")
     expect(box.locator("#viewer-stage")).to_have_class(re.compile(r"\bzoomed\b"))
     width = full.evaluate("img => img.getBoundingClientRect().width")
