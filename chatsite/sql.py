@@ -3,14 +3,21 @@
 `column IN (...)` over thousands of values costs the ORM a Python call per value to
 prepare it (a credential re-check or a batch of pings over 10,000 sockets spent most
 of an idle gateway's CPU there). On PostgreSQL the values go as one array parameter.
+
+`RowReader` turns rows of hand-written SQL into model instances without a raw queryset,
+which works out again for every query which columns it has and how to convert them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Generic, TypeVar
 
-from django.db import connection
+from django.db import connection, models
+from django.db.backends.base.base import BaseDatabaseWrapper
+
+M = TypeVar("M", bound=models.Model)
+Converter = Callable[[Any, Any, BaseDatabaseWrapper], Any]
 
 
 def any_of(column: str, values: Iterable[int] | Iterable[str]) -> tuple[str, list[Any]]:
@@ -26,3 +33,49 @@ def any_of(column: str, values: Iterable[int] | Iterable[str]) -> tuple[str, lis
     if connection.vendor == "postgresql":
         return f"{column} = ANY(%s)", [items]
     return f"{column} IN ({', '.join(['%s'] * len(items))})", items
+
+
+class RowReader(Generic[M]):
+    """Build `model` instances from rows that start with every concrete column, in order.
+
+    `columns(alias)` is the SELECT list to write; the row may carry more values after
+    them (`read` returns those apart). The backend's and the fields' converters (SQLite
+    gives datetimes as text) are looked up once per database connection's vendor.
+    """
+
+    __slots__ = ("_attnames", "_converters", "model")
+
+    def __init__(self, model: type[M]) -> None:
+        """Read rows of `model`'s table."""
+        self.model = model
+        self._attnames = [f.attname for f in model._meta.concrete_fields]
+        self._converters: dict[str, list[tuple[int, list[Converter], Any]]] = {}
+
+    def columns(self, alias: str) -> str:
+        """Return the SELECT list of every concrete column, qualified by `alias`."""
+        quote = connection.ops.quote_name
+        return ", ".join(f"{alias}.{quote(f.column)}" for f in self.model._meta.concrete_fields)
+
+    def _converters_for(self, db: BaseDatabaseWrapper) -> list[tuple[int, list[Converter], Any]]:
+        found = self._converters.get(db.vendor)
+        if found is None:
+            found = []
+            table = self.model._meta.db_table
+            for position, field in enumerate(self.model._meta.concrete_fields):
+                column = field.get_col(table)
+                converters = db.ops.get_db_converters(column) + column.get_db_converters(db)
+                if converters:
+                    found.append((position, converters, column))
+            self._converters[db.vendor] = found
+        return found
+
+    def read(self, row: Sequence[Any]) -> tuple[M, Sequence[Any]]:
+        """Return the instance the row's first values describe, and the values after them."""
+        count = len(self._attnames)
+        values = list(row[:count])
+        for position, converters, column in self._converters_for(connection):
+            value = values[position]
+            for convert in converters:
+                value = convert(value, column, connection)
+            values[position] = value
+        return self.model.from_db(connection.alias, self._attnames, values), row[count:]

@@ -11,6 +11,7 @@ import asyncio
 import io
 import json
 import uuid
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -24,9 +25,10 @@ from django.db import connection
 from django.utils import timezone
 from PIL import Image
 from rest_framework.test import APIClient
+from rest_framework_simplejwt.tokens import AccessToken
 
 from accounts.models import User
-from accounts.tokens import issue_pair, revoked_families
+from accounts.tokens import issue_pair, revoked_families, user_behind
 from chatsite.asgi import application
 from chatsite.gateway.auth import Credential, find_revoked
 from messaging import search, selectors, services
@@ -104,6 +106,17 @@ def test_log_positions_and_credential_rechecks_read_many_ids_on_sqlite(ana: User
     gone = Credential("jwt", nobody, "", family="never-revoked")
     assert find_revoked([good, stale, gone], now=0.0) == {1, 2}
     assert revoked_families(["never-revoked", ""]) == set()
+
+
+def test_the_handshake_reads_the_user_with_every_field_converted_on_sqlite(ana: User) -> None:
+    """SQLite gives datetimes as text and booleans as integers: the row is converted."""
+    User.objects.filter(pk=ana.pk).update(last_seen=timezone.now())
+    stored = User.objects.get(pk=ana.pk)
+    found = user_behind(AccessToken(issue_pair(stored)["access"]))  # type: ignore[arg-type]
+    assert found is not None
+    fields = [f.attname for f in User._meta.concrete_fields]
+    assert {f: getattr(found, f) for f in fields} == {f: getattr(stored, f) for f in fields}
+    assert isinstance(found.last_seen, datetime) and found.is_active is True
 
 
 def test_search_finds_every_word_as_a_substring_on_sqlite(ana: User, bo: User) -> None:
