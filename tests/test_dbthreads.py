@@ -1,7 +1,9 @@
-"""The gateway's database pool helpers: `Coalescer` gathers concurrent lookups; `db_by`
-drops work that no thread could start in time."""
+"""The gateway's database pool and its helpers: `db` runs calls in the pool's threads,
+`Coalescer` gathers concurrent lookups; `db_by` drops work that no thread could start in
+time."""
 
 import asyncio
+import contextvars
 import threading
 import time
 from typing import Any
@@ -92,3 +94,59 @@ def test_no_deadline_means_no_limit() -> None:
     assert asyncio.run(answer(None)) == 42
     with pytest.raises(Shed):
         asyncio.run(answer(time.monotonic() - 1))
+
+
+def test_a_call_runs_in_the_callers_context_and_its_failure_reaches_the_caller() -> None:
+    """Tried: a context variable set by the caller, read in the thread; a call that
+    raises; a call that ends the thread's work with `SystemExit` (not an `Exception`)."""
+    request = contextvars.ContextVar("request", default="none")
+
+    def read() -> tuple[str, bool]:
+        return request.get(), threading.current_thread() is threading.main_thread()
+
+    def fail() -> None:
+        raise ValueError("no such row")
+
+    def leave() -> None:
+        raise SystemExit(3)
+
+    async def scenario() -> list[Any]:
+        request.set("r-1")
+        calls = asyncio.gather(db(read), db(fail), db(leave), return_exceptions=True)
+        return list(await asyncio.wait_for(calls, 10))
+
+    seen, failed, left = asyncio.run(scenario())
+    assert seen == ("r-1", False)
+    assert isinstance(failed, ValueError) and str(failed) == "no such row"
+    assert isinstance(left, SystemExit) and left.code == 3
+
+    async def again() -> int:
+        return await db(lambda: 5)
+
+    assert asyncio.run(again()) == 5  # the threads are still there
+
+
+def test_a_cancelled_caller_does_not_cancel_its_call() -> None:
+    """Tried: a caller cancelled while its call runs (a socket closed mid-send); the call
+    still completes, its result is dropped, and the caller sees the cancellation."""
+    started, release, finished = threading.Event(), threading.Event(), threading.Event()
+
+    def store() -> str:
+        started.set()
+        release.wait(10)
+        finished.set()
+        return "stored"
+
+    async def scenario() -> bool:
+        caller = asyncio.ensure_future(db(store))
+        await asyncio.to_thread(started.wait, 10)
+        caller.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await caller
+        release.set()
+        await asyncio.to_thread(finished.wait, 10)
+        await asyncio.sleep(0.05)  # the thread's settle of a cancelled future is a no-op
+        return caller.cancelled()
+
+    assert asyncio.run(scenario()) is True
+    assert finished.is_set()

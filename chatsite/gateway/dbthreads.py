@@ -8,12 +8,14 @@ caps a gateway at one database round trip at a time (ARCHITECTURE.md). Each of t
 from __future__ import annotations
 
 import asyncio
+import atexit
+import contextlib
 import contextvars
 import functools
+import queue
 import threading
 import time
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Generic, TypeVar
 
 from django.conf import settings
@@ -21,7 +23,86 @@ from django.db import close_old_connections, connection
 
 T = TypeVar("T")
 
-_executor = ThreadPoolExecutor(max_workers=settings.WS_DB_THREADS, thread_name_prefix="gateway-db")
+# A queued call: what to run, in which context, and the future (of `loop`) to settle.
+_Work = tuple[
+    Callable[[], Any], contextvars.Context, asyncio.AbstractEventLoop, asyncio.Future[Any]
+]
+
+
+class DbPool:
+    """`size` threads that run calls from a queue and settle an asyncio future for each.
+
+    What `loop.run_in_executor(ThreadPoolExecutor)` wrapped in `asyncio.shield` does for
+    us, without its three futures a call (a `concurrent.futures` future with its own
+    condition, the asyncio future chained to it, the shield's), their callbacks and the
+    executor's locks: about a twelfth of the gateways' CPU in a reconnect storm. A call
+    whose caller was cancelled still runs (a send in flight is still stored); its result
+    is dropped. The threads are started on first use; at exit they finish what was
+    queued.
+    """
+
+    def __init__(self, size: int, name: str) -> None:
+        """Make a pool of `size` threads named `name-N` (started on first use)."""
+        self.size = size
+        self.name = name
+        self.queue: queue.SimpleQueue[_Work | None] = queue.SimpleQueue()
+        self.threads: list[threading.Thread] = []
+        self.lock = threading.Lock()
+
+    def run(self, func: Callable[[], T]) -> asyncio.Future[T]:
+        """Queue `func()` (in the caller's context); return a future of the running loop."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        if not self.threads:
+            self._start()
+        self.queue.put((func, contextvars.copy_context(), loop, future))
+        return future
+
+    def _start(self) -> None:
+        with self.lock:
+            if self.threads:
+                return
+            threads = [
+                threading.Thread(target=self._work, name=f"{self.name}-{n}", daemon=True)
+                for n in range(self.size)
+            ]
+            for thread in threads:
+                thread.start()
+            self.threads = threads
+        atexit.register(self.stop)
+
+    def _work(self) -> None:
+        while (work := self.queue.get()) is not None:
+            func, context, loop, future = work
+            try:
+                result, failure = context.run(func), None
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller's future
+                result, failure = None, exc
+            # RuntimeError: the loop was closed meanwhile, and nobody is waiting.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(_settle, future, result, failure)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Let the threads finish the queued calls, then end them (waiting `timeout` s)."""
+        with self.lock:
+            threads, self.threads = self.threads, []
+        for _ in threads:
+            self.queue.put(None)
+        deadline = time.monotonic() + timeout
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+
+
+def _settle(future: asyncio.Future[Any], result: Any, failure: BaseException | None) -> None:
+    if future.cancelled():
+        return
+    if failure is None:
+        future.set_result(result)
+    else:
+        future.set_exception(failure)
+
+
+_pool = DbPool(settings.WS_DB_THREADS, "gateway-db")
 
 # How long a database thread trusts its connection after Django's per-request check
 # (`close_old_connections`: maximum age, broken connections, and with health checks on a
@@ -86,10 +167,7 @@ def _submit(func: Callable[..., T], kwargs: dict[str, Any], start_by: float | No
     # What SyncToAsync(thread_sensitive=False) does that we need (the caller's context
     # variables; a cancelled caller does not cancel queued work), without its per-call
     # wrapping, a few percent of a busy gateway's CPU under bench.send_threads.
-    future = asyncio.get_running_loop().run_in_executor(
-        _executor, contextvars.copy_context().run, run
-    )
-    return asyncio.shield(future)
+    return _pool.run(run)
 
 
 K = TypeVar("K")
