@@ -84,8 +84,7 @@ async def connection_closed(
     store: PresenceStore, user_id: int, connection: str, *, now: float
 ) -> None:
     """Forget a connection; if it was the user's last, decide `offline` after the grace."""
-    await store.remove(user_id, [connection])
-    connections = (await store.connections([user_id]))[user_id]
+    connections = await store.close_connection(user_id, connection)
     if live(connections, now=now, window=window()):
         await publish_if_changed(store, user_id, now=now)
         return

@@ -59,6 +59,10 @@ class PresenceStore(ABC):
         """Return each user's connections with their last heartbeats."""
 
     @abstractmethod
+    async def close_connection(self, user_id: int, connection: str) -> dict[str, Beat]:
+        """Forget a closed connection; return the user's others, with their heartbeats."""
+
+    @abstractmethod
     async def set_busy(self, user_id: int, busy: bool) -> None:
         """Set or clear the user's sticky busy flag."""
 
@@ -127,6 +131,11 @@ class MemoryPresenceStore(PresenceStore):
     async def connections(self, user_ids: Iterable[int]) -> dict[int, dict[str, Beat]]:
         """Return each user's connections with their last heartbeats."""
         return {uid: dict(self._connections.get(uid, {})) for uid in user_ids}
+
+    async def close_connection(self, user_id: int, connection: str) -> dict[str, Beat]:
+        """Forget a closed connection; return the user's others, with their heartbeats."""
+        await self.remove(user_id, [connection])
+        return (await self.connections([user_id]))[user_id]
 
     async def set_busy(self, user_id: int, busy: bool) -> None:
         """Set or clear the user's sticky busy flag."""
@@ -300,6 +309,15 @@ class RedisPresenceStore(PresenceStore):
         if names:
             client = self._client(user_id)
             await cast("Awaitable[int]", client.hdel(self._key("c", user_id), *names))
+
+    async def close_connection(self, user_id: int, connection: str) -> dict[str, Beat]:
+        """Forget a closed connection and read the user's others, in one round trip."""
+        key = self._key("c", user_id)
+        async with self._client(user_id).pipeline(transaction=False) as pipe:
+            pipe.hdel(key, connection)
+            pipe.hgetall(key)
+            _, others = await pipe.execute()
+        return _beats(others)
 
     async def connections(self, user_ids: Iterable[int]) -> dict[int, dict[str, Beat]]:
         """Return each user's connections with their last heartbeats (a round trip a shard)."""

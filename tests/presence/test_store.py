@@ -117,6 +117,22 @@ def test_removing_connections_forgets_only_those(make_store) -> None:
     assert run(make_store, work) == {7: {"b": Beat(1.0, False)}}
 
 
+def test_closing_a_connection_forgets_it_and_reads_the_others(make_store) -> None:
+    """Tried: closing one of two connections, the last one, and one never opened."""
+
+    async def work(store: PresenceStore) -> Any:
+        await store.beat(7, "a", idle=False, now=1.0)
+        await store.beat(7, "b", idle=True, now=2.0)
+        return (
+            await store.close_connection(7, "a"),
+            await store.close_connection(7, "b"),
+            await store.close_connection(7, "never-there"),
+            await store.connections([7]),
+        )
+
+    assert run(make_store, work) == ({"b": Beat(2.0, True)}, {}, {}, {7: {}})
+
+
 def test_opening_a_connection_beats_sets_busy_and_swaps_the_state_at_once(make_store) -> None:
     async def work(store: PresenceStore) -> Any:
         await store.beat(7, "old", idle=True, now=5.0)
