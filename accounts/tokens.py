@@ -19,7 +19,7 @@ from rest_framework_simplejwt.tokens import AccessToken, RefreshToken
 from rest_framework_simplejwt.utils import get_md5_hash_password
 
 from accounts.models import RevokedTokenFamily, User
-from chatsite.sql import RowReader, any_of
+from chatsite.sql import RowReader, any_of, fetch_prepared
 
 FAMILY_CLAIM = "fam"
 EPOCH_CLAIM = "ep"
@@ -93,12 +93,10 @@ def user_behind(token: AccessToken) -> User | None:
     except (TypeError, ValueError):
         return None
     family = family_of(token) or ""
-    with connection.cursor() as cursor:
-        cursor.execute(_USER_BEHIND_SQL, [family, user_id])
-        row = cursor.fetchone()
-    if row is None:
+    rows = fetch_prepared(_USER_BEHIND_SQL, [family, user_id])
+    if not rows:
         return None
-    user, (family_revoked,) = _USERS.read(row)
+    user, (family_revoked,) = _USERS.read(rows[0])
     if not user.is_active or epoch_of(token) != user.login_epoch:
         return None
     if token.get(api_settings.REVOKE_TOKEN_CLAIM) != get_md5_hash_password(user.password):

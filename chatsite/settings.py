@@ -178,10 +178,20 @@ else:
             "OPTIONS": {"timeout": 20, "transaction_mode": "IMMEDIATE"},
         }
     }
+# The statements every connect runs (the conversation snapshot) are prepared on each
+# PostgreSQL connection, so they are planned once per connection and not per connect.
+# Turn off behind a pooler that cannot carry prepared statements from one transaction to
+# the next (PgBouncer in transaction mode before 1.21, or without max_prepared_statements).
+DB_PREPARED_STATEMENTS = env_bool("DB_PREPARED_STATEMENTS", True)
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     DATABASES["default"].setdefault("OPTIONS", {})
     # Fail fast instead of hanging when PostgreSQL is down; callers answer `unavailable`.
     DATABASES["default"]["OPTIONS"].setdefault("connect_timeout", env_int("DB_CONNECT_TIMEOUT", 3))
+    if DB_PREPARED_STATEMENTS:
+        # Lets psycopg prepare at all (Django turns it off). Django's own cursors bind
+        # parameters on the client and never prepare: only `chatsite.sql.fetch_prepared`
+        # asks for it.
+        DATABASES["default"]["OPTIONS"].setdefault("prepare_threshold", 1)
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 AUTH_USER_MODEL = "accounts.User"

@@ -133,6 +133,36 @@ def test_conversation_list_counts_unread_text_from_others_and_sorts_by_activity(
     assert by_id[group.pk].title == "Team 2" and by_id[group.pk].last_seq == 3
 
 
+def test_the_snapshot_is_prepared_once_per_connection_and_still_counted(
+    ana: User, bo: User, settings: Any
+) -> None:
+    """Tried: the snapshot read three times on one connection (prepared once), then with
+    DB_PREPARED_STATEMENTS off; each read is one statement Django's cursor sees."""
+    services.create_direct_conversation(user=ana, other_user_id=bo.pk)
+
+    def prepared_snapshots() -> int:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE %s",
+                ["%JOIN messaging_conversation c ON c.id = m.conversation_id%"],
+            )
+            (count,) = cursor.fetchone()
+        return int(count)
+
+    before = prepared_snapshots()
+    for _ in range(3):
+        with CaptureQueriesContext(connection) as queries:
+            (view,) = selectors.list_conversations_for_user(user=ana)
+        assert len(queries) == 1 and view.peer == bo.pk
+    assert prepared_snapshots() == before + (0 if before else 1)
+    assert prepared_snapshots() == 1
+
+    settings.DB_PREPARED_STATEMENTS = False  # through Django's own cursor instead
+    with CaptureQueriesContext(connection) as queries:
+        (view,) = selectors.list_conversations_for_user(user=ana)
+    assert len(queries) == 1 and view.peer == bo.pk
+
+
 def test_conversation_list_query_count_does_not_grow_with_conversations(
     ana: User, make_user
 ) -> None:
