@@ -13,11 +13,15 @@ from __future__ import annotations
 import asyncio
 import binascii
 import functools
+import hashlib
 import weakref
+from collections.abc import Sequence
+from typing import Any
 
 import redis
 import redis.asyncio as aioredis
 from django.conf import settings
+from redis.exceptions import NoScriptError
 
 
 def shard_urls() -> list[str]:
@@ -115,3 +119,28 @@ def async_client(shard_by: object = None) -> aioredis.Redis | None:
 def async_clients() -> list[aioredis.Redis]:
     """Return the running loop's client of every shard, in shard order."""
     return [_async_client(url) for url in shard_urls()]
+
+
+class Script:
+    """A Lua script, run by its SHA1 (EVALSHA) and sent whole only when Redis lacks it.
+
+    One command and one reply where a pipeline of the same commands costs the gateway a
+    command to build and a reply to parse each. Not bound to a client: the clients are
+    made per event loop and per shard.
+    """
+
+    __slots__ = ("lua", "sha")
+
+    def __init__(self, lua: str) -> None:
+        """Keep the script and its SHA1, the name Redis caches it by."""
+        self.lua = lua
+        self.sha = hashlib.sha1(lua.encode()).hexdigest()  # noqa: S324 - Redis names scripts so
+
+    async def __call__(
+        self, client: aioredis.Redis, keys: Sequence[str], args: Sequence[Any]
+    ) -> Any:
+        """Run the script on `client` with `keys` and `args`; return its reply."""
+        try:
+            return await client.evalsha(self.sha, len(keys), *keys, *args)  # type: ignore[misc]
+        except NoScriptError:  # a new or restarted Redis: EVAL loads it
+            return await client.eval(self.lua, len(keys), *keys, *args)  # type: ignore[misc]

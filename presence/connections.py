@@ -13,9 +13,22 @@ import time
 from django.conf import settings
 from redis.exceptions import RedisError
 
-from chatsite.redis import async_client
+from chatsite.redis import Script, async_client
 
 _local: dict[int, dict[str, float]] = {}
+
+
+# Record a connection and evict the oldest past the cap, at once. KEYS[1]: the user's
+# connections; ARGV: the channel, the time, the cap, the key's TTL. Returns the evicted.
+_REGISTER = Script("""
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+local over = redis.call('ZCARD', KEYS[1]) - tonumber(ARGV[3])
+if over <= 0 then return {} end
+local excess = redis.call('ZRANGE', KEYS[1], 0, over - 1)
+redis.call('ZREM', KEYS[1], unpack(excess))
+return excess
+""")
 
 
 def _key(user_id: int) -> str:
@@ -34,22 +47,12 @@ async def register(user_id: int, channel: str, *, limit: int) -> list[str]:
         for name in excess:
             conns.pop(name, None)
         return excess
-    key = _key(user_id)
     try:
-        async with client.pipeline(transaction=True) as pipe:
-            pipe.zadd(key, {channel: now})
-            pipe.zrange(key, 0, -1)
-            pipe.expire(key, 86_400)
-            _, members, _ = await pipe.execute()
+        excess = await _REGISTER(client, [_key(user_id)], [channel, repr(now), limit, 86_400])
     except RedisError:
         # Without Redis the cap is not enforced; the connection itself still works.
         return []
-    names = [m.decode() if isinstance(m, bytes) else str(m) for m in members]
-    excess = names[: max(0, len(names) - limit)]
-    if excess:
-        with contextlib.suppress(RedisError):
-            await client.zrem(key, *excess)
-    return excess
+    return [m.decode() if isinstance(m, bytes) else str(m) for m in excess]
 
 
 async def unregister(user_id: int, channel: str) -> None:

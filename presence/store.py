@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Iterable, Sequence
@@ -22,9 +21,8 @@ from typing import Any, cast
 
 from django.conf import settings
 from redis.asyncio import Redis
-from redis.exceptions import NoScriptError
 
-from chatsite.redis import async_clients, shard_of, shard_urls
+from chatsite.redis import Script, async_clients, shard_of, shard_urls
 from presence.state import Beat
 
 
@@ -182,7 +180,7 @@ class MemoryPresenceStore(PresenceStore):
 # The heartbeats of many users in one call. KEYS[1]: the shard's heartbeat index; then
 # each user's connections hash. ARGV[1]: the hashes' TTL; then, per user: its id, its
 # latest beat, the number of its connections n, and n pairs of connection and "at|idle".
-_BEATS_LUA = """
+_BEATS = Script("""
 local ttl, at = ARGV[1], 2
 for i = 2, #KEYS do
   local user, latest, n = ARGV[at], ARGV[at + 1], tonumber(ARGV[at + 2])
@@ -195,8 +193,27 @@ for i = 2, #KEYS do
   redis.call('ZADD', KEYS[1], 'GT', latest, user)
 end
 return #KEYS - 1
-"""
-_BEATS_SHA = hashlib.sha1(_BEATS_LUA.encode()).hexdigest()  # noqa: S324 - Redis names scripts so
+""")
+
+# A new connection (`open_connection`). KEYS: the user's connections hash, busy flag,
+# the shard's heartbeat index, the user's published state. ARGV: the connection, its
+# first beat "at|0", the hash's TTL, "1" if busy, the user, the time, the new state.
+# Returns the hash as it was (flat: name, beat, ...) and the state replaced (or nil).
+_OPEN = Script("""
+local before = redis.call('HGETALL', KEYS[1])
+if ARGV[4] == '1' then redis.call('SET', KEYS[2], '1') else redis.call('DEL', KEYS[2]) end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+redis.call('ZADD', KEYS[3], 'GT', ARGV[6], ARGV[5])
+return {before, redis.call('GETSET', KEYS[4], ARGV[7])}
+""")
+
+# A closed connection (`close_connection`). KEYS[1]: the user's connections hash;
+# ARGV[1]: the connection. Returns the others (flat: name, beat, ...).
+_CLOSE = Script("""
+redis.call('HDEL', KEYS[1], ARGV[1])
+return redis.call('HGETALL', KEYS[1])
+""")
 
 
 class RedisPresenceStore(PresenceStore):
@@ -257,7 +274,7 @@ class RedisPresenceStore(PresenceStore):
         """Record many heartbeats: one script call per shard, whatever their number.
 
         Per user an HSET of each connection, an EXPIRE and a ZADD of its latest beat, run
-        by one EVALSHA (`_BEATS_LUA`) with one reply: a pipeline of the same commands
+        by one EVALSHA (`_BEATS`) with one reply: a pipeline of the same commands
         cost the gateway more to build and to read (a reply per command) than the
         writes cost Redis.
         """
@@ -276,32 +293,23 @@ class RedisPresenceStore(PresenceStore):
                 args += (str(uid), repr(latest[uid]), str(len(mine)))
                 for pair in mine.items():
                     args += pair
-            client = self.clients[shard]
-            try:
-                await cast("Awaitable[int]", client.evalsha(_BEATS_SHA, len(keys), *keys, *args))
-            except NoScriptError:  # a new or restarted Redis: EVAL loads it
-                await cast("Awaitable[int]", client.eval(_BEATS_LUA, len(keys), *keys, *args))
+            await _BEATS(self.clients[shard], keys, args)
 
         await asyncio.gather(*(write(s, ids) for s, ids in self._by_shard(list(fields)).items()))
 
     async def open_connection(
         self, user_id: int, connection: str, *, busy: bool, now: float, state: str
     ) -> tuple[dict[str, Beat], str | None]:
-        """Record a new connection in one round trip (a pipeline of six)."""
-        key = self._key("c", user_id)
-        async with self._client(user_id).pipeline(transaction=False) as pipe:
-            pipe.hgetall(key)
-            if busy:
-                pipe.set(self._key("busy", user_id), "1")
-            else:
-                pipe.delete(self._key("busy", user_id))
-            pipe.hset(key, connection, f"{now:.3f}|0")
-            pipe.expire(key, self._ttl)
-            pipe.zadd(self._key("live"), {str(user_id): now}, gt=True)
-            pipe.getset(self._key("state", user_id), state)
-            replies = await pipe.execute()
-        previous = replies[-1]
-        return _beats(replies[0]), (_text(previous) if previous is not None else None)
+        """Record a new connection in one round trip (one script, `_OPEN`)."""
+        keys = [
+            self._key("c", user_id),
+            self._key("busy", user_id),
+            self._key("live"),
+            self._key("state", user_id),
+        ]
+        args = [connection, f"{now:.3f}|0", self._ttl, int(busy), user_id, repr(now), state]
+        before, previous = await _OPEN(self._client(user_id), keys, args)
+        return _beats(_pairs(before)), (_text(previous) if previous is not None else None)
 
     async def remove(self, user_id: int, connections: Iterable[str]) -> None:
         """Forget connections of a user."""
@@ -311,13 +319,9 @@ class RedisPresenceStore(PresenceStore):
             await cast("Awaitable[int]", client.hdel(self._key("c", user_id), *names))
 
     async def close_connection(self, user_id: int, connection: str) -> dict[str, Beat]:
-        """Forget a closed connection and read the user's others, in one round trip."""
-        key = self._key("c", user_id)
-        async with self._client(user_id).pipeline(transaction=False) as pipe:
-            pipe.hdel(key, connection)
-            pipe.hgetall(key)
-            _, others = await pipe.execute()
-        return _beats(others)
+        """Forget a closed connection and read the user's others (one script, `_CLOSE`)."""
+        others = await _CLOSE(self._client(user_id), [self._key("c", user_id)], [connection])
+        return _beats(_pairs(others))
 
     async def connections(self, user_ids: Iterable[int]) -> dict[int, dict[str, Beat]]:
         """Return each user's connections with their last heartbeats (a round trip a shard)."""
@@ -384,6 +388,11 @@ class RedisPresenceStore(PresenceStore):
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+def _pairs(flat: list[Any]) -> dict[Any, Any]:
+    """Return a hash a script read with HGETALL (name, value, name, value...) as a dict."""
+    return dict(zip(flat[0::2], flat[1::2], strict=True))
 
 
 def _beats(raw: dict[Any, Any]) -> dict[str, Beat]:
