@@ -283,6 +283,18 @@ class FrameSocket(AsyncWebsocketConsumer):  # type: ignore[misc]
             logger.warning("connect failed for user %s: %r", self.user.pk, exc)
             await self.close_with(CLOSE_TRY_LATER)
 
+    async def websocket_disconnect(self, message: dict[str, Any]) -> None:
+        """Channels' handler of the end of the socket, without its `aclose_old_connections`.
+
+        It uses no connection of Channels' database thread (see `dispatch`): the hop to that one
+        thread only queued every closing socket behind the others (a twentieth of the
+        gateways' time when 2,000 sockets dropped at once).
+        """
+        for group in self.groups:  # none: a socket's groups are its own (`SocketGroups`)
+            await self.channel_layer.group_discard(group, self.channel_name)
+        await self.disconnect(message["code"])
+        raise StopConsumer()
+
     async def disconnect(self, code: int) -> None:
         """Stop supervising the socket; let the subclass clean up after an authenticated one."""
         # After our own close the server reports 1005 (no code), so count ours instead.

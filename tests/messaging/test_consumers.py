@@ -271,3 +271,38 @@ def test_a_socket_without_credentials_is_closed_4401() -> None:
 
     closed = run(scenario)
     assert closed == {"type": "websocket.close", "code": 4401}
+
+
+def test_a_closing_socket_cleans_up_without_a_hop_to_channels_database_thread(
+    ana: User, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Tried: a socket that opens and closes. Its presence entry is gone afterwards, and
+    Channels' `aclose_old_connections` (a hop to its one database thread, which the
+    socket never uses) was not called."""
+    import channels.generic.websocket
+
+    from presence.store import get_store
+
+    hops: list[str] = []
+
+    async def recorded() -> None:
+        hops.append("aclose_old_connections")
+
+    monkeypatch.setattr(channels.generic.websocket, "aclose_old_connections", recorded)
+    token = token_for(ana)
+
+    async def scenario() -> tuple[dict[str, Any], dict[str, Any]]:
+        client = Client(token)
+        await client.open()
+        while_open = (await get_store().connections([ana.pk]))[ana.pk]
+        await client.close()
+        for _ in range(100):  # the consumer's cleanup ends after the close returns
+            after = (await get_store().connections([ana.pk]))[ana.pk]
+            if not after:
+                break
+            await asyncio.sleep(0.02)
+        return while_open, after
+
+    while_open, after = run(scenario)
+    assert len(while_open) == 1 and after == {}
+    assert hops == []
