@@ -7,7 +7,7 @@ import uuid
 from typing import Any
 
 import pytest
-from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
 
 from accounts.models import User
 from messaging import services
@@ -67,7 +67,7 @@ def test_block_and_unblock_change_presence_live_and_refuse_sends(ana: User, bo: 
         await b.open()
         seen: dict[str, Any] = {}
         seen["before"] = await a.ask(type="presence.subscribe", users=[bo.pk])
-        await sync_to_async(services.block_user)(user=bo, other_user_id=ana.pk)
+        await database_sync_to_async(services.block_user)(user=bo, other_user_id=ana.pk)
         seen["blocker_told"] = await b.until("block.updated")
         seen["blocked_sees"] = await a.until("presence.changed")
         seen["send"] = await a.ask(
@@ -77,7 +77,7 @@ def test_block_and_unblock_change_presence_live_and_refuse_sends(ana: User, bo: 
             body="hello?",
         )
         seen["resubscribe"] = await a.ask(type="presence.subscribe", users=[bo.pk])
-        await sync_to_async(services.unblock_user)(user=bo, other_user_id=ana.pk)
+        await database_sync_to_async(services.unblock_user)(user=bo, other_user_id=ana.pk)
         seen["unblocker_told"] = await b.until("block.updated")
         seen["restored"] = await a.until("presence.changed")
         await a.close()
@@ -111,7 +111,7 @@ def test_delete_for_me_reaches_every_device_of_the_user(ana: User, bo: User) -> 
         phone, laptop = Client(tokens[0], "phone"), Client(tokens[1], "laptop")
         await phone.open()
         await laptop.open()
-        await sync_to_async(services.hide_message)(
+        await database_sync_to_async(services.hide_message)(
             user=bo, conversation_id=chat.pk, message_id=message.pk
         )
         frames = await phone.until("message.hidden"), await laptop.until("message.hidden")
