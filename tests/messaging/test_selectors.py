@@ -217,3 +217,63 @@ def test_log_positions_sum_last_seq_over_each_users_conversations_in_one_query(
 
 def first_id(conversation: Conversation) -> int:
     return conversation.messages.order_by("seq").values_list("pk", flat=True)[0]
+
+
+def test_a_page_reads_every_field_and_attachment_as_the_orm_does(ana: User, bo: User) -> None:
+    """Tried: pages after a position, before one and the newest, over a group where one
+    message carries two files, one replies, one was edited and one was deleted for
+    everyone, and one bo deleted for himself (left out of his pages only)."""
+    from messaging.models import Attachment, Message
+
+    group = services.create_group(creator=ana, title="Fields", member_ids=[bo.pk])
+    files = [
+        Attachment.objects.create(
+            uploader=ana, file=f"attachments/f/{n}.txt", filename=f"{n}.txt",
+            content_type="text/plain", size=n + 1,
+        )
+        for n in range(2)
+    ]  # fmt: skip
+    first = services.send_message(
+        sender=ana,
+        conversation_id=group.pk,
+        client_msg_id=uuid.uuid4(),
+        body="with files",
+        attachment_ids=[f.pk for f in files],
+    ).message
+    services.send_message(
+        sender=bo, conversation_id=group.pk, client_msg_id=uuid.uuid4(), body="re",
+        reply_to=first.pk,
+    )  # fmt: skip
+    edited = Message.objects.get(conversation=group, seq=send(ana, group, "typo"))
+    services.edit_message(user=ana, conversation_id=group.pk, message_id=edited.pk, body="fixed")
+    gone = Message.objects.get(conversation=group, seq=send(ana, group, "oops"))
+    services.delete_message(user=ana, conversation_id=group.pk, message_id=gone.pk)
+    mine = Message.objects.get(conversation=group, seq=send(ana, group, "hide me"))
+    services.hide_message(user=bo, conversation_id=group.pk, message_id=mine.pk)
+
+    def fields(message: Message) -> dict[str, Any]:
+        return {f.attname: getattr(message, f.attname) for f in Message._meta.concrete_fields}
+
+    stored = {m.pk: m for m in Message.objects.filter(conversation=group)}
+    pages = [
+        selectors.list_messages_for_user(user=bo, conversation_id=group.pk, after=0),
+        selectors.list_messages_for_user(user=bo, conversation_id=group.pk, before=99),
+        selectors.list_messages_for_user(user=bo, conversation_id=group.pk),
+    ]
+    for page in pages:
+        assert {m.pk: fields(m) for m in page.messages} == {
+            pk: fields(m) for pk, m in stored.items() if pk != mine.pk
+        }
+        by_id = {m.pk: m for m in page.messages}
+        assert by_id[first.pk].loaded_attachments == files
+        assert [a.size for a in by_id[first.pk].loaded_attachments or []] == [1, 2]
+        assert all(by_id[pk].loaded_attachments == [] for pk in by_id if pk != first.pk)
+        (reply,) = [m for m in page.messages if m.body == "re"]
+        assert reply.loaded_reply == first  # the quote, read with the page
+    versions = [m.version for m in pages[0].messages]
+    assert versions == sorted(versions) and versions[-1] > len(versions)  # the edit's
+    for page in pages[1:]:
+        seqs = [m.seq for m in page.messages]
+        assert seqs == sorted(seqs)
+    ana_sees = selectors.list_messages_for_user(user=ana, conversation_id=group.pk, after=0)
+    assert mine.pk in {m.pk for m in ana_sees.messages}
