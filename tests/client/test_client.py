@@ -560,3 +560,22 @@ def test_close_right_after_a_rejected_send_returns_promptly_and_keeps_cancellati
                 await closing
 
     run(scenario)
+
+
+def test_the_proxy_is_read_from_the_environment_once_per_address(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Tried: a proxy in the environment, an address it must bypass (NO_PROXY), and the
+    environment changed afterwards (the answer is kept: it is read once)."""
+    from chatclient.client import proxy_for
+
+    proxy_for.cache_clear()
+    monkeypatch.setenv("https_proxy", "http://proxy.example:3128")
+    monkeypatch.setenv("no_proxy", "direct.example")
+    try:
+        assert proxy_for("wss://chat.example/ws/v1/") == "http://proxy.example:3128"
+        assert proxy_for("wss://direct.example/ws/v1/") is None
+        monkeypatch.delenv("https_proxy")
+        assert proxy_for("wss://chat.example/ws/v1/") == "http://proxy.example:3128"
+    finally:
+        proxy_for.cache_clear()
