@@ -19,12 +19,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import sys
 import time
 import uuid
 from collections.abc import Callable
 
-from bench.search_latency import ROOT, drop_database, setup_database
+from bench.search_latency import scratch_database
 
 
 def per_call_us(work: Callable[[], object], calls: int) -> float:
@@ -101,21 +100,11 @@ def main() -> int:
     parser.add_argument("--calls", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    name = f"connect_cost_{os.getpid()}"
-    os.environ["DATABASE_URL"] = setup_database(name)
-    os.environ.pop("REDIS_URL", None)
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatsite.settings")
-    sys.path.insert(0, str(ROOT))
-    import django
+    with scratch_database(f"connect_cost_{os.getpid()}"):
+        import django
 
-    django.setup()
-    try:
+        django.setup()
         figures = measure(args.users, args.calls, args.rounds)
-    finally:
-        from django.db import connections
-
-        connections.close_all()
-        drop_database(name)
     for read, rounds in figures.items():
         print(f"{read:8s} " + "  ".join(f"{us:7.1f}" for us in rounds) + "  µs of CPU per call")
     return 0

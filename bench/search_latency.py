@@ -17,6 +17,7 @@ Bounded: the load is one COPY, each query has the search's own statement timeout
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -25,6 +26,7 @@ import string
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +99,27 @@ def drop_database(name: str) -> None:
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+@contextlib.contextmanager
+def scratch_database(name: str, *, keep: bool = False) -> Iterator[None]:
+    """Point this process's Django at a new scratch database `name` (no Redis).
+
+    Django is set up by the caller, inside; the database is dropped afterwards unless
+    `keep`.
+    """
+    os.environ["DATABASE_URL"] = setup_database(name)
+    os.environ.pop("REDIS_URL", None)
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatsite.settings")
+    sys.path.insert(0, str(ROOT))
+    try:
+        yield
+    finally:
+        if not keep:
+            from django.db import connections
+
+            connections.close_all()
+            drop_database(name)
+
+
 def load(messages: int, seed: int) -> dict[str, Any]:
     """Create users, groups and memberships with the ORM, messages with COPY."""
     from django.db import connection
@@ -128,7 +151,7 @@ def load(messages: int, seed: int) -> dict[str, Any]:
         raw = cursor.cursor
         columns = (
             "conversation_id, seq, version, kind, sender_id, client_msg_id, body, created_at, "
-            "deleted"
+            "deleted, mentions"
         )
         with raw.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
             for text in texts:
@@ -137,7 +160,7 @@ def load(messages: int, seed: int) -> dict[str, Any]:
                 seq = seqs[group_id]
                 copy.write_row(
                     (group_id, seq, seq, "text", rng.choice(members[group_id]), uuid.uuid4(),
-                     text, "2026-11-22T10:00:00Z", False)
+                     text, "2026-11-22T10:00:00Z", False, "[]")
                 )  # fmt: skip
         for group_id, last in seqs.items():
             cursor.execute(
@@ -193,19 +216,8 @@ def main() -> int:
     parser.add_argument("--max-seconds", type=float, default=300.0)
     parser.add_argument("--keep", action="store_true", help="keep the scratch database")
     args = parser.parse_args()
-    name = f"search_bench_{os.getpid()}"
-    os.environ["DATABASE_URL"] = setup_database(name)
-    os.environ.pop("REDIS_URL", None)
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatsite.settings")
-    sys.path.insert(0, str(ROOT))
-    try:
+    with scratch_database(f"search_bench_{os.getpid()}", keep=args.keep):
         figures = run(args)
-    finally:
-        if not args.keep:
-            from django.db import connections
-
-            connections.close_all()
-            drop_database(name)
     for timing in figures["queries"]:
         print(f"{timing['ms']:8.1f} ms  {timing['hits']:3d} hits  {timing['q']!r}")
     count = len(figures["queries"])
