@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 
 from django.conf import settings
 from django.db import connection
-from django.db.models import Count, Exists, IntegerField, OuterRef, Q, Subquery, Value
+from django.db.models import Count, IntegerField, OuterRef, Q, Subquery, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
@@ -630,11 +630,6 @@ def list_blocks(*, user: User) -> list[Block]:
 def list_hidden_messages(*, user: User, after: int, limit: int) -> list[HiddenMessage]:
     """Return the user's hidden messages with an id past `after`, in id order."""
     return list(HiddenMessage.objects.filter(user=user, pk__gt=after).order_by("pk")[:limit])
-
-
-def _hidden_for(user: User) -> Exists:
-    """Match the messages `user` deleted for themself."""
-    return Exists(HiddenMessage.objects.filter(user=user, message_id=OuterRef("pk")))
 
 
 def _unblocked_contacts_among(*, user: User, user_ids: Sequence[int]) -> set[int]:
