@@ -112,6 +112,10 @@ client.addEventListener("stopped", ({ detail }) => {
 client.addEventListener("ready", ({ detail }) => {
   onSessionReady(detail);
   prefetchDetails();
+  // The members' markers of the open chat were read before this connection followed
+  // it: a receipt made in between (a read while we were offline, or before the first
+  // connection) reached no socket of ours. Read them again now that new ones arrive.
+  if (current !== null) reloadDetails(current);
   markRead(); // what was read offline (stored history) is marked now
 });
 

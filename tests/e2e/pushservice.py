@@ -609,15 +609,18 @@ class Trap:
                 "is the port taken, or does it need root?"
             ) from exc
         self._sock = sock
-        self._thread = threading.Thread(target=self._accept, name=f"trap-{self.port}", daemon=True)
+        self._thread = threading.Thread(
+            target=self._accept, args=(sock,), name=f"trap-{self.port}", daemon=True
+        )
         self._thread.start()
         _LIVE[id(self)] = self
 
-    def _accept(self) -> None:
-        assert self._sock is not None
+    def _accept(self, sock: socket.socket) -> None:
+        # The socket comes as an argument: close() drops self._sock while this
+        # thread may be between two accept() calls.
         while True:
             try:
-                conn, peer = self._sock.accept()
+                conn, peer = sock.accept()
             except OSError:
                 return
             if self._closing:

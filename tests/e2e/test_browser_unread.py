@@ -168,6 +168,32 @@ def test_offline_edits_and_deletes_wait_in_the_outbox_and_ticks_survive_a_reload
     assert Message.objects.get(pk=fix.pk).version == fix.version  # applied once
 
 
+def test_a_read_made_while_the_page_was_offline_shows_once_it_is_back(web: Web) -> None:
+    # Tried: Ana has her chat with Bo open; her network drops, and while it is down Bo
+    # reads her message. Its `receipt.updated` reaches no socket of hers. When she is
+    # back online the tick turns blue without reopening the chat: the page reads the
+    # open chat's members again on every new connection. Before, the tick stayed grey
+    # until she opened the chat again (the periodic sync does not carry markers).
+    ana, bo = make_person("ana", "Ana"), make_person("bo", "Bo")
+    chat, _ = off_loop(services.create_direct_conversation, user=ana, other_user_id=bo.pk)
+    off_loop(services.accept_request, user=bo, conversation_id=chat.pk)  # his reads show
+    note = say(ana, chat.pk, "read me when you can")
+    page = web.log_in(ana)
+    online(page)
+    conversation(page, "Bo").click()
+    ticks = page.locator(f"#msg-{note.pk} .marks")
+    expect(ticks).to_have_attribute("data-state", "sent")
+
+    page.context.set_offline(True)
+    offline(page)
+    off_loop(services.mark_read, user=bo, conversation_id=chat.pk, seq=note.seq)
+    expect(ticks).to_have_attribute("data-state", "sent")  # nothing can tell her yet
+    page.context.set_offline(False)
+    online(page)
+    expect(ticks).to_have_attribute("data-state", "read")
+    expect(page.locator("#chat-title")).to_have_text("Bo")  # the chat stayed open
+
+
 def test_a_click_on_a_conversation_holds_while_a_message_redraws_the_list(web: Web) -> None:
     # Tried: Ana presses the mouse button on Bo's row; before she lets go, Bo's next
     # message arrives and the list is drawn again (the row's preview and badge change).
