@@ -30,7 +30,6 @@ from chatsite.logs import trace
 from messaging import events, frames, selectors, services, wire
 from messaging.errors import NotAMember
 from messaging.groups import SocketGroups
-from presence import connections
 from presence.consumer import NOBODY, PresenceMixin, parse_presence_subscribe
 
 logger = logging.getLogger(__name__)
@@ -81,10 +80,7 @@ class ChatConsumer(PresenceMixin, FrameSocket):
         await self.layer_groups.join(ids)
         views = await db_by(start_by, selectors.list_conversations_for_user, user=self.user)
         await self.layer_groups.settle(views, joined=ids)  # changes made between the two reads
-        evicted = await connections.register(
-            self.user.pk, self.channel_name, limit=settings.WS_MAX_CONNECTIONS_PER_USER
-        )
-        await self.presence_opened()
+        evicted = await self.presence_opened()  # and the oldest past the per-user cap
         for old in evicted:
             await events.send_to_channel(self.channel_layer, old, {"type": "connection.evict"})
         await self.send_frame(
@@ -108,7 +104,6 @@ class ChatConsumer(PresenceMixin, FrameSocket):
         """Leave every group and forget the connection."""
         try:
             await self.layer_groups.leave_all()
-            await connections.unregister(self.user.pk, self.channel_name)
         except (RedisError, OSError, TimeoutError) as exc:
             logger.info("cleanup after disconnect failed: %r", exc)
         await self.presence_closed()

@@ -68,15 +68,22 @@ class PresenceMixin:
         except (RedisError, OSError, TimeoutError) as exc:
             logger.warning("presence update failed: %r", exc)
 
-    async def presence_opened(self) -> None:
-        """Count this socket as a live connection of its user."""
+    async def presence_opened(self) -> list[str]:
+        """Count this socket as a live connection of its user.
+
+        Returns the user's oldest connections past `WS_MAX_CONNECTIONS_PER_USER`, to be
+        closed (none if Redis failed: presence is a hint, and the cap then waits).
+        """
         busy = self.user.current_status == User.Status.BUSY
-        await self._presence(
-            services.connection_opened(
+        evicted: list[str] = []
+        try:
+            evicted = await services.connection_opened(
                 get_store(), self.user.pk, self.channel_name, busy=busy, now=time.time()
             )
-        )
+        except (RedisError, OSError, TimeoutError) as exc:
+            logger.warning("presence update failed: %r", exc)
         self.presence_written_at = time.monotonic()
+        return evicted
 
     async def presence_closed(self) -> None:
         """Stop following anyone and count this connection gone."""

@@ -57,18 +57,31 @@ async def _announce(
 
 
 async def connection_opened(
-    store: PresenceStore, user_id: int, connection: str, *, busy: bool, now: float
-) -> None:
-    """Record a new connection (dropping ones that expired) and publish any change."""
+    store: PresenceStore,
+    user_id: int,
+    connection: str,
+    *,
+    busy: bool,
+    now: float,
+    limit: int | None = None,
+) -> list[str]:
+    """Record a new connection (dropping ones that expired) and publish any change.
+
+    Returns the user's oldest connections past `limit` (`WS_MAX_CONNECTIONS_PER_USER`
+    when None), for the caller to close.
+    """
+    if limit is None:
+        limit = settings.WS_MAX_CONNECTIONS_PER_USER
     # A connection that just beat, not idle, decides the state whatever the others say
     # (`derive`), so the state is known before anything is written: one round trip.
     state = derive({connection: Beat(now, False)}, busy=busy, now=now, window=window())
-    known, previous = await store.open_connection(
-        user_id, connection, busy=busy, now=now, state=state
+    known, previous, evicted = await store.open_connection(
+        user_id, connection, busy=busy, now=now, state=state, limit=limit
     )
     expired = [name for name in known if name not in live(known, now=now, window=window())]
     await store.remove(user_id, expired)
     await _announce(user_id, previous, state, now=now, store=store)
+    return evicted
 
 
 async def heartbeat(

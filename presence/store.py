@@ -7,7 +7,10 @@ latest heartbeat for the sweep. The same contract tests run against both
 
 Redis keys (prefix `REDIS_KEY_PREFIX`): `pres:c:<user>` hash connection -> "at|idle";
 `pres:live` sorted set user -> latest heartbeat; `pres:busy:<user>`; `pres:state:<user>`;
-`pres:seen:<user>`; `pres:lock:<name>`.
+`pres:seen:<user>`; `pres:lock:<name>`; and `conns:<user>`, the registry of the user's
+connections by connect time for the per-user cap (`WS_MAX_CONNECTIONS_PER_USER`). A
+registry entry left by a gateway that died is the oldest, so it is the first one
+evicted (harmlessly).
 """
 
 from __future__ import annotations
@@ -17,13 +20,24 @@ import contextlib
 import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Iterable, Sequence
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 from django.conf import settings
 from redis.asyncio import Redis
 
 from chatsite.redis import Script, async_clients, shard_of, shard_urls
 from presence.state import Beat
+
+# How long a user's connection registry outlives its last connect (a day).
+REGISTRY_TTL = 86_400
+
+
+class Opened(NamedTuple):
+    """What `open_connection` found and did."""
+
+    known: dict[str, Beat]  # the user's connections before, with their heartbeats
+    previous: str | None  # the published state the new one replaced
+    evicted: list[str]  # the oldest connections past the cap, dropped from the registry
 
 
 class PresenceStore(ABC):
@@ -40,12 +54,13 @@ class PresenceStore(ABC):
 
     @abstractmethod
     async def open_connection(
-        self, user_id: int, connection: str, *, busy: bool, now: float, state: str
-    ) -> tuple[dict[str, Beat], str | None]:
+        self, user_id: int, connection: str, *, busy: bool, now: float, state: str, limit: int
+    ) -> Opened:
         """Record a new connection at once: its first beat, the busy flag, the state.
 
-        Returns the user's connections as they were before, and the state `state`
-        replaced (`swap_state`).
+        The connection joins the user's registry, and the oldest past `limit` leave it
+        (returned in `evicted`, for the caller to close). Returns also the user's
+        connections as they were before, and the state `state` replaced (`swap_state`).
         """
 
     @abstractmethod
@@ -58,7 +73,7 @@ class PresenceStore(ABC):
 
     @abstractmethod
     async def close_connection(self, user_id: int, connection: str) -> dict[str, Beat]:
-        """Forget a closed connection; return the user's others, with their heartbeats."""
+        """Forget a closed connection (and its registry entry); return the user's others."""
 
     @abstractmethod
     async def set_busy(self, user_id: int, busy: bool) -> None:
@@ -103,6 +118,7 @@ class MemoryPresenceStore(PresenceStore):
         self._seen: dict[int, float] = {}
         self._live: dict[int, float] = {}
         self._locks: dict[str, float] = {}
+        self._registry: dict[int, dict[str, float]] = {}  # user -> connection -> opened at
 
     async def beat(self, user_id: int, connection: str, *, idle: bool, now: float) -> None:
         """Record a heartbeat of one connection (creating it if new)."""
@@ -110,13 +126,19 @@ class MemoryPresenceStore(PresenceStore):
         self._live[user_id] = max(self._live.get(user_id, 0.0), now)
 
     async def open_connection(
-        self, user_id: int, connection: str, *, busy: bool, now: float, state: str
-    ) -> tuple[dict[str, Beat], str | None]:
+        self, user_id: int, connection: str, *, busy: bool, now: float, state: str, limit: int
+    ) -> Opened:
         """Record a new connection at once: its first beat, the busy flag, the state."""
         known = (await self.connections([user_id]))[user_id]
         await self.set_busy(user_id, busy)
         await self.beat(user_id, connection, idle=False, now=now)
-        return known, await self.swap_state(user_id, state)
+        registry = self._registry.setdefault(user_id, {})
+        registry[connection] = now
+        oldest = sorted(registry, key=registry.__getitem__)
+        evicted = oldest[: max(0, len(oldest) - limit)]
+        for name in evicted:
+            del registry[name]
+        return Opened(known, await self.swap_state(user_id, state), evicted)
 
     async def remove(self, user_id: int, connections: Iterable[str]) -> None:
         """Forget connections of a user."""
@@ -132,6 +154,11 @@ class MemoryPresenceStore(PresenceStore):
 
     async def close_connection(self, user_id: int, connection: str) -> dict[str, Beat]:
         """Forget a closed connection; return the user's others, with their heartbeats."""
+        registry = self._registry.get(user_id)
+        if registry is not None:
+            registry.pop(connection, None)
+            if not registry:
+                del self._registry[user_id]
         await self.remove(user_id, [connection])
         return (await self.connections([user_id]))[user_id]
 
@@ -196,22 +223,33 @@ return #KEYS - 1
 """)
 
 # A new connection (`open_connection`). KEYS: the user's connections hash, busy flag,
-# the shard's heartbeat index, the user's published state. ARGV: the connection, its
-# first beat "at|0", the hash's TTL, "1" if busy, the user, the time, the new state.
-# Returns the hash as it was (flat: name, beat, ...) and the state replaced (or nil).
+# the shard's heartbeat index, the user's published state, the user's registry. ARGV:
+# the connection, its first beat "at|0", the hash's TTL, "1" if busy, the user, the
+# time, the new state, the cap, the registry's TTL. Returns the hash as it was (flat:
+# name, beat, ...), the state replaced (or false) and the registry's evicted entries.
 _OPEN = Script("""
 local before = redis.call('HGETALL', KEYS[1])
 if ARGV[4] == '1' then redis.call('SET', KEYS[2], '1') else redis.call('DEL', KEYS[2]) end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 redis.call('ZADD', KEYS[3], 'GT', ARGV[6], ARGV[5])
-return {before, redis.call('GETSET', KEYS[4], ARGV[7])}
+local previous = redis.call('GETSET', KEYS[4], ARGV[7])
+redis.call('ZADD', KEYS[5], ARGV[6], ARGV[1])
+redis.call('EXPIRE', KEYS[5], ARGV[9])
+local evicted = {}
+local over = redis.call('ZCARD', KEYS[5]) - tonumber(ARGV[8])
+if over > 0 then
+  evicted = redis.call('ZRANGE', KEYS[5], 0, over - 1)
+  redis.call('ZREM', KEYS[5], unpack(evicted))
+end
+return {before, previous, evicted}
 """)
 
-# A closed connection (`close_connection`). KEYS[1]: the user's connections hash;
-# ARGV[1]: the connection. Returns the others (flat: name, beat, ...).
+# A closed connection (`close_connection`). KEYS: the user's connections hash and
+# registry; ARGV[1]: the connection. Returns the others (flat: name, beat, ...).
 _CLOSE = Script("""
 redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
 return redis.call('HGETALL', KEYS[1])
 """)
 
@@ -256,6 +294,9 @@ class RedisPresenceStore(PresenceStore):
         prefix = self._prefix or settings.REDIS_KEY_PREFIX
         return ":".join([prefix, "pres", *map(str, parts)])
 
+    def _registry_key(self, user_id: int) -> str:
+        return f"{self._prefix or settings.REDIS_KEY_PREFIX}:conns:{user_id}"
+
     @property
     def _ttl(self) -> int:
         # Keys outlive the live window, so a sweep still finds what a dead gateway left.
@@ -298,18 +339,24 @@ class RedisPresenceStore(PresenceStore):
         await asyncio.gather(*(write(s, ids) for s, ids in self._by_shard(list(fields)).items()))
 
     async def open_connection(
-        self, user_id: int, connection: str, *, busy: bool, now: float, state: str
-    ) -> tuple[dict[str, Beat], str | None]:
+        self, user_id: int, connection: str, *, busy: bool, now: float, state: str, limit: int
+    ) -> Opened:
         """Record a new connection in one round trip (one script, `_OPEN`)."""
         keys = [
             self._key("c", user_id),
             self._key("busy", user_id),
             self._key("live"),
             self._key("state", user_id),
+            self._registry_key(user_id),
         ]
         args = [connection, f"{now:.3f}|0", self._ttl, int(busy), user_id, repr(now), state]
-        before, previous = await _OPEN(self._client(user_id), keys, args)
-        return _beats(_pairs(before)), (_text(previous) if previous is not None else None)
+        args += [limit, REGISTRY_TTL]
+        before, previous, evicted = await _OPEN(self._client(user_id), keys, args)
+        return Opened(
+            _beats(_pairs(before)),
+            _text(previous) if previous is not None else None,
+            [_text(name) for name in evicted],
+        )
 
     async def remove(self, user_id: int, connections: Iterable[str]) -> None:
         """Forget connections of a user."""
@@ -320,7 +367,8 @@ class RedisPresenceStore(PresenceStore):
 
     async def close_connection(self, user_id: int, connection: str) -> dict[str, Beat]:
         """Forget a closed connection and read the user's others (one script, `_CLOSE`)."""
-        others = await _CLOSE(self._client(user_id), [self._key("c", user_id)], [connection])
+        keys = [self._key("c", user_id), self._registry_key(user_id)]
+        others = await _CLOSE(self._client(user_id), keys, [connection])
         return _beats(_pairs(others))
 
     async def connections(self, user_ids: Iterable[int]) -> dict[int, dict[str, Beat]]:

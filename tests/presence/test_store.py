@@ -137,8 +137,10 @@ def test_opening_a_connection_beats_sets_busy_and_swaps_the_state_at_once(make_s
     async def work(store: PresenceStore) -> Any:
         await store.beat(7, "old", idle=True, now=5.0)
         await store.set_busy(7, True)
-        first = await store.open_connection(7, "new", busy=False, now=9.5, state="online")
-        second = await store.open_connection(7, "newer", busy=True, now=10.0, state="busy")
+        first = await store.open_connection(7, "new", busy=False, now=9.5, state="online", limit=10)
+        second = await store.open_connection(
+            7, "newer", busy=True, now=10.0, state="busy", limit=10
+        )
         return (
             first,
             second,
@@ -150,14 +152,41 @@ def test_opening_a_connection_beats_sets_busy_and_swaps_the_state_at_once(make_s
 
     first, second, connections, busy, stale, state = run(make_store, work)
     # What was there before each open, and the state each one replaced.
-    assert first == ({"old": Beat(5.0, True)}, None)
-    assert second == ({"old": Beat(5.0, True), "new": Beat(9.5, False)}, "online")
+    assert first == ({"old": Beat(5.0, True)}, None, [])
+    assert second == ({"old": Beat(5.0, True), "new": Beat(9.5, False)}, "online", [])
     assert connections == {
         7: {"old": Beat(5.0, True), "new": Beat(9.5, False), "newer": Beat(10.0, False)}
     }
     assert busy == {7}  # the last open said busy
     assert stale == []  # the open counts as the user's latest heartbeat
     assert state == "busy"
+
+
+def test_a_connection_past_the_cap_evicts_the_oldest_and_a_closed_one_frees_its_place(
+    make_store,
+) -> None:
+    """Tried: three connections of one user under a cap of two, one at a time, then a
+    closed one forgotten, then two more: each open names the oldest past the cap (by
+    connect time) and drops it from the registry; another user's connections are not
+    touched. Without the close freeing its place, opening "d" would evict "b"."""
+
+    async def work(store: PresenceStore) -> list[list[str]]:
+        async def open_(user: int, name: str, now: float) -> list[str]:
+            opened = await store.open_connection(
+                user, name, busy=False, now=now, state="online", limit=2
+            )
+            return opened.evicted
+
+        seen = [await open_(8, "other-user", 0.5)]
+        for n, name in enumerate(("a", "b", "c")):
+            seen.append(await open_(7, name, 1.0 + n))
+        await store.close_connection(7, "b")
+        seen.append(await open_(7, "d", 4.0))
+        seen.append(await open_(7, "e", 5.0))
+        seen.append(await open_(8, "other-again", 6.0))
+        return seen
+
+    assert run(make_store, work) == [[], [], [], ["a"], [], ["c"], []]
 
 
 def test_busy_is_sticky_until_cleared(make_store) -> None:
