@@ -43,6 +43,10 @@ TYPING_TARGET_TTL = 30.0
 _log_positions: Coalescer[int, int] = Coalescer(
     lambda user_ids: selectors.get_log_positions(user_ids=user_ids), window=0.1
 )
+# The marker sums of the conversations on screen, read together the same way.
+_marker_sums: Coalescer[int, int] = Coalescer(
+    lambda ids: selectors.get_marker_sums(conversation_ids=ids), window=0.1
+)
 
 
 class ChatConsumer(PresenceMixin, FrameSocket):
@@ -257,18 +261,28 @@ class ChatConsumer(PresenceMixin, FrameSocket):
         await self.layer_groups.settle(views, joined=list(self.layer_groups.known))
         await self.send_frame(wire.sync_state_frame(ref, views))
 
-    async def ping(self, request: frames.Empty, ref: str | None) -> None:
+    async def ping(self, request: frames.Ping, ref: str | None) -> None:
         """Answer `pong` with the server's time and the user's log position.
 
         A client whose own position differs has missed a live event (the channel layer
-        may drop) and sends `sync`: a lost event is repaired within one heartbeat.
+        may drop) and sends `sync`: a lost event is repaired within one heartbeat. For a
+        `conversation` of the user's, the pong also carries its members' marker sum: a
+        client whose own sum differs has missed a `receipt.updated` and reads the
+        members again. (A conversation the user is not in is left out, not refused: the
+        ping is a heartbeat whatever it names.)
         """
+        conversation = request.conversation
+        markers: wire.PongMarkers | None = None
         try:
             position = await _log_positions.get(self.user.pk)
+            if conversation is not None and conversation in self.layer_groups:
+                total = await _marker_sums.get(conversation)
+                if total is not None:
+                    markers = {"conversation": conversation, "sum": total}
         except (DatabaseError, InterfaceError) as exc:
             logger.info("log position unavailable: %r", exc)
             position = None
-        await self.send_frame(wire.pong_frame(ref, timezone.now(), position))
+        await self.send_frame(wire.pong_frame(ref, timezone.now(), position, markers))
 
     # --- channel-layer events -----------------------------------------------------------
 
@@ -344,7 +358,7 @@ ChatConsumer.HANDLERS = {
     "activity": (frames.parse_activity, ChatConsumer.activity),
     "status.set": (frames.parse_status, ChatConsumer.set_status),
     "presence.subscribe": (parse_presence_subscribe, ChatConsumer.subscribe_presence),
-    "ping": (frames.parse_empty, ChatConsumer.ping),
+    "ping": (frames.parse_ping, ChatConsumer.ping),
 }
 
 ChatConsumer.BUDGET_CLASSES = frames.BUDGET_CLASSES

@@ -130,6 +130,8 @@ class PingFrame(TypedDict):
 
     type: Literal["ping"]
     ref: NotRequired[str]
+    # The conversation on screen: the pong then carries its members' marker sum.
+    conversation: NotRequired[int]
 
 
 CLIENT_FRAMES: dict[str, type] = {
@@ -269,8 +271,15 @@ class PresenceSubscribe:
 
 
 @dataclass(frozen=True)
+class Ping:
+    """`ping`: optionally, the conversation whose markers the client shows."""
+
+    conversation: int | None
+
+
+@dataclass(frozen=True)
 class Empty:
-    """`sync`, `ping`: nothing but the type."""
+    """`sync`: nothing but the type."""
 
 
 # --- parsers ----------------------------------------------------------------------------
@@ -457,6 +466,11 @@ def parse_presence_subscribe(frame: dict[str, Any], *, limit: int) -> PresenceSu
             f"Subscribe to at most {limit} users.", details={"field": "users", "max": limit}
         )
     return PresenceSubscribe(list(dict.fromkeys(raw)))
+
+
+def parse_ping(frame: dict[str, Any]) -> Ping:
+    """Parse `ping`."""
+    return Ping(_int(frame, "conversation", required=False))
 
 
 def parse_empty(frame: dict[str, Any]) -> Empty:

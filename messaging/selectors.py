@@ -560,6 +560,27 @@ def get_log_positions(*, user_ids: list[int]) -> dict[int, int]:
     return positions
 
 
+def get_marker_sums(*, conversation_ids: list[int]) -> dict[int, int]:
+    """Return each conversation's marker sum: `read_seq + delivered_seq` over its members.
+
+    A member who has not accepted a message request counts 0, as the member list shows
+    them (`wire.member_payload`). Markers only grow, so a client whose own sum over the
+    member list it holds is lower has missed a `receipt.updated` (`pong`).
+    """
+    condition, params = any_of("conversation_id", conversation_ids)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT conversation_id, SUM(CASE WHEN accepted THEN read_seq + delivered_seq"  # noqa: S608 - our table
+            f" ELSE 0 END) FROM {Membership._meta.db_table} WHERE {condition}"
+            " GROUP BY conversation_id",
+            params,
+        )
+        rows = cursor.fetchall()
+    sums = {conversation_id: 0 for conversation_id in conversation_ids}
+    sums.update({conversation_id: int(total or 0) for conversation_id, total in rows})
+    return sums
+
+
 def list_notifications_for_user(
     *, user: User, conversation_id: int, message_id: int
 ) -> list[Notification]:

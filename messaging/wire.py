@@ -682,6 +682,13 @@ class PresenceSnapshotFrame(TypedDict):
     users: list[PresenceEntry]
 
 
+class PongMarkers(TypedDict):
+    """A conversation's marker sum (`ping` with a `conversation`)."""
+
+    conversation: int
+    sum: int
+
+
 class PongFrame(TypedDict):
     """The answer to `ping`: the server's time and the user's log position."""
 
@@ -689,6 +696,8 @@ class PongFrame(TypedDict):
     ref: str | None
     server_time: str | None
     log_position: NotRequired[int]
+    # For a `ping` that named a conversation of the user's: its members' marker sum.
+    markers: NotRequired[PongMarkers]
 
 
 class ReconnectFrame(TypedDict):
@@ -862,11 +871,18 @@ def reconnect_frame(after_ms: int) -> ReconnectFrame:
     return {"type": "reconnect", "after_ms": after_ms}
 
 
-def pong_frame(ref: str | None, server_time: datetime, log_position: int | None) -> PongFrame:
-    """Build `pong` (without `log_position` when the database could not say)."""
+def pong_frame(
+    ref: str | None,
+    server_time: datetime,
+    log_position: int | None,
+    markers: PongMarkers | None = None,
+) -> PongFrame:
+    """Build `pong` (without `log_position` or `markers` when the database could not say)."""
     frame: PongFrame = {"type": "pong", "ref": ref, "server_time": iso(server_time)}
     if log_position is not None:
         frame["log_position"] = log_position
+    if markers is not None:
+        frame["markers"] = markers
     return frame
 
 

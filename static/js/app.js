@@ -109,6 +109,9 @@ client.addEventListener("stopped", ({ detail }) => {
   }
 });
 
+// A pong showed that we missed a receipt in this chat: read its members again.
+client.addEventListener("members-stale", ({ detail }) => reloadDetails(detail.conversation));
+
 client.addEventListener("ready", ({ detail }) => {
   onSessionReady(detail);
   prefetchDetails();

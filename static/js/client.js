@@ -191,6 +191,9 @@ export class ChatClient extends EventTarget {
     this.heartbeat = 25;
     this.focused = null; // the conversation on screen: loaded first
     this.missedEventSyncs = 0; // times a `pong` revealed a missed live event
+    this.missedReceiptReloads = 0; // times a `pong` revealed a missed `receipt.updated`
+    this.markersReloadedFor = new Map(); // conversation -> the server sum last reloaded for
+    this.markersHigher = null; // the conversation whose last pong sum was below ours
   }
 
   // ---------------------------------------------------------------- lifecycle
@@ -368,8 +371,11 @@ export class ChatClient extends EventTarget {
       if (this.ws === session.ws) this.#drop(session.ws, LOCAL_DROP);
       return;
     }
+    const ping = { type: "ping", ref: `hb${++this.refs}` };
+    // The chat on screen: the pong then says whether we hold all its members' markers.
+    if (this.focused !== null && this.members.has(this.focused)) ping.conversation = this.focused;
     try {
-      session.send({ type: "ping", ref: `hb${++this.refs}` });
+      session.send(ping);
     } catch {
       // the close handler reconnects
     }
@@ -874,6 +880,7 @@ export class ChatClient extends EventTarget {
   #onPong(frame) {
     const server = frame.log_position;
     const session = this.session;
+    if (session && frame.markers) this.#checkMarkers(session, frame.markers);
     if (!session || typeof server !== "number") return;
     const mine = this.logPosition();
     if (mine === server) return;
@@ -888,6 +895,49 @@ export class ChatClient extends EventTarget {
     setTimeout(() => {
       if (this.session === session && this.logPosition() < server) resync();
     }, POSITION_GRACE);
+  }
+
+  /**
+   * Read receipts are not in the log, so the log position cannot show a lost
+   * `receipt.updated`. A `ping` that names the chat on screen gets its members' marker
+   * sum back. Ours lower after the same grace means a receipt we missed; ours higher at
+   * two pongs in a row, a member we hold and the server no longer counts (once only, it
+   * is a receipt that overtook the pong's read). Either way the member list is read
+   * again (`members-stale`, answered by the app with `GET /conversations/{id}`), once
+   * per server sum: a difference the list cannot explain costs one read, not one a beat.
+   */
+  #checkMarkers(session, markers) {
+    const id = Number(markers.conversation);
+    const server = markers.sum;
+    if (typeof server !== "number") return;
+    const mine = this.markerSum(id);
+    const wasHigher = this.markersHigher === id;
+    this.markersHigher = mine !== null && mine > server ? id : null;
+    if (mine === null || mine === server) return;
+    const reload = () => {
+      if (this.markersReloadedFor.get(id) === server) return;
+      this.markersReloadedFor.set(id, server);
+      this.missedReceiptReloads += 1;
+      this.#emit("members-stale", { conversation: id });
+    };
+    if (mine > server) {
+      if (wasHigher) reload();
+      return;
+    }
+    setTimeout(() => {
+      const mine = this.markerSum(id);
+      if (this.session === session && mine !== null && mine < server) reload();
+    }, POSITION_GRACE);
+  }
+
+  /** Return the sum of the markers we hold for a conversation's members (null: no list). */
+  markerSum(id) {
+    const members = this.members.get(id);
+    if (!members) return null;
+    let total = 0;
+    // A member who has not accepted a message request counts 0, as the server lists them.
+    for (const m of members.values()) if (!m.pending) total += (m.read_seq || 0) + (m.delivered_seq || 0);
+    return total;
   }
 
   /** Return our log position: per active conversation its cursor (or `last_seq` if not loaded). */

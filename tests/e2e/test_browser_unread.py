@@ -11,7 +11,9 @@ browser, the deployments and the helpers are those of `tests/e2e/browser.py`.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from playwright.sync_api import Page, expect
@@ -35,6 +37,7 @@ from tests.e2e.browser import (
     wait_stored,
     wait_until,
 )
+from tests.e2e.conftest import fanout_lost
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -192,6 +195,42 @@ def test_a_read_made_while_the_page_was_offline_shows_once_it_is_back(web: Web) 
     online(page)
     expect(ticks).to_have_attribute("data-state", "read")
     expect(page.locator("#chat-title")).to_have_text("Bo")  # the chat stayed open
+
+
+def test_a_read_receipt_lost_on_the_way_is_shown_within_a_heartbeat(
+    make_web: Callable[..., Web], settings: Any
+) -> None:
+    # Tried: Ana has her chat with Bo open. Bo reads her first message and its receipt
+    # comes live (blue ticks); several heartbeats (2 s here) pass and nothing is read
+    # again. Then Bo reads her second message, but its `receipt.updated` reaches no
+    # gateway (the channel layer dropped it; the read is stored). Within about a
+    # heartbeat that tick turns blue too: the pong's marker sum for the open chat was
+    # above the page's, and the page read the chat's members again. Before, the tick
+    # stayed grey until she opened the chat again.
+    web = make_web(gateways=1, WS_HEARTBEAT_INTERVAL="2")
+    ana, bo = make_person("ana", "Ana"), make_person("bo", "Bo")
+    chat, _ = off_loop(services.create_direct_conversation, user=ana, other_user_id=bo.pk)
+    off_loop(services.accept_request, user=bo, conversation_id=chat.pk)  # his reads show
+    first = say(ana, chat.pk, "first, read live")
+    page = web.log_in(ana)
+    online(page)
+    conversation(page, "Bo").click()
+    first_ticks = page.locator(f"#msg-{first.pk} .marks")
+    expect(first_ticks).to_have_attribute("data-state", "sent")
+    off_loop(services.mark_read, user=bo, conversation_id=chat.pk, seq=first.seq)
+    expect(first_ticks).to_have_attribute("data-state", "read")
+    second = say(ana, chat.pk, "second, its receipt lost")
+    second_ticks = page.locator(f"#msg-{second.pk} .marks")
+    expect(second_ticks).to_have_attribute("data-state", "sent")
+    reloads = "() => window.chat.client.missedReceiptReloads"
+    before = page.evaluate(reloads)
+    page.wait_for_timeout(6_000)  # three heartbeats with nothing missed
+    assert page.evaluate(reloads) == before, "a member list read again with nothing missed"
+
+    with fanout_lost(settings):  # stored, but its live event reaches no gateway
+        off_loop(services.mark_read, user=bo, conversation_id=chat.pk, seq=second.seq)
+    expect(second_ticks).to_have_attribute("data-state", "read", timeout=10_000)
+    assert page.evaluate(reloads) == before + 1
 
 
 def test_a_click_on_a_conversation_holds_while_a_message_redraws_the_list(web: Web) -> None:

@@ -262,6 +262,53 @@ def test_pong_carries_the_log_position_and_sync_the_snapshot(ana: User, bo: User
     assert (batch["upto"], [m["body"] for m in batch["messages"]]) == (1, ["x"])
 
 
+def test_a_ping_naming_a_conversation_gets_its_members_marker_sum(
+    ana: User, bo: User, cy: User
+) -> None:
+    """Tried: a ping naming a chat where both members read (the sum of both markers of
+    both), one where the other person has read but not accepted Ana's request (counts
+    0, as the member list shows them), one she is not in (no `markers`, the pong still
+    comes), no conversation (no `markers`), and a conversation that is not a number
+    (`bad_request`, with the ref)."""
+    chat, _ = services.create_direct_conversation(user=ana, other_user_id=bo.pk)
+    first = services.send_message(
+        sender=bo, conversation_id=chat.pk, client_msg_id=uuid.uuid4(), body="x"
+    ).message
+    services.mark_read(user=ana, conversation_id=chat.pk, seq=first.seq)
+    request, _ = services.create_direct_conversation(user=ana, other_user_id=cy.pk)
+    hi = services.send_message(
+        sender=ana, conversation_id=request.pk, client_msg_id=uuid.uuid4(), body="hi"
+    ).message
+    services.mark_read(user=cy, conversation_id=request.pk, seq=hi.seq)  # not accepted
+    others, _ = services.create_direct_conversation(user=bo, other_user_id=cy.pk)
+    token = token_for(ana)
+
+    async def scenario() -> list[dict[str, Any]]:
+        client = Client(token)
+        await client.open()
+        answers = [
+            await client.ask(type="ping", conversation=conversation)
+            for conversation in (chat.pk, request.pk, others.pk)
+        ]
+        answers.append(await client.ask(type="ping"))
+        answers.append(await client.ask(type="ping", conversation="x"))
+        await client.close()
+        return answers
+
+    both, pending, not_mine, plain, bad = run(scenario)
+    # Bo sent (read and delivered 1), Ana read it (1 and 1).
+    assert both["markers"] == {"conversation": chat.pk, "sum": 4}
+    assert pending["markers"] == {"conversation": request.pk, "sum": 2}  # Ana's own only
+    assert not_mine["type"] == plain["type"] == "pong"
+    assert "markers" not in not_mine and "markers" not in plain
+    assert not_mine["log_position"] == plain["log_position"] == 2
+    assert (bad["type"], bad["code"], bad["details"]) == (
+        "error",
+        "bad_request",
+        {"field": "conversation"},
+    )
+
+
 def test_a_socket_without_credentials_is_closed_4401() -> None:
     async def scenario() -> Any:
         ws = WebsocketCommunicator(application, "/ws/v1/")
