@@ -14,7 +14,7 @@ again on every call, which cost PostgreSQL more than running it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Generic, TypeVar
 
 import psycopg
@@ -42,8 +42,11 @@ def any_of(column: str, values: Iterable[int] | Iterable[str]) -> tuple[str, lis
     return f"{column} IN ({', '.join(['%s'] * len(items))})", items
 
 
-def fetch_prepared(sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
-    """Run `sql` (a read) and return its rows; prepared on PostgreSQL, planned once.
+def fetch_prepared(sql: str, params: Sequence[Any] | Mapping[str, Any]) -> list[tuple[Any, ...]]:
+    """Run `sql` and return its rows; prepared on PostgreSQL, planned once.
+
+    A parameter whose type PostgreSQL cannot infer from where it stands (a value in the
+    SELECT list of an `INSERT ... SELECT`, one compared with NULL) needs a cast in `sql`.
 
     Through Django's cursor wrapper all the same (its error translation, query logging
     and a broken transaction's refusal), around a psycopg cursor with server-side binding

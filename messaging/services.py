@@ -25,6 +25,7 @@ from accounts import avatars
 from accounts.models import User
 from chatsite import metrics, ratelimit, text
 from chatsite.logs import trace
+from chatsite.sql import fetch_prepared
 from messaging import archive, events, housekeeping, reactions, selectors, wire
 from messaging.errors import (
     AdminsOnly,
@@ -1116,14 +1117,15 @@ WITH was AS (
     INSERT INTO {_message_table}
         (conversation_id, seq, version, kind, sender_id, client_msg_id, body, system,
          created_at, edited_at, deleted, mentions, reactions, reply_to_id)
-    SELECT member.id, member.last_seq, member.last_seq, %(kind)s, %(sender)s, %(cmid)s,
-        %(body)s, NULL, %(now)s, NULL, FALSE, %(mentions)s::jsonb, '[]'::jsonb,
-        %(reply_to)s
+    SELECT member.id, member.last_seq, member.last_seq, %(kind)s::text, %(sender)s::bigint,
+        %(cmid)s::uuid, %(body)s::text, NULL, %(now)s::timestamptz, NULL, FALSE,
+        %(mentions)s::jsonb, '[]'::jsonb, %(reply_to)s::bigint
     FROM member
     RETURNING id, seq
 ), due AS (
     INSERT INTO {_due_table} (message_id, due_at, attempts)
-    SELECT stored.id, %(due)s, 0 FROM stored WHERE %(due)s IS NOT NULL
+    SELECT stored.id, %(due)s::timestamptz, 0 FROM stored
+    WHERE %(due)s::timestamptz IS NOT NULL
 )
 SELECT stored.id, stored.seq, member.member_seq, NOT (SELECT accepted FROM was)
 FROM stored, member
@@ -1149,24 +1151,24 @@ def _store_message(
     if connection.vendor != "postgresql":
         return _store_message_portable(conversation_id, sender, cmid, body, mentions, quoted)
     now = timezone.now()
-    with connection.cursor() as cursor:
-        cursor.execute(
-            _STORE_MESSAGE_SQL,
-            {
-                "now": now,
-                "due": _notify_due_at(now),
-                "conversation": conversation_id,
-                "sender": sender.pk,
-                "kind": Message.Kind.TEXT.value,
-                "cmid": cmid,
-                "body": body,
-                "mentions": json.dumps(mentions),
-                "reply_to": None if quoted is None else quoted.pk,
-            },
-        )
-        row = cursor.fetchone()
-    if row is None:
+    # Prepared: planning this statement cost PostgreSQL more than running it.
+    rows = fetch_prepared(
+        _STORE_MESSAGE_SQL,
+        {
+            "now": now,
+            "due": _notify_due_at(now),
+            "conversation": conversation_id,
+            "sender": sender.pk,
+            "kind": Message.Kind.TEXT.value,
+            "cmid": cmid,
+            "body": body,
+            "mentions": json.dumps(mentions),
+            "reply_to": None if quoted is None else quoted.pk,
+        },
+    )
+    if not rows:
         return None
+    row = rows[0]
     message = Message(
         id=row[0],
         conversation_id=conversation_id,
