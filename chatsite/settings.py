@@ -178,8 +178,8 @@ else:
             "OPTIONS": {"timeout": 20, "transaction_mode": "IMMEDIATE"},
         }
     }
-# The statements every connect runs (the conversation snapshot) are prepared on each
-# PostgreSQL connection, so they are planned once per connection and not per connect.
+# The statements every connect, send and receipt runs are prepared on each PostgreSQL
+# connection, so they are planned once per connection and not per call.
 # Turn off behind a pooler that cannot carry prepared statements from one transaction to
 # the next (PgBouncer in transaction mode before 1.21, or without max_prepared_statements).
 DB_PREPARED_STATEMENTS = env_bool("DB_PREPARED_STATEMENTS", True)

@@ -2,6 +2,7 @@
 
 import uuid
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from django.contrib.auth.hashers import make_password
@@ -20,7 +21,7 @@ from messaging.errors import (
     RateLimited,
     UserNotFound,
 )
-from messaging.models import Conversation, Membership, Message
+from messaging.models import Conversation, Membership, Message, NotificationDue
 
 pytestmark = pytest.mark.django_db
 
@@ -519,3 +520,72 @@ def test_sends_past_the_burst_are_rate_limited_with_retry_after(
     assert Conversation.objects.get(pk=conversation.pk).last_seq == 5
     # other users have their own buckets
     send(bo, conversation, "bo is not limited")
+
+
+def _prepared(fragment: str) -> int:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE %s",
+            [f"%{fragment}%"],
+        )
+        (count,) = cursor.fetchone()
+    return int(count)
+
+
+@pytest.mark.parametrize("prepared", [True, False])
+def test_sends_and_receipts_store_the_same_whether_prepared_or_not(
+    ana: User, bo: User, settings: Any, prepared: bool
+) -> None:
+    """Tried: with DB_PREPARED_STATEMENTS on and off, a send whose notifications are
+    decided later, one with notifications off (no due time: a NULL parameter) and a
+    reply; then a read, the same read again (nothing rises) and a read past the log's
+    end (capped). On, the send's statement and the receipt's raise are prepared on the
+    connection; off, nothing of theirs is."""
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("prepared statements are PostgreSQL's")
+    settings.DB_PREPARED_STATEMENTS = prepared
+    # Prepared statements live as long as the connection: count what this test adds.
+    before = _prepared("WITH was AS"), _prepared("RETURNING m.delivered_seq")
+    chat = direct(ana, bo)
+    settings.NOTIFY_ENABLED = True
+    first = send(ana, chat, "decided later")
+    settings.NOTIFY_ENABLED = False
+    second = send(ana, chat, "never notified")
+    reply = services.send_message(
+        sender=bo,
+        conversation_id=chat.pk,
+        client_msg_id=uuid.uuid4(),
+        body="re",
+        reply_to=first.pk,
+    ).message
+
+    read = services.mark_read(user=ana, conversation_id=chat.pk, seq=reply.seq)
+    again = services.mark_read(user=ana, conversation_id=chat.pk, seq=reply.seq)
+    past = services.mark_delivered(user=bo, conversation_id=chat.pk, seq=reply.seq + 50)
+
+    assert log_of(chat) == [
+        (1, "text", "decided later"),
+        (2, "text", "never notified"),
+        (3, "text", "re"),
+    ]
+    assert [m.sender_id for m in Message.objects.filter(conversation=chat).order_by("seq")] == [
+        ana.pk,
+        ana.pk,
+        bo.pk,
+    ]
+    assert Message.objects.get(pk=reply.pk).reply_to_id == first.pk
+    assert list(NotificationDue.objects.values_list("message_id", flat=True)) == [first.pk]
+    assert second.seq == 2
+    assert (read.read_seq, read.delivered_seq, read.changed) == (3, 3, True)
+    assert (again.read_seq, again.delivered_seq, again.changed) == (3, 3, False)
+    assert (past.delivered_seq, past.changed) == (3, False)  # bo sent 3: already there
+    assert Membership.objects.get(conversation=chat, user=ana).read_seq == 3
+    after = _prepared("WITH was AS"), _prepared("RETURNING m.delivered_seq")
+    if prepared:
+        assert after[0] > 0 and after[1] > 0, "the send and the raise were not prepared"
+    else:
+        assert after == before
