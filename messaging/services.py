@@ -1416,32 +1416,9 @@ def mark_receipts(
     """
     read_seq = read
     delivered_seq = max(delivered, read_seq)
-    if connection.vendor == "postgresql":
-        with transaction.atomic():
-            now, rose = _raise_markers(user.pk, conversation_id, delivered_seq, read_seq)
-            _after_receipt(user, conversation_id, now, changed=rose, read=bool(read_seq))
-        return Markers(
-            conversation_id=conversation_id,
-            user_id=user.pk,
-            delivered_seq=now["delivered_seq"],
-            read_seq=now["read_seq"],
-            changed=rose,
-        )
-    changes: dict[str, Any] = {
-        "delivered_seq": Greatest(F("delivered_seq"), _capped(delivered_seq))
-    }
-    moved = Q(delivered_seq__lt=_capped(delivered_seq))
-    if read_seq:
-        changes["read_seq"] = Greatest(F("read_seq"), _capped(read_seq))
-        moved |= Q(read_seq__lt=_capped(read_seq))
-    rows = Membership.objects.filter(conversation_id=conversation_id, user=user)
+    raise_markers = _raise_markers if connection.vendor == "postgresql" else _raise_markers_orm
     with transaction.atomic():
-        changed = rows.filter(moved).update(**changes) > 0
-        current = rows.values(
-            "delivered_seq", "read_seq", "accepted", "conversation__member_seq"
-        ).first()
-        if current is None:
-            raise NotAMember()
+        current, changed = raise_markers(user.pk, conversation_id, delivered_seq, read_seq)
         _after_receipt(user, conversation_id, current, changed=changed, read=bool(read_seq))
     return Markers(
         conversation_id=conversation_id,
@@ -1450,6 +1427,25 @@ def mark_receipts(
         read_seq=current["read_seq"],
         changed=changed,
     )
+
+
+def _raise_markers_orm(
+    user_id: int, conversation_id: int, delivered: int, read: int
+) -> tuple[Mapping[str, Any], bool]:
+    """Do what `_raise_markers` does through the ORM (SQLite, the embedded default)."""
+    changes: dict[str, Any] = {"delivered_seq": Greatest(F("delivered_seq"), _capped(delivered))}
+    moved = Q(delivered_seq__lt=_capped(delivered))
+    if read:
+        changes["read_seq"] = Greatest(F("read_seq"), _capped(read))
+        moved |= Q(read_seq__lt=_capped(read))
+    rows = Membership.objects.filter(conversation_id=conversation_id, user_id=user_id)
+    changed = rows.filter(moved).update(**changes) > 0
+    current = rows.values(
+        "delivered_seq", "read_seq", "accepted", "conversation__member_seq"
+    ).first()
+    if current is None:
+        raise NotAMember()
+    return current, changed
 
 
 # A receipt's raise in one prepared statement (PostgreSQL): built by the ORM, the update
@@ -1481,7 +1477,7 @@ WHERE m.conversation_id = %(conversation)s AND m.user_id = %(user)s
 
 def _raise_markers(
     user_id: int, conversation_id: int, delivered: int, read: int
-) -> tuple[dict[str, Any], bool]:
+) -> tuple[Mapping[str, Any], bool]:
     """Raise a member's markers (PostgreSQL); return them as they now are and whether they rose."""
     params = {
         "conversation": conversation_id,

@@ -22,7 +22,7 @@ from pytest_django.fixtures import SettingsWrapper
 from accounts.models import User
 from bench.harness import REPO_ROOT
 from messaging import services
-from messaging.models import Membership, Message
+from messaging.models import Conversation, Membership, Message
 from tests.e2e.browser import (
     Axe,
     Web,
@@ -171,21 +171,28 @@ def test_offline_edits_and_deletes_wait_in_the_outbox_and_ticks_survive_a_reload
     assert Message.objects.get(pk=fix.pk).version == fix.version  # applied once
 
 
+def ana_waits_for_bo(web: Web, body: str) -> tuple[Page, User, User, Conversation, Message]:
+    """Ana has her accepted chat with Bo open on a page, and her `body` in it, unread
+    (grey ticks). Return her page, Ana, Bo, the chat and the message."""
+    ana, bo = make_person("ana", "Ana"), make_person("bo", "Bo")
+    chat, _ = off_loop(services.create_direct_conversation, user=ana, other_user_id=bo.pk)
+    off_loop(services.accept_request, user=bo, conversation_id=chat.pk)  # his reads show
+    message = say(ana, chat.pk, body)
+    page = web.log_in(ana)
+    online(page)
+    conversation(page, "Bo").click()
+    expect(page.locator(f"#msg-{message.pk} .marks")).to_have_attribute("data-state", "sent")
+    return page, ana, bo, chat, message
+
+
 def test_a_read_made_while_the_page_was_offline_shows_once_it_is_back(web: Web) -> None:
     # Tried: Ana has her chat with Bo open; her network drops, and while it is down Bo
     # reads her message. Its `receipt.updated` reaches no socket of hers. When she is
     # back online the tick turns blue without reopening the chat: the page reads the
     # open chat's members again on every new connection. Before, the tick stayed grey
     # until she opened the chat again (the periodic sync does not carry markers).
-    ana, bo = make_person("ana", "Ana"), make_person("bo", "Bo")
-    chat, _ = off_loop(services.create_direct_conversation, user=ana, other_user_id=bo.pk)
-    off_loop(services.accept_request, user=bo, conversation_id=chat.pk)  # his reads show
-    note = say(ana, chat.pk, "read me when you can")
-    page = web.log_in(ana)
-    online(page)
-    conversation(page, "Bo").click()
+    page, _, bo, chat, note = ana_waits_for_bo(web, "read me when you can")
     ticks = page.locator(f"#msg-{note.pk} .marks")
-    expect(ticks).to_have_attribute("data-state", "sent")
 
     page.context.set_offline(True)
     offline(page)
@@ -208,15 +215,8 @@ def test_a_read_receipt_lost_on_the_way_is_shown_within_a_heartbeat(
     # above the page's, and the page read the chat's members again. Before, the tick
     # stayed grey until she opened the chat again.
     web = make_web(gateways=1, WS_HEARTBEAT_INTERVAL="2")
-    ana, bo = make_person("ana", "Ana"), make_person("bo", "Bo")
-    chat, _ = off_loop(services.create_direct_conversation, user=ana, other_user_id=bo.pk)
-    off_loop(services.accept_request, user=bo, conversation_id=chat.pk)  # his reads show
-    first = say(ana, chat.pk, "first, read live")
-    page = web.log_in(ana)
-    online(page)
-    conversation(page, "Bo").click()
+    page, ana, bo, chat, first = ana_waits_for_bo(web, "first, read live")
     first_ticks = page.locator(f"#msg-{first.pk} .marks")
-    expect(first_ticks).to_have_attribute("data-state", "sent")
     off_loop(services.mark_read, user=bo, conversation_id=chat.pk, seq=first.seq)
     expect(first_ticks).to_have_attribute("data-state", "read")
     second = say(ana, chat.pk, "second, its receipt lost")
