@@ -11,7 +11,7 @@ import logging
 import time
 from collections.abc import Awaitable
 from collections.abc import Set as AbstractSet
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from django.conf import settings
 from redis.exceptions import RedisError
@@ -24,6 +24,8 @@ from presence.beats import beats
 from presence.store import get_store
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 # The empty set every socket starts with (the sets are replaced, never changed in place).
 NOBODY: frozenset[int] = frozenset()
@@ -61,12 +63,16 @@ class PresenceMixin:
         self.presence_wanted = NOBODY
         self.blocked = NOBODY
 
-    async def _presence(self, work: Awaitable[Any]) -> None:
-        """Run a presence update; presence is a hint, so a Redis failure is only logged."""
+    async def _presence(self, work: Awaitable[T], failed: T) -> T:
+        """Run a presence update; presence is a hint, so a Redis failure is only logged.
+
+        Returns what the update returned, or `failed` if it failed.
+        """
         try:
-            await work
+            return await work
         except (RedisError, OSError, TimeoutError) as exc:
             logger.warning("presence update failed: %r", exc)
+            return failed
 
     async def presence_opened(self) -> list[str]:
         """Count this socket as a live connection of its user.
@@ -75,13 +81,10 @@ class PresenceMixin:
         closed (none if Redis failed: presence is a hint, and the cap then waits).
         """
         busy = self.user.current_status == User.Status.BUSY
-        evicted: list[str] = []
-        try:
-            evicted = await services.connection_opened(
-                get_store(), self.user.pk, self.channel_name, busy=busy, now=time.time()
-            )
-        except (RedisError, OSError, TimeoutError) as exc:
-            logger.warning("presence update failed: %r", exc)
+        opened = services.connection_opened(
+            get_store(), self.user.pk, self.channel_name, busy=busy, now=time.time()
+        )
+        evicted = await self._presence(opened, failed=[])
         self.presence_written_at = time.monotonic()
         return evicted
 
@@ -95,7 +98,8 @@ class PresenceMixin:
         await self._presence(
             services.connection_closed(
                 get_store(), self.user.pk, self.channel_name, now=time.time()
-            )
+            ),
+            failed=None,
         )
 
     def presence_heartbeat(self) -> None:
@@ -117,7 +121,8 @@ class PresenceMixin:
                 idle=request.idle,
                 changed=changed,
                 now=time.time(),
-            )
+            ),
+            failed=None,
         )
 
     async def set_status(self, request: frames.StatusSet, ref: str | None) -> None:
