@@ -63,6 +63,11 @@ EVICTED = 4409
 # found sooner, by the `pong`'s log position, within a heartbeat.
 SYNC_INTERVAL = 300.0
 
+# Seconds between `ping`s when `session.ready` names no `heartbeat_interval`.
+DEFAULT_HEARTBEAT_INTERVAL = 25.0
+# A connection with no frame for two heartbeats and this many seconds more is dropped.
+SILENCE_GRACE = 5.0
+
 # Close codes after which reconnecting cannot help (4429 too slow and 4408 idle can).
 TERMINAL_CLOSE_CODES = frozenset({AUTH_FAILED, EVICTED})
 # Handshake statuses that mean "your credentials were refused": a consumer that closes
@@ -141,6 +146,8 @@ class ChatClient(CatchUp):
         self.reconnect_durations: list[float] = []
         # How often a `pong` revealed a missed live event (see `_on_pong`).
         self.missed_event_syncs = 0
+        # How often a connection that went silent was dropped (see `_heartbeat`).
+        self.silent_drops = 0
 
         self._urls = list(urls)
         self._auth = auth
@@ -461,6 +468,10 @@ class ChatClient(CatchUp):
                 # fixed cap; the server is trusted to bound what it sends.
                 max_size=None,
                 compression=None,
+                # No protocol pings: the `ping` heartbeat, which the server answers, shows
+                # a dead connection (`_heartbeat`). The library's own keepalive (every 20 s)
+                # only doubled the frames each idle socket costs the gateway.
+                ping_interval=None,
             )
         except InvalidStatus as exc:
             status = exc.response.status_code
@@ -494,7 +505,9 @@ class ChatClient(CatchUp):
         try:
             self._begin(session, first)
             while True:
-                frame = parse_frame(await ws.recv())
+                raw = await ws.recv()
+                session.last_frame_at = time.monotonic()
+                frame = parse_frame(raw)
                 if frame is None:
                     continue
                 try:
@@ -515,7 +528,11 @@ class ChatClient(CatchUp):
             # Reuse a server-assigned device id on reconnects: it is the same install.
             self.device = ready["device"]
         interval = ready.get("heartbeat_interval")
-        self.heartbeat_interval = float(interval) if isinstance(interval, int | float) else None
+        self.heartbeat_interval = (
+            float(interval)
+            if isinstance(interval, int | float) and interval > 0
+            else DEFAULT_HEARTBEAT_INTERVAL
+        )
         self._apply_snapshot(ready.get("conversations") or [])
         self._session = session
         self.gateway_url = session.url
@@ -525,8 +542,7 @@ class ChatClient(CatchUp):
             self._dropped_at = None
         self._connected.set()
         session.spawn(self._resume(session), f"{self.name}:resume")
-        if self.heartbeat_interval and self.heartbeat_interval > 0:
-            session.spawn(self._heartbeat(session, self.heartbeat_interval), f"{self.name}:ping")
+        session.spawn(self._heartbeat(session, self.heartbeat_interval), f"{self.name}:ping")
         if self._sync_interval > 0:
             session.spawn(self._periodic_sync(session), f"{self.name}:sync")
         self._emit(ready)
@@ -555,9 +571,26 @@ class ChatClient(CatchUp):
         await self._pump_outbox(session)
 
     async def _heartbeat(self, session: Session, interval: float) -> None:
-        """Send `ping` every `interval` seconds so the server's idle timeout never fires."""
+        """Send `ping` every `interval` seconds; drop a connection that went silent.
+
+        The server answers every `ping`, so a connection with no frame for two intervals
+        and `SILENCE_GRACE` seconds is dead even if the operating system has not noticed
+        (a gateway that vanished, a network that drops everything): it is aborted and
+        the client reconnects, as after any loss.
+        """
         while True:
             await asyncio.sleep(interval)
+            silent_for = time.monotonic() - session.last_frame_at
+            if silent_for > 2 * interval + SILENCE_GRACE:
+                logger.info(
+                    "%s: no frame from %s for %.1f s; reconnecting",
+                    self.name,
+                    session.url,
+                    silent_for,
+                )
+                self.silent_drops += 1
+                session.ws.transport.abort()
+                return
             try:
                 # A ref nobody waits for: the pong is only emitted as an event.
                 await session.send({"type": "ping", "ref": f"hb{next(self._refs)}"})

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 import urllib.parse
 from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass
@@ -44,6 +45,7 @@ class Session:
     def __init__(self, ws: ClientConnection, url: str) -> None:
         self.ws = ws
         self.url = url
+        self.last_frame_at = time.monotonic()  # when the last frame arrived (any frame)
         self.tasks: set[asyncio.Task[None]] = set()
         self.catch_ups: dict[int, asyncio.Task[None]] = {}
         self.fetch_slots = asyncio.Semaphore(CATCH_UP_CONCURRENCY)

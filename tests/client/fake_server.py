@@ -50,6 +50,8 @@ class FakeServer:
         # Fault switches: return True to drop that frame.
         self.drop_live: Callable[[int, dict[str, Any]], bool] = lambda user, frame: False
         self.drop_reply: Callable[[dict[str, Any]], bool] = lambda frame: False
+        # Answer no frame at all (pongs included) while connections stay open.
+        self.silent = False
         # Errors answered to the next message.send frames, one per frame, in order.
         self.send_errors: list[dict[str, Any]] = []
         # Errors answered to the next frames of a type (not message.send), one per frame.
@@ -305,6 +307,8 @@ class FakeServer:
         await self._reply(connection, error)
 
     async def _reply(self, connection: Connection, frame: dict[str, Any]) -> None:
+        if self.silent:
+            return
         with contextlib.suppress(ConnectionClosed):
             await connection.ws.send(json.dumps(frame))
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+import chatclient.client
 from chatclient import ChatClient, ChatError, History, SessionClosed, Update, bearer_auth, check
 from tests.client.fake_server import FakeServer
 
@@ -502,6 +503,36 @@ def test_heartbeat_pings_are_sent_every_heartbeat_interval() -> None:
             pong = await ana.ping()
             assert pong["type"] == "pong"
             assert len(server.frames_of(1, "ping")) >= 3
+
+    run(scenario)
+
+
+def test_a_connection_that_goes_silent_is_dropped_within_two_heartbeats_and_reconnected(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Tried: the server stops answering (no pong, nothing else is sent) while
+    # the TCP connection stays open, as a vanished gateway or a dead network looks. The
+    # client sends no protocol pings of its own, so only the `ping` heartbeat can tell.
+    monkeypatch.setattr(chatclient.client, "SILENCE_GRACE", 0.1)
+
+    async def scenario() -> None:
+        async with serving(heartbeat_interval=0.05) as server, client_for(server, 1) as ana:
+            # Answered pongs keep the connection: several silence limits (0.2 s) pass.
+            for _ in range(8):
+                await ana.wait_for(lambda u: u.get("type") == "pong", 2.0)
+            assert (ana.silent_drops, server.handshakes) == (0, 1)
+
+            server.silent = True
+            dropped = next_event(ana, "client.disconnected")
+            ready = next_event(ana, "session.ready")
+            await dropped
+            server.silent = False
+            await ready
+
+            assert ana.silent_drops == 1
+            assert server.handshakes == 2
+            pong = await ana.ping()  # the new connection works
+            assert pong["type"] == "pong"
 
     run(scenario)
 
