@@ -140,6 +140,7 @@ class ChatConsumer(PresenceMixin, FrameSocket):
                 body=request.body,
                 attachment_ids=request.attachments,
                 reply_to=request.reply_to,
+                origin=self.channel_name or None,
             )
             return wire.message_sent_frame(ref, str(request.client_msg_id), result.message)
 
@@ -287,7 +288,12 @@ class ChatConsumer(PresenceMixin, FrameSocket):
     # --- channel-layer events -----------------------------------------------------------
 
     async def conv_event(self, event: dict[str, Any]) -> None:
-        """Forward a conversation's frame if this socket's user is (still) a member."""
+        """Forward a conversation's frame if this socket's user is (still) a member.
+
+        Not to the socket that caused it (`origin`): its reply already carried it.
+        """
+        if event.get("origin") == self.channel_name:
+            return
         conversation = int(event["conversation"])
         frame = event["frame"]
         if frame["type"] == "typing" and (

@@ -45,12 +45,19 @@ def user_group(user_id: int) -> str:
     return f"user.{user_id}"
 
 
-def conversation_event(conversation_id: int, member_seq: int, frame: Mapping[str, Any]) -> Event:
+def conversation_event(
+    conversation_id: int,
+    member_seq: int,
+    frame: Mapping[str, Any],
+    origin: str | None = None,
+) -> Event:
     """Wrap a conversation's frame with what gateways route it by.
 
     `member_seq` is the log number of the conversation's latest membership change: a
     gateway re-checks a socket's membership before forwarding when it has moved, so a
-    removed member's socket never gets what was logged after the removal.
+    removed member's socket never gets what was logged after the removal. `origin`: the
+    channel name of a socket that already has the frame (it answered that socket's
+    request) and does not get it again.
     """
     event: Event = {
         "type": "conv.event",
@@ -58,6 +65,8 @@ def conversation_event(conversation_id: int, member_seq: int, frame: Mapping[str
         "member_seq": member_seq,
         "frame": dict(frame),
     }
+    if origin is not None:
+        event["origin"] = origin
     cid = correlation_id.get()
     if cid is not None:
         event["cid"] = cid  # the receivers' gateways log it (chatsite.logs)
@@ -87,12 +96,18 @@ def send_events_on_commit(items: Iterable[tuple[str, Event]]) -> None:
 
 
 def to_conversation_on_commit(
-    conversation_id: int, member_seq: int, frame: Mapping[str, Any]
+    conversation_id: int,
+    member_seq: int,
+    frame: Mapping[str, Any],
+    origin: str | None = None,
 ) -> None:
-    """Send a conversation's frame to its members' connections once the write commits."""
+    """Send a conversation's frame to its members' connections once the write commits.
+
+    `origin`: the channel name of a connection left out (see `conversation_event`).
+    """
     send_event_on_commit(
         conversation_group(conversation_id),
-        conversation_event(conversation_id, member_seq, frame),
+        conversation_event(conversation_id, member_seq, frame, origin),
     )
 
 

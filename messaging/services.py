@@ -938,6 +938,7 @@ def send_message(
     body: str,
     attachment_ids: Sequence[int] = (),
     reply_to: int | None = None,
+    origin: str | None = None,
 ) -> SendResult:
     """Store a message at the conversation's next seq, or return it again for a replay.
 
@@ -945,8 +946,9 @@ def send_message(
     returns the stored message and broadcasts nothing; the same id with another
     conversation, body or `reply_to` raises Conflict. `reply_to` quotes a text message
     of the conversation that the sender can see and that is not deleted. The broadcast
-    of a new message happens on commit. Sends are rate limited per user
-    (`CHAT_SEND_RATE`/s, bursts of `CHAT_SEND_BURST`).
+    of a new message happens on commit, to every member's connection but `origin` (the
+    channel name of the sending socket, which gets the message in its `message.sent`).
+    Sends are rate limited per user (`CHAT_SEND_RATE`/s, bursts of `CHAT_SEND_BURST`).
     """
     cmid = client_msg_id
     body = _clean_body(body, allow_empty=bool(attachment_ids))
@@ -978,7 +980,7 @@ def send_message(
             else:
                 _without_attachments(message)
             events.to_conversation_on_commit(
-                conversation_id, member_seq, wire.message_created_frame(message)
+                conversation_id, member_seq, wire.message_created_frame(message), origin
             )
     except (IntegrityError, CannotSend, AdminsOnly):
         # A replay of a message stored before a block (or before the group became

@@ -50,6 +50,7 @@ def test_session_ready_then_send_reaches_the_other_member_on_the_other_gateway(
     async def scenario() -> None:
         a, ready = await open_socket(deployment.urls[0], tok["ana"], device="phone-1")
         b, _ = await open_socket(deployment.urls[1], tok["bo"])
+        laptop, _ = await open_socket(deployment.urls[1], tok["ana"], device="laptop-1")
         assert ready["user"] == {
             "id": ana.pk,
             "username": "ana",
@@ -67,8 +68,15 @@ def test_session_ready_then_send_reaches_the_other_member_on_the_other_gateway(
         assert sent["type"] == "message.sent" and sent["message"]["seq"] == 1
         assert received["message"] == sent["message"]
         assert "member_seq" not in received  # internal, stripped by the gateway
-        own_copy = await a.until(lambda f: f["type"] == "message.created")
-        assert own_copy["message"]["id"] == sent["message"]["id"]
+        # Ana's other device gets her message; the sending socket had it in `message.sent`
+        # and does not get it again: Bo's answer, published after it on the same group, is
+        # the first `message.created` it sees.
+        own_copy = await laptop.until(lambda f: f["type"] == "message.created")
+        assert own_copy["message"] == sent["message"]
+        answer = await b.request(**text("hello ana", conversation.pk))
+        await a.until(lambda f: f.get("message", {}).get("id") == answer["message"]["id"])
+        created = [f["message"]["seq"] for f in a.seen if f["type"] == "message.created"]
+        assert created == [2]
 
     drive(scenario)
 

@@ -103,6 +103,44 @@ def test_a_message_sent_is_answered_and_reaches_the_other_member(ana: User, bo: 
     assert replay["message"] == sent["message"]  # the same message, nothing new
 
 
+def test_the_sending_socket_gets_its_message_once_and_the_senders_other_devices_get_it(
+    ana: User, bo: User
+) -> None:
+    # Tried: Ana sends from her phone while her laptop is connected too. The phone's
+    # `message.sent` carries the message, so the conversation's `message.created` skips
+    # that socket (one frame less per message); the laptop and Bo get it.
+    chat, _ = services.create_direct_conversation(user=ana, other_user_id=bo.pk)
+    services.accept_request(user=bo, conversation_id=chat.pk)
+    tokens = token_for(ana), token_for(bo)
+
+    async def scenario() -> tuple[Any, ...]:
+        phone, laptop = Client(tokens[0], device="phone"), Client(tokens[0], device="laptop")
+        b = Client(tokens[1])
+        for client in (phone, laptop, b):
+            await client.open()
+        sent = await phone.ask(
+            type="message.send", conversation=chat.pk, client_msg_id=str(uuid.uuid4()), body="1"
+        )
+        on_laptop = await laptop.until("message.created")
+        on_bo = await b.until("message.created")
+        answer = await b.ask(
+            type="message.send", conversation=chat.pk, client_msg_id=str(uuid.uuid4()), body="2"
+        )
+        # Everything the phone got after its answer, up to Bo's message (published after
+        # Ana's, on the same group, so an echo of Ana's would have come first).
+        seen: list[dict[str, Any]] = []
+        while not seen or seen[-1].get("message", {}).get("id") != answer["message"]["id"]:
+            seen.append(await phone.next())
+        for client in (phone, laptop, b):
+            await client.close()
+        return sent, on_laptop, on_bo, seen
+
+    sent, on_laptop, on_bo, seen = run(scenario)
+    assert on_laptop["message"] == sent["message"] == on_bo["message"]
+    created = [f["message"]["seq"] for f in seen if f["type"] == "message.created"]
+    assert created == [2]  # Bo's message; Ana's own never came back to the phone
+
+
 @pytest.mark.parametrize(
     ("frame", "code", "field"),
     [
