@@ -11,7 +11,14 @@ Redis restarts: redis-py's pub/sub connection re-subscribes every channel and gr
 it reconnects, and `receive` waits on an in-process queue, so open sockets survive; what
 was published while Redis was away is lost and clients repair it from the log.
 
-Two changes:
+Three changes:
+- channels-redis decodes an event once for every socket it is handed to (in `receive`):
+  a message to a group of 1,000 was decoded 1,000 times, and each socket got a dict of
+  its own, so the frame could not be encoded once for all of them either
+  (`chatsite.gateway.socket.encode_shared` caches by the frame object). Here each event
+  is decoded once per process, as it arrives from Redis, and every local socket of the
+  group gets the same dict (which no handler changes). An event that cannot be decoded
+  is dropped and logged, as any lost event (clients repair it from the log).
 - channels-redis gives each socket an unbounded in-process queue. Here it holds at most
   `capacity` events (CHANNEL_LAYER_CAPACITY, default 1,000) and drops the oldest beyond
   that (a socket that far behind is about to be closed 4429 anyway), counted as
@@ -31,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import itertools
+import logging
 from typing import Any
 
 from channels_redis.pubsub import (
@@ -41,6 +49,8 @@ from channels_redis.pubsub import (
 
 from chatsite import metrics
 from chatsite.gateway.inbox import Inbox
+
+logger = logging.getLogger(__name__)
 
 
 class _CountingQueue(Inbox):
@@ -75,6 +85,19 @@ class _Shard(RedisSingleShardConnection):  # type: ignore[misc]
 
     async def publish(self, channel: str, message: Any) -> None:
         await self._enqueue("publish", channel, message)
+
+    def _receive_message(self, message: Any) -> None:
+        """Decode an event once and hand the same dict to every local socket it is for."""
+        if message is None:
+            return
+        try:
+            # The loop layer's own layer (`BoundedPubSubChannelLayer`) holds the serializer.
+            data = self.channel_layer.channel_layer.deserialize(message["data"])
+        except Exception as exc:  # noqa: BLE001 - a bad event must not stop the receiving
+            metrics.count_dropped("undecodable")
+            logger.warning("channel-layer event dropped, not decodable: %r", exc)
+            return
+        super()._receive_message({"channel": message["channel"], "data": data})
 
     async def subscribe(self, channel: str) -> None:
         if channel in self._subscribed_to and channel not in self._queued:
@@ -175,6 +198,12 @@ class _BoundedLoopLayer(RedisPubSubLoopLayer):  # type: ignore[misc]
 
 class BoundedPubSubChannelLayer(RedisPubSubChannelLayer):  # type: ignore[misc]
     """`RedisPubSubChannelLayer` whose per-socket queues are bounded."""
+
+    def deserialize(self, message: Any) -> Any:
+        """Return an event: decoded already as it arrived (`_Shard`), or decode it now."""
+        if isinstance(message, dict):
+            return message
+        return super().deserialize(message)
 
     def receiver(self, channel: str) -> Any:
         """Return what `receive(channel)` is, bound to this loop's layer.

@@ -105,10 +105,10 @@ CLOSE_CODES = frozenset(
 _closes = {code: WS_CLOSES.labels(code=str(code)) for code in sorted(CLOSE_CODES)}
 _closes_other = WS_CLOSES.labels(code=OTHER)
 
-DropReason = Literal["queue_full", "publish_failed", "inbox_full"]
+DropReason = Literal["queue_full", "publish_failed", "inbox_full", "undecodable"]
 _dropped = {
     reason: FANOUT_DROPPED.labels(reason=reason)
-    for reason in ("queue_full", "publish_failed", "inbox_full")
+    for reason in ("queue_full", "publish_failed", "inbox_full", "undecodable")
 }
 
 RateLimitKind = Literal[

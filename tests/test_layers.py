@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from django.conf import settings
+from prometheus_client import REGISTRY
 from redis import asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
@@ -184,3 +185,50 @@ def test_a_caller_that_stops_waiting_drops_its_publish_and_the_queue_goes_on() -
         return got
 
     assert run(scenario) == [{"type": "e", "n": 1}, {"type": "e", "n": 2}]
+
+
+def test_an_event_is_decoded_once_for_all_the_sockets_of_a_group_in_a_process() -> None:
+    # Tried: three sockets of one gateway in a group, one event. channels-redis decoded it
+    # once per socket, so each got a dict of its own and the frame was JSON-encoded once
+    # per socket too; now they share one decoded event (no handler changes an event).
+    async def scenario() -> tuple[list[Any], Any]:
+        sender, receiver, first = await in_group("conv.2")
+        others = [await receiver.new_channel() for _ in range(2)]
+        for channel in others:
+            await receiver.group_add("conv.2", channel)
+        await sender.group_send("conv.2", {"type": "e", "frame": {"type": "x", "n": 1}})
+        got = [await asyncio.wait_for(receiver.receive(c), 5) for c in [first, *others]]
+        await sender.send(first, {"type": "direct", "n": 2})  # a socket's own channel
+        direct = await asyncio.wait_for(receiver.receive(first), 5)
+        await sender.flush()
+        await receiver.flush()
+        return got, direct
+
+    got, direct = run(scenario)
+    assert got[0] == {"type": "e", "frame": {"type": "x", "n": 1}}
+    assert all(event is got[0] for event in got)
+    assert direct == {"type": "direct", "n": 2}
+
+
+def test_a_message_that_is_no_event_is_dropped_and_counted_and_the_next_event_arrives() -> None:
+    # Tried: bytes that are not msgpack published on a group's Redis channel (a stray
+    # client, a layer of another version). The receiving task must not stop for it.
+    dropped = "chat_fanout_events_dropped_total"
+    before = REGISTRY.get_sample_value(dropped, {"reason": "undecodable"}) or 0.0
+
+    async def scenario() -> Any:
+        sender, receiver, channel = await in_group("conv.3")
+        raw = aioredis.from_url(settings.REDIS_URL)  # type: ignore[no-untyped-call]
+        try:
+            name = receiver._get_layer()._get_group_channel_name("conv.3")
+            await raw.publish(name, b"\xc1" * 16)
+        finally:
+            await raw.aclose()
+        await sender.group_send("conv.3", {"type": "e", "n": 3})
+        event = await asyncio.wait_for(receiver.receive(channel), 5)
+        await sender.flush()
+        await receiver.flush()
+        return event
+
+    assert run(scenario) == {"type": "e", "n": 3}
+    assert (REGISTRY.get_sample_value(dropped, {"reason": "undecodable"}) or 0.0) == before + 1
