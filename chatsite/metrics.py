@@ -82,7 +82,8 @@ FANOUT_DROPPED = Counter(
     "chat_fanout_events_dropped",
     "Channel-layer events lost (clients repair the gap from the log): queue_full = the "
     "gateway's fan-out queue was full; publish_failed = a publish to Redis failed or timed "
-    "out; inbox_full = a socket's channel-layer inbox was full and its oldest event dropped.",
+    "out; inbox_full = a socket's channel-layer inbox was full and its oldest event dropped; "
+    "undecodable = a message on the gateway's Redis channels that is no event.",
     ["reason"],
 )
 HANDSHAKES_SHED = Counter(
