@@ -20,6 +20,7 @@ from websockets.http11 import Request
 from websockets.protocol import Protocol
 from websockets.server import ServerProtocol
 
+from chatsite.gateway import websocket as websocket_module
 from chatsite.gateway.websocket import (
     READ_AHEAD_BYTES,
     SEND_TIMEOUT_EXTENSION,
@@ -227,3 +228,46 @@ def test_a_send_that_finds_no_room_raises_timeout_error_when_its_timeout_runs_ou
     asyncio.run(scenario())
     assert outcome.get("sent", 1000) < 1000, "every send found room: the client read them"
     assert 0.4 < outcome["waited"] < 5
+
+
+def test_text_frames_written_by_the_gateway_arrive_whole_with_and_without_compression() -> None:
+    # Tried: texts of every length encoding (under 126 bytes, 16-bit and 64-bit lengths;
+    # multi-byte characters), each sent twice as the same string object as a group's
+    # frame is, an empty text and a binary frame, to a client that negotiated no
+    # extension (the gateway frames the texts itself, once per text) and to one that
+    # negotiated permessage-deflate (framed and compressed by `websockets`).
+    framed_here: dict[str, list[bool]] = {}
+
+    def texts_for(kind: str) -> list[str]:
+        # New string objects for each connection (the frame cache is by identity).
+        return [f"hi {kind}", "é" * 150 + kind, "x" * 70_000 + kind]
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        compressed = (
+            "permessage-deflate"
+            in dict(scope["headers"]).get(b"sec-websocket-extensions", b"").decode()
+        )
+        kind = "deflate" if compressed else "plain"
+        texts_sent = texts_for(kind)
+        for text in texts_sent:
+            for _ in range(2):
+                await send({"type": "websocket.send", "text": text})
+        await send({"type": "websocket.send", "text": ""})  # sends nothing, as before
+        await send({"type": "websocket.send", "bytes": b"\x00\x01"})
+        framed_here[kind] = [id(text) in websocket_module._FRAMED for text in texts_sent]
+        await send({"type": "websocket.close", "code": 1000})
+
+    async def receive_all(url: str, compression: str | None) -> list[Any]:
+        async with connect(url, max_size=None, compression=compression) as ws:
+            return [message async for message in ws]
+
+    async def scenario() -> list[list[Any]]:
+        async with serving(app) as url:
+            return [await receive_all(url, None), await receive_all(url, "deflate")]
+
+    plain, deflate = asyncio.run(scenario())
+    for kind, received in (("plain", plain), ("deflate", deflate)):
+        assert received == [text for text in texts_for(kind) for _ in range(2)] + [b"\x00\x01"]
+    assert framed_here == {"plain": [True, True, False], "deflate": [False, False, False]}

@@ -30,16 +30,25 @@ nearly every frame is a `ping`). Here reading stops only while more than
 `READ_AHEAD_BYTES` or `READ_AHEAD_FRAMES` wait for the application, so a client that
 sends faster than its frames are handled still holds at most that much (plus the frame
 being parsed) of the gateway's memory.
+
+And it writes a text frame itself when no extension was negotiated (the reference
+client and most native clients ask for none; a browser's permessage-deflate goes the
+usual way): a server's frames are not masked, so the bytes of a frame depend only on its
+text, and a text sent to many sockets (`chatsite.gateway.socket.encode_shared` hands
+every socket of a group the same string) is framed once per gateway
+(`text_frame`) instead of once per socket through `websockets`' frame objects.
 """
 
 from __future__ import annotations
 
 import asyncio
+import struct
+from collections import OrderedDict
 from typing import Any
 
 from uvicorn.protocols.utils import ClientDisconnected
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
-from websockets.protocol import Protocol
+from websockets.protocol import Protocol, State
 from websockets.server import ServerProtocol
 from websockets.streams import StreamReader
 
@@ -53,6 +62,34 @@ READ_AHEAD_BYTES = 64 * 1024
 READ_AHEAD_FRAMES = 64
 # Named in the scope's extensions: a `websocket.send` may carry `"timeout"`.
 SEND_TIMEOUT_EXTENSION = "chat.send_timeout"
+
+# The frames made last, by the identity of their text (held, so the id is not reused),
+# for texts up to this size: a text sent to every socket of a group is framed once.
+_FRAMED: OrderedDict[int, tuple[str, bytes]] = OrderedDict()
+_FRAMED_SIZE = 256
+_FRAMED_MAX_TEXT = 64 * 1024
+
+
+def text_frame(text: str) -> bytes:
+    """Return the bytes of a final, unmasked text frame of `text` (RFC 6455, 5.2)."""
+    key = id(text)
+    hit = _FRAMED.get(key)
+    if hit is not None and hit[0] is text:
+        return hit[1]
+    payload = text.encode()
+    size = len(payload)
+    if size < 126:
+        head = bytes((0x81, size))
+    elif size < 1 << 16:
+        head = struct.pack("!BBH", 0x81, 126, size)
+    else:
+        head = struct.pack("!BBQ", 0x81, 127, size)
+    frame = head + payload
+    if len(text) <= _FRAMED_MAX_TEXT:
+        _FRAMED[key] = (text, frame)
+        if len(_FRAMED) > _FRAMED_SIZE:
+            _FRAMED.popitem(last=False)
+    return frame
 
 
 class FlowControlledWebSocket(WebSocketsSansIOProtocol):
@@ -139,8 +176,20 @@ class FlowControlledWebSocket(WebSocketsSansIOProtocol):
             # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation.
             async with asyncio.timeout(timeout):
                 await self.writable.wait()
-        if message["type"] == "websocket.send" and self._lost:
-            raise ClientDisconnected()
+        if message["type"] == "websocket.send":
+            if self._lost:
+                raise ClientDisconnected()
+            text = message.get("text")
+            if (
+                text
+                and self.conn.state is State.OPEN
+                and not self.conn.extensions
+                and self.handshake_complete
+                and self.initial_response is None
+                and not self.close_sent
+            ):
+                self.transport.write(text_frame(text))
+                return
         await super().send(message)
         if message["type"] == "websocket.accept":
             # The handshake's request and response (their headers) are not needed again.
