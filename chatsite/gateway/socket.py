@@ -65,8 +65,8 @@ Handler = Callable[[Any, Any, str | None], Awaitable[None]]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Dispatch = Callable[[dict[str, Any]], Awaitable[None]]
 
-_frames_in = metrics.FrameCounter(metrics.FRAMES_RECEIVED, frames.CLIENT_FRAMES)
-_frames_out = metrics.FrameCounter(metrics.FRAMES_SENT, wire.FRAMES)
+_frames_in = metrics.FRAMES_RECEIVED.knowing(frames.CLIENT_FRAMES)
+_frames_out = metrics.FRAMES_SENT.knowing(wire.FRAMES)
 
 
 def encode(frame: Any) -> str:
