@@ -233,9 +233,10 @@ def test_a_send_that_finds_no_room_raises_timeout_error_when_its_timeout_runs_ou
 def test_text_frames_written_by_the_gateway_arrive_whole_with_and_without_compression() -> None:
     # Tried: texts of every length encoding (under 126 bytes, 16-bit and 64-bit lengths;
     # multi-byte characters), each sent twice as the same string object as a group's
-    # frame is, an empty text and a binary frame, to a client that negotiated no
-    # extension (the gateway frames the texts itself, once per text) and to one that
-    # negotiated permessage-deflate (framed and compressed by `websockets`).
+    # frame is (`shared`), a text that is not shared, an empty text and a binary frame,
+    # to a client that negotiated no extension (the gateway frames the texts itself, a
+    # shared one once) and to one that negotiated permessage-deflate (framed and
+    # compressed by `websockets`).
     framed_here: dict[str, list[bool]] = {}
 
     def texts_for(kind: str) -> list[str]:
@@ -253,10 +254,12 @@ def test_text_frames_written_by_the_gateway_arrive_whole_with_and_without_compre
         texts_sent = texts_for(kind)
         for text in texts_sent:
             for _ in range(2):
-                await send({"type": "websocket.send", "text": text})
+                await send({"type": "websocket.send", "text": text, "shared": True})
+        reply = f"a reply {kind}"
+        await send({"type": "websocket.send", "text": reply})
         await send({"type": "websocket.send", "text": ""})  # sends nothing, as before
         await send({"type": "websocket.send", "bytes": b"\x00\x01"})
-        framed_here[kind] = [id(text) in websocket_module._FRAMED for text in texts_sent]
+        framed_here[kind] = [id(text) in websocket_module._FRAMED for text in [*texts_sent, reply]]
         await send({"type": "websocket.close", "code": 1000})
 
     async def receive_all(url: str, compression: str | None) -> list[Any]:
@@ -269,5 +272,10 @@ def test_text_frames_written_by_the_gateway_arrive_whole_with_and_without_compre
 
     plain, deflate = asyncio.run(scenario())
     for kind, received in (("plain", plain), ("deflate", deflate)):
-        assert received == [text for text in texts_for(kind) for _ in range(2)] + [b"\x00\x01"]
-    assert framed_here == {"plain": [True, True, False], "deflate": [False, False, False]}
+        shared = [text for text in texts_for(kind) for _ in range(2)]
+        assert received == [*shared, f"a reply {kind}", b"\x00\x01"]
+    # Kept: the shared texts up to 64 KB, framed here; not the reply, not the 70 KB text.
+    assert framed_here == {
+        "plain": [True, True, False, False],
+        "deflate": [False, False, False, False],
+    }

@@ -363,9 +363,10 @@ class FrameSocket(AsyncWebsocketConsumer):  # type: ignore[misc]
         try:
             if self.server_times_sends:
                 # No timer per send: the server starts one only for a send that waits.
-                await self.base_send(
-                    {"type": "websocket.send", "text": data, "timeout": self.send_timeout}
-                )
+                message = {"type": "websocket.send", "text": data, "timeout": self.send_timeout}
+                if shared:
+                    message["shared"] = True  # framed once for every socket
+                await self.base_send(message)
             else:
                 # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation.
                 async with asyncio.timeout(self.send_timeout):

@@ -35,8 +35,9 @@ And it writes a text frame itself when no extension was negotiated (the referenc
 client and most native clients ask for none; a browser's permessage-deflate goes the
 usual way): a server's frames are not masked, so the bytes of a frame depend only on its
 text, and a text sent to many sockets (`chatsite.gateway.socket.encode_shared` hands
-every socket of a group the same string) is framed once per gateway
-(`text_frame`) instead of once per socket through `websockets`' frame objects.
+every socket of a group the same string; such a send carries `"shared": True`) is framed
+once per gateway (`text_frame`) instead of once per socket through `websockets`' frame
+objects.
 """
 
 from __future__ import annotations
@@ -60,20 +61,24 @@ CLOSE_TIMEOUT = 10.0
 # Received frames the application has not taken yet, at most, before reading stops.
 READ_AHEAD_BYTES = 64 * 1024
 READ_AHEAD_FRAMES = 64
-# Named in the scope's extensions: a `websocket.send` may carry `"timeout"`.
+# Named in the scope's extensions: a `websocket.send` may carry `"timeout"`, and
+# `"shared": True` for a text sent as the same string to many sockets (its frame is kept).
 SEND_TIMEOUT_EXTENSION = "chat.send_timeout"
 
-# The frames made last, by the identity of their text (held, so the id is not reused),
-# for texts up to this size: a text sent to every socket of a group is framed once.
+# The frames of the shared texts sent last, by the identity of their text (held, so the
+# id is not reused), for texts up to this size: a group's frame is framed once.
 _FRAMED: OrderedDict[int, tuple[str, bytes]] = OrderedDict()
 _FRAMED_SIZE = 256
 _FRAMED_MAX_TEXT = 64 * 1024
 
 
-def text_frame(text: str) -> bytes:
-    """Return the bytes of a final, unmasked text frame of `text` (RFC 6455, 5.2)."""
+def text_frame(text: str, *, shared: bool = False) -> bytes:
+    """Return the bytes of a final, unmasked text frame of `text` (RFC 6455, 5.2).
+
+    `shared`: the same string goes to many sockets; its frame is kept for them.
+    """
     key = id(text)
-    hit = _FRAMED.get(key)
+    hit = _FRAMED.get(key) if shared else None
     if hit is not None and hit[0] is text:
         return hit[1]
     payload = text.encode()
@@ -85,7 +90,7 @@ def text_frame(text: str) -> bytes:
     else:
         head = struct.pack("!BBQ", 0x81, 127, size)
     frame = head + payload
-    if len(text) <= _FRAMED_MAX_TEXT:
+    if shared and len(text) <= _FRAMED_MAX_TEXT:
         _FRAMED[key] = (text, frame)
         if len(_FRAMED) > _FRAMED_SIZE:
             _FRAMED.popitem(last=False)
@@ -188,7 +193,7 @@ class FlowControlledWebSocket(WebSocketsSansIOProtocol):
                 and self.initial_response is None
                 and not self.close_sent
             ):
-                self.transport.write(text_frame(text))
+                self.transport.write(text_frame(text, shared=bool(message.get("shared"))))
                 return
         await super().send(message)
         if message["type"] == "websocket.accept":
