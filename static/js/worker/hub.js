@@ -11,7 +11,10 @@
 //   frames after that are in order behind it.
 // - Frames from a tab keep their meaning; their `ref` is prefixed with the link's
 //   number (`3~r12`), and a reply with such a ref goes to that link only, with its own
-//   ref back. Frames without a ref (live events) go to every link.
+//   ref back. Frames without a ref (live events) go to every link. The server sends a
+//   message's `message.created` to every socket but the one that sent it (its
+//   `message.sent` carries the message), so the hub gives the other links that event
+//   itself when a `message.sent` comes back.
 // - `activity` is the user's: idle only when every tab is idle (the hub sends the
 //   change, not each tab's). `presence.subscribe` replaces a socket's set, so the hub
 //   subscribes to the union of what the tabs follow. A browser notification is shown by the first tab that
@@ -256,6 +259,10 @@ export class Hub {
       if (frame.type === "presence.changed") {
         const { ref: _, ...event } = frame;
         this.#broadcast(event, number);
+      }
+      // So is a message one tab sent: the server sends this socket no `message.created`.
+      if (frame.type === "message.sent" && frame.message && typeof frame.message === "object") {
+        this.#broadcast({ type: "message.created", message: frame.message }, number);
       }
       return;
     }
