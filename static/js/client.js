@@ -190,6 +190,9 @@ export class ChatClient extends EventTarget {
     this.state = "connecting";
     this.heartbeat = 25;
     this.focused = null; // the conversation on screen: loaded first
+    // Receipts of the chat on screen heard before its members were first read:
+    // {conversation, markers: Map(user -> {read_seq, delivered_seq})}, or null.
+    this.earlyMarkers = null;
     this.missedEventSyncs = 0; // times a `pong` revealed a missed live event
     this.missedReceiptReloads = 0; // times a `pong` revealed a missed `receipt.updated`
     this.markersReloadedFor = new Map(); // conversation -> the server sum last reloaded for
@@ -705,7 +708,9 @@ export class ChatClient extends EventTarget {
    * its way must not take that receipt back.
    */
   setMembers(id, members) {
-    const known = this.members.get(id);
+    const early = this.earlyMarkers?.conversation === id ? this.earlyMarkers.markers : null;
+    if (early) this.earlyMarkers = null;
+    const known = this.members.get(id) || early;
     const merged = members.map((m) => {
       const member = { ...m };
       const had = known?.get(m.id);
@@ -1048,7 +1053,15 @@ export class ChatClient extends EventTarget {
   #onReceipt(frame) {
     const id = Number(frame.conversation);
     const user = Number(frame.user);
-    const members = this.members.get(id);
+    let members = this.members.get(id);
+    if (!members && id === this.focused) {
+      // Its members are being read (the chat was just opened): a list read before this
+      // receipt must not take it back when it arrives (`setMembers`).
+      if (this.earlyMarkers?.conversation !== id) {
+        this.earlyMarkers = { conversation: id, markers: new Map() };
+      }
+      members = this.earlyMarkers.markers;
+    }
     if (members) {
       const member = members.get(user) || { id: user };
       member.read_seq = Math.max(member.read_seq || 0, frame.read_seq || 0);
