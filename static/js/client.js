@@ -701,9 +701,8 @@ export class ChatClient extends EventTarget {
     this.#emit("conversations", {});
   }
 
-  /** Record members (with markers) answered by `GET /conversations/{id}`. */
   /**
-   * Take a conversation's members as the server listed them. A member's markers only
+   * Take a conversation's members (with markers) as `GET /conversations/{id}` listed them. A member's markers only
    * move forward: a list read before a `receipt.updated` that came in while it was on
    * its way must not take that receipt back.
    */

@@ -173,14 +173,21 @@ def test_offline_edits_and_deletes_wait_in_the_outbox_and_ticks_survive_a_reload
 
 def ana_waits_for_bo(web: Web, body: str) -> tuple[Page, User, User, Conversation, Message]:
     """Ana has her accepted chat with Bo open on a page, and her `body` in it, unread
-    (grey ticks). Return her page, Ana, Bo, the chat and the message."""
+    (grey ticks), and the page has the chat's members (with their markers). Return her
+    page, Ana, Bo, the chat and the message.
+
+    The ticks are drawn before the members come in; a read made while the members are
+    still on their way may be in the answer, so a test that goes on at once cannot tell
+    what the page will show."""
     ana, bo = make_person("ana", "Ana"), make_person("bo", "Bo")
     chat, _ = off_loop(services.create_direct_conversation, user=ana, other_user_id=bo.pk)
     off_loop(services.accept_request, user=bo, conversation_id=chat.pk)  # his reads show
     message = say(ana, chat.pk, body)
     page = web.log_in(ana)
     online(page)
-    conversation(page, "Bo").click()
+    with page.expect_response(f"**/api/v1/conversations/{chat.pk}"):
+        conversation(page, "Bo").click()
+    page.wait_for_function(f"() => window.chat.client.members.has({chat.pk})")
     expect(page.locator(f"#msg-{message.pk} .marks")).to_have_attribute("data-state", "sent")
     return page, ana, bo, chat, message
 
