@@ -60,10 +60,10 @@ def _unheld() -> QuerySet[Attachment]:
     return Attachment.objects.filter(~Exists(held), ~Exists(archived))
 
 
-def lock_for_send(uploader: User, attachment_ids: Sequence[int]) -> int:
-    """Lock the uploader's attachments a send is about to attach; return how many exist."""
+def lock_for_send(uploader: User, attachment_ids: Sequence[int]) -> dict[int, Attachment]:
+    """Lock the uploader's attachments a send is about to attach; return those that exist."""
     mine = Attachment.objects.filter(pk__in=attachment_ids, uploader=uploader)
-    return len(mine.select_for_update().values_list("pk"))
+    return {attachment.pk: attachment for attachment in mine.select_for_update()}
 
 
 def _discard(candidates: QuerySet[Attachment]) -> tuple[int, int]:

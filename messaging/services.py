@@ -917,17 +917,25 @@ def _clean_attachment_ids(attachment_ids: Sequence[int]) -> list[int]:
 
 
 def _attach(message: Message, sender: User, attachment_ids: list[int]) -> None:
-    """Attach the sender's uploads to a new message, holding their rows until commit.
+    """Attach the sender's uploads to a new message in the order given, locked until commit.
 
-    The row locks keep the housekeeping from deleting an upload that is being sent.
+    The row locks keep the housekeeping from deleting an upload that is being sent. The
+    links are inserted in the order of `attachment_ids`, which is the order pages read
+    them back in (`selectors.load_attachments`); `attachments.set` inserts them in the
+    order of a Python set of ids, which is not that one.
     """
-    if housekeeping.lock_for_send(sender, attachment_ids) != len(attachment_ids):
+    locked = housekeeping.lock_for_send(sender, attachment_ids)
+    if len(locked) != len(attachment_ids):
         raise BadRequest(
             "Attach only files you uploaded (uploads not sent within "
             f"{settings.CHAT_ORPHAN_UPLOAD_HOURS} hours are deleted: upload them again).",
             details={"field": "attachments"},
         )
-    message.attachments.set(attachment_ids)
+    link = Message.attachments.through
+    link.objects.bulk_create(
+        [link(message_id=message.pk, attachment_id=pk) for pk in attachment_ids]
+    )
+    message.loaded_attachments = [locked[pk] for pk in attachment_ids]
 
 
 def send_message(

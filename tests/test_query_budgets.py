@@ -60,10 +60,9 @@ MakeUser = Callable[..., User]
 # send_message, text only: no "@", so no mention lookup; the store is one statement
 # (_STORE_MESSAGE_SQL: next seq, the sender's markers, the message, its NotificationDue).
 SEND_MESSAGE = 1
-# + the sender's uploads locked (SELECT FOR UPDATE, against the housekeeping),
-# `attachments.set` (the links there already, one INSERT of all the links), and the
-# `message.created` frame reading the attachments back.
-SEND_MESSAGE_WITH_ATTACHMENTS = 5
+# + the sender's uploads locked and read (SELECT FOR UPDATE, against the housekeeping)
+# and one INSERT of all the links, in the order sent (the frames use the rows read).
+SEND_MESSAGE_WITH_ATTACHMENTS = 3
 # + the members the @mentions name (one SELECT over the conversation's memberships).
 SEND_MESSAGE_WITH_MENTIONS = 2
 # mark_receipts, delivered: the conditional UPDATE of the markers, the markers read back.

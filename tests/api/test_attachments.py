@@ -359,3 +359,28 @@ def test_message_payload_carries_the_attachment(
     fetched = client_for(bo).get(f"/api/v1/conversations/{group.pk}/messages").json()
     assert fetched["messages"][-1]["attachments"] == sent.json()["attachments"]
     assert send(bo, group).attachments.count() == 0
+
+
+def test_attachments_keep_the_order_they_were_sent_in(
+    client_for: Client, ana: User, bo: User, group: Conversation
+) -> None:
+    # Tried: Ana sends five uploads in an order that is not the order of their ids (the
+    # newest first, the oldest in the middle). The answer, the members' pages and the
+    # stored links all list them as she sent them. Before, the links were inserted in the
+    # order of a Python set of ids: the pages listed them by id whatever she chose.
+    ids = [int(upload(client_for(ana), png(), f"{n}.png").json()["id"]) for n in range(5)]
+    order = [ids[4], ids[2], ids[0], ids[3], ids[1]]
+
+    sent = client_for(ana).post(
+        f"/api/v1/conversations/{group.pk}/messages",
+        {"client_msg_id": str(uuid.uuid4()), "body": "in this order", "attachments": order},
+        format="json",
+    )
+
+    assert sent.status_code == 201
+    assert [a["id"] for a in sent.json()["attachments"]] == order
+    fetched = client_for(bo).get(f"/api/v1/conversations/{group.pk}/messages").json()
+    assert [a["id"] for a in fetched["messages"][-1]["attachments"]] == order
+    assert [a["filename"] for a in fetched["messages"][-1]["attachments"]] == [
+        "4.png", "2.png", "0.png", "3.png", "1.png"
+    ]  # fmt: skip

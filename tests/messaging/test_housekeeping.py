@@ -143,7 +143,7 @@ def test_a_send_holding_an_upload_keeps_it_from_the_cleanup(ana: User, chat: Con
     def sending() -> None:
         try:
             with transaction.atomic():
-                assert housekeeping.lock_for_send(ana, [attachment.pk]) == 1
+                assert list(housekeeping.lock_for_send(ana, [attachment.pk])) == [attachment.pk]
                 locked.set()
                 release.wait(10)
                 Message.attachments.through.objects.create(
