@@ -43,7 +43,7 @@ def test_make_run_s_server_answers_http_and_websocket(tmp_path: Path) -> None:
 
     from bench.harness import free_port
 
-    env = {k: v for k, v in os.environ.items()}
+    env = dict(os.environ)
     for name in ("DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL", "PRESENCE_STORE"):
         env.pop(name, None)
     env.update(SQLITE_PATH=str(tmp_path / "db.sqlite3"), PYTHONUNBUFFERED="1")
