@@ -702,9 +702,9 @@ export class ChatClient extends EventTarget {
   }
 
   /**
-   * Take a conversation's members (with markers) as `GET /conversations/{id}` listed them. A member's markers only
-   * move forward: a list read before a `receipt.updated` that came in while it was on
-   * its way must not take that receipt back.
+   * Take a conversation's members (with markers) as `GET /conversations/{id}` listed
+   * them. A member's markers only move forward: a list read before a `receipt.updated`
+   * that came in while it was on its way must not take that receipt back.
    */
   setMembers(id, members) {
     const early = this.earlyMarkers?.conversation === id ? this.earlyMarkers.markers : null;
