@@ -11,12 +11,14 @@ from __future__ import annotations
 import http.client
 import json
 import math
+import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from py_vapid import Vapid  # type: ignore[import-untyped,unused-ignore]
 from pywebpush import WebPusher  # type: ignore[import-untyped,unused-ignore]
@@ -455,3 +457,26 @@ def test_side_by_side_divides_ours_by_each_baseline_and_holds_the_stricter_tutor
         "rows": [],
         "targets": [],
     }
+
+
+@pytest.mark.timeout(120)
+def test_send_cost_times_real_sends_in_a_scratch_database() -> None:
+    """`python -m bench.send_cost`: sends are stored and timed, the scratch database dropped."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.send_cost", "--sends", "20", "--rounds", "2"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=110,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 2, proc.stdout
+    for line in lines:
+        cpu, wall = (float(part.split()[0]) for part in line.split(","))
+        assert cpu > 0 and wall > 0, line
+    server = os.environ.get("BENCH_POSTGRES", "postgres://postgres@127.0.0.1:5432")
+    with psycopg.connect(f"{server}/postgres") as conn:
+        left = conn.execute("SELECT datname FROM pg_database WHERE datname LIKE 'send_cost_%'")
+        assert left.fetchall() == []

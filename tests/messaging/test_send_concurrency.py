@@ -6,11 +6,13 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
+from django.db.models import F
 
 from accounts.models import User
 from messaging import services
-from messaging.models import Conversation, Message
+from messaging.errors import AdminsOnly, CannotSend, NotAMember
+from messaging.models import Conversation, Membership, Message, NotificationDue
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -116,3 +118,135 @@ def test_two_users_opening_the_same_direct_chat_at_once_get_one(ana: User, bo: U
     assert len({c.pk for c, _ in results}) == 1
     assert sum(created for _, created in results) == 1
     assert Conversation.objects.filter(kind="direct").count() == 1
+
+
+def _log_state(conversation_id: int) -> tuple[int, int, int, list[tuple[int, int, int]]]:
+    """Return what a refused send must leave as it was: the conversation's seq, its
+    messages, their due rows and every member's markers."""
+    return (
+        Conversation.objects.get(pk=conversation_id).last_seq,
+        Message.objects.filter(conversation_id=conversation_id).count(),
+        NotificationDue.objects.filter(message__conversation_id=conversation_id).count(),
+        sorted(
+            Membership.objects.filter(conversation_id=conversation_id).values_list(
+                "user_id", "read_seq", "delivered_seq"
+            )
+        ),
+    )
+
+
+def test_refused_sends_outside_a_transaction_write_nothing(
+    ana: User, bo: User, make_user: Callable[..., User]
+) -> None:
+    # Given a send runs outside any transaction here (as in the gateways), so its one
+    # statement commits on its own: nothing may roll back what it wrote
+    assert not connection.in_atomic_block
+    cy = make_user("cy")
+    direct, _ = services.create_direct_conversation(user=ana, other_user_id=bo.pk)
+    services.send_message(
+        sender=ana, conversation_id=direct.pk, client_msg_id=uuid.uuid4(), body="hi"
+    )
+    group = services.create_group(creator=ana, title="News", member_ids=[bo.pk])
+    services.update_group(actor=ana, conversation_id=group.pk, post_policy="admins")
+    tried = [
+        # a stranger to the direct chat
+        (cy, direct.pk, NotAMember),
+        # a plain member of a group where only admins may send
+        (bo, group.pk, AdminsOnly),
+    ]
+    for sender, conversation_id, error in tried:
+        before = _log_state(conversation_id)
+        # When the send is refused
+        with pytest.raises(error):
+            services.send_message(
+                sender=sender, conversation_id=conversation_id, client_msg_id=uuid.uuid4(), body="x"
+            )
+        # Then the conversation's seq, messages, due rows and markers are as they were
+        assert _log_state(conversation_id) == before, error
+
+    # and so for a direct chat whose pair is blocked, either way
+    services.block_user(user=bo, other_user_id=ana.pk)
+    before = _log_state(direct.pk)
+    for sender in (ana, bo):
+        with pytest.raises(CannotSend):
+            services.send_message(
+                sender=sender, conversation_id=direct.pk, client_msg_id=uuid.uuid4(), body="x"
+            )
+    assert _log_state(direct.pk) == before
+    # and the next allowed send takes the next seq: no gap was left
+    services.send_message(
+        sender=ana, conversation_id=group.pk, client_msg_id=uuid.uuid4(), body="ok"
+    )
+    assert list(
+        Message.objects.filter(conversation=group).order_by("seq").values_list("seq", flat=True)
+    ) == list(range(1, Conversation.objects.get(pk=group.pk).last_seq + 1))
+
+
+def _waiting_on_locks() -> int:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE wait_event_type = 'Lock' AND datname = current_database()"
+        )
+        return int(cursor.fetchone()[0])
+
+
+def test_a_send_that_waited_for_a_removal_is_refused_and_leaves_no_gap(
+    ana: User, bo: User, make_user: Callable[..., User]
+) -> None:
+    # Given a group of three, and a removal of bo that holds the conversation's lock
+    cy = make_user("cy")
+    group = services.create_group(creator=ana, title="Team", member_ids=[bo.pk, cy.pk])
+    removed = threading.Event()
+    commit = threading.Event()
+
+    def remove_bo() -> None:
+        # What a removal writes, in its own transaction: the next seq (locking the
+        # conversation row), bo's membership gone; committed only when told.
+        try:
+            with transaction.atomic():
+                Conversation.objects.filter(pk=group.pk).update(last_seq=F("last_seq") + 1)
+                Membership.objects.filter(conversation=group, user=bo).delete()
+                removed.set()
+                assert commit.wait(30)
+        finally:
+            connection.close()
+
+    remover = threading.Thread(target=remove_bo)
+    remover.start()
+    assert removed.wait(30)
+    after_removal = Conversation.objects.get(pk=group.pk).last_seq + 1
+    outcome: list[BaseException | int] = []
+
+    def send_as_bo() -> None:
+        try:
+            result = services.send_message(
+                sender=bo, conversation_id=group.pk, client_msg_id=uuid.uuid4(), body="late"
+            )
+            outcome.append(result.message.seq)
+        except BaseException as exc:  # noqa: BLE001 - checked below
+            outcome.append(exc)
+        finally:
+            connection.close()
+
+    # When bo's send starts while the removal holds the lock, and the removal commits
+    sender = threading.Thread(target=send_as_bo)
+    sender.start()
+    for _ in range(300):
+        if _waiting_on_locks():
+            break
+        threading.Event().wait(0.01)
+    assert _waiting_on_locks() == 1, "the send did not wait for the removal's lock"
+    commit.set()
+    remover.join(30)
+    sender.join(30)
+
+    # Then the send was refused (bo was no longer a member when it got the lock)
+    assert len(outcome) == 1 and isinstance(outcome[0], NotAMember), outcome
+    # and it took no seq: the log ends at the removal's, and the next send follows it
+    assert Conversation.objects.get(pk=group.pk).last_seq == after_removal
+    assert not Message.objects.filter(conversation=group, body="late").exists()
+    nxt = services.send_message(
+        sender=cy, conversation_id=group.pk, client_msg_id=uuid.uuid4(), body="next"
+    )
+    assert nxt.message.seq == after_removal + 1

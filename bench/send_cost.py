@@ -1,0 +1,82 @@
+"""CPU and wall time per message stored by `services.send_message`, in this process.
+
+    python -m bench.send_cost [--sends 2000] [--rounds 3]
+
+Creates a scratch database on the local PostgreSQL server (`BENCH_POSTGRES`, default
+postgres://postgres@127.0.0.1:5432, as `bench.connect_cost`), migrates it, opens a
+direct chat of two users and times `--rounds` rounds of `--sends` sends into it, one
+after the other on a warm connection, as a gateway's database thread runs them: outside
+any transaction, with the per-user rate limit (lifted so it never refuses) on the Redis
+of `REDIS_URL` when it is set, as in a gateway. The broadcast is left out: a gateway
+hands it to its fan-out queue and goes on, and outside a gateway it would start an event
+loop per send, so here it is dropped. Prints this process's CPU and the wall time per
+send, in microseconds (PostgreSQL's CPU is not counted; the wall time includes the
+commit's flush to disk). The scratch database is dropped afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+import uuid
+
+from bench.search_latency import scratch_database
+
+
+def measure(sends: int, rounds: int) -> list[tuple[float, float]]:
+    """Return (CPU µs, wall µs) per send for each round."""
+    from django.conf import settings
+    from django.core.management import call_command
+
+    from accounts.models import User
+    from messaging import events, services
+
+    call_command("migrate", verbosity=0)
+    settings.CHAT_SEND_RATE = settings.CHAT_SEND_BURST = 10_000_000
+    events.send_now = lambda batch: None  # no broadcast: see the module's docstring
+    ana, bo = User.objects.bulk_create([User(username="cost-ana"), User(username="cost-bo")])
+    conversation, _ = services.create_direct_conversation(user=ana, other_user_id=bo.pk)
+
+    def send(n: int) -> None:
+        services.send_message(
+            sender=ana, conversation_id=conversation.pk, client_msg_id=uuid.uuid4(), body=f"m{n}"
+        )
+
+    for n in range(20):  # a warm connection, the statement prepared
+        send(n)
+    figures = []
+    for _ in range(rounds):
+        cpu, wall = time.process_time(), time.perf_counter()
+        for n in range(sends):
+            send(n)
+        figures.append(
+            (
+                (time.process_time() - cpu) / sends * 1e6,
+                (time.perf_counter() - wall) / sends * 1e6,
+            )
+        )
+    return figures
+
+
+def main() -> int:
+    """Parse the options, run in a scratch database, print the figures."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sends", type=int, default=2000)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    redis_url = os.environ.get("REDIS_URL")
+    with scratch_database(f"send_cost_{os.getpid()}"):
+        if redis_url:
+            os.environ["REDIS_URL"] = redis_url  # the rate limit's Redis, as in a gateway
+        import django
+
+        django.setup()
+        figures = measure(args.sends, args.rounds)
+    for cpu, wall in figures:
+        print(f"{cpu:7.1f} µs of CPU, {wall:7.1f} µs of wall time per send")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
