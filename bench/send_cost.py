@@ -1,16 +1,18 @@
-"""CPU and wall time per message stored by `services.send_message`, in this process.
+"""CPU and wall time per send and per receipt written by the services, in this process.
 
     python -m bench.send_cost [--sends 2000] [--rounds 3]
 
 Creates a scratch database on the local PostgreSQL server (`BENCH_POSTGRES`, default
 postgres://postgres@127.0.0.1:5432, as `bench.connect_cost`), migrates it, opens a
-direct chat of two users and times `--rounds` rounds of `--sends` sends into it, one
+direct chat of two users and times `--rounds` rounds of: `--sends` sends into it (`send`),
+then as many delivery receipts of the other member (`delivered`), each raising the
+marker to the next of those messages, then as many read receipts (`read`). One call
 after the other on a warm connection, as a gateway's database thread runs them: outside
 any transaction, with the per-user rate limit (lifted so it never refuses) on the Redis
 of `REDIS_URL` when it is set, as in a gateway. The broadcast is left out: a gateway
 hands it to its fan-out queue and goes on, and outside a gateway it would start an event
 loop per send, so here it is dropped. Prints this process's CPU and the wall time per
-send, in microseconds (PostgreSQL's CPU is not counted; the wall time includes the
+call, in microseconds (PostgreSQL's CPU is not counted; the wall time includes the
 commit's flush to disk). The scratch database is dropped afterwards.
 """
 
@@ -24,8 +26,8 @@ import uuid
 from bench.search_latency import scratch_database
 
 
-def measure(sends: int, rounds: int) -> list[tuple[float, float]]:
-    """Return (CPU µs, wall µs) per send for each round."""
+def measure(sends: int, rounds: int) -> dict[str, list[tuple[float, float]]]:
+    """Return (CPU µs, wall µs) per call of each write, for each round."""
     from django.conf import settings
     from django.core.management import call_command
 
@@ -37,25 +39,38 @@ def measure(sends: int, rounds: int) -> list[tuple[float, float]]:
     events.send_now = lambda batch: None  # no broadcast: see the module's docstring
     ana, bo = User.objects.bulk_create([User(username="cost-ana"), User(username="cost-bo")])
     conversation, _ = services.create_direct_conversation(user=ana, other_user_id=bo.pk)
+    pk = conversation.pk
+    seqs: list[int] = []
 
     def send(n: int) -> None:
-        services.send_message(
-            sender=ana, conversation_id=conversation.pk, client_msg_id=uuid.uuid4(), body=f"m{n}"
+        sent = services.send_message(
+            sender=ana, conversation_id=pk, client_msg_id=uuid.uuid4(), body=f"m{n}"
         )
+        seqs.append(sent.message.seq)
 
-    for n in range(20):  # a warm connection, the statement prepared
+    def delivered(n: int) -> None:  # each one raises bo's marker to the next message
+        services.mark_delivered(user=bo, conversation_id=pk, seq=seqs[n])
+
+    def read(n: int) -> None:
+        services.mark_read(user=bo, conversation_id=pk, seq=seqs[n])
+
+    for n in range(20):  # a warm connection, the statements prepared
         send(n)
-    figures = []
+        delivered(n)
+        read(n)
+    figures: dict[str, list[tuple[float, float]]] = {"send": [], "delivered": [], "read": []}
     for _ in range(rounds):
-        cpu, wall = time.process_time(), time.perf_counter()
-        for n in range(sends):
-            send(n)
-        figures.append(
-            (
-                (time.process_time() - cpu) / sends * 1e6,
-                (time.perf_counter() - wall) / sends * 1e6,
+        first = len(seqs)
+        for name, write in (("send", send), ("delivered", delivered), ("read", read)):
+            cpu, wall = time.process_time(), time.perf_counter()
+            for n in range(first, first + sends):
+                write(n)
+            figures[name].append(
+                (
+                    (time.process_time() - cpu) / sends * 1e6,
+                    (time.perf_counter() - wall) / sends * 1e6,
+                )
             )
-        )
     return figures
 
 
@@ -73,8 +88,9 @@ def main() -> int:
 
         django.setup()
         figures = measure(args.sends, args.rounds)
-    for cpu, wall in figures:
-        print(f"{cpu:7.1f} µs of CPU, {wall:7.1f} µs of wall time per send")
+    for name, rounds in figures.items():
+        for cpu, wall in rounds:
+            print(f"{name:9s} {cpu:7.1f} µs of CPU, {wall:7.1f} µs of wall time per call")
     return 0
 
 

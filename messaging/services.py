@@ -1103,6 +1103,7 @@ _membership_table = Membership._meta.db_table
 _message_table = Message._meta.db_table
 _due_table = NotificationDue._meta.db_table
 _block_table = Block._meta.db_table
+_push_window_table = PushWindow._meta.db_table
 
 # One statement, one round trip, all or nothing: note whether the sender had a message
 # request open (`was`: CTEs read the statement's snapshot, so before the update; replying
@@ -1453,10 +1454,18 @@ def mark_receipts(
     """
     read_seq = read
     delivered_seq = max(delivered, read_seq)
-    raise_markers = _raise_markers if connection.vendor == "postgresql" else _raise_markers_orm
-    with transaction.atomic():
-        current, changed = raise_markers(user.pk, conversation_id, delivered_seq, read_seq)
-        _after_receipt(user, conversation_id, current, changed=changed, read=bool(read_seq))
+    if connection.vendor != "postgresql":
+        with transaction.atomic():
+            current, changed = _raise_markers_orm(user.pk, conversation_id, delivered_seq, read_seq)
+            if changed and read_seq:
+                _schedule_push_removal(user, conversation_id, current["read_seq"])
+            _after_receipt(user, conversation_id, current, changed=changed)
+    else:
+        # One statement raises the markers and takes back the pushes read, all or
+        # nothing: it needs no transaction (as a send, `_send_transaction`), and inside a
+        # caller's it is part of that one.
+        current, changed = _raise_markers(user.pk, conversation_id, delivered_seq, read_seq)
+        _after_receipt(user, conversation_id, current, changed=changed)
     return Markers(
         conversation_id=conversation_id,
         user_id=user.pk,
@@ -1489,18 +1498,28 @@ def _raise_markers_orm(
 # with its four subqueries and the read after it cost more to compile and to plan than to
 # run, on every receipt. Raises both markers to at most the log's end, only upwards,
 # and returns the new values with what the broadcast needs; no row when nothing rose.
+# When the read marker rose, the same statement has the worker take back the pushes of
+# what is now read (`_schedule_push_removal`), so the two are written together.
 _RAISE_MARKERS_SQL = f"""
 WITH conv AS (
     SELECT last_seq, member_seq FROM {_conversation_table} WHERE id = %(conversation)s
+), raised AS (
+    UPDATE {_membership_table} AS m
+    SET delivered_seq = GREATEST(m.delivered_seq, LEAST(%(delivered)s::bigint, conv.last_seq)),
+        read_seq = GREATEST(m.read_seq, LEAST(%(read)s::bigint, conv.last_seq))
+    FROM conv
+    WHERE m.conversation_id = %(conversation)s AND m.user_id = %(user)s
+      AND (m.delivered_seq < LEAST(%(delivered)s::bigint, conv.last_seq)
+           OR m.read_seq < LEAST(%(read)s::bigint, conv.last_seq))
+    RETURNING m.delivered_seq, m.read_seq, m.accepted, conv.member_seq
+), removal AS (
+    UPDATE {_push_window_table} AS w SET remove_due_at = %(now)s::timestamptz
+    FROM raised
+    WHERE %(read)s::bigint > 0 AND w.user_id = %(user)s AND w.conversation_id = %(conversation)s
+      AND w.pushed_seq > w.removed_seq AND w.pushed_seq <= raised.read_seq
+      AND w.remove_due_at IS NULL
 )
-UPDATE {_membership_table} AS m
-SET delivered_seq = GREATEST(m.delivered_seq, LEAST(%(delivered)s::bigint, conv.last_seq)),
-    read_seq = GREATEST(m.read_seq, LEAST(%(read)s::bigint, conv.last_seq))
-FROM conv
-WHERE m.conversation_id = %(conversation)s AND m.user_id = %(user)s
-  AND (m.delivered_seq < LEAST(%(delivered)s::bigint, conv.last_seq)
-       OR m.read_seq < LEAST(%(read)s::bigint, conv.last_seq))
-RETURNING m.delivered_seq, m.read_seq, m.accepted, conv.member_seq
+SELECT delivered_seq, read_seq, accepted, member_seq FROM raised
 """  # noqa: S608 - table names are ours; values are parameters
 
 # The markers as they are, when nothing rose (a statement of its own: it sees what a
@@ -1521,6 +1540,7 @@ def _raise_markers(
         "user": user_id,
         "delivered": delivered,
         "read": read,
+        "now": timezone.now(),
     }
     rows = fetch_prepared(_RAISE_MARKERS_SQL, params)
     changed = bool(rows)
@@ -1539,13 +1559,11 @@ def _raise_markers(
 
 
 def _after_receipt(
-    user: User, conversation_id: int, current: Mapping[str, Any], *, changed: bool, read: bool
+    user: User, conversation_id: int, current: Mapping[str, Any], *, changed: bool
 ) -> None:
-    """Take back pushes of what was read, and tell the members, if a marker rose."""
+    """Tell the members, if a marker rose."""
     if not changed:
         return
-    if read:
-        _schedule_push_removal(user, conversation_id, current["read_seq"])
     frame = wire.receipt_updated_frame(
         conversation_id=conversation_id,
         user_id=user.pk,

@@ -65,10 +65,12 @@ SEND_MESSAGE = 1
 SEND_MESSAGE_WITH_ATTACHMENTS = 3
 # + the members the @mentions name (one SELECT over the conversation's memberships).
 SEND_MESSAGE_WITH_MENTIONS = 2
-# mark_receipts, delivered: the conditional UPDATE of the markers, the markers read back.
-MARK_DELIVERED = 2
-# mark_read: + the UPDATE that marks the reader's pushed messages for taking back.
-MARK_READ = 3
+# mark_receipts, delivered, when a marker rises: one statement (_RAISE_MARKERS_SQL, the
+# conditional UPDATE of the markers returning them). When none rises, the markers are
+# read back by a second.
+MARK_DELIVERED = 1
+# mark_read: the same statement also marks the reader's pushed messages for taking back.
+MARK_READ = 1
 # edit_message: lock the conversation, the editor's membership, lock the message, take
 # the seq (UPDATE conversation), the mentioned members, UPDATE the message, and the
 # `message.updated` frame reading the message's attachments.

@@ -460,8 +460,8 @@ def test_side_by_side_divides_ours_by_each_baseline_and_holds_the_stricter_tutor
 
 
 @pytest.mark.timeout(120)
-def test_send_cost_times_real_sends_in_a_scratch_database() -> None:
-    """`python -m bench.send_cost`: sends are stored and timed, the scratch database dropped."""
+def test_send_cost_times_sends_and_receipts_in_a_scratch_database() -> None:
+    """`python -m bench.send_cost`: sends and receipts are timed, the scratch database dropped."""
     proc = subprocess.run(
         [sys.executable, "-m", "bench.send_cost", "--sends", "20", "--rounds", "2"],
         cwd=REPO_ROOT,
@@ -472,9 +472,10 @@ def test_send_cost_times_real_sends_in_a_scratch_database() -> None:
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     lines = proc.stdout.splitlines()
-    assert len(lines) == 2, proc.stdout
+    assert [line.split()[0] for line in lines] == ["send"] * 2 + ["delivered"] * 2 + ["read"] * 2
     for line in lines:
-        cpu, wall = (float(part.split()[0]) for part in line.split(","))
+        first, second = line.split(",")
+        cpu, wall = float(first.split()[1]), float(second.split()[0])
         assert cpu > 0 and wall > 0, line
     server = os.environ.get("BENCH_POSTGRES", "postgres://postgres@127.0.0.1:5432")
     with psycopg.connect(f"{server}/postgres") as conn:

@@ -198,6 +198,35 @@ def test_reading_on_another_device_takes_the_push_back(
     assert len(push.deliveries()) == 4
 
 
+def test_a_delivery_receipt_leaves_the_push_and_only_reading_takes_it_back(
+    push: PushService, ana: User, bo: User
+) -> None:
+    chat, _ = services.create_direct_conversation(user=ana, other_user_id=bo.pk)
+    subscribe(push, bo, "bo-phone")
+    first = send(ana, chat, "one")
+    second = send(ana, chat, "two")
+    run_worker()
+    assert len(push.deliveries()) == 1  # one push for the window, carrying "two"
+
+    # A device got both messages (delivered) but nobody has read them: the push stays
+    services.mark_delivered(user=bo, conversation_id=chat.pk, seq=second.seq)
+    run_worker()
+    assert [d.payload["type"] for d in push.deliveries()] == ["message"]
+    assert PushWindow.objects.get(user=bo, conversation=chat).remove_due_at is None
+
+    # Reading the first only leaves the push of the second
+    services.mark_read(user=bo, conversation_id=chat.pk, seq=first.seq)
+    run_worker()
+    assert [d.payload["type"] for d in push.deliveries()] == ["message"]
+
+    # Reading the second takes it back, in the same write as the marker
+    services.mark_read(user=bo, conversation_id=chat.pk, seq=second.seq)
+    assert PushWindow.objects.get(user=bo, conversation=chat).remove_due_at is not None
+    run_worker()
+    removals = [d.payload for d in push.deliveries() if d.payload["type"] == "remove"]
+    assert removals == [{"type": "remove", "conversation": chat.pk, "up_to_seq": second.seq}]
+
+
 def test_a_read_before_the_push_means_no_push_and_no_removal(
     push: PushService, ana: User, bo: User
 ) -> None:
