@@ -11,7 +11,7 @@ after the other on a warm connection, as a gateway's database thread runs them: 
 any transaction, with the per-user rate limit (lifted so it never refuses) on the Redis
 of `REDIS_URL` when it is set, as in a gateway. The broadcast is left out: a gateway
 hands it to its fan-out queue and goes on, and outside a gateway it would start an event
-loop per send, so here it is dropped. Prints this process's CPU and the wall time per
+loop per call, so here it is dropped. Prints this process's CPU and the wall time per
 call, in microseconds (PostgreSQL's CPU is not counted; the wall time includes the
 commit's flush to disk). The scratch database is dropped afterwards.
 """
