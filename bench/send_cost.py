@@ -35,6 +35,7 @@ def measure(sends: int, rounds: int) -> dict[str, list[tuple[float, float]]]:
     from messaging import events, services
 
     call_command("migrate", verbosity=0)
+    settings.DEBUG = False  # as the gateways run: no query log, no debug cursor
     settings.CHAT_SEND_RATE = settings.CHAT_SEND_BURST = 10_000_000
     events.send_now = lambda batch: None  # no broadcast: see the module's docstring
     ana, bo = User.objects.bulk_create([User(username="cost-ana"), User(username="cost-bo")])
