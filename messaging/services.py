@@ -1107,11 +1107,13 @@ _push_window_table = PushWindow._meta.db_table
 
 # One statement, one round trip, all or nothing: note whether the sender had a message
 # request open (`was`: CTEs read the statement's snapshot, so before the update; replying
-# accepts it), lock the conversation row (until commit) unless it is a blocked pair's
-# direct chat, raise the sender's markers to the next seq unless they may not post (not
-# a member; a plain member of a group where only admins may send), and only then take
-# that seq, insert the message and the row that has its notifications decided later (in
-# the same statement, so no process can lose it). The membership UPDATE joins the locked
+# accepts it), lock the conversation row until commit unless it is a blocked pair's
+# direct chat (`FOR NO KEY UPDATE`, the lock its UPDATE takes: it does not wait for the
+# foreign key checks of rows that only refer to the conversation, such as a worker's push
+# windows), raise the sender's markers to the next seq unless they may not post (not a
+# member; a plain member of a group where only admins may send), and only then take that
+# seq, insert the message and the row that has its notifications decided later (in the
+# same statement, so no process can lose it). The membership UPDATE joins the locked
 # row, so it runs after the lock is held and, in READ COMMITTED, skips a membership row
 # deleted by a removal that committed meanwhile. A refused send changes nothing and
 # returns no row, so the statement needs no transaction of its own: on its own it
@@ -1132,7 +1134,7 @@ WITH was AS (
                 OR (b.blocked_id = %(sender)s AND b.blocker_id = other.user_id))
         )
     )
-    FOR UPDATE
+    FOR NO KEY UPDATE
 ), member AS (
     UPDATE {_membership_table} AS m
     SET read_seq = GREATEST(m.read_seq, locked.seq),

@@ -12,7 +12,7 @@ from django.db.models import F
 from accounts.models import User
 from messaging import services
 from messaging.errors import AdminsOnly, CannotSend, NotAMember
-from messaging.models import Conversation, Membership, Message, NotificationDue
+from messaging.models import Conversation, Membership, Message, NotificationDue, PushWindow
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -250,3 +250,53 @@ def test_a_send_that_waited_for_a_removal_is_refused_and_leaves_no_gap(
         sender=cy, conversation_id=group.pk, client_msg_id=uuid.uuid4(), body="next"
     )
     assert nxt.message.seq == after_removal + 1
+
+
+def test_a_send_does_not_wait_for_a_write_that_only_refers_to_the_conversation(
+    ana: User, bo: User
+) -> None:
+    # Given a transaction that is still open after inserting a row that refers to the
+    # conversation (a worker's push window: its foreign key check holds a KEY SHARE
+    # lock on the conversation row until it ends; Django's foreign keys are checked at
+    # commit, so the check is made immediate here to hold the lock while the send runs)
+    conversation, _ = services.create_direct_conversation(user=ana, other_user_id=bo.pk)
+    inserted = threading.Event()
+    finish = threading.Event()
+
+    def open_push_window() -> None:
+        try:
+            with transaction.atomic():
+                with connection.cursor() as cursor:
+                    cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+                PushWindow.objects.create(user=bo, conversation=conversation)
+                inserted.set()
+                assert finish.wait(30)
+        finally:
+            connection.close()
+
+    holder = threading.Thread(target=open_push_window)
+    sent: list[int] = []
+
+    def send() -> None:
+        try:
+            result = services.send_message(
+                sender=ana, conversation_id=conversation.pk, client_msg_id=uuid.uuid4(), body="hi"
+            )
+            sent.append(result.message.seq)
+        finally:
+            connection.close()
+
+    sender = threading.Thread(target=send)
+    holder.start()
+    assert inserted.wait(30)
+    try:
+        # When ana sends meanwhile
+        sender.start()
+        sender.join(10)
+        # Then the send went through at once: its lock on the conversation (the one an
+        # UPDATE takes) does not conflict with a key-share lock
+        assert sent == [1], "the send waited for the open transaction"
+    finally:
+        finish.set()
+        holder.join(30)
+        sender.join(30)
