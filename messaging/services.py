@@ -7,12 +7,10 @@ commit order (PROTOCOL.md section 1). Broadcasts and task enqueues happen on com
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -976,7 +974,7 @@ def send_message(
             # The store's SQL checks both in one go.
             _check_not_blocked(sender, conversation_id)
             _check_may_post(sender, conversation_id)
-        with _send_transaction(attachments):
+        with transaction.atomic():
             stored = _store_message(conversation_id, sender, cmid, body, mentions, quoted)
             if stored is None:
                 _check_not_blocked(sender, conversation_id)  # the refusal may be a block
@@ -1005,22 +1003,6 @@ def send_message(
             extra={"conversation": conversation_id, "message_id": message.pk, "seq": message.seq},
         )
     return SendResult(message, created=True)
-
-
-def _send_transaction(attachments: list[int]) -> AbstractContextManager[Any]:
-    """Return the transaction a send runs in: none for one statement on its own.
-
-    On PostgreSQL a send without attachments is one statement (`_STORE_MESSAGE_SQL`)
-    that writes all or nothing, so outside a transaction it commits on its own: no
-    BEGIN and COMMIT round trips, and none of Django's transaction bookkeeping (together
-    a third of a send's CPU, measured). Its on-commit broadcast then goes out at once, as
-    the statement has committed. Attachments are linked by further statements, the
-    portable store takes three, and inside a transaction a savepoint keeps a refused
-    send from breaking the caller's: those run in `transaction.atomic`.
-    """
-    if attachments or connection.vendor != "postgresql" or connection.in_atomic_block:
-        return transaction.atomic()
-    return contextlib.nullcontext()
 
 
 def _mentioned_members(conversation_id: int, body: str) -> list[int]:
@@ -1105,69 +1087,59 @@ _due_table = NotificationDue._meta.db_table
 _block_table = Block._meta.db_table
 _push_window_table = PushWindow._meta.db_table
 
-# One statement, one round trip, all or nothing: note whether the sender had a message
-# request open (`was`: CTEs read the statement's snapshot, so before the update; replying
-# accepts it), lock the conversation row until commit unless it is a blocked pair's
-# direct chat (`FOR NO KEY UPDATE`, the lock its UPDATE takes: it does not wait for the
-# foreign key checks of rows that only refer to the conversation, such as a worker's push
-# windows), raise the sender's markers to the next seq unless they may not post (not a
-# member; a plain member of a group where only admins may send), and only then take that
-# seq, insert the message and the row that has its notifications decided later (in the
-# same statement, so no process can lose it). The membership UPDATE joins the locked
-# row, so it runs after the lock is held and, in READ COMMITTED, skips a membership row
-# deleted by a removal that committed meanwhile. A refused send changes nothing and
-# returns no row, so the statement needs no transaction of its own: on its own it
-# commits as it ends (one round trip, where BEGIN, the statement and COMMIT were
-# three). ORM-built, these were three statements and most of a send's CPU.
+# One statement, one round trip: note whether the sender had a message request open
+# (`was`: CTEs read the statement's snapshot, so before the update; replying accepts it),
+# refuse a blocked pair's direct message and a plain member's message to a group where
+# only admins may send, take the next seq (the UPDATE locks the conversation row until
+# commit), raise the sender's markers, insert the message and the row that has its
+# notifications decided later (in the same transaction, so no process can lose it). The
+# membership UPDATE joins the locked conversation row, so it runs after the lock is held
+# and, in READ COMMITTED, skips a membership row deleted by a removal that committed
+# meanwhile: no row comes back and the caller rolls the seq back. ORM-built, these were
+# three statements and most of a send's CPU.
 _STORE_MESSAGE_SQL = f"""
 WITH was AS (
     SELECT accepted FROM {_membership_table}
     WHERE conversation_id = %(conversation)s AND user_id = %(sender)s
-), locked AS (
-    SELECT id, last_seq + 1 AS seq, post_policy FROM {_conversation_table}
+), conv AS (
+    UPDATE {_conversation_table}
+    SET last_seq = last_seq + 1, last_activity_at = %(now)s
     WHERE id = %(conversation)s AND NOT (
         -- a direct chat of a blocked pair takes no message (`CannotSend`)
-        kind = 'direct' AND EXISTS (
+        {_conversation_table}.kind = 'direct' AND EXISTS (
             SELECT 1 FROM {_membership_table} AS other, {_block_table} AS b
             WHERE other.conversation_id = %(conversation)s AND other.user_id <> %(sender)s
               AND ((b.blocker_id = %(sender)s AND b.blocked_id = other.user_id)
                 OR (b.blocked_id = %(sender)s AND b.blocker_id = other.user_id))
         )
     )
-    FOR NO KEY UPDATE
+    RETURNING id, last_seq, member_seq, post_policy
 ), member AS (
     UPDATE {_membership_table} AS m
-    SET read_seq = GREATEST(m.read_seq, locked.seq),
-        delivered_seq = GREATEST(m.delivered_seq, locked.seq),
+    SET read_seq = GREATEST(m.read_seq, conv.last_seq),
+        delivered_seq = GREATEST(m.delivered_seq, conv.last_seq),
         accepted = TRUE
-    FROM locked
-    WHERE m.conversation_id = locked.id AND m.user_id = %(sender)s
+    FROM conv
+    WHERE m.conversation_id = conv.id AND m.user_id = %(sender)s
       -- an announcement group takes messages from its owner and admins only (`AdminsOnly`)
-      AND (locked.post_policy = 'everyone' OR m.role IN ('owner', 'admin'))
-    RETURNING locked.id
-), conv AS (
-    -- the row is locked by `locked`: its last_seq is still that seq minus one
-    UPDATE {_conversation_table} AS c
-    SET last_seq = c.last_seq + 1, last_activity_at = %(now)s
-    FROM member
-    WHERE c.id = member.id
-    RETURNING c.id, c.last_seq, c.member_seq
+      AND (conv.post_policy = 'everyone' OR m.role IN ('owner', 'admin'))
+    RETURNING conv.id, conv.last_seq, conv.member_seq
 ), stored AS (
     INSERT INTO {_message_table}
         (conversation_id, seq, version, kind, sender_id, client_msg_id, body, system,
          created_at, edited_at, deleted, mentions, reactions, reply_to_id)
-    SELECT conv.id, conv.last_seq, conv.last_seq, %(kind)s::text, %(sender)s::bigint,
+    SELECT member.id, member.last_seq, member.last_seq, %(kind)s::text, %(sender)s::bigint,
         %(cmid)s::uuid, %(body)s::text, NULL, %(now)s::timestamptz, NULL, FALSE,
         %(mentions)s::jsonb, '[]'::jsonb, %(reply_to)s::bigint
-    FROM conv
+    FROM member
     RETURNING id, seq
 ), due AS (
     INSERT INTO {_due_table} (message_id, due_at, attempts)
     SELECT stored.id, %(due)s::timestamptz, 0 FROM stored
     WHERE %(due)s::timestamptz IS NOT NULL
 )
-SELECT stored.id, stored.seq, conv.member_seq, NOT (SELECT accepted FROM was)
-FROM stored, conv
+SELECT stored.id, stored.seq, member.member_seq, NOT (SELECT accepted FROM was)
+FROM stored, member
 """  # noqa: S608 - table names are ours; values are parameters
 
 
@@ -1184,9 +1156,8 @@ def _store_message(
     None too in a direct chat where one of the pair blocked the other.
 
     Returns the message, the conversation's `member_seq` and whether this send accepted
-    the sender's message request (replying accepts). On PostgreSQL one statement that
-    writes nothing on None; elsewhere the conversation's seq may have been taken on None,
-    and the caller must roll the transaction back.
+    the sender's message request (replying accepts). On None the conversation's seq may
+    have been taken: the caller must roll the transaction back.
     """
     if connection.vendor != "postgresql":
         return _store_message_portable(conversation_id, sender, cmid, body, mentions, quoted)
@@ -1463,9 +1434,10 @@ def mark_receipts(
                 _schedule_push_removal(user, conversation_id, current["read_seq"])
             _after_receipt(user, conversation_id, current, changed=changed)
     else:
-        # One statement raises the markers and takes back the pushes read, all or
-        # nothing: it needs no transaction (as a send, `_send_transaction`), and inside a
-        # caller's it is part of that one.
+        # One statement raises the markers and marks the pushes read for taking back,
+        # all or nothing: it needs no transaction of its own (the BEGIN and COMMIT round
+        # trips and Django's bookkeeping cost more than the statement), and inside a
+        # caller's transaction it is part of that one.
         current, changed = _raise_markers(user.pk, conversation_id, delivered_seq, read_seq)
         _after_receipt(user, conversation_id, current, changed=changed)
     return Markers(

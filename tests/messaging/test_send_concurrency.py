@@ -135,11 +135,10 @@ def _log_state(conversation_id: int) -> tuple[int, int, int, list[tuple[int, int
     )
 
 
-def test_refused_sends_outside_a_transaction_write_nothing(
+def test_refused_sends_leave_no_trace_and_no_gap_in_the_log(
     ana: User, bo: User, make_user: Callable[..., User]
 ) -> None:
-    # Given a send runs outside any transaction here (as in the gateways), so its one
-    # statement commits on its own: nothing may roll back what it wrote
+    # Given sends made outside any caller's transaction, as the gateways make them
     assert not connection.in_atomic_block
     cy = make_user("cy")
     direct, _ = services.create_direct_conversation(user=ana, other_user_id=bo.pk)
@@ -294,7 +293,8 @@ def test_a_send_does_not_wait_for_a_write_that_only_refers_to_the_conversation(
         sender.start()
         sender.join(10)
         # Then the send went through at once: its lock on the conversation (the one an
-        # UPDATE takes) does not conflict with a key-share lock
+        # UPDATE of columns that are not a key takes) does not conflict with a key-share
+        # lock
         assert sent == [1], "the send waited for the open transaction"
     finally:
         finish.set()
