@@ -165,19 +165,6 @@ def table_locked(table: str) -> Iterator[None]:
             lock.execute("COMMIT")
 
 
-def queries_waiting_on_locks() -> int:
-    """Return how many queries of the test database wait on a lock now."""
-    from django.db import connections
-
-    with connections["default"].cursor() as cursor:
-        cursor.execute(
-            "SELECT count(*) FROM pg_stat_activity"
-            " WHERE wait_event_type = 'Lock' AND datname = current_database()"
-        )
-        row = cursor.fetchone()
-    return int(row[0]) if row else 0
-
-
 @contextlib.contextmanager
 def fanout_lost(settings: Any) -> Iterator[None]:
     """Make this process's broadcasts go where no gateway listens: live events are lost.

@@ -16,12 +16,8 @@ from bench.harness import Deployment
 from chatclient import ChatClient, bearer_auth
 from messaging import services
 from messaging.models import Membership
-from tests.e2e.conftest import (
-    MakeDeployment,
-    fanout_lost,
-    queries_waiting_on_locks,
-    table_locked,
-)
+from tests.conftest import queries_waiting_on_locks
+from tests.e2e.conftest import MakeDeployment, fanout_lost, table_locked
 from tests.e2e.wsclient import bearer, drive, in_thread, open_socket
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]

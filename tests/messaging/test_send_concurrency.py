@@ -13,6 +13,7 @@ from accounts.models import User
 from messaging import services
 from messaging.errors import AdminsOnly, CannotSend, NotAMember
 from messaging.models import Conversation, Membership, Message, NotificationDue, PushWindow
+from tests.conftest import queries_waiting_on_locks
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -181,15 +182,6 @@ def test_refused_sends_leave_no_trace_and_no_gap_in_the_log(
     ) == list(range(1, Conversation.objects.get(pk=group.pk).last_seq + 1))
 
 
-def _waiting_on_locks() -> int:
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT count(*) FROM pg_stat_activity"
-            " WHERE wait_event_type = 'Lock' AND datname = current_database()"
-        )
-        return int(cursor.fetchone()[0])
-
-
 def test_a_send_that_waited_for_a_removal_is_refused_and_leaves_no_gap(
     ana: User, bo: User, make_user: Callable[..., User]
 ) -> None:
@@ -232,10 +224,10 @@ def test_a_send_that_waited_for_a_removal_is_refused_and_leaves_no_gap(
     sender = threading.Thread(target=send_as_bo)
     sender.start()
     for _ in range(300):
-        if _waiting_on_locks():
+        if queries_waiting_on_locks():
             break
         threading.Event().wait(0.01)
-    assert _waiting_on_locks() == 1, "the send did not wait for the removal's lock"
+    assert queries_waiting_on_locks() == 1, "the send did not wait for the removal's lock"
     commit.set()
     remover.join(30)
     sender.join(30)
