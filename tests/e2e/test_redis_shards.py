@@ -20,10 +20,13 @@ from typing import Any
 
 import pytest
 import redis
+from channels_redis.utils import _consistent_hash
 from websockets.asyncio.client import connect
 
 from bench.harness import RedisServer, http_get, http_post_json
 from chatsite.redis import shard_of
+from messaging.events import conversation_group
+from messaging.models import Conversation
 from tests.e2e.conftest import MakeDeployment
 from tests.e2e.scenario import (
     Fleet,
@@ -49,6 +52,12 @@ def channels_on(server: RedisServer, pattern: str) -> list[str]:
         return [c.decode() for c in client.pubsub_channels(pattern)]
 
 
+def group_shard(prefix: str, conversation_id: int) -> int:
+    """Return which of two shards the layer subscribes a conversation's group on."""
+    name = f"{prefix}__group__{conversation_group(conversation_id)}"
+    return int(_consistent_hash(name, 2))
+
+
 def test_two_shards_carry_groups_and_presence_and_survive_a_restart_of_one(
     make_deployment: MakeDeployment,
     redis_server: RedisServer,
@@ -68,7 +77,14 @@ def test_two_shards_carry_groups_and_presence_and_survive_a_restart_of_one(
             },
         )
         prefix = deployment.channel_layer_prefix
-        groups = make_groups(make_users("shu", 24), 3, "Shard")
+        users = make_users("shu", 24)
+        groups = make_groups(users, 3, "Shard")
+        # The layer puts a group on the shard the CRC of its name picks, and consecutive
+        # conversation ids can all pick one shard: make the groups again (new ids) until
+        # both shards carry some, or the restart of shard b would test no live group.
+        while len({group_shard(prefix, g.id) for g in groups}) < 2:
+            Conversation.objects.filter(pk__in=[g.id for g in groups]).delete()
+            groups = make_groups(users, 3, "Shard")
         access = mint_access(u for g in groups for u in g.members)
         fleet = Fleet(deployment.urls, seed=11, backoff_base=0.2, backoff_max=2.0)
         for group in groups:
