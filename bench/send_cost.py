@@ -1,6 +1,6 @@
 """CPU and wall time per send and per receipt written by the services, in this process.
 
-    python -m bench.send_cost [--sends 2000] [--rounds 3]
+    python -m bench.send_cost [--sends 2000] [--rounds 3] [--batch 1]
 
 Creates a scratch database on the local PostgreSQL server (`BENCH_POSTGRES`, default
 postgres://postgres@127.0.0.1:5432, as `bench.connect_cost`), migrates it, opens a
@@ -13,7 +13,10 @@ of `REDIS_URL` when it is set, as in a gateway. The broadcast is left out: a gat
 hands it to its fan-out queue and goes on, and outside a gateway it would start an event
 loop per call, so here it is dropped. Prints this process's CPU and the wall time per
 call, in microseconds (PostgreSQL's CPU is not counted; the wall time includes the
-commit's flush to disk). The scratch database is dropped afterwards.
+commit's flush to disk). With `--batch N` (N > 1) the sends go N at a time to
+`services.send_messages`, as a busy gateway stores the sends of its sockets (one
+statement per N sends), and the figures are still per send. The scratch database is
+dropped afterwards.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import uuid
 from bench.search_latency import scratch_database
 
 
-def measure(sends: int, rounds: int) -> dict[str, list[tuple[float, float]]]:
+def measure(sends: int, rounds: int, batch: int = 1) -> dict[str, list[tuple[float, float]]]:
     """Return (CPU µs, wall µs) per call of each write, for each round."""
     from django.conf import settings
     from django.core.management import call_command
@@ -44,6 +47,16 @@ def measure(sends: int, rounds: int) -> dict[str, list[tuple[float, float]]]:
     seqs: list[int] = []
 
     def send(n: int) -> None:
+        if batch > 1:
+            if n % batch == 0:  # the batch of sends n .. n + batch - 1
+                requests = [
+                    services.SendRequest(ana, pk, uuid.uuid4(), f"m{k}")
+                    for k in range(n, n + batch)
+                ]
+                for outcome in services.send_messages(requests):
+                    assert isinstance(outcome, services.SendResult), outcome
+                    seqs.append(outcome.message.seq)
+            return
         sent = services.send_message(
             sender=ana, conversation_id=pk, client_msg_id=uuid.uuid4(), body=f"m{n}"
         )
@@ -55,7 +68,7 @@ def measure(sends: int, rounds: int) -> dict[str, list[tuple[float, float]]]:
     def read(n: int) -> None:
         services.mark_read(user=bo, conversation_id=pk, seq=seqs[n])
 
-    for n in range(20):  # a warm connection, the statements prepared
+    for n in range(20 * batch):  # a warm connection, the statements prepared
         send(n)
         delivered(n)
         read(n)
@@ -80,6 +93,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sends", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--batch", type=int, default=1, help="sends per send_messages call")
     args = parser.parse_args()
     redis_url = os.environ.get("REDIS_URL")
     with scratch_database(f"send_cost_{os.getpid()}"):
@@ -88,7 +102,7 @@ def main() -> int:
         import django
 
         django.setup()
-        figures = measure(args.sends, args.rounds)
+        figures = measure(args.sends - args.sends % args.batch, args.rounds, args.batch)
     for name, rounds in figures.items():
         for cpu, wall in rounds:
             print(f"{name:9s} {cpu:7.1f} µs of CPU, {wall:7.1f} µs of wall time per call")

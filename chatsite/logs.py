@@ -11,12 +11,13 @@ from the sender's frame through the service to every gateway that delivered it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import random
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from contextvars import ContextVar, Token
 from datetime import UTC, datetime
 from typing import Any
@@ -38,6 +39,16 @@ _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
     "asctime",
     "cid",
 }
+
+
+@contextlib.contextmanager
+def correlated(cid: str | None) -> Iterator[None]:
+    """Run the block as part of the work `cid` names (one send of a batch, say)."""
+    token = correlation_id.set(cid)
+    try:
+        yield
+    finally:
+        correlation_id.reset(token)
 
 
 def new_id() -> str:

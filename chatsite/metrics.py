@@ -165,6 +165,12 @@ DELIVERY_LATENCY = LoopHistogram(
     "transaction) to its message.created frame going out to a receiver's socket.",
     buckets=LATENCY_BUCKETS,
 )
+SEND_BATCH = LoopHistogram(
+    "chat_send_batch_size",
+    "Sends stored by one statement of this gateway: those that arrived while earlier ones "
+    "were being written go together (WS_SEND_WRITES, WS_SEND_BATCH).",
+    buckets=(1, 2, 4, 8, 16, 32, 64),
+)
 WS_CLOSES = Counter(
     "chat_ws_closes",
     "WebSocket connections ended, by close code: the gateway's own when it closed, else "

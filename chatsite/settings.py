@@ -566,6 +566,11 @@ WS_AUTH_FULL_CHECK_INTERVAL = env_float("WS_AUTH_FULL_CHECK_INTERVAL", 60.0)
 WS_GROUP_REFRESH_INTERVAL = env_float("WS_GROUP_REFRESH_INTERVAL", 3.0)
 WS_TICKET_TTL = env_int("WS_TICKET_TTL", 30)
 WS_DB_THREADS = env_int("WS_DB_THREADS", 8)
+# A gateway stores the sends of its sockets with at most WS_SEND_WRITES statements at a
+# time; sends that arrive meanwhile wait for one to end and go together in the next, at
+# most WS_SEND_BATCH to a statement (services.send_messages). 1 and 1: one at a time.
+WS_SEND_WRITES = env_int("WS_SEND_WRITES", 2)
+WS_SEND_BATCH = env_int("WS_SEND_BATCH", 32)
 # A handshake whose database work has not started this many seconds after it reached the
 # gateway is closed with 1013 unserved: its client stops waiting for `session.ready` after
 # 10 s (docs/protocol.md) and has connected again. 0: never.

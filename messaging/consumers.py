@@ -23,10 +23,10 @@ from redis.exceptions import RedisError
 from chatsite import metrics
 from chatsite.errors import DomainError, Unavailable
 from chatsite.gateway.batching import ReceiptBatcher, TypingBudget
-from chatsite.gateway.dbthreads import Coalescer, db, db_by
+from chatsite.gateway.dbthreads import Batcher, Coalescer, db, db_by
 from chatsite.gateway.socket import CLOSE_TRY_LATER, FrameSocket
 from chatsite.gateway.supervisor import supervisor
-from chatsite.logs import trace
+from chatsite.logs import correlation_id, trace
 from messaging import events, frames, selectors, services, wire
 from messaging.errors import NotAMember
 from messaging.groups import SocketGroups
@@ -42,6 +42,14 @@ TYPING_TARGET_TTL = 30.0
 # position, never time the pong).
 _log_positions: Coalescer[int, int] = Coalescer(
     lambda user_ids: selectors.get_log_positions(user_ids=user_ids), window=0.1
+)
+# Sends are stored together when they arrive faster than one statement at a time can
+# store them (`services.send_messages`).
+_sends: Batcher[services.SendRequest, services.SendResult] = Batcher(
+    services.send_messages,
+    limit=settings.WS_SEND_WRITES,
+    size=settings.WS_SEND_BATCH,
+    observe=metrics.SEND_BATCH.observe,
 )
 # The marker sums of the conversations on screen, read together the same way.
 _marker_sums: Coalescer[int, int] = Coalescer(
@@ -131,9 +139,8 @@ class ChatConsumer(PresenceMixin, FrameSocket):
 
     async def send_message(self, request: frames.Send, ref: str | None) -> None:
         """Store a message; answer `message.sent` after commit (also for a replay)."""
-
-        def send() -> wire.MessageSentFrame:
-            result = services.send_message(
+        result = await _sends.submit(
+            services.SendRequest(
                 sender=self.user,
                 conversation_id=request.conversation,
                 client_msg_id=request.client_msg_id,
@@ -141,10 +148,12 @@ class ChatConsumer(PresenceMixin, FrameSocket):
                 attachment_ids=request.attachments,
                 reply_to=request.reply_to,
                 origin=self.channel_name or None,
+                cid=correlation_id.get(),
             )
-            return wire.message_sent_frame(ref, str(request.client_msg_id), result.message)
-
-        await self.send_frame(await db(send))
+        )
+        await self.send_frame(
+            wire.message_sent_frame(ref, str(request.client_msg_id), result.message)
+        )
 
     async def fetch_messages(self, request: frames.Fetch, ref: str | None) -> None:
         """Answer a page of the log (`after` for sync, `before` for scrollback)."""

@@ -11,11 +11,11 @@ import contextlib
 import json
 import logging
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NoReturn
 
 from django.conf import settings
 from django.db import DatabaseError, IntegrityError, connection, transaction
@@ -26,7 +26,8 @@ from django.utils import timezone
 from accounts import avatars
 from accounts.models import User
 from chatsite import metrics, ratelimit, text
-from chatsite.logs import trace
+from chatsite.errors import DomainError
+from chatsite.logs import correlated, trace
 from chatsite.sql import fetch_prepared
 from messaging import archive, events, housekeeping, reactions, selectors, wire
 from messaging.errors import (
@@ -65,7 +66,11 @@ Role = Membership.Role
 
 @dataclass(frozen=True)
 class SendResult:
-    """The stored message, and whether this call created it (False for a replay)."""
+    """The stored message, and whether this call created it (False for a replay).
+
+    The message carries what its payload shows beyond its row (its attachments, the
+    message it quotes): `wire.message_payload` asks no query for it.
+    """
 
     message: Message
     created: bool
@@ -940,6 +945,40 @@ def _attach(message: Message, sender: User, attachment_ids: list[int]) -> None:
     message.loaded_attachments = [locked[pk] for pk in attachment_ids]
 
 
+@dataclass(frozen=True, slots=True)
+class SendRequest:
+    """One send, as a socket's `message.send` or the REST API asks for it.
+
+    See `send_message` for the fields; `cid` is the correlation id of the frame or
+    request it came with, for the logs and the events of a send stored in a batch.
+    """
+
+    sender: User
+    conversation_id: int
+    client_msg_id: uuid.UUID
+    body: str
+    attachment_ids: Sequence[int] = ()
+    reply_to: int | None = None
+    origin: str | None = None
+    cid: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _CheckedSend:
+    """A send that passed the checks made before it is stored, with what they found."""
+
+    request: SendRequest
+    body: str
+    attachments: list[int]
+    quoted: Message | None
+    mentions: list[int]
+
+
+# A stored send: the message, the conversation's `member_seq`, and whether the send
+# accepted the sender's message request; None for a refused one (nothing written).
+_Stored = tuple[Message, int, bool] | None
+
+
 def send_message(
     *,
     sender: User,
@@ -960,64 +999,176 @@ def send_message(
     channel name of the sending socket, which gets the message in its `message.sent`).
     Sends are rate limited per user (`CHAT_SEND_RATE`/s, bursts of `CHAT_SEND_BURST`).
     """
-    cmid = client_msg_id
-    body = _clean_body(body, allow_empty=bool(attachment_ids))
+    request = SendRequest(
+        sender, conversation_id, client_msg_id, body, attachment_ids, reply_to, origin
+    )
+    return _store_one(_check_send(request))
+
+
+def send_messages(requests: Sequence[SendRequest]) -> list[SendResult | DomainError]:
+    """Store several sends, of any senders and conversations, with one statement if can be.
+
+    Each send gets what `send_message` would give it, its result or the `DomainError`
+    it would raise (rate limited, refused, a replay that conflicts), and one send's
+    error does not fail the others. On PostgreSQL outside a transaction, the sends
+    without attachments are stored by one call of `chat_store_messages` (migration
+    messaging 0016): one round trip and one commit for all, sends to one conversation at
+    consecutive seqs in the order given. If that statement fails as a whole (a client
+    message id used before: a retry among them), it wrote nothing and the sends are
+    stored one at a time. Other database errors are raised for the whole batch, before
+    anything of it was stored. The gateways call this with the sends of their sockets
+    that arrived while earlier ones were being written (`chatsite.gateway.dbthreads.Batcher`).
+    """
+    outcomes: list[SendResult | DomainError | None] = [None] * len(requests)
+    together: list[tuple[int, _CheckedSend]] = []
+    for i, request in enumerate(requests):
+        with correlated(request.cid):
+            try:
+                together.append((i, _check_send(request)))
+            except DomainError as exc:
+                outcomes[i] = exc
+    alone = [(i, checked) for i, checked in together if checked.attachments]
+    together = [(i, checked) for i, checked in together if not checked.attachments]
+    if len(together) > 1 and connection.vendor == "postgresql" and not connection.in_atomic_block:
+        try:
+            stored = _store_messages([checked for _, checked in together])
+        except IntegrityError:
+            alone = sorted(alone + together, key=lambda item: item[0])
+        else:
+            for (i, checked), row in zip(together, stored, strict=True):
+                with correlated(checked.request.cid):
+                    outcomes[i] = _outcome(_settle, checked, row)
+    else:
+        alone = sorted(alone + together, key=lambda item: item[0])
+    for i, checked in alone:
+        with correlated(checked.request.cid):
+            outcomes[i] = _outcome(_store_one, checked, None)
+    done = [outcome for outcome in outcomes if outcome is not None]
+    if len(done) != len(requests):
+        raise RuntimeError("a send of the batch was left without an outcome")
+    return done
+
+
+def _outcome(
+    store: Callable[[_CheckedSend, _Stored], SendResult], checked: _CheckedSend, stored: _Stored
+) -> SendResult | DomainError:
+    try:
+        return store(checked, stored)
+    except DomainError as exc:
+        return exc
+
+
+def _check_send(request: SendRequest) -> _CheckedSend:
+    """Check what can be checked before a send is stored (limits, rate, its reply), or raise."""
+    body = _clean_body(request.body, allow_empty=bool(request.attachment_ids))
     verdict = ratelimit.take(
-        f"send:{sender.pk}", rate=settings.CHAT_SEND_RATE, burst=settings.CHAT_SEND_BURST
+        f"send:{request.sender.pk}", rate=settings.CHAT_SEND_RATE, burst=settings.CHAT_SEND_BURST
     )
     if not verdict.allowed:
         metrics.count_rate_limited("send")
         raise RateLimited(verdict.retry_after)
-    attachments = _clean_attachment_ids(attachment_ids)
-    quoted = None if reply_to is None else _quotable(sender, conversation_id, reply_to)
-    mentions = _mentioned_members(conversation_id, body)
+    attachments = _clean_attachment_ids(request.attachment_ids)
+    quoted = (
+        None
+        if request.reply_to is None
+        else _quotable(request.sender, request.conversation_id, request.reply_to)
+    )
+    mentions = _mentioned_members(request.conversation_id, body)
+    return _CheckedSend(request, body, attachments, quoted, mentions)
+
+
+def _store_one(checked: _CheckedSend, _stored: _Stored = None) -> SendResult:
+    """Store one checked send (with its attachments, if any), or answer its replay."""
+    request = checked.request
     try:
         if connection.vendor != "postgresql":
             # The store's SQL checks both in one go.
-            _check_not_blocked(sender, conversation_id)
-            _check_may_post(sender, conversation_id)
-        with _send_transaction(attachments):
-            stored = _store_message(conversation_id, sender, cmid, body, mentions, quoted)
+            _check_not_blocked(request.sender, request.conversation_id)
+            _check_may_post(request.sender, request.conversation_id)
+        with _send_transaction(checked.attachments):
+            stored = _store_message(checked)
             if stored is None:
-                _check_not_blocked(sender, conversation_id)  # the refusal may be a block
-                _check_may_post(sender, conversation_id)  # or an announcement group
-                raise NotAMember()
-            message, member_seq, accepted_now = stored
-            if accepted_now:
-                _announce_accepted(conversation_id, sender)
-            if attachments:
-                _attach(message, sender, attachments)
-            else:
-                _without_attachments(message)
-            events.to_conversation_on_commit(
-                conversation_id, member_seq, wire.message_created_frame(message), origin
-            )
-    except (IntegrityError, CannotSend, AdminsOnly):
-        # A replay of a message stored before a block (or before the group became
-        # admins-only) still answers the original.
-        original = _original(sender, cmid, conversation_id)
-        if original is None:
-            raise
-        return SendResult(_check_replay(original, conversation_id, body, reply_to), created=False)
+                _raise_refusal(request)  # a rollback gives back a seq the portable store took
+            result = _announce_stored(checked, stored)
+    except (IntegrityError, CannotSend, AdminsOnly) as exc:
+        return _replayed(checked, exc)
+    _trace_stored(result.message)
+    return result
+
+
+def _settle(checked: _CheckedSend, stored: _Stored) -> SendResult:
+    """Finish a send of a batch (stored, or refused with nothing written)."""
+    try:
+        if stored is None:
+            _raise_refusal(checked.request)
+        result = _announce_stored(checked, stored)
+    except (CannotSend, AdminsOnly) as exc:
+        return _replayed(checked, exc)
+    _trace_stored(result.message)
+    return result
+
+
+def _raise_refusal(request: SendRequest) -> NoReturn:
+    """Raise why a send was refused: a block, an announcement group, or not a member."""
+    _check_not_blocked(request.sender, request.conversation_id)
+    _check_may_post(request.sender, request.conversation_id)
+    raise NotAMember()
+
+
+def _replayed(checked: _CheckedSend, exc: Exception) -> SendResult:
+    """Answer a send whose id was used before with the original, or raise `exc`.
+
+    A replay of a message stored before a block (or before the group became
+    admins-only) still answers the original.
+    """
+    request = checked.request
+    original = _original(request.sender, request.client_msg_id, request.conversation_id)
+    if original is None:
+        raise exc
+    message = _check_replay(original, request.conversation_id, checked.body, request.reply_to)
+    selectors.load_for_payload([message])  # its answer may be built outside the thread
+    return SendResult(message, created=False)
+
+
+def _announce_stored(checked: _CheckedSend, stored: tuple[Message, int, bool]) -> SendResult:
+    """Link a stored message's attachments and broadcast it on commit."""
+    message, member_seq, accepted_now = stored
+    request = checked.request
+    if accepted_now:
+        _announce_accepted(request.conversation_id, request.sender)
+    if checked.attachments:
+        _attach(message, request.sender, checked.attachments)
+    else:
+        _without_attachments(message)
+    events.to_conversation_on_commit(
+        request.conversation_id, member_seq, wire.message_created_frame(message), request.origin
+    )
+    return SendResult(message, created=True)
+
+
+def _trace_stored(message: Message) -> None:
     if trace.isEnabledFor(logging.INFO):
         trace.info(
             "message stored",
-            extra={"conversation": conversation_id, "message_id": message.pk, "seq": message.seq},
+            extra={
+                "conversation": message.conversation_id,
+                "message_id": message.pk,
+                "seq": message.seq,
+            },
         )
-    return SendResult(message, created=True)
 
 
 def _send_transaction(attachments: list[int]) -> AbstractContextManager[Any]:
     """Return the transaction a send runs in: none for one statement on its own.
 
-    On PostgreSQL a send without attachments is one statement (`_STORE_MESSAGE_SQL`)
-    that writes all or nothing (a refusal undoes it), so outside a transaction it
+    On PostgreSQL a send without attachments is one statement (`chat_store_messages`)
+    that checks before it writes and writes all or nothing, so outside a transaction it
     commits on its own: no BEGIN and COMMIT round trips, and none of Django's
     transaction bookkeeping (together a third of a send's CPU, measured). Its on-commit
     broadcast then goes out at once, as the statement has committed. Attachments are
     linked by further statements, the portable store takes three, and inside a
-    caller's transaction a savepoint keeps a refused send from breaking the caller's:
-    those run in `transaction.atomic`.
+    caller's transaction a savepoint keeps a failed send (a replay's unique violation)
+    from breaking the caller's: those run in `transaction.atomic`.
     """
     if attachments or connection.vendor != "postgresql" or connection.in_atomic_block:
         return transaction.atomic()
@@ -1101,156 +1252,104 @@ def _check_replay(
 
 _conversation_table = Conversation._meta.db_table
 _membership_table = Membership._meta.db_table
-_message_table = Message._meta.db_table
-_due_table = NotificationDue._meta.db_table
-_block_table = Block._meta.db_table
 _push_window_table = PushWindow._meta.db_table
-# The SQLSTATE of `chat_refuse_send()` (migration messaging 0015): a refused send undone.
-SEND_REFUSED = "CHS01"
-
-# One statement, one round trip: note whether the sender had a message request open
-# (`was`: CTEs read the statement's snapshot, so before the update; replying accepts it),
-# refuse a blocked pair's direct message and a plain member's message to a group where
-# only admins may send, take the next seq (the UPDATE locks the conversation row until
-# commit), raise the sender's markers, insert the message and the row that has its
-# notifications decided later (in the same transaction, so no process can lose it). The
-# membership UPDATE joins the locked conversation row, so it runs after the lock is held
-# and, in READ COMMITTED, skips a membership row deleted by a removal that committed
-# meanwhile. Refused after the seq was taken (not a member, an announcement group), the
-# row comes back without a message and the caller rolls the seq back, or, with `undo`
-# (a send outside any transaction, which commits on its own), the statement raises
-# (`chat_refuse_send`, SQLSTATE CHS01) and so writes nothing. A blocked pair's
-# conversation row is not updated: no row comes back. The conversation row is locked
-# and updated by one UPDATE: a second access to it in the same statement (a SELECT
-# FOR UPDATE first) deadlocked concurrent sends. ORM-built, these were three
-# statements and most of a send's CPU.
-_STORE_MESSAGE_SQL = f"""
-WITH was AS (
-    SELECT accepted FROM {_membership_table}
-    WHERE conversation_id = %(conversation)s AND user_id = %(sender)s
-), conv AS (
-    UPDATE {_conversation_table}
-    SET last_seq = last_seq + 1, last_activity_at = %(now)s
-    WHERE id = %(conversation)s AND NOT (
-        -- a direct chat of a blocked pair takes no message (`CannotSend`)
-        {_conversation_table}.kind = 'direct' AND EXISTS (
-            SELECT 1 FROM {_membership_table} AS other, {_block_table} AS b
-            WHERE other.conversation_id = %(conversation)s AND other.user_id <> %(sender)s
-              AND ((b.blocker_id = %(sender)s AND b.blocked_id = other.user_id)
-                OR (b.blocked_id = %(sender)s AND b.blocker_id = other.user_id))
-        )
-    )
-    RETURNING id, last_seq, member_seq, post_policy
-), member AS (
-    UPDATE {_membership_table} AS m
-    SET read_seq = GREATEST(m.read_seq, conv.last_seq),
-        delivered_seq = GREATEST(m.delivered_seq, conv.last_seq),
-        accepted = TRUE
-    FROM conv
-    WHERE m.conversation_id = conv.id AND m.user_id = %(sender)s
-      -- an announcement group takes messages from its owner and admins only (`AdminsOnly`)
-      AND (conv.post_policy = 'everyone' OR m.role IN ('owner', 'admin'))
-    RETURNING conv.id, conv.last_seq, conv.member_seq
-), stored AS (
-    INSERT INTO {_message_table}
-        (conversation_id, seq, version, kind, sender_id, client_msg_id, body, system,
-         created_at, edited_at, deleted, mentions, reactions, reply_to_id)
-    SELECT member.id, member.last_seq, member.last_seq, %(kind)s::text, %(sender)s::bigint,
-        %(cmid)s::uuid, %(body)s::text, NULL, %(now)s::timestamptz, NULL, FALSE,
-        %(mentions)s::jsonb, '[]'::jsonb, %(reply_to)s::bigint
-    FROM member
-    RETURNING id, seq
-), due AS (
-    INSERT INTO {_due_table} (message_id, due_at, attempts)
-    SELECT stored.id, %(due)s::timestamptz, 0 FROM stored
-    WHERE %(due)s::timestamptz IS NOT NULL
+# Stores a batch of sends (one or more) with one statement: the function of migration
+# messaging 0016, which locks the batch's conversations in id order, checks each sender
+# under that lock (a member; not a blocked pair's direct chat; of an announcement group,
+# an owner or admin), takes the next seq, raises the sender's markers, inserts the
+# message and the row that has its notifications decided later. A refused send comes
+# back without an id and wrote nothing. Prepared (`fetch_prepared`): one plan whatever
+# the batch's size, as the sends go as arrays.
+_STORE_MESSAGES_SQL = (
+    "SELECT o_n, o_id, o_seq, o_member_seq, o_accepted_now FROM chat_store_messages("
+    "%(conversations)s::bigint[], %(senders)s::bigint[], %(cmids)s::uuid[], "
+    "%(bodies)s::text[], %(mentions)s::jsonb[], %(reply_tos)s::bigint[], "
+    "%(now)s::timestamptz, %(due)s::timestamptz)"
 )
-SELECT stored.id, stored.seq, conv.member_seq, NOT (SELECT accepted FROM was),
-    -- refused after the seq was taken: undo the statement when it has no transaction
-    CASE WHEN stored.id IS NULL AND %(undo)s::boolean THEN chat_refuse_send() END
-FROM conv LEFT JOIN stored ON TRUE
-"""  # noqa: S608 - table names are ours; values are parameters
 
 
-def _store_message(
-    conversation_id: int,
-    sender: User,
-    cmid: uuid.UUID,
-    body: str,
-    mentions: list[int],
-    quoted: Message | None = None,
-) -> tuple[Message, int, bool] | None:
-    """Store a text message at the conversation's next seq; None if not a member.
+def _store_message(checked: _CheckedSend) -> _Stored:
+    """Store a text message at the conversation's next seq; None if refused.
 
-    None too in a direct chat where one of the pair blocked the other.
-
-    Returns the message, the conversation's `member_seq` and whether this send accepted
-    the sender's message request (replying accepts). On None inside a transaction the
-    conversation's seq may have been taken: the caller must roll the transaction back.
-    Outside one (PostgreSQL) the statement commits on its own, and on None it wrote
-    nothing.
+    Refused: not a member, a blocked pair's direct chat, a plain member of an
+    announcement group. On PostgreSQL a refusal wrote nothing; with the portable store
+    (SQLite) the conversation's seq may have been taken, and the caller must roll its
+    transaction back.
     """
     if connection.vendor != "postgresql":
-        return _store_message_portable(conversation_id, sender, cmid, body, mentions, quoted)
+        return _store_message_portable(checked)
+    return _store_messages([checked])[0]
+
+
+def _store_messages(batch: Sequence[_CheckedSend]) -> list[_Stored]:
+    """Store text messages with one statement (PostgreSQL); one result per send, in order.
+
+    A send to a conversation takes its next seq, in the order of `batch`. Raises if the
+    statement fails, which then wrote nothing (a unique violation: a client message id
+    used before).
+    """
     now = timezone.now()
-    # Outside a transaction the statement commits on its own: a refusal must undo it.
-    undo = not connection.in_atomic_block
-    try:
-        # Prepared: planning this statement cost PostgreSQL more than running it.
-        rows = fetch_prepared(
-            _STORE_MESSAGE_SQL,
-            {
-                "now": now,
-                "due": _notify_due_at(now),
-                "conversation": conversation_id,
-                "sender": sender.pk,
-                "kind": Message.Kind.TEXT.value,
-                "cmid": cmid,
-                "body": body,
-                "mentions": json.dumps(mentions),
-                "reply_to": None if quoted is None else quoted.pk,
-                "undo": undo,
-            },
-        )
-    except DatabaseError as exc:
-        if undo and getattr(exc.__cause__, "sqlstate", None) == SEND_REFUSED:
-            return None  # the statement was undone: nothing written
-        raise
-    if not rows or rows[0][0] is None:
-        return None
-    row = rows[0]
-    message = Message(
-        id=row[0],
-        conversation_id=conversation_id,
-        seq=row[1],
-        version=row[1],
-        kind=Message.Kind.TEXT,
-        sender=sender,
-        client_msg_id=cmid,
-        body=body,
-        system=None,
-        created_at=now,
-        edited_at=None,
-        deleted=False,
-        mentions=mentions,
-        reactions=[],
-        reply_to_id=None if quoted is None else quoted.pk,
+    rows = fetch_prepared(
+        _STORE_MESSAGES_SQL,
+        {
+            "conversations": [checked.request.conversation_id for checked in batch],
+            "senders": [checked.request.sender.pk for checked in batch],
+            "cmids": [checked.request.client_msg_id for checked in batch],
+            "bodies": [checked.body for checked in batch],
+            "mentions": [json.dumps(checked.mentions) for checked in batch],
+            "reply_tos": [None if c.quoted is None else c.quoted.pk for c in batch],
+            "now": now,
+            "due": _notify_due_at(now),
+        },
     )
-    message.loaded_reply = quoted
-    message._state.adding = False
-    message._state.db = connection.alias
-    return message, int(row[2]), bool(row[3])
+    if len(rows) != len(batch):
+        raise DatabaseError(f"chat_store_messages returned {len(rows)} rows for {len(batch)}")
+    return [
+        None if row[1] is None else (_new_message(checked, row[1], row[2], now), row[3], row[4])
+        for checked, row in zip(batch, sorted(rows), strict=True)
+    ]
 
 
-def _store_message_portable(
-    conversation_id: int,
-    sender: User,
-    cmid: uuid.UUID,
-    body: str,
-    mentions: list[int],
-    quoted: Message | None,
-) -> tuple[Message, int, bool] | None:
-    """Do what `_STORE_MESSAGE_SQL` does in three statements (SQLite, the embedded default)."""
+# A message's columns in the model's order: `Model.from_db` builds an instance from
+# them positionally, at a fifth of the CPU of keyword arguments (about 6 µs against 32).
+_MESSAGE_COLUMNS = [field.attname for field in Message._meta.concrete_fields]
+
+
+def _new_message(checked: _CheckedSend, pk: int, seq: int, now: datetime) -> Message:
+    """Return the instance of a text message stored by `chat_store_messages`."""
+    request = checked.request
+    columns = {
+        "id": pk,
+        "conversation_id": request.conversation_id,
+        "seq": seq,
+        "version": seq,
+        "kind": Message.Kind.TEXT.value,
+        "sender_id": request.sender.pk,
+        "client_msg_id": request.client_msg_id,
+        "body": checked.body,
+        "system": None,
+        "created_at": now,
+        "edited_at": None,
+        "deleted": False,
+        "mentions": checked.mentions,
+        "reactions": [],
+        "reply_to_id": None if checked.quoted is None else checked.quoted.pk,
+    }
+    message = Message.from_db(
+        connection.alias, _MESSAGE_COLUMNS, [columns[name] for name in _MESSAGE_COLUMNS]
+    )
+    Message.sender.field.set_cached_value(message, request.sender)  # no query to read it
+    message.loaded_reply = checked.quoted
+    return message
+
+
+def _store_message_portable(checked: _CheckedSend) -> _Stored:
+    """Do what `chat_store_messages` does for one send with the ORM (SQLite, the default).
+
+    Run in a transaction: on None the seq taken is given back by its rollback.
+    """
+    request = checked.request
+    conversation_id, sender, quoted = request.conversation_id, request.sender, checked.quoted
     with connection.cursor() as cursor:
         cursor.execute(
             f"UPDATE {_conversation_table} SET last_seq = last_seq + 1, last_activity_at = %s "  # noqa: S608 - table name is ours
@@ -1278,9 +1377,9 @@ def _store_message_portable(
         seq=seq,
         version=seq,
         sender=sender,
-        client_msg_id=cmid,
-        body=body,
-        mentions=mentions,
+        client_msg_id=request.client_msg_id,
+        body=checked.body,
+        mentions=checked.mentions,
         reply_to_id=None if quoted is None else quoted.pk,
     )
     message.loaded_reply = quoted

@@ -1,6 +1,6 @@
 """The gateway's database pool and its helpers: `db` runs calls in the pool's threads,
-`Coalescer` gathers concurrent lookups; `db_by` drops work that no thread could start in
-time."""
+`Coalescer` gathers concurrent lookups, `Batcher` runs calls together when they come
+faster than they are done; `db_by` drops work that no thread could start in time."""
 
 import asyncio
 import contextvars
@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from django.conf import settings
 
-from chatsite.gateway.dbthreads import Coalescer, Shed, db, db_by
+from chatsite.gateway.dbthreads import Batcher, Coalescer, Shed, db, db_by
 
 
 def test_concurrent_lookups_share_one_fetch_and_each_gets_its_value() -> None:
@@ -156,3 +156,88 @@ def test_a_cancelled_caller_does_not_cancel_its_call() -> None:
     assert asyncio.run(scenario()) is True
     assert finished.is_set()
     assert errors == []  # settling a cancelled caller's future is a no-op, not an error
+
+
+class Gate:
+    """A batch function that records its batches and, while closed, holds them in its thread."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[int]] = []
+        self.started = threading.Semaphore(0)
+        self.open = threading.Event()
+
+    def __call__(self, items: list[int]) -> list[int | Exception]:
+        self.batches.append(list(items))
+        self.started.release()
+        assert self.open.wait(10)
+        return [ValueError(f"no {i}") if i < 0 else i * 10 for i in items]
+
+    async def wait_started(self) -> None:
+        assert await asyncio.to_thread(self.started.acquire, True, 10), "no batch started"
+
+
+def test_calls_that_arrive_while_the_batches_run_go_together_in_the_next() -> None:
+    gate = Gate()
+    batcher: Batcher[int, int] = Batcher(gate, limit=2, size=3)
+
+    async def scenario() -> list[Any]:
+        # Given two batches running (the limit), each of one call that found no batch
+        first = asyncio.ensure_future(batcher.submit(1))
+        await gate.wait_started()
+        second = asyncio.ensure_future(batcher.submit(2))
+        await gate.wait_started()
+        # When five more calls arrive meanwhile (one of them to fail)
+        later = [asyncio.ensure_future(batcher.submit(n)) for n in (3, -4, 5, 6, 7)]
+        await asyncio.sleep(0.05)
+        assert gate.batches == [[1], [2]], "a call started beyond the limit"
+        gate.open.set()
+        return await asyncio.gather(first, second, *later, return_exceptions=True)
+
+    outcomes = asyncio.run(scenario())
+    # Then they ran in batches of at most 3, in the order they came
+    assert gate.batches == [[1], [2], [3, -4, 5], [6, 7]]
+    # and each caller got its own outcome: a value, or its own exception
+    assert outcomes[:3] + outcomes[4:] == [10, 20, 30, 50, 60, 70]
+    assert isinstance(outcomes[3], ValueError) and str(outcomes[3]) == "no -4"
+
+
+def test_a_batch_that_fails_as_a_whole_fails_each_of_its_callers_and_the_next_runs() -> None:
+    calls: list[list[int]] = []
+
+    def run(items: list[int]) -> list[int | Exception]:
+        calls.append(list(items))
+        if len(calls) == 1:
+            raise ConnectionError("database down")
+        return list(items)
+
+    batcher: Batcher[int, int] = Batcher(run, limit=1, size=10)
+
+    async def scenario() -> tuple[list[Any], int]:
+        failed = await asyncio.gather(batcher.submit(1), batcher.submit(2), return_exceptions=True)
+        return failed, await batcher.submit(3)
+
+    failed, again = asyncio.run(scenario())
+    # The first call ran alone and failed; the second waited for it, and ran next
+    assert [type(f) for f in failed] == [ConnectionError, int]
+    assert calls == [[1], [2], [3]]
+    assert again == 3
+
+
+def test_a_caller_that_stops_waiting_still_has_its_call_run() -> None:
+    gate = Gate()
+    batcher: Batcher[int, int] = Batcher(gate, limit=1, size=10)
+
+    async def scenario() -> int:
+        first = asyncio.ensure_future(batcher.submit(1))
+        await gate.wait_started()
+        # When a caller waiting for the next batch is cancelled (its socket closed)
+        waiting = asyncio.ensure_future(batcher.submit(2))
+        await asyncio.sleep(0.01)
+        waiting.cancel()
+        gate.open.set()
+        await first
+        # Then its item still runs, and a later call is not held up by it
+        return await batcher.submit(3)
+
+    assert asyncio.run(scenario()) == 30
+    assert gate.batches == [[1], [2], [3]]

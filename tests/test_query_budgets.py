@@ -58,7 +58,7 @@ MakeUser = Callable[..., User]
 # --- budgets: services -------------------------------------------------------------------
 
 # send_message, text only: no "@", so no mention lookup; the store is one statement
-# (_STORE_MESSAGE_SQL: next seq, the sender's markers, the message, its NotificationDue).
+# (chat_store_messages: next seq, the sender's markers, the message, its NotificationDue).
 SEND_MESSAGE = 1
 # + the sender's uploads locked and read (SELECT FOR UPDATE, against the housekeeping)
 # and one INSERT of all the links, in the order sent (the frames use the rows read).

@@ -15,7 +15,7 @@ import functools
 import queue
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Generic, TypeVar
 
 from django.conf import settings
@@ -219,3 +219,73 @@ class Coalescer(Generic[K, V]):
             for future in futures:
                 if not future.done():
                     future.set_result(values.get(key))
+
+
+class Batcher(Generic[K, V]):
+    """Run calls of one kind together when they arrive faster than they are done.
+
+    At most `limit` batches run at once. A call that arrives while fewer run starts a
+    batch of its own at once (no added wait when the gateway is not busy); one that
+    arrives while `limit` run waits for the first of them to end, and goes with the
+    others that waited, at most `size` to a batch. `run` (in the database pool) gets
+    the items of a batch and returns one outcome per item, in order: a value, or the
+    exception to raise in that caller. If `run` raises, every caller of the batch gets
+    the exception. A caller that stops waiting does not take its item out: once handed
+    over, an item is run (a send in flight is still stored); its outcome is dropped.
+    """
+
+    def __init__(
+        self,
+        run: Callable[[list[K]], Sequence[V | Exception]],
+        *,
+        limit: int,
+        size: int,
+        observe: Callable[[int], None] | None = None,
+    ) -> None:
+        """`observe`, if given, is told the size of each batch as it starts."""
+        self.run = run
+        self.limit = limit
+        self.size = size
+        self.observe = observe
+        self.running = 0
+        self.waiting: list[tuple[K, asyncio.Future[V]]] = []
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    async def submit(self, item: K) -> V:
+        """Hand `item` to the next batch; return its outcome (or raise its exception)."""
+        loop = asyncio.get_running_loop()
+        if self.loop is not loop:
+            self.loop, self.waiting, self.running = loop, [], 0
+        future: asyncio.Future[V] = loop.create_future()
+        self.waiting.append((item, future))
+        if self.running < self.limit:
+            self._start(loop)
+        return await future
+
+    def _start(self, loop: asyncio.AbstractEventLoop) -> None:
+        batch, self.waiting = self.waiting[: self.size], self.waiting[self.size :]
+        self.running += 1
+        if self.observe is not None:
+            self.observe(len(batch))
+        # In a context of its own: the batch must not inherit the first caller's.
+        loop.create_task(self._batch(loop, batch), context=contextvars.Context())
+
+    async def _batch(self, loop: asyncio.AbstractEventLoop, batch: list[tuple[K, Any]]) -> None:
+        try:
+            outcomes = await db(functools.partial(self.run, [item for item, _ in batch]))
+            if len(outcomes) != len(batch):
+                raise RuntimeError(f"{len(outcomes)} outcomes for a batch of {len(batch)}")
+        except Exception as exc:  # noqa: BLE001 - every caller gets the failure, not a hang
+            outcomes = [exc] * len(batch)
+        finally:
+            if self.loop is loop:
+                self.running -= 1
+                if self.waiting:
+                    self._start(loop)
+        for (_, future), outcome in zip(batch, outcomes, strict=True):
+            if future.done():
+                continue
+            if isinstance(outcome, Exception):
+                future.set_exception(outcome)
+            else:
+                future.set_result(outcome)

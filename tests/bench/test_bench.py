@@ -461,9 +461,10 @@ def test_side_by_side_divides_ours_by_each_baseline_and_holds_the_stricter_tutor
 
 @pytest.mark.timeout(120)
 def test_send_cost_times_sends_and_receipts_in_a_scratch_database() -> None:
-    """`python -m bench.send_cost`: sends and receipts are timed, the scratch database dropped."""
+    """`python -m bench.send_cost`: sends (two to a statement) and receipts are timed, the
+    scratch database dropped."""
     proc = subprocess.run(
-        [sys.executable, "-m", "bench.send_cost", "--sends", "20", "--rounds", "2"],
+        [sys.executable, "-m", "bench.send_cost", "--sends", "20", "--rounds", "2", "--batch", "2"],
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,

@@ -549,7 +549,7 @@ def test_sends_and_receipts_store_the_same_whether_prepared_or_not(
         pytest.skip("prepared statements are PostgreSQL's")
     settings.DB_PREPARED_STATEMENTS = prepared
     # Prepared statements live as long as the connection: count what this test adds.
-    before = _prepared("WITH was AS"), _prepared("RETURNING m.delivered_seq")
+    before = _prepared("chat_store_messages"), _prepared("RETURNING m.delivered_seq")
     chat = direct(ana, bo)
     settings.NOTIFY_ENABLED = True
     first = send(ana, chat, "decided later")
@@ -584,7 +584,7 @@ def test_sends_and_receipts_store_the_same_whether_prepared_or_not(
     assert (again.read_seq, again.delivered_seq, again.changed) == (3, 3, False)
     assert (past.delivered_seq, past.changed) == (3, False)  # bo sent 3: already there
     assert Membership.objects.get(conversation=chat, user=ana).read_seq == 3
-    after = _prepared("WITH was AS"), _prepared("RETURNING m.delivered_seq")
+    after = _prepared("chat_store_messages"), _prepared("RETURNING m.delivered_seq")
     if prepared:
         assert after[0] > 0 and after[1] > 0, "the send and the raise were not prepared"
     else:
