@@ -212,7 +212,7 @@ def test_a_batch_that_fails_as_a_whole_fails_each_of_its_callers_and_the_next_ru
 
     batcher: Batcher[int, int] = Batcher(run, limit=1, size=10)
 
-    async def scenario() -> tuple[list[Any], int]:
+    async def scenario() -> tuple[Any, int]:
         failed = await asyncio.gather(batcher.submit(1), batcher.submit(2), return_exceptions=True)
         return failed, await batcher.submit(3)
 
