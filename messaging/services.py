@@ -1003,7 +1003,11 @@ def send_message(
     request = SendRequest(
         sender, conversation_id, client_msg_id, body, attachment_ids, reply_to, origin
     )
-    return _store_one(_check_send(request))
+    body = _clean_body(body, allow_empty=bool(attachment_ids))
+    verdict = ratelimit.take(
+        _send_bucket(request), rate=settings.CHAT_SEND_RATE, burst=settings.CHAT_SEND_BURST
+    )
+    return _store_one(_check_send(request, body, verdict))
 
 
 def send_messages(requests: Sequence[SendRequest]) -> list[SendResult | DomainError]:
@@ -1022,11 +1026,23 @@ def send_messages(requests: Sequence[SendRequest]) -> list[SendResult | DomainEr
     while earlier ones were being written (`chatsite.gateway.dbthreads.Batcher`).
     """
     outcomes: list[SendResult | DomainError | None] = [None] * len(requests)
-    together: list[tuple[int, _CheckedSend]] = []
+    bodies: dict[int, str] = {}
     for i, request in enumerate(requests):
+        try:
+            bodies[i] = _clean_body(request.body, allow_empty=bool(request.attachment_ids))
+        except DomainError as exc:
+            outcomes[i] = exc
+    verdicts = ratelimit.take_each(  # one Redis round trip for the batch
+        [_send_bucket(requests[i]) for i in bodies],
+        rate=settings.CHAT_SEND_RATE,
+        burst=settings.CHAT_SEND_BURST,
+    )
+    together: list[tuple[int, _CheckedSend]] = []
+    for (i, body), verdict in zip(bodies.items(), verdicts, strict=True):
+        request = requests[i]
         with correlated(request.cid):
             try:
-                together.append((i, _check_send(request)))
+                together.append((i, _check_send(request, body, verdict)))
             except DomainError as exc:
                 outcomes[i] = exc
     alone = [(i, checked) for i, checked in together if checked.attachments]
@@ -1059,12 +1075,16 @@ def _outcome(store: Callable[[], SendResult]) -> SendResult | DomainError:
         return exc
 
 
-def _check_send(request: SendRequest) -> _CheckedSend:
-    """Check what can be checked before a send is stored (limits, rate, its reply), or raise."""
-    body = _clean_body(request.body, allow_empty=bool(request.attachment_ids))
-    verdict = ratelimit.take(
-        f"send:{request.sender.pk}", rate=settings.CHAT_SEND_RATE, burst=settings.CHAT_SEND_BURST
-    )
+def _send_bucket(request: SendRequest) -> str:
+    """Return the rate-limit bucket of a send: its sender's."""
+    return f"send:{request.sender.pk}"
+
+
+def _check_send(request: SendRequest, body: str, verdict: ratelimit.Verdict) -> _CheckedSend:
+    """Check the rest of what can be checked before a send is stored, or raise.
+
+    `body` passed the length checks; `verdict` is the rate limit's for this send.
+    """
     if not verdict.allowed:
         metrics.count_rate_limited("send")
         raise RateLimited(verdict.retry_after)

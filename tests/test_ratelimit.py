@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from chatsite.ratelimit import charge, take
+from chatsite.ratelimit import charge, take, take_each
 from chatsite.redis import sync_client
 
 
@@ -40,3 +40,24 @@ def test_a_charge_past_an_empty_bucket_leaves_it_in_debt() -> None:
     assert [v.allowed for v in charged] == [False, False, False]
     assert not after.allowed
     assert 3.5 < after.retry_after <= 4.0
+
+
+def test_taking_for_several_keys_at_once_answers_as_one_take_each_would() -> None:
+    """Tried: a batch naming one bucket of 3 (at 1/s) four times and another once, then
+    the same after SCRIPT FLUSH (a restarted Redis): the 4th take of the first is refused
+    with its wait, the other bucket unaffected, and the buckets hold what was taken."""
+    client = sync_client()
+    assert client is not None
+    busy, other = f"test:{uuid.uuid4().hex}", f"test:{uuid.uuid4().hex}"
+
+    verdicts = take_each([busy, busy, other, busy, busy], rate=1.0, burst=3.0)
+
+    assert [v.allowed for v in verdicts] == [True, True, True, True, False]
+    assert 0.5 < verdicts[-1].retry_after <= 1.0 and verdicts[0].retry_after == 0.0
+    assert not take(busy, rate=1.0, burst=3.0, cost=0).allowed  # nothing left
+    assert take(other, rate=1.0, burst=3.0, cost=2).allowed  # two of three left
+
+    client.script_flush()
+    fresh = f"test:{uuid.uuid4().hex}"
+    again = take_each([fresh, fresh, busy], rate=0.01, burst=1.0)
+    assert [v.allowed for v in again] == [True, False, False]

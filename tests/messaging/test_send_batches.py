@@ -23,6 +23,7 @@ from messaging.errors import (
     Conflict,
     MessageTooLong,
     NotAMember,
+    RateLimited,
 )
 from messaging.models import Attachment, Conversation, Membership, Message, NotificationDue
 from tests.conftest import Listener
@@ -167,6 +168,25 @@ def test_each_send_of_a_batch_gets_its_own_refusal_and_the_others_are_stored(
         Message.objects.filter(conversation=news, kind="text").values_list("body", "seq")
     ) == [("from the owner", news_seq + 1)]
     assert seqs_of(news) == list(range(1, news_seq + 2))
+
+
+def test_a_sender_past_the_rate_limit_in_a_batch_is_refused_and_the_others_stored(
+    ana: User, bo: User, settings: Any
+) -> None:
+    # Given a send rate of 2 in a burst, refilled once a minute
+    settings.CHAT_SEND_BURST, settings.CHAT_SEND_RATE = 2, 1 / 60
+    chat, _ = services.create_direct_conversation(user=ana, other_user_id=bo.pk)
+    # When ana sends three in one batch, bo one between them
+    batch = [request(ana, chat, "a1"), request(ana, chat, "a2"), request(bo, chat, "b1")]
+    outcomes = services.send_messages([*batch, request(ana, chat, "a3")])
+    # Then ana's third is refused with a wait, and the rest are stored in order
+    assert [type(o) for o in outcomes] == [services.SendResult] * 3 + [RateLimited]
+    assert outcomes[3].retry_after > 50  # type: ignore[union-attr]
+    assert [m.body for m in Message.objects.filter(conversation=chat).order_by("seq")] == [
+        "a1",
+        "a2",
+        "b1",
+    ]
 
 
 def test_a_retry_in_a_batch_answers_the_original_and_the_others_are_stored_once(
