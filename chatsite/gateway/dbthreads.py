@@ -267,25 +267,33 @@ class Batcher(Generic[K, V]):
         self.running += 1
         if self.observe is not None:
             self.observe(len(batch))
-        # In a context of its own: the batch must not inherit the first caller's.
-        loop.create_task(self._batch(loop, batch), context=contextvars.Context())
+        call = functools.partial(self.run, [item for item, _ in batch])
+        # In a context of its own: the batch must not inherit the first caller's. A
+        # callback on the pool's future, not a task: one object less a batch.
+        done = asyncio.ensure_future(contextvars.Context().run(db, call))
+        done.add_done_callback(functools.partial(self._finish, loop, batch))
 
-    async def _batch(self, loop: asyncio.AbstractEventLoop, batch: list[tuple[K, Any]]) -> None:
-        try:
-            outcomes = await db(functools.partial(self.run, [item for item, _ in batch]))
-            if len(outcomes) != len(batch):
-                raise RuntimeError(f"{len(outcomes)} outcomes for a batch of {len(batch)}")
-        except Exception as exc:  # noqa: BLE001 - every caller gets the failure, not a hang
-            outcomes = [exc] * len(batch)
-        finally:
-            if self.loop is loop:
-                self.running -= 1
-                if self.waiting:
-                    self._start(loop)
+    def _finish(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        batch: list[tuple[K, asyncio.Future[V]]],
+        done: asyncio.Future[Sequence[V | Exception]],
+    ) -> None:
+        failure = asyncio.CancelledError() if done.cancelled() else done.exception()
+        outcomes: Sequence[V | BaseException] = (
+            [failure] * len(batch) if failure is not None else done.result()
+        )
+        if len(outcomes) != len(batch):
+            failure = RuntimeError(f"{len(outcomes)} outcomes for a batch of {len(batch)}")
+            outcomes = [failure] * len(batch)
+        if self.loop is loop:
+            self.running -= 1
+            if self.waiting:
+                self._start(loop)
         for (_, future), outcome in zip(batch, outcomes, strict=True):
             if future.done():
                 continue
-            if isinstance(outcome, Exception):
+            if isinstance(outcome, BaseException):
                 future.set_exception(outcome)
             else:
                 future.set_result(outcome)
