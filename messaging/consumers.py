@@ -43,8 +43,8 @@ TYPING_TARGET_TTL = 30.0
 _log_positions: Coalescer[int, int] = Coalescer(
     lambda user_ids: selectors.get_log_positions(user_ids=user_ids), window=0.1
 )
-# Sends are stored together when they arrive faster than one statement at a time can
-# store them (`services.send_messages`).
+# Sends are stored together when they arrive while WS_SEND_WRITES statements are
+# already storing earlier ones (`services.send_messages`).
 _sends: Batcher[services.SendRequest, services.SendResult] = Batcher(
     services.send_messages,
     limit=settings.WS_SEND_WRITES,
