@@ -103,6 +103,8 @@ def take_each(keys: Sequence[str], *, rate: float, burst: float) -> list[Verdict
     a gateway's batch of sends: their bucket scripts go to Redis together, pipelined
     (EVALSHA; after a Redis restart forgot the script, one at a time, loading it).
     """
+    if len(keys) == 1:  # most batches: no pipeline to build
+        return [take(keys[0], rate=rate, burst=burst)]
     now = time.time()
     verdicts: list[Verdict] = [Verdict(True, 0.0)] * len(keys)
     by_client: dict[redis.Redis, list[int]] = {}

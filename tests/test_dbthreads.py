@@ -232,7 +232,8 @@ def test_a_caller_that_stops_waiting_still_has_its_call_run() -> None:
         await gate.wait_started()
         # When a caller waiting for the next batch is cancelled (its socket closed)
         waiting = asyncio.ensure_future(batcher.submit(2))
-        await asyncio.sleep(0.01)
+        while not batcher.waiting:  # handed over
+            await asyncio.sleep(0)
         waiting.cancel()
         gate.open.set()
         await first
