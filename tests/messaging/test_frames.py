@@ -127,3 +127,37 @@ def test_presence_subscribe_keeps_the_first_of_repeated_ids() -> None:
     request = frames.parse_presence_subscribe({"users": [5, 2, 5, 9, 2]}, limit=10)
 
     assert request.users == [5, 2, 9]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('{"type": "ping", "conversation": 1', "The frame is not valid JSON."),
+        ('{"type": "ping", "conversation": NaN}', "conversation must be a non-negative integer."),
+        ('{"type": "ping", "conversation": 1e400}', "conversation must be a non-negative integer."),
+        (
+            '{"type": "ping", "conversation": 123456789012345678901234567890}',
+            "conversation must be a non-negative integer.",
+        ),
+        ('{"type": "ping", "ref": "\\ud800"}', "Strings must be valid Unicode text."),
+        ("[1, 2]", "A frame must be a JSON object."),
+    ],
+)
+def test_what_orjson_refuses_is_refused_as_before(text: str, message: str) -> None:
+    """Tried: text orjson does not read (a cut frame, NaN, a number past a double, a lone
+    surrogate escape) and an integer past 64 bits (a float from orjson): each gets the
+    error the json module's reading gave, naming the field where there is one."""
+    with pytest.raises((BadRequest, frames.BadFrame)) as caught:
+        envelope = frames.parse_envelope(text)
+        frames.parse_ping(envelope.data)
+    error = caught.value
+    if isinstance(error, frames.BadFrame):
+        error = error.error
+    assert isinstance(error, BadRequest) and error.message == message
+
+
+def test_escaped_surrogate_pairs_are_read_as_their_character() -> None:
+    """Tried: an emoji written as a JSON surrogate-pair escape and as itself: both read."""
+    escaped = frames.parse_envelope('{"type": "ping", "ref": "\\ud83d\\ude00"}')
+    plain = frames.parse_envelope('{"type": "ping", "ref": "😀"}')
+    assert escaped.ref == plain.ref == "😀"
