@@ -61,3 +61,21 @@ def test_taking_for_several_keys_at_once_answers_as_one_take_each_would() -> Non
     fresh = f"test:{uuid.uuid4().hex}"
     again = take_each([fresh, fresh, busy], rate=0.01, burst=1.0)
     assert [v.allowed for v in again] == [True, False, False]
+
+
+def test_replies_are_read_by_the_c_parser() -> None:
+    """Tried: the clients of rate limits, presence and the channel layer read replies with
+    hiredis (a requirement; redis-py falls back to its Python parser, 20-25% more CPU a
+    round trip, if hiredis is missing or of a version it does not take)."""
+    from redis._parsers import _AsyncHiredisParser, _HiredisParser
+    from redis.asyncio import Redis as AsyncRedis
+
+    client = sync_client(shard_by="hiredis-check")
+    assert client is not None
+    connection = client.connection_pool.get_connection("PING")
+    try:
+        assert isinstance(connection._parser, _HiredisParser)
+    finally:
+        client.connection_pool.release(connection)
+    async_connection = AsyncRedis().connection_pool.make_connection()
+    assert isinstance(async_connection._parser, _AsyncHiredisParser)
