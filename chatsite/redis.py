@@ -64,7 +64,7 @@ def sync_client(shard_by: object = None) -> redis.Redis | None:
     urls = shard_urls()
     if not urls:
         return None
-    return _sync_client(urls[0 if shard_by is None else shard_of(shard_by)])
+    return _sync_client(urls[0 if shard_by is None else shard_of(shard_by, len(urls))])
 
 
 def sync_clients() -> list[redis.Redis]:
@@ -113,7 +113,7 @@ def async_client(shard_by: object = None) -> aioredis.Redis | None:
     urls = shard_urls()
     if not urls:
         return None
-    return _async_client(urls[0 if shard_by is None else shard_of(shard_by)])
+    return _async_client(urls[0 if shard_by is None else shard_of(shard_by, len(urls))])
 
 
 def async_clients() -> list[aioredis.Redis]:
