@@ -77,5 +77,5 @@ def test_replies_are_read_by_the_c_parser() -> None:
         assert isinstance(connection._parser, _HiredisParser)
     finally:
         client.connection_pool.release(connection)
-    async_connection = AsyncRedis().connection_pool.make_connection()
+    async_connection = AsyncRedis().connection_pool.make_connection()  # type: ignore[no-untyped-call]
     assert isinstance(async_connection._parser, _AsyncHiredisParser)
