@@ -122,6 +122,35 @@ class FlowControlledWebSocket(WebSocketsSansIOProtocol):
         if scope is not None:
             scope["extensions"][SEND_TIMEOUT_EXTENSION] = {}
 
+    def data_received(self, data: bytes) -> None:
+        """Read as uvicorn does; answer a handshake request `websockets` refused, and close.
+
+        uvicorn answers a handshake the parser read but `accept` refused (a missing key,
+        say). One the parser itself refused (a body, an unknown method or version, too
+        many or too long header lines) it left open with no answer and no deadline, and
+        its shutdown then failed on that connection (an `AssertionError`, the answer
+        it tried to send being past the end already sent). Such a request now gets a 400
+        with the reason, and the connection is closed.
+        """
+        super().data_received(data)
+        if self.conn.handshake_exc is not None and not self.handshake_initiated:
+            self._refuse(self.conn.handshake_exc)
+
+    def _refuse(self, error: BaseException) -> None:
+        if self.transport.is_closing():
+            return
+        reason = f"{error}: {error.__cause__}" if error.__cause__ is not None else str(error)
+        response = self.conn.reject(400, f"Failed to open a WebSocket connection: {reason}.\n")
+        self.transport.write(response.serialize())
+        self.transport.close()
+
+    def shutdown(self) -> None:
+        """Close a connection whose handshake was refused; others as uvicorn does."""
+        if self.conn.handshake_exc is not None and not self.handshake_initiated:
+            self.transport.close()
+            return
+        super().shutdown()
+
     def send_receive_event_to_app(self) -> None:
         """Queue a received frame; stop reading only when too much waits unread."""
         if self.curr_msg_data_type == "text":
