@@ -133,11 +133,16 @@ class FlowControlledWebSocket(WebSocketsSansIOProtocol):
         with the reason, and the connection is closed.
         """
         super().data_received(data)
-        if self.conn.handshake_exc is not None and not self.handshake_initiated:
-            self._refuse(self.conn.handshake_exc)
+        if self._handshake_refused():
+            self._refuse()
 
-    def _refuse(self, error: BaseException) -> None:
-        if self.transport.is_closing():
+    def _handshake_refused(self) -> bool:
+        """Whether the parser refused the handshake request (nothing was accepted or sent)."""
+        return self.conn.handshake_exc is not None and not self.handshake_initiated
+
+    def _refuse(self) -> None:
+        error = self.conn.handshake_exc
+        if error is None or self.transport.is_closing():
             return
         reason = f"{error}: {error.__cause__}" if error.__cause__ is not None else str(error)
         response = self.conn.reject(400, f"Failed to open a WebSocket connection: {reason}.\n")
@@ -146,7 +151,7 @@ class FlowControlledWebSocket(WebSocketsSansIOProtocol):
 
     def shutdown(self) -> None:
         """Close a connection whose handshake was refused; others as uvicorn does."""
-        if self.conn.handshake_exc is not None and not self.handshake_initiated:
+        if self._handshake_refused():
             self.transport.close()
             return
         super().shutdown()
