@@ -176,9 +176,30 @@ async function removeShown(data) {
   }
 }
 
+/*
+ * Pushes are handled one at a time, in the order they came. Chromium's getNotifications()
+ * deletes from its store every notification that its platform does not report as shown
+ * yet, unless it was created after the read began: a `remove` read while an earlier
+ * `message` was between showNotification() and its display would lose that notification
+ * from the store (it stays on screen, and no later `remove` could close it). A
+ * showNotification() has resolved once the notification is on display, so the next push
+ * starts after that.
+ */
+let pushes = Promise.resolve();
+// How many pushes this worker finished since it started (DevTools and the browser tests
+// read it to know that a push they delivered is done; a stopped worker starts at 0).
+self.pushesHandled = 0;
+
 self.addEventListener("push", (event) => {
   const data = pushData(event);
-  event.waitUntil(data.type === "remove" ? removeShown(data) : showMessage(data));
+  const handle = () => (data.type === "remove" ? removeShown(data) : showMessage(data));
+  const done = pushes.then(handle);
+  pushes = done
+    .catch(() => {}) // the next push goes on; this one's failure is the event's own
+    .finally(() => {
+      self.pushesHandled += 1;
+    });
+  event.waitUntil(pushes.then(() => done));
 });
 
 self.addEventListener("notificationclick", (event) => {
