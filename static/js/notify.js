@@ -62,15 +62,14 @@ function show({ title, body, tag, onClick }) {
   }
 }
 
-/** Close the notifications shown with `tag` (by this page or by a push): they are seen. */
-export async function dismissShown(tag) {
-  if (notificationPermission() !== "granted" || !navigator.serviceWorker?.controller) return;
-  try {
-    const registration = await navigator.serviceWorker.ready;
-    for (const notification of await registration.getNotifications({ tag })) notification.close();
-  } catch {
-    // nothing shown, or no worker: nothing to close
-  }
+/**
+ * Close the notifications a push showed for `conversation`: it is in front of the user
+ * now. The service worker does it, in turn with the pushes it is showing (reading the
+ * notifications while one is on its way to the screen would lose that one).
+ */
+export function dismissShown(conversation) {
+  if (notificationPermission() !== "granted") return;
+  navigator.serviceWorker?.controller?.postMessage({ type: "dismiss", conversation });
 }
 
 /** Register the root-scoped service worker (offline app shell, push display). */

@@ -54,6 +54,8 @@ self.addEventListener("message", (event) => {
   const type = event.data?.type;
   if (type === "cache-app") event.waitUntil(cacheAppPage().catch(() => {}));
   if (type === "logout") event.waitUntil(forgetAppPage());
+  const conversation = Number(event.data?.conversation);
+  if (type === "dismiss" && Number.isSafeInteger(conversation)) event.waitUntil(inOrder(() => dismissShown(conversation)));
 });
 
 async function appNavigation(request) {
@@ -177,30 +179,43 @@ async function removeShown(data) {
 }
 
 /*
- * Pushes are handled one at a time, in the order they came. Chromium's getNotifications()
- * deletes from its store every notification that its platform does not report as shown
- * yet, unless it was created after the read began: a `remove` read while an earlier
- * `message` was between showNotification() and its display would lose that notification
- * from the store (it stays on screen, and no later `remove` could close it). A
- * showNotification() has resolved once the notification is on display, so the next push
- * starts after that.
+ * Pushes, and the pages' requests to close what they show, are handled one at a time, in
+ * the order they came. Chromium's getNotifications() deletes from its store every
+ * notification that its platform does not report as shown yet, unless it was created
+ * after the read began: a `remove` read while an earlier `message` was between
+ * showNotification() and its display would lose that notification from the store (it
+ * stays on screen, and no later `remove` could close it). A showNotification() has
+ * resolved once the notification is on display, so the next one starts after that.
  */
-let pushes = Promise.resolve();
+let queue = Promise.resolve();
+
+/** Run `work` after everything queued before it; answer its own outcome. */
+function inOrder(work) {
+  const done = queue.then(work);
+  queue = done.catch(() => {}); // the next goes on; a failure is its event's own
+  return queue.then(() => done);
+}
+
 // How many pushes this worker finished since it started (DevTools and the browser tests
 // read it to know that a push they delivered is done; a stopped worker starts at 0).
 self.pushesHandled = 0;
 
 self.addEventListener("push", (event) => {
   const data = pushData(event);
-  const handle = () => (data.type === "remove" ? removeShown(data) : showMessage(data));
-  const done = pushes.then(handle);
-  pushes = done
-    .catch(() => {}) // the next push goes on; this one's failure is the event's own
-    .finally(() => {
+  const done = inOrder(() => (data.type === "remove" ? removeShown(data) : showMessage(data)));
+  event.waitUntil(
+    done.finally(() => {
       self.pushesHandled += 1;
-    });
-  event.waitUntil(pushes.then(() => done));
+    }),
+  );
 });
+
+/** Close every notification of the conversation (a page shows it now). */
+async function dismissShown(conversation) {
+  for (const notification of await self.registration.getNotifications({ tag: tagOf(conversation) })) {
+    notification.close();
+  }
+}
 
 self.addEventListener("notificationclick", (event) => {
   event.notification.close();

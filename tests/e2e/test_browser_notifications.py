@@ -440,11 +440,23 @@ def test_service_worker_shows_a_message_push_and_a_remove_push_takes_it_back(web
         after=pushes,
     )
 
-    # While the app shows that very conversation (focused, visible), it needs no notice.
+    # Opening the conversation in the app closes its notification (the worker does it,
+    # in turn with the pushes: `dismiss` in sw.js).
+    pushes.push(message_push(chat.pk, 43, "Look here"))
+    book_club = {"title": "Book club", "body": "Elsewhere", "tag": f"conversation-{chat.pk + 1000}"}
+    shown_notifications(
+        page, [{"title": "Ana Lima", "body": "Look here", "tag": tag}, book_club], after=pushes
+    )
     conversation(page, "Ana Lima").click()
     expect(page).to_have_url(f"{web.url(0)}/#c{chat.pk}")
+    deadline = time.monotonic() + 10
+    while _summary(shown := page.evaluate(SHOWN)) != _summary([book_club]):
+        assert time.monotonic() < deadline, f"shown: {shown}, expected: {[book_club]}"
+        time.sleep(0.1)
+
+    # While the app shows that very conversation (focused, visible), it needs no notice.
     assert page.evaluate("() => document.hasFocus() && document.visibilityState") == "visible"
-    pushes.push(message_push(chat.pk, 43, "Seen already"))
+    pushes.push(message_push(chat.pk, 44, "Seen already"))
     pushes.push(message_push(chat.pk + 1000, 8, "Not seen", title="Book club"))
     shown_notifications(
         page,

@@ -50,7 +50,7 @@ export async function openConversation(id, { reveal = null } = {}) {
   if (matchMedia("(min-width: 48em)").matches) ui.input.focus({ preventScroll: true });
   else ui.title.focus({ preventScroll: true });
   loadDetails(id);
-  attention.dismissShown(`conversation-${id}`); // it is in front of the user now
+  attention.dismissShown(id); // it is in front of the user now
   await client.open(id);
   if (current !== id) return;
   renderMessages({ stick: reveal === null && !unread });
