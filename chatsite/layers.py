@@ -49,6 +49,7 @@ from channels_redis.pubsub import (
 
 from chatsite import metrics
 from chatsite.gateway.inbox import Inbox
+from chatsite.redis import hiredis_packing
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +83,13 @@ class _Shard(RedisSingleShardConnection):  # type: ignore[misc]
         self._ops: list[_Op] = []
         self._queued: dict[str, int] = {}  # channel -> its (un)subscribes still queued
         self._drainer: asyncio.Task[None] | None = None
+
+    def _ensure_redis(self) -> None:
+        """Open the shard's client as channels-redis does, packing commands with hiredis."""
+        if self._redis is None:
+            super()._ensure_redis()
+            redis: Any = self._redis
+            hiredis_packing(redis.connection_pool)
 
     async def publish(self, channel: str, message: Any) -> None:
         await self._enqueue("publish", channel, message)

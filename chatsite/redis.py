@@ -18,10 +18,11 @@ import weakref
 from collections.abc import Sequence
 from typing import Any
 
+import hiredis
 import redis
 import redis.asyncio as aioredis
 from django.conf import settings
-from redis.exceptions import NoScriptError
+from redis.exceptions import DataError, NoScriptError
 
 
 def shard_urls() -> list[str]:
@@ -77,6 +78,43 @@ def forget_clients() -> None:
     _sync_client.cache_clear()
 
 
+class _HiredisPacking:
+    """Pack commands with hiredis' C packer, as redis-py's sync connections do.
+
+    redis-py 5's asyncio connections pack in Python, growing one bytes object argument
+    by argument: a presence batch of 100 users' heartbeats (600 arguments) took 430 µs
+    to pack against 46 µs here, and packing was 7% of an idle gateway's CPU. The bytes
+    are the same (`tests/test_redis_packing.py`).
+    """
+
+    def pack_command(self, *args: Any) -> list[bytes]:
+        """Pack one command (a command name like "CONFIG GET" is split, as redis-py does)."""
+        head = args[0]
+        if isinstance(head, str):
+            args = (*head.encode().split(), *args[1:])
+        elif b" " in head:
+            args = (*head.split(), *args[1:])
+        try:
+            return [hiredis.pack_command(args)]
+        except TypeError as exc:
+            raise DataError(str(exc)) from exc
+
+
+_packing_classes: dict[type, type] = {}
+
+
+def hiredis_packing(pool: aioredis.ConnectionPool) -> aioredis.ConnectionPool:
+    """Make the connections `pool` opens from now on pack commands with hiredis."""
+    base = pool.connection_class
+    if not issubclass(base, _HiredisPacking):
+        packing = _packing_classes.get(base)
+        if packing is None:
+            packing = type(f"HiredisPacking{base.__name__}", (_HiredisPacking, base), {})
+            _packing_classes[base] = packing
+        pool.connection_class = packing
+    return pool
+
+
 # One client per event loop and server (asyncio connections belong to the loop that made them).
 _async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, aioredis.Redis]]
 _async_clients = weakref.WeakKeyDictionary()
@@ -100,7 +138,7 @@ def _async_client(url: str) -> aioredis.Redis:
             socket_connect_timeout=settings.REDIS_SOCKET_TIMEOUT,
             health_check_interval=30,
         )
-        client = aioredis.Redis(connection_pool=pool)
+        client = aioredis.Redis(connection_pool=hiredis_packing(pool))
         clients[url] = client
     return client
 
