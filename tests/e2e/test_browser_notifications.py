@@ -466,7 +466,9 @@ def test_service_worker_shows_a_message_push_and_a_remove_push_takes_it_back(web
 
 
 def test_removes_handled_between_message_pushes_lose_none_of_the_messages(web: Web) -> None:
-    """Ten message pushes, each followed at once by a `remove` of another conversation.
+    """Thirty message pushes (three rounds of ten), each followed at once by a `remove`.
+
+    The `remove`s are of another conversation, so every message must stay shown.
 
     A `remove` reads the notifications shown; a read while a message push is between
     `showNotification()` and its display makes Chromium drop that notification from its
