@@ -22,6 +22,16 @@ from websockets.exceptions import ConnectionClosed
 
 logger = logging.getLogger(__name__)
 
+# Frames in and out with orjson where it is installed: a fifth to a third of the json
+# module's CPU per frame. The client needs only the standard library and websockets.
+_ORJSON: bool
+try:
+    import orjson
+except ImportError:  # pragma: no cover - the tests run with orjson installed
+    _ORJSON = False
+else:
+    _ORJSON = True
+
 Frame = dict[str, Any]
 
 CATCH_UP_CONCURRENCY = 4  # fetches in flight at once per connection
@@ -59,7 +69,10 @@ class Session:
 
     async def send(self, frame: Mapping[str, Any]) -> None:
         """Send one JSON frame (raises ConnectionClosed if the socket is gone)."""
-        await self.ws.send(json.dumps(frame))
+        if _ORJSON:  # the same text frame; keys that are not strings become strings
+            await self.ws.send(orjson.dumps(frame, option=orjson.OPT_NON_STR_KEYS), text=True)
+        else:
+            await self.ws.send(json.dumps(frame))
 
     async def stop(self) -> None:
         """Cancel the background tasks and wait for them to end."""
@@ -75,8 +88,8 @@ def parse_frame(raw: str | bytes) -> Frame | None:
         logger.warning("binary frame from the server ignored")
         return None
     try:
-        frame = json.loads(raw)
-    except ValueError:
+        frame = orjson.loads(raw) if _ORJSON else json.loads(raw)
+    except ValueError:  # orjson.JSONDecodeError is one too
         logger.warning("frame that is not JSON ignored: %.200r", raw)
         return None
     if not isinstance(frame, dict):

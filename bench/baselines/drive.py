@@ -23,7 +23,8 @@ what it got against what was sent (a layer that drops messages when overloaded s
 as loss, and a step waits at most 15 s for stragglers) and the latency from send to
 receipt on one clock. The tutorial echoes a message to its sender too; that copy is
 not a delivery. The clients run on this process's event loop with the `websockets`
-library, with the options our reference client uses (no compression, no size cap).
+library, with the options our reference client uses (no compression, no size cap),
+and, as it does, orjson for the JSON of every frame.
 Pauses and warm-ups last `baseline_pause_seconds`: 1 s, as ours, but in a smoke run.
 """
 
@@ -32,7 +33,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import json
 import math
 import os
 import signal
@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import orjson
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
@@ -184,7 +185,7 @@ class Tally:
 
     def take(self, receiver: int, text: str, at: float) -> None:
         """Count one frame `receiver` got at `at` (its own echo and strangers aside)."""
-        sender, seq, sent_at = json.loads(text)["message"].split(" ")
+        sender, seq, sent_at = orjson.loads(text)["message"].split(" ")
         key = (int(sender), int(seq))
         if key[0] != receiver and key in self.sends:
             self.receipts.setdefault((*key, receiver), at - float(sent_at))
@@ -219,9 +220,9 @@ class Member:
         """Send the next message of this member; a failed send expects nothing."""
         key = (self.ident, next(self.seqs))
         tally.sends[key] = self.others
-        text = json.dumps({"message": f"{key[0]} {key[1]} {time.monotonic()!r}"})
+        text = orjson.dumps({"message": f"{key[0]} {key[1]} {time.monotonic()!r}"})
         try:
-            await self.ws.send(text)
+            await self.ws.send(text, text=True)
         except ConnectionClosed:
             tally.sends.pop(key, None)
             raise

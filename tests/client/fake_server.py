@@ -36,6 +36,7 @@ class Connection:
     user: int
     device: str | None
     frames: list[dict[str, Any]] = field(default_factory=list)
+    binary_frames: int = 0
 
 
 class FakeServer:
@@ -160,6 +161,10 @@ class FakeServer:
         )
         with contextlib.suppress(ConnectionClosed):
             async for raw in ws:
+                if isinstance(raw, bytes):  # as the gateway: JSON text frames only
+                    connection.binary_frames += 1
+                    await self._error(connection, "bad_request", None)
+                    continue
                 frame = json.loads(raw)
                 connection.frames.append(frame)
                 await self._answer(connection, frame)

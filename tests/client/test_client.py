@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 import chatclient.client
+import chatclient.session
 from chatclient import ChatClient, ChatError, History, SessionClosed, Update, bearer_auth, check
 from tests.client.fake_server import FakeServer
 
@@ -55,22 +56,31 @@ def next_event(client: ChatClient, kind: str) -> asyncio.Future[Update]:
     return asyncio.ensure_future(client.wait_for(lambda u: u.get("type") == kind, 10.0))
 
 
-def test_messages_sent_by_one_client_reach_the_other_live_and_the_check_passes() -> None:
+@pytest.mark.parametrize("with_orjson", [True, False], ids=["orjson", "json"])
+def test_messages_sent_by_one_client_reach_the_other_live_and_the_check_passes(
+    with_orjson: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Frames are encoded and decoded by orjson where it is installed, by the json module
+    # otherwise: either way every frame the server gets is a JSON text frame.
+    monkeypatch.setattr(chatclient.session, "_ORJSON", with_orjson)
+
     async def scenario() -> None:
         async with serving() as server:
             server.create_conversation(CONV, {1, 2})
             history = History()
             ana, bo = client_for(server, 1, history), client_for(server, 2, history)
             async with ana, bo:
-                sent = [await ana.send(CONV, f"m{n}") for n in range(10)]
+                sent = [await ana.send(CONV, f"m{n}\u00e9\U0001f600") for n in range(10)]
                 await bo.wait_for_message(lambda m: m["id"] == sent[-1]["id"])
                 views = {"u1": ana.views(), "u2": bo.views()}
+                assert [c.binary_frames for c in server.connections] == [0, 0]
 
         report = check(history, views, {CONV: {"u1", "u2"}})
         assert report.ok, report.summary()
         assert report.sent_ok == 10
         assert report.latency.count == 10
         assert [m["seq"] for m in views["u2"][CONV]] == list(range(1, 11))
+        assert views["u2"][CONV][-1]["body"] == "m9\u00e9\U0001f600"
         assert all(r.via == "live" for r in history.recvs if r.client == "u2")
 
     run(scenario)
