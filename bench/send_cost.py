@@ -11,8 +11,9 @@ after the other on a warm connection, as a gateway's database thread runs them: 
 any transaction, with the per-user rate limit (lifted so it never refuses) on the Redis
 of `REDIS_URL` when it is set, as in a gateway. The broadcast is left out: a gateway
 hands it to its fan-out queue and goes on, and outside a gateway it would start an event
-loop per call, so here it is dropped. Prints this process's CPU and the wall time per
-call, in microseconds (PostgreSQL's CPU is not counted; the wall time includes the
+loop per call, so here it is dropped. Prints this process's CPU, the CPU of its
+PostgreSQL backend (read from `/proc`, so only when the server runs on this machine;
+`-` otherwise) and the wall time per call, in microseconds (the wall time includes the
 commit's flush to disk). With `--batch N` (N > 1) the sends go N at a time to
 `services.send_messages`, as a busy gateway stores the sends of its sockets (one
 statement per N sends), and the figures are still per send. The scratch database is
@@ -28,11 +29,24 @@ import uuid
 
 from bench.search_latency import scratch_database
 
+Figures = dict[str, list[tuple[float, float | None, float]]]
 
-def measure(sends: int, rounds: int, batch: int = 1) -> dict[str, list[tuple[float, float]]]:
-    """Return (CPU µs, wall µs) per call of each write, for each round."""
+
+def backend_cpu(pid: int) -> float | None:
+    """Return the CPU seconds used so far by process `pid`; None if it is not on this machine."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+def measure(sends: int, rounds: int, batch: int = 1) -> Figures:
+    """Return (CPU µs, PostgreSQL backend CPU µs or None, wall µs) per call of each write."""
     from django.conf import settings
     from django.core.management import call_command
+    from django.db import connection
 
     from accounts.models import User
     from messaging import events, services
@@ -72,16 +86,23 @@ def measure(sends: int, rounds: int, batch: int = 1) -> dict[str, list[tuple[flo
         send(n)
         delivered(n)
         read(n)
-    figures: dict[str, list[tuple[float, float]]] = {"send": [], "delivered": [], "read": []}
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        backend = int(cursor.fetchone()[0])
+    figures: Figures = {"send": [], "delivered": [], "read": []}
     for _ in range(rounds):
         first = len(seqs)
         for name, write in (("send", send), ("delivered", delivered), ("read", read)):
-            cpu, wall = time.process_time(), time.perf_counter()
+            cpu, wall, server = time.process_time(), time.perf_counter(), backend_cpu(backend)
             for n in range(first, first + sends):
                 write(n)
+            server_after = backend_cpu(backend)
             figures[name].append(
                 (
                     (time.process_time() - cpu) / sends * 1e6,
+                    None
+                    if server is None or server_after is None
+                    else (server_after - server) / sends * 1e6,
                     (time.perf_counter() - wall) / sends * 1e6,
                 )
             )
@@ -104,8 +125,12 @@ def main() -> int:
         django.setup()
         figures = measure(args.sends - args.sends % args.batch, args.rounds, args.batch)
     for name, rounds in figures.items():
-        for cpu, wall in rounds:
-            print(f"{name:9s} {cpu:7.1f} µs of CPU, {wall:7.1f} µs of wall time per call")
+        for cpu, server, wall in rounds:
+            backend = "      -" if server is None else f"{server:7.1f}"
+            print(
+                f"{name:9s} {cpu:7.1f} µs of CPU, {backend} µs of PostgreSQL's, "
+                f"{wall:7.1f} µs of wall time per call"
+            )
     return 0
 
 
