@@ -22,7 +22,7 @@ from websockets.exceptions import ConnectionClosed
 
 logger = logging.getLogger(__name__)
 
-# Frames in and out with orjson where it is installed: a fifth to a third of the json
+# Frames in and out with orjson where it is installed: a ninth to a third of the json
 # module's CPU per frame. The client needs only the standard library and websockets.
 _ORJSON: bool
 try:
