@@ -50,7 +50,7 @@ import { notifyAbout, renderNotifyBanner } from "./ui/notifications.js";
 import * as presence from "./ui/presence.js";
 import { idleTouch, onSessionReady, renderStatus } from "./ui/presence.js";
 import * as search from "./ui/search.js";
-import { $, boot, client, current, historyStore, learnPeople, me, store, ui } from "./ui/shared.js";
+import { $, boot, client, credentialsSettled, current, historyStore, learnPeople, me, store, ui } from "./ui/shared.js";
 import * as switcher from "./ui/switcher.js";
 import { clearTyping } from "./ui/typing.js";
 import * as typing from "./ui/typing.js";
@@ -92,18 +92,21 @@ client.addEventListener("stopped", ({ detail }) => {
   if (detail.code === AUTH_FAILED) {
     // A password change in this browser gives its session a new key, so the socket opened
     // with the old one is closed 4401 while the page is still signed in: connect again
-    // (once in a while; a login that really ended goes to the login page).
+    // (once in a while; a login that really ended goes to the login page). Ask once the
+    // change made here has its answer, which brings the new key.
     if (Date.now() - resumedAt < 15_000) {
       toLogin();
       return;
     }
-    api("/api/v1/users/me").then(
-      () => {
-        resumedAt = Date.now();
-        client.resume();
-      },
-      toLogin,
-    );
+    credentialsSettled()
+      .then(() => api("/api/v1/users/me"))
+      .then(
+        () => {
+          resumedAt = Date.now();
+          client.resume();
+        },
+        toLogin,
+      );
   } else if (detail.code === EVICTED) {
     ui.conn.textContent = "Open in too many windows: reload to reconnect";
   }

@@ -10,12 +10,14 @@ The browser, the deployments and the helpers are those of `tests/e2e/browser.py`
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable
 from datetime import timedelta
 
 import pytest
+from django.conf import settings
 from django.utils import timezone
-from playwright.sync_api import Locator, Page, expect
+from playwright.sync_api import Locator, Page, Route, expect
 
 from accounts.models import User
 from messaging import services
@@ -195,3 +197,31 @@ def test_sign_out_everywhere_signs_out_every_browser(web: Web) -> None:
     assert off_loop(lambda: User.objects.get(pk=ana.pk).login_epoch) == 1
     first.goto(f"{web.url(0)}/")
     first.wait_for_url(LOGIN_PAGE)
+
+
+def test_a_password_change_answered_after_the_socket_closed_keeps_this_browser(web: Web) -> None:
+    # Tried: Ana changes her password, and its answer (which carries her page's new
+    # session key) is held back until the gateway has closed her socket 4401, as it does
+    # to every socket of the replaced session. The page waits for the answer before it
+    # asks whether it is still signed in, so it stays signed in and online; it used to
+    # ask at once, with the old key, and go to the login page.
+    ana = make_person("ana", "Ana Lima")
+    page = web.log_in(ana, gateway=0)
+
+    def answer_late(route: Route) -> None:
+        answer = route.fetch()
+        time.sleep(settings.WS_AUTH_CHECK_INTERVAL + 2)  # the socket is closed meanwhile
+        route.fulfill(response=answer)
+
+    page.route("**/api/v1/users/me/password", answer_late)
+    dialog = open_settings(page)
+    dialog.get_by_label("Current password").fill(PASSWORD)
+    dialog.get_by_label("New password", exact=True).fill(NEW_PASSWORD)
+    dialog.get_by_label("Repeat the new password").fill(NEW_PASSWORD)
+    dialog.get_by_label("Repeat the new password").press("Enter")
+    expect(page.locator("#password-done")).to_have_text(
+        "Password changed. Every other device was signed out."
+    )
+    dialog.get_by_role("button", name="Cancel").click()
+    online(page)
+    assert not LOGIN_PAGE.search(page.url)

@@ -12,7 +12,7 @@ import { avatar, confirmDialog, debounce, paintAvatar, problem, toast } from "./
 import { arrowKeys } from "./list.js";
 import { enableNotifications } from "./notifications.js";
 import { setMyStatus } from "./presence.js";
-import { $, client, current, learnPeople, me, ui } from "./shared.js";
+import { $, changingCredentials, client, current, learnPeople, me, ui } from "./shared.js";
 
 // ---------------------------------------------------------------- settings (account, notifications)
 
@@ -397,10 +397,12 @@ async function changePassword(event) {
   password.button.disabled = true;
   try {
     // The answer's token pair is for native clients: this page keeps its session cookie.
-    await api("/api/v1/users/me/password", {
-      method: "POST",
-      body: { current_password: password.current.value, new_password: password.fresh.value },
-    });
+    await changingCredentials(
+      api("/api/v1/users/me/password", {
+        method: "POST",
+        body: { current_password: password.current.value, new_password: password.fresh.value },
+      }),
+    );
     for (const input of [password.current, password.fresh, password.repeat]) input.value = "";
     password.done.textContent = "Password changed. Every other device was signed out.";
   } catch (error) {

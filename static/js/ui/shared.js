@@ -91,6 +91,24 @@ function deviceId() {
   return id;
 }
 
+// A password change made in this page replaces the session key its socket was opened
+// with, and the gateway may close that socket 4401 before the change's answer, which
+// carries the new key, has reached the page. The 4401 handler waits for the change to
+// settle before it asks whether the page is still signed in (with the old key it is not).
+let credentialChange = Promise.resolve();
+
+/** Note that `request` changes this page's credentials; return it. */
+export function changingCredentials(request) {
+  credentialChange = request.then(
+    () => undefined,
+    () => undefined,
+  );
+  return request;
+}
+
+/** Resolve once the last credential change made in this page has been answered. */
+export const credentialsSettled = () => credentialChange;
+
 export const nameOf = (id) => (id === me.id ? "You" : names.get(id) || "Someone");
 
 /** Remember the names of users an answer listed (members, people found). */
