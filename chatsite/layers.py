@@ -31,6 +31,14 @@ Three changes:
   one SUBSCRIBE. The order of the operations is the order they were asked in, as with
   the lock (a group's events leave in commit order), and a subscribe to a channel the
   shard already has costs nothing.
+
+And one fix: channels-redis's `subscribe` returns once SUBSCRIBE is written, before Redis
+has processed it, so a socket could tell its client it was ready while a publish Redis
+handled first was still missed live. Here `subscribe` returns when Redis confirms the
+subscription (the reader takes the confirmations instead of ignoring them), or after
+`SUBSCRIBE_TIMEOUT` seconds without one (Redis paused or away: the socket goes on, as it
+would with the event lost, and the client repairs from the log); the confirmations of one
+batch are awaited together, so joining many groups costs one round trip.
 """
 
 from __future__ import annotations
@@ -71,6 +79,8 @@ class _CountingQueue(Inbox):
 
 # Operations sent in one round trip at most (a pipeline of publishes, one SUBSCRIBE).
 BATCH = 500
+# Seconds a subscribe waits for Redis to confirm it before the socket goes on without.
+SUBSCRIBE_TIMEOUT = 1.0
 
 _Op = tuple[str, str, Any, "asyncio.Future[None]"]
 
@@ -83,6 +93,9 @@ class _Shard(RedisSingleShardConnection):  # type: ignore[misc]
         self._ops: list[_Op] = []
         self._queued: dict[str, int] = {}  # channel -> its (un)subscribes still queued
         self._drainer: asyncio.Task[None] | None = None
+        # channel -> resolved when Redis confirms its SUBSCRIBE (written, not confirmed)
+        self._confirming: dict[str, asyncio.Future[None]] = {}
+        self._subscribing = asyncio.Event()  # set when the pub/sub connection has channels
 
     def _ensure_redis(self) -> None:
         """Open the shard's client as channels-redis does, packing commands with hiredis."""
@@ -107,10 +120,73 @@ class _Shard(RedisSingleShardConnection):  # type: ignore[misc]
             return
         super()._receive_message({"channel": message["channel"], "data": data})
 
+    async def _do_receiving(self) -> None:
+        """Hand each event to its sockets, and each subscribe confirmation to its waiters.
+
+        channels-redis's loop, with the confirmations kept, and waiting for a first
+        subscription on an event rather than in steps of 0.1 s.
+        """
+        while True:
+            try:
+                if self._pubsub is not None and self._pubsub.subscribed:
+                    message = await self._pubsub.get_message(timeout=0.1)
+                    if message is None:
+                        continue
+                    kind = message["type"]
+                    if kind == "message":
+                        self._receive_message(message)
+                    elif kind == "subscribe":
+                        self._confirmed(message["channel"])
+                else:
+                    self._subscribing.clear()
+                    async with asyncio.timeout(1.0):
+                        await self._subscribing.wait()
+            except TimeoutError:
+                continue
+            except (asyncio.CancelledError, GeneratorExit):
+                raise
+            except BaseException:
+                logger.exception("Unexpected exception in receive task")
+                await asyncio.sleep(1)
+
+    async def flush(self) -> None:
+        await super().flush()
+        for name in list(self._confirming):  # nobody waits on a connection that is gone
+            self._confirmed(name)
+
+    def _confirmed(self, channel: bytes | str) -> None:
+        name = channel.decode() if isinstance(channel, bytes) else channel
+        future = self._confirming.pop(name, None)
+        if future is not None and not future.done():
+            future.set_result(None)
+
     async def subscribe(self, channel: str) -> None:
-        if channel in self._subscribed_to and channel not in self._queued:
-            return  # already subscribed, and no unsubscribe waits ahead of this
-        await self._enqueue("subscribe", channel)
+        await self.subscribe_all([channel])
+
+    async def subscribe_all(self, channels: list[str]) -> None:
+        """Subscribe to `channels`, returning when Redis has confirmed every one of them."""
+        waits = [
+            self._enqueue("subscribe", channel)
+            for channel in channels
+            # not already subscribed, or an unsubscribe waits ahead of this
+            if channel not in self._subscribed_to or channel in self._queued
+        ]
+        if waits:
+            await asyncio.gather(*waits)
+        pending = {self._confirming[c] for c in channels if c in self._confirming}
+        if not pending:
+            return
+        _done, late = await asyncio.wait(pending, timeout=SUBSCRIBE_TIMEOUT)
+        if late:
+            metrics.SUBSCRIBES_UNCONFIRMED.inc(len(late))
+            logger.warning(
+                "Redis did not confirm %d subscription(s) within %.1f s; going on without",
+                len(late),
+                SUBSCRIBE_TIMEOUT,
+            )
+            for channel in channels:  # a later subscribe waits no more for these
+                if self._confirming.get(channel) in late:
+                    del self._confirming[channel]
 
     async def unsubscribe(self, channel: str) -> None:
         if channel not in self._subscribed_to and channel not in self._queued:
@@ -185,9 +261,21 @@ class _Shard(RedisSingleShardConnection):  # type: ignore[misc]
             return
         self._ensure_receiver()
         if kind == "subscribe":
-            await self._pubsub.subscribe(*names)
+            # Waited for before the write: the reader may take the confirmation during it.
+            loop = asyncio.get_running_loop()
+            for name in names:
+                self._confirming[name] = loop.create_future()
+            try:
+                await self._pubsub.subscribe(*names)
+            except BaseException:
+                for name in names:
+                    self._confirming.pop(name, None)
+                raise
             self._subscribed_to.update(names)
+            self._subscribing.set()
         else:  # never with no names: that would unsubscribe from everything
+            for name in names:  # nobody waits for a subscription that is given up
+                self._confirmed(name)
             await self._pubsub.unsubscribe(*names)
             self._subscribed_to.difference_update(names)
 
@@ -203,6 +291,21 @@ class _BoundedLoopLayer(RedisPubSubLoopLayer):  # type: ignore[misc]
         shard = self._get_shard(channel)
         await shard.subscribe(channel)
 
+    async def group_add_all(self, groups: list[str], channel: str) -> None:
+        """`group_add` for each of `groups`: one SUBSCRIBE and one wait per shard."""
+        if channel not in self.channels:
+            raise RuntimeError("group_add_all() needs a channel that exists in this process")
+        by_shard: dict[_Shard, list[str]] = {}
+        for group in groups:
+            name = self._get_group_channel_name(group)
+            self.groups.setdefault(name, set()).add(channel)
+            by_shard.setdefault(self._get_shard(name), []).append(name)
+        if len(by_shard) == 1:
+            [(shard, names)] = by_shard.items()
+            await shard.subscribe_all(names)
+        else:
+            await asyncio.gather(*(s.subscribe_all(n) for s, n in by_shard.items()))
+
 
 class BoundedPubSubChannelLayer(RedisPubSubChannelLayer):  # type: ignore[misc]
     """`RedisPubSubChannelLayer` whose per-socket queues are bounded."""
@@ -212,6 +315,10 @@ class BoundedPubSubChannelLayer(RedisPubSubChannelLayer):  # type: ignore[misc]
         if isinstance(message, dict):
             return message
         return super().deserialize(message)
+
+    async def group_add_all(self, groups: list[str], channel: str) -> None:
+        """Add `channel` to every one of `groups`, waiting for Redis once, not per group."""
+        await self._get_layer().group_add_all(groups, channel)
 
     def receiver(self, channel: str) -> Any:
         """Return what `receive(channel)` is, bound to this loop's layer.

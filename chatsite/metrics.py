@@ -185,6 +185,12 @@ FANOUT_DROPPED = Counter(
     "undecodable = a message on the gateway's Redis channels that is no event.",
     ["reason"],
 )
+SUBSCRIBES_UNCONFIRMED = Counter(
+    "chat_layer_subscribes_unconfirmed",
+    "Group subscriptions a gateway stopped waiting for: Redis had not confirmed them "
+    "within a second (paused or away). The socket went on; an event published before "
+    "Redis processed the subscription is missed live and repaired by the client.",
+)
 HANDSHAKES_SHED = Counter(
     "chat_ws_handshakes_shed",
     "WebSocket handshakes closed with 1013 unserved because their database work had not "

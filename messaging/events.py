@@ -148,7 +148,17 @@ async def send_event(layer: Any, group: str, event: Event) -> None:
 
 
 async def join_groups(layer: Any, channel: str, groups: Iterable[str]) -> None:
-    """Add a connection's channel to groups."""
+    """Add a connection's channel to groups, returning once their events reach it.
+
+    The gateways' layer (`chatsite.layers`) subscribes to them all at once; any other
+    layer (in memory, for `make run`) one group at a time.
+    """
+    add_all = getattr(layer, "group_add_all", None)
+    if add_all is not None:
+        names = list(groups)
+        if names:
+            await add_all(names, channel)
+        return
     for group in groups:
         await layer.group_add(group, channel)
 

@@ -3,8 +3,9 @@
 Each shard's PUBLISH, SUBSCRIBE and UNSUBSCRIBE calls go through one ordered queue
 (`chatsite.layers._Shard`). What the tests hold it to: the order of the calls is the
 order of the effects (a group's events arrive in the order they were sent, a leave
-then a join ends subscribed), concurrent handshakes share SUBSCRIBE commands, and a
-failure reaches the callers whose operations it hit.
+then a join ends subscribed), concurrent handshakes share SUBSCRIBE commands, a failure
+reaches the callers whose operations it hit, and a join returns once Redis has the
+subscription (or, Redis paused, after a bounded wait).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 from django.conf import settings
@@ -19,7 +21,8 @@ from prometheus_client import REGISTRY
 from redis import asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from chatsite.layers import BoundedPubSubChannelLayer
+from bench.harness import RedisServer
+from chatsite.layers import SUBSCRIBE_TIMEOUT, BoundedPubSubChannelLayer
 
 T = TypeVar("T")
 
@@ -232,3 +235,91 @@ def test_a_message_that_is_no_event_is_dropped_and_counted_and_the_next_event_ar
 
     assert run(scenario) == {"type": "e", "n": 3}
     assert (REGISTRY.get_sample_value(dropped, {"reason": "undecodable"}) or 0.0) == before + 1
+
+
+def test_a_join_returns_only_once_redis_has_the_subscription(tmp_path: Path) -> None:
+    # Tried: a socket joins a group while its Redis holds every command (CLIENT PAUSE ALL,
+    # as a Redis busy with a long command does). channels-redis counted the join done
+    # once SUBSCRIBE was written: the gateway told its client it was ready, and an event
+    # Redis handled before the SUBSCRIBE was missed live. The join must wait for Redis.
+    pause = 0.6  # s, under SUBSCRIBE_TIMEOUT: the join waits for Redis, not the timeout
+    assert pause < SUBSCRIBE_TIMEOUT
+
+    async def scenario() -> tuple[bool, Any]:
+        layer, sender = make_layer("join", server.url), make_layer("join", server.url)
+        channel = await layer.new_channel()  # its own channel subscribed before the pause
+        await sender.group_send("warm", {"type": "e"})  # the sender's connection is open
+        await asyncio.to_thread(server.pause, pause)
+        join = asyncio.ensure_future(layer.group_add("conv.5", channel))
+        done, _ = await asyncio.wait({join}, timeout=pause / 2)
+        returned_during_pause = bool(done)
+        await asyncio.wait_for(join, 10)
+        # No sleep: the publish goes out the moment the join returns, on another
+        # connection, as the other gateway's would.
+        await sender.group_send("conv.5", {"type": "e", "n": 5})
+        event = await asyncio.wait_for(layer.receive(channel), 5)
+        await layer.flush()
+        await sender.flush()
+        return returned_during_pause, event
+
+    with RedisServer(tmp_path / "redis") as server:
+        returned_during_pause, event = run(scenario)
+    assert not returned_during_pause, "the join returned before Redis processed SUBSCRIBE"
+    assert event == {"type": "e", "n": 5}
+
+
+def test_a_join_goes_on_without_a_paused_redis_after_a_bounded_wait(tmp_path: Path) -> None:
+    # Tried: Redis paused for longer than a join may wait. The socket's handshake must not
+    # hang on it: the join returns after SUBSCRIBE_TIMEOUT, is counted, and the group's
+    # events reach the socket once Redis resumes.
+    pause = SUBSCRIBE_TIMEOUT + 2.0
+    unconfirmed = "chat_layer_subscribes_unconfirmed_total"
+    before = REGISTRY.get_sample_value(unconfirmed) or 0.0
+
+    async def scenario() -> tuple[bool, Any]:
+        layer, sender = make_layer("late", server.url), make_layer("late", server.url)
+        channel = await layer.new_channel()
+        await sender.group_send("warm", {"type": "e"})
+        await asyncio.to_thread(server.pause, pause)
+        loop = asyncio.get_running_loop()
+        paused_at = loop.time()
+        await asyncio.wait_for(layer.group_add_all(["conv.6", "conv.7"], channel), 10)
+        returned_while_paused = loop.time() - paused_at < pause
+        await asyncio.sleep(max(0.0, paused_at + pause - loop.time()) + 0.2)
+        # Redis is back and has processed the SUBSCRIBE it held.
+        await sender.group_send("conv.7", {"type": "e", "n": 7})
+        event = await asyncio.wait_for(layer.receive(channel), 5)
+        await layer.flush()
+        await sender.flush()
+        return returned_while_paused, event
+
+    with RedisServer(tmp_path / "redis") as server:
+        returned_while_paused, event = run(scenario)
+    assert returned_while_paused, "the join waited for the whole pause"
+    assert event == {"type": "e", "n": 7}
+    assert (REGISTRY.get_sample_value(unconfirmed) or 0.0) == before + 2
+
+
+def test_joining_two_hundred_groups_at_once_is_one_subscribe_and_each_gets_its_event() -> None:
+    prefix = f"layer-{uuid.uuid4().hex[:8]}"
+    groups = [f"conv.{n}" for n in range(200)]
+
+    async def scenario() -> tuple[int, list[Any]]:
+        layer, sender = make_layer(prefix), make_layer(prefix)
+        channel = await layer.new_channel()
+
+        async def join() -> None:
+            await layer.group_add_all(groups, channel)
+
+        commands = await count_subscribes(prefix, join)
+        for n, group in enumerate(groups):
+            await sender.group_send(group, {"type": "e", "n": n})
+        got = await receive_all(layer, channel, len(groups))
+        await layer.flush()
+        await sender.flush()
+        return commands, [event["n"] for event in got]
+
+    commands, got = run(scenario)
+    # A socket of a user in 200 conversations: one SUBSCRIBE, not 200 one after another.
+    assert commands == 1, commands
+    assert got == list(range(200))
