@@ -91,23 +91,50 @@ function deviceId() {
   return id;
 }
 
-// A password change made in this page replaces the session key its socket was opened
-// with, and the gateway may close that socket 4401 before the change's answer, which
-// carries the new key, has reached the page. The 4401 handler waits for the change to
-// settle before it asks whether the page is still signed in (with the old key it is not).
+// A password change made in this browser replaces the session key its sockets were
+// opened with, and the gateway may close them 4401 before the change's answer, which
+// carries the new key (a cookie every tab shares), has reached the page. The 4401
+// handler waits for the change to settle before it asks whether the page is still signed
+// in (with the old key it is not). The other tabs of the browser hear of a change in
+// flight on a BroadcastChannel and wait for it too, at most CREDENTIAL_WAIT ms (the tab
+// that made it may have been closed).
+const CREDENTIAL_WAIT = 30_000;
 let credentialChange = Promise.resolve();
+let otherTabsChange = Promise.resolve();
+let endOtherTabsChange = () => {};
+const credentialTabs =
+  typeof BroadcastChannel === "function" ? new BroadcastChannel(`chat-credentials-${me.id}`) : null;
 
-/** Note that `request` changes this page's credentials; return it. */
+if (credentialTabs) {
+  credentialTabs.onmessage = ({ data }) => {
+    if (data === "changing") {
+      endOtherTabsChange();
+      otherTabsChange = new Promise((resolve) => {
+        const timer = setTimeout(resolve, CREDENTIAL_WAIT);
+        endOtherTabsChange = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+      });
+    } else if (data === "settled") {
+      endOtherTabsChange();
+    }
+  };
+}
+
+/** Note that `request` changes this browser's credentials; return it. */
 export function changingCredentials(request) {
+  credentialTabs?.postMessage("changing");
   credentialChange = request.then(
     () => undefined,
     () => undefined,
   );
+  credentialChange.then(() => credentialTabs?.postMessage("settled"));
   return request;
 }
 
-/** Resolve once the last credential change made in this page has been answered. */
-export const credentialsSettled = () => credentialChange;
+/** Resolve once the last credential change made in this browser has been answered. */
+export const credentialsSettled = () => Promise.all([credentialChange, otherTabsChange]);
 
 export const nameOf = (id) => (id === me.id ? "You" : names.get(id) || "Someone");
 
