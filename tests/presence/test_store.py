@@ -3,12 +3,14 @@
 import asyncio
 import uuid
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
 from django.conf import settings
 from redis.asyncio import Redis
 
+from bench.harness import RedisServer
 from presence.state import Beat
 from presence.store import MemoryPresenceStore, PresenceStore, RedisPresenceStore
 
@@ -189,6 +191,40 @@ def test_a_connection_past_the_cap_evicts_the_oldest_and_a_closed_one_frees_its_
     assert run(make_store, work) == [[], [], [], ["a"], [], ["c"], []]
 
 
+def test_opens_made_at_once_answer_each_as_if_made_one_after_the_other(make_store) -> None:
+    """Tried: a burst of handshakes, 40 opens of 10 users at once (a Redis store sends
+    those that arrive while one runs in one script call). Each must get what it would
+    have got alone, in the order asked: the connections before it, the state it replaced,
+    what it evicted past a cap of 3 (users 1-10 opened one at a time, users 101-110 all
+    at once)."""
+
+    def opens(base: int) -> list[tuple[int, str, bool, float, str]]:
+        return [
+            (base + n % 10, f"c{n}", n % 7 == 0, 10.0 + n, ("online", "busy")[n % 7 == 0])
+            for n in range(40)
+        ]
+
+    async def work(store: PresenceStore) -> tuple[list[Any], list[Any], Any]:
+        async def open_(user: int, name: str, busy: bool, now: float, state: str) -> Any:
+            return await store.open_connection(user, name, busy=busy, now=now, state=state, limit=3)
+
+        alone = [await open_(*op) for op in opens(1)]
+        together = await asyncio.gather(*(open_(*op) for op in opens(101)))
+        after = await store.connections([101, 110])
+        return alone, list(together), after
+
+    alone, together, after = run(make_store, work)
+    assert together == alone
+    assert [len(o.known) for o in together[:10]] == [0] * 10
+    assert together[30].known == {
+        "c0": Beat(10.0, False),
+        "c10": Beat(20.0, False),
+        "c20": Beat(30.0, False),
+    }
+    assert together[30].evicted == ["c0"]
+    assert sorted(after[101]) == ["c0", "c10", "c20", "c30"]  # the registry evicts, not this
+
+
 def test_busy_is_sticky_until_cleared(make_store) -> None:
     async def work(store: PresenceStore) -> Any:
         await store.set_busy(1, True)
@@ -260,3 +296,28 @@ def test_a_sharded_store_spreads_users_over_both_shards_and_sweeps_them_all() ->
 
     assert sum(per_shard) == 20 and all(n > 0 for n in per_shard), per_shard
     assert stale == list(range(1, 11)), "the sweep reads every shard's index"
+
+
+def test_a_burst_of_opens_is_one_script_call_not_one_each(tmp_path: Path) -> None:
+    """Tried: 300 handshakes of a gateway open their presence at once, on a Redis of its
+    own (its command counts are this test's alone). They used to be 300 EVALSHA calls,
+    each a command to build and a reply to read on the gateway; now those that arrive
+    while one runs go together."""
+
+    async def work(store: PresenceStore) -> list[Any]:
+        return list(
+            await asyncio.gather(
+                *(
+                    store.open_connection(n, "c", busy=False, now=1.0, state="online", limit=5)
+                    for n in range(300)
+                )
+            )
+        )
+
+    with RedisServer(tmp_path / "redis") as server:
+        opened = run(lambda: RedisPresenceStore(clients=[Redis.from_url(server.url)]), work)
+        with server.client() as client:
+            stats = client.info("commandstats")
+    calls = sum(v["calls"] for k, v in stats.items() if k in ("cmdstat_evalsha", "cmdstat_eval"))
+    assert all(o.known == {} and o.previous is None and o.evicted == [] for o in opened)
+    assert 1 <= calls <= 3, calls
