@@ -47,6 +47,7 @@ import asyncio
 import functools
 import itertools
 import logging
+from collections.abc import Iterable
 from typing import Any
 
 from channels_redis.pubsub import (
@@ -60,6 +61,22 @@ from chatsite.gateway.inbox import Inbox
 from chatsite.redis import hiredis_packing
 
 logger = logging.getLogger(__name__)
+
+
+async def add_to_groups(layer: Any, groups: Iterable[str], channel: str) -> None:
+    """Add `channel` to `groups`, returning once their events reach it.
+
+    The gateways' layer (`BoundedPubSubChannelLayer`) subscribes to them all at once and
+    waits for Redis once; any other layer (in memory, for `make run`) takes them one by one.
+    """
+    add_all = getattr(layer, "group_add_all", None)
+    if add_all is not None:
+        names = list(groups)
+        if names:
+            await add_all(names, channel)
+        return
+    for group in groups:
+        await layer.group_add(group, channel)
 
 
 class _CountingQueue(Inbox):

@@ -28,6 +28,7 @@ from django.db import transaction
 
 from chatsite import metrics
 from chatsite.gateway import fanout
+from chatsite.layers import add_to_groups
 from chatsite.logs import correlation_id
 
 logger = logging.getLogger(__name__)
@@ -148,19 +149,8 @@ async def send_event(layer: Any, group: str, event: Event) -> None:
 
 
 async def join_groups(layer: Any, channel: str, groups: Iterable[str]) -> None:
-    """Add a connection's channel to groups, returning once their events reach it.
-
-    The gateways' layer (`chatsite.layers`) subscribes to them all at once; any other
-    layer (in memory, for `make run`) one group at a time.
-    """
-    add_all = getattr(layer, "group_add_all", None)
-    if add_all is not None:
-        names = list(groups)
-        if names:
-            await add_all(names, channel)
-        return
-    for group in groups:
-        await layer.group_add(group, channel)
+    """Add a connection's channel to groups, returning once their events reach it."""
+    await add_to_groups(layer, groups, channel)
 
 
 async def leave_groups(layer: Any, channel: str, groups: Iterable[str]) -> None:

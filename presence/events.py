@@ -15,6 +15,7 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 
 from chatsite import metrics
+from chatsite.layers import add_to_groups
 from messaging import wire
 
 logger = logging.getLogger(__name__)
@@ -50,5 +51,4 @@ async def follow(layer: Any, channel: str, *, add: Iterable[int], drop: Iterable
     """Make a connection follow the presence of `add` and stop following `drop`."""
     for user_id in drop:
         await layer.group_discard(presence_group(user_id), channel)
-    for user_id in add:
-        await layer.group_add(presence_group(user_id), channel)
+    await add_to_groups(layer, [presence_group(user_id) for user_id in add], channel)
