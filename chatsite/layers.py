@@ -181,29 +181,54 @@ class _Shard(RedisSingleShardConnection):  # type: ignore[misc]
         await self.subscribe_all([channel])
 
     async def subscribe_all(self, channels: list[str]) -> None:
-        """Subscribe to `channels`, returning when Redis has confirmed every one of them."""
+        """Subscribe to `channels`, returning when Redis has confirmed every one of them.
+
+        Or when `SUBSCRIBE_TIMEOUT` has passed since their SUBSCRIBE was written (`_late`).
+        """
         waits = [
             self._enqueue("subscribe", channel)
             for channel in channels
             # not already subscribed, or an unsubscribe waits ahead of this
             if channel not in self._subscribed_to or channel in self._queued
         ]
-        if waits:
+        if len(waits) == 1:
+            await waits[0]
+        elif waits:
             await asyncio.gather(*waits)
-        pending = {self._confirming[c] for c in channels if c in self._confirming}
+        pending = [self._confirming[c] for c in channels if c in self._confirming]
         if not pending:
             return
-        _done, late = await asyncio.wait(pending, timeout=SUBSCRIBE_TIMEOUT)
-        if late:
-            metrics.SUBSCRIBES_UNCONFIRMED.inc(len(late))
-            logger.warning(
-                "Redis did not confirm %d subscription(s) within %.1f s; going on without",
-                len(late),
-                SUBSCRIBE_TIMEOUT,
-            )
-            for channel in channels:  # a later subscribe waits no more for these
-                if self._confirming.get(channel) in late:
-                    del self._confirming[channel]
+        # A future of this caller's own: the confirmations are shared by every caller
+        # waiting for them, and a caller cancelled while awaiting one would cancel it.
+        mine = asyncio.get_running_loop().create_future()
+        left = len(pending)
+
+        def confirmed(_future: asyncio.Future[None]) -> None:
+            nonlocal left
+            left -= 1
+            if not left and not mine.done():
+                mine.set_result(None)
+
+        for future in pending:
+            future.add_done_callback(confirmed)
+        await mine
+
+    def _late(self, waits: dict[str, asyncio.Future[None]]) -> None:
+        """Stop waiting for the confirmations of one SUBSCRIBE, written long ago."""
+        late = [name for name, future in waits.items() if not future.done()]
+        if not late:
+            return
+        metrics.SUBSCRIBES_UNCONFIRMED.inc(len(late))
+        logger.warning(
+            "Redis did not confirm %d subscription(s) within %.1f s; going on without",
+            len(late),
+            SUBSCRIBE_TIMEOUT,
+        )
+        for name in late:
+            future = waits[name]
+            future.set_result(None)
+            if self._confirming.get(name) is future:  # a later subscribe waits no more
+                del self._confirming[name]
 
     async def unsubscribe(self, channel: str) -> None:
         if channel not in self._subscribed_to and channel not in self._queued:
@@ -280,14 +305,15 @@ class _Shard(RedisSingleShardConnection):  # type: ignore[misc]
         if kind == "subscribe":
             # Waited for before the write: the reader may take the confirmation during it.
             loop = asyncio.get_running_loop()
-            for name in names:
-                self._confirming[name] = loop.create_future()
+            waits = {name: loop.create_future() for name in names}
+            self._confirming.update(waits)
             try:
                 await self._pubsub.subscribe(*names)
             except BaseException:
                 for name in names:
                     self._confirming.pop(name, None)
                 raise
+            loop.call_later(SUBSCRIBE_TIMEOUT, self._late, waits)  # one timer a command
             self._subscribed_to.update(names)
             self._subscribing.set()
         else:  # never with no names: that would unsubscribe from everything
