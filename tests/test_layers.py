@@ -237,6 +237,25 @@ def test_a_message_that_is_no_event_is_dropped_and_counted_and_the_next_event_ar
     assert (REGISTRY.get_sample_value(dropped, {"reason": "undecodable"}) or 0.0) == before + 1
 
 
+async def paused(server: RedisServer, seconds: float) -> tuple[Any, Any, str]:
+    """Return a layer, a sender and the layer's channel, their connections open, once
+    `server` holds every command for `seconds` (CLIENT PAUSE ALL)."""
+    layer, sender = make_layer("pause", server.url), make_layer("pause", server.url)
+    channel = await layer.new_channel()  # its own channel subscribed before the pause
+    await sender.group_send("warm", {"type": "e"})  # the sender's connection is open
+    await asyncio.to_thread(server.pause, seconds)
+    return layer, sender, channel
+
+
+async def publish_and_close(layer: Any, sender: Any, channel: str, group: str, n: int) -> Any:
+    """Send event `n` to `group`, return what reaches `channel`, and close both layers."""
+    await sender.group_send(group, {"type": "e", "n": n})
+    event = await asyncio.wait_for(layer.receive(channel), 5)
+    await layer.flush()
+    await sender.flush()
+    return event
+
+
 def test_a_join_returns_only_once_redis_has_the_subscription(tmp_path: Path) -> None:
     # Tried: a socket joins a group while its Redis holds every command (CLIENT PAUSE ALL,
     # as a Redis busy with a long command does). channels-redis counted the join done
@@ -246,20 +265,14 @@ def test_a_join_returns_only_once_redis_has_the_subscription(tmp_path: Path) -> 
     assert pause < SUBSCRIBE_TIMEOUT
 
     async def scenario() -> tuple[bool, Any]:
-        layer, sender = make_layer("join", server.url), make_layer("join", server.url)
-        channel = await layer.new_channel()  # its own channel subscribed before the pause
-        await sender.group_send("warm", {"type": "e"})  # the sender's connection is open
-        await asyncio.to_thread(server.pause, pause)
+        layer, sender, channel = await paused(server, pause)
         join = asyncio.ensure_future(layer.group_add("conv.5", channel))
         done, _ = await asyncio.wait({join}, timeout=pause / 2)
         returned_during_pause = bool(done)
         await asyncio.wait_for(join, 10)
         # No sleep: the publish goes out the moment the join returns, on another
         # connection, as the other gateway's would.
-        await sender.group_send("conv.5", {"type": "e", "n": 5})
-        event = await asyncio.wait_for(layer.receive(channel), 5)
-        await layer.flush()
-        await sender.flush()
+        event = await publish_and_close(layer, sender, channel, "conv.5", 5)
         return returned_during_pause, event
 
     with RedisServer(tmp_path / "redis") as server:
@@ -277,20 +290,14 @@ def test_a_join_goes_on_without_a_paused_redis_after_a_bounded_wait(tmp_path: Pa
     before = REGISTRY.get_sample_value(unconfirmed) or 0.0
 
     async def scenario() -> tuple[bool, Any]:
-        layer, sender = make_layer("late", server.url), make_layer("late", server.url)
-        channel = await layer.new_channel()
-        await sender.group_send("warm", {"type": "e"})
-        await asyncio.to_thread(server.pause, pause)
+        layer, sender, channel = await paused(server, pause)
         loop = asyncio.get_running_loop()
         paused_at = loop.time()
         await asyncio.wait_for(layer.group_add_all(["conv.6", "conv.7"], channel), 10)
         returned_while_paused = loop.time() - paused_at < pause
         await asyncio.sleep(max(0.0, paused_at + pause - loop.time()) + 0.2)
         # Redis is back and has processed the SUBSCRIBE it held.
-        await sender.group_send("conv.7", {"type": "e", "n": 7})
-        event = await asyncio.wait_for(layer.receive(channel), 5)
-        await layer.flush()
-        await sender.flush()
+        event = await publish_and_close(layer, sender, channel, "conv.7", 7)
         return returned_while_paused, event
 
     with RedisServer(tmp_path / "redis") as server:

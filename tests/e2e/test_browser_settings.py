@@ -200,6 +200,26 @@ def test_sign_out_everywhere_signs_out_every_browser(web: Web) -> None:
     first.wait_for_url(LOGIN_PAGE)
 
 
+def change_password(page: Page) -> Locator:
+    """Change Ana's password in the settings dialog by keyboard; return the dialog."""
+    dialog = open_settings(page)
+    dialog.get_by_label("Current password").fill(PASSWORD)
+    dialog.get_by_label("New password", exact=True).fill(NEW_PASSWORD)
+    dialog.get_by_label("Repeat the new password").fill(NEW_PASSWORD)
+    dialog.get_by_label("Repeat the new password").press("Enter")
+    expect(page.locator("#password-done")).to_have_text(
+        "Password changed. Every other device was signed out."
+    )
+    return dialog
+
+
+def stopped(page: Page) -> None:
+    """Wait until the gateway has closed the page's socket (4401) and its client stopped."""
+    expect(page.locator("#conn-status")).to_have_attribute(
+        "data-state", "stopped", timeout=(settings.WS_AUTH_CHECK_INTERVAL + 10) * 1000
+    )
+
+
 def answer_late(page: Page, until: Callable[[], None]) -> Callable[[Route], None]:
     """A route handler that holds a request's answer back until `until()` returns.
 
@@ -229,19 +249,10 @@ def test_a_password_change_answered_after_the_socket_closed_keeps_this_browser(w
     page = web.log_in(ana, gateway=0)
 
     def until_closed() -> None:  # the gateway has closed the page's socket 4401
-        expect(page.locator("#conn-status")).to_have_attribute(
-            "data-state", "stopped", timeout=(settings.WS_AUTH_CHECK_INTERVAL + 10) * 1000
-        )
+        stopped(page)
 
     page.route("**/api/v1/users/me/password", answer_late(page, until_closed))
-    dialog = open_settings(page)
-    dialog.get_by_label("Current password").fill(PASSWORD)
-    dialog.get_by_label("New password", exact=True).fill(NEW_PASSWORD)
-    dialog.get_by_label("Repeat the new password").fill(NEW_PASSWORD)
-    dialog.get_by_label("Repeat the new password").press("Enter")
-    expect(page.locator("#password-done")).to_have_text(
-        "Password changed. Every other device was signed out."
-    )
+    dialog = change_password(page)
     dialog.get_by_role("button", name="Cancel").click()
     online(page)
     assert not LOGIN_PAGE.search(page.url)
@@ -262,23 +273,14 @@ def test_a_password_change_in_one_tab_keeps_the_other_tabs_of_the_browser(web: W
     second.on("request", lambda r: asked.append(r.url) if r.url.endswith("/users/me") else None)
 
     def until_closed_and_asked() -> None:
-        expect(second.locator("#conn-status")).to_have_attribute(
-            "data-state", "stopped", timeout=(settings.WS_AUTH_CHECK_INTERVAL + 10) * 1000
-        )
+        stopped(second)
         # Without the wait the second tab asks now, with the old key: give it the time.
         if not asked:
             with contextlib.suppress(PlaywrightTimeoutError):  # it waits, as it should
                 second.wait_for_event("request", lambda r: r.url.endswith("/me"), timeout=2000)
 
     first.route("**/api/v1/users/me/password", answer_late(first, until_closed_and_asked))
-    dialog = open_settings(first)
-    dialog.get_by_label("Current password").fill(PASSWORD)
-    dialog.get_by_label("New password", exact=True).fill(NEW_PASSWORD)
-    dialog.get_by_label("Repeat the new password").fill(NEW_PASSWORD)
-    dialog.get_by_label("Repeat the new password").press("Enter")
-    expect(first.locator("#password-done")).to_have_text(
-        "Password changed. Every other device was signed out."
-    )
+    change_password(first)
     online(second)
     online(first)
     assert not LOGIN_PAGE.search(second.url)
