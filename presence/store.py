@@ -270,25 +270,25 @@ class _Opens:
     order (the script runs them one after the other).
     """
 
-    __slots__ = ("client", "drainer", "running", "waiting")
+    __slots__ = ("drainer", "running", "waiting")
 
-    def __init__(self, client: Redis) -> None:
-        self.client = client
+    def __init__(self) -> None:
         self.waiting: list[tuple[list[str], list[Any], asyncio.Future[Any]]] = []
         self.running = False
         self.drainer: asyncio.Task[None] | None = None
 
-    def open(self, keys: list[str], args: list[Any]) -> asyncio.Future[Any]:
-        """Queue one open (5 keys, 9 args); the future gets its reply."""
+    def open(self, client: Redis, keys: list[str], args: list[Any]) -> asyncio.Future[Any]:
+        """Queue one open (5 keys, 9 args) on `client`; the future gets its reply."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         self.waiting.append((keys, args, future))
         if not self.running:
             self.running = True
-            self.drainer = loop.create_task(self._drain())
+            self.drainer = loop.create_task(self._drain(client))
         return future
 
-    async def _drain(self) -> None:
+    async def _drain(self, client: Redis) -> None:
+        # The client is not kept: it is the key this queue is found by (weakly).
         try:
             while self.waiting:
                 batch, self.waiting = self.waiting[:OPEN_BATCH], self.waiting[OPEN_BATCH:]
@@ -299,7 +299,7 @@ class _Opens:
                 keys = [key for op in batch for key in op[0]]
                 args = [arg for op in batch for arg in op[1]]
                 try:
-                    replies = await _OPEN(self.client, keys, args)
+                    replies = await _OPEN(client, keys, args)
                 except Exception as exc:  # noqa: BLE001 - each caller gets the failure
                     for *_rest, future in batch:
                         if not future.done():
@@ -427,8 +427,8 @@ class RedisPresenceStore(PresenceStore):
         client = self._client(user_id)
         opens = _opens.get(client)
         if opens is None:
-            opens = _opens[client] = _Opens(client)
-        before, previous, evicted = await opens.open(keys, args)
+            opens = _opens[client] = _Opens()
+        before, previous, evicted = await opens.open(client, keys, args)
         return Opened(
             _beats(_pairs(before)),
             _text(previous) if previous is not None else None,
