@@ -92,8 +92,9 @@ client.addEventListener("stopped", ({ detail }) => {
   if (detail.code === AUTH_FAILED) {
     // A password change in this browser gives its session a new key, so the socket opened
     // with the old one is closed 4401 while the page is still signed in: connect again
-    // (once in a while; a login that really ended goes to the login page). Ask once the
-    // change made here has its answer, which brings the new key.
+    // (once in a while; a login that really ended goes to the login page). Ask once a
+    // change made in this tab or another tab of the browser has its answer, which
+    // brings the new key.
     if (Date.now() - resumedAt < 15_000) {
       toLogin();
       return;
