@@ -1,9 +1,13 @@
 """Presence cost per heartbeat at 10,000 connected users: Redis commands, Redis CPU, our CPU.
 
     python -m bench.presence_cost [--users 10000] [--rounds 3] [--gateways 2]
+                                  [--open-batch 200]
 
 Starts its own redis-server on a free loopback port, connects every user (one socket
-each) through `presence.services.connection_opened`, then runs `--rounds` rounds in
+each) through `presence.services.connection_opened`, 200 at a time as a busy gateway's
+handshakes (reported per open: Redis commands, Redis CPU, this process's CPU; opens
+that arrive together share a script call, at most `--open-batch`: 1 is one call each,
+as before they were gathered), then runs `--rounds` rounds in
 which every connection sends one heartbeat, as a socket does every
 PRESENCE_WRITE_INTERVAL (12.5 s) in steady state. Each round is run twice:
 - one by one (`presence.services.heartbeat`, a pipeline per heartbeat: what the
@@ -34,12 +38,15 @@ def redis_cpu(info: dict[str, Any]) -> float:
     return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
 
 
-async def measure(url: str, users: int, rounds: int, gateways: int) -> dict[str, Any]:
+async def measure(
+    url: str, users: int, rounds: int, gateways: int, open_batch: int
+) -> dict[str, Any]:
     from django.conf import settings
     from redis.asyncio import Redis
 
     from chatsite.redis import async_clients
     from presence import services
+    from presence import store as presence_store
     from presence.beats import BeatBatch
     from presence.store import RedisPresenceStore
 
@@ -57,8 +64,23 @@ async def measure(url: str, users: int, rounds: int, gateways: int) -> dict[str,
         async with sem:
             await services.connection_opened(store, uid, f"conn-{uid}", busy=False, now=now)
 
+    presence_store.OPEN_BATCH = open_batch
+    before = await client.info()
+    cpu0 = time.process_time()
     await asyncio.gather(*(opened(u) for u in range(1, users + 1)))
-    sys.stderr.write(f"{users} users connected; gathered batches of {batch_size}\n")
+    cpu1 = time.process_time()
+    after = await client.info()
+    opens = {
+        "open_batch": open_batch,
+        "redis_commands_per_open": (
+            int(after["total_commands_processed"]) - int(before["total_commands_processed"]) - 1
+        )
+        / users,
+        "redis_cpu_us_per_open": (redis_cpu(after) - redis_cpu(before)) / users * 1e6,
+        "client_cpu_us_per_open": (cpu1 - cpu0) / users * 1e6,
+    }
+    sys.stderr.write(f"{users} users connected: {json.dumps(opens)}\n")
+    sys.stderr.write(f"gathered heartbeat batches of {batch_size}\n")
 
     async def one_by_one() -> None:
         async def beat(uid: int) -> None:
@@ -107,7 +129,7 @@ async def measure(url: str, users: int, rounds: int, gateways: int) -> dict[str,
     for shared in async_clients():
         await shared.aclose()
     await client.aclose()
-    return {"users": users, "batch_size": batch_size, "rounds": figures}
+    return {"users": users, "batch_size": batch_size, "opens": opens, "rounds": figures}
 
 
 def main() -> None:
@@ -117,6 +139,9 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=10_000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--gateways", type=int, default=2, help="gateways sharing the users")
+    parser.add_argument(
+        "--open-batch", type=int, default=200, help="opens a script call at most (1: one each)"
+    )
     parser.add_argument("--out", type=Path, default=Path("bench/results/presence_cost.json"))
     args = parser.parse_args()
 
@@ -126,8 +151,15 @@ def main() -> None:
     from bench.harness import RedisServer
 
     with RedisServer() as redis_server:
-        result = asyncio.run(measure(redis_server.url, args.users, args.rounds, args.gateways))
+        result = asyncio.run(
+            measure(redis_server.url, args.users, args.rounds, args.gateways, args.open_batch)
+        )
+    opens = result["opens"]
     print(f"presence cost at {args.users} connected users (median of {args.rounds} rounds)")
+    print(f"  connecting, at most {args.open_batch} opens a script call:")
+    print(f"    Redis commands per open:      {opens['redis_commands_per_open']:.2f}")
+    print(f"    Redis CPU per open:           {opens['redis_cpu_us_per_open']:.1f} us")
+    print(f"    gateway CPU per open:         {opens['client_cpu_us_per_open']:.1f} us")
     steady = args.users / 12.5
     for mode in ("one by one", "gathered"):
         rows = [r for r in result["rounds"] if r["mode"] == mode]

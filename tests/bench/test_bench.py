@@ -487,3 +487,35 @@ def test_send_cost_times_sends_and_receipts_in_a_scratch_database() -> None:
     with psycopg.connect(f"{server}/postgres") as conn:
         left = conn.execute("SELECT datname FROM pg_database WHERE datname LIKE 'send_cost_%'")
         assert left.fetchall() == []
+
+
+@pytest.mark.timeout(120)
+def test_presence_cost_reports_opens_and_heartbeats_on_a_redis_of_its_own(tmp_path: Path) -> None:
+    """`python -m bench.presence_cost`: the opens of 60 users, gathered and one script call
+    each, and their heartbeats, each with its Redis commands and CPU."""
+
+    def run(open_batch: int) -> dict[str, Any]:
+        out = tmp_path / f"presence-{open_batch}.json"
+        args = ["--users", "60", "--rounds", "1", "--open-batch", str(open_batch)]
+        proc = subprocess.run(
+            [sys.executable, "-m", "bench.presence_cost", *args, "--out", str(out)],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=110,
+            check=False,
+        )
+        assert proc.returncode == 0, proc.stderr[-4000:]
+        assert "gateway CPU per open:" in proc.stdout
+        result: dict[str, Any] = json.loads(out.read_text())
+        return result
+
+    gathered, one_each = run(200), run(1)
+    # Redis counts the commands a script runs too (9 an open); one each adds an EVALSHA
+    # apiece, gathered a few for all 60.
+    gathered_commands = gathered["opens"]["redis_commands_per_open"]
+    assert 9 <= gathered_commands < 9.2
+    assert 10 <= one_each["opens"]["redis_commands_per_open"] < 10.2  # + the first EVAL
+    for result in (gathered, one_each):
+        assert result["opens"]["client_cpu_us_per_open"] > 0
+        assert {r["mode"] for r in result["rounds"]} == {"one by one", "gathered"}
