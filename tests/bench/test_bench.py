@@ -461,12 +461,10 @@ def test_side_by_side_divides_ours_by_each_baseline_and_holds_the_stricter_tutor
     }
 
 
-@pytest.mark.timeout(120)
-def test_send_cost_times_sends_and_receipts_in_a_scratch_database() -> None:
-    """`python -m bench.send_cost`: sends (two to a statement) and receipts are timed, in
-    this process and in its PostgreSQL backend, the scratch database dropped."""
+def run_module(module: str, *args: str) -> str:
+    """Run `python -m module args` from the repository (at most 110 s); return its stdout."""
     proc = subprocess.run(
-        [sys.executable, "-m", "bench.send_cost", "--sends", "20", "--rounds", "2", "--batch", "2"],
+        [sys.executable, "-m", module, *args],
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,
@@ -474,7 +472,15 @@ def test_send_cost_times_sends_and_receipts_in_a_scratch_database() -> None:
         check=False,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
-    lines = proc.stdout.splitlines()
+    return proc.stdout
+
+
+@pytest.mark.timeout(120)
+def test_send_cost_times_sends_and_receipts_in_a_scratch_database() -> None:
+    """`python -m bench.send_cost`: sends (two to a statement) and receipts are timed, in
+    this process and in its PostgreSQL backend, the scratch database dropped."""
+    stdout = run_module("bench.send_cost", "--sends", "20", "--rounds", "2", "--batch", "2")
+    lines = stdout.splitlines()
     assert [line.split()[0] for line in lines] == ["send"] * 2 + ["delivered"] * 2 + ["read"] * 2
     for line in lines:
         first, second, third = line.split(",")
@@ -497,16 +503,8 @@ def test_presence_cost_reports_opens_and_heartbeats_on_a_redis_of_its_own(tmp_pa
     def run(open_batch: int) -> dict[str, Any]:
         out = tmp_path / f"presence-{open_batch}.json"
         args = ["--users", "60", "--rounds", "1", "--open-batch", str(open_batch)]
-        proc = subprocess.run(
-            [sys.executable, "-m", "bench.presence_cost", *args, "--out", str(out)],
-            cwd=REPO_ROOT,
-            capture_output=True,
-            text=True,
-            timeout=110,
-            check=False,
-        )
-        assert proc.returncode == 0, proc.stderr[-4000:]
-        assert "gateway CPU per open:" in proc.stdout
+        stdout = run_module("bench.presence_cost", *args, "--out", str(out))
+        assert "gateway CPU per open:" in stdout
         result: dict[str, Any] = json.loads(out.read_text())
         return result
 
