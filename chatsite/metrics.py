@@ -191,6 +191,12 @@ SUBSCRIBES_UNCONFIRMED = Counter(
     "within a second (paused or away). The socket went on; an event published before "
     "Redis processed the subscription is missed live and repaired by the client.",
 )
+RATE_LIMITS_LOCAL = Counter(
+    "chat_rate_limits_local",
+    "Rate-limit decisions a process made with buckets of its own because Redis had "
+    "failed (for RATE_LIMIT_REDIS_RETRY s after each failure): each process then "
+    "allows a user the whole limit.",
+)
 HANDSHAKES_SHED = Counter(
     "chat_ws_handshakes_shed",
     "WebSocket handshakes closed with 1013 unserved because their database work had not "

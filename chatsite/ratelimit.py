@@ -1,8 +1,13 @@
 """Token-bucket rate limits, shared by every gateway process through Redis.
 
 Without Redis (the embedded default, one process) the buckets live in this process.
-If Redis fails, the limit is not enforced for that call (logged): a rate limit must not
-turn a Redis outage into a chat outage.
+If Redis fails, the limits that would go to it are decided by this process's own buckets
+for `RATE_LIMIT_REDIS_RETRY` seconds (logged once, counted in
+`chat_rate_limits_local_total`): a rate limit must not turn a Redis outage into a chat
+outage. Only the call that met the failure waited for it (at most
+`REDIS_SOCKET_TIMEOUT`); when the time is up, one call tries Redis again while the others
+go on deciding here, so a Redis that stays away costs one wait per period, not one per
+send.
 """
 
 from __future__ import annotations
@@ -65,6 +70,52 @@ class Verdict:
 _local_lock = threading.Lock()
 _local: dict[str, tuple[float, float]] = {}
 
+# A Redis client whose rate limits are decided here until the given time.monotonic().
+_resting: dict[redis.Redis, float] = {}
+_resting_lock = threading.Lock()
+
+
+def _redis_for(key: str) -> redis.Redis | None:
+    """Return the Redis client that decides `key`, or None: decide it in this process.
+
+    None without Redis, and while the key's Redis is resting after a failure (counted
+    in `chat_rate_limits_local_total`). The first call after the rest gets the client
+    (it tries Redis again) and the rest is pushed on meanwhile, so the other calls do
+    not wait on a Redis that may still be away.
+    """
+    client = sync_client(shard_by=key)
+    if client is None or client not in _resting:
+        return client
+    with _resting_lock:
+        until = _resting.get(client)
+        if until is None:
+            return client
+        now = time.monotonic()
+        if now < until:
+            metrics.RATE_LIMITS_LOCAL.inc()
+            return None
+        _resting[client] = now + settings.RATE_LIMIT_REDIS_RETRY  # this call tries Redis
+        return client
+
+
+def _redis_failed(client: redis.Redis, exc: RedisError, keys: int) -> None:
+    """Decide `client`'s limits here for a while: it failed a call of `keys` keys."""
+    with _resting_lock:
+        _resting[client] = time.monotonic() + settings.RATE_LIMIT_REDIS_RETRY
+    metrics.RATE_LIMITS_LOCAL.inc(keys)
+    logger.warning(
+        "rate limits decided in this process for %.0f s: Redis failed: %r",
+        settings.RATE_LIMIT_REDIS_RETRY,
+        exc,
+    )
+
+
+def _redis_answered(client: redis.Redis) -> None:
+    """Send `client`'s limits to it again: it answered."""
+    if client in _resting:
+        with _resting_lock:
+            _resting.pop(client, None)
+
 
 def _take_local(key: str, rate: float, burst: float, now: float, cost: int, force: bool) -> Verdict:
     with _local_lock:
@@ -109,7 +160,7 @@ def take_each(keys: Sequence[str], *, rate: float, burst: float) -> list[Verdict
     verdicts: list[Verdict] = [Verdict(True, 0.0)] * len(keys)
     by_client: dict[redis.Redis, list[int]] = {}
     for i, key in enumerate(keys):
-        client = sync_client(shard_by=key)
+        client = _redis_for(key)
         if client is None:
             verdicts[i] = _take_local(key, rate, burst, now, 1, False)
         else:
@@ -128,10 +179,11 @@ def take_each(keys: Sequence[str], *, rate: float, burst: float) -> list[Verdict
                 verdicts[i] = take(keys[i], rate=rate, burst=burst)
             continue
         except RedisError as exc:
-            logger.warning(
-                "rate limits of %d keys not enforced: Redis failed: %r", len(indexes), exc
-            )
+            _redis_failed(client, exc, len(indexes))
+            for i in indexes:
+                verdicts[i] = _take_local(keys[i], rate, burst, now, 1, False)
             continue
+        _redis_answered(client)
         for i, (allowed, wait_ms) in zip(indexes, replies, strict=True):
             verdicts[i] = Verdict(bool(allowed), math.ceil(int(wait_ms)) / 1000)
     return verdicts
@@ -162,7 +214,7 @@ def charge(key: str, *, rate: float, burst: float, cost: int = 1) -> Verdict:
 
 def _take(key: str, *, rate: float, burst: float, cost: int, force: bool) -> Verdict:
     now = time.time()
-    client = sync_client(shard_by=key)
+    client = _redis_for(key)
     if client is None:
         return _take_local(key, rate, burst, now, cost, force)
     try:
@@ -172,6 +224,7 @@ def _take(key: str, *, rate: float, burst: float, cost: int, force: bool) -> Ver
         )
         allowed, wait_ms = reply
     except RedisError as exc:
-        logger.warning("rate limit %s not enforced: Redis failed: %r", key, exc)
-        return Verdict(True, 0.0)
+        _redis_failed(client, exc, 1)
+        return _take_local(key, rate, burst, now, cost, force)
+    _redis_answered(client)
     return Verdict(bool(allowed), math.ceil(int(wait_ms)) / 1000)

@@ -459,6 +459,9 @@ LOGGING: dict[str, Any] = {
 # Redis clients of our own (rate limits, tickets, presence): bounded on purpose.
 REDIS_KEY_PREFIX = os.environ.get("REDIS_KEY_PREFIX", "chat")
 REDIS_SOCKET_TIMEOUT = env_float("REDIS_SOCKET_TIMEOUT", 1.0)
+# After Redis fails a rate-limit call, a process decides that Redis's limits with buckets
+# of its own for this many seconds, then tries it again (chatsite/ratelimit.py).
+RATE_LIMIT_REDIS_RETRY = env_float("RATE_LIMIT_REDIS_RETRY", 5.0)
 REDIS_MAX_CONNECTIONS = env_int("REDIS_MAX_CONNECTIONS", 1000)
 # The gateway's asyncio pool: callers wait up to REDIS_POOL_WAIT s for a free connection.
 REDIS_ASYNC_POOL_SIZE = env_int("REDIS_ASYNC_POOL_SIZE", 64)

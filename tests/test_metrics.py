@@ -48,6 +48,7 @@ GATEWAY_METRICS = {
     "chat_rate_limited": "counter",
     "chat_ws_handshakes_shed": "counter",
     "chat_layer_subscribes_unconfirmed": "counter",
+    "chat_rate_limits_local": "counter",
     "chat_db_pool_connections": "gauge",
     "chat_db_pool_connections_idle": "gauge",
     "chat_db_pool_requests_waiting": "gauge",

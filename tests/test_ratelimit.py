@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
+import threading
+import time
 import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
-from chatsite.ratelimit import charge, take, take_each
-from chatsite.redis import sync_client
+import pytest
+from prometheus_client import REGISTRY
+from pytest_django.fixtures import SettingsWrapper
+
+from bench.harness import RedisServer
+from chatsite.ratelimit import Verdict, charge, take, take_each
+from chatsite.redis import forget_clients, sync_client
+
+TIMEOUT = 0.3  # s: REDIS_SOCKET_TIMEOUT of the clients on the private Redis
+RETRY = 1.5  # s: RATE_LIMIT_REDIS_RETRY there
 
 
 def test_a_bucket_refuses_past_its_burst_and_says_when_to_retry() -> None:
@@ -79,3 +91,85 @@ def test_replies_are_read_by_the_c_parser() -> None:
         client.connection_pool.release(connection)
     async_connection = AsyncRedis().connection_pool.make_connection()  # type: ignore[no-untyped-call]
     assert isinstance(async_connection._parser, _AsyncHiredisParser)
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path, settings: SettingsWrapper) -> Iterator[RedisServer]:
+    """A Redis of the test's own, the only shard of the rate limits, to pause at will."""
+    with RedisServer(tmp_path / "redis") as server:
+        settings.REDIS_URL, settings.REDIS_SHARDS = server.url, []
+        settings.REDIS_SOCKET_TIMEOUT, settings.RATE_LIMIT_REDIS_RETRY = TIMEOUT, RETRY
+        forget_clients()
+        try:
+            yield server
+        finally:
+            forget_clients()
+
+
+def local_decisions() -> float:
+    return REGISTRY.get_sample_value("chat_rate_limits_local_total") or 0.0
+
+
+def timed(call: Callable[[], Verdict]) -> tuple[Verdict, float]:
+    started = time.monotonic()
+    verdict = call()
+    return verdict, time.monotonic() - started
+
+
+def test_a_paused_redis_costs_one_wait_and_the_limit_holds_in_the_process(
+    private_redis: RedisServer,
+) -> None:
+    """Tried: Redis holds every command (CLIENT PAUSE ALL, 4 s) while a user sends 6 times
+    from a bucket of 3 at 0.01/s. Before, each take waited out the socket timeout and was
+    let through unlimited (with 8 database threads a gateway then stored at most 8 sends
+    a second). Now only the first waits; all are decided at once by this process's own
+    bucket, which refuses past the burst; and once Redis is back and the rest is over,
+    the limits go to Redis again."""
+    key = f"test:{uuid.uuid4().hex}"
+    assert take(key, rate=0.01, burst=3.0).allowed  # the connection is open; Redis has 2 left
+    before = local_decisions()
+    private_redis.pause(4.0)
+
+    first, first_wait = timed(lambda: take(key, rate=0.01, burst=3.0))
+    rest = [timed(lambda: take(key, rate=0.01, burst=3.0)) for _ in range(5)]
+    batch, batch_wait = timed(lambda: take_each([key, key], rate=0.01, burst=3.0)[0])
+
+    assert TIMEOUT * 0.9 <= first_wait < TIMEOUT + 0.5, "the first take waits for Redis, once"
+    assert max(wait for _, wait in rest) < 0.05 and batch_wait < 0.05
+    # This process's bucket starts full: 3 allowed (the first included), then refused.
+    assert [first.allowed] + [v.allowed for v, _ in rest] == [True, True, True, False, False, False]
+    assert not batch.allowed and rest[-1][0].retry_after > 1.0
+    assert local_decisions() == before + 8
+
+    time.sleep(4.0 + 0.2 - first_wait - 0.1)  # Redis is back, and the rest is over
+    back, back_wait = timed(lambda: take(key, rate=0.01, burst=3.0))
+    assert back.allowed and back_wait < 0.2, "Redis had 2 tokens left: it decides again"
+    assert take(key, rate=0.01, burst=3.0).allowed
+    assert not take(key, rate=0.01, burst=3.0).allowed  # Redis's bucket is now empty
+    assert local_decisions() == before + 8
+
+
+def test_after_the_rest_one_call_tries_redis_while_the_others_go_on(
+    private_redis: RedisServer,
+) -> None:
+    """Tried: Redis paused for longer than the rest after its first failure. When the rest
+    is over, one call tries Redis again and waits out the timeout; calls made meanwhile
+    from other threads (the gateway's other database threads) do not wait for it."""
+    key = f"test:{uuid.uuid4().hex}"
+    assert take(key, rate=100.0, burst=100.0).allowed
+    private_redis.pause(RETRY + 2.0)
+    _, failed_wait = timed(lambda: take(key, rate=100.0, burst=100.0))
+    assert failed_wait >= TIMEOUT * 0.9
+    time.sleep(RETRY + 0.05)
+
+    probe: list[float] = []
+    thread = threading.Thread(
+        target=lambda: probe.append(timed(lambda: take(key, rate=100.0, burst=100.0))[1])
+    )
+    thread.start()
+    time.sleep(0.05)  # the probe is waiting on Redis
+    others = [timed(lambda: take(key, rate=100.0, burst=100.0))[1] for _ in range(5)]
+    thread.join()
+
+    assert probe and probe[0] >= TIMEOUT * 0.9, "the first call after the rest tries Redis"
+    assert max(others) < 0.05, "the others are decided here meanwhile"
