@@ -402,6 +402,11 @@ def test_r7_redis_paused_no_send_waits_on_redis_more_than_a_second(
     assert replies[-1] <= R7_SEND_BOUND, (
         f"a send took {replies[-1]:.2f} s while Redis was paused (bound {R7_SEND_BOUND} s)"
     )
+    # Before a failed rate-limit call let the process decide for a while, every send of
+    # the pause waited out the timeout (p50 1.006 s; 30 sends in 5 s instead of 400+).
+    assert replies[len(replies) // 2] < R7_REDIS_BOUND / 2, (
+        "sends kept waiting on the paused Redis: each met the rate limit's timeout"
+    )
     assert figures["fanout_failures_logged"] > 0, "a fan-out that failed must be logged"
     assert figures["gateways_alive"]
 
