@@ -8,11 +8,14 @@ the client is the `websockets` library over loopback.
 from __future__ import annotations
 
 import asyncio
+import itertools
+import os
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
+import pytest
 import uvicorn
 from websockets.asyncio.client import connect
 from websockets.frames import Frame, Opcode
@@ -35,14 +38,14 @@ KERNEL_BUFFER = 64 * 1024
 
 
 @asynccontextmanager
-async def serving(app: App) -> AsyncIterator[str]:
+async def serving(app: App, max_size: int = 2**20) -> AsyncIterator[str]:
     """Serve `app` with the gateway's protocol on a loopback port; yield its URL."""
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, KERNEL_BUFFER)
     listener.bind(("127.0.0.1", 0))
     port = listener.getsockname()[1]
     config = uvicorn.Config(
-        app, ws=FlowControlledWebSocket, lifespan="off", log_level="warning", ws_max_size=2**20
+        app, ws=FlowControlledWebSocket, lifespan="off", log_level="warning", ws_max_size=max_size
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve(sockets=[listener]))
@@ -279,3 +282,202 @@ def test_text_frames_written_by_the_gateway_arrive_whole_with_and_without_compre
         "plain": [True, True, False, False],
         "deflate": [False, False, False, False],
     }
+
+
+def client_frame(opcode: int, payload: bytes, *, fin: bool = True, masked: bool = True) -> bytes:
+    """A client's frame as bytes, built by hand (so it can also be what `websockets` refuses)."""
+    size = len(payload)
+    mask_bit = 0x80 if masked else 0
+    if size < 126:
+        head = bytes((opcode | (0x80 if fin else 0), mask_bit | size))
+    elif size < 1 << 16:
+        head = bytes((opcode | (0x80 if fin else 0), mask_bit | 126)) + size.to_bytes(2)
+    else:
+        head = bytes((opcode | (0x80 if fin else 0), mask_bit | 127)) + size.to_bytes(8)
+    if not masked:
+        return head + payload
+    mask = os.urandom(4)
+    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+async def raw_session(
+    url: str, chunks: list[bytes], *, pause: float = 0.0, wait: float = 5.0
+) -> tuple[bytes, bool]:
+    """Open a WebSocket by hand, write `chunks` (`pause` s apart), and return what the
+    server wrote after its 101 and whether it closed the connection within `wait` s."""
+    loop = asyncio.get_running_loop()
+    sock = client_socket(url)
+    try:
+        await loop.sock_sendall(sock, HANDSHAKE)
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            answer += await loop.sock_recv(sock, 4096)
+        assert answer.startswith(b"HTTP/1.1 101"), answer
+        after = answer.split(b"\r\n\r\n", 1)[1]
+        try:
+            for chunk in chunks:
+                await loop.sock_sendall(sock, chunk)
+                if pause:
+                    await asyncio.sleep(pause)
+        except (ConnectionResetError, BrokenPipeError):
+            pass  # the server closed before all was written (a refused frame)
+        closed = False
+        try:
+            async with asyncio.timeout(wait):
+                while data := await loop.sock_recv(sock, 65536):
+                    after += data
+                closed = True
+        except TimeoutError:
+            pass
+        return after, closed
+    finally:
+        sock.close()
+
+
+def server_frames(data: bytes) -> list[tuple[int, bytes]]:
+    """The (opcode, payload) of the server's (unmasked) frames in `data`."""
+    frames, at = [], 0
+    while at + 2 <= len(data):
+        opcode, size, head = data[at] & 0x0F, data[at + 1] & 0x7F, 2
+        if size == 126:
+            size, head = int.from_bytes(data[at + 2 : at + 4]), 4
+        elif size == 127:
+            size, head = int.from_bytes(data[at + 2 : at + 10]), 10
+        frames.append((opcode, data[at + head : at + head + size]))
+        at += head + size
+    return frames
+
+
+def recording_app(events: list[dict[str, Any]], done: asyncio.Event, expected: int) -> App:
+    """An application that records what it receives, until `expected` frames or a close."""
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        while True:
+            message = await receive()
+            events.append(message)
+            if message["type"] == "websocket.disconnect" or len(events) >= expected:
+                done.set()
+                if message["type"] != "websocket.disconnect":
+                    await send({"type": "websocket.send", "text": "got all"})
+                return
+
+    return app
+
+
+@pytest.mark.parametrize("cut", ["whole", "bytes of 1 to 7"])
+def test_every_kind_of_client_frame_arrives_in_order_read_here_or_by_websockets(
+    cut: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Tried: small text frames and texts of 16-bit length (the gateway reads those itself)
+    # between frames it hands to `websockets`: a text in two fragments, a binary frame, a
+    # ping, an empty text, a text of 70 KB (64-bit length); multi-byte characters; written
+    # at once, then in pieces of 1 to 7 bytes (every small frame cut by reads somewhere).
+    # Every text and binary arrives whole and in order, the ping is answered, and
+    # `websockets` parsed only the frames handed to it (its `Frame.parse`, counted).
+    parsed: list[int] = []
+    original = Frame.parse.__func__  # type: ignore[attr-defined]
+
+    def counting(cls: type[Frame], *args: Any, **kwargs: Any) -> Any:
+        frame = yield from original(cls, *args, **kwargs)
+        parsed.append(int(frame.opcode))
+        return frame
+
+    monkeypatch.setattr(Frame, "parse", classmethod(counting))
+    expected: list[tuple[str, Any]] = [
+        ("text", '{"type":"ping"}'),
+        ("text", "é" * 100),
+        ("text", "m" * 300),
+        ("text", "first half, second half"),
+        ("bytes", b"\x00\x01\x02"),
+        ("text", "after the ping"),
+        ("text", ""),
+        ("text", "x" * 70_000),
+        ("text", "last"),
+    ]
+    stream = b"".join(
+        [
+            client_frame(0x1, expected[0][1].encode()),
+            client_frame(0x1, expected[1][1].encode()),
+            client_frame(0x1, expected[2][1].encode()),
+            client_frame(0x1, b"first half, ", fin=False),
+            client_frame(0x0, b"second half"),
+            client_frame(0x2, expected[4][1]),
+            client_frame(0x9, b"are you there"),
+            client_frame(0x1, expected[5][1].encode()),
+            client_frame(0x1, b""),
+            client_frame(0x1, expected[7][1].encode()),
+            client_frame(0x1, b"last"),
+        ]
+    )
+    if cut == "whole":
+        chunks = [stream]
+    else:
+        sizes = itertools.cycle(range(1, 8))
+        chunks, at = [], 0
+        while at < len(stream):
+            size = next(sizes) if at < 2_000 or at > len(stream) - 2_000 else 16_384
+            chunks.append(stream[at : at + size])
+            at += size
+    events: list[dict[str, Any]] = []
+
+    async def scenario() -> bytes:
+        done = asyncio.Event()
+        async with serving(recording_app(events, done, len(expected))) as url:
+            written, _ = await raw_session(url, chunks, pause=0.0005 if len(chunks) > 1 else 0)
+            await asyncio.wait_for(done.wait(), 10)
+            return written
+
+    written = asyncio.run(scenario())
+    received = [
+        ("text", e["text"]) if e.get("text") is not None else ("bytes", e["bytes"]) for e in events
+    ]
+    assert received == expected
+    frames = server_frames(written)
+    assert (0xA, b"are you there") in frames, "the ping was answered"
+    assert (0x1, b"got all") in frames
+    # websockets parsed the two fragments, the binary frame, the ping and the 70 KB text
+    # (and, with it, the frame after it when both came in one read); the small texts and
+    # those of 16-bit length were read here.
+    assert parsed[:5] == [0x1, 0x0, 0x2, 0x9, 0x1]
+    assert parsed[5:] == ([0x1] if cut == "whole" else parsed[5:]) and len(parsed) <= 6
+
+
+@pytest.mark.parametrize(
+    ("tried", "frame", "code", "max_size"),
+    [
+        ("text that is not UTF-8", client_frame(0x1, b"ok \xff\xfe"), 1007, 2**20),
+        ("an unmasked text frame", client_frame(0x1, b"hello", masked=False), 1002, 2**20),
+        ("reserved bits set", b"\xf1" + client_frame(0x1, b"hello")[1:], 1002, 2**20),
+        ("a frame over the size limit", client_frame(0x1, b"y" * (2**20 + 1)), 1009, 2**20),
+        ("a 16-bit frame over a small limit", client_frame(0x1, b"y" * 1001), 1009, 1000),
+        (
+            "a final text between fragments",
+            client_frame(0x1, b"a", fin=False) + client_frame(0x1, b"b"),
+            1002,
+            2**20,
+        ),
+    ],
+    ids=["not utf-8", "unmasked", "reserved bits", "over the limit", "over 1000", "fragments"],
+)
+def test_a_bad_frame_after_good_ones_is_refused_with_its_close_code(
+    tried: str, frame: bytes, code: int, max_size: int
+) -> None:
+    # Tried: two small text frames, then `tried`. The two arrive; the bad frame is
+    # refused as `websockets` refuses it (the gateway hands it over): the close frame
+    # carries `code`, and the connection is closed.
+    events: list[dict[str, Any]] = []
+
+    async def scenario() -> tuple[bytes, bool]:
+        done = asyncio.Event()
+        async with serving(recording_app(events, done, 3), max_size) as url:
+            stream = client_frame(0x1, b"one") + client_frame(0x1, b"two") + frame
+            return await raw_session(url, [stream])
+
+    written, closed = asyncio.run(scenario())
+    assert [e.get("text") for e in events[:2]] == ["one", "two"]
+    assert all(e["type"] != "websocket.receive" for e in events[2:]), tried
+    closes = [payload for opcode, payload in server_frames(written) if opcode == 0x8]
+    assert closes and int.from_bytes(closes[0][:2]) == code, (tried, closes)
+    assert closed, f"{tried}: the connection stayed open"
