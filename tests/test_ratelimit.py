@@ -135,7 +135,7 @@ def test_a_paused_redis_costs_one_wait_and_the_limit_holds_in_the_process(
     batch, batch_wait = timed(lambda: take_each([key, key], rate=0.01, burst=3.0)[0])
 
     assert TIMEOUT * 0.9 <= first_wait < TIMEOUT + 0.5, "the first take waits for Redis, once"
-    assert max(wait for _, wait in rest) < 0.05 and batch_wait < 0.05
+    assert max(wait for _, wait in rest) < TIMEOUT / 2 and batch_wait < TIMEOUT / 2
     # This process's bucket starts full: 3 allowed (the first included), then refused.
     assert [first.allowed] + [v.allowed for v, _ in rest] == [True, True, True, False, False, False]
     assert not batch.allowed and rest[-1][0].retry_after > 1.0
@@ -143,7 +143,7 @@ def test_a_paused_redis_costs_one_wait_and_the_limit_holds_in_the_process(
 
     time.sleep(4.0 + 0.2 - first_wait - 0.1)  # Redis is back, and the rest is over
     back, back_wait = timed(lambda: take(key, rate=0.01, burst=3.0))
-    assert back.allowed and back_wait < 0.2, "Redis had 2 tokens left: it decides again"
+    assert back.allowed and back_wait < TIMEOUT * 0.9, "Redis had 2 tokens left: it decides again"
     assert take(key, rate=0.01, burst=3.0).allowed
     assert not take(key, rate=0.01, burst=3.0).allowed  # Redis's bucket is now empty
     assert local_decisions() == before + 8
@@ -154,7 +154,7 @@ def test_after_the_rest_one_call_tries_redis_while_the_others_go_on(
 ) -> None:
     """Tried: Redis paused for longer than the rest after its first failure. When the rest
     is over, one call tries Redis again and waits out the timeout; calls made meanwhile
-    from other threads (the gateway's other database threads) do not wait for it."""
+    from another thread (the gateway's other database threads) do not wait for it."""
     key = f"test:{uuid.uuid4().hex}"
     assert take(key, rate=100.0, burst=100.0).allowed
     private_redis.pause(RETRY + 2.0)
@@ -162,14 +162,16 @@ def test_after_the_rest_one_call_tries_redis_while_the_others_go_on(
     assert failed_wait >= TIMEOUT * 0.9
     time.sleep(RETRY + 0.05)
 
-    probe: list[float] = []
-    thread = threading.Thread(
-        target=lambda: probe.append(timed(lambda: take(key, rate=100.0, burst=100.0))[1])
-    )
+    others: list[float] = []
+
+    def meanwhile() -> None:
+        time.sleep(0.1)  # the probe below has taken its turn by now
+        others.extend(timed(lambda: take(key, rate=100.0, burst=100.0))[1] for _ in range(5))
+
+    thread = threading.Thread(target=meanwhile)
     thread.start()
-    time.sleep(0.05)  # the probe is waiting on Redis
-    others = [timed(lambda: take(key, rate=100.0, burst=100.0))[1] for _ in range(5)]
+    _, probe = timed(lambda: take(key, rate=100.0, burst=100.0))
     thread.join()
 
-    assert probe and probe[0] >= TIMEOUT * 0.9, "the first call after the rest tries Redis"
-    assert max(others) < 0.05, "the others are decided here meanwhile"
+    assert probe >= TIMEOUT * 0.9, "the first call after the rest tries Redis"
+    assert len(others) == 5 and max(others) < TIMEOUT / 2, "the others are decided here"
