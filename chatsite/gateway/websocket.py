@@ -123,7 +123,7 @@ class FlowControlledWebSocket(WebSocketsSansIOProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._unread = 0  # characters (text) or bytes of the frames queued for the application
-        self._cut = b""  # the start of a text frame the last read cut (`_read_text_frames`)
+        self._cut = b""  # the start of a frame the last read cut (`_read_frames`)
         # The same, in a fraction of the memory (`chatsite.gateway.inbox`).
         self.queue = Inbox()  # type: ignore[assignment]
         self.writable = Flag()  # type: ignore[assignment]
