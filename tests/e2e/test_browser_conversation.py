@@ -34,7 +34,8 @@ THUMBS = "\N{THUMBS UP SIGN}"
 def test_a_reply_quotes_its_message_and_a_reaction_is_toggled_by_everyone(web: Web) -> None:
     """Tried: Bo replies to Ana's question from the message menu (right-click); both see
     the quote, and Ana's click on it shows the question. Bo reacts from the menu; Ana sees
-    it live, adds hers with the reaction's button and takes it back."""
+    it live, adds hers with the reaction's button and takes it back. The question stays
+    highlighted, and the focus where it was, through those redraws, until Ana moves on."""
     ana_page, bo_page = ana_writes_to_bo(web)
     send(ana_page, "Dinner at 8?")
     conversation(bo_page, "Ana").click()
@@ -69,10 +70,15 @@ def test_a_reply_quotes_its_message_and_a_reaction_is_toggled_by_everyone(web: W
     expect(mine).to_have_attribute("aria-pressed", "false")
     expect(mine).to_have_attribute("title", "Bo")
     expect(mine.locator(".reaction-count")).to_have_text("1")
+    # Drawn again with the reaction: still highlighted, the focus still on it.
+    expect(shown).to_have_class(re.compile(r"\bhighlight\b"))
+    expect(shown).to_be_focused()
 
     mine.click()
     expect(mine.locator(".reaction-count")).to_have_text("2")
     expect(mine).to_have_attribute("aria-pressed", "true")
+    expect(mine).to_be_focused()  # the same button, in the message drawn again
+    expect(shown).to_have_class(re.compile(r"\bhighlight\b"))
     theirs = bo_page.locator(f"#msg-{original.pk} .reaction")
     expect(theirs.locator(".reaction-count")).to_have_text("2")
     shot(bo_page, "reply-and-reactions")
@@ -80,6 +86,8 @@ def test_a_reply_quotes_its_message_and_a_reaction_is_toggled_by_everyone(web: W
     expect(mine.locator(".reaction-count")).to_have_text("1")
     expect(mine).to_have_attribute("aria-pressed", "false")
     expect(theirs.locator(".reaction-count")).to_have_text("1")
+    ana_page.locator("#composer-input").click()
+    expect(shown).not_to_have_class(re.compile(r"\bhighlight\b"))
 
     original.refresh_from_db()
     reply = Message.objects.get(body="Yes, see you there")

@@ -215,6 +215,7 @@ function reactionsEl(m) {
         {
           type: "button",
           class: `reaction${mine ? " mine" : ""}`,
+          "data-action": `react:${r.emoji}`, // focused again after a redraw
           "aria-pressed": mine ? "true" : "false",
           "aria-label": `${r.emoji} ${r.count}: ${who}`,
           title: who,
@@ -435,10 +436,15 @@ export function renderMessages({ stick = false, prepend = false } = {}) {
     if (!entry || entry.sig !== item.sig) {
       const el = item.make();
       if (entry) {
-        const focusedAction = entry.el.contains(document.activeElement) ? document.activeElement.dataset.action : null;
-        entry.el.replaceWith(el);
-        // The same button again; or, when it is gone (a message just deleted), the message.
-        if (focusedAction) (el.querySelector(`[data-action="${focusedAction}"]`) || el).focus();
+        const old = entry.el;
+        const focused = old.contains(document.activeElement) ? document.activeElement : null;
+        const highlighted = old.classList.contains("highlight");
+        old.replaceWith(el);
+        if (highlighted) el.classList.add("highlight");
+        // The same button again; or the message itself (it had the focus, or the button
+        // is gone: a message just deleted).
+        const action = focused && focused !== old ? focused.dataset.action : null;
+        if (focused) ((action && el.querySelector(`[data-action="${CSS.escape(action)}"]`)) || el).focus({ preventScroll: true });
       }
       entry = { el, sig: item.sig };
       rendered.set(item.key, entry);
@@ -533,7 +539,19 @@ export async function revealMessage(id, message) {
   el.scrollIntoView({ block: "center" });
   el.classList.add("highlight");
   el.focus({ preventScroll: true });
-  setTimeout(() => el.classList.remove("highlight"), 4000);
+}
+
+// A message shown by `revealMessage` stays highlighted for as long as the focus stays on
+// it (or in its actions), through redraws; its ring fades (app.css) from when it is first
+// painted, so a page busy drawing a long history cannot spend the highlight unseen. It
+// ends when the focus moves on: to another message, the composer, anywhere else. (The
+// window losing the focus keeps it: the message is still the document's active element.)
+function endHighlight(event) {
+  const msg = event.target.closest?.(".msg.highlight");
+  if (!msg) return;
+  setTimeout(() => {
+    if (!msg.contains(document.activeElement)) msg.classList.remove("highlight");
+  });
 }
 
 export function install() {
@@ -563,6 +581,7 @@ export function install() {
   });
 
   ui.loadOlder.addEventListener("click", loadOlder);
+  ui.messageList.addEventListener("focusout", endHighlight);
 
   // The keyboard: in the message list Up and Down (Home, End) move from message to
   // message, Tab reaches the focused message's actions, Escape goes back to writing.
