@@ -8,8 +8,9 @@ each) through `presence.services.connection_opened`, 200 at a time as a busy gat
 handshakes (reported per open: Redis commands, Redis CPU, this process's CPU; opens
 that arrive together share a script call, at most `--open-batch`: 1 is one call each,
 as before they were gathered), then runs `--rounds` rounds in
-which every connection sends one heartbeat, as a socket does every
-PRESENCE_WRITE_INTERVAL (12.5 s) in steady state. Each round is run twice:
+which every connection sends one heartbeat, as a socket does every other ping in steady
+state (50 s: the first ping at least PRESENCE_WRITE_INTERVAL, 30 s, after the last
+write). Each round is run twice:
 - one by one (`presence.services.heartbeat`, a pipeline per heartbeat: what the
   gateway did before it gathered them), and
 - gathered, through the gateway's own code path (`presence.beats.BeatBatch`), in
@@ -25,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import sys
 import time
@@ -54,7 +56,10 @@ async def measure(
     settings.REDIS_URL, settings.REDIS_SHARDS, settings.REDIS_KEY_PREFIX = url, [], "bench"
     settings.PRESENCE_STORE = "redis"
     window = settings.PRESENCE_WRITE_WINDOW
-    batch_size = max(1, round(users / settings.PRESENCE_WRITE_INTERVAL / gateways * window))
+    # A socket pinging every heartbeat writes at the first ping PRESENCE_WRITE_INTERVAL on.
+    heartbeat = settings.WS_HEARTBEAT_INTERVAL
+    every = math.ceil(settings.PRESENCE_WRITE_INTERVAL / heartbeat) * heartbeat
+    batch_size = max(1, round(users / every / gateways * window))
     client = Redis.from_url(url)
     store = RedisPresenceStore(clients=[client], prefix="bench")
     now = time.time()

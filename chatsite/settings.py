@@ -563,6 +563,10 @@ WS_DRAIN_RATE = env_float("WS_DRAIN_RATE", 100.0)
 WS_DRAIN_MAX_SECONDS = env_float("WS_DRAIN_MAX_SECONDS", 120.0)
 WS_DRAIN_GRACE = env_float("WS_DRAIN_GRACE", 3.0)
 WS_AUTH_CHECK_INTERVAL = env_float("WS_AUTH_CHECK_INTERVAL", 2.0)
+# A gateway answers the pings of its sockets together: the log positions (and marker
+# sums) asked for within this many seconds are read with one query (a 25th of a
+# heartbeat, 1 s by default). Clients compare the pong's position, never time it.
+WS_PING_WINDOW = env_float("WS_PING_WINDOW", WS_HEARTBEAT_INTERVAL / 25)
 # ... of every socket, also those no recorded change names (a session reaching its
 # expiry date): seconds between such full re-checks (accounts/credentials.py).
 WS_AUTH_FULL_CHECK_INTERVAL = env_float("WS_AUTH_FULL_CHECK_INTERVAL", 60.0)
@@ -584,11 +588,14 @@ WS_SEND_BATCH = env_int("WS_SEND_BATCH", 32)
 # 10 s (docs/protocol.md) and has connected again. 0: never.
 WS_READY_DEADLINE = env_float("WS_READY_DEADLINE", 10.0)
 
-# Presence (docs/protocol.md): a connection is live for 3 heartbeats after its last frame.
-PRESENCE_WRITE_INTERVAL = env_float("PRESENCE_WRITE_INTERVAL", WS_HEARTBEAT_INTERVAL / 2)
+# Presence (docs/protocol.md): a connection is live for 3 heartbeats after its last
+# written beat. A socket writes one at most every 1.2 heartbeats: every other ping of a
+# client on the protocol's heartbeat, so the written beat is at most 2.4 heartbeats old
+# while the client keeps pinging (a client slower than 1.2 heartbeats writes at each).
+PRESENCE_WRITE_INTERVAL = env_float("PRESENCE_WRITE_INTERVAL", WS_HEARTBEAT_INTERVAL * 1.2)
 # A gateway gathers its sockets' heartbeat writes for this long: one Redis round trip per
-# shard per window (presence/beats.py).
-PRESENCE_WRITE_WINDOW = env_float("PRESENCE_WRITE_WINDOW", 0.25)
+# shard per window (presence/beats.py); a 25th of a heartbeat, 1 s by default.
+PRESENCE_WRITE_WINDOW = env_float("PRESENCE_WRITE_WINDOW", WS_HEARTBEAT_INTERVAL / 25)
 PRESENCE_GRACE = env_float("PRESENCE_GRACE", 5.0)
 PRESENCE_SWEEP_INTERVAL = env_float("PRESENCE_SWEEP_INTERVAL", 10.0)
 PRESENCE_MAX_SUBSCRIPTIONS = env_int("PRESENCE_MAX_SUBSCRIPTIONS", 1000)

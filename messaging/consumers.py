@@ -38,10 +38,11 @@ CLOSE_EVICTED = 4409
 TYPING_TARGET_TTL = 30.0
 
 # Pings arrive at every socket's own pace; their log positions are read together, one
-# query per 100 ms per gateway (a pong waits at most that long; clients only compare the
-# position, never time the pong).
+# query per WS_PING_WINDOW (1 s) per gateway (a pong waits at most that long; clients
+# only compare the position, never time the pong).
 _log_positions: Coalescer[int, int] = Coalescer(
-    lambda user_ids: selectors.get_log_positions(user_ids=user_ids), window=0.1
+    lambda user_ids: selectors.get_log_positions(user_ids=user_ids),
+    window=settings.WS_PING_WINDOW,
 )
 # Sends are stored together when they arrive while WS_SEND_WRITES statements are
 # already storing earlier ones (`services.send_messages`).
@@ -53,7 +54,8 @@ _sends: Batcher[services.SendRequest, services.SendResult] = Batcher(
 )
 # The marker sums of the conversations on screen, read together the same way.
 _marker_sums: Coalescer[int, int] = Coalescer(
-    lambda ids: selectors.get_marker_sums(conversation_ids=ids), window=0.1
+    lambda ids: selectors.get_marker_sums(conversation_ids=ids),
+    window=settings.WS_PING_WINDOW,
 )
 
 

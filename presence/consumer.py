@@ -103,7 +103,7 @@ class PresenceMixin:
         )
 
     def presence_heartbeat(self) -> None:
-        """Any frame is a heartbeat; it is queued at most every half heartbeat (`beats`)."""
+        """Any frame is a heartbeat; one is queued at most every PRESENCE_WRITE_INTERVAL."""
         if self.last_frame_at - self.presence_written_at < settings.PRESENCE_WRITE_INTERVAL:
             return
         self.presence_written_at = self.last_frame_at

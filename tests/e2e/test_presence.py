@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import time
 import urllib.request
@@ -12,7 +13,9 @@ import pytest
 
 from accounts.models import User
 from bench.harness import Deployment, RedisServer
+from chatsite.redis import async_clients
 from messaging import services
+from presence.store import get_store
 from tests.e2e.wsclient import Socket, bearer, drive, open_socket
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -242,3 +245,61 @@ def test_presence_rebuilds_after_a_redis_restart_within_a_heartbeat(
     record_property("presence_rebuilt_after_s", round(measured["rebuilt_after_s"], 2))
     # within one heartbeat interval (2 s) of Redis answering again, plus the check's tick
     assert measured["rebuilt_after_s"] < 2 + 1 + 1
+
+
+def test_a_socket_pinging_on_time_writes_its_beat_every_other_ping_and_stays_online(
+    make_deployment: Any, settings: Any, ana: User, bo: User, record_property: Any
+) -> None:
+    """Tried: a client pinging a little faster than the heartbeat (0.8 of 1 s) for 8 s.
+
+    Its beats are written at most every PRESENCE_WRITE_INTERVAL (1.2 heartbeats, so every
+    other ping), the written beat never gets as old as the live window (3 heartbeats,
+    with the sweep running every second), and its user never flaps offline.
+    """
+    deployment = make_deployment(env=FAST)
+    settings.PRESENCE_STORE = "redis"  # read the deployment's store from this process
+    contacts(ana, bo)
+    tok = {u.username: bearer(u) for u in (ana, bo)}
+    written: set[float] = set()
+    oldest = 0.0
+
+    async def scenario() -> list[dict[str, Any]]:
+        nonlocal oldest
+        watcher, _ = await open_socket(deployment.urls[1], tok["bo"])
+        phone, _ = await open_socket(deployment.urls[0], tok["ana"])
+        pingers = [
+            asyncio.create_task(keep_pinging(watcher)),
+            asyncio.create_task(keep_pinging(phone, every=0.8)),
+        ]
+        try:
+            await watcher.request(type="presence.subscribe", users=[ana.pk])
+            store = get_store()
+            end = time.monotonic() + 8
+            while time.monotonic() < end:
+                for beat in (await store.connections([ana.pk]))[ana.pk].values():
+                    written.add(beat.at)
+                    oldest = max(oldest, time.time() - beat.at)
+                await asyncio.sleep(0.05)
+            changes = [f for f in await watcher.quiet() if is_change(ana)(f)]
+        finally:
+            for task in pingers:
+                task.cancel()
+            for client in async_clients():
+                await client.aclose()
+        return changes
+
+    changes: list[dict[str, Any]] = []
+
+    async def run() -> None:
+        changes.extend(await scenario())
+
+    drive(run)
+    beats = sorted(written)
+    gaps = [later - earlier for earlier, later in itertools.pairwise(beats)]
+    record_property("beat_gaps_s", [round(g, 2) for g in gaps])
+    record_property("oldest_beat_s", round(oldest, 2))
+    assert len(beats) >= 4, beats  # the open's beat, then one about every 1.6 s
+    # Every other ping: never two writes within the interval (1.2 s; 0.1 s for the loop).
+    assert min(gaps) > 1.1, gaps
+    assert oldest < 3.0, oldest  # always inside the live window
+    assert changes == [], changes  # no offline (or any other) change while it pinged
