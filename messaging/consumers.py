@@ -38,8 +38,9 @@ CLOSE_EVICTED = 4409
 TYPING_TARGET_TTL = 30.0
 
 # Pings arrive at every socket's own pace; their log positions are read together, one
-# query per WS_PING_WINDOW (1 s) per gateway (a pong waits at most that long; clients
-# only compare the position, never time the pong).
+# query per WS_PING_WINDOW (100 ms) per gateway (a pong waits at most that long; clients
+# only compare the position, never time the pong). The socket's other frames and events
+# wait behind it meanwhile (settings.WS_PING_WINDOW).
 _log_positions: Coalescer[int, int] = Coalescer(
     lambda user_ids: selectors.get_log_positions(user_ids=user_ids),
     window=settings.WS_PING_WINDOW,
