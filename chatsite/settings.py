@@ -564,11 +564,11 @@ WS_DRAIN_MAX_SECONDS = env_float("WS_DRAIN_MAX_SECONDS", 120.0)
 WS_DRAIN_GRACE = env_float("WS_DRAIN_GRACE", 3.0)
 WS_AUTH_CHECK_INTERVAL = env_float("WS_AUTH_CHECK_INTERVAL", 2.0)
 # A gateway answers the pings of its sockets together: the log positions (and marker
-# sums) asked for within this many seconds are read with one query. A socket handles its
-# frames and events one at a time, so what reaches it while its ping waits (deliveries
-# too) waits as well: 1 s saved a fifth of the idle CPU but held deliveries behind every
-# ping, and the throughput ramps stopped at a third of their rate (docs/performance.md).
-WS_PING_WINDOW = env_float("WS_PING_WINDOW", 0.1)
+# sums) asked for within this many seconds are read with one query (a 50th of a
+# heartbeat, 0.5 s by default). The socket goes on with its frames and deliveries
+# meanwhile; it is held only while the window's positions are read and its pong sent
+# (chatsite.gateway.dbthreads.AnsweredInWindows).
+WS_PING_WINDOW = env_float("WS_PING_WINDOW", WS_HEARTBEAT_INTERVAL / 50)
 # ... of every socket, also those no recorded change names (a session reaching its
 # expiry date): seconds between such full re-checks (accounts/credentials.py).
 WS_AUTH_FULL_CHECK_INTERVAL = env_float("WS_AUTH_FULL_CHECK_INTERVAL", 60.0)

@@ -23,7 +23,7 @@ from redis.exceptions import RedisError
 from chatsite import metrics
 from chatsite.errors import DomainError, Unavailable
 from chatsite.gateway.batching import ReceiptBatcher, TypingBudget
-from chatsite.gateway.dbthreads import Batcher, Coalescer, db, db_by
+from chatsite.gateway.dbthreads import AnsweredInWindows, Batcher, db, db_by
 from chatsite.gateway.socket import CLOSE_TRY_LATER, FrameSocket
 from chatsite.gateway.supervisor import supervisor
 from chatsite.logs import correlation_id, trace
@@ -37,14 +37,6 @@ logger = logging.getLogger(__name__)
 CLOSE_EVICTED = 4409
 TYPING_TARGET_TTL = 30.0
 
-# Pings arrive at every socket's own pace; their log positions are read together, one
-# query per WS_PING_WINDOW (100 ms) per gateway (a pong waits at most that long; clients
-# only compare the position, never time the pong). The socket's other frames and events
-# wait behind it meanwhile (settings.WS_PING_WINDOW).
-_log_positions: Coalescer[int, int] = Coalescer(
-    lambda user_ids: selectors.get_log_positions(user_ids=user_ids),
-    window=settings.WS_PING_WINDOW,
-)
 # Sends are stored together when they arrive while WS_SEND_WRITES statements are
 # already storing earlier ones (`services.send_messages`).
 _sends: Batcher[services.SendRequest, services.SendResult] = Batcher(
@@ -53,11 +45,10 @@ _sends: Batcher[services.SendRequest, services.SendResult] = Batcher(
     size=settings.WS_SEND_BATCH,
     observe=metrics.SEND_BATCH.observe,
 )
-# The marker sums of the conversations on screen, read together the same way.
-_marker_sums: Coalescer[int, int] = Coalescer(
-    lambda ids: selectors.get_marker_sums(conversation_ids=ids),
-    window=settings.WS_PING_WINDOW,
-)
+# A ping as gathered (user, ref, conversation), and what one read of a window finds:
+# each user's log position and each named conversation's marker sum.
+PingAsked = tuple[int, str | None, int | None]
+PingFound = tuple[dict[int, int], dict[int, int]]
 
 
 class ChatConsumer(PresenceMixin, FrameSocket):
@@ -282,20 +273,28 @@ class ChatConsumer(PresenceMixin, FrameSocket):
         `conversation` of the user's, the pong also carries its members' marker sum: a
         client whose own sum differs has missed a `receipt.updated` and reads the
         members again. (A conversation the user is not in is left out, not refused: the
-        ping is a heartbeat whatever it names.)
+        ping is a heartbeat whatever it names.) Answered with the other pings of the
+        window (`_pings`); the socket goes on meanwhile.
         """
-        conversation = request.conversation
+        _pings.ask(self, (self.user.pk, ref, request.conversation))
+
+    async def pong(self, asked: PingAsked, found: PingFound | Exception) -> None:
+        """Send the `pong` of a ping asked in the window just read (`_pings`)."""
+        _, ref, conversation = asked
+        position: int | None = None
         markers: wire.PongMarkers | None = None
-        try:
-            position = await _log_positions.get(self.user.pk)
+        if isinstance(found, (DatabaseError, InterfaceError)):
+            logger.info("log position unavailable: %r", found)
+        elif isinstance(found, Exception):
+            logger.error("reading the pings' positions failed", exc_info=found)
+        else:
+            positions, sums = found
+            position = positions.get(self.user.pk)
             if conversation is not None and conversation in self.layer_groups:
-                total = await _marker_sums.get(conversation)
+                total = sums.get(conversation)
                 if total is not None:
                     markers = {"conversation": conversation, "sum": total}
-        except (DatabaseError, InterfaceError) as exc:
-            logger.info("log position unavailable: %r", exc)
-            position = None
-        await self.send_frame(wire.pong_frame(ref, timezone.now(), position, markers))
+        await self.send_frame(wire.pong_frame(ref, timezone.now(), position, markers), unheld=True)
 
     # --- channel-layer events -----------------------------------------------------------
 
@@ -359,6 +358,22 @@ class ChatConsumer(PresenceMixin, FrameSocket):
     async def connection_evict(self, event: dict[str, Any]) -> None:
         """Close: the user opened more than WS_MAX_CONNECTIONS_PER_USER connections."""
         await self.close_with(CLOSE_EVICTED)
+
+
+def _read_pings(asked: list[PingAsked]) -> PingFound:
+    """Read the log positions and marker sums of a window's pings: one query each."""
+    users = list({user for user, _, _ in asked})
+    conversations = list({c for _, _, c in asked if c is not None})
+    sums = selectors.get_marker_sums(conversation_ids=conversations) if conversations else {}
+    return selectors.get_log_positions(user_ids=users), sums
+
+
+# Pings arrive at every socket's own pace; they are answered together, one read per
+# WS_PING_WINDOW per gateway. A pong waits at most that long (clients compare the
+# position, never time the pong), and the socket's deliveries do not wait with it.
+_pings: AnsweredInWindows[ChatConsumer, PingAsked, PingFound] = AnsweredInWindows(
+    _read_pings, ChatConsumer.pong, window=settings.WS_PING_WINDOW
+)
 
 
 ChatConsumer.HANDLERS = {

@@ -48,7 +48,9 @@ class PresenceMixin:
 
     if TYPE_CHECKING:
 
-        async def send_frame(self, frame: Any, *, shared: bool = False) -> bool:
+        async def send_frame(
+            self, frame: Any, *, shared: bool = False, unheld: bool = False
+        ) -> bool:
             """Send a frame (the socket's); return whether it went out."""
 
     def init_presence(self) -> None:

@@ -1,6 +1,7 @@
 """The gateway's database pool and its helpers: `db` runs calls in the pool's threads,
-`Coalescer` gathers concurrent lookups, `Batcher` runs calls together when they come
-faster than they are done; `db_by` drops work that no thread could start in time."""
+`AnsweredInWindows` answers many sockets' requests with one read, `Batcher` runs calls
+together when they come faster than they are done; `db_by` drops work that no thread
+could start in time."""
 
 import asyncio
 import contextvars
@@ -11,27 +12,57 @@ from typing import Any
 import pytest
 from django.conf import settings
 
-from chatsite.gateway.dbthreads import Batcher, Coalescer, Shed, db, db_by
+from chatsite.gateway.dbthreads import AnsweredInWindows, Batcher, Shed, db, db_by
 
 
-def test_concurrent_lookups_share_one_fetch_and_each_gets_its_value() -> None:
+class Asker:
+    """A socket as `AnsweredInWindows` sees it: it has `held`, and records its answers."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.held: asyncio.Future[None] | None = None
+        self.answers: list[Any] = []
+
+
+def test_requests_of_a_window_share_one_fetch_and_each_socket_gets_its_answer() -> None:
+    """Tried: three sockets ask four times within one window; one fetch answers all, and
+    each asker is held from the fetch's start until its own answer is sent."""
     calls: list[list[int]] = []
+    held_during_fetch: list[bool] = []
+    sockets = [Asker("a"), Asker("b"), Asker("c")]
 
     def fetch(keys: list[int]) -> dict[int, int]:
         calls.append(sorted(keys))
+        held_during_fetch.extend(s.held is not None and not s.held.done() for s in sockets)
         return {k: k * 10 for k in keys if k != 3}
 
-    coalescer: Coalescer[int, int] = Coalescer(fetch, window=0.01)
+    async def answer(socket: Asker, key: int, found: dict[int, int] | Exception) -> None:
+        assert socket.held is not None and not socket.held.done()  # held while answered
+        socket.answers.append(found if isinstance(found, Exception) else found.get(key))
 
-    async def scenario() -> list[int | None]:
-        return await asyncio.gather(*(coalescer.get(k) for k in (1, 2, 2, 3)))
+    batch: AnsweredInWindows[Asker, int, dict[int, int]] = AnsweredInWindows(
+        fetch, answer, window=0.01
+    )
 
-    assert asyncio.run(scenario()) == [10, 20, 20, None]  # 3 was not answered
-    assert calls == [[1, 2, 3]]
+    async def scenario() -> float:
+        started = time.monotonic()
+        for socket, key in zip([*sockets, sockets[1]], (1, 2, 3, 4), strict=True):
+            batch.ask(socket, key)  # returns at once: the socket is not made to wait
+        asked = time.monotonic() - started
+        while any(s.held is not None or len(s.answers) < 1 for s in sockets):
+            await asyncio.sleep(0.005)
+        return asked
+
+    assert asyncio.run(scenario()) < 0.01
+    assert calls == [[1, 2, 3, 4]]
+    assert held_during_fetch == [True, True, True]
+    assert [s.answers for s in sockets] == [[10], [20, 40], [None]]  # 3 was not found
+    assert all(s.held is None for s in sockets)  # released after
 
 
-def test_a_failed_fetch_fails_every_waiter_and_the_next_window_fetches_again() -> None:
+def test_a_failed_fetch_is_each_sockets_answer_and_the_next_window_fetches_again() -> None:
     attempts: list[int] = []
+    socket = Asker("a")
 
     def fetch(keys: list[int]) -> dict[int, int]:
         attempts.append(len(keys))
@@ -39,22 +70,72 @@ def test_a_failed_fetch_fails_every_waiter_and_the_next_window_fetches_again() -
             raise ConnectionError("database down")
         return dict.fromkeys(keys, 1)
 
-    coalescer: Coalescer[int, int] = Coalescer(fetch, window=0.01)
+    async def answer(socket: Asker, key: int, found: dict[int, int] | Exception) -> None:
+        socket.answers.append(found if isinstance(found, Exception) else found[key])
 
-    async def scenario() -> tuple[Any, int | None]:
-        first = await asyncio.gather(coalescer.get(1), coalescer.get(2), return_exceptions=True)
-        return first, await coalescer.get(1)
+    batch: AnsweredInWindows[Asker, int, dict[int, int]] = AnsweredInWindows(
+        fetch, answer, window=0.01
+    )
 
-    first, again = asyncio.run(scenario())
-    assert [type(r) for r in first] == [ConnectionError, ConnectionError]
-    assert again == 1
+    async def until_answered(count: int) -> None:
+        while len(socket.answers) < count or socket.held is not None:
+            await asyncio.sleep(0.005)
+
+    async def scenario() -> None:
+        batch.ask(socket, 1)
+        batch.ask(socket, 2)
+        await until_answered(2)
+        batch.ask(socket, 1)
+        await until_answered(3)
+
+    asyncio.run(scenario())
+    assert [type(a) for a in socket.answers[:2]] == [ConnectionError, ConnectionError]
+    assert socket.answers[2] == 1
     assert attempts == [2, 1]
 
 
+def test_an_answer_that_fails_still_releases_its_socket_and_the_others_are_answered() -> None:
+    sockets = [Asker("broken"), Asker("fine")]
+
+    async def answer(socket: Asker, key: int, found: Any) -> None:
+        if socket.name == "broken":
+            raise RuntimeError("a bug in one answer")
+        socket.answers.append(key)
+
+    batch: AnsweredInWindows[Asker, int, None] = AnsweredInWindows(
+        lambda keys: None, answer, window=0.0
+    )
+
+    async def scenario() -> None:
+        for key, socket in enumerate(sockets):
+            batch.ask(socket, key)
+        while sockets[1].held is not None or not sockets[1].answers:
+            await asyncio.sleep(0.005)
+        await asyncio.sleep(0.01)
+
+    asyncio.run(scenario())
+    assert sockets[1].answers == [1]
+    assert sockets[0].held is None  # not left holding the socket forever
+
+
 def test_each_event_loop_gets_its_own_batches() -> None:
-    coalescer: Coalescer[int, int] = Coalescer(lambda keys: dict.fromkeys(keys, 7), window=0.0)
-    assert asyncio.run(coalescer.get(1)) == 7
-    assert asyncio.run(coalescer.get(2)) == 7  # a new loop: no futures of the old one
+    socket = Asker("a")
+
+    async def answer(socket: Asker, key: int, found: Any) -> None:
+        socket.answers.append(found)
+
+    batch: AnsweredInWindows[Asker, int, int] = AnsweredInWindows(
+        lambda keys: 7, answer, window=0.0
+    )
+
+    async def ask(key: int) -> None:
+        batch.ask(socket, key)
+        while len(socket.answers) < key:
+            await asyncio.sleep(0.001)
+
+    asyncio.run(ask(1))
+    asyncio.run(ask(2))  # a new loop: nothing of the old one is used
+    assert socket.answers == [7, 7]
 
 
 def test_work_no_thread_starts_by_its_deadline_is_dropped_unstarted() -> None:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import pytest
 from channels.exceptions import StopConsumer
 
-from chatsite.gateway.socket import Receive, dispatch_in_turn
+from chatsite.gateway.socket import FrameSocket, Receive, dispatch_in_turn
 
 
 def waits_forever(cancelled: asyncio.Event | None = None) -> Receive:
@@ -126,3 +127,36 @@ def test_a_loop_cancelled_from_outside_stops_every_source() -> None:
         return cancelled.is_set()
 
     assert asyncio.run(scenario())
+
+
+def test_a_held_socket_sends_only_the_frame_it_is_held_for_until_it_is_released() -> None:
+    # Tried: a socket is held (its pong's log position is being read) and is given a
+    # delivery to send, and a typing frame whose sender is then cancelled (its socket
+    # closing), and then its pong. The pong goes out at once, the delivery only after
+    # the release, and the cancelled sender does not cancel the hold.
+    async def scenario() -> list[str]:
+        sent: list[str] = []
+        socket = FrameSocket()
+        socket.server_times_sends = True
+
+        async def base_send(message: dict[str, Any]) -> None:
+            sent.append(json.loads(message["text"])["type"])
+
+        socket.base_send = base_send
+        hold: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        socket.held = hold
+        delivery = asyncio.create_task(socket.send_frame({"type": "message.created"}))
+        typing = asyncio.create_task(socket.send_frame({"type": "typing"}))
+        await asyncio.sleep(0.01)
+        assert sent == []  # both wait while the socket is held
+        typing.cancel()
+        await asyncio.sleep(0)
+        assert not hold.done()
+        assert await socket.send_frame({"type": "pong"}, unheld=True)
+        assert sent == ["pong"]
+        hold.set_result(None)
+        socket.held = None
+        assert await asyncio.wait_for(delivery, 5)
+        return sent
+
+    assert asyncio.run(scenario()) == ["pong", "message.created"]

@@ -12,14 +12,17 @@ import atexit
 import contextlib
 import contextvars
 import functools
+import logging
 import queue
 import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from django.conf import settings
 from django.db import close_old_connections, connection
+
+logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -174,51 +177,101 @@ K = TypeVar("K")
 V = TypeVar("V")
 
 
-class Coalescer(Generic[K, V]):
-    """Answer concurrent lookups of one kind with one `db` call per `window` seconds.
+class Held(Protocol):
+    """A socket that sends no frame but the one it is held for while `held` is pending."""
 
-    Sockets that all ask the same question at their own pace (`ping`, say) would each
-    cost a thread hop and a round trip; gathered for a few milliseconds they cost one.
+    held: asyncio.Future[None] | None
+
+
+S = TypeVar("S", bound=Held)
+R = TypeVar("R")
+
+
+class AnsweredInWindows(Generic[S, R, V]):
+    """Answer the requests of many sockets with one `db` call per `window` seconds.
+
+    Sockets that all ask the same question at their own pace (`ping`) would each cost a
+    thread hop and a round trip; gathered for a window they cost one. `ask` returns at
+    once, so the socket goes on with its frames and events while the window lasts (a
+    socket handles one at a time: had it waited for its answer, every delivery to it
+    would have waited too).
+
+    When the window ends, every asking socket is held (`Held.held`: `FrameSocket` sends
+    no other frame until it is done) from before `fetch` starts until its answer is
+    sent. Whatever goes out after the answer was read from (a delivery, or the reply of
+    a frame whose write ended after the read) goes out after the answer, so the client
+    never holds something the answer does not count. `fetch` (in the database pool) gets the
+    window's requests and returns one value for all of them; `answer(socket, request,
+    value)` sends one answer, given the exception instead if `fetch` raised.
     """
 
-    def __init__(self, fetch: Callable[[list[K]], dict[K, V]], *, window: float) -> None:
+    def __init__(
+        self,
+        fetch: Callable[[list[R]], V],
+        answer: Callable[[S, R, V | Exception], Awaitable[None]],
+        *,
+        window: float,
+    ) -> None:
         self.fetch = fetch
+        self.answer = answer
         self.window = window
-        self.waiting: dict[K, list[asyncio.Future[V | None]]] = {}
+        self.waiting: list[tuple[S, R]] = []
         self.loop: asyncio.AbstractEventLoop | None = None
 
-    async def get(self, key: K) -> V | None:
-        """Return the value for `key` (None if the fetch did not name it)."""
+    def ask(self, socket: S, request: R) -> None:
+        """Queue `request` of `socket`; it is answered once the window ends."""
         loop = asyncio.get_running_loop()
         if self.loop is not loop:
-            self.loop, self.waiting = loop, {}
-        future: asyncio.Future[V | None] = loop.create_future()
+            self.loop, self.waiting = loop, []
         if not self.waiting:
             # In a context of its own: the batch must not inherit the first caller's.
             loop.call_later(self.window, self._flush, loop, context=contextvars.Context())
-        self.waiting.setdefault(key, []).append(future)
-        return await future
+        self.waiting.append((socket, request))
 
     def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
         if self.loop is not loop or not self.waiting:
             return
-        batch, self.waiting = self.waiting, {}
-        loop.create_task(self._answer(batch))
+        batch, self.waiting = self.waiting, []
+        holds: list[asyncio.Future[None]] = []
+        for socket, _ in batch:
+            hold: asyncio.Future[None] = loop.create_future()
+            socket.held = hold
+            holds.append(hold)
+        loop.create_task(self._answer(batch, holds))
 
-    async def _answer(self, batch: dict[K, list[asyncio.Future[V | None]]]) -> None:
-        keys = list(batch)
+    async def _answer(self, batch: list[tuple[S, R]], holds: list[asyncio.Future[None]]) -> None:
         try:
-            values = await db(functools.partial(self.fetch, keys))
-        except Exception as exc:  # noqa: BLE001 - every waiter gets the failure, not a hang
-            for futures in batch.values():
-                for future in futures:
-                    if not future.done():
-                        future.set_exception(exc)
-            return
-        for key, futures in batch.items():
-            for future in futures:
-                if not future.done():
-                    future.set_result(values.get(key))
+            value: V | Exception
+            try:
+                value = await db(functools.partial(self.fetch, [request for _, request in batch]))
+            except Exception as exc:  # noqa: BLE001 - every socket is answered, not left held
+                value = exc
+            outcomes = await asyncio.gather(
+                *(self._one(s, r, value, h) for (s, r), h in zip(batch, holds, strict=True)),
+                return_exceptions=True,
+            )
+            for outcome in outcomes:
+                if isinstance(outcome, Exception):
+                    logger.error("an answer failed", exc_info=outcome)
+        finally:
+            for (socket, _), hold in zip(batch, holds, strict=True):
+                _release(socket, hold)
+
+    async def _one(
+        self, socket: S, request: R, value: V | Exception, hold: asyncio.Future[None]
+    ) -> None:
+        try:
+            await self.answer(socket, request, value)
+        finally:
+            _release(socket, hold)
+
+
+def _release(socket: Held, hold: asyncio.Future[None]) -> None:
+    """Let `socket` go on, unless a later window holds it again."""
+    if not hold.done():
+        hold.set_result(None)
+    if socket.held is hold:
+        socket.held = None
 
 
 class Batcher(Generic[K, V]):

@@ -188,6 +188,9 @@ class FrameSocket(AsyncWebsocketConsumer):  # type: ignore[misc]
     closed_with: int | None = None
     last_frame_at = 0.0
     ready = False  # the first frame (the subclass's greeting) has gone out
+    # Set while an answer gathered with other sockets' (a `pong`) reads its data and is
+    # sent: no other frame goes out until it is done (`dbthreads.AnsweredInWindows`).
+    held: asyncio.Future[None] | None = None
     budgets: FrameBudgets
     send_timeout = 5.0  # WS_SEND_TIMEOUT, read once per socket
     # The server times a send's wait for room itself (`FlowControlledWebSocket`).
@@ -226,6 +229,7 @@ class FrameSocket(AsyncWebsocketConsumer):  # type: ignore[misc]
         self.credential = None
         self.device = ""
         self.ready = False
+        self.held = None
         self.init_state()
 
     def init_state(self) -> None:
@@ -355,13 +359,18 @@ class FrameSocket(AsyncWebsocketConsumer):  # type: ignore[misc]
         except Exception:  # noqa: BLE001 - the socket may already be gone
             logger.debug("close %s failed", code, exc_info=True)
 
-    async def send_frame(self, frame: Any, *, shared: bool = False) -> bool:
+    async def send_frame(self, frame: Any, *, shared: bool = False, unheld: bool = False) -> bool:
         """Send a frame; a client that does not read within WS_SEND_TIMEOUT is closed (4429).
 
         `shared`: the frame is one object handed to many sockets of this process (a
-        channel-layer event), encoded once for all of them (`encode_shared`). Return
-        whether it went out.
+        channel-layer event), encoded once for all of them (`encode_shared`). While the
+        socket is `held`, the frame waits, unless it is the one the socket is held for
+        (`unheld`). Return whether it went out.
         """
+        if not unheld:
+            while (held := self.held) is not None and not held.done():
+                # Shielded: a sender that is cancelled must not cancel the hold itself.
+                await asyncio.shield(held)
         if self.closing:
             return False
         data = encode_shared(frame) if shared else encode(frame)

@@ -469,6 +469,73 @@ def test_pong_carries_the_users_log_position_across_conversations(
     assert cy_pong["log_position"] == 3  # created, g, and Ana's removal
 
 
+def test_a_delivery_is_not_held_behind_a_ping_and_never_overtakes_its_pong(
+    make_deployment: MakeDeployment, ana: User, bo: User
+) -> None:
+    """Tried: pings answered in 1 s windows (`WS_PING_WINDOW`). Ana pings, and Bo sends
+    her a message at once; then Bo sends 150 messages, one every 20 ms, while Ana pings
+    every 0.4 s.
+
+    The first message reaches Ana before her pong (her socket does not wait out the
+    window), and the pong's position counts it. At every pong of the stream, no message
+    Ana already has is past the pong's position: a delivery committed after the
+    position was read never overtakes the pong (a client takes a position below its own
+    for a missed departure, and syncs).
+    """
+    # Bo's sends at 50 a second: past the per-user limit (5 a second) without this.
+    env = {"WS_PING_WINDOW": "1", "CHAT_SEND_RATE": "100", "CHAT_SEND_BURST": "200"}
+    deployment = make_deployment(gateways=2, env=env)
+    direct, _ = services.create_direct_conversation(user=ana, other_user_id=bo.pk)
+    services.accept_request(user=bo, conversation_id=direct.pk)
+    tok = {u.username: bearer(u) for u in users_of(locals())}
+    first: list[str] = []
+    checks: list[tuple[int, int]] = []  # (highest seq Ana had, the pong's position)
+
+    async def scenario() -> None:
+        a, _ = await open_socket(deployment.urls[0], tok["ana"])
+        b, _ = await open_socket(deployment.urls[1], tok["bo"])
+        await a.send(type="ping", ref="first")
+        await b.request(**text("while the ping waits", direct.pk))
+        highest = 0
+        while True:
+            frame = await a.next()
+            first.append(frame["type"])
+            if frame["type"] == "message.created":
+                highest = max(highest, frame["message"]["seq"])
+            if frame.get("ref") == "first":
+                checks.append((highest, frame["log_position"]))
+                break
+
+        async def stream() -> None:
+            for n in range(150):
+                await b.send(**text(f"m{n}", direct.pk))
+                await asyncio.sleep(0.02)
+
+        async def pings() -> None:
+            for n in range(10):
+                await a.send(type="ping", ref=f"p{n}")
+                await asyncio.sleep(0.4)
+
+        tasks = [asyncio.create_task(stream()), asyncio.create_task(pings())]
+        answered = 0
+        while answered < 10:
+            frame = await a.next()
+            if frame["type"] == "message.created":
+                highest = max(highest, frame["message"]["seq"])
+            elif frame["type"] == "pong":
+                answered += 1
+                checks.append((highest, frame["log_position"]))
+        await asyncio.gather(*tasks)
+
+    drive(scenario)
+    assert first[0] == "message.created", first  # not held behind the ping's window
+    assert checks[0] == (1, 1)  # and the pong counts it
+    assert len(checks) == 11
+    overtaken = [(had, position) for had, position in checks if had > position]
+    assert overtaken == [], checks
+    assert checks[-1][1] > 1  # the stream was under way while Ana pinged
+
+
 async def _collect(into: list[Any], work: Any) -> None:
     into.append(await work)
 
